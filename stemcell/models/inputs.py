@@ -1,0 +1,22 @@
+"""Turning decoded frames into model input, identically in training, serving and at the edge."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ImageNet statistics: user checkpoints from torchvision expect them, and our own bases are trained
+# with the same normalisation so both kinds of weights are interchangeable.
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def to_input(frames: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """uint8 RGB frames (N,H,W,3) or one (H,W,3) -> normalised float32 (N,3,size,size)."""
+    if frames.dtype != np.uint8 or frames.shape[-1] != 3 or frames.ndim not in (3, 4):
+        raise ValueError(f"expected uint8 RGB frames (N,H,W,3) or (H,W,3), got {frames.dtype} {frames.shape}")
+    batch = torch.from_numpy(np.ascontiguousarray(frames if frames.ndim == 4 else frames[None]))
+    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    if size is not None and x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (x - _MEAN) / _STD

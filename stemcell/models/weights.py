@@ -1,0 +1,45 @@
+"""Weights on disk: safetensors for everything Stemcell writes; user torch checkpoints only with weights_only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a state dict as safetensors (tensors made contiguous and unshared, as the format needs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))
+    return path
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (no code execution is possible, unlike pickle)."""
+    return load_file(str(path))
+
+
+def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a user's local torchvision state_dict into `model`, refusing pickled code.
+
+    `weights_only=True` makes torch refuse any pickle payload that is not plain tensors/containers.
+    The classifier (`fc.*` / `classifier.*`) is skipped: Stemcell brings its own heads.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        state = load_safetensors(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state_dict")
+    backbone = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the architecture: missing={missing[:5]} unexpected={unexpected[:5]}")

@@ -1,0 +1,26 @@
+"""`stemcell/` is the pure-logic layer: it must never import ray, fastapi or serve (STYLE.md rule 1)."""
+import ast
+from pathlib import Path
+
+FORBIDDEN = ("ray", "fastapi", "starlette", "uvicorn")
+ROOT = Path(__file__).resolve().parents[2] / "stemcell"
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_pure_logic_layer_has_no_ray_or_web_imports() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_imported_roots(p) & set(FORBIDDEN))
+        for p in ROOT.rglob("*.py")
+        if _imported_roots(p) & set(FORBIDDEN)
+    }
+    assert offenders == {}
