@@ -1,0 +1,92 @@
+"""`stemcell` command line: train candidates, plan, serve, stream cameras, run the demo."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stemcell.config import ConfigError
+
+log = logging.getLogger("stemcell")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from stemcell.config import TrainConfig, load_config
+    from stemcell.training.mtrainer import BASE_CACHE, make_world, obtain_base
+
+    config = load_config(args.config, TrainConfig)
+    if args.weights is not None:
+        config = config.model_copy(update={"base": config.base.model_copy(update={"weights": args.weights})})
+    if args.image_folder is not None:
+        pre = config.base.pretrain.model_copy(update={"image_folder": args.image_folder})
+        config = config.model_copy(update={"base": config.base.model_copy(update={"pretrain": pre})})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / BASE_CACHE).unlink(missing_ok=True)
+    obtain_base(config, make_world(config), args.out)
+    print(f"pretrained base written to {args.out / BASE_CACHE}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from stemcell.config import TrainConfig, load_config
+    from stemcell.training.mtrainer import run_trials_locally, train_package
+
+    config = load_config(args.config, TrainConfig)
+    runner = run_trials_locally
+    if not args.no_ray:
+        from actors.trial_runner import RayTrialRunner
+        from app.runtime import ensure_ray
+
+        ensure_ray()
+        runner = RayTrialRunner(config.trainer.cpus_per_trial, config.trainer.gpus_per_trial)
+    manifest = train_package(config, args.out, runner)
+    from app.reports import print_manifest_summary
+
+    print_manifest_summary(manifest)
+    print(f"M-Package written to {args.out}/manifest.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stemcell",
+        description="Run many video-analytics apps for many cameras on shared GPUs: shared stems "
+        "(Mainstream), merged layers, continuous learning (AMS, RECL), on Ray.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="train a base model on the synthetic world or a local image folder",
+                       description="Train the base network (no pretrained weights can be downloaded).")
+    p.add_argument("--config", type=Path, required=True, help="train config YAML, e.g. configs/demo.yaml")
+    p.add_argument("--out", type=Path, required=True, help="folder for pretrained_base.safetensors")
+    p.add_argument("--weights", type=Path, help="start from a local torchvision checkpoint (loaded weights_only)")
+    p.add_argument("--image-folder", type=Path, help="pretrain on a local ImageFolder tree instead of the world")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("train", help="M-Trainer: fine-tune every app at every branchpoint -> M-Package",
+                       description="Fine-tune one candidate per (app, branchpoint) in parallel Ray tasks with "
+                       "fractional GPU shares, measure per-segment latency, write DIR/manifest.json. "
+                       "Reuses DIR/pretrained_base.safetensors when present.")
+    p.add_argument("--config", type=Path, required=True, help="train config YAML, e.g. configs/demo.yaml")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--no-ray", action="store_true", help="run trials sequentially in this process")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"stemcell {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

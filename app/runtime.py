@@ -1,0 +1,30 @@
+"""Connecting to Ray the same way from every command: an existing cluster if there is one, else local."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashboard: bool = False) -> None:
+    """Join the cluster in RAY_ADDRESS (e.g. after `ray up`), or start a local one.
+
+    A local instance gets one *logical* GPU when the machine has none, so fractional `num_gpus`
+    shares are still scheduled (and fall back to CPU inside the actors) exactly as on a GPU node.
+    """
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
+    if num_gpus is None:
+        import torch
+
+        num_gpus = float(torch.cuda.device_count()) or 1.0
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+             dashboard_host="127.0.0.1", log_to_driver=True)
+    if dashboard:
+        log.info("Ray dashboard: http://%s", ray.get_runtime_context().gcs_address.split(":")[0] + ":8265")

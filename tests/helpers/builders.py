@@ -1,0 +1,34 @@
+"""Small real instances for tests (random frames, tiny models): build, don't copy-paste setups."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stemcell.models import build_base
+from stemcell.package.build import app_entry, build_package
+from stemcell.package.manifest import Manifest
+from stemcell.training import CandidateSpec, LabelledFrames, finetune_candidate, profile_latency
+
+
+def random_frames(n: int = 48, size: int = 32, classes: int = 5, seed: int = 0) -> LabelledFrames:
+    """Random frames whose 'car' label is a learnable function of brightness, so training means something."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    presence = rng.random((n, classes)) < 0.3
+    presence[:, 1] = frames.mean(axis=(1, 2, 3)) > 127.5
+    return LabelledFrames(frames, presence, np.zeros(n, int), np.arange(n))
+
+
+def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",)) -> Manifest:
+    """A real (tiny) M-Package: tiny_cnn base, one epoch per candidate, on random frames."""
+    base = build_base("tiny_cnn")
+    train, val = random_frames(seed=1), random_frames(seed=2)
+    results = [
+        finetune_candidate(base, CandidateSpec(app, 1, b, epochs=1, lr=1e-3, batch_size=16, input_size=32), train, val)
+        for app in apps
+        for b in branchpoints
+    ]
+    profile = profile_latency(base, 32, batch_sizes=(1, 4), repeats=2)
+    entries = [app_entry(app, "car", val.presence[:, 1]) for app in apps]
+    return build_package(root, base, 32, 10.0, profile, entries, results)

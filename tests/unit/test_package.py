@@ -1,0 +1,101 @@
+"""M-Package: round trip, and refusal of tampered, truncated or foreign packages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stemcell.package import PackageError, load_package
+from tests.helpers.builders import random_frames, tiny_package
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pkg")
+    tiny_package(root)
+    return root
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_round_trip_rebuilds_identical_candidates(package_dir: Path) -> None:
+    pkg = load_package(package_dir)
+    m = pkg.manifest
+    assert [c.branchpoint for c in m.candidates_for("car")] == [0, 3, 6]
+    assert len(m.base.segment_hashes) == pkg.base.num_segments
+    assert set(m.latency.segment_s) == {"1", "4"}
+    x = torch.from_numpy(random_frames(4, seed=5).frames).permute(0, 3, 1, 2).float() / 255
+    for b in (0, 3, 6):
+        a1, a2 = pkg.app_model("car", b), load_package(package_dir).app_model("car", b)
+        with torch.no_grad():
+            assert torch.equal(a1(x), a2(x))
+    with pytest.raises(KeyError, match="no candidate"):
+        pkg.app_model("car", 2)
+
+
+def test_candidate_weights_hold_only_the_trainable_part(package_dir: Path) -> None:
+    from stemcell.models import load_safetensors
+
+    m = load_package(package_dir).manifest
+    deep, shallow = m.candidates_for("car")[-1], m.candidates_for("car")[0]
+    assert not any(k.startswith("stem.") for k in load_safetensors(package_dir / deep.weights))
+    assert deep.trainable_params < shallow.trainable_params
+
+
+def test_tampered_candidate_is_refused(package_dir: Path, tmp_path: Path) -> None:
+    root = _copy(package_dir, tmp_path / "p")
+    f = root / "candidates" / "car_b3.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="sha256 mismatch"):
+        load_package(root)
+
+
+def test_truncated_base_is_refused(package_dir: Path, tmp_path: Path) -> None:
+    root = _copy(package_dir, tmp_path / "p")
+    f = root / "base.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(PackageError, match="base.safetensors"):
+        load_package(root)
+
+
+def test_missing_file_and_missing_manifest_are_clear(package_dir: Path, tmp_path: Path) -> None:
+    root = _copy(package_dir, tmp_path / "p")
+    (root / "candidates" / "car_b0.safetensors").unlink()
+    with pytest.raises(PackageError, match="missing"):
+        load_package(root)
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_package(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(schema_version=99), "schema_version 99"),
+        (lambda m: m["candidates"][0].update(weights="../../etc/passwd.safetensors"), "weights"),
+        (lambda m: m["candidates"][0].update(app="ghost"), "unknown app"),
+        (lambda m: m.pop("base"), "base"),
+    ],
+)
+def test_invalid_manifest_is_refused(package_dir: Path, tmp_path: Path, edit, message: str) -> None:
+    root = _copy(package_dir, tmp_path / "p")
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=message):
+        load_package(root)
+
+
+def test_non_json_manifest(package_dir: Path, tmp_path: Path) -> None:
+    root = _copy(package_dir, tmp_path / "p")
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(PackageError, match="not valid JSON"):
+        load_package(root)

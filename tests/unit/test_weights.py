@@ -1,0 +1,47 @@
+"""Weights loading refuses pickled code and mismatched checkpoints."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from stemcell.models import build_base, segment_hash
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: ANN204 - a malicious pickle: would run a shell command if unpickled
+        import os
+
+        return (os.system, ("echo pwned > /tmp/stemcell_pwned",))
+
+
+def test_local_torchvision_checkpoint_is_loaded(tmp_path: Path) -> None:
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    base = build_base("resnet18", torchvision_weights=path)
+    assert torch.equal(base.segments[0][0].weight, reference.conv1.weight)
+
+
+def test_pickle_payload_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"conv1.weight": _Payload()}))
+    with pytest.raises(pickle.UnpicklingError):
+        build_base("resnet18", torchvision_weights=path)
+    assert not Path("/tmp/stemcell_pwned").exists()
+
+
+def test_wrong_architecture_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mnv3.pth"
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="does not match"):
+        build_base("resnet18", torchvision_weights=path)
+    with pytest.raises(FileNotFoundError):
+        build_base("resnet18", torchvision_weights=tmp_path / "missing.pth")
+
+
+def test_build_with_same_seed_hashes_equal() -> None:
+    assert segment_hash(build_base("resnet18").segments[1]) == segment_hash(build_base("resnet18").segments[1])
