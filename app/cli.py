@@ -14,7 +14,7 @@ log = logging.getLogger("stemcell")
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from stemcell.config import TrainConfig, load_config
-    from stemcell.training.mtrainer import BASE_CACHE, make_world, obtain_base
+    from stemcell.training.mtrainer import BASE_CACHE, obtain_base
 
     config = load_config(args.config, TrainConfig)
     if args.weights is not None:
@@ -24,7 +24,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"base": config.base.model_copy(update={"pretrain": pre})})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / BASE_CACHE).unlink(missing_ok=True)
-    obtain_base(config, make_world(config), args.out)
+    obtain_base(config, args.out)
     print(f"pretrained base written to {args.out / BASE_CACHE}")
     return 0
 
@@ -46,6 +46,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     print_manifest_summary(manifest)
     print(f"M-Package written to {args.out}/manifest.json")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from stemcell.package import load_package
+    from stemcell.package.planning import problem_from_manifest
+    from stemcell.scheduling import SCHEDULERS, SearchTooLarge, format_schedule, get_scheduler
+
+    manifest = load_package(args.package).manifest
+    problem = problem_from_manifest(manifest, args.apps, args.budget, frame_rates=args.fps,
+                                    batch_size=args.batch, correlation=args.correlation)
+    policies = sorted(SCHEDULERS) if args.policy == "all" else [args.policy]
+    for name in policies:
+        try:
+            print(format_schedule(get_scheduler(name)(problem)))
+        except SearchTooLarge as exc:
+            if args.policy != "all":
+                raise
+            print(f"plan by {name}: skipped ({exc})")
+        print()
     return 0
 
 
@@ -74,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--no-ray", action="store_true", help="run trials sequentially in this process")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("plan", help="M-Scheduler: choose each app's branchpoint and frame rate under a budget",
+                       description="One planning round on an M-Package: Mainstream greedy (or a baseline) picks "
+                       "each app's candidate and frame rate to maximise mean event F1 within a GPU budget.")
+    p.add_argument("--package", type=Path, required=True, help="M-Package folder from `stemcell train`")
+    p.add_argument("--apps", nargs="+", required=True, metavar="APP",
+                   help="apps to run on the stream; repeat a name for several tenants with the same model set")
+    p.add_argument("--budget", type=float, required=True,
+                   help="GPU-seconds per second available (e.g. 0.25 = a quarter of one device)")
+    p.add_argument("--policy", default="mainstream", choices=["mainstream", "max_sharing", "no_sharing", "exhaustive", "all"],
+                   help="scheduler (default: mainstream greedy; 'all' prints every policy)")
+    p.add_argument("--fps", type=float, nargs="+", help="frame-rate menu (default: 1.25 2.5 5 10, capped at the stream's fps)")
+    p.add_argument("--batch", type=int, default=8, help="batch size whose measured latency is the cost (default 8)")
+    p.add_argument("--correlation", type=float, default=0.5, help="miss correlation between sampled frames (0..1)")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -34,6 +34,10 @@ class PretrainSection(_Strict):
     frames_per_camera: int = Field(1200, ge=16)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
+    # The base is trained on a *source* world (a different seed: other scenes, other appearances),
+    # as torchvision bases are trained on ImageNet rather than on the cameras they will serve.
+    # None = world.seed + 1000.
+    world_seed: int | None = None
     image_folder: Path | None = None
 
 

@@ -46,14 +46,16 @@ def log_trial(done: int, total: int, result: CandidateResult) -> None:
     )
 
 
-def make_world(config: TrainConfig) -> World:
+def make_world(config: TrainConfig, seed: int | None = None) -> World:
+    """The configured world, or the same world shape under another seed (a different domain)."""
     w = config.world
-    return World(WorldConfig(seed=w.seed, num_cameras=w.num_cameras, height=w.height, width=w.width,
-                             fps=w.fps, duration_s=w.duration_s))
+    return World(WorldConfig(seed=w.seed if seed is None else seed, num_cameras=w.num_cameras, height=w.height,
+                             width=w.width, fps=w.fps, duration_s=w.duration_s))
 
 
-def obtain_base(config: TrainConfig, world: World, cache_dir: Path) -> SegmentedNet:
-    """The pretrained base: reuse `cache_dir/pretrained_base.safetensors` when present, else train it."""
+def obtain_base(config: TrainConfig, cache_dir: Path) -> SegmentedNet:
+    """The pretrained base: reuse `cache_dir/pretrained_base.safetensors` when present, else train it
+    on the source world (or the user's image folder)."""
     cached = cache_dir / BASE_CACHE
     base_cfg, pre = config.base, config.base.pretrain
     if cached.is_file():
@@ -64,7 +66,9 @@ def obtain_base(config: TrainConfig, world: World, cache_dir: Path) -> Segmented
     if pre.image_folder is not None:
         data = image_folder_frames(pre.image_folder, base_cfg.input_size)
     else:
-        data, _ = world_frames(world, range(world.config.num_cameras), pre.frames_per_camera, seed=config.world.seed)
+        seed = config.world.seed + 1000 if pre.world_seed is None else pre.world_seed
+        source = make_world(config, seed)
+        data, _ = world_frames(source, range(source.config.num_cameras), pre.frames_per_camera, seed=seed)
     log.info("pretraining %s on %d frames for %d epochs", base_cfg.name, len(data), pre.epochs)
     base = pretrain_base(base_cfg.name, data, input_size=base_cfg.input_size, epochs=pre.epochs, lr=pre.lr,
                          batch_size=pre.batch_size, seed=config.world.seed, torchvision_weights=base_cfg.weights)
@@ -92,7 +96,7 @@ def train_package(config: TrainConfig, out_dir: str | Path, run_trials: TrialRun
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = make_world(config)
-    base = obtain_base(config, world, out)
+    base = obtain_base(config, out)
     cameras = range(world.config.num_cameras)
     train, val = world_frames(world, cameras, config.trainer.train_frames_per_camera,
                               seed=config.world.seed + 1, val_fraction=config.trainer.val_fraction)
