@@ -40,6 +40,7 @@ def build_package(
     base: SegmentedNet,
     input_size: int,
     fps: float,
+    world: dict[str, float | int],
     profile: LatencyProfile,
     apps: Sequence[AppEntry],
     results: Sequence[CandidateResult],
@@ -70,6 +71,7 @@ def build_package(
         schema_version=SCHEMA_VERSION,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         fps=fps,
+        world=world,
         base=BaseEntry(
             name=base.name,
             weights="base.safetensors",

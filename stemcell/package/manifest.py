@@ -65,6 +65,7 @@ class Manifest(_Frozen):
     schema_version: int  # must equal SCHEMA_VERSION
     created: str  # ISO-8601 time of creation
     fps: float  # frame rate of the training stream (event lengths are in these frames)
+    world: dict[str, float | int]  # the synthetic world trained on (seed, cameras, size): provenance + test streams
     base: BaseEntry
     latency: LatencyEntry
     apps: list[AppEntry]

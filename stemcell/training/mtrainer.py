@@ -109,4 +109,5 @@ def train_package(config: TrainConfig, out_dir: str | Path, run_trials: TrialRun
     results = run_trials(base, specs, train, val)
     presence = np.stack([world.camera(c).presence() for c in cameras])  # (cams, frames, classes)
     apps = [app_entry(a.name, a.target_class, presence[:, :, CLASS_NAMES.index(a.target_class)]) for a in config.apps]
-    return build_package(out, base, config.base.input_size, world.config.fps, profile, apps, results)
+    return build_package(out, base, config.base.input_size, world.config.fps, config.world.model_dump(), profile,
+                         apps, results)
