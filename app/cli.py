@@ -69,6 +69,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stemcell",
@@ -109,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="batch size whose measured latency is the cost (default 8)")
     p.add_argument("--correlation", type=float, default=0.5, help="miss correlation between sampled frames (0..1)")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("demo", help="end to end on this machine: train, plan, serve, stream cameras, report",
+                       description="Start local Ray, train (or reuse) a small M-Package, plan with Mainstream, "
+                       "and report. No GPU and no downloads needed.")
+    p.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+                   help="train config for the demo package (default configs/demo.yaml)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="cache + results folder (default runs/demo)")
+    p.add_argument("--budget-models", type=float, default=1.0,
+                   help="GPU budget as a multiple of one full model at the stream's frame rate (default 1)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

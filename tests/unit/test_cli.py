@@ -1,0 +1,37 @@
+"""The CLI: help reads well, errors are one clear line with exit code 2, `plan` prints a plan."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli import build_parser, main
+from tests.helpers.builders import tiny_package
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("pretrain", "train", "plan", "demo"):
+        assert name in sub.choices and sub.choices[name].description
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    assert "--budget" in capsys.readouterr().out
+
+
+def test_plan_prints_each_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_package(tmp_path, apps=("car", "person"))
+    assert main(["plan", "--package", str(tmp_path), "--apps", "car", "person", "car", "--budget", "0.01", "--batch", "4",
+                 "--policy", "all"]) == 0
+    out = capsys.readouterr().out
+    for policy in ("mainstream", "max_sharing", "no_sharing", "exhaustive"):
+        assert f"plan by {policy}" in out
+    assert "car#2" in out
+
+
+def test_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    tiny_package(tmp_path)
+    assert main(["plan", "--package", str(tmp_path), "--apps", "bus", "--budget", "1"]) == 2
+    assert "not in the package" in capsys.readouterr().err
