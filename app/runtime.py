@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 
 
 def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashboard: bool = False) -> None:
-    """Join the cluster in RAY_ADDRESS (e.g. after `ray up`), or start a local one.
+    """Join the cluster in RAY_ADDRESS or the one running on this node (e.g. after `ray up`), else start
+    a local one.
 
     A local instance gets one *logical* GPU when the machine has none, so fractional `num_gpus`
     shares are still scheduled (and fall back to CPU inside the actors) exactly as on a GPU node.
@@ -20,6 +21,11 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashb
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
+    try:  # a node of a running cluster (`ray up` / `ray start`): join it, never start a second one
+        ray.init(address="auto", log_to_driver=True)
+        return
+    except ConnectionError:
+        pass
     if num_gpus is None:
         import torch
 

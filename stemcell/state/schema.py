@@ -1,0 +1,149 @@
+"""SQLite schema of the state database: tables, row <-> record mapping, and the version check.
+
+A newer Stemcell may add tables or change meanings; an older binary writing into such a file
+could corrupt it silently, so opening a database stamped with a different version fails loudly.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from stemcell.state.records import (
+    AppRecord,
+    CameraRecord,
+    ModelVersionRecord,
+    PlanRecord,
+    validate_id,
+)
+
+SCHEMA_VERSION = 1
+GLOBAL_SCOPE = ""  # how the camera_id column stores "no camera" (apps and models for all cameras)
+
+# Scoped rows (apps, model versions) store the global scope as '' rather than NULL because
+# SQLite treats NULLs in a primary key as distinct, which would break upserts of global apps.
+DDL = """
+CREATE TABLE schema_version (
+    version     INTEGER NOT NULL
+);
+CREATE TABLE cameras (
+    camera_id   TEXT PRIMARY KEY,
+    config_json TEXT NOT NULL,
+    token_hash  TEXT,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE apps (
+    name            TEXT NOT NULL,
+    camera_id       TEXT NOT NULL,
+    package_path    TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    branchpoint     TEXT NOT NULL,
+    config_json     TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (name, camera_id)
+);
+CREATE TABLE plans (
+    version     INTEGER PRIMARY KEY,
+    created_at  REAL NOT NULL,
+    sha256      TEXT NOT NULL,
+    plan_json   TEXT NOT NULL
+);
+CREATE TABLE model_versions (
+    app         TEXT NOT NULL,
+    camera_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (app, camera_id, version)
+);
+"""
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a Stemcell with a different schema version."""
+
+
+def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the schema in an empty database, or verify the version of an existing one.
+
+    Runs inside ``BEGIN IMMEDIATE`` so two processes opening a fresh file at once cannot both
+    create the tables.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if exists is None:
+            # executescript() would COMMIT first and break the transaction, so run one by one.
+            for statement in filter(str.strip, DDL.split(";")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        else:
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            _check_version(None if row is None else row[0], path)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _check_version(found: int | None, path: str) -> None:
+    if found == SCHEMA_VERSION:
+        return
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"state database {path} has schema version {found}, but this Stemcell only knows "
+            f"versions up to {SCHEMA_VERSION}: upgrade Stemcell (or point it at another file)"
+        )
+    raise SchemaVersionError(
+        f"state database {path} has an unknown schema version {found!r} "
+        f"(expected {SCHEMA_VERSION}); it was not written by this Stemcell"
+    )
+
+
+# ---------------------------------------------------------------- rows <-> records
+def scope_of(camera_id: str | None) -> str:
+    """The stored camera_id column value for an optional camera id (validated)."""
+    return GLOBAL_SCOPE if camera_id is None else validate_id("camera_id", camera_id)
+
+
+def camera_of(stored: str) -> str | None:
+    """Inverse of :func:`scope_of`."""
+    return None if stored == GLOBAL_SCOPE else stored
+
+
+CAMERA_COLUMNS = "camera_id, config_json, token_hash IS NOT NULL, created_at, updated_at"
+APP_COLUMNS = (
+    "name, camera_id, package_path, manifest_sha256, branchpoint, config_json, "
+    "created_at, updated_at"
+)
+PLAN_COLUMNS = "version, created_at, sha256, plan_json"
+MODEL_COLUMNS = "app, camera_id, version, path, sha256, created_at"
+
+
+def camera_from_row(row: tuple[Any, ...]) -> CameraRecord:
+    camera_id, config_json, has_token, created_at, updated_at = row
+    config = json.loads(config_json)
+    return CameraRecord(camera_id, config, bool(has_token), created_at, updated_at)
+
+
+def app_from_row(row: tuple[Any, ...]) -> AppRecord:
+    name, scope, package_path, manifest, branchpoint, config_json, created_at, updated_at = row
+    return AppRecord(
+        name, camera_of(scope), package_path, manifest, branchpoint,
+        json.loads(config_json), created_at, updated_at,
+    )
+
+
+def plan_from_row(row: tuple[Any, ...]) -> PlanRecord:
+    version, created_at, digest, plan_json = row
+    return PlanRecord(version, created_at, digest, json.loads(plan_json))
+
+
+def model_from_row(row: tuple[Any, ...]) -> ModelVersionRecord:
+    app, scope, version, path, digest, created_at = row
+    return ModelVersionRecord(app, camera_of(scope), version, path, digest, created_at)

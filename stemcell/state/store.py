@@ -1,0 +1,403 @@
+"""Durable state (cameras, apps, plans, model versions) in one SQLite file.
+
+Why SQLite: every Ray actor can die, and ``max_restarts`` only re-runs its constructor, so
+whatever must survive lives on disk; one file with WAL journaling gives crash-safe transactions
+without running a database server. Why idempotent writes: ``max_task_retries`` re-sends a call
+whose reply was lost, so every method here may run twice with the same arguments and must
+leave the same state (upserts; ``save_plan`` and ``record_model_version`` recognise a repeat of
+their latest row instead of adding another).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from stemcell.state import tokens
+from stemcell.state.records import (
+    AppRecord,
+    CameraRecord,
+    ModelVersionRecord,
+    PlanRecord,
+    StateSnapshot,
+    canonical_json,
+    validate_id,
+    validate_path,
+    validate_sha256,
+    validate_timestamp,
+)
+from stemcell.state.schema import (
+    APP_COLUMNS,
+    CAMERA_COLUMNS,
+    GLOBAL_SCOPE,
+    MODEL_COLUMNS,
+    PLAN_COLUMNS,
+    SCHEMA_VERSION,
+    app_from_row,
+    camera_from_row,
+    ensure_schema,
+    model_from_row,
+    plan_from_row,
+    scope_of,
+)
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction
+
+
+class UnknownCameraError(LookupError):
+    """A write referred to a camera id that is not registered."""
+
+
+def default_state_path() -> Path:
+    """``~/.stemcell/state.db``: per user, outside the source tree, on the node's own disk."""
+    return Path.home() / ".stemcell" / "state.db"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The file holds token hashes: create it owner-only before SQLite creates it with the umask.
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writers).
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        logger.warning("no WAL for %s (journal_mode=%s); writes stay atomic", path, mode)
+    # FULL: a committed write survives a power cut, not only a process crash.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class StateStore:
+    """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
+
+    Within a process one connection is shared under a lock; across processes SQLite's file
+    locks serialise writers (``BEGIN IMMEDIATE`` plus a busy timeout), so two actors or a CLI
+    and an actor may open the same file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_plans: int = 1000,
+    ) -> None:
+        """Open (creating if needed) the database at ``path`` (default ``~/.stemcell/state.db``).
+
+        ``max_plans`` bounds the plan history: the planner saves every window, so without a
+        bound the file would grow for as long as the cluster runs.
+        """
+        if max_plans < 1:
+            raise ValueError(f"max_plans must be >= 1, got {max_plans}")
+        self.path = Path(path).expanduser() if path is not None else default_state_path()
+        self._clock = clock
+        self._max_plans = max_plans
+        self._lock = threading.RLock()
+        self._conn = _connect(self.path)
+        ensure_schema(self._conn, str(self.path))
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _now(self) -> float:
+        return validate_timestamp("clock reading", self._clock())
+
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """All-or-nothing unit of work; ``BEGIN IMMEDIATE`` takes the write lock up front so a
+        reader-turned-writer cannot deadlock against another process."""
+        with self._lock:
+            self._conn.execute(begin)
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # also when COMMIT itself failed
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read across several statements (deferred: takes no write lock)."""
+        return self._transaction("BEGIN")
+
+    @staticmethod
+    def _require_camera(conn: sqlite3.Connection, camera_id: str) -> None:
+        row = conn.execute("SELECT 1 FROM cameras WHERE camera_id = ?", (camera_id,)).fetchone()
+        if row is None:
+            raise UnknownCameraError(f"camera {camera_id!r} is not registered")
+
+    # ------------------------------------------------------------------ cameras
+    def put_camera(
+        self, camera_id: str, config: Mapping[str, Any] | None = None, *, token: str | None = None
+    ) -> CameraRecord:
+        """Insert or update a camera. ``token=None`` keeps the stored token hash (if any);
+        a token replaces it (rotation). The raw token is hashed here and never stored."""
+        validate_id("camera_id", camera_id)
+        config_json = canonical_json("camera config", config or {})
+        token_hash = None if token is None else tokens.hash_token(token)  # slow: outside the lock
+        now = self._now()
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO cameras (camera_id, config_json, token_hash, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(camera_id) DO UPDATE SET "
+                "config_json = excluded.config_json, "
+                "token_hash = COALESCE(excluded.token_hash, cameras.token_hash), "
+                "updated_at = excluded.updated_at",
+                (camera_id, config_json, token_hash, now, now),
+            )
+            row = conn.execute(
+                f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?", (camera_id,)
+            ).fetchone()
+        return camera_from_row(row)
+
+    def get_camera(self, camera_id: str) -> CameraRecord | None:
+        validate_id("camera_id", camera_id)
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?", (camera_id,)
+            ).fetchone()
+        return None if row is None else camera_from_row(row)
+
+    def list_cameras(self) -> list[CameraRecord]:
+        with self._lock:
+            return self._list_cameras(self._conn)
+
+    @staticmethod
+    def _list_cameras(conn: sqlite3.Connection) -> list[CameraRecord]:
+        rows = conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras ORDER BY camera_id").fetchall()
+        return [camera_from_row(row) for row in rows]
+
+    def delete_camera(self, camera_id: str) -> bool:
+        """Remove a camera with its camera-scoped apps and model versions (a camera re-created
+        under the same id must not inherit the old one's models). False if it did not exist."""
+        validate_id("camera_id", camera_id)
+        with self._transaction() as conn:
+            deleted = conn.execute("DELETE FROM cameras WHERE camera_id = ?", (camera_id,)).rowcount
+            conn.execute("DELETE FROM apps WHERE camera_id = ?", (camera_id,))
+            conn.execute("DELETE FROM model_versions WHERE camera_id = ?", (camera_id,))
+        return deleted > 0
+
+    def verify_camera_token(self, camera_id: str, token: str) -> bool:
+        """True iff the camera exists, has a token, and ``token`` matches it. Unknown cameras
+        cost the same scrypt work as a wrong token, so timing does not reveal which ids exist."""
+        validate_id("camera_id", camera_id)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT token_hash FROM cameras WHERE camera_id = ?", (camera_id,)
+            ).fetchone()
+        stored = None if row is None else row[0]
+        matches = tokens.verify_token(token, stored or tokens.dummy_hash())
+        return matches and stored is not None
+
+    # ------------------------------------------------------------------ apps
+    def put_app(
+        self,
+        name: str,
+        *,
+        camera_id: str | None = None,
+        package_path: str,
+        manifest_sha256: str,
+        branchpoint: str,
+        config: Mapping[str, Any] | None = None,
+    ) -> AppRecord:
+        """Insert or update the app ``name`` for one camera (or globally when ``camera_id`` is
+        None). Raises ``UnknownCameraError`` if the camera is not registered."""
+        validate_id("app name", name)
+        scope = scope_of(camera_id)
+        validate_path("package_path", package_path)
+        validate_sha256("manifest_sha256", manifest_sha256)
+        validate_id("branchpoint", branchpoint)
+        config_json = canonical_json("app config", config or {})
+        now = self._now()
+        with self._transaction() as conn:
+            if camera_id is not None:
+                self._require_camera(conn, camera_id)
+            conn.execute(
+                "INSERT INTO apps (name, camera_id, package_path, manifest_sha256, branchpoint, "
+                "config_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(name, camera_id) DO UPDATE SET "
+                "package_path = excluded.package_path, manifest_sha256 = excluded.manifest_sha256, "
+                "branchpoint = excluded.branchpoint, config_json = excluded.config_json, "
+                "updated_at = excluded.updated_at",
+                (name, scope, package_path, manifest_sha256, branchpoint, config_json, now, now),
+            )
+            row = conn.execute(
+                f"SELECT {APP_COLUMNS} FROM apps WHERE name = ? AND camera_id = ?", (name, scope)
+            ).fetchone()
+        return app_from_row(row)
+
+    def get_app(self, name: str, camera_id: str | None = None) -> AppRecord | None:
+        validate_id("app name", name)
+        scope = scope_of(camera_id)
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {APP_COLUMNS} FROM apps WHERE name = ? AND camera_id = ?", (name, scope)
+            ).fetchone()
+        return None if row is None else app_from_row(row)
+
+    def list_apps(self, camera_id: str | None = None) -> list[AppRecord]:
+        """All apps; with ``camera_id``, the apps that run on that camera: its own plus the
+        global ones."""
+        if camera_id is None:
+            where, params = "", ()
+        else:
+            where, params = "WHERE camera_id IN (?, ?)", (scope_of(camera_id), GLOBAL_SCOPE)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {APP_COLUMNS} FROM apps {where} ORDER BY name, camera_id", params
+            ).fetchall()
+        return [app_from_row(row) for row in rows]
+
+    def delete_app(self, name: str, camera_id: str | None = None) -> bool:
+        """Remove one app binding and its model versions. False if it did not exist."""
+        validate_id("app name", name)
+        scope = scope_of(camera_id)
+        with self._transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM apps WHERE name = ? AND camera_id = ?", (name, scope)
+            ).rowcount
+            conn.execute(
+                "DELETE FROM model_versions WHERE app = ? AND camera_id = ?", (name, scope)
+            )
+        return deleted > 0
+
+    # ------------------------------------------------------------------ plans
+    def save_plan(self, plan: Mapping[str, Any]) -> int:
+        """Store ``plan`` as the next version and return that version.
+
+        If ``plan`` equals the latest saved plan, its version is returned and nothing is written:
+        a retried call (or a planner round that changed nothing) does not create a new version.
+        History beyond ``max_plans`` versions is dropped in the same transaction.
+        """
+        plan_json = canonical_json("plan", plan)
+        digest = hashlib.sha256(plan_json.encode("utf-8")).hexdigest()
+        now = self._now()
+        with self._transaction() as conn:
+            latest = conn.execute(
+                "SELECT version, sha256 FROM plans ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            if latest is not None and latest[1] == digest:
+                return int(latest[0])
+            version = 1 if latest is None else int(latest[0]) + 1
+            conn.execute(
+                "INSERT INTO plans (version, created_at, sha256, plan_json) VALUES (?, ?, ?, ?)",
+                (version, now, digest, plan_json),
+            )
+            conn.execute("DELETE FROM plans WHERE version <= ?", (version - self._max_plans,))
+        return version
+
+    def latest_plan(self) -> PlanRecord | None:
+        with self._lock:
+            return self._latest_plan(self._conn)
+
+    @staticmethod
+    def _latest_plan(conn: sqlite3.Connection) -> PlanRecord | None:
+        row = conn.execute(
+            f"SELECT {PLAN_COLUMNS} FROM plans ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else plan_from_row(row)
+
+    def get_plan(self, version: int) -> PlanRecord | None:
+        """A specific version, or None if it never existed or was pruned."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {PLAN_COLUMNS} FROM plans WHERE version = ?", (int(version),)
+            ).fetchone()
+        return None if row is None else plan_from_row(row)
+
+    # ------------------------------------------------------------------ model versions
+    def record_model_version(
+        self, app: str, camera_id: str | None = None, *, path: str, sha256: str
+    ) -> ModelVersionRecord:
+        """Publish a new model for (``app``, ``camera_id``) and return it with its version.
+
+        Versions count up from 1 per (app, camera). Recording the same (path, sha256) as the
+        latest version returns that version (retry-safe); going back to older weights is a new
+        version, because "latest" means "what should be served now".
+        """
+        validate_id("app name", app)
+        scope = scope_of(camera_id)
+        validate_path("model path", path)
+        validate_sha256("model sha256", sha256)
+        now = self._now()
+        with self._transaction() as conn:
+            if camera_id is not None:
+                self._require_camera(conn, camera_id)
+            latest = self._latest_model(conn, app, scope)
+            if latest is not None and (latest.path, latest.sha256) == (path, sha256):
+                return latest
+            version = 1 if latest is None else latest.version + 1
+            conn.execute(
+                "INSERT INTO model_versions (app, camera_id, version, path, sha256, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (app, scope, version, path, sha256, now),
+            )
+        return ModelVersionRecord(app, camera_id, version, path, sha256, now)
+
+    def latest_model_version(
+        self, app: str, camera_id: str | None = None
+    ) -> ModelVersionRecord | None:
+        validate_id("app name", app)
+        scope = scope_of(camera_id)
+        with self._lock:
+            return self._latest_model(self._conn, app, scope)
+
+    @staticmethod
+    def _latest_model(conn: sqlite3.Connection, app: str, scope: str) -> ModelVersionRecord | None:
+        row = conn.execute(
+            f"SELECT {MODEL_COLUMNS} FROM model_versions WHERE app = ? AND camera_id = ? "
+            "ORDER BY version DESC LIMIT 1",
+            (app, scope),
+        ).fetchone()
+        return None if row is None else model_from_row(row)
+
+    def list_model_versions(
+        self, app: str, camera_id: str | None = None, *, since: int = 0
+    ) -> list[ModelVersionRecord]:
+        """Versions newer than ``since``, oldest first (what a client at ``since`` must fetch)."""
+        validate_id("app name", app)
+        scope = scope_of(camera_id)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {MODEL_COLUMNS} FROM model_versions "
+                "WHERE app = ? AND camera_id = ? AND version > ? ORDER BY version",
+                (app, scope, int(since)),
+            ).fetchall()
+        return [model_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------------ recovery
+    def snapshot(self) -> StateSnapshot:
+        """Everything a restarted actor needs, read in one transaction so it is consistent."""
+        newest_models = (
+            f"SELECT {MODEL_COLUMNS} FROM model_versions AS m WHERE version = (SELECT MAX(version) "
+            "FROM model_versions WHERE app = m.app AND camera_id = m.camera_id) "
+            "ORDER BY app, camera_id"
+        )
+        with self._read() as conn:
+            apps = conn.execute(f"SELECT {APP_COLUMNS} FROM apps ORDER BY name, camera_id")
+            models = conn.execute(newest_models).fetchall()
+            return StateSnapshot(
+                schema_version=SCHEMA_VERSION,
+                cameras=tuple(self._list_cameras(conn)),
+                apps=tuple(app_from_row(row) for row in apps.fetchall()),
+                latest_plan=self._latest_plan(conn),
+                latest_models=tuple(model_from_row(row) for row in models),
+            )
