@@ -1,0 +1,150 @@
+"""StemExecutor: a Ray actor serving many cameras' apps through one shared stem tree.
+
+A thin async shell over `stemcell.sharing.StemRuntime`: it owns the GPU share, the threads, the
+cross-camera batcher and the metrics. Inference runs on one worker thread so the event loop keeps
+accepting requests (they queue into the next batch) while a batch runs; reconfiguration (loading
+branches, swapping weights) runs on a second thread so it does not stall inference either.
+
+Create with `.options(num_gpus=share, num_cpus=..., max_restarts=-1, max_task_retries=...)`: Ray's
+fractional GPU is bookkeeping only, so on CUDA the share is also enforced as a per-process memory
+fraction. Every handler is idempotent (retries deliver at least once). A restart re-runs the
+constructor with no cameras: the caller (planner / state store) re-adds them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import ray
+import torch
+from ray.util import metrics
+
+from stemcell.package import load_package
+from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+_LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+def _limit_gpu_memory(share: float) -> None:
+    """Enforce the fractional GPU as a memory cap (Ray does not: issues 41432, 52915)."""
+    if 0 < share < 1 and torch.cuda.is_available():
+        try:
+            torch.cuda.set_per_process_memory_fraction(share)
+        except (RuntimeError, ValueError) as exc:  # an odd driver must not keep the executor down
+            log.warning("could not cap GPU memory at %.2f: %s", share, exc)
+
+
+@ray.remote
+class StemExecutor:
+    def __init__(
+        self,
+        package_dir: str,
+        *,
+        share: float = 0.0,
+        max_batch: int = 64,
+        max_wait_ms: float = 4.0,
+        max_queue_frames: int | None = None,
+        half: bool = False,
+    ) -> None:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        self._threads = max(1, int(cpus))
+        torch.set_num_threads(self._threads)
+        self._share = share
+        _limit_gpu_memory(share)
+        self._runtime = StemRuntime(load_package(package_dir), half=half)
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
+        self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
+        self._batcher: CrossCameraBatcher[InferRequest, list[FrameResult]] = CrossCameraBatcher(
+            self._run_batch,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue_frames=max_queue_frames or 16 * max_batch,
+        )
+        self._frames = metrics.Counter("stemcell_frames_total", "Frames analysed", tag_keys=("camera",))
+        self._latency = metrics.Histogram(
+            "stemcell_infer_latency_ms", "Request latency inside the executor (queue + batch)",
+            boundaries=_LATENCY_BOUNDARIES_MS, tag_keys=("camera",),
+        )
+        self._event = metrics.Gauge("stemcell_event_active", "1 while an app's event is on", tag_keys=("camera", "app"))
+        self._queue_depth = metrics.Gauge("stemcell_queue_depth_frames", "Frames waiting for a batch")
+        self._gpu_share = metrics.Gauge("stemcell_gpu_share", "Fraction of a GPU this executor holds")
+        self._gpu_share.set(share)
+
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[..., V], *args: Any) -> V:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _run_batch(self, requests: list[InferRequest]) -> list[list[FrameResult] | Exception]:
+        return await self._on(self._infer_pool, self._runtime.infer, requests)
+
+    async def ready(self) -> dict:
+        seconds = await self._on(self._infer_pool, self._runtime.warm_up)
+        return {
+            "device": str(self._runtime.device),
+            "share": self._share,
+            "threads": self._threads,
+            "input_size": self._runtime.input_size,
+            "warm_up_s": seconds,
+        }
+
+    async def add_camera(self, camera_id: str, apps: list[dict], stream_fps: float | None = None) -> dict:
+        changed = await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
+        return {"camera": camera_id, "changed": changed, "apps": self._runtime.cameras()[camera_id]}
+
+    async def remove_camera(self, camera_id: str) -> bool:
+        return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
+
+    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[dict]:
+        if not self._runtime.has_camera(camera_id):
+            raise ValueError(f"unknown camera {camera_id!r}")
+        request = InferRequest(camera_id, frames, timestamps)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            results = await self._batcher.submit(request, request.num_frames)
+        finally:
+            self._queue_depth.set(self._batcher.queued_frames)
+        tags = {"camera": camera_id}
+        self._latency.observe(1e3 * (loop.time() - started), tags)
+        self._frames.inc(len(results), tags)
+        if results:
+            for r in results[-1].results:
+                self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
+        return [r.as_dict() for r in results]
+
+    async def cameras(self) -> dict:
+        return self._runtime.cameras()
+
+    async def stats(self) -> dict:
+        batcher = self._batcher.stats()
+        return {
+            "frames": batcher.frames,
+            "requests": batcher.requests,
+            "batches": batcher.batches,
+            "mean_batch_size": batcher.mean_batch_frames,
+            "queue_depth": batcher.queued_frames,
+            "p50_ms": batcher.p50_ms,
+            "p99_ms": batcher.p99_ms,
+            "app_runs": self._runtime.counters["app_runs"],
+            "app_reuses": self._runtime.counters["app_reuses"],
+            "segment_latency": self._runtime.segment_latency(),
+        }
+
+    async def memory_report(self) -> dict:
+        """Measured at the running batch size (the mean so far; `max_batch` before any traffic)."""
+        stats = self._batcher.stats()
+        batch = max(1, round(stats.mean_batch_frames)) if stats.batches else self._batcher.max_batch
+        report = await self._on(self._infer_pool, self._runtime.memory_report, batch)
+        out = report.as_dict()
+        if self._runtime.device.type == "cuda":
+            out["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(self._runtime.device))
+        return out
+
+    async def set_app_weights(self, app: str, camera_id: str | None, state: dict, version: int) -> None:
+        swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version)
+        log.info("app %s on %s: %d branches now at version %d", app, camera_id or "all cameras", swapped, version)

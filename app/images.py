@@ -1,0 +1,111 @@
+"""Reading images out of HTTP requests with hard limits (the HTTP half of `stemcell.imaging`).
+
+Limits are enforced twice on purpose: Content-Length is checked before reading (cheap refusal of
+an honest client), and the bytes actually read are counted (a chunked or lying client cannot
+make the replica buffer more than the limit).  Every failure is an `HTTPException` with a JSON
+message: bad input must never become a 500 or reach an executor.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from stemcell.imaging import ImageError, ImageLimits, decode_image
+
+STATUS_FOR_REASON = {"unsupported": 415, "corrupt": 400, "too_large": 413}
+DECODE_IN_THREAD_BYTES = 256 * 1024  # bigger images are decoded off the event loop
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Frames of one request, ready for an executor."""
+
+    frames: list[np.ndarray]  # RGB uint8 (H, W, 3), one per image, in request order
+    timestamps: list[float] | None  # client timestamps when given, one per frame
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return
+    if not raw.isdigit():
+        raise HTTPException(400, f"bad Content-Length {raw!r}")
+    if int(raw) > limit:
+        raise HTTPException(413, f"request body is {raw} bytes; the limit is {limit}")
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body's chunks, failing with 413 as soon as more than `limit` bytes arrived."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    _declared_length(request, limit)
+    return b"".join([chunk async for chunk in _limited(request, limit)])
+
+
+async def _decode(data: bytes, content_type: str | None, limits: ImageLimits, what: str) -> np.ndarray:
+    try:
+        if len(data) > DECODE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(decode_image, data, content_type, limits)
+        return decode_image(data, content_type, limits)
+    except ImageError as exc:
+        raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
+
+
+def _timestamp(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise HTTPException(422, f"ts must be a finite number of seconds, got {text!r}")
+    return value
+
+
+async def single_frame(request: Request, limits: ImageLimits) -> Decoded:
+    """`POST .../frames`: the body is one JPEG/PNG; optional `?ts=` is the capture time."""
+    ts = _timestamp(request.query_params.get("ts"))
+    data = await read_body(request, limits.max_bytes)
+    frame = await _decode(data, request.headers.get("content-type"), limits, "image")
+    return Decoded([frame], None if ts is None else [ts])
+
+
+async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int) -> Decoded:
+    """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "multipart/form-data":
+        raise HTTPException(415, f"frames:batch takes multipart/form-data with repeated 'frames' files, got {media or 'nothing'!r}")
+    _declared_length(request, max_bytes)
+    parser = MultiPartParser(request.headers, _limited(request, max_bytes), max_files=max_frames, max_fields=max_frames)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(413 if "Too many" in exc.message else 400, f"multipart body: {exc.message}") from exc
+    try:
+        unexpected = sorted({k for k in form.keys() if k not in ("frames", "ts")})
+        if unexpected:
+            raise HTTPException(400, f"unexpected form field(s) {unexpected}; send 'frames' (files) and optional 'ts'")
+        uploads = form.getlist("frames")
+        if not uploads or not all(isinstance(u, UploadFile) for u in uploads):
+            raise HTTPException(400, "no images: send one or more files in the 'frames' field")
+        stamps = [_timestamp(t) for t in form.getlist("ts") if isinstance(t, str)]
+        if stamps and len(stamps) != len(uploads):
+            raise HTTPException(422, f"{len(stamps)} ts values for {len(uploads)} frames")
+        frames = [await _decode(await u.read(), u.content_type, limits, f"frames[{i}]") for i, u in enumerate(uploads)]
+    finally:
+        await form.close()
+    return Decoded(frames, stamps or None)  # type: ignore[arg-type]

@@ -1,0 +1,119 @@
+"""Turning an admin's camera request into concrete (app, branchpoint, fps) choices, and the plan JSON.
+
+No Ray, no HTTP: plain functions over the M-Package manifest and the last saved plan, so the
+rules are readable in one place.
+
+Plan schema (what `StateStore.save_plan` holds and `GET /admin/plan` returns; the Planner writes
+the same shape)::
+
+    {"cameras": {"cam-1": {"fps": 10.0,
+                           "apps": {"car": {"branchpoint": 4, "branchpoint_name": "after_conv4",
+                                            "fps": 5.0, "frame_f1": 0.81, "predicted_f1": 0.77}}}}}
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stemcell.package.manifest import CandidateEntry, Manifest
+from stemcell.scheduling.event_f1 import event_f1
+
+F1_TOLERANCE = 0.05  # a default candidate may give up this much frame F1 to share more of the stem
+MISS_CORRELATION = 0.5  # rho of the event-F1 model when nothing better is known (Planner's default)
+
+
+@dataclass(frozen=True)
+class AppRequest:
+    """One app as the admin asked for it; None means 'decide for me'."""
+
+    app: str
+    branchpoint: int | None = None
+    fps: float | None = None
+
+
+@dataclass(frozen=True)
+class AppAssignment:
+    """One app as it will run on a camera."""
+
+    app: str
+    branchpoint: int
+    fps: float
+
+    def as_executor_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "branchpoint": self.branchpoint, "fps": self.fps}
+
+
+def default_candidate(manifest: Manifest, app: str) -> CandidateEntry:
+    """The most-shared candidate whose frame F1 is within `F1_TOLERANCE` of the app's best.
+
+    Mainstream's observation: the deepest shared stems cost almost nothing per extra app, and
+    often lose little accuracy; starting there (not at the most accurate, unshared model) keeps a
+    new camera cheap until the Planner has measured enough to trade up.
+    """
+    candidates = manifest.candidates_for(app)
+    if not candidates:
+        raise KeyError(f"app {app!r} has no candidates in the package")
+    best = max(c.f1 for c in candidates)
+    return max((c for c in candidates if c.f1 >= best - F1_TOLERANCE), key=lambda c: c.branchpoint)
+
+
+def _planned(plan: Mapping[str, Any], camera_id: str, app: str) -> Mapping[str, Any] | None:
+    """This camera's entry for `app` in the plan, else the branchpoint most other cameras use."""
+    cameras = plan.get("cameras", {})
+    own = cameras.get(camera_id, {}).get("apps", {}).get(app)
+    if own is not None:
+        return own
+    used = Counter(int(c["apps"][app]["branchpoint"]) for c in cameras.values() if app in c.get("apps", {}))
+    return {"branchpoint": used.most_common(1)[0][0]} if used else None
+
+
+def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: str, stream_fps: float,
+                 plan: Mapping[str, Any]) -> list[AppAssignment]:
+    """Fill in what the admin left open and check the rest against the package.
+
+    Branchpoint: asked > this camera's current plan > what other cameras run (shares their stem)
+    > `default_candidate`.  Fps: asked > plan > the camera's stream rate.  Raises ValueError with
+    a message fit for a 422 answer.
+    """
+    known = {a.name for a in manifest.apps}
+    names = [r.app for r in requests]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each app may appear once per camera, got {names}")
+    out = []
+    for req in requests:
+        if req.app not in known:
+            raise ValueError(f"unknown app {req.app!r}; the package has {sorted(known)}")
+        planned = _planned(plan, camera_id, req.app) or {}
+        branchpoint = req.branchpoint if req.branchpoint is not None else planned.get("branchpoint")
+        if branchpoint is None:
+            branchpoint = default_candidate(manifest, req.app).branchpoint
+        have = [c.branchpoint for c in manifest.candidates_for(req.app)]
+        if branchpoint not in have:
+            raise ValueError(f"app {req.app!r} has no candidate at branchpoint {branchpoint}; have {have}")
+        fps = req.fps if req.fps is not None else min(stream_fps, float(planned.get("fps", stream_fps)))
+        if fps > stream_fps:
+            raise ValueError(f"app {req.app!r}: fps {fps} exceeds the camera's stream rate {stream_fps}")
+        out.append(AppAssignment(req.app, int(branchpoint), float(fps)))
+    return out
+
+
+def camera_plan(manifest: Manifest, stream_fps: float, apps: Sequence[AppAssignment]) -> dict[str, Any]:
+    """One camera's plan entry, with the event F1 the package's validation numbers predict."""
+    entries: dict[str, Any] = {}
+    for a in apps:
+        cand = next((c for c in manifest.candidates_for(a.app) if c.branchpoint == a.branchpoint), None)
+        if cand is None:
+            raise ValueError(f"app {a.app!r} has no candidate at branchpoint {a.branchpoint} in the package")
+        event_frames = next(e.mean_event_frames for e in manifest.apps if e.name == a.app)
+        stride = max(1.0, manifest.fps / a.fps)  # event lengths are in frames of the training stream
+        predicted = float(event_f1(cand.precision, cand.recall, event_frames, stride, MISS_CORRELATION))
+        entries[a.app] = {"branchpoint": a.branchpoint, "branchpoint_name": cand.branchpoint_name,
+                          "fps": a.fps, "frame_f1": cand.f1, "predicted_f1": round(predicted, 4)}
+    return {"fps": stream_fps, "apps": entries}
+
+
+def assignments_of(config: Mapping[str, Any]) -> list[AppAssignment]:
+    """A stored camera config's apps back as assignments (the inverse of what add_camera stores)."""
+    return [AppAssignment(a["app"], int(a["branchpoint"]), float(a["fps"])) for a in config.get("apps", [])]

@@ -1,0 +1,71 @@
+"""Request and response bodies of the HTTP API (they are what `/docs` shows)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stemcell.state import validate_id
+from stemcell.state.tokens import MAX_TOKEN_CHARS, MIN_TOKEN_CHARS
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppSpec(_Body):
+    app: str = Field(pattern=_ID, description="app name from the M-Package")
+    branchpoint: int | None = Field(None, ge=0, description="shared segments; omitted = from the current plan")
+    fps: float | None = Field(None, gt=0, le=120, description="frames/s this app analyses; omitted = plan or stream rate")
+
+
+class AddCamera(_Body):
+    camera_id: str = Field(pattern=_ID)
+    apps: list[AppSpec | str] = Field(min_length=1, max_length=64, description="app specs, or just app names")
+    fps: float | None = Field(None, gt=0, le=120, description="the camera's stream rate; omitted = server default")
+    token: str | None = Field(None, min_length=MIN_TOKEN_CHARS, max_length=MAX_TOKEN_CHARS,
+                              description="the camera's bearer token; omitted = a random one is generated")
+
+    @field_validator("apps")
+    @classmethod
+    def _names(cls, apps: list[AppSpec | str]) -> list[AppSpec | str]:
+        for a in apps:
+            if isinstance(a, str):
+                validate_id("app name", a)
+        return apps
+
+    def app_specs(self) -> list[AppSpec]:
+        return [AppSpec(app=a) if isinstance(a, str) else a for a in self.apps]
+
+
+class CameraAdded(BaseModel):
+    camera_id: str
+    token: str | None = Field(description="shown once, at creation or rotation; null when the token is unchanged")
+    executor: str
+    apps: list[dict[str, Any]]
+
+
+class RegisterApp(_Body):
+    app: str = Field(pattern=_ID)
+    package_dir: str = Field(min_length=1, max_length=4096)
+
+
+class AppResult(BaseModel):
+    app: str
+    label: bool
+    score: float
+    event_active: bool
+
+
+class FrameResult(BaseModel):
+    camera_id: str
+    frame_ts: float
+    results: list[AppResult]
+    model_versions: dict[str, int]
+
+
+class BatchResult(BaseModel):
+    camera_id: str
+    frames: list[FrameResult]

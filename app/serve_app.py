@@ -1,0 +1,262 @@
+"""The Stemcell HTTP API: a Ray Serve FastAPI ingress in front of the StemExecutor actors.
+
+    build_app({"config_path": "configs/serve.yaml"})   # KubeRay / `serve run app.serve_app:build_app`
+    run_serve("configs/serve.yaml")                      # `stemcell serve --config ...`
+
+OpenAPI at `/docs`.  The ingress is thin: it parses and checks requests (`app.images`,
+`app.auth`), calls `app.service.StemcellService`, and maps its exceptions onto status codes.
+The admin token never reaches the deployment: `build_app` reads it from the environment
+variable named in the config and passes only its sha256 digest.
+"""
+# No `from __future__ import annotations` here: Serve's ingress copies these methods onto the
+# FastAPI app, and string annotations (`'Request'`) then no longer resolve to FastAPI's types.
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.executors import ExecutorPool, ExecutorRejected, Overloaded, UnknownCamera
+from app.images import batch_frames, single_frame
+from app.metrics import metrics
+from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
+from app.service import Conflict, StemcellService, read_manifest
+from stemcell.imaging import ImageLimits
+from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
+from stemcell.state import UnknownCameraError, validate_id
+
+log = logging.getLogger("stemcell.serve")
+
+api = FastAPI(
+    title="Stemcell",
+    version="0.1.0",
+    description="Many video-analytics apps for many cameras on shared GPUs. Cameras post frames with their "
+    "own bearer token; admin routes take the admin token (`Authorization: Bearer ...`).",
+)
+_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")}}}
+_BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["frames"], "properties": {
+        "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "ts": {"type": "array", "items": {"type": "number"}}}}}}}}
+
+
+@api.middleware("http")
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """One metrics sample and one log line per request; unexpected errors become a JSON 500."""
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception:  # a bug, not bad input: log it with the traceback, answer without internals
+        log.exception("%s %s failed", request.method, request.url.path)
+        response = JSONResponse({"detail": "internal error"}, status_code=500)
+    route = request.scope.get("route")
+    template = getattr(route, "path", "unmatched")
+    ms = (time.perf_counter() - started) * 1000.0
+    metrics().record_request(template, response.status_code, ms)
+    level = logging.WARNING if response.status_code >= 400 else logging.DEBUG
+    log.log(level, "%s %s -> %d in %.1f ms", request.method, template, response.status_code, ms)
+    return response
+
+
+def _checked_id(kind: str, value: str) -> str:
+    try:
+        return validate_id(kind, value)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
+    """The one place that decides which status a service-layer failure becomes."""
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return HTTPException(exc.status, str(exc), headers=headers)
+    if isinstance(exc, Overloaded):
+        wait = max(retry_after_s, math.ceil(exc.retry_after_s or 0))
+        return HTTPException(503, f"overloaded, retry later: {exc}", headers={"Retry-After": str(wait)})
+    if isinstance(exc, (UnknownCamera, UnknownCameraError)):
+        return HTTPException(404, f"unknown camera {exc.args[0] if exc.args else ''!r}")
+    if isinstance(exc, Conflict):
+        return HTTPException(409, str(exc))
+    if isinstance(exc, (ExecutorRejected, ValueError)):
+        return HTTPException(422, str(exc))
+    raise exc
+
+
+@serve.deployment
+@serve.ingress(api)
+class StemcellIngress:
+    """Routes only; see `app.service` for what they do."""
+
+    async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
+        from actors.state_store import get_or_create_state_store
+
+        self.config = ServeConfig.model_validate(config)
+        self._admin = bytes.fromhex(admin_digest_hex)
+        self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
+        manifest, sha = read_manifest(self.config.package_dir)
+        store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
+        opened = await store.__ray_call__.remote(lambda s: str(s.path))
+        if opened != str(self.config.state_path):
+            raise RuntimeError(f"the cluster's StateStore actor uses {opened}, not {self.config.state_path}; "
+                               "use another executors.namespace or the same state_path")
+        pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
+                            self.config.limits.max_inflight_frames)
+        self.service = StemcellService(self.config, store, pool, manifest, sha)
+        self.tokens = CameraTokenCache(lambda cam, tok: store.verify_camera_token.remote(cam, tok))
+        reports = await pool.ready(self.config.executors.ready_timeout_s)
+        log.info("executors ready: %s", reports)
+        await self.service.start()
+
+    async def _registry(self, camera_id: str) -> dict | None:
+        return await self.service.camera_config(camera_id)
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        try:
+            return await coro
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - _http_error re-raises what it does not map
+            raise _http_error(exc, self.config.limits.retry_after_s) from exc
+
+    # ------------------------------------------------------------------ auth
+    def _require_admin(self, request: Request) -> None:
+        try:
+            if not is_admin(bearer_token(request.headers.get("authorization")), self._admin):
+                raise AuthError(403, "this route needs the admin token")
+        except AuthError as exc:
+            raise _http_error(exc, 0) from exc
+
+    async def _require_camera(self, request: Request, camera_id: str) -> None:
+        """The camera's own token, or the admin token (which alone may learn that a camera does not exist)."""
+        _checked_id("camera_id", camera_id)
+        try:
+            token = bearer_token(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise _http_error(exc, 0) from exc
+        if is_admin(token, self._admin):
+            if not await self.service.camera_exists(camera_id):
+                raise HTTPException(404, f"unknown camera {camera_id!r}")
+            return
+        if not await self.tokens.check(camera_id, token):
+            raise HTTPException(403, f"this token does not open camera {camera_id!r}")
+
+    # ------------------------------------------------------------------ probes
+    @api.get("/healthz", tags=["probes"])
+    async def healthz(self) -> dict[str, str]:
+        """The replica's process answers (liveness)."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["probes"])
+    async def readyz(self) -> JSONResponse:
+        """Every executor answers `ready()` within 5 s (readiness)."""
+        try:
+            reports = await self.service.pool.ready(5.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", and says why
+            return JSONResponse({"ready": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}, status_code=503)
+        return JSONResponse({"ready": True, "executors": reports})
+
+    # ------------------------------------------------------------------ cameras
+    @api.post("/cameras/{camera_id}/frames", response_model=FrameResult, tags=["cameras"], openapi_extra=_IMAGE_BODY)
+    async def frames(self, camera_id: str, request: Request) -> dict[str, Any]:
+        """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
+        await self._require_camera(request, camera_id)
+        decoded = await single_frame(request, self.limits)
+        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
+        metrics().record_results(camera_id, results)
+        return {"camera_id": camera_id, **results[0]}
+
+    @api.post("/cameras/{camera_id}/frames:batch", response_model=BatchResult, tags=["cameras"],
+              openapi_extra=_BATCH_BODY)
+    async def frames_batch(self, camera_id: str, request: Request) -> dict[str, Any]:
+        """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
+        await self._require_camera(request, camera_id)
+        lim = self.config.limits
+        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
+        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
+        metrics().record_results(camera_id, results)
+        return {"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]}
+
+    @api.get("/cameras/{camera_id}/status", tags=["cameras"])
+    async def status(self, camera_id: str, request: Request) -> dict[str, Any]:
+        """Apps and branchpoints, measured frame rate and latency (this replica), executor counters."""
+        await self._require_camera(request, camera_id)
+        return await self._call(self.service.status(camera_id))
+
+    # ------------------------------------------------------------------ admin
+    @api.post("/admin/cameras", status_code=201, response_model=CameraAdded, tags=["admin"])
+    async def add_camera(self, body: AddCamera, request: Request) -> dict[str, Any]:
+        """Register or reconfigure a camera. The token is returned once (new camera, or when one is given)."""
+        self._require_admin(request)
+        added = await self._call(self.service.add_camera(body))
+        if added["token"] is not None:
+            self.tokens.forget(body.camera_id)
+        return added
+
+    @api.delete("/admin/cameras/{camera_id}", tags=["admin"])
+    async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
+        self._require_admin(request)
+        _checked_id("camera_id", camera_id)
+        removed = await self._call(self.service.remove_camera(camera_id))
+        self.tokens.forget(camera_id)
+        return removed
+
+    @api.post("/admin/apps", status_code=201, tags=["admin"])
+    async def register_app(self, body: RegisterApp, request: Request) -> dict[str, Any]:
+        """Register an app of the served M-Package (checked against its manifest)."""
+        self._require_admin(request)
+        return await self._call(self.service.register_app(body.app, body.package_dir))
+
+    @api.get("/admin/plan", tags=["admin"])
+    async def plan(self, request: Request) -> dict[str, Any]:
+        """Per camera, per app: branchpoint, fps, validation frame F1 and modelled event F1."""
+        self._require_admin(request)
+        return await self._call(self.service.plan())
+
+
+def build_app(args: dict[str, str]) -> serve.Application:
+    """Serve application builder (`app.serve_app:build_app`, args `{config_path: ...}`).
+
+    Fails here, before anything is deployed, on a bad config, a missing package or a missing
+    admin token.
+    """
+    if "config_path" not in args:
+        raise ValueError("build_app needs args {'config_path': 'path/to/serve.yaml'}")
+    config = load_serve_config(args["config_path"])
+    read_manifest(config.package_dir)
+    admin_hex = digest(admin_token_from_env(config)).hex()
+    ing = config.ingress
+    return StemcellIngress.options(
+        num_replicas=ing.num_replicas, max_ongoing_requests=ing.max_ongoing_requests,
+        max_queued_requests=ing.max_queued_requests, ray_actor_options={"num_cpus": ing.num_cpus},
+    ).bind(config.model_dump(mode="json"), admin_hex)
+
+
+def run_serve(config_path: str, *, block: bool = True) -> None:
+    """`stemcell serve --config C`: deploy on the cluster in RAY_ADDRESS (or a local Ray) and report the URL.
+
+    With a local Ray the process must stay up (Ray ends with it), so `block` waits for Ctrl-C.
+    """
+    from app.runtime import ensure_ray
+
+    config = load_serve_config(config_path)
+    application = build_app({"config_path": str(config_path)})
+    ensure_ray()
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.run(application, name=config.app_name, route_prefix=config.http.route_prefix)
+    url = f"http://{config.http.host}:{config.http.port}{config.http.route_prefix.rstrip('/')}"
+    print(f"Stemcell is serving {config.package_dir} at {url} (OpenAPI: {url}/docs)")
+    if block:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.delete(config.app_name)
+
+
+__all__ = ["StemcellIngress", "api", "build_app", "run_serve"]

@@ -1,0 +1,184 @@
+"""What the HTTP routes do, without HTTP: cameras, apps, plan, frames, over the durable state and
+the executors.  The ingress deployment parses requests, checks tokens and maps the exceptions
+raised here onto status codes (`ValueError` -> 422, `LookupError` -> 404, `Conflict` -> 409,
+`Overloaded` -> 503).
+
+Write order for a camera: validate against the package -> executor -> durable state, so an
+invalid request changes nothing and the store never holds a camera the executors refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ray.actor import ActorHandle
+
+from app.executors import ExecutorPool, UnknownCamera
+from app.plans import AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate, resolve_apps
+from app.rolling import RollingWindow
+from app.schemas import AddCamera
+from stemcell.package.manifest import Manifest
+from stemcell.package.store import MANIFEST
+from stemcell.serve_config import ServeConfig
+from stemcell.state import new_token
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """The request is valid but contradicts how this server runs (HTTP 409)."""
+
+
+def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
+    """Validated manifest and the sha256 of its bytes (which pins the exact candidate set)."""
+    path = Path(package_dir) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{package_dir}: no readable {MANIFEST} (not an M-Package?)") from exc
+    try:
+        manifest = Manifest.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise ValueError(f"{path}: invalid manifest: {str(exc).splitlines()[0]}") from exc
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+class StemcellService:
+    """One per ingress replica; the store actor and the executors are shared by all replicas."""
+
+    def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool, manifest: Manifest,
+                 manifest_sha256: str) -> None:
+        self.config, self.store, self.pool = config, store, pool
+        self.manifest, self.manifest_sha256 = manifest, manifest_sha256
+        self.windows: dict[str, RollingWindow] = {}
+
+    # ------------------------------------------------------------------ startup
+    async def start(self) -> None:
+        """Register the package's apps, then put every stored camera back on its executor."""
+        for entry in self.manifest.apps:
+            await self._put_app(entry.name, str(self.config.package_dir), self.manifest, self.manifest_sha256)
+        restored = 0
+        for record in await self.store.list_cameras.remote():
+            try:
+                await self.pool.add_camera(record.camera_id, record.config["apps"], record.config["fps"])
+                restored += 1
+            except ValueError as exc:  # e.g. the package changed under a stored camera: keep serving the rest
+                log.warning("camera %s not restored: %s", record.camera_id, exc)
+        log.info("restored %d camera(s) from %s", restored, self.config.state_path)
+        await self._save_plan()
+
+    # ------------------------------------------------------------------ cameras
+    async def camera_config(self, camera_id: str) -> dict | None:
+        """A stored camera's {"fps", "apps"} (the executor's form); None when it is not registered."""
+        record = await self.store.get_camera.remote(camera_id)
+        return None if record is None else dict(record.config)
+
+    @staticmethod
+    def _executor_apps(apps: list[AppAssignment]) -> list[dict]:
+        return [a.as_executor_dict() for a in apps]
+
+    async def add_camera(self, body: AddCamera) -> dict[str, Any]:
+        """Register or reconfigure a camera; a new camera without a token gets a random one."""
+        cam = body.camera_id
+        await self._require_registered([a.app for a in body.app_specs()])
+        existing = await self.store.get_camera.remote(cam)
+        stream_fps = body.fps or (existing.config.get("fps") if existing else None) or self.config.default_fps
+        plan = await self._plan_dict()
+        requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
+        apps = resolve_apps(self.manifest, requests, cam, stream_fps, plan)
+        await self.pool.add_camera(cam, self._executor_apps(apps), stream_fps)  # ValueError here leaves no trace
+        token = body.token or (None if existing is not None and existing.has_token else new_token())
+        config = {"fps": stream_fps, "apps": self._executor_apps(apps)}
+        await self.store.put_camera.remote(cam, config, token=token)
+        await self._save_plan()
+        log.info("camera %s %s on %s: %s", cam, "updated" if existing else "added", self.pool.name(self.pool.index_of(cam)), config)
+        return {"camera_id": cam, "token": token, "executor": self.pool.name(self.pool.index_of(cam)),
+                "apps": self._executor_apps(apps)}
+
+    async def remove_camera(self, camera_id: str) -> dict[str, Any]:
+        if not await self.store.delete_camera.remote(camera_id):
+            raise UnknownCamera(camera_id)
+        await self.pool.remove_camera(camera_id)
+        self.windows.pop(camera_id, None)
+        await self._save_plan()
+        log.info("camera %s removed", camera_id)
+        return {"camera_id": camera_id, "removed": True}
+
+    async def camera_exists(self, camera_id: str) -> bool:
+        return await self.store.get_camera.remote(camera_id) is not None
+
+    async def status(self, camera_id: str) -> dict[str, Any]:
+        record = await self.store.get_camera.remote(camera_id)
+        if record is None:
+            raise UnknownCamera(camera_id)
+        plan = camera_plan(self.manifest, record.config["fps"], assignments_of(record.config))
+        window = self.windows.get(camera_id)
+        return {
+            "camera_id": camera_id,
+            "executor": self.pool.name(self.pool.index_of(camera_id)),
+            "stream_fps": record.config["fps"],
+            "apps": [{"app": name, **entry} for name, entry in plan["apps"].items()],
+            "requests": window.snapshot() if window else RollingWindow().snapshot(),
+            "executor_stats": await self.pool.stats(camera_id),
+        }
+
+    # ------------------------------------------------------------------ frames
+    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict]:
+        started = time.perf_counter()
+        results = await self.pool.infer(camera_id, frames, timestamps)
+        window = self.windows.get(camera_id)
+        if window is None:
+            window = self.windows[camera_id] = RollingWindow()
+        window.add(len(frames), (time.perf_counter() - started) * 1000.0)
+        return results
+
+    # ------------------------------------------------------------------ apps and plan
+    async def register_app(self, app: str, package_dir: str) -> dict[str, Any]:
+        manifest, sha = read_manifest(Path(package_dir))
+        names = sorted(a.name for a in manifest.apps)
+        if app not in names:
+            raise ValueError(f"app {app!r} is not in the package at {package_dir} (it has {names})")
+        if sha != self.manifest_sha256:
+            raise Conflict(f"{package_dir} is not the package the executors serve ({self.config.package_dir}); "
+                           "apps must come from that package to share its stem")
+        return await self._put_app(app, package_dir, manifest, sha)
+
+    async def _put_app(self, app: str, package_dir: str, manifest: Manifest, sha: str) -> dict[str, Any]:
+        candidates = [{"branchpoint": c.branchpoint, "name": c.branchpoint_name, "f1": c.f1,
+                       "precision": c.precision, "recall": c.recall} for c in manifest.candidates_for(app)]
+        record = await self.store.put_app.remote(
+            app, package_path=str(package_dir), manifest_sha256=sha,
+            branchpoint=default_candidate(manifest, app).branchpoint_name, config={"candidates": candidates})
+        return {"app": record.name, "package_dir": record.package_path, "manifest_sha256": record.manifest_sha256,
+                "default_branchpoint": record.branchpoint, "candidates": candidates}
+
+    async def _require_registered(self, apps: list[str]) -> None:
+        registered = {a.name for a in await self.store.list_apps.remote() if a.camera_id is None}
+        missing = sorted(set(apps) - registered)
+        if missing:
+            raise ValueError(f"app(s) {missing} not registered; registered: {sorted(registered)} (POST /admin/apps)")
+
+    async def _plan_dict(self) -> dict[str, Any]:
+        latest = await self.store.latest_plan.remote()
+        return dict(latest.plan) if latest is not None else {"cameras": {}}
+
+    async def _save_plan(self) -> None:
+        """The plan is rebuilt from every stored camera (not patched), so concurrent replicas converge."""
+        plan: dict[str, Any] = {"cameras": {}}
+        for c in await self.store.list_cameras.remote():
+            try:
+                plan["cameras"][c.camera_id] = camera_plan(self.manifest, c.config["fps"], assignments_of(c.config))
+            except ValueError as exc:
+                log.warning("camera %s left out of the plan: %s", c.camera_id, exc)
+        await self.store.save_plan.remote(plan)
+
+    async def plan(self) -> dict[str, Any]:
+        latest = await self.store.latest_plan.remote()
+        if latest is None:
+            return {"version": None, "created_at": None, "cameras": {}}
+        return {"version": latest.version, "created_at": latest.created_at, **latest.plan}

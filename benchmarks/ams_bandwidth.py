@@ -1,0 +1,312 @@
+"""AMS on the drifting synthetic world: accuracy vs downlink/uplink bandwidth, side by side.
+
+For each evaluation camera, a small student (tiny_cnn, pretrained briefly on *other* cameras'
+early frames, then cut at branchpoint b for the binary app "car present") is customised online:
+
+- No customization: the pretrained student, never updated.
+- One-time: fine-tuned (full Adam) on the first 60 s of teacher-labelled samples, then frozen.
+- AMS: the edge samples frames at the ASR rate and uploads them (JPEG); every T_update seconds
+  (ATR) the server labels them with the oracle teacher, retrains K Adam iterations on the last
+  T_horizon seconds, and ships a sparse update: full-model (γ = 1, full Adam) and gradient-guided
+  coordinate descent with γ = 20/10/5/1 %.
+
+The edge really decodes and applies every update to its own copy (the stem is shared and never
+sent); accuracy and F1 are those of the edge model on every `eval_stride`-th frame vs ground truth.
+Downlink = update bytes / video time; uplink = JPEG bytes of the sampled frames / video time.
+All AMS variants see the same samples, update times and mini-batches (the oracle's labels do not
+depend on the student), so their differences are due to γ alone.
+
+    python benchmarks/ams_bandwidth.py --quick --out out/ams_bandwidth.json
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.plotting import plt
+from stemcell.learning import (
+    ContinualLearner,
+    FrameMeta,
+    LabelledSample,
+    OracleTeacher,
+    RatesConfig,
+    SampleBuffer,
+    apply_update,
+    buffer_batches,
+    decode,
+    rates_init,
+    rates_step,
+)
+from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.training import binary_metrics, pretrain_base, world_frames
+from stemcell.world import CLASSES, World, WorldConfig
+
+log = logging.getLogger("ams_bandwidth")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    seed: int = 0
+    eval_cameras: tuple[int, ...] = (0, 1, 2)  # cameras the student is customised for
+    pretrain_cameras: tuple[int, ...] = (3, 4)  # "other cameras" whose early frames pretrain the base
+    duration_s: float = 600.0  # simulated video per evaluation camera
+    size: int = 64  # frame height = width = model input size
+    fps: float = 10.0
+    app_class: str = "car"
+    branchpoint: int = 4  # tiny_cnn has 6 segments: stem = 4 shared segments, 2 + head trained
+    pretrain_frames: int = 600  # per pretrain camera, from its first `pretrain_fraction`
+    pretrain_fraction: float = 0.25
+    pretrain_epochs: int = 4
+    eval_stride: int = 5  # evaluate every 5th frame (2 fps)
+    iterations: int = 20  # K
+    batch_size: int = 16
+    lr: float = 1e-3
+    horizon_s: float = 240.0
+    one_time_s: float = 60.0
+    one_time_iterations: int = 100
+    gammas: tuple[float, ...] = (1.0, 0.2, 0.1, 0.05, 0.01)
+    jpeg_quality: int = 75
+
+
+QUICK = BenchConfig(
+    eval_cameras=(0, 1, 2), pretrain_cameras=(3,), duration_s=150.0, size=48, pretrain_frames=500,
+    pretrain_fraction=0.5, pretrain_epochs=3, eval_stride=10, batch_size=8, one_time_iterations=60,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class CameraData:
+    """Everything about one evaluation camera that does not depend on the scheme."""
+
+    camera: int
+    eval_t: np.ndarray  # timestamps of evaluated frames
+    eval_features: torch.Tensor  # stem activations of the evaluated frames (the stem is shared and frozen)
+    eval_truth: np.ndarray  # bool ground truth of the app on those frames
+    sample_t: np.ndarray  # ASR sample times (AMS schemes)
+    sample_frames: np.ndarray  # uint8 frames sampled at those times
+    sample_labels: np.ndarray  # oracle labels (all classes)
+    sample_jpeg_bytes: np.ndarray  # size of each sampled frame as JPEG
+    update_t: np.ndarray  # ATR model-update times
+    mean_rate_fps: float
+
+
+def jpeg_size(frame: np.ndarray, quality: int) -> int:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return len(data)
+
+
+def simulate_schedule(timeline, teacher: OracleTeacher, camera: int, duration_s: float,
+                      rates: RatesConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Run ASR + ATR over the camera: sample times, their frame indices, and model-update times."""
+    state = rates_init(rates)
+    t, next_update = 0.0, rates.atr.base_s
+    sample_t, sample_idx, update_t = [], [], []
+    while t < duration_s:
+        if next_update <= t:
+            update_t.append(next_update)
+            next_update += state.atr.t_update_s
+            continue
+        index = min(int(round(t * timeline.fps)), timeline.num_frames - 1)
+        labels = teacher.label(timeline.frames([index]), FrameMeta(camera, np.array([index])))[0]
+        state = rates_step(state, LabelledSample(t, tuple(float(v) for v in labels)), rates)
+        sample_t.append(t)
+        sample_idx.append(index)
+        t += 1.0 / state.asr.rate_fps
+    span = np.diff(np.concatenate([sample_t, [duration_s]]))
+    mean_rate = len(sample_t) / duration_s if len(span) else 0.0
+    return np.array(sample_t), np.array(sample_idx), np.array(update_t), mean_rate
+
+
+@torch.no_grad()
+def stem_features(app: AppModel, frames: np.ndarray, size: int, chunk: int = 256) -> torch.Tensor:
+    return torch.cat([app.stem_features(to_input(frames[i : i + chunk], size)) for i in range(0, len(frames), chunk)])
+
+
+def prepare_camera(world: World, teacher: OracleTeacher, camera: int, template: AppModel,
+                   cfg: BenchConfig, rates: RatesConfig) -> CameraData:
+    timeline = world.camera(camera)
+    eval_idx = np.arange(0, int(cfg.duration_s * cfg.fps), cfg.eval_stride)
+    truth = timeline.presence()[eval_idx, CLASSES.index(cfg.app_class)]
+    features = stem_features(template, timeline.frames(eval_idx), cfg.size)
+    sample_t, sample_idx, update_t, mean_rate = simulate_schedule(timeline, teacher, camera, cfg.duration_s, rates)
+    frames = timeline.frames(sample_idx)
+    labels = teacher.label(frames, FrameMeta(camera, sample_idx))
+    jpeg = np.array([jpeg_size(f, cfg.jpeg_quality) for f in frames])
+    return CameraData(camera, eval_idx / cfg.fps, features, truth, sample_t, frames, labels, jpeg, update_t, mean_rate)
+
+
+def fresh_app(base: SegmentedNet, cfg: BenchConfig) -> AppModel:
+    """The uncustomised app: the pretrained base cut at b, its head = the base's row for the class."""
+    app = make_app_model(base, cfg.branchpoint, 1)
+    k = CLASSES.index(cfg.app_class)
+    with torch.no_grad():
+        app.head.fc.weight.copy_(base.head.fc.weight[k : k + 1])
+        app.head.fc.bias.copy_(base.head.fc.bias[k : k + 1])
+    return app.eval()
+
+
+class Edge:
+    """The device: its own copy of the app, patched only through decoded update bytes."""
+
+    def __init__(self, app: AppModel, learner: ContinualLearner) -> None:
+        self.app = app
+        self.state = learner.trainable_state()
+        self.version = learner.version
+        self.app.load_state_dict(self.state, strict=False)
+
+    def receive(self, payload: bytes) -> None:
+        update = decode(payload)
+        self.state = apply_update(self.state, update, current_version=self.version)
+        self.version = update.version
+        missing, unexpected = self.app.load_state_dict(self.state, strict=False)
+        assert not unexpected
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> np.ndarray:
+        return (self.app.upper_forward(features)[:, 0] > 0).numpy()
+
+
+def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: float | None, scheme: str) -> dict:
+    """Simulate one scheme on one camera; returns metrics and byte counts."""
+    learner = ContinualLearner(fresh_app(base, cfg), lr=cfg.lr, gamma=gamma, phase_steps=cfg.iterations, seed=cfg.seed)
+    edge = Edge(fresh_app(base, cfg), learner)
+    target = [CLASSES.index(cfg.app_class)]
+    rng = np.random.default_rng(cfg.seed)
+    buffer = SampleBuffer(horizon_s=cfg.horizon_s)
+    predictions = np.zeros(len(cam.eval_t), dtype=bool)
+    down_bytes, up_bytes, updates, train_s = 0, 0, 0, 0.0
+    if scheme == "No customization":
+        update_t, sample_sel, iterations = np.array([]), np.zeros(len(cam.sample_t), bool), 0
+    elif scheme == "One-time":
+        # one frame per second over the first 60 s (the paper's One-Time fine-tunes on the first minute)
+        wanted = np.arange(0.0, cfg.one_time_s, 1.0)
+        sample_sel = np.zeros(len(cam.sample_t), bool)
+        sample_sel[np.unique(np.searchsorted(cam.sample_t, wanted).clip(max=len(cam.sample_t) - 1))] = True
+        update_t, iterations = np.array([cfg.one_time_s]), cfg.one_time_iterations
+    else:
+        update_t, sample_sel, iterations = cam.update_t, np.ones(len(cam.sample_t), bool), cfg.iterations
+    done_eval, next_sample = 0, 0
+    for t_u in [*update_t, np.inf]:
+        upto = int(np.searchsorted(cam.eval_t, t_u, side="left"))
+        predictions[done_eval:upto] = edge.predict(cam.eval_features[done_eval:upto])
+        done_eval = upto
+        if not np.isfinite(t_u):
+            break
+        while next_sample < len(cam.sample_t) and cam.sample_t[next_sample] <= t_u:
+            if sample_sel[next_sample]:
+                buffer.add(cam.sample_t[next_sample], cam.sample_frames[next_sample], cam.sample_labels[next_sample])
+                up_bytes += int(cam.sample_jpeg_bytes[next_sample])
+            next_sample += 1
+        if len(buffer) < 2:
+            continue
+        start = time.perf_counter()
+        batches = buffer_batches(buffer, count=iterations, batch_size=cfg.batch_size, rng=rng, targets=target,
+                                 input_size=cfg.size)
+        result = learner.retrain(batches, iterations)
+        train_s += time.perf_counter() - start
+        edge.receive(result.update_bytes)
+        down_bytes += len(result.update_bytes)
+        updates += 1
+        assert all(torch.equal(edge.state[n], w) for n, w in result.new_state.items()), "edge diverged from server"
+    m = binary_metrics(predictions, cam.eval_truth)
+    return {"accuracy": m.accuracy, "f1": m.f1, "down_bytes": down_bytes, "up_bytes": up_bytes,
+            "updates": updates, "train_s": train_s}
+
+
+def schemes(cfg: BenchConfig) -> list[tuple[str, float | None]]:
+    named = [("No customization", None), ("One-time", None)]
+    for g in cfg.gammas:
+        named.append(("AMS full model", None) if g >= 1.0 else (f"AMS gamma={g:.0%}", g))
+    return named
+
+
+def run(cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
+    torch.manual_seed(cfg.seed)
+    world = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.eval_cameras + cfg.pretrain_cameras) + 1,
+                              height=cfg.size, width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
+    start = time.perf_counter()
+    data, _ = world_frames(world, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
+                           end_fraction=cfg.pretrain_fraction)
+    base = pretrain_base("tiny_cnn", data, input_size=cfg.size, epochs=cfg.pretrain_epochs, lr=3e-3,
+                         batch_size=64, seed=cfg.seed)
+    log.info("pretrained tiny_cnn on %d frames in %.1fs", len(data), time.perf_counter() - start)
+    teacher, rates = OracleTeacher(world), RatesConfig()
+    template = fresh_app(base, cfg)
+    per_camera: list[dict] = []
+    for camera in cfg.eval_cameras:
+        cam = prepare_camera(world, teacher, camera, template, cfg, rates)
+        log.info("camera %d: %d samples (%.2f fps), %d updates", camera, len(cam.sample_t), cam.mean_rate_fps,
+                 len(cam.update_t))
+        for scheme, gamma in schemes(cfg):
+            out = run_scheme(base, cam, cfg, 1.0 if scheme == "AMS full model" else gamma, scheme)
+            kbps = lambda b: 8.0 * b / 1000.0 / cfg.duration_s  # noqa: E731
+            per_camera.append({"camera": camera, "scheme": scheme, "gamma": gamma if gamma else
+                               (1.0 if scheme.startswith("AMS") else None), "accuracy": out["accuracy"],
+                               "f1": out["f1"], "downlink_kbps": kbps(out["down_bytes"]),
+                               "uplink_kbps": kbps(out["up_bytes"]), "updates": out["updates"],
+                               "train_s": out["train_s"], "sample_fps": cam.mean_rate_fps})
+            log.info("camera %d %-18s acc %.3f f1 %.3f down %.2f kbps (%.1fs)", camera, scheme, out["accuracy"],
+                     out["f1"], kbps(out["down_bytes"]), out["train_s"])
+    rows = []
+    for scheme, _ in schemes(cfg):
+        sel = [r for r in per_camera if r["scheme"] == scheme]
+        rows.append({"scheme": scheme, "gamma": sel[0]["gamma"],
+                     **{k: float(np.mean([r[k] for r in sel])) for k in
+                        ("accuracy", "f1", "downlink_kbps", "uplink_kbps", "updates", "train_s")}})
+    return rows, per_camera
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in rows:
+        x = max(r["downlink_kbps"], 1e-3)
+        ax.scatter(x, 100 * r["accuracy"], s=40)
+        ax.annotate(r["scheme"], (x, 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("downlink (kbps, log; 'no update' schemes drawn at 0.001)")
+    ax.set_ylabel("edge accuracy (%)")
+    ax.set_title("AMS: accuracy vs model-update bandwidth")
+    ax.grid(True, alpha=0.3)
+    save_plot(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller world and shorter videos (< 60 s on 2 cores)")
+    parser.add_argument("--out", type=Path, required=True, help="results JSON (Parquet and PNG are written beside it)")
+    parser.add_argument("--seed", type=int, default=0, help="world, pretraining and sampling seed")
+    parser.add_argument("--duration", type=float, default=None, help="simulated seconds per camera (override)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = QUICK if args.quick else BenchConfig()
+    cfg = replace(cfg, seed=args.seed, duration_s=args.duration or cfg.duration_s)
+    start = time.perf_counter()
+    rows, per_camera = run(cfg)
+    print_table(per_camera, title="Per camera")
+    print_table(rows, columns=["scheme", "gamma", "accuracy", "f1", "downlink_kbps", "uplink_kbps", "updates",
+                               "train_s"], title=f"AMS on the synthetic world ({len(cfg.eval_cameras)} cameras, "
+                f"{cfg.duration_s:.0f} s each), config: {asdict(cfg)}")
+    full = next(r for r in rows if r["scheme"] == "AMS full model")
+    five = next((r for r in rows if r["gamma"] == 0.05), None)
+    none = next(r for r in rows if r["scheme"] == "No customization")
+    if five is not None:
+        print(f"\ngamma=5%: downlink {full['downlink_kbps'] / max(five['downlink_kbps'], 1e-9):.1f}x lower than "
+              f"full-model, accuracy {100 * (five['accuracy'] - full['accuracy']):+.2f} points; "
+              f"vs no customization {100 * (five['accuracy'] - none['accuracy']):+.2f} points")
+    print(f"total {time.perf_counter() - start:.1f}s")
+    save_results(rows, args.out)
+    plot(rows, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

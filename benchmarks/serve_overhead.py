@@ -1,0 +1,243 @@
+"""What the HTTP layer costs: frames/s through the StemExecutor with and without Serve in front.
+
+In one run, on one local Ray instance, with 8 concurrent loopback cameras (closed loop: each
+sends its next request when the previous answer arrives) and the same JPEG frames (synthetic
+world, 128x128):
+
+(a) direct      - the cameras call the StemExecutor actor themselves (decoded frames, 8 per call;
+                  also 1 per call for reference): the ceiling without HTTP.
+(b) http        - one JPEG per `POST /cameras/{id}/frames` through the Serve ingress.
+(c) http_batch  - 8 JPEGs per `POST /cameras/{id}/frames:batch` (multipart).
+(d) echo        - an empty Serve deployment that reads the same JPEG body and answers: the
+                  per-request ceiling of Serve itself on this machine.
+
+Ratios: http / echo (goal >= 0.8: the app adds little to Serve's own per-request cost) and
+http_batch / direct (goal >= 0.7: with batching, HTTP costs little next to the model).
+The load generator runs in this process on the same cores as the server, in every mode alike.
+
+    python benchmarks/serve_overhead.py --quick --out out/serve_overhead.json
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import ray
+import yaml
+from ray import serve
+from starlette.requests import Request
+
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.plotting import plt
+from stemcell.imaging import decode_image, encode_jpeg
+from stemcell.models import build_base
+from stemcell.package.build import app_entry, build_package
+from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
+from stemcell.world import CLASSES, World, WorldConfig
+
+CAMERAS = 8
+BATCH = 8
+TOKEN_ENV = "STEMCELL_BENCH_ADMIN_TOKEN"
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
+class Echo:
+    """Reads the body and answers: Serve's own per-request cost, nothing else."""
+
+    async def __call__(self, request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+
+def _speed_package(root: Path) -> Path:
+    """A small real M-Package (tiny_cnn, 64x64, apps car + person at 3 branchpoints, 1 epoch each).
+
+    Throughput is what is measured here, so the candidates are trained just enough to be real.
+    """
+    world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=120.0))
+    train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
+    base = build_base("tiny_cnn")
+    apps = {"car": CLASSES.index("car"), "person": CLASSES.index("person")}
+    results = [finetune_candidate(base, CandidateSpec(app, k, b, epochs=1, lr=1e-3, batch_size=32, input_size=64), train, val)
+               for app, k in apps.items() for b in (0, 3, base.num_segments)]
+    entries = [app_entry(app, app, val.presence[:, k]) for app, k in apps.items()]
+    build_package(root, base, 64, world.config.fps, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _jpegs(frames_per_camera: int) -> list[list[bytes]]:
+    world = World(WorldConfig(seed=0, num_cameras=CAMERAS, height=128, width=128, duration_s=60.0))
+    return [[encode_jpeg(world.camera(c).frame(i * 7)) for i in range(frames_per_camera)] for c in range(CAMERAS)]
+
+
+async def _closed_loop(send: Callable[[int, int], Awaitable[int]], warmup_s: float, measure_s: float) -> dict:
+    """CAMERAS loops, each awaiting `send(camera, i) -> frames` back to back; counts the measured window."""
+    latencies: list[float] = []
+    frames = requests = 0
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup_s, t_start + warmup_s + measure_s
+
+    async def camera(c: int) -> None:
+        nonlocal frames, requests
+        i = 0
+        while (now := time.perf_counter()) < t_end:
+            n = await send(c, i)
+            done = time.perf_counter()
+            if now >= t_measure and done <= t_end:
+                frames += n
+                requests += 1
+                latencies.append((done - now) * 1000.0)
+            i += 1
+
+    await asyncio.gather(*(camera(c) for c in range(CAMERAS)))
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {"fps": frames / measure_s, "rps": requests / measure_s, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "requests": requests}
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code} {response.text[:200]}")
+
+
+async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], warmup_s: float, measure_s: float,
+                     namespace: str) -> dict[str, dict]:
+    executor = ray.get_actor("stemcell-executor-0", namespace=namespace)
+    arrays = [[decode_image(j, "image/jpeg") for j in cam] for cam in jpegs]
+    n = len(jpegs[0])
+    limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+
+        async def direct(c: int, i: int, size: int) -> int:
+            frames = np.stack([arrays[c][(i * size + k) % n] for k in range(size)])
+            await executor.infer.remote(f"bench-{c}", frames)
+            return size
+
+        async def single(c: int, i: int) -> int:
+            r = await http.post(f"/cameras/bench-{c}/frames", content=jpegs[c][i % n],
+                                headers={**headers[c], "Content-Type": "image/jpeg"})
+            _check(r)
+            return 1
+
+        async def batch(c: int, i: int) -> int:
+            files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
+            r = await http.post(f"/cameras/bench-{c}/frames:batch", files=files, headers=headers[c])
+            _check(r)
+            return BATCH
+
+        async def echo(c: int, i: int) -> int:
+            r = await http.post("/echo", content=jpegs[c][i % n], headers={"Content-Type": "image/jpeg"})
+            _check(r)
+            return 1
+
+        modes: dict[str, Callable[[int, int], Awaitable[int]]] = {
+            "direct": lambda c, i: direct(c, i, BATCH),
+            "direct_single": lambda c, i: direct(c, i, 1),
+            "http": single, "http_batch": batch, "echo": echo,
+        }
+        results = {}
+        for name, send in modes.items():
+            results[name] = await _closed_loop(send, warmup_s, measure_s)
+            print(f"  {name:14s} {results[name]['fps']:8.1f} frames/s  {results[name]['rps']:7.1f} req/s  "
+                  f"p99 {results[name]['p99_ms']:.1f} ms", flush=True)
+    return results
+
+
+def _deploy(root: Path, package: Path, port: int) -> tuple[str, list[str]]:
+    from app.serve_app import build_app
+    from stemcell.client import Admin
+
+    config = root / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 64},
+        "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2},
+    }))
+    os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
+    serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+    url = f"http://127.0.0.1:{port}"
+    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
+        apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
+        tokens = [admin.add_camera(f"bench-{c}", apps, fps=30)["token"] for c in range(CAMERAS)]
+    return url, tokens
+
+
+def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bars = ax.bar(names, [results[n]["fps"] for n in names], color=["#4c72b0", "#8fa8d0", "#dd8452", "#c44e52", "#999999"])
+    for bar, n in zip(bars, names):
+        ax.annotate(f"{results[n]['fps']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    ax.set_ylabel("frames/s (echo: requests/s)")
+    ax.set_title(f"{CAMERAS} cameras: http/echo = {summary['ratio_http_to_echo']:.2f} (goal 0.8), "
+                 f"batch/direct = {summary['ratio_http_batch_to_direct']:.2f} (goal 0.7)", fontsize=9)
+    save_plot(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short windows (< 60 s in all on 2 cores)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (Parquet and PNG beside it)")
+    parser.add_argument("--package", type=Path, help="M-Package to serve (default: build a tiny one in a temp dir)")
+    parser.add_argument("--seconds", type=float, help="measured window per mode (default 4 quick, 15 full)")
+    args = parser.parse_args()
+    measure_s = args.seconds or (4.0 if args.quick else 15.0)
+    warmup_s = 1.0 if args.quick else 3.0
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
+        root = Path(tmp)
+        package = args.package or _speed_package(root / "pkg")
+        jpegs = _jpegs(16)
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            url, tokens = _deploy(root, package, _free_port())
+            results = asyncio.run(_run_modes(url, tokens, jpegs, warmup_s, measure_s, "stemcell-bench"))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+    summary = {
+        "fps_direct": results["direct"]["fps"],
+        "fps_direct_single": results["direct_single"]["fps"],
+        "fps_http": results["http"]["fps"],
+        "fps_http_batch": results["http_batch"]["fps"],
+        "rps_echo": results["echo"]["rps"],
+        "ratio_http_to_echo": results["http"]["rps"] / results["echo"]["rps"],
+        "ratio_http_batch_to_direct": results["http_batch"]["fps"] / results["direct"]["fps"],
+        "p99_ms_http": results["http"]["p99_ms"],
+        "cameras": CAMERAS, "batch": BATCH, "measure_s": measure_s, "jpeg_bytes_mean": float(np.mean([len(j) for c in jpegs for j in c])),
+    }
+    rows = [{"mode": name, "frames_per_request": BATCH if name in ("direct", "http_batch") else 1, **r}
+            for name, r in results.items()]
+    print_table(rows, ["mode", "frames_per_request", "fps", "rps", "p50_ms", "p99_ms", "requests"],
+                title=f"Serve overhead, {CAMERAS} concurrent cameras, {measure_s:.0f} s per mode")
+    print(f"\nhttp / echo = {summary['ratio_http_to_echo']:.2f} (goal >= 0.8); "
+          f"http_batch / direct = {summary['ratio_http_batch_to_direct']:.2f} (goal >= 0.7); "
+          f"p99 http = {summary['p99_ms_http']:.1f} ms")
+    out = save_results({**summary, "rows": rows}, args.out, rows=rows)
+    _plot(results, summary, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Checking and decoding camera images before they reach a model.
+
+Everything here runs on bytes from the network, so the order matters: the declared type, the
+magic bytes and the header's dimensions are checked *before* the full decode, because a 100 KB
+PNG can declare 50 000 x 50 000 pixels (a decompression bomb) and OpenCV would try to allocate
+them.  Truncated files are rejected too: libjpeg "decodes" a cut JPEG by painting the missing part
+grey, which would silently feed the models garbage.
+
+Errors carry a `reason` the HTTP layer maps to a status code (415 / 400 / 413); this module knows
+nothing about HTTP.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+ImageFormat = Literal["jpeg", "png"]
+Reason = Literal["unsupported", "corrupt", "too_large"]
+
+CONTENT_TYPES: dict[str, ImageFormat] = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/png": "png"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+# Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field (RSTn, SOI, TEM).
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; `reason` says why in a way that maps onto HTTP statuses."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a single image may cost before we spend CPU and memory on it."""
+
+    max_bytes: int = 8 * 1024 * 1024  # encoded size
+    max_pixels: int = 4096 * 4096  # width * height as declared in the header
+
+
+def format_from_content_type(content_type: str | None) -> ImageFormat:
+    """`image/jpeg` / `image/png` (parameters such as `; q=1` ignored) -> format, else 415-style error."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in CONTENT_TYPES:
+        raise ImageError("unsupported", f"Content-Type must be image/jpeg or image/png, got {media or 'nothing'!r}")
+    return CONTENT_TYPES[media]
+
+
+def sniff_format(data: bytes) -> ImageFormat | None:
+    """The format the magic bytes announce, or None for anything else."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "png"
+    if data.startswith(_JPEG_SOI + b"\xff"):
+        return "jpeg"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # signature(8) + IHDR length(4) + b"IHDR"(4) + width(4) + height(4)
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ImageError("corrupt", "PNG has no IHDR header (truncated or not a PNG)")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk the marker segments from SOI to the first start-of-frame and read its dimensions."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageError("corrupt", f"JPEG marker expected at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        if marker in (0xD9, 0xDA) or length < 2:  # EOI or scan data before any frame header
+            break
+        pos += 2 + length
+    raise ImageError("corrupt", "JPEG has no frame header (truncated or not a JPEG)")
+
+
+def header_size(data: bytes, fmt: ImageFormat) -> tuple[int, int]:
+    """(width, height) from the header alone: cheap, and safe against decompression bombs."""
+    return _png_size(data) if fmt == "png" else _jpeg_size(data)
+
+
+def _check_complete(data: bytes, fmt: ImageFormat) -> None:
+    # Cameras sometimes pad with zeros after the end marker; anything else after it is not ours to judge.
+    tail = data.rstrip(b"\x00")
+    complete = tail.endswith(_PNG_IEND) if fmt == "png" else tail.endswith(_JPEG_EOI)
+    if not complete:
+        raise ImageError("corrupt", f"{fmt.upper()} image is truncated (no end marker)")
+
+
+def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Validate and decode one JPEG/PNG into an RGB uint8 array (H, W, 3).
+
+    Order: declared type -> size -> magic bytes (must agree with the type) -> header dimensions
+    (pixel limit) -> end marker (truncation) -> OpenCV decode -> BGR to RGB.
+    """
+    declared = format_from_content_type(content_type)
+    if len(data) > limits.max_bytes:
+        raise ImageError("too_large", f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    actual = sniff_format(data)
+    if actual is None:
+        raise ImageError("unsupported", "body is not a JPEG or PNG image")
+    if actual != declared:
+        raise ImageError("unsupported", f"Content-Type says {declared} but the body is a {actual} image")
+    width, height = header_size(data, actual)
+    if width == 0 or height == 0:
+        raise ImageError("corrupt", f"{actual.upper()} header declares an empty image ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageError("too_large", f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
+    _check_complete(data, actual)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (height, width):
+        raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encode(rgb: np.ndarray, ext: str, params: list[int]) -> bytes:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the frame as {ext}")
+    return buf.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 (H, W, 3) -> JPEG bytes (what cameras send)."""
+    return _encode(rgb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """RGB uint8 (H, W, 3) -> PNG bytes (lossless, for tests and exact comparisons)."""
+    return _encode(rgb, ".png", [])

@@ -1,0 +1,78 @@
+"""Sliding training buffer of teacher-labelled frames (AMS Algorithm 1, buffer B).
+
+Why a *time* horizon rather than a count: AMS trains on the last T_horizon seconds of video
+(240 s in the paper) so the student generalises over the current scene instead of over-fitting
+the last few frames; with an adaptive sampling rate the number of frames in that window varies,
+so eviction is by timestamp. `max_items` additionally bounds memory whatever the rate.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BufferItem:
+    t_s: float  # capture timestamp (video time, seconds)
+    frame: np.ndarray  # uint8 RGB (H, W, 3)
+    labels: np.ndarray  # float32 teacher labels, one per class
+
+
+class SampleBuffer:
+    """Labelled frames of the last `horizon_s` seconds (by timestamp), at most `max_items` of them."""
+
+    def __init__(self, horizon_s: float = 240.0, max_items: int = 4096) -> None:
+        if horizon_s <= 0 or max_items < 1:
+            raise ValueError("horizon_s must be > 0 and max_items >= 1")
+        self.horizon_s = horizon_s
+        self.max_items = max_items
+        self._items: deque[BufferItem] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def latest_s(self) -> float | None:
+        return self._items[-1].t_s if self._items else None
+
+    @property
+    def oldest_s(self) -> float | None:
+        return self._items[0].t_s if self._items else None
+
+    def add(self, t_s: float, frame: np.ndarray, labels: np.ndarray) -> None:
+        """Append one sample (timestamps must not go backwards), then evict what fell out."""
+        if self._items and t_s < self._items[-1].t_s:
+            raise ValueError(f"timestamps must be non-decreasing: {t_s} after {self._items[-1].t_s}")
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"expected one uint8 RGB frame (H,W,3), got {frame.dtype} {frame.shape}")
+        self._items.append(BufferItem(float(t_s), frame, np.asarray(labels, dtype=np.float32)))
+        self.evict(t_s)
+
+    def extend(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
+        """Add a batch of samples in time order (e.g. one upload from the edge)."""
+        for t, f, y in zip(t_s, frames, labels):
+            self.add(float(t), f, y)
+
+    def evict(self, now_s: float) -> None:
+        """Drop samples older than `now_s - horizon_s`, and the oldest beyond `max_items`."""
+        cutoff = now_s - self.horizon_s
+        while self._items and (self._items[0].t_s < cutoff or len(self._items) > self.max_items):
+            self._items.popleft()
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A uniform random batch (frames (B,H,W,3) uint8, labels (B,C) float32).
+
+        Without replacement when the buffer holds enough samples, with replacement otherwise,
+        so a young buffer still yields full batches.
+        """
+        if not self._items:
+            raise ValueError("the buffer is empty")
+        n = len(self._items)
+        idx = rng.choice(n, size=batch_size, replace=batch_size > n)
+        items = [self._items[i] for i in idx]
+        return np.stack([it.frame for it in items]), np.stack([it.labels for it in items])
+
+    def timestamps(self) -> np.ndarray:
+        return np.array([it.t_s for it in self._items], dtype=np.float64)

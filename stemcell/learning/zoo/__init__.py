@@ -1,0 +1,65 @@
+"""RECL model zoo: durable experts, gating network, top-K + safety-check selection, admission, pruning."""
+from stemcell.learning.zoo.admission import (
+    AdmissionContext,
+    AdmissionDecision,
+    AdmissionQueue,
+    admission_decision,
+)
+from stemcell.learning.zoo.gating import GATING_INPUT_SIZE, GatingDataset, GatingNet, gating_input, train_gating
+from stemcell.learning.zoo.selection import (
+    CandidateContext,
+    PruneContext,
+    PruneDecision,
+    SafetyDecision,
+    SelectionHistory,
+    prune_context,
+    prune_decision,
+    safety_check,
+    shortlist,
+)
+from stemcell.learning.zoo.store import (
+    SCHEMA_VERSION,
+    Expert,
+    ExpertMeta,
+    ZooIntegrityError,
+    ZooStore,
+    expert_from_model,
+    load_expert,
+    stem_hash,
+)
+from stemcell.learning.zoo.zoo import ModelZoo, Selection, ZooConfig, accuracy_of, label_confidence, predict_logits
+
+__all__ = [
+    "GATING_INPUT_SIZE",
+    "SCHEMA_VERSION",
+    "AdmissionContext",
+    "AdmissionDecision",
+    "AdmissionQueue",
+    "CandidateContext",
+    "Expert",
+    "ExpertMeta",
+    "GatingDataset",
+    "GatingNet",
+    "ModelZoo",
+    "PruneContext",
+    "PruneDecision",
+    "SafetyDecision",
+    "Selection",
+    "SelectionHistory",
+    "ZooConfig",
+    "ZooIntegrityError",
+    "ZooStore",
+    "accuracy_of",
+    "admission_decision",
+    "expert_from_model",
+    "gating_input",
+    "label_confidence",
+    "load_expert",
+    "predict_logits",
+    "prune_context",
+    "prune_decision",
+    "safety_check",
+    "shortlist",
+    "stem_hash",
+    "train_gating",
+]

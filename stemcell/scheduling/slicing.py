@@ -1,0 +1,315 @@
+"""RECL retraining scheduler: time-share one GPU among retraining jobs in micro-windows.
+
+RECL (Algorithm 1) gives every retraining job one micro-window to measure how fast it learns
+("in-band profiling", no separate profiler run), then keeps granting the next micro-window to the
+job whose *next* window is expected to raise accuracy the most. Training curves are concave, so a
+job that has converged (or whose model already fits its scene) stops receiving GPU time and the
+steep jobs get it instead; this approximately maximises the summed accuracy improvement (Eq. 1).
+
+The expected gain of a job's next window comes from a decaying curve fitted online to its observed
+per-window gains (`fit_gain_curve`): cumulative improvement after t windows is modelled as
+`level * (1 - rate**t)`, so window t gains `level * rate**t * (1 - rate)`. Fitting the *cumulative*
+curve (instead of taking the last gain, as Algorithm 1 does) averages out the noise of evaluating
+accuracy on a few dozen teacher-labelled frames and learns per job how fast its gains shrink.
+
+Policies are plain functions `policy(SlicingContext) -> SliceDecision` returning the whole plan for
+the windows available. In-band use re-plans after every micro-window: run `order[0]`, observe the
+accuracy change, call the policy again with one window fewer (`run_micro_windows` does exactly
+this). All three policies are consistent under that re-planning: the baselines give the same
+allocation whether executed whole or one window at a time.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Candidate decay rates for the curve fit: a grid keeps the fit robust to negative and noisy gains
+# (no logarithms) and costs microseconds for the handful of points a job has.
+_RATE_GRID = np.linspace(0.02, 0.98, 49)
+
+
+@dataclass(frozen=True)
+class GainCurve:
+    """What a job is expected to gain from its next micro-windows."""
+
+    next: float  # expected accuracy gain of the next (first unobserved) micro-window
+    rate: float  # each further window is expected to gain `rate` times the previous one
+
+    def gain(self, ahead: int = 0) -> float:
+        """Expected gain of the window `ahead` windows after the next one."""
+        return self.next * self.rate**ahead
+
+
+def fit_gain_curve(gains: Sequence[float], prior_rate: float = 0.7) -> GainCurve | None:
+    """Least-squares fit of `level * (1 - rate**t)` to the cumulative sum of `gains`.
+
+    For each rate on a grid the best level is closed-form (the model is linear in it); the rate with
+    the smallest squared error wins, and the next window is expected to gain
+    `level * rate**n * (1 - rate)` after n observed windows. One observation cannot determine a
+    rate, so `prior_rate` is assumed (next gain = `gains[0] * prior_rate`). None: nothing observed.
+    """
+    if not gains:
+        return None
+    g = np.asarray(gains, dtype=float)
+    if len(g) == 1:
+        return GainCurve(next=float(g[0]) * prior_rate, rate=prior_rate)
+    cumulative = np.cumsum(g)
+    t = np.arange(1, len(g) + 1, dtype=float)
+    basis = 1.0 - _RATE_GRID[:, None] ** t[None, :]  # (rates, windows)
+    levels = basis @ cumulative / np.sum(basis * basis, axis=1)
+    errors = np.sum((levels[:, None] * basis - cumulative[None, :]) ** 2, axis=1)
+    best = int(np.argmin(errors))
+    rate = float(_RATE_GRID[best])
+    return GainCurve(next=float(levels[best]) * rate ** len(g) * (1.0 - rate), rate=rate)
+
+
+def last_gain_estimate(gains: Sequence[float], prior_rate: float = 0.7) -> GainCurve | None:
+    """Algorithm 1's literal estimator: every further window gains what the last one did.
+
+    `prior_rate` is accepted for a uniform estimator signature and not used: no decay is assumed.
+    """
+    if not gains:
+        return None
+    return GainCurve(next=float(gains[-1]), rate=1.0)
+
+
+GainEstimator = Callable[[Sequence[float], float], GainCurve | None]
+ESTIMATORS: dict[str, GainEstimator] = {"curve": fit_gain_curve, "last": last_gain_estimate}
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """One camera's retraining request for the current update window."""
+
+    job_id: str  # who is retrained (e.g. "cam3/car")
+    recent_gains: tuple[float, ...] = ()  # accuracy gain of each micro-window spent on this job so far, in order
+    windows_used: int = 0  # micro-windows already spent on this job in this update window (>= len(recent_gains))
+    prior_gain: float | None = None  # expected gain of a first window before any is observed (None: unknown)
+
+
+@dataclass(frozen=True)
+class SlicingContext:
+    """Everything a slicing policy may look at; built fresh for every (re-)planning call."""
+
+    jobs: tuple[RetrainJob, ...]  # competing jobs; their order breaks ties
+    windows_available: int  # micro-windows left in this update window
+    window_s: float = 1.0  # micro-window length mu in seconds (one epoch over the job's frames in RECL)
+    elapsed_windows: int = 0  # global micro-window counter: round-robin rotates with it across update windows
+    prior_rate: float = 0.7  # decay assumed for a job with a single observed gain
+    estimator: str = "curve"  # key of ESTIMATORS used by the gain-driven policy
+
+    def __post_init__(self) -> None:
+        if self.windows_available < 0:
+            raise ValueError(f"windows_available must be >= 0, got {self.windows_available}")
+        ids = [j.job_id for j in self.jobs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"job ids must be unique, got {ids}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATORS)}")
+
+
+@dataclass(frozen=True)
+class SliceDecision:
+    """A plan for the remaining micro-windows of one update window."""
+
+    grants: tuple[tuple[str, int], ...]  # (job_id, micro-windows granted) for every job, in context order
+    order: tuple[str, ...]  # micro-window i trains order[i]; in-band callers run order[0] and re-plan
+    expected_gain: float  # summed predicted accuracy gain of the plan (unknown jobs count their prior or 0)
+    window_s: float = 1.0  # micro-window length, to turn grants into GPU-seconds
+
+    def windows_for(self, job_id: str) -> int:
+        return dict(self.grants)[job_id]
+
+    def seconds_for(self, job_id: str) -> float:
+        return self.windows_for(job_id) * self.window_s
+
+
+def _decision(ctx: SlicingContext, order: Sequence[str], expected: float) -> SliceDecision:
+    counts = {j.job_id: 0 for j in ctx.jobs}
+    for job_id in order:
+        counts[job_id] += 1
+    return SliceDecision(tuple(counts.items()), tuple(order), float(expected), ctx.window_s)
+
+
+def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
+    """RECL Algorithm 1: probe every unprofiled job once, then greedily follow the best expected gain.
+
+    Jobs with `windows_used == 0` get one probe window first, in context order (Algorithm 1 lines
+    10-12); if there are fewer windows than such jobs, the first ones in context order are probed.
+    The remaining windows go one by one to the job with the highest expected gain of its next
+    window, each job's curve advancing as the plan grants it windows. Ties go to the earlier job.
+    A job known only by `prior_gain` is planned with that prior after its probe.
+    """
+    estimate = ESTIMATORS[ctx.estimator]
+    order: list[str] = []
+    expected = 0.0
+    heap: list[tuple[float, int, int]] = []  # (-expected gain, job position, windows ahead)
+    curves: dict[int, GainCurve | None] = {}
+    budget = ctx.windows_available
+    for pos, job in enumerate(ctx.jobs):
+        curve = estimate(job.recent_gains, ctx.prior_rate)
+        if job.windows_used == 0 and budget > 0:
+            order.append(job.job_id)
+            budget -= 1
+            expected += job.prior_gain or 0.0
+            if job.prior_gain is not None:
+                curve = GainCurve(next=job.prior_gain * ctx.prior_rate, rate=ctx.prior_rate)
+        curves[pos] = curve
+        if curve is not None:
+            heapq.heappush(heap, (-curve.gain(0), pos, 0))
+    while budget > 0 and heap:
+        neg_gain, pos, ahead = heapq.heappop(heap)
+        order.append(ctx.jobs[pos].job_id)
+        expected -= neg_gain
+        budget -= 1
+        curve = curves[pos]
+        assert curve is not None
+        heapq.heappush(heap, (-curve.gain(ahead + 1), pos, ahead + 1))
+    # Windows are always spent (idle GPU time helps no one), even when every expected gain is <= 0.
+    # Budget is left only when no job has a curve yet (all unknown, just probed): spread it
+    # round-robin; in-band re-planning replaces this guess once the probes are measured.
+    unknown = [ctx.jobs[pos].job_id for pos, curve in curves.items() if curve is None]
+    order += [unknown[i % len(unknown)] for i in range(budget)] if unknown else []
+    return _decision(ctx, order, expected)
+
+
+def round_robin_slicing(ctx: SlicingContext) -> SliceDecision:
+    """AMS baseline: micro-windows rotate over the jobs, continuing where the last window stopped.
+
+    The rotation position is `elapsed_windows` (a global counter), so with fewer windows than jobs
+    every job still gets its turn across update windows. Gains are ignored.
+    """
+    n = len(ctx.jobs)
+    order = [ctx.jobs[(ctx.elapsed_windows + i) % n].job_id for i in range(ctx.windows_available)] if n else []
+    return _decision(ctx, order, 0.0)
+
+
+def equal_share_slicing(ctx: SlicingContext) -> SliceDecision:
+    """Ekya-like fixed split: every job gets an equal share of the update window in one block.
+
+    Shares are computed over the whole update window (windows already used + available), so
+    re-planning after each window reproduces the same split; the remainder goes to the first jobs
+    in context order. Gains are ignored.
+    """
+    n = len(ctx.jobs)
+    if not n:
+        return _decision(ctx, [], 0.0)
+    total = ctx.windows_available + sum(j.windows_used for j in ctx.jobs)
+    share, extra = divmod(total, n)
+    order: list[str] = []
+    for pos, job in enumerate(ctx.jobs):
+        target = share + (1 if pos < extra else 0)
+        order += [job.job_id] * max(0, target - job.windows_used)
+    return _decision(ctx, order[: ctx.windows_available], 0.0)
+
+
+SlicingPolicy = Callable[[SlicingContext], SliceDecision]
+SLICING_POLICIES: dict[str, SlicingPolicy] = {
+    "gain": gain_driven_slicing,
+    "round_robin": round_robin_slicing,
+    "equal_share": equal_share_slicing,
+}
+
+
+@dataclass
+class JobGainTracker:
+    """Online in-band profiler: turns observed (window, accuracy) pairs into per-job gain curves.
+
+    `start(job, accuracy)` records accuracy before any training in this update window (window 0);
+    `observe(job, window, accuracy)` records accuracy after `window` micro-windows. Gains are the
+    differences of consecutive accuracies. Only the last `history` gains are kept in the job view
+    (old points of a curve say little once the job has moved on).
+    """
+
+    history: int = 8
+    _accuracy: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def start(self, job_id: str, accuracy: float) -> None:
+        self._accuracy[job_id] = [(0, float(accuracy))]
+
+    def observe(self, job_id: str, window: int, accuracy: float) -> float:
+        """Record accuracy after `window` micro-windows; returns the gain of that window."""
+        points = self._accuracy.get(job_id)
+        if not points:
+            raise KeyError(f"job {job_id!r} was not started (call start() with its initial accuracy)")
+        last_window, last_acc = points[-1]
+        if window != last_window + 1:
+            raise ValueError(f"job {job_id!r}: expected window {last_window + 1}, got {window}")
+        points.append((window, float(accuracy)))
+        return float(accuracy) - last_acc
+
+    def gains(self, job_id: str) -> tuple[float, ...]:
+        accs = [a for _, a in self._accuracy.get(job_id, [])]
+        return tuple(float(b - a) for a, b in zip(accs, accs[1:]))
+
+    def accuracy(self, job_id: str) -> float:
+        return self._accuracy[job_id][-1][1]
+
+    def job(self, job_id: str) -> RetrainJob:
+        gains = self.gains(job_id)
+        return RetrainJob(job_id, gains[-self.history :], windows_used=len(gains))
+
+    def expected_next_gain(self, job_id: str, prior_rate: float = 0.7) -> float | None:
+        curve = fit_gain_curve(self.job(job_id).recent_gains, prior_rate)
+        return None if curve is None else curve.gain()
+
+    def context(self, job_ids: Sequence[str], windows_available: int, **kwargs: object) -> SlicingContext:
+        """A planning context for `job_ids` as observed so far (extra SlicingContext fields via kwargs)."""
+        return SlicingContext(tuple(self.job(j) for j in job_ids), windows_available, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SlicingRun:
+    """What actually happened in one update window run in-band."""
+
+    order: tuple[str, ...]  # job trained in each micro-window
+    gains: tuple[float, ...]  # measured accuracy gain of each micro-window
+    final_accuracy: Mapping[str, float]  # each job's accuracy after the update window
+
+    def windows_for(self, job_id: str) -> int:
+        return self.order.count(job_id)
+
+
+def run_micro_windows(
+    policy: SlicingPolicy,
+    initial_accuracy: Mapping[str, float],
+    windows: int,
+    train_window: Callable[[str], float],
+    *,
+    elapsed_windows: int = 0,
+    window_s: float = 1.0,
+    estimator: str = "curve",
+    prior_rate: float = 0.7,
+) -> SlicingRun:
+    """Execute one update window in-band: plan, train `order[0]` for one micro-window, re-plan.
+
+    `initial_accuracy[job]` is each job's accuracy before training; `train_window(job)` trains that
+    job for one micro-window and returns its accuracy afterwards (evaluated on held-out
+    teacher-labelled frames). The policy only ever sees what has been measured so far.
+    """
+    tracker = JobGainTracker()
+    for job_id, acc in initial_accuracy.items():
+        tracker.start(job_id, acc)
+    job_ids = list(initial_accuracy)
+    order: list[str] = []
+    gains: list[float] = []
+    for i in range(windows):
+        ctx = tracker.context(
+            job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i,
+            estimator=estimator, prior_rate=prior_rate,
+        )
+        plan = policy(ctx)
+        if not plan.order:
+            break
+        job_id = plan.order[0]
+        accuracy = train_window(job_id)
+        gains.append(tracker.observe(job_id, len(tracker.gains(job_id)) + 1, accuracy))
+        order.append(job_id)
+    final = {j: tracker.accuracy(j) for j in job_ids}
+    if any(math.isnan(a) for a in final.values()):
+        raise ValueError("train_window returned NaN accuracy")
+    return SlicingRun(tuple(order), tuple(gains), final)

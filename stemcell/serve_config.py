@@ -1,0 +1,97 @@
+"""`serve.yaml`: everything `stemcell serve` needs, validated before anything starts.
+
+Pure pydantic (no Ray, no FastAPI) so the CLI, the Serve app and tests read one schema, and a typo
+fails with the field's name instead of a half-started cluster.  Secrets are never in the file: it
+only names the environment variable that holds the admin token.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from stemcell.config import _Strict, load_config
+
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+class HttpSection(_Strict):
+    host: str = "0.0.0.0"  # where Serve's HTTP proxy listens
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
+
+
+class IngressSection(_Strict):
+    num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
+    num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
+    max_ongoing_requests: int = Field(64, ge=1)  # per replica; must exceed the clients' concurrency
+    max_queued_requests: int = Field(256, ge=-1)  # Serve answers 503 itself beyond this (-1 = unbounded)
+
+
+class ExecutorSection(_Strict):
+    count: int = Field(1, ge=1, le=64)  # StemExecutor actors; cameras are spread over them by id
+    num_gpus: float = Field(0.25, ge=0, le=8)  # GPU share of each executor (logical on CPU nodes)
+    num_cpus: float = Field(1.0, ge=0)
+    detached: bool = False  # detached executors outlive the Serve app (and must be killed by hand)
+    namespace: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name_prefix: str = Field("stemcell-executor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    max_batch: int = Field(64, ge=1)  # frames the executor batches through a shared segment
+    max_wait_ms: float = Field(4.0, ge=0)  # how long it waits to fill a batch
+    ready_timeout_s: float = Field(300.0, gt=0)  # warm-up limit before the app refuses to start
+
+
+class LimitsSection(_Strict):
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # one encoded image (413 above)
+    max_pixels: int = Field(4096 * 4096, ge=64)  # width*height from the header, before decoding (413 above)
+    max_batch_frames: int = Field(32, ge=1)  # images in one frames:batch request
+    max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # whole frames:batch body (413 above)
+    max_inflight_frames: int = Field(512, ge=1)  # per executor per replica; above -> 503 + Retry-After
+    retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
+
+
+class ServeConfig(_Strict):
+    """The Serve app: which package to serve, where state lives, how executors are placed."""
+
+    package_dir: Path  # the M-Package the executors load (manifest.json inside)
+    state_path: Path  # SQLite StateStore: cameras (hashed tokens), apps, plan survive restarts
+    admin_token_env: str = Field("STEMCELL_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    app_name: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    default_fps: float = Field(10.0, gt=0, le=120)  # stream rate when a camera is added without one
+    http: HttpSection = HttpSection()
+    ingress: IngressSection = IngressSection()
+    executors: ExecutorSection = ExecutorSection()
+    limits: LimitsSection = LimitsSection()
+
+    @field_validator("package_dir", "state_path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+def load_serve_config(path: str | Path) -> ServeConfig:
+    """Read and validate `serve.yaml`; relative paths are made absolute against the working folder.
+
+    Absolute paths matter because the executors and replicas run in other processes (other
+    working folders), and they must open the same package and the same state file.
+    """
+    config = load_config(path, ServeConfig)
+    return config.model_copy(update={
+        "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
+    })
+
+
+def admin_token_from_env(config: ServeConfig, environ: dict[str, str] | None = None) -> str:
+    """The admin token from the environment variable the config names.
+
+    Refusing to start without one (or with a guessable one) is deliberate: an admin route that
+    anyone can call can register cameras and read every plan.
+    """
+    environ = os.environ if environ is None else environ
+    token = environ.get(config.admin_token_env, "")
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(
+            f"admin token missing or too short: set ${config.admin_token_env} to at least {MIN_ADMIN_TOKEN_CHARS} "
+            f"random characters (e.g. `export {config.admin_token_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`)"
+        )
+    return token
