@@ -109,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apps to run on the stream; repeat a name for several tenants with the same model set")
     p.add_argument("--budget", type=float, required=True,
                    help="GPU-seconds per second available (e.g. 0.25 = a quarter of one device)")
-    p.add_argument("--policy", default="mainstream", choices=["mainstream", "max_sharing", "no_sharing", "exhaustive", "all"],
-                   help="scheduler (default: mainstream greedy; 'all' prints every policy)")
+    p.add_argument("--policy", default="mainstream",
+                   choices=["mainstream", "max_sharing", "no_sharing", "exhaustive", "optimal", "all"],
+                   help="scheduler (default: mainstream greedy; optimal/exhaustive are exact references "
+                   "for small instances; 'all' prints every policy)")
     p.add_argument("--fps", type=float, nargs="+", help="frame-rate menu (default: 1.25 2.5 5 10, capped at the stream's fps)")
     p.add_argument("--batch", type=int, default=8, help="batch size whose measured latency is the cost (default 8)")
     p.add_argument("--correlation", type=float, default=0.5, help="miss correlation between sampled frames (0..1)")
