@@ -40,13 +40,12 @@ Usage::
     with open_source(mp4) as src:              # or "rtsp://...", or "synthetic:0?seed=1&size=64x64"
         for rgb, ts in src: ...
 """
+from stemcell.world.datatypes import CLASSES, Box, Event, FrameLabels, Segment, WorldConfig
 from stemcell.world.events import extract_events
 from stemcell.world.export import ExportedLabels, export_camera, read_labels
 from stemcell.world.objects import ObjectTrack
-from stemcell.world.render import Segment
 from stemcell.world.scenes import SceneType
 from stemcell.world.timeline import CameraTimeline, World
-from stemcell.world.types import CLASSES, Box, Event, FrameLabels, WorldConfig
 from stemcell.world.video_io import FrameSource, SyntheticSource, VideoCaptureSource, open_source
 
 __all__ = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stemcell.world.types import Event
+from stemcell.world.datatypes import Event
 
 
 def extract_events(presence_1d: np.ndarray) -> list[Event]:

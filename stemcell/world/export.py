@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stemcell.world.datatypes import CLASSES, Box, FrameLabels
 from stemcell.world.timeline import CameraTimeline
-from stemcell.world.types import CLASSES, Box, FrameLabels
 
 _CONFIG_KEY = b"stemcell.world_config"
 _BOX_TYPE = pa.struct([("class", pa.string()), ("x0", pa.int32()), ("y0", pa.int32()), ("x1", pa.int32()), ("y1", pa.int32())])

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stemcell.world.datatypes import CLASSES, WorldConfig
 from stemcell.world.scenes import RGB, SceneType
-from stemcell.world.types import CLASSES, WorldConfig
 
 # Class shape: height in pixels at 128 px frame height and unit scale, and width/height ratio.
 _BASE_HEIGHT = (34.0, 22.0, 34.0, 22.0, 13.0)
@@ -107,18 +107,18 @@ def sample_segment_objects(
             box_w = max(3, int(round(box_h * _ASPECT[k])))
             bottom = horizon + int(round((0.3 + 0.7 * depth) * (config.height - horizon)))
             times, xs = _trajectory(rng, duration, box_w, config.width)
-            jitter = rng.integers(-25, 26, size=3)
-            colour = tuple(int(c) for c in np.clip(np.array(scene.class_colours[k]) + jitter, 0, 255))
+            r, g, b = (int(c) for c in np.clip(np.array(scene.class_colours[k]) + rng.integers(-25, 26, size=3), 0, 255))
             tracks.append(
                 ObjectTrack(first_id + len(tracks), k, enter, min(enter + duration, stop), depth,
-                            box_w, box_h, bottom, times, xs, colour)  # type: ignore[arg-type]
+                            box_w, box_h, bottom, times, xs, (r, g, b))
             )
             t += rng.exponential(1.0 / rate)
     return tracks
 
 
 def _shade(colour: RGB, factor: float) -> RGB:
-    return tuple(min(255, int(c * factor)) for c in colour)  # type: ignore[return-value]
+    r, g, b = (min(255, int(c * factor)) for c in colour)
+    return r, g, b
 
 
 def _draw_person(img: np.ndarray, x0: int, y0: int, w: int, h: int, colour: RGB) -> None:

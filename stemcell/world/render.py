@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stemcell.world.datatypes import Segment, WorldConfig
 from stemcell.world.objects import ObjectTrack, draw_object
 from stemcell.world.scenes import SceneType, WeatherAssets, make_weather_assets, render_background
-from stemcell.world.types import WorldConfig
 
 _MASK64 = (1 << 64) - 1
 
@@ -25,24 +25,6 @@ def frame_hash(seed: int, camera: int, index: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of one camera's timeline showing one scene type."""
-
-    start: int  # first frame
-    stop: int  # first frame of the next segment (half-open)
-    scene_id: int  # scene type shown
-    light_start: float  # lighting multiplier at the segment's first frame ...
-    light_end: float  # ... drifting linearly to this one at its last frame
-    weather_level: float  # scales the scene's fog opacity for this visit
-    planned_stop: int  # where the segment would end in an endless timeline (>= stop; the last one is cut)
-
-    def light(self, index: int) -> float:
-        # Planned length, not the cut one: a longer world must render the same frames.
-        u = (index - self.start) / max(1, self.planned_stop - self.start - 1)
-        return self.light_start + (self.light_end - self.light_start) * u
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stemcell.world.types import CLASSES, WorldConfig
+from stemcell.world.datatypes import CLASSES, WorldConfig
 
 RGB = tuple[int, int, int]
 WEATHERS = ("clear", "rain", "fog", "snow")

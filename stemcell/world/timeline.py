@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stemcell.world.datatypes import CLASSES, Box, Event, FrameLabels, Segment, WorldConfig
 from stemcell.world.events import extract_events
 from stemcell.world.objects import ObjectTrack, clip_boxes, sample_segment_objects
-from stemcell.world.render import FrameRenderer, Segment
+from stemcell.world.render import FrameRenderer
 from stemcell.world.scenes import SceneType, make_scene_pool
-from stemcell.world.types import CLASSES, Box, Event, FrameLabels, WorldConfig
 
 # RNG stream tags: every random decision has its own stream keyed by (seed, tag, camera, ...), so
 # camera c's timeline does not depend on other cameras, on num_cameras, or on duration_s (a longer

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs
 import cv2
 import numpy as np
 
+from stemcell.world.datatypes import WorldConfig
 from stemcell.world.timeline import CameraTimeline, World
-from stemcell.world.types import WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ class FrameSource(ABC):
     `open_source` when that is lower (frames are then dropped evenly, timestamps kept).
     """
 
-    def __init__(self, native_fps: float, fps: float | None) -> None:
+    def __init__(self, native_fps: float, fps: float | None, num_frames: int | None) -> None:
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        self.num_frames = num_frames  # frames the source holds at its own rate; None for live streams
         self.native_fps = native_fps
         self.fps = min(fps, native_fps) if fps is not None else native_fps
         self._next_ts = 0.0
@@ -100,9 +101,8 @@ class VideoCaptureSource(FrameSource):
                 raise ValueError(f"video source {spec!r} reports no frame rate; pass fps=")
             native = fps
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.num_frames: int | None = count if count > 0 and not is_stream else None
         self._pending: np.ndarray | None = first
-        super().__init__(native, fps)
+        super().__init__(native, fps, count if count > 0 and not is_stream else None)
 
     def _grab(self) -> np.ndarray | None:
         ok, bgr = self._cap.read()
@@ -123,8 +123,7 @@ class SyntheticSource(FrameSource):
 
     def __init__(self, timeline: CameraTimeline, fps: float | None = None) -> None:
         self.timeline = timeline
-        self.num_frames: int | None = timeline.num_frames
-        super().__init__(timeline.fps, fps)
+        super().__init__(timeline.fps, fps, timeline.num_frames)
 
     def _read(self, index: int) -> np.ndarray | None:
         return self.timeline.frame(index) if index < self.timeline.num_frames else None

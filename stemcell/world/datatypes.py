@@ -44,6 +44,24 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of one camera's timeline showing one scene type."""
+
+    start: int  # first frame
+    stop: int  # first frame of the next segment (half-open)
+    scene_id: int  # scene type shown
+    light_start: float  # lighting multiplier at the segment's first frame ...
+    light_end: float  # ... drifting linearly to this one at its last frame
+    weather_level: float  # scales the scene's fog opacity for this visit
+    planned_stop: int  # where the segment would end in an endless timeline (>= stop; the last one is cut)
+
+    def light(self, index: int) -> float:
+        # Planned length, not the cut one: a longer world must render the same frames.
+        u = (index - self.start) / max(1, self.planned_stop - self.start - 1)
+        return self.light_start + (self.light_end - self.light_start) * u
+
+
+@dataclass(frozen=True)
 class Box:
     """One object's box in pixel coordinates, half-open ([x0, x1) x [y0, y1)), clipped to the frame."""
 
