@@ -94,7 +94,8 @@ class StemExecutor:
 
     async def add_camera(self, camera_id: str, apps: list[dict], stream_fps: float | None = None) -> dict:
         changed = await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
-        return {"camera": camera_id, "changed": changed, "apps": self._runtime.cameras()[camera_id]}
+        cameras = await self.cameras()
+        return {"camera": camera_id, "changed": changed, "apps": cameras[camera_id]}
 
     async def remove_camera(self, camera_id: str) -> bool:
         return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
@@ -118,10 +119,12 @@ class StemExecutor:
         return [r.as_dict() for r in results]
 
     async def cameras(self) -> dict:
-        return self._runtime.cameras()
+        # Runtime reads take the lock a running batch holds: never wait for it on the event loop.
+        return await self._on(self._control_pool, self._runtime.cameras)
 
     async def stats(self) -> dict:
         batcher = self._batcher.stats()
+        segments = await self._on(self._control_pool, self._runtime.segment_latency)
         return {
             "frames": batcher.frames,
             "requests": batcher.requests,
@@ -132,7 +135,7 @@ class StemExecutor:
             "p99_ms": batcher.p99_ms,
             "app_runs": self._runtime.counters["app_runs"],
             "app_reuses": self._runtime.counters["app_reuses"],
-            "segment_latency": self._runtime.segment_latency(),
+            "segment_latency": segments,
         }
 
     async def memory_report(self) -> dict:

@@ -40,7 +40,6 @@ from stemcell.learning import (
     RatesConfig,
     SampleBuffer,
     apply_update,
-    buffer_batches,
     decode,
     rates_init,
     rates_step,
@@ -92,6 +91,7 @@ class CameraData:
     eval_truth: np.ndarray  # bool ground truth of the app on those frames
     sample_t: np.ndarray  # ASR sample times (AMS schemes)
     sample_frames: np.ndarray  # uint8 frames sampled at those times
+    sample_features: torch.Tensor  # their stem activations (what training starts from)
     sample_labels: np.ndarray  # oracle labels (all classes)
     sample_jpeg_bytes: np.ndarray  # size of each sampled frame as JPEG
     update_t: np.ndarray  # ATR model-update times
@@ -142,7 +142,8 @@ def prepare_camera(world: World, teacher: OracleTeacher, camera: int, template: 
     frames = timeline.frames(sample_idx)
     labels = teacher.label(frames, FrameMeta(camera, sample_idx))
     jpeg = np.array([jpeg_size(f, cfg.jpeg_quality) for f in frames])
-    return CameraData(camera, eval_idx / cfg.fps, features, truth, sample_t, frames, labels, jpeg, update_t, mean_rate)
+    return CameraData(camera, eval_idx / cfg.fps, features, truth, sample_t, frames,
+                      stem_features(template, frames, cfg.size), labels, jpeg, update_t, mean_rate)
 
 
 def fresh_app(base: SegmentedNet, cfg: BenchConfig) -> AppModel:
@@ -153,6 +154,18 @@ def fresh_app(base: SegmentedNet, cfg: BenchConfig) -> AppModel:
         app.head.fc.weight.copy_(base.head.fc.weight[k : k + 1])
         app.head.fc.bias.copy_(base.head.fc.bias[k : k + 1])
     return app.eval()
+
+
+def feature_batches(buffer: SampleBuffer, features: torch.Tensor, count: int, batch_size: int,
+                    rng: np.random.Generator, target: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Uniform mini-batches from the buffer, as cached stem activations (the stem is frozen and shared:
+    running it again for every scheme and iteration would only burn CPU)."""
+    out = []
+    for _ in range(count):
+        items = buffer.sample_items(batch_size, rng)
+        keys = torch.tensor([it.key for it in items])
+        out.append((features[keys], torch.from_numpy(np.stack([it.labels[target] for it in items]))))
+    return out
 
 
 class Edge:
@@ -178,7 +191,8 @@ class Edge:
 
 def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: float | None, scheme: str) -> dict:
     """Simulate one scheme on one camera; returns metrics and byte counts."""
-    learner = ContinualLearner(fresh_app(base, cfg), lr=cfg.lr, gamma=gamma, phase_steps=cfg.iterations, seed=cfg.seed)
+    learner = ContinualLearner(fresh_app(base, cfg), lr=cfg.lr, gamma=gamma, phase_steps=cfg.iterations, seed=cfg.seed,
+                               from_features=True)
     edge = Edge(fresh_app(base, cfg), learner)
     target = [CLASSES.index(cfg.app_class)]
     rng = np.random.default_rng(cfg.seed)
@@ -204,14 +218,14 @@ def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: flo
             break
         while next_sample < len(cam.sample_t) and cam.sample_t[next_sample] <= t_u:
             if sample_sel[next_sample]:
-                buffer.add(cam.sample_t[next_sample], cam.sample_frames[next_sample], cam.sample_labels[next_sample])
+                buffer.add(cam.sample_t[next_sample], cam.sample_frames[next_sample], cam.sample_labels[next_sample],
+                           key=next_sample)
                 up_bytes += int(cam.sample_jpeg_bytes[next_sample])
             next_sample += 1
         if len(buffer) < 2:
             continue
         start = time.perf_counter()
-        batches = buffer_batches(buffer, count=iterations, batch_size=cfg.batch_size, rng=rng, targets=target,
-                                 input_size=cfg.size)
+        batches = feature_batches(buffer, cam.sample_features, iterations, cfg.batch_size, rng, target)
         result = learner.retrain(batches, iterations)
         train_s += time.perf_counter() - start
         edge.receive(result.update_bytes)

@@ -38,11 +38,10 @@ POLICY_LABELS = {"gain": "gain-driven (RECL)", "gain_last": "gain-driven, last-g
                  "round_robin": "round-robin (AMS)", "equal_share": "equal share (Ekya-like)"}
 
 
-def pretrained_base(args: argparse.Namespace) -> SegmentedNet:
-    """tiny_cnn pretrained on class presence in a world with other scene types (seed + 1000)."""
-    world = World(WorldConfig(seed=args.seed + 1000, num_cameras=4, height=args.size, width=args.size,
-                              duration_s=300.0))
-    data, _ = world_frames(world, range(4), args.pretrain_frames, seed=args.seed)
+def pretrained_base(world: World, args: argparse.Namespace) -> SegmentedNet:
+    """tiny_cnn pretrained on class presence from 4 *other* cameras of the world (the generic model)."""
+    cameras = range(args.cameras, args.cameras + 4)
+    data, _ = world_frames(world, cameras, args.pretrain_frames, seed=args.seed)
     return pretrain_base("tiny_cnn", data, input_size=args.size, epochs=args.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=args.seed)
 
@@ -68,6 +67,17 @@ def accuracy(model: AppModel, feats: torch.Tensor, labels: torch.Tensor) -> floa
     return float(((model.upper_forward(feats)[:, 0] > 0) == labels.bool()).float().mean())
 
 
+@torch.no_grad()
+def confidence(model: AppModel, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean probability of the teacher's label: accuracy without the 1/n steps of a small set."""
+    model.eval()
+    prob = torch.sigmoid(model.upper_forward(feats)[:, 0])
+    return float((labels * prob + (1 - labels) * (1 - prob)).mean())
+
+
+GAIN_METRICS = {"accuracy": accuracy, "confidence": confidence}
+
+
 @dataclass
 class WindowData:
     """One camera's teacher-labelled samples of the last window (stem features) and live frames."""
@@ -90,8 +100,8 @@ class CameraJob:
     generator: torch.Generator
     data: WindowData | None = None
 
-    def train_micro_window(self, iters: int, batch: int) -> float:
-        """`iters` Adam steps on this camera's training frames; returns held-out accuracy after."""
+    def train_micro_window(self, iters: int, batch: int, metric: str) -> float:
+        """`iters` Adam steps on this camera's training frames; returns the held-out metric after."""
         assert self.data is not None
         d = self.data
         self.model.train()
@@ -101,16 +111,18 @@ class CameraJob:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        return accuracy(self.model, d.x_val, d.y_val)
+        return GAIN_METRICS[metric](self.model, d.x_val, d.y_val)
 
 
 def window_data(
     base: SegmentedNet, cam: CameraTimeline, cls: int, w: int, args: argparse.Namespace
 ) -> WindowData:
-    """Samples of window w-1 (split train/val, interleaved) and the live frames of window w."""
+    """Training buffer: samples of the last `--buffer` windows, minus every 3rd sample of the newest
+    window (the held-out set that measures gains); live frames: window w."""
     span = int(args.window_s * cam.fps)
-    sampled = np.linspace((w - 1) * span, w * span - 1, args.samples).astype(int)
-    is_val = np.arange(len(sampled)) % 3 == 2
+    first = max(0, w - args.buffer)
+    sampled = np.concatenate([np.linspace(v * span, (v + 1) * span - 1, args.samples).astype(int) for v in range(first, w)])
+    is_val = (np.arange(len(sampled)) >= len(sampled) - args.samples) & (np.arange(len(sampled)) % 3 == 2)
     live = np.arange(w * span, (w + 1) * span, args.eval_stride)
     presence = cam.presence()[:, cls].astype(np.float32)
     feats = stem_features(base, args.branchpoint, cam.frames(np.concatenate([sampled, live])), args.size)
@@ -134,10 +146,11 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
     for w in range(1, args.windows + 1):
         for c, job in enumerate(jobs.values()):
             job.data = data[(c, w)]
-        initial = {name: accuracy(job.model, job.data.x_val, job.data.y_val) for name, job in jobs.items()}  # type: ignore[union-attr]
+        metric = GAIN_METRICS[args.gain_metric]
+        initial = {name: metric(job.model, job.data.x_val, job.data.y_val) for name, job in jobs.items()}  # type: ignore[union-attr]
         run = run_micro_windows(
             policy_fn, initial, args.micro_windows,
-            lambda name: jobs[name].train_micro_window(args.iters, args.batch),
+            lambda name: jobs[name].train_micro_window(args.iters, args.batch, args.gain_metric),
             elapsed_windows=elapsed, estimator=estimator,
         )
         elapsed += len(run.order)
@@ -205,17 +218,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--samples", type=int, default=60, help="teacher-labelled samples per camera and window")
+    parser.add_argument("--buffer", type=int, default=2, help="windows of samples kept for training")
+    parser.add_argument("--gain-metric", choices=sorted(GAIN_METRICS), default="accuracy",
+                        help="what the in-band profiler measures on the held-out samples")
     parser.add_argument("--eval-stride", type=int, default=5, help="score every k-th live frame")
     parser.add_argument("--branchpoint", type=int, default=3, help="frozen stem segments (tiny_cnn has 6)")
     parser.add_argument("--size", type=int, default=64, help="frame and model input resolution")
-    parser.add_argument("--pretrain-frames", type=int, help="pretraining frames per camera (default 300 / 800)")
-    parser.add_argument("--pretrain-epochs", type=int, default=3, help="pretraining epochs of the base")
+    parser.add_argument("--pretrain-frames", type=int, help="pretraining frames per camera (default 400 / 800)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4, help="pretraining epochs of the base")
     parser.add_argument("--policies", default="gain,round_robin,equal_share",
                         help=f"comma-separated, from {sorted(POLICY_LABELS)}")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; tiny models train fastest on one (0: torch's default)")
     args = parser.parse_args(argv)
     args.windows = args.windows or (6 if args.quick else 18)
-    args.pretrain_frames = args.pretrain_frames or (300 if args.quick else 800)
+    args.pretrain_frames = args.pretrain_frames or (400 if args.quick else 800)
     args.policies = args.policies.split(",")
     unknown = set(args.policies) - set(POLICY_LABELS)
     if unknown:
@@ -229,9 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    base = pretrained_base(args)
-    world = World(WorldConfig(seed=args.seed, num_cameras=args.cameras, height=args.size, width=args.size,
-                              duration_s=(args.windows + 1) * args.window_s))
+    world = World(WorldConfig(seed=args.seed, num_cameras=args.cameras + 4, height=args.size, width=args.size,
+                              duration_s=max(300.0, (args.windows + 1) * args.window_s)))
+    base = pretrained_base(world, args)
     args.apps = [CLASSES[(c + args.seed) % len(CLASSES)] for c in range(args.cameras)]
     args.initial_models = [app_model(base, CLASSES.index(a), args.branchpoint) for a in args.apps]
     data = {(c, w): window_data(base, world.camera(c), CLASSES.index(args.apps[c]), w, args)

@@ -41,6 +41,7 @@ from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.imaging import decode_image, encode_jpeg
 from stemcell.models import build_base
+from stemcell.serve_config import ExecutorSection
 from stemcell.package.build import app_entry, build_package
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
@@ -59,7 +60,7 @@ class Echo:
 
 
 def _speed_package(root: Path) -> Path:
-    """A small real M-Package (tiny_cnn, 64x64, apps car + person at 3 branchpoints, 1 epoch each).
+    """A small real M-Package (tiny_cnn, 64x64, apps car + person at 2 branchpoints, 1 epoch each).
 
     Throughput is what is measured here, so the candidates are trained just enough to be real.
     """
@@ -68,9 +69,11 @@ def _speed_package(root: Path) -> Path:
     base = build_base("tiny_cnn")
     apps = {"car": CLASSES.index("car"), "person": CLASSES.index("person")}
     results = [finetune_candidate(base, CandidateSpec(app, k, b, epochs=1, lr=1e-3, batch_size=32, input_size=64), train, val)
-               for app, k in apps.items() for b in (0, 3, base.num_segments)]
+               for app, k in apps.items() for b in (3, base.num_segments)]
     entries = [app_entry(app, app, val.presence[:, k]) for app, k in apps.items()]
-    build_package(root, base, 64, world.config.fps, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
+    provenance = {"seed": 0, "num_cameras": 2, "height": 64, "width": 64}
+    build_package(root, base, 64, world.config.fps, provenance, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2),
+                  entries, results)
     return root
 
 
@@ -88,26 +91,83 @@ def _jpegs(frames_per_camera: int) -> list[list[bytes]]:
 async def _closed_loop(send: Callable[[int, int], Awaitable[int]], warmup_s: float, measure_s: float) -> dict:
     """CAMERAS loops, each awaiting `send(camera, i) -> frames` back to back; counts the measured window."""
     latencies: list[float] = []
-    frames = requests = 0
+    frames = 0
+    cpu: dict[str, float] = {}
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup_s, t_start + warmup_s + measure_s
 
     async def camera(c: int) -> None:
-        nonlocal frames, requests
+        nonlocal frames
         i = 0
         while (now := time.perf_counter()) < t_end:
             n = await send(c, i)
             done = time.perf_counter()
             if now >= t_measure and done <= t_end:
                 frames += n
-                requests += 1
                 latencies.append((done - now) * 1000.0)
             i += 1
 
-    await asyncio.gather(*(camera(c) for c in range(CAMERAS)))
-    lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"fps": frames / measure_s, "rps": requests / measure_s, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99)), "requests": requests}
+    async def account() -> None:  # CPU over exactly the measured window
+        await asyncio.sleep(warmup_s)
+        before = cpu_by_component()
+        await asyncio.sleep(measure_s)
+        cpu.update({k: v - before[k] for k, v in cpu_by_component().items()})
+
+    await asyncio.gather(account(), *(camera(c) for c in range(CAMERAS)))
+    per_request = {f"cpu_ms_{k}": 1e3 * v / max(len(latencies), 1) for k, v in cpu.items()}  # per request
+    return {"fps": frames / measure_s, "rps": len(latencies) / measure_s, "latencies_ms": latencies, **per_request}
+
+
+def _summarise(windows: list[dict]) -> dict:
+    """Median throughput over the rounds (robust to load drifting during the run); latency over all requests."""
+    lat = np.concatenate([w["latencies_ms"] for w in windows]) if windows else np.array([np.nan])
+    cpu = {k: float(np.median([w[k] for w in windows])) for k in windows[0] if k.startswith("cpu_ms_")}
+    return {"fps": float(np.median([w["fps"] for w in windows])), "rps": float(np.median([w["rps"] for w in windows])),
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "requests": int(lat.size), "rounds": len(windows), **cpu,
+            "cpu_ms_server": sum(cpu[f"cpu_ms_{k}"] for k in ("proxy", "replica", "executor")),
+            "cpu_ms_total": sum(cpu.values())}
+
+
+COMPONENTS = (("ProxyActor", "proxy"), ("StemcellIngress", "replica"), (":Echo", "replica"),
+              ("StemExecutor", "executor"))
+
+
+def _process_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, title, CPU seconds) from /proc (Linux); empty elsewhere."""
+    table = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), title, (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds used so far by this Ray session's processes, by role (this process = client).
+
+    Only descendants of this process count (the local Ray started here), so other Ray sessions on
+    the machine are not mixed in.  CPU time, unlike wall time, is little affected by other load.
+    """
+    table = _process_table()
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    totals = {"client": table.get(me, (0, "", 0.0))[2], "proxy": 0.0, "replica": 0.0, "executor": 0.0, "other": 0.0}
+    stack = list(children.get(me, []))
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        title = table[pid][1]
+        role = next((r for key, r in COMPONENTS if key in title), "other")
+        totals[role] += table[pid][2]
+    return totals
 
 
 def _check(response: httpx.Response) -> None:
@@ -115,8 +175,9 @@ def _check(response: httpx.Response) -> None:
         raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code} {response.text[:200]}")
 
 
-async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], warmup_s: float, measure_s: float,
-                     namespace: str) -> dict[str, dict]:
+async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], rounds: int, warmup_s: float,
+                     measure_s: float, namespace: str) -> dict[str, dict]:
+    """Every mode once per round, the order rotated each round, so load changes hit all modes alike."""
     executor = ray.get_actor("stemcell-executor-0", namespace=namespace)
     arrays = [[decode_image(j, "image/jpeg") for j in cam] for cam in jpegs]
     n = len(jpegs[0])
@@ -151,15 +212,17 @@ async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], warm
             "direct_single": lambda c, i: direct(c, i, 1),
             "http": single, "http_batch": batch, "echo": echo,
         }
-        results = {}
-        for name, send in modes.items():
-            results[name] = await _closed_loop(send, warmup_s, measure_s)
-            print(f"  {name:14s} {results[name]['fps']:8.1f} frames/s  {results[name]['rps']:7.1f} req/s  "
-                  f"p99 {results[name]['p99_ms']:.1f} ms", flush=True)
-    return results
+        windows: dict[str, list[dict]] = {name: [] for name in modes}
+        names = list(modes)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                w = await _closed_loop(modes[name], warmup_s, measure_s)
+                windows[name].append(w)
+                print(f"  round {r + 1}/{rounds} {name:14s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s", flush=True)
+    return {name: _summarise(w) for name, w in windows.items()}
 
 
-def _deploy(root: Path, package: Path, port: int) -> tuple[str, list[str]]:
+def _deploy(root: Path, package: Path, port: int, coalesce_ms: float) -> tuple[str, list[str]]:
     from app.serve_app import build_app
     from stemcell.client import Admin
 
@@ -167,7 +230,7 @@ def _deploy(root: Path, package: Path, port: int) -> tuple[str, list[str]]:
     config.write_text(yaml.safe_dump({
         "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
         "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 64},
-        "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2},
+        "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
     }))
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -198,23 +261,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short windows (< 60 s in all on 2 cores)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (Parquet and PNG beside it)")
     parser.add_argument("--package", type=Path, help="M-Package to serve (default: build a tiny one in a temp dir)")
-    parser.add_argument("--seconds", type=float, help="measured window per mode (default 4 quick, 15 full)")
+    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 2 quick, 5 full)")
+    parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
+                        help="executors.coalesce_ms of the served app (default: the config default)")
+    parser.add_argument("--rounds", type=int, help="rounds over all modes (default 1 quick, 5 full)")
     args = parser.parse_args()
-    measure_s = args.seconds or (4.0 if args.quick else 15.0)
-    warmup_s = 1.0 if args.quick else 3.0
+    measure_s = args.seconds or (2.0 if args.quick else 5.0)
+    rounds = args.rounds or (1 if args.quick else 5)
+    warmup_s = 0.5 if args.quick else 1.0
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
         package = args.package or _speed_package(root / "pkg")
         jpegs = _jpegs(16)
+        print(f"package and frames ready after {time.perf_counter() - started:.1f} s", flush=True)
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
-            url, tokens = _deploy(root, package, _free_port())
-            results = asyncio.run(_run_modes(url, tokens, jpegs, warmup_s, measure_s, "stemcell-bench"))
+            url, tokens = _deploy(root, package, _free_port(), args.coalesce_ms)
+            print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+            results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench"))
         finally:
-            serve.shutdown()
-            ray.shutdown()
+            ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
 
     summary = {
         "fps_direct": results["direct"]["fps"],
@@ -225,14 +294,21 @@ def main() -> None:
         "ratio_http_to_echo": results["http"]["rps"] / results["echo"]["rps"],
         "ratio_http_batch_to_direct": results["http_batch"]["fps"] / results["direct"]["fps"],
         "p99_ms_http": results["http"]["p99_ms"],
-        "cameras": CAMERAS, "batch": BATCH, "measure_s": measure_s, "jpeg_bytes_mean": float(np.mean([len(j) for c in jpegs for j in c])),
+        # The same ratios from CPU time per frame (all processes of the session): what a CPU-bound
+        # server keeps, and much less sensitive than throughput to other load on the machine.
+        "cpu_ratio_http_to_echo": results["echo"]["cpu_ms_total"] / results["http"]["cpu_ms_total"],
+        "cpu_ratio_http_batch_to_direct": results["direct"]["cpu_ms_total"] / results["http_batch"]["cpu_ms_total"],
+        "cameras": CAMERAS, "batch": BATCH, "rounds": rounds, "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
+        "jpeg_bytes_mean": float(np.mean([len(j) for c in jpegs for j in c])),
     }
     rows = [{"mode": name, "frames_per_request": BATCH if name in ("direct", "http_batch") else 1, **r}
             for name, r in results.items()]
-    print_table(rows, ["mode", "frames_per_request", "fps", "rps", "p50_ms", "p99_ms", "requests"],
-                title=f"Serve overhead, {CAMERAS} concurrent cameras, {measure_s:.0f} s per mode")
-    print(f"\nhttp / echo = {summary['ratio_http_to_echo']:.2f} (goal >= 0.8); "
-          f"http_batch / direct = {summary['ratio_http_batch_to_direct']:.2f} (goal >= 0.7); "
+    print_table(rows, ["mode", "frames_per_request", "fps", "rps", "p50_ms", "p99_ms", "cpu_ms_proxy", "cpu_ms_replica",
+                       "cpu_ms_executor", "cpu_ms_server", "cpu_ms_client"],
+                title=f"Serve overhead, {CAMERAS} concurrent cameras, median of {rounds} rounds x {measure_s:g} s")
+    print(f"\nhttp / echo = {summary['ratio_http_to_echo']:.2f} (goal >= 0.8; by CPU time "
+          f"{summary['cpu_ratio_http_to_echo']:.2f}); http_batch / direct = {summary['ratio_http_batch_to_direct']:.2f} "
+          f"(goal >= 0.7; by CPU time {summary['cpu_ratio_http_batch_to_direct']:.2f}); "
           f"p99 http = {summary['p99_ms_http']:.1f} ms")
     out = save_results({**summary, "rows": rows}, args.out, rows=rows)
     _plot(results, summary, out.with_suffix(".png"))

@@ -38,6 +38,7 @@ class ExecutorSection(_Strict):
     name_prefix: str = Field("stemcell-executor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     max_batch: int = Field(64, ge=1)  # frames the executor batches through a shared segment
     max_wait_ms: float = Field(4.0, ge=0)  # how long it waits to fill a batch
+    coalesce_ms: float = Field(5.0, ge=0, le=100)  # a replica holds requests this long to send more per actor call
     ready_timeout_s: float = Field(300.0, gt=0)  # warm-up limit before the app refuses to start
 
 
@@ -46,7 +47,7 @@ class LimitsSection(_Strict):
     max_pixels: int = Field(4096 * 4096, ge=64)  # width*height from the header, before decoding (413 above)
     max_batch_frames: int = Field(32, ge=1)  # images in one frames:batch request
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # whole frames:batch body (413 above)
-    max_inflight_frames: int = Field(512, ge=1)  # per executor per replica; above -> 503 + Retry-After
+    max_queued_frames: int = Field(512, ge=1)  # waiting per executor per replica; above -> 503 + Retry-After
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
 
 

@@ -18,6 +18,7 @@ class BufferItem:
     t_s: float  # capture timestamp (video time, seconds)
     frame: np.ndarray  # uint8 RGB (H, W, 3)
     labels: np.ndarray  # float32 teacher labels, one per class
+    key: int | None = None  # caller's id of the frame (e.g. its timeline index), to look up derived data
 
 
 class SampleBuffer:
@@ -41,13 +42,13 @@ class SampleBuffer:
     def oldest_s(self) -> float | None:
         return self._items[0].t_s if self._items else None
 
-    def add(self, t_s: float, frame: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, t_s: float, frame: np.ndarray, labels: np.ndarray, key: int | None = None) -> None:
         """Append one sample (timestamps must not go backwards), then evict what fell out."""
         if self._items and t_s < self._items[-1].t_s:
             raise ValueError(f"timestamps must be non-decreasing: {t_s} after {self._items[-1].t_s}")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"expected one uint8 RGB frame (H,W,3), got {frame.dtype} {frame.shape}")
-        self._items.append(BufferItem(float(t_s), frame, np.asarray(labels, dtype=np.float32)))
+        self._items.append(BufferItem(float(t_s), frame, np.asarray(labels, dtype=np.float32), key))
         self.evict(t_s)
 
     def extend(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
@@ -61,17 +62,17 @@ class SampleBuffer:
         while self._items and (self._items[0].t_s < cutoff or len(self._items) > self.max_items):
             self._items.popleft()
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A uniform random batch (frames (B,H,W,3) uint8, labels (B,C) float32).
-
-        Without replacement when the buffer holds enough samples, with replacement otherwise,
-        so a young buffer still yields full batches.
-        """
+    def sample_items(self, batch_size: int, rng: np.random.Generator) -> list[BufferItem]:
+        """`batch_size` items drawn uniformly: without replacement when the buffer holds enough,
+        with replacement otherwise, so a young buffer still yields full batches."""
         if not self._items:
             raise ValueError("the buffer is empty")
         n = len(self._items)
-        idx = rng.choice(n, size=batch_size, replace=batch_size > n)
-        items = [self._items[i] for i in idx]
+        return [self._items[i] for i in rng.choice(n, size=batch_size, replace=batch_size > n)]
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A uniform random batch: frames (B,H,W,3) uint8 and labels (B,C) float32."""
+        items = self.sample_items(batch_size, rng)
         return np.stack([it.frame for it in items]), np.stack([it.labels for it in items])
 
     def timestamps(self) -> np.ndarray:

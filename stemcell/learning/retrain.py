@@ -30,7 +30,8 @@ from stemcell.learning.codec import SparseUpdate, encode, full_update, make_upda
 from stemcell.learning.coordinate_descent import GradientGuidedAdam, Selection
 from stemcell.models import AppModel, to_input
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # model input (N,3,S,S) float32, targets (N, outputs) in {0,1}
+# (model input (N,3,S,S) float32 -- or branchpoint activations with from_features --, targets (N, outputs) in {0,1})
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +64,12 @@ class ContinualLearner:
         selection: Selection = "cumulative",
         seed: int = 0,
         eval_batches: int = 4,
+        from_features: bool = False,
     ) -> None:
         self.model = model.eval()
+        # True: batches carry activations at the branchpoint (e.g. cached from the stem tree, which
+        # computes them for inference anyway), so the frozen stem is not run again for training.
+        self.from_features = from_features
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not self.named:
             raise ValueError("the app model has no trainable parameters (branchpoint at the very top?)")
@@ -92,9 +97,10 @@ class ContinualLearner:
         return full_update(self.trainable_state(), version=self.version)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.model.stem_features(x)
-        return self.loss_fn(self.model.upper_forward(features), y)
+        if not self.from_features:
+            with torch.no_grad():
+                x = self.model.stem_features(x)
+        return self.loss_fn(self.model.upper_forward(x), y)
 
     @torch.no_grad()
     def evaluate_loss(self, batches: Sequence[Batch]) -> float:

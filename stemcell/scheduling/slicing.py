@@ -141,34 +141,38 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
     Jobs with `windows_used == 0` get one probe window first, in context order (Algorithm 1 lines
     10-12); if there are fewer windows than such jobs, the first ones in context order are probed.
     The remaining windows go one by one to the job with the highest expected gain of its next
-    window, each job's curve advancing as the plan grants it windows. Ties go to the earlier job.
-    A job known only by `prior_gain` is planned with that prior after its probe.
+    window, each job's curve advancing as the plan grants it windows. Equal expected gains (e.g.
+    several jobs whose accuracy did not move) go to the job with fewer windows so far, then to the
+    earlier job, so a flat tie is shared rather than handed to the first job every time. A job known
+    only by `prior_gain` is planned with that prior after its probe.
     """
     estimate = ESTIMATORS[ctx.estimator]
     order: list[str] = []
     expected = 0.0
-    heap: list[tuple[float, int, int]] = []  # (-expected gain, job position, windows ahead)
+    heap: list[tuple[float, int, int, int]] = []  # (-expected gain, windows so far, job position, windows ahead)
     curves: dict[int, GainCurve | None] = {}
     budget = ctx.windows_available
     for pos, job in enumerate(ctx.jobs):
         curve = estimate(job.recent_gains, ctx.prior_rate)
-        if job.windows_used == 0 and budget > 0:
+        used = job.windows_used
+        if used == 0 and budget > 0:
             order.append(job.job_id)
             budget -= 1
+            used = 1
             expected += job.prior_gain or 0.0
             if job.prior_gain is not None:
                 curve = GainCurve(next=job.prior_gain * ctx.prior_rate, rate=ctx.prior_rate)
         curves[pos] = curve
         if curve is not None:
-            heapq.heappush(heap, (-curve.gain(0), pos, 0))
+            heapq.heappush(heap, (-curve.gain(0), used, pos, 0))
     while budget > 0 and heap:
-        neg_gain, pos, ahead = heapq.heappop(heap)
+        neg_gain, used, pos, ahead = heapq.heappop(heap)
         order.append(ctx.jobs[pos].job_id)
         expected -= neg_gain
         budget -= 1
         curve = curves[pos]
         assert curve is not None
-        heapq.heappush(heap, (-curve.gain(ahead + 1), pos, ahead + 1))
+        heapq.heappush(heap, (-curve.gain(ahead + 1), used + 1, pos, ahead + 1))
     # Windows are always spent (idle GPU time helps no one), even when every expected gain is <= 0.
     # Budget is left only when no job has a curve yet (all unknown, just probed): spread it
     # round-robin; in-band re-planning replaces this guess once the probes are measured.

@@ -7,7 +7,7 @@ Temporaries inside a segment (and the allocator's slack) are only visible in the
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 
 import torch

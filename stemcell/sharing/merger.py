@@ -54,8 +54,8 @@ class ModuleStore:
         self._modules: dict[str, nn.Module] = {}
         self._refs: dict[str, int] = {}
 
-    def prepare(self, module: nn.Module, digest: str | None = None) -> PreparedModule:
-        digest = digest or segment_hash(module)
+    def prepare(self, module: nn.Module) -> PreparedModule:
+        digest = segment_hash(module)
         existing = self._modules.get(digest)
         if existing is not None:  # already stored: no copy needed (commit only bumps the count)
             return PreparedModule(digest, existing)

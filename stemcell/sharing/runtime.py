@@ -153,7 +153,8 @@ class StemRuntime:
         self._validate(configs, stream)
         with self._mutate:
             current = self._cameras.get(camera_id)
-            if current is not None and current.stream_fps == stream and [b.config for b in current.apps.values()] == configs:
+            unchanged = current is not None and current.stream_fps == stream
+            if unchanged and [b.config for b in current.apps.values()] == configs:  # type: ignore[union-attr]
                 return False
             kept = {} if current is None else {a: b.config.branchpoint for a, b in current.apps.items()}
             loads = {
@@ -344,11 +345,10 @@ class StemRuntime:
     # -- measurement ------------------------------------------------------------------------------
 
     def _observe(self, node: TreeNode, output: torch.Tensor, seconds: float) -> None:
-        old = self._latency.get(node.uid)
+        rows = float(len(output))
+        old = self._latency.get(node.uid, (seconds, rows))
         a = self.latency_alpha
-        self._latency[node.uid] = (
-            (seconds, float(len(output))) if old is None else ((1 - a) * old[0] + a * seconds, (1 - a) * old[1] + a * len(output))
-        )
+        self._latency[node.uid] = ((1 - a) * old[0] + a * seconds, (1 - a) * old[1] + a * rows)
 
     def _prune_latency(self) -> None:
         live = {n.uid for n in self.tree.nodes()}
@@ -356,7 +356,7 @@ class StemRuntime:
 
     def segment_latency(self) -> list[dict[str, object]]:
         """Per tree node: measured EWMA ms per batch and per frame, and who shares it."""
-        names = self.package.base.branchpoints
+        names = [b.removeprefix("after_") for b in self.package.base.branchpoints[1:]] + ["head"]
         with self._lock:
             out = []
             for node in self.tree.nodes():
@@ -365,7 +365,7 @@ class StemRuntime:
                 seconds, rows = self._latency[node.uid]
                 out.append({
                     "node": node.name,
-                    "segment": "head" if node.depth == self.tree.num_segments else names[node.depth + 1].removeprefix("after_"),
+                    "segment": names[node.depth],
                     "users": sorted(f"{c}/{a}" for c, a in node.leaves),
                     "ewma_ms": 1e3 * seconds,
                     "ewma_ms_per_frame": 1e3 * seconds / max(rows, 1.0),

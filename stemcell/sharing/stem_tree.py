@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from stemcell.models import AppModel, segment_hash
+from stemcell.models import AppModel, ClassifierHead
 from stemcell.sharing.merger import ModuleStore, PreparedModule
 
 LeafKey = tuple[str, str]  # (camera_id, app)
@@ -38,7 +39,7 @@ class TreeNode:
     depth: int  # 0-based segment index; S for heads; -1 for the root (the input)
     parent: TreeNode | None
     children: dict[str, TreeNode] = field(default_factory=dict)  # by child digest
-    leaves: set[LeafKey] = field(default_factory=set)  # leaves whose path goes through this node (not kept for the root)
+    leaves: set[LeafKey] = field(default_factory=set)  # leaves whose path runs through it (empty for the root)
 
     @property
     def name(self) -> str:
@@ -62,6 +63,7 @@ class StemTree:
         self._uids = itertools.count(1)
         self.root = TreeNode(0, "input", nn.Identity(), -1, None)
         self._heads: dict[LeafKey, TreeNode] = {}
+        self._fused: dict[TreeNode, _FusedHeads | None] = {}  # per parent node, cleared on any change
 
     @property
     def device(self) -> torch.device:
@@ -78,9 +80,7 @@ class StemTree:
         segments = [*model.stem, *model.upper]
         if len(segments) != self.num_segments:
             raise ValueError(f"app model has {len(segments)} segments, the tree expects {self.num_segments}")
-        return PreparedBranch(
-            tuple(self.store.prepare(s, segment_hash(s)) for s in segments), self.store.prepare(model.head)
-        )
+        return PreparedBranch(tuple(self.store.prepare(s) for s in segments), self.store.prepare(model.head))
 
     def add(self, key: LeafKey, branch: PreparedBranch | AppModel) -> None:
         """Insert a leaf, reusing every node whose parent and content match; replaces `key` if present.
@@ -90,6 +90,7 @@ class StemTree:
         """
         if isinstance(branch, AppModel):
             branch = self.prepare(branch)
+        self._fused.clear()
         old = self._heads.get(key)
         node = self.root
         new_path: set[TreeNode] = set()
@@ -110,6 +111,7 @@ class StemTree:
         head = self._heads.pop(key, None)
         if head is None:
             return False
+        self._fused.clear()
         self._release_path(head, key)
         return True
 
@@ -178,9 +180,10 @@ class StemTree:
         wanted = {key: r for key, r in wanted.items() if r.numel()}
         if unknown := [k for k in wanted if k not in self._heads]:
             raise KeyError(f"no such leaves in the stem tree: {unknown}")
-        for key, r in wanted.items():
-            if int(r.min()) < 0 or int(r.max()) >= len(x):
-                raise IndexError(f"rows of {key} out of range for a batch of {len(x)}")
+        if wanted:
+            every = torch.cat(list(wanted.values()))
+            if int(every.min()) < 0 or int(every.max()) >= len(x):
+                raise IndexError(f"rows {every.tolist()} out of range for a batch of {len(x)}")
         node_rows = self._node_rows(wanted)
         out: dict[LeafKey, torch.Tensor] = {}
         if not node_rows:
@@ -214,25 +217,81 @@ class StemTree:
     ) -> None:
         """Depth-first: only the activations on the current root-to-node path are alive at once."""
         here = node_rows[node]
+        fused = self._fused_heads(node)
+        if fused is not None and any(h in node_rows for h in fused.heads):
+            started = self._tick(sync)
+            results = fused(act)
+            seconds = self._tick(sync) - started
+            for head, result in zip(fused.heads, results):
+                if head in node_rows:
+                    if observer is not None:
+                        observer(head, result, seconds / len(fused.heads))
+                    self._emit(head, result, here, wanted, out)
         for child in node.children.values():
             rows = node_rows.get(child)
-            if rows is None:
+            if rows is None or (fused is not None and child in fused.heads):
                 continue
             inp = act if len(rows) == len(here) else act.index_select(0, _positions(here, rows, act.device))
-            if sync:
-                torch.cuda.synchronize(self.device)
-            started = time.perf_counter()
+            started = self._tick(sync)
             result = child.module(inp)
             if observer is not None:
-                if sync:
-                    torch.cuda.synchronize(self.device)
-                observer(child, result, time.perf_counter() - started)
-            if child.depth == self.num_segments:  # a head: hand each leaf its own rows
-                for key in child.leaves:
-                    if key in wanted:
-                        out[key] = result.index_select(0, _positions(rows, wanted[key], result.device)).float()
+                observer(child, result, self._tick(sync) - started)
+            if child.depth == self.num_segments:
+                self._emit(child, result, rows, wanted, out)
             else:
                 self._run(child, result, node_rows, wanted, out, observer, sync)
+
+    def _tick(self, sync: bool) -> float:
+        if sync:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @staticmethod
+    def _emit(
+        head: TreeNode, result: torch.Tensor, rows: torch.Tensor, wanted: Mapping[LeafKey, torch.Tensor],
+        out: dict[LeafKey, torch.Tensor],
+    ) -> None:
+        """Hand each requested leaf of `head` its own rows of the head's output (computed on `rows`)."""
+        for key in head.leaves:
+            if key in wanted:
+                out[key] = result.index_select(0, _positions(rows, wanted[key], result.device)).float()
+
+    def _fused_heads(self, node: TreeNode) -> _FusedHeads | None:
+        """Sibling classifier heads of `node`, run as one pool + one matmul (cached until the tree changes).
+
+        With max sharing every app's head hangs off the same node: N heads would cost N pools and N
+        small matmuls (N kernel launches each on a GPU); fused they cost about one.
+        """
+        if node not in self._fused:
+            heads = [c for c in node.children.values() if _FusedHeads.fits(c.module)]
+            self._fused[node] = _FusedHeads(heads) if len(heads) > 1 else None
+        return self._fused[node]
+
+
+class _FusedHeads:
+    """Global-average-pool + linear heads with one input, evaluated together.
+
+    The concatenated weight is a small cache (heads are ~0.1% of a model), rebuilt after any change.
+    """
+
+    def __init__(self, heads: list[TreeNode]) -> None:
+        self.heads = heads
+        fcs = [h.module.fc for h in heads]
+        self.weight = torch.cat([fc.weight for fc in fcs])
+        self.bias = torch.cat([fc.bias for fc in fcs])
+        self.splits = [fc.out_features for fc in fcs]
+
+    @staticmethod
+    def fits(module: nn.Module) -> bool:
+        return (
+            isinstance(module, ClassifierHead)
+            and module.pool.output_size in (1, (1, 1))
+            and module.fc.bias is not None
+        )
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return F.linear(pooled, self.weight, self.bias).split(self.splits, dim=1)
 
 
 def _positions(sorted_rows: torch.Tensor, subset: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -23,6 +23,7 @@ import yaml
 from ray import serve
 
 from app.serve_app import build_app
+from app.streamer import run_stream
 from stemcell.client import Admin, Camera, StemcellError
 from stemcell.imaging import encode_jpeg, encode_png
 from tests.helpers.builders import tiny_package
@@ -33,7 +34,7 @@ ADMIN_TOKEN = "admin-" + "x" * 26
 APP_NAME = "stemcell-test"
 MAX_IMAGE_BYTES = 256 * 1024
 MAX_PIXELS = 1_000_000
-MAX_INFLIGHT = 16
+MAX_QUEUED = 16
 
 
 def _free_port() -> int:
@@ -82,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ingress": {"num_cpus": 0.5},
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": "stemcell-test", "max_wait_ms": 2},
         "limits": {"max_image_bytes": MAX_IMAGE_BYTES, "max_pixels": MAX_PIXELS, "max_batch_frames": 8,
-                   "max_batch_bytes": 4 * MAX_IMAGE_BYTES, "max_inflight_frames": MAX_INFLIGHT},
+                   "max_batch_bytes": 4 * MAX_IMAGE_BYTES, "max_queued_frames": MAX_QUEUED},
     }))
     os.environ["STEMCELL_TEST_ADMIN_TOKEN"] = ADMIN_TOKEN
     serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -214,6 +215,8 @@ def test_bad_ids_unknown_cameras_and_bad_json(server: Server, cam1: Camera) -> N
         assert http.post("/cameras/cam-1/frames?ts=inf", **jpeg).status_code == 422
         assert http.post("/admin/cameras", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
         assert http.post("/admin/cameras", json={"camera_id": "../x", "apps": ["car"]}).status_code == 422
+        huge = {"camera_id": "c9", "apps": ["car"], "pad": "x" * 100_000}
+        assert http.post("/admin/cameras", json=huge).status_code == 413
         r = http.post("/admin/cameras", json={"camera_id": "c9", "apps": ["unicorn"]})
         assert r.status_code == 422 and "unicorn" in r.json()["detail"]
         r = http.post("/admin/cameras", json={"camera_id": "c9", "apps": [{"app": "car", "branchpoint": 5}]})
@@ -232,6 +235,8 @@ def test_auth_failures(server: Server, admin: Admin, cam1: Camera) -> None:
                       headers={"Content-Type": "image/jpeg", "Authorization": "Basic abc"})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert anon.get("/admin/plan").status_code == 401
+        # the token is checked before any body is read or parsed
+        assert anon.post("/admin/cameras", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 401
     with server.http("w" * 32) as wrong:
         assert wrong.post("/cameras/cam-1/frames", **jpeg).status_code == 403
         assert wrong.post("/cameras/ghost/frames", **jpeg).status_code == 403  # no hint that it does not exist
@@ -321,6 +326,18 @@ def test_cameras_come_and_go_while_another_streams(server: Server, admin: Admin,
         stop.set()
         worker.join()
     assert outcomes and set(outcomes) == {"ok"}, [o for o in outcomes if o != "ok"][:3]
+
+
+def test_stream_sender_end_to_end(server: Server, admin: Admin) -> None:
+    token = admin.add_camera("cam-stream", ["car", "person"], fps=20)["token"]
+    lines: list[str] = []
+    summary = run_stream("synthetic:1?size=64x64&fps=20&duration=60", "cam-stream", server.url, token, fps=20,
+                         duration_s=3.0, report_every_s=1.0, out=lines.append)
+    admin.remove_camera("cam-stream")
+    assert summary["errors"] == {}
+    assert summary["frames_sent"] >= 20 and summary["frames_read"] == summary["frames_sent"] + summary["frames_dropped"]
+    assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
+    assert any("fps analysed" in line for line in lines)
 
 
 def test_restart_keeps_cameras_tokens_and_plan(server: Server, admin: Admin, cam1: Camera) -> None:

@@ -1,8 +1,6 @@
 """StemExecutor on local Ray: a fractional GPU share, cameras batched together, live reconfiguration."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +23,7 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test cluster (RAY-NOTES)
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def executor(ray_cluster: None, package_dir: Path):  # noqa: ANN201 - an actor handle
+def executor(ray_session: None, package_dir: Path):  # noqa: ANN201 - an actor handle
     from actors.stem_executor import StemExecutor
 
     handle = StemExecutor.options(num_gpus=0.25, num_cpus=1, max_restarts=-1, max_task_retries=2).remote(

@@ -59,3 +59,12 @@ def test_sampling_is_seeded_and_uniform() -> None:
     counts = np.bincount(np.concatenate([buf.sample(5, rng)[1][:, 0].astype(int) for _ in range(2000)]), minlength=10)
     assert counts.min() > 0.9 * 1000 and counts.max() < 1.1 * 1000
     assert buf.sample(25, rng)[0].shape[0] == 25  # with replacement when the buffer is small
+
+
+def test_items_keep_the_callers_key() -> None:
+    buf = SampleBuffer()
+    for t in range(3):
+        buf.add(float(t), _frame(t), np.array([t], np.float32), key=100 + t)
+    items = buf.sample_items(3, np.random.default_rng(0))
+    assert sorted(it.key for it in items) == [100, 101, 102]
+    assert all(it.key == 100 + int(it.labels[0]) for it in items)

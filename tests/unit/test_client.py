@@ -5,6 +5,7 @@ import email.utils
 import json
 import random
 import socket
+import time
 from collections.abc import Callable
 
 import cv2
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.streamer import run_stream
 from stemcell.client import (
     Admin,
     Camera,
@@ -168,3 +170,21 @@ def test_backoff_delay_caps_and_floors() -> None:
     assert [backoff_delay(policy, a, None, rng) for a in range(4)] == [1.0, 2.0, 4.0, 4.0]
     assert backoff_delay(policy, 0, 3.0, rng) == 3.0  # Retry-After longer than our backoff wins
     assert backoff_delay(policy, 0, 60.0, rng) == 4.0  # but never beyond the cap
+
+
+def test_stream_sender_drops_frames_instead_of_queueing() -> None:
+    """A server at ~20 requests/s and a 100 fps camera: the sender keeps up by dropping, never by queueing."""
+    def slow(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.05)
+        return httpx.Response(200, json={**RESULT, "results": [{"app": "car", "label": True, "score": 0.9, "event_active": True}]})
+
+    cam = Camera("http://x", "t" * 20, "cam-1", transport=httpx.MockTransport(slow))
+    lines: list[str] = []
+    summary = run_stream("synthetic:0?size=32x32&fps=100&duration=60", "cam-1", "http://x", "t" * 20, fps=100,
+                         duration_s=1.0, concurrency=1, report_every_s=0.5, out=lines.append, client=cam)
+    assert summary["frames_read"] >= 60  # paced near real time (1 s at 100 fps), not as fast as frames render
+    assert summary["frames_read"] <= 101
+    assert 8 <= summary["frames_sent"] <= 25  # ~20 at 50 ms each
+    assert summary["frames_dropped"] == summary["frames_read"] - summary["frames_sent"]
+    assert summary["positives"] == {"car": summary["frames_sent"]}
+    assert any("dropped" in line for line in lines)

@@ -13,6 +13,7 @@ from stemcell.models import build_base, make_app_model, segment_hash
 
 def _app(branchpoint: int = 4):
     base = build_base("tiny_cnn", num_classes=5, seed=0)
+    torch.manual_seed(0)  # the new head's initialisation
     return base, make_app_model(base, branchpoint, 1)
 
 
@@ -96,3 +97,15 @@ def test_buffer_batches_select_app_label_columns() -> None:
     assert ContinualLearner(app).retrain(batches, iterations=3).version == 1
     with pytest.raises(ValueError):
         ContinualLearner(app).retrain(batches, iterations=4)
+
+
+def test_training_from_cached_stem_activations_matches_training_from_frames() -> None:
+    _, app_frames = _app()
+    _, app_features = _app()
+    batches = _batches(4, 5)
+    with torch.no_grad():
+        cached = [(app_features.stem_features(x), y) for x, y in batches]
+    a = ContinualLearner(app_frames, gamma=0.05, phase_steps=4).retrain(batches, iterations=4)
+    b = ContinualLearner(app_features, gamma=0.05, phase_steps=4, from_features=True).retrain(cached, iterations=4)
+    assert a.update_bytes == b.update_bytes
+    assert a.loss_after == pytest.approx(b.loss_after, rel=1e-5)

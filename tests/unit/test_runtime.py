@@ -12,7 +12,7 @@ import torch
 
 from stemcell.models import to_input
 from stemcell.package import MPackage, load_package
-from stemcell.sharing import CrossCameraBatcher, InferRequest, Overloaded, StemRuntime, frame_stride
+from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, Overloaded, StemRuntime, frame_stride
 from tests.helpers.builders import tiny_package
 
 
@@ -36,6 +36,12 @@ def _app(result: dict, app: str) -> dict:
     return next(r for r in result["results"] if r["app"] == app)
 
 
+def _per_frame(outcome: list[FrameResult] | Exception, app: str, field: str = "score") -> list:
+    """One app's `field` on each frame of a request's outcome (which must not be an error)."""
+    assert isinstance(outcome, list), outcome
+    return [_app(r.as_dict(), app)[field] for r in outcome]
+
+
 def test_frame_stride_follows_mainstream() -> None:
     assert frame_stride(10, 5) == 2 and frame_stride(10, 10) == 1 and frame_stride(10, 30) == 1
     assert frame_stride(14, 1) == 14
@@ -52,9 +58,7 @@ def test_batched_cameras_equal_each_app_model_alone(package: MPackage) -> None:
     assert isinstance(out0, list) and isinstance(out1, list)
     assert [r.frame_ts for r in out0] == [1.0, 2.0, 3.0] and len(out1) == 2
     for outs, frames, app, b in ((out0, f0, "car", 4), (out0, f0, "person", 6), (out1, f1, "car", 6)):
-        want = _scores(package.app_model(app, b), frames)
-        got = np.array([_app(r.as_dict(), app)["score"] for r in outs])
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(_per_frame(outs, app), _scores(package.app_model(app, b), frames), atol=1e-5)
     assert rt.counters["frames"] == 5 and rt.counters["batches"] == 1
 
 
@@ -75,7 +79,7 @@ def test_apps_below_stream_rate_reuse_their_last_result(package: MPackage) -> No
     # an app added mid-stream analyses the very next frame, then every 4th
     rt.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 5}, {"app": "person", "branchpoint": 6, "fps": 2.5}])
     later = rt.infer([InferRequest("c0", _frames(5, 3))])[0]
-    assert [_app(r.as_dict(), "person")["fresh"] for r in later] == [True, False, False, False, True]  # type: ignore[union-attr]
+    assert _per_frame(later, "person", "fresh") == [True, False, False, False, True]
 
 
 def test_reconfiguration_touches_only_changed_branches(package: MPackage) -> None:
@@ -143,8 +147,8 @@ def test_weight_swap_is_versioned_and_idempotent(package: MPackage) -> None:
     assert rt.set_app_weights("car", "c0", state, 1) == 0  # retried delivery: no-op
     frames = _frames(3, 7)
     c0, c1 = rt.infer([InferRequest("c0", frames), InferRequest("c1", frames)])
-    np.testing.assert_allclose([_app(r.as_dict(), "car")["score"] for r in c0], _scores(_model_with(package, state), frames), atol=1e-5)  # type: ignore[union-attr]
-    np.testing.assert_allclose([_app(r.as_dict(), "car")["score"] for r in c1], _scores(package.app_model("car", 4), frames), atol=1e-5)  # type: ignore[union-attr]
+    np.testing.assert_allclose(_per_frame(c0, "car"), _scores(_model_with(package, state), frames), atol=1e-5)
+    np.testing.assert_allclose(_per_frame(c1, "car"), _scores(package.app_model("car", 4), frames), atol=1e-5)
     assert c0[0].model_versions == {"car": 1} and c1[0].model_versions == {"car": 0}  # type: ignore[index]
     with pytest.raises(ValueError, match="do not"):
         rt.set_app_weights("car", None, _retrained_state(package, "car", 6, seed=2), 2)  # b=6 weights for b=4
@@ -166,7 +170,8 @@ def test_weight_swap_is_atomic_under_concurrent_inference(package: MPackage) -> 
     def serve() -> None:
         while not stop.is_set():
             out = rt.infer([InferRequest("c0", frames)])[0]
-            seen.append((out[0].model_versions["car"], [_app(r.as_dict(), "car")["score"] for r in out]))  # type: ignore[index,union-attr]
+            assert isinstance(out, list)
+            seen.append((out[0].model_versions["car"], _per_frame(out, "car")))
 
     worker = threading.Thread(target=serve)
     worker.start()
@@ -277,5 +282,6 @@ def test_batcher_in_front_of_the_runtime(package: MPackage) -> None:
 
     c0, c1 = asyncio.run(main())
     assert rt.counters["batches"] == 1  # both cameras in one tree forward
-    assert _app(c0[0].as_dict(), "car")["score"] == pytest.approx(float(_scores(package.app_model("car", 4), frames["c0"])[0]), abs=1e-5)
-    assert _app(c1[0].as_dict(), "car")["score"] == pytest.approx(float(_scores(package.app_model("car", 6), frames["c1"])[0]), abs=1e-5)
+    for outcome, camera, b in ((c0, "c0", 4), (c1, "c1", 6)):
+        want = _scores(package.app_model("car", b), frames[camera])
+        np.testing.assert_allclose(_per_frame(outcome, "car"), want, atol=1e-5)

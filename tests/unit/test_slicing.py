@@ -97,6 +97,12 @@ def test_plan_follows_expected_marginal_gain() -> None:
     assert decision.seconds_for("steep") == decision.windows_for("steep") * decision.window_s
 
 
+def test_flat_ties_are_shared_not_handed_to_the_first_job() -> None:
+    jobs = (RetrainJob("a", (0.0,), 1), RetrainJob("b", (0.0, 0.0), 2), RetrainJob("c", (0.0,), 1))
+    decision = gain_driven_slicing(SlicingContext(jobs, windows_available=4))
+    assert decision.order == ("a", "c", "a", "b")  # fewest windows first, then context order
+
+
 def test_windows_are_spent_even_when_all_gains_are_negative() -> None:
     jobs = (RetrainJob("a", (-0.01,), 1), RetrainJob("b", (-0.05,), 1))
     decision = gain_driven_slicing(SlicingContext(jobs, windows_available=3))

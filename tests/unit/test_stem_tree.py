@@ -70,11 +70,15 @@ def test_shared_nodes_run_once_on_the_union_of_their_rows(base: SegmentedNet, mo
     first_base = tree.path(("c0", "dog"))[0]
     assert runs[first_base] == [4]  # all cameras use the base's first segment
     assert runs[tree.path(("c1", "person"))[-2]] == [1]  # c1's own segment sees only c1's frame
-    assert runs[tree.path(("c2", "dog"))[-1]] == [2]  # c2's head only c2's frames
+    # c0/dog and c2/dog hang off the same base segment: their heads run fused, once, on its 3 rows
+    assert runs[tree.path(("c2", "dog"))[-2]] == [3]
+    assert runs[tree.path(("c2", "dog"))[-1]] == runs[tree.path(("c0", "dog"))[-1]] == [3]
     assert runs[tree.path(("c0", "car"))[-1]] == [2]  # car head: c0 + c1 frames, once
 
 
-def test_subset_rows_skip_idle_branches_and_keep_request_order(base: SegmentedNet, models: dict[LeafKey, AppModel]) -> None:
+def test_subset_rows_skip_idle_branches_and_keep_request_order(
+    base: SegmentedNet, models: dict[LeafKey, AppModel]
+) -> None:
     tree = _tree(base, models)
     x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ran: set[TreeNode] = set()
@@ -85,6 +89,22 @@ def test_subset_rows_skip_idle_branches_and_keep_request_order(base: SegmentedNe
     assert ran == set(tree.path(("c0", "car")))  # nothing else ran
 
 
+def test_max_sharing_heads_are_fused_and_exact(base: SegmentedNet) -> None:
+    apps = {("c0", f"app{i}"): perturbed_app_model(base, base.num_segments, seed=10 + i) for i in range(5)}
+    apps[("c1", "app0")] = apps[("c0", "app0")]
+    tree = _tree(base, apps)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    rows = {("c0", "app1"): [0, 2], ("c0", "app3"): [4], ("c1", "app0"): [5, 1]}  # apps due on some frames only
+    calls: list[tuple[TreeNode, float]] = []
+    got = tree.forward(x, rows, lambda node, _o, seconds: calls.append((node, seconds)))
+    heads = [(n, t) for n, t in calls if n.depth == base.num_segments]
+    assert len(calls) == base.num_segments + 3 and len(heads) == 3  # due heads only
+    assert len({t for _, t in heads}) == 1  # one fused call, its time split evenly
+    with torch.no_grad():
+        for key, r in rows.items():
+            torch.testing.assert_close(got[key], apps[key](x[r]), atol=1e-5, rtol=0)
+
+
 def test_add_remove_and_replace_touch_only_their_branch(base: SegmentedNet, models: dict[LeafKey, AppModel]) -> None:
     tree = _tree(base, models)
     before = {k: [n.uid for n in tree.path(k)] for k in tree.keys()}
@@ -92,7 +112,8 @@ def test_add_remove_and_replace_touch_only_their_branch(base: SegmentedNet, mode
     assert tree.remove(("c0", "bus"))
     assert not tree.remove(("c0", "bus"))
     assert len(tree.store) == stored - (base.num_segments + 1)  # its own S segments + head freed
-    assert {k: [n.uid for n in tree.path(k)] for k in tree.keys()} == {k: v for k, v in before.items() if k != ("c0", "bus")}
+    after = {k: [n.uid for n in tree.path(k)] for k in tree.keys()}
+    assert after == {k: v for k, v in before.items() if k != ("c0", "bus")}
     assert tree.remove(("c0", "car"))  # c1 still uses the same car path: nothing is freed
     assert [n.uid for n in tree.path(("c1", "car"))] == before[("c1", "car")]
     # replace c1/person with another model at the same branchpoint: the shared prefix is kept as is
