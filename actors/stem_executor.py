@@ -23,21 +23,13 @@ import ray
 import torch
 from ray.util import metrics
 
+from actors.gpu_share import enforce_share
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
 _LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
-
-
-def _limit_gpu_memory(share: float) -> None:
-    """Enforce the fractional GPU as a memory cap (Ray does not: issues 41432, 52915)."""
-    if 0 < share < 1 and torch.cuda.is_available():
-        try:
-            torch.cuda.set_per_process_memory_fraction(share)
-        except (RuntimeError, ValueError) as exc:  # an odd driver must not keep the executor down
-            log.warning("could not cap GPU memory at %.2f: %s", share, exc)
 
 
 @ray.remote
@@ -56,7 +48,7 @@ class StemExecutor:
         self._threads = max(1, int(cpus))
         torch.set_num_threads(self._threads)
         self._share = share
-        _limit_gpu_memory(share)
+        enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
         self._runtime = StemRuntime(load_package(package_dir), half=half)
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from app.serve_app import run_serve
+
+    run_serve(str(args.config), block=True)
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from app.streamer import run_stream
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise ValueError(f"no camera token: set ${args.token_env} to the token `POST /admin/cameras` returned")
+    summary = run_stream(args.source, args.camera, args.url, token, args.fps, args.duration,
+                         concurrency=args.concurrency, report_every_s=args.report_every)
+    return 0 if summary["frames_sent"] else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -118,14 +137,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--correlation", type=float, default=0.5, help="miss correlation between sampled frames (0..1)")
     p.set_defaults(func=_cmd_plan)
 
+    p = sub.add_parser("serve", help="run the HTTP API (Ray Serve) for an M-Package",
+                       description="Deploy the Stemcell Serve app on the cluster in RAY_ADDRESS (or the one on this "
+                       "node, else a local Ray) and keep it up until Ctrl-C. The admin token is read from the "
+                       "environment variable the config names (default STEMCELL_ADMIN_TOKEN).")
+    p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"),
+                   help="serve config YAML (default configs/serve.yaml)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("stream", help="be a camera: post frames from a file, RTSP URL or synthetic camera",
+                       description="Read frames with OpenCV at --fps (dropping frames when the server is behind, "
+                       "as a real camera does), post them to /cameras/ID/frames and print rolling fps and latency.")
+    p.add_argument("--source", required=True,
+                   help="video file, rtsp://... URL, or synthetic:N[?seed=S&size=HxW&fps=F&duration=D]")
+    p.add_argument("--camera", required=True, help="camera id registered with POST /admin/cameras")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="Stemcell server (default http://127.0.0.1:8000)")
+    p.add_argument("--token-env", default="STEMCELL_CAMERA_TOKEN",
+                   help="environment variable holding the camera's token (default STEMCELL_CAMERA_TOKEN)")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second to send (default 10)")
+    p.add_argument("--duration", type=float, help="seconds to stream (default: until the source ends)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests in flight at once (default 2)")
+    p.add_argument("--report-every", type=float, default=5.0, help="seconds between progress lines (default 5)")
+    p.set_defaults(func=_cmd_stream)
+
     p = sub.add_parser("demo", help="end to end on this machine: train, plan, serve, stream cameras, report",
                        description="Start local Ray, train (or reuse) a small M-Package, plan with Mainstream, "
-                       "and report. No GPU and no downloads needed.")
+                       "serve it over HTTP, stream synthetic cameras and one video-file camera through it, and "
+                       "score the answers against ground truth. No GPU and no downloads needed.")
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
                    help="train config for the demo package (default configs/demo.yaml)")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="cache + results folder (default runs/demo)")
     p.add_argument("--budget-models", type=float, default=1.0,
                    help="GPU budget as a multiple of one full model at the stream's frame rate (default 1)")
+    p.add_argument("--cameras", type=int, default=4, help="synthetic cameras to stream (default 4; plus one file camera)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds every camera streams (default 60)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -134,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # a line per request
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """The ingress's view of the StemExecutor actors: placement, coalescing, back-pressure, recovery.
 
 * Placement: camera -> executor by a stable hash of its id, so every replica (and every restart)
-  sends a camera's frames to the same executor without asking anyone.
+  sends a camera's frames to the same executor without asking anyone; executor -> node by Ray
+  (`executors.placement`: SPREAD over nodes by default, optionally only on labelled nodes).
 * Coalescing: a Ray actor call costs ~2 ms of CPU in the caller and more in the actor, about as
   much as Serve's whole per-request cost, so one call per HTTP request would halve throughput.
   Requests for the same executor that arrive while its previous call is running are sent
@@ -13,14 +14,18 @@
   of a camera the executor no longer knows triggers a re-registration from durable state
   (`add_camera` is idempotent), then one retry.  A call that hits a restarting executor is
   `Overloaded` too: the client's retry lands on the warmed-up actor.
+* Reallocation: the Planner replaces an executor make-before-break (a new actor with the new GPU
+  share, warm before traffic moves). Given `routes`, the pool polls which actor serves each slot
+  and, when a call meets the old actor draining (`Draining`) or killed, re-reads the routes and
+  retries once on the current actor, so a switch fails no request.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,8 @@ import ray
 from ray.actor import ActorClass, ActorHandle
 from ray.exceptions import RayActorError
 
+from stemcell.scheduling.reallocation import Draining
+from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
 from stemcell.sharing.batcher import CrossCameraBatcher
 from stemcell.sharing.batcher import Overloaded as QueueFull
@@ -35,6 +42,7 @@ from stemcell.sharing.batcher import Overloaded as QueueFull
 log = logging.getLogger(__name__)
 
 Registry = Callable[[str], Awaitable[dict | None]]  # camera id -> its stored {"fps", "apps"}, None if unknown
+Routes = Callable[[], Awaitable[Mapping[str, str]]]  # executor role -> name of the actor serving it now
 Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
 
 
@@ -65,37 +73,44 @@ def _first_line(exc: BaseException) -> str:
 
 @functools.cache
 def executor_class() -> ActorClass:
-    """StemExecutor plus `infer_many`: several cameras' requests in one actor call.
+    """StemExecutor plus `infer_many` (several cameras' requests in one call) and `drain`
+    (make-before-break), see `actors.routed_executor`; imported late so this module loads without torch."""
+    from actors.routed_executor import RoutedExecutor
 
-    Each item goes through the executor's own `infer` (its cross-camera batcher, metrics and
-    errors); a failing item comes back as its exception, so one bad camera fails only itself.
-    Kept here until StemExecutor offers the method itself; then this class is just StemExecutor.
-    """
-    from actors.stem_executor import StemExecutor
-
-    class StemExecutorMulti(StemExecutor.__ray_actor_class__):  # type: ignore[name-defined,misc]
-        async def infer_many(self, items: Sequence[Item]) -> list[list[dict] | BaseException]:
-            return await asyncio.gather(*(self.infer(c, f, t) for c, f, t in items), return_exceptions=True)
-
-    return ray.remote(StemExecutorMulti)
+    return RoutedExecutor
 
 
 class ExecutorPool:
     """Named executors created on first use (or found, when they already run), one coalescer each."""
 
-    def __init__(self, config: ExecutorSection, package_dir: str, registry: Registry, max_queued_frames: int) -> None:
+    def __init__(self, config: ExecutorSection, package_dir: str, registry: Registry, max_queued_frames: int,
+                 *, routes: Routes | None = None, names: Mapping[str, str] | None = None,
+                 route_refresh_s: float = 1.0) -> None:
+        """`routes` (optional) reads role -> current actor name as the Planner publishes it; `names`
+        is its value at start-up, so a replica (re)starting after a reallocation finds the current
+        actors instead of re-creating the original ones."""
         self.config = config
         self.package_dir = package_dir
         self._registry = registry
+        self._routes = routes
+        self._names: dict[str, str] = dict(names or {})
+        self._route_refresh_s = route_refresh_s
+        self._routes_read_at = time.monotonic()
+        self._route_lock = asyncio.Lock()
         self._handles: list[ActorHandle] = [self._create(i) for i in range(config.count)]
         self._coalescers = [
-            CrossCameraBatcher(functools.partial(self._run_many, h), max_batch=config.max_batch,
+            CrossCameraBatcher(functools.partial(self._run_many_at, i), max_batch=config.max_batch,
                                max_wait_ms=config.coalesce_ms, max_queue_frames=max_queued_frames)
-            for h in self._handles
+            for i in range(config.count)
         ]
 
-    def name(self, index: int) -> str:
+    def role(self, index: int) -> str:
+        """The executor slot's stable name (the Planner's role); generation 0 is the actor of that name."""
         return f"{self.config.name_prefix}-{index}"
+
+    def name(self, index: int) -> str:
+        """Name of the actor serving slot `index` now."""
+        return self._names.get(self.role(index), self.role(index))
 
     def _create(self, index: int) -> ActorHandle:
         c = self.config
@@ -103,14 +118,53 @@ class ExecutorPool:
             name=self.name(index), namespace=c.namespace, get_if_exists=True,
             lifetime="detached" if c.detached else None,
             num_gpus=c.num_gpus, num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0,
+            scheduling_strategy="SPREAD" if c.placement == "spread" else "DEFAULT",
+            **({"label_selector": dict(c.node_labels)} if c.node_labels else {}),
         ).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
 
-    @staticmethod
-    async def _run_many(handle: ActorHandle, items: list[Item]) -> list[list[dict] | BaseException]:
-        return await handle.infer_many.remote(items)
+    async def _run_many_at(self, index: int, items: list[Item]) -> list[list[dict] | BaseException]:
+        return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move
 
     def index_of(self, camera_id: str) -> int:
-        return zlib.crc32(camera_id.encode("utf-8")) % self.config.count
+        return placement_index(camera_id, self.config.count)
+
+    async def refresh_routes(self, index: int | None = None, failed: ActorHandle | None = None) -> bool:
+        """Re-read the routes and swap the handles of slots that moved; True if slot `index` moved.
+
+        `failed` is the handle a caller saw fail: if the slot already holds another one (a
+        concurrent caller refreshed first), no read is needed.
+        """
+        if self._routes is None:
+            return False
+        async with self._route_lock:
+            if index is not None and failed is not None and self._handles[index] is not failed:
+                return True
+            self._routes_read_at = time.monotonic()
+            try:
+                routes = dict(await self._routes())
+            except Exception as exc:  # noqa: BLE001 - keep the current routes; the next refresh retries
+                log.warning("could not read executor routes: %r", exc)
+                return False
+            moved = False
+            for i in range(self.config.count):
+                name = routes.get(self.role(i))
+                if name is None or name == self.name(i):
+                    continue
+                try:
+                    handle = ray.get_actor(name, namespace=self.config.namespace)
+                except ValueError:  # published but gone (or not yet visible): keep the current actor
+                    continue
+                log.info("executor slot %d now served by %s (was %s)", i, name, self.name(i))
+                self._names[self.role(i)], self._handles[i] = name, handle
+                moved = moved or i == index
+            return moved
+
+    def _maybe_refresh(self) -> None:
+        """Poll the routes in the background, so traffic moves before the old actor starts draining."""
+        if self._routes is not None and time.monotonic() - self._routes_read_at >= self._route_refresh_s \
+                and not self._route_lock.locked():
+            self._routes_read_at = time.monotonic()
+            asyncio.get_running_loop().create_task(self.refresh_routes())
 
     def handle_for(self, camera_id: str) -> ActorHandle:
         return self._handles[self.index_of(camera_id)]
@@ -147,21 +201,29 @@ class ExecutorPool:
         return out
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[dict]:
+        """One retry each after a reroute (the slot's actor drained or died and the routes moved it)
+        and after a re-registration (the actor did not know the camera)."""
         index = self.index_of(camera_id)
-        for attempt in range(2):
+        self._maybe_refresh()
+        rerouted = reregistered = False
+        while True:
+            handle = self._handles[index]
             try:
                 return await self._coalescers[index].submit((camera_id, frames, timestamps), len(frames))
             except QueueFull as exc:
                 raise Overloaded(f"executor {self.name(index)} queue is full", exc.retry_after_s) from exc
-            except RayActorError as exc:  # died or restarting: the client's retry finds it back up
+            except (RayActorError, Draining) as exc:  # replaced, died or restarting
+                if not rerouted and await self.refresh_routes(index, handle):
+                    rerouted = True
+                    continue
                 log.warning("executor %s unavailable (%s); answering 503", self.name(index), type(exc).__name__)
                 raise Overloaded(f"executor {self.name(index)} is restarting") from exc
             except ValueError as exc:
                 if not _is_unknown_camera(exc):
                     raise ExecutorRejected(_first_line(exc)) from exc
                 stored = await self._registry(camera_id)
-                if stored is None or attempt == 1:
+                if stored is None or reregistered:
                     raise UnknownCamera(camera_id) from exc
+                reregistered = True
                 log.warning("executor %s lost camera %s (restarted?); re-registering", self.name(index), camera_id)
                 await self._handles[index].add_camera.remote(camera_id, stored["apps"], stored["fps"])
-        raise AssertionError("unreachable: the second attempt returns or raises")

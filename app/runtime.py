@@ -9,28 +9,31 @@ import ray
 log = logging.getLogger(__name__)
 
 
-def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashboard: bool = False) -> None:
+def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashboard: bool = False) -> str | None:
     """Join the cluster in RAY_ADDRESS or the one running on this node (e.g. after `ray up`), else start
     a local one.
 
     A local instance gets one *logical* GPU when the machine has none, so fractional `num_gpus`
     shares are still scheduled (and fall back to CPU inside the actors) exactly as on a GPU node.
+    Returns the dashboard's URL when Ray knows one (None when this process had already connected).
     """
     if ray.is_initialized():
-        return
+        return None
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        return
+        return _dashboard_url(ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True))
     try:  # a node of a running cluster (`ray up` / `ray start`): join it, never start a second one
-        ray.init(address="auto", log_to_driver=True)
-        return
+        return _dashboard_url(ray.init(address="auto", log_to_driver=True))
     except ConnectionError:
         pass
     if num_gpus is None:
         import torch
 
         num_gpus = float(torch.cuda.device_count()) or 1.0
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
-             dashboard_host="127.0.0.1", log_to_driver=True)
-    if dashboard:
-        log.info("Ray dashboard: http://%s", ray.get_runtime_context().gcs_address.split(":")[0] + ":8265")
+    context = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                       dashboard_host="127.0.0.1", log_to_driver=True)
+    return _dashboard_url(context)
+
+
+def _dashboard_url(context: object) -> str | None:
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url and not str(url).startswith("http") else url

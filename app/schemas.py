@@ -57,6 +57,8 @@ class AppResult(BaseModel):
     label: bool
     score: float
     event_active: bool
+    fresh: bool = Field(description="computed on this frame; false: repeated from the app's last analysed frame "
+                        "(the app runs at a lower frame rate than the camera)")
 
 
 class FrameResult(BaseModel):

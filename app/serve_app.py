@@ -26,7 +26,7 @@ from app.executors import ExecutorPool, Overloaded, UnknownCamera
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.metrics import metrics
 from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
-from app.service import Conflict, StemcellService, read_manifest
+from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.state import UnknownCameraError, validate_id
@@ -130,7 +130,7 @@ class StemcellIngress:
             raise RuntimeError(f"the cluster's StateStore actor uses {opened}, not {self.config.state_path}; "
                                "use another executors.namespace or the same state_path")
         pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
-                            self.config.limits.max_queued_frames)
+                            self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store))
         self.service = StemcellService(self.config, store, pool, manifest, sha)
         self.tokens = CameraTokenCache(lambda cam, tok: store.verify_camera_token.remote(cam, tok))
         reports = await pool.ready(self.config.executors.ready_timeout_s)
@@ -139,6 +139,9 @@ class StemcellIngress:
 
     async def _registry(self, camera_id: str) -> dict | None:
         return await self.service.camera_config(camera_id)
+
+    async def _routes(self) -> dict[str, str]:
+        return await self.service.executor_routes()
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -261,7 +264,9 @@ def build_app(args: dict[str, str]) -> serve.Application:
     ing = config.ingress
     return StemcellIngress.options(
         num_replicas=ing.num_replicas, max_ongoing_requests=ing.max_ongoing_requests,
-        max_queued_requests=ing.max_queued_requests, ray_actor_options={"num_cpus": ing.num_cpus},
+        max_queued_requests=ing.max_queued_requests,
+        ray_actor_options={"num_cpus": ing.num_cpus, **({"label_selector": dict(ing.node_labels)} if ing.node_labels else {})},
+        logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 
 

@@ -8,6 +8,7 @@ invalid request changes nothing and the store never holds a camera the executors
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from pydantic import ValidationError
 from ray.actor import ActorHandle
 
@@ -24,6 +26,7 @@ from app.rolling import RollingWindow
 from app.schemas import AddCamera
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
+from stemcell.scheduling import plan_state
 from stemcell.serve_config import ServeConfig
 from stemcell.state import new_token
 
@@ -46,6 +49,11 @@ def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
     except (ValueError, ValidationError) as exc:
         raise ValueError(f"{path}: invalid manifest: {str(exc).splitlines()[0]}") from exc
     return manifest, hashlib.sha256(raw).hexdigest()
+
+
+async def read_routes(store: ActorHandle) -> dict[str, str]:
+    """Which actor serves each executor slot, as the Planner published it (empty without a Planner)."""
+    return await store.__ray_call__.remote(plan_state.executor_routes)
 
 
 class StemcellService:
@@ -168,17 +176,35 @@ class StemcellService:
         return dict(latest.plan) if latest is not None else {"cameras": {}}
 
     async def _save_plan(self) -> None:
-        """The plan is rebuilt from every stored camera (not patched), so concurrent replicas converge."""
+        """The plan's `cameras` section is rebuilt from every stored camera (not patched), so concurrent
+        replicas converge; the Planner's section is left as it is (one read-modify-write on the store)."""
         plan: dict[str, Any] = {"cameras": {}}
         for c in await self.store.list_cameras.remote():
             try:
                 plan["cameras"][c.camera_id] = camera_plan(self.manifest, c.config["fps"], assignments_of(c.config))
             except ValueError as exc:
                 log.warning("camera %s left out of the plan: %s", c.camera_id, exc)
-        await self.store.save_plan.remote(plan)
+        await self.store.__ray_call__.remote(plan_state.save_plan_section, plan_state.CAMERAS, plan["cameras"])
+
+    async def executor_routes(self) -> dict[str, str]:
+        return await read_routes(self.store)
+
+    async def _live_planner_plan(self) -> dict[str, Any] | None:
+        """The running Planner's own view (rounds, decision time, last switches); None without one."""
+        try:
+            planner = ray.get_actor(plan_state.PLANNER_ACTOR, namespace=self.config.executors.namespace)
+            return await asyncio.wait_for(planner.current_plan.remote(), 2.0)
+        except Exception as exc:  # noqa: BLE001 - no Planner, or a busy/restarting one: show the stored plan
+            log.debug("no live planner plan: %r", exc)
+            return None
 
     async def plan(self) -> dict[str, Any]:
+        """The saved plan; when a Planner runs, its `planner` section is the Planner's live view."""
         latest = await self.store.latest_plan.remote()
-        if latest is None:
-            return {"version": None, "created_at": None, "cameras": {}}
-        return {"version": latest.version, "created_at": latest.created_at, **latest.plan}
+        out: dict[str, Any] = {"version": None, "created_at": None, "cameras": {}}
+        if latest is not None:
+            out |= {"version": latest.version, "created_at": latest.created_at, **latest.plan}
+        live = await self._live_planner_plan()
+        if live is not None:
+            out[plan_state.PLANNER] = {**live, "live": True}
+        return out

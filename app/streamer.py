@@ -22,6 +22,8 @@ from stemcell.world import open_source
 
 log = logging.getLogger(__name__)
 
+OnResult = Callable[[float, float, dict], None]  # (source ts, round-trip ms, the server's answer)
+
 
 class LatestFrame:
     """A one-slot mailbox: `put` replaces an unsent frame (counted as dropped), `take` waits for one."""
@@ -56,8 +58,8 @@ class LatestFrame:
 class _Sender:
     """Worker threads that post frames from the mailbox and account for the answers."""
 
-    def __init__(self, camera: Camera, box: LatestFrame, concurrency: int) -> None:
-        self.camera, self.box = camera, box
+    def __init__(self, camera: Camera, box: LatestFrame, concurrency: int, on_result: OnResult | None) -> None:
+        self.camera, self.box, self.on_result = camera, box, on_result
         self.window = RollingWindow(window_s=5.0)
         self.lock = threading.Lock()
         self.errors: dict[str, int] = {}
@@ -87,6 +89,8 @@ class _Sender:
                 for r in answer["results"]:
                     if r["label"]:
                         self.positives[r["app"]] = self.positives.get(r["app"], 0) + 1
+            if self.on_result is not None:
+                self.on_result(ts, ms, answer)
 
     def join(self) -> None:
         self.box.close()
@@ -96,17 +100,18 @@ class _Sender:
 
 def run_stream(source: str, camera: str, url: str, token: str, fps: float, duration_s: float | None = None, *,
                concurrency: int = 2, report_every_s: float = 5.0, out: Callable[[str], None] = print,
-               client: Camera | None = None) -> dict[str, Any]:
+               client: Camera | None = None, on_result: OnResult | None = None) -> dict[str, Any]:
     """Stream `source` as camera `camera` to `url` at `fps` for `duration_s` (None: until the source ends).
 
     Prints a line every `report_every_s` (frames/s analysed, dropped, p50/p99 ms) and returns a
     summary.  `concurrency` requests may be in flight at once (more hides network latency).
+    `on_result(ts, latency_ms, answer)` sees every answer (from the sender threads).
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     cam = client or Camera(url, token, camera, retries=1)
     box = LatestFrame()
-    sender = _Sender(cam, box, concurrency)
+    sender = _Sender(cam, box, concurrency, on_result)
     read = 0
     first_ts: float | None = None
     started = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -27,6 +28,10 @@ class IngressSection(_Strict):
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     max_ongoing_requests: int = Field(64, ge=1)  # per replica; must exceed the clients' concurrency
     max_queued_requests: int = Field(256, ge=-1)  # Serve answers 503 itself beyond this (-1 = unbounded)
+    access_log: bool = False  # Serve's line per request (refused requests are logged either way)
+    # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
+    # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class ExecutorSection(_Strict):
@@ -40,6 +45,13 @@ class ExecutorSection(_Strict):
     max_wait_ms: float = Field(4.0, ge=0)  # how long it waits to fill a batch
     coalesce_ms: float = Field(5.0, ge=0, le=100)  # a replica holds requests this long to send more per actor call
     ready_timeout_s: float = Field(300.0, gt=0)  # warm-up limit before the app refuses to start
+    # Multi-node placement.  "spread": executors go to different nodes first (Ray's SPREAD strategy), so a
+    # dead node takes few cameras with it and every GPU node works; "pack": fill a node before the next
+    # (Ray's default, fewer nodes busy).  A restarted executor is placed by the same rule among live nodes.
+    placement: Literal["spread", "pack"] = "spread"
+    # Only nodes carrying all these labels run executors (Ray `label_selector`), e.g. the GPU workers of
+    # cluster/aws-gpu.yaml: `{"ray.io/accelerator-type": "A10G"}` or a custom `ray start --labels` label.
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class LimitsSection(_Strict):

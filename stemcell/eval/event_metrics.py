@@ -23,18 +23,14 @@ class EventScore:
     predicted_events: int  # runs of held positive predictions
 
 
-def held_predictions(predicted: np.ndarray, stride: int, phase: int = 0) -> np.ndarray:
-    """Zero-order hold of the predictions on frames phase, phase+stride, ... (others unseen)."""
-    predicted = np.asarray(predicted, dtype=bool)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    sampled = np.arange(len(predicted))[phase::stride]
-    held = np.zeros_like(predicted)
-    if len(sampled):
-        which = np.clip(np.searchsorted(sampled, np.arange(len(predicted)), side="right") - 1, 0, None)
-        held = predicted[sampled][which]
-        held[: sampled[0]] = False
-    return held
+def hold(sampled: np.ndarray, predicted: np.ndarray, length: int) -> np.ndarray:
+    """Zero-order hold: each frame repeats the answer of the last sampled frame at or before it
+    (frames before the first sample are negative)."""
+    sampled = np.asarray(sampled, dtype=int)
+    which = np.searchsorted(sampled, np.arange(length), side="right") - 1
+    if not len(sampled):
+        return np.zeros(length, dtype=bool)
+    return np.where(which >= 0, np.asarray(predicted, dtype=bool)[np.clip(which, 0, None)], False)
 
 
 def event_score(predicted: np.ndarray, truth: np.ndarray, stride: int = 1, phase: int = 0) -> EventScore:
@@ -42,11 +38,29 @@ def event_score(predicted: np.ndarray, truth: np.ndarray, stride: int = 1, phase
     predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
     if predicted.shape != truth.shape:
         raise ValueError(f"shape mismatch: {predicted.shape} vs {truth.shape}")
-    sampled_hits = np.zeros_like(predicted)
-    sampled_hits[phase::stride] = predicted[phase::stride]
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    sampled = np.arange(len(truth))[phase::stride]
+    return sampled_event_score(sampled, predicted[sampled], truth)
+
+
+def sampled_event_score(sampled: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> EventScore:
+    """Event recall/precision/F1 when only frames `sampled` (sorted indices into `truth`) were analysed.
+
+    This is what a live stream measures: frames dropped on the way, or skipped by an app's lower
+    frame rate, carry no answer, and the last answer is held until the next one.
+    """
+    sampled, truth = np.asarray(sampled, dtype=int), np.asarray(truth, dtype=bool)
+    predicted = np.asarray(predicted, dtype=bool)
+    if sampled.shape != predicted.shape:
+        raise ValueError(f"{len(predicted)} predictions for {len(sampled)} sampled frames")
+    if len(sampled) and (np.any(np.diff(sampled) <= 0) or sampled[0] < 0 or sampled[-1] >= len(truth)):
+        raise ValueError("sampled frame indices must be increasing and inside the stream")
+    hits = np.zeros_like(truth)
+    hits[sampled] = predicted
     true_events = extract_events(truth)
-    found = sum(bool(sampled_hits[e.start : e.stop].any()) for e in true_events)
-    predicted_events = extract_events(held_predictions(predicted, stride, phase))
+    found = sum(bool(hits[e.start : e.stop].any()) for e in true_events)
+    predicted_events = extract_events(hold(sampled, predicted, len(truth)))
     correct = sum(bool(truth[e.start : e.stop].any()) for e in predicted_events)
     recall = found / len(true_events) if true_events else 1.0
     precision = correct / len(predicted_events) if predicted_events else 1.0

@@ -1,4 +1,9 @@
 """Continuous learning: teacher labels, AMS retraining and sparse updates, the RECL model zoo."""
+from stemcell.learning.ams import AmsConfig
+from stemcell.learning.ams import AmsTrainer
+from stemcell.learning.ams import AppJob
+from stemcell.learning.ams import CameraSession
+from stemcell.learning.ams import Published
 from stemcell.learning.buffer import BufferItem
 from stemcell.learning.buffer import SampleBuffer
 from stemcell.learning.codec import SparseUpdate
@@ -31,9 +36,16 @@ from stemcell.learning.teacher import FrameMeta
 from stemcell.learning.teacher import ModelTeacher
 from stemcell.learning.teacher import OracleTeacher
 from stemcell.learning.teacher import Teacher
+from stemcell.learning.versions import VersionStore
 
 __all__ = [
     "ASRConfig",
+    "AmsConfig",
+    "AmsTrainer",
+    "AppJob",
+    "CameraSession",
+    "Published",
+    "VersionStore",
     "ASRState",
     "ATRConfig",
     "ATRState",

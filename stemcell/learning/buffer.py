@@ -77,3 +77,7 @@ class SampleBuffer:
 
     def timestamps(self) -> np.ndarray:
         return np.array([it.t_s for it in self._items], dtype=np.float64)
+
+    def items(self, since_s: float | None = None) -> list[BufferItem]:
+        """The samples in time order; only those strictly after `since_s` when it is given."""
+        return [it for it in self._items if since_s is None or it.t_s > since_s]

@@ -15,8 +15,10 @@ def to_input(frames: np.ndarray, size: int | None = None) -> torch.Tensor:
     """uint8 RGB frames (N,H,W,3) or one (H,W,3) -> normalised float32 (N,3,size,size)."""
     if frames.dtype != np.uint8 or frames.shape[-1] != 3 or frames.ndim not in (3, 4):
         raise ValueError(f"expected uint8 RGB frames (N,H,W,3) or (H,W,3), got {frames.dtype} {frames.shape}")
-    batch = torch.from_numpy(np.ascontiguousarray(frames if frames.ndim == 4 else frames[None]))
-    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    batch = frames if frames.ndim == 4 else frames[None]
+    # Frames from Ray's object store are read-only; `.float()` copies anyway, so copy only the uint8s.
+    batch = np.array(batch) if not batch.flags.writeable else np.ascontiguousarray(batch)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return (x - _MEAN) / _STD

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+class Draining(RuntimeError):
+    """Raised (returned) by an actor being drained for new calls: resolve the role's current actor and retry there."""
+
+
 class Op(str, Enum):
     CREATE = "create"  # start a new actor with the new share (also restores its state)
     WARM = "warm"  # wait until it has loaded its models and run a warm-up batch

@@ -12,7 +12,7 @@ from tests.helpers.builders import tiny_package
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name in ("pretrain", "train", "plan", "demo"):
+    for name in ("pretrain", "train", "plan", "serve", "stream", "demo"):
         assert name in sub.choices and sub.choices[name].description
     with pytest.raises(SystemExit):
         main(["plan", "--help"])
@@ -35,3 +35,10 @@ def test_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     tiny_package(tmp_path)
     assert main(["plan", "--package", str(tmp_path), "--apps", "bus", "--budget", "1"]) == 2
     assert "not in the package" in capsys.readouterr().err
+
+
+def test_stream_without_a_token_is_a_clear_error(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEMCELL_CAMERA_TOKEN", raising=False)
+    assert main(["stream", "--source", "synthetic:0", "--camera", "cam-1"]) == 2
+    assert "STEMCELL_CAMERA_TOKEN" in capsys.readouterr().err

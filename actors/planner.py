@@ -1,0 +1,309 @@
+"""The Planner actor: every window, measure -> `plan_round` -> per-role GPU shares -> make-before-break.
+
+A thin shell (STYLE.md): it builds a frozen `PlannerContext` from what the StemExecutors measured
+(per-segment latency) and what the RetrainWorkers report (per-micro-window accuracy gains), calls
+`stemcell.scheduling.plan_round`, turns the decision into one share per role
+(`stemcell.scheduling.shares`), and hands share changes to `actors.reallocator.Reallocator`.
+
+Roles are stable slots: executor role `<name_prefix>-<i>` (what `app.executors.ExecutorPool`
+places cameras on) and worker role `retrain-<job>`. Generation 0 of a role is the actor named
+like the role (the one the ingress created); generation g > 0 is `<role>-g<g>`. Which actor
+serves each role is the `planner.routes` section of the saved plan, which the ingress reads.
+
+Durable: the role table, routes, jobs and the last decision are saved in the StateStore after every
+change, so a restarted Planner (`max_restarts=-1`) continues with the same actors; a switch cut
+short by the restart leaves at most an unswitched next-generation actor, which it kills.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+from ray.util import metrics
+
+from actors.gpu_share import actor_options
+from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
+from actors.routed_executor import RoutedExecutor
+from actors.state_store import get_or_create_state_store
+from stemcell.package.manifest import Manifest
+from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
+from stemcell.package.store import MANIFEST
+from stemcell.scheduling import plan_state
+from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext, plan_round
+from stemcell.scheduling.shares import ShareContext, measured_latency, placement_index, role_shares, stable_shares
+from stemcell.scheduling.slicing import RetrainJob
+from stemcell.serve_config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = plan_state.PLANNER_ACTOR
+_DECISION_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    window_s: float = 10.0  # planning period; 0 plans only on `replan()`
+    total_gpu: float = 1.0  # GPU-seconds per second the Planner may hand out
+    headroom: float = 0.25  # kept free so a new actor fits beside the old one while it warms up
+    quantum: float = 0.05  # shares are multiples of this
+    floor: float = 0.05  # least share of any role
+    min_change: float = 0.1  # smaller share changes are not worth a switch
+    scheduler: str = "mainstream"  # inference policy (stemcell.scheduling.registry)
+    correlation: float = 0.5  # rho of the event-F1 model
+    retrain_window_s: float = 1.0  # RECL micro-window length
+    mps: bool | None = None  # set CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (None: when MPS is detected)
+    grace_s: float = 1.5  # after a switch, how long ingress replicas get to pick up the new route
+    warm_timeout_s: float = 120.0
+    drain_timeout_s: float = 30.0
+    stats_timeout_s: float = 5.0
+    worker_class: str = "actors.retrain_worker:RetrainWorker"  # module:class of retraining workers
+
+
+def retrain_job(job_id: str, stats: Mapping[str, Any]) -> RetrainJob:
+    """A RetrainWorker's `stats()` as Algorithm 1 sees it (per-window gains, windows used)."""
+    gains = tuple(float(g) for g in (stats.get("recent_gains") or stats.get("gains") or ()))
+    used = max(int(stats.get("windows_used", len(gains))), len(gains))
+    prior = stats.get("prior_gain")
+    return RetrainJob(job_id, gains[-8:], used, None if prior is None else float(prior))
+
+
+def decision_view(decision: PlanDecision) -> dict[str, Any]:
+    """The JSON form of a round (what /admin/plan shows and the StateStore keeps)."""
+    cameras = {cam: {"objective": s.objective, "cost": s.cost, "budget": s.budget, "feasible": s.feasible,
+                     "apps": {c.app: {"branchpoint": c.branchpoint, "fps": c.fps, "predicted_f1": c.predicted_f1}
+                              for c in s.choices}}
+               for cam, s in decision.schedules.items()}
+    grants = dict(decision.slicing.grants) if decision.slicing else {}
+    return {"inference_share": decision.inference_share, "retrain_share": decision.retrain_share,
+            "objective": decision.objective, "cameras": cameras, "retrain_windows": grants}
+
+
+class Planner:
+    async def __init__(self, serve_config: dict, settings: PlannerSettings | None = None) -> None:
+        self.config = ServeConfig.model_validate(serve_config)
+        self.settings = s = settings or PlannerSettings()
+        ex = self.config.executors
+        self.manifest = Manifest.model_validate_json((Path(self.config.package_dir) / MANIFEST).read_text())
+        self.store = get_or_create_state_store(str(self.config.state_path), namespace=ex.namespace)
+        self._gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self._lock = asyncio.Lock()
+        self.realloc = Reallocator(namespace=ex.namespace, executor_factory=self._new_executor,
+                                   worker_factory=self._new_worker, cameras_for=self._cameras_for,
+                                   publish=self._publish, grace_s=s.grace_s, warm_timeout_s=s.warm_timeout_s,
+                                   drain_timeout_s=s.drain_timeout_s)
+        saved = await self.store.__ray_call__.remote(plan_state.plan_section, plan_state.PLANNER) or {}
+        defaults = {self.role(i): RoleState(EXECUTOR, 0, ex.num_gpus, self.role(i)) for i in range(ex.count)}
+        restored = {r: RoleState(**v) for r, v in saved.get("roles", {}).items()}
+        self.roles: dict[str, RoleState] = defaults | restored
+        self.jobs: dict[str, dict[str, Any]] = dict(saved.get("jobs", {}))  # job -> {"role", "kwargs"}
+        self.decision: dict[str, Any] = dict(saved.get("decision", {}))
+        self.rounds, self.last_decision_ms, self.last_switches = 0, None, []
+        orphans = self.realloc.kill_orphans(self.roles)
+        log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
+        self._share = metrics.Gauge("stemcell_planner_gpu_share", "Planned GPU share per role", tag_keys=("role", "kind"))
+        self._fps = metrics.Gauge("stemcell_planner_planned_fps", "Planned frame rate", tag_keys=("camera", "app"))
+        self._f1 = metrics.Gauge("stemcell_planner_predicted_f1", "Predicted event F1", tag_keys=("camera", "app"))
+        self._objective = metrics.Gauge("stemcell_planner_objective", "Mean predicted event F1 over cameras")
+        self._decision_ms = metrics.Histogram("stemcell_planner_decision_ms", "plan_round wall time",
+                                              boundaries=_DECISION_MS)
+        self._switches = metrics.Counter("stemcell_planner_switches_total", "Make-before-break switches",
+                                         tag_keys=("role", "outcome"))
+        self._export()
+        self._loop = asyncio.get_running_loop().create_task(self._run()) if s.window_s > 0 else None
+
+    # ------------------------------------------------------------------ naming
+    def role(self, index: int) -> str:
+        return f"{self.config.executors.name_prefix}-{index}"
+
+    def _executor_roles(self) -> tuple[str, ...]:
+        return tuple(r for r, st in self.roles.items() if st.kind == EXECUTOR)
+
+    # ------------------------------------------------------------------ actor factories
+    def _new_executor(self, _kind: str, name: str, share: float, _resume: Any) -> ActorHandle:
+        c = self.config.executors
+        opts = actor_options(share, gpus_available=self._gpus, mps=self.settings.mps, name=name,
+                             namespace=c.namespace, lifetime="detached" if c.detached else None,
+                             num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0)
+        return RoutedExecutor.options(**opts).remote(str(self.config.package_dir), share=share,
+                                                     max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+
+    def _worker_class(self) -> Any:
+        module, _, name = self.settings.worker_class.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def _new_worker(self, _kind: str, name: str, share: float, resume_from: Any) -> ActorHandle:
+        job = next(j for j in self.jobs.values() if name == j["role"] or name.startswith(f"{j['role']}-g"))
+        opts = actor_options(share, gpus_available=self._gpus, mps=self.settings.mps, name=name,
+                             namespace=self.config.executors.namespace, max_restarts=-1)
+        return self._worker_class().options(**opts).remote(**job["kwargs"], resume_from=resume_from)
+
+    # ------------------------------------------------------------------ durable state
+    def _section(self) -> dict[str, Any]:
+        routes = {r: st.actor for r, st in self.roles.items() if st.kind == EXECUTOR}
+        return {"roles": {r: asdict(st) for r, st in self.roles.items()}, "routes": routes,
+                "jobs": self.jobs, "decision": self.decision}
+
+    async def _persist(self) -> None:
+        await self.store.__ray_call__.remote(plan_state.save_plan_section, plan_state.PLANNER, self._section())
+
+    async def _publish(self, roles: Mapping[str, RoleState]) -> None:
+        self.roles = dict(roles)
+        await self._persist()
+
+    # ------------------------------------------------------------------ inputs
+    async def _cameras(self) -> list[tuple[str, Mapping[str, Any]]]:
+        return [(c.camera_id, c.config) for c in await self.store.list_cameras.remote()]
+
+    async def _cameras_for(self, role: str) -> list[tuple[str, Mapping[str, Any]]]:
+        count = self.config.executors.count
+        return [(cam, cfg) for cam, cfg in await self._cameras() if self.role(placement_index(cam, count)) == role]
+
+    async def _ask(self, role: str, method: str) -> Any:
+        handle = self.realloc.handle(self.roles[role].actor)
+        if handle is None:
+            return None
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(), self.settings.stats_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - an unreachable actor just contributes no measurement
+            log.warning("%s.%s failed: %r", self.roles[role].actor, method, exc)
+            return None
+
+    async def measurements(self) -> dict[str, Any]:
+        """Executors' stats + memory reports and workers' stats, by role (None where unreachable)."""
+        roles = list(self.roles)
+        asks = [self._ask(r, "stats") for r in roles]
+        asks += [self._ask(r, "memory_report") for r in roles if self.roles[r].kind == EXECUTOR]
+        answers = await asyncio.gather(*asks)
+        stats = dict(zip(roles, answers[: len(roles)]))
+        memory = dict(zip([r for r in roles if self.roles[r].kind == EXECUTOR], answers[len(roles):]))
+        return {"stats": stats, "memory": memory}
+
+    def _demand(self, camera_id: str, config: Mapping[str, Any], rows: list[dict]) -> CameraDemand:
+        fps = float(config["fps"])
+        apps = [a["app"] for a in config["apps"]]
+        batch = max(self.manifest.latency.batch_sizes)
+        rates = [r for r in DEFAULT_FRAME_RATES if r <= fps] or [fps]
+        problem = problem_from_manifest(self.manifest, apps, 0.0, frame_rates=rates, batch_size=batch,
+                                        correlation=self.settings.correlation)
+        names = [b.removeprefix("after_") for b in self.manifest.base.branchpoints[1:]]
+        problem = dataclasses.replace(measured_latency(problem, names, rows), stream_fps=max(fps, rates[-1]))
+        return CameraDemand(camera_id, problem)
+
+    async def context(self) -> PlannerContext | None:
+        """This round's frozen inputs; None when there is nothing to plan (no camera)."""
+        cameras = await self._cameras()
+        if not cameras:
+            return None
+        measured = await self.measurements()
+        rows = [row for r, st in measured["stats"].items() if st and self.roles[r].kind == EXECUTOR
+                for row in st.get("segment_latency", [])]
+        jobs = tuple(retrain_job(job, measured["stats"].get(j["role"]) or {}) for job, j in self.jobs.items())
+        s = self.settings
+        return PlannerContext(total_gpu=s.total_gpu - s.headroom,
+                              cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
+                              retrain_jobs=jobs, window_s=s.retrain_window_s,
+                              round_s=s.window_s or 10.0, scheduler=s.scheduler)
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.window_s)
+            try:
+                await self.replan()
+            except Exception:  # noqa: BLE001 - one bad round must not stop planning
+                log.exception("planning round failed")
+
+    async def replan(self) -> dict[str, Any]:
+        """One round now: plan, apply share changes make-before-break, persist; returns the plan view."""
+        async with self._lock:
+            ctx = await self.context()
+            if ctx is None:
+                return self.view()
+            decision = plan_round(ctx)
+            self.rounds += 1
+            self.last_decision_ms = decision.decision_ms
+            self._decision_ms.observe(decision.decision_ms)
+            log.info("planning round %d: %.2f ms, inference %.2f / retraining %.2f GPU, objective %.3f",
+                     self.rounds, decision.decision_ms, decision.inference_share, decision.retrain_share,
+                     decision.objective)
+            self.decision = decision_view(decision)
+            count = self.config.executors.count
+            target = role_shares(ShareContext(
+                decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
+                self._executor_roles(), {job: j["role"] for job, j in self.jobs.items()},
+                quantum=self.settings.quantum, floor=self.settings.floor))
+            current = {r: st.share for r, st in self.roles.items()}
+            await self._apply(stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu))
+            return self.view()
+
+    async def set_shares(self, target: dict[str, float]) -> list[dict[str, Any]]:
+        """Move the named roles to the given shares now (operators, benchmarks); returns switch reports."""
+        async with self._lock:
+            unknown = sorted(set(target) - set(self.roles))
+            if unknown:
+                raise ValueError(f"unknown roles {unknown}; known: {sorted(self.roles)}")
+            after = {r: st.share for r, st in self.roles.items()} | target
+            if any(v <= 0 for v in target.values()) or sum(after.values()) > self.settings.total_gpu + 1e-9:
+                raise ValueError(f"shares must be > 0 and sum to <= {self.settings.total_gpu}, got {after}")
+            return [r.as_dict() for r in await self._apply(target)]
+
+    async def _apply(self, target: Mapping[str, float]) -> list:
+        self.roles, reports = await self.realloc.apply(self.roles, target)
+        for rep in reports:
+            self._switches.inc(1, {"role": rep.role, "outcome": "ok" if rep.ok else "failed"})
+        self.last_switches = [r.as_dict() for r in reports]
+        await self._persist()
+        self._export()
+        return reports
+
+    # ------------------------------------------------------------------ retraining jobs
+    async def add_retrain_job(self, job_id: str, kwargs: dict[str, Any], share: float) -> dict[str, Any]:
+        """Start (or adopt) job `job_id`'s RetrainWorker (`worker_class(**kwargs)`) at `share`."""
+        async with self._lock:
+            role = f"{RETRAIN}-{job_id}"
+            self.jobs[job_id] = {"role": role, "kwargs": kwargs}
+            if role not in self.roles:
+                self._new_worker(RETRAIN, role, share, None)
+                self.roles[role] = RoleState(RETRAIN, 0, share, role)
+            await self._persist()
+            self._export()
+            return asdict(self.roles[role])
+
+    # ------------------------------------------------------------------ views
+    def _export(self) -> None:
+        for role, st in self.roles.items():
+            self._share.set(st.share, {"role": role, "kind": st.kind})
+        for cam, entry in self.decision.get("cameras", {}).items():
+            for app, choice in entry["apps"].items():
+                self._fps.set(choice["fps"], {"camera": cam, "app": app})
+                self._f1.set(choice["predicted_f1"], {"camera": cam, "app": app})
+        if "objective" in self.decision:
+            self._objective.set(self.decision["objective"])
+
+    def view(self) -> dict[str, Any]:
+        return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
+                "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
+                "total_gpu": self.settings.total_gpu, "updated_at": time.time()}
+
+    async def current_plan(self) -> dict[str, Any]:
+        return self.view()
+
+
+PlannerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Planner)
+
+
+def get_or_create_planner(serve_config: ServeConfig, settings: PlannerSettings | None = None) -> ActorHandle:
+    """The cluster's single Planner (named, detached when the executors are), created on first use."""
+    ex = serve_config.executors
+    return PlannerActor.options(
+        name=ACTOR_NAME, namespace=ex.namespace, get_if_exists=True, lifetime="detached" if ex.detached else None,
+    ).remote(serve_config.model_dump(mode="json"), settings)

@@ -1,0 +1,213 @@
+"""RetrainWorker: AMS continual learning for several cameras' apps on one GPU share (multi-client).
+
+A thin async shell over `stemcell.learning.ams.AmsTrainer`: per (camera, app) a sliding buffer
+(T_horizon 240 s), one phase of K=20 gradient-guided Adam steps (γ 5 %, lr 1e-3) above the app's
+branchpoint every T_update (ASR/ATR), published as a versioned sparse update. Due jobs are served
+round-robin, one phase at a time, on one training thread (AMS appendix E), so uploads and update
+requests are answered while a phase runs.
+
+Durability: every published version is written to `persist_dir` (`stemcell.learning.versions`);
+with `max_restarts` the re-run constructor reloads them, so edges keep patching from their
+version. Planned moves (a new GPU share: Ray cannot resize an actor) are make-before-break:
+
+    blob = await old.checkpoint.remote(pause=True)      # stop training, snapshot everything
+    new = RetrainWorker.options(num_gpus=s).remote(pkg, persist_dir=d, resume_from=blob)
+    await new.ready.remote(); <route samples/updates to new>; ray.kill(old)
+
+The checkpoint keeps weights, Adam moments and coordinate-descent scores, buffers, ASR/ATR state,
+versions and the round-robin cursor. Training runs on the CPU in this build (the GPU share is
+scheduled and memory-capped, but the learner does not move tensors to CUDA yet).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from typing import Any, TypeVar
+
+import numpy as np
+import ray
+import torch
+
+from actors.stem_executor import _limit_gpu_memory
+from stemcell.learning.ams import AmsConfig, AmsTrainer, Published, payload_kind
+from stemcell.learning.versions import VersionStore
+from stemcell.models import AppModel
+from stemcell.package import load_package
+from stemcell.world import CLASSES
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def read_checkpoint(blob: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint from `checkpoint()`; bytes are read with `weights_only=True` (no pickled code)."""
+    return blob if isinstance(blob, dict) else torch.load(io.BytesIO(blob), weights_only=True)
+
+
+@ray.remote
+class RetrainWorker:
+    def __init__(self, package_dir: str, *, persist_dir: str | None = None, config: dict[str, Any] | None = None,
+                 share: float = 0.0, resume_from: bytes | dict[str, Any] | None = None, auto: bool = True,
+                 poll_s: float = 0.25) -> None:
+        _limit_gpu_memory(share)
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        torch.set_num_threads(max(1, int(cpus)))
+        self._share = share
+        self._package = load_package(package_dir)
+        base_cfg = AmsConfig(input_size=self._package.manifest.base.input_size)
+        self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
+        self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
+        self._paused = not auto
+        self._poll_s = poll_s
+        self._restored = 0
+        if resume_from is not None:
+            self._trainer.load_state_dict(read_checkpoint(resume_from), self._model)
+            self._restored = len(self._trainer.order)
+        elif self._store is not None:
+            self._restore_from_store()
+        self._loop_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def _model(self, camera: str, app: str, spec: dict[str, Any]) -> AppModel:
+        return self._package.app_model(app, int(spec["branchpoint"]))
+
+    def _target(self, app: str) -> int:
+        entry = next((a for a in self._package.manifest.apps if a.name == app), None)
+        if entry is None:
+            raise ValueError(f"app {app!r} is not in the package")
+        return CLASSES.index(entry.target_class)
+
+    def _restore_from_store(self) -> None:
+        assert self._store is not None
+        for camera, app in self._store.jobs():
+            stored = self._store.load(camera, app)
+            if stored is None:
+                continue
+            job = self._trainer.add_job(camera, app, self._model(camera, app, stored.spec), stored.target, stored.spec)
+            job.restore_published(stored.version, stored.weights, stored.updates, stored.last_trained_s)
+            self._restored += 1
+        log.info("restored %d job(s) from %s", self._restored, self._store.root)
+
+    async def _on(self, fn: Callable[..., V], *args: Any) -> V:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        """Serve due jobs round-robin, one phase per turn; idle-poll when nothing is due."""
+        while True:
+            published = None if self._paused else await self._on(self._run_next)
+            if published is None:
+                await asyncio.sleep(self._poll_s)
+
+    def _run_next(self) -> Published | None:
+        published = self._trainer.run_next()
+        if published is not None:
+            self._persist(published)
+        return published
+
+    def _persist(self, p: Published) -> None:
+        if self._store is None:
+            return
+        job = self._trainer.job(p.camera, p.app)
+        self._store.save(p.camera, p.app, version=job.version, target=job.target, spec=job.spec,
+                         last_trained_s=job.last_trained_s, weights=job.learner.trainable_state(),
+                         update=job.encoded.get(job.version))
+
+    # ------------------------------------------------------------------ API
+    async def ready(self) -> dict[str, Any]:
+        self._ensure_loop()
+        return {"device": "cpu", "share": self._share, "jobs": len(self._trainer.order), "restored": self._restored,
+                "config": {k: v for k, v in asdict(self._trainer.config).items() if k != "rates"}}
+
+    async def set_camera(self, camera: str, apps: list[dict[str, Any]]) -> dict[str, int]:
+        """Make sure (camera, app) jobs exist for `apps` ([{"app", "branchpoint"}]); idempotent.
+
+        A job keeps its first branchpoint: a moved branchpoint changes the tensors an edge holds,
+        so it needs a new job (remove the camera first)."""
+        self._ensure_loop()
+
+        def add() -> dict[str, int]:
+            for a in apps:
+                spec = {"branchpoint": int(a["branchpoint"])}
+                self._trainer.add_job(camera, a["app"], self._model(camera, a["app"], spec), self._target(a["app"]), spec)
+            return self._trainer.advice(camera)["versions"]
+
+        return await self._on(add)
+
+    async def remove_camera(self, camera: str) -> bool:
+        removed = await self._on(self._trainer.remove_camera, camera)
+        if self._store is not None:
+            await self._on(self._store.delete_camera, camera)
+        return removed
+
+    async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Teacher-labelled samples of one camera -> {"accepted", "sampling_fps", "t_update_s", "versions"}."""
+        self._ensure_loop()
+        return await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames), np.asarray(labels))
+
+    async def advice(self, camera: str) -> dict[str, Any]:
+        return await self._on(self._trainer.advice, camera)
+
+    async def run_pending(self) -> list[dict[str, Any]]:
+        """One round-robin round now (tests, benchmarks, and callers running with auto=False)."""
+        def run() -> list[Published]:
+            out = []
+            for _ in range(len(self._trainer.order)):
+                p = self._run_next()
+                if p is None:
+                    break
+                out.append(p)
+            return out
+
+        return [asdict(p) for p in await self._on(run)]
+
+    async def update_since(self, camera: str, app: str, since: int | None) -> tuple[bytes, dict[str, Any]] | None:
+        """Encoded update taking an edge at `since` to the current version; None when it is current."""
+        def get() -> tuple[bytes, dict[str, Any]] | None:
+            found = self._trainer.job(camera, app).payload_since(since)
+            if found is None:
+                return None
+            payload, update = found
+            return payload, {"version": update.version, "base_version": update.base_version,
+                             "kind": payload_kind(update.version, update.base_version, since)}
+
+        return await self._on(get)
+
+    async def weights(self, camera: str, app: str) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, upper segments + head incl. BN buffers): what `StemExecutor.set_app_weights` takes."""
+        def get() -> tuple[int, dict[str, torch.Tensor]]:
+            job = self._trainer.job(camera, app)
+            return job.version, {k: v.clone() for k, v in job.learner.model.trainable_state_dict().items()}
+
+        return await self._on(get)
+
+    async def checkpoint(self, pause: bool = False) -> bytes:
+        """Snapshot for a make-before-break move (`resume_from=`); `pause=True` stops training first,
+        so no update is published here after the snapshot."""
+        if pause:
+            self._paused = True
+        return await self._on(lambda: checkpoint_bytes(self._trainer.state_dict()))
+
+    async def resume(self) -> None:
+        self._paused = False
+
+    async def stats(self) -> dict[str, Any]:
+        """Per job: measured retraining wall/CPU seconds, updates, recent accuracy gains, rates."""
+        jobs = await self._on(self._trainer.stats)
+        return {"device": "cpu", "share": self._share, "paused": self._paused, "jobs": jobs,
+                "retrain_wall_s": sum(j["wall_s"] for j in jobs.values()),
+                "retrain_cpu_s": sum(j["cpu_s"] for j in jobs.values())}

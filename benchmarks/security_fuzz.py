@@ -1,0 +1,451 @@
+"""Fuzz the Stemcell HTTP API with hostile input and count what it answers: goal zero 5xx, zero crashes.
+
+Categories (every request goes over a raw socket, byte for byte as written here: no client library
+normalises the path, the headers or the framing):
+
+  random_bytes   random bodies, and valid JPEG/PNG frames with flipped, cut or inserted bytes
+  bombs          tiny PNG/JPEG files declaring huge dimensions, zlib bombs in IDAT/zTXt, lying sizes
+  path_ids       `..`, `%2F`, `%00`, unicode, RTL marks, very long camera ids, on every camera route
+  headers        huge header values, thousands of headers, lying Content-Length, bad framing
+  multipart      too many parts, oversized parts, broken boundaries, stray fields
+  tokens         no token, wrong token, another camera's token, malformed Authorization headers
+  json           random and deeply nested JSON on the admin routes
+  methods        every route with the wrong methods and random query strings
+
+A case *fails* when the answer is a 5xx, or when no answer comes back for a well-formed request
+(the server closing a connection on malformed HTTP is fine).  After the campaign the deployment
+must still serve a good camera.
+
+    python benchmarks/security_fuzz.py --quick --out out/reliability/security_fuzz_quick.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks.harness` importable
+
+from stemcell.imaging import encode_jpeg, encode_png  # noqa: E402
+
+GOOD, OTHER = "fuzz-good", "fuzz-other"  # the cameras every campaign registers
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request, as raw bytes on the wire."""
+
+    category: str
+    name: str
+    method: str
+    path: str  # already percent-encoded, sent verbatim
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+    well_formed: bool = True  # False: broken HTTP framing, where closing the connection is a fair answer
+
+
+@dataclass(frozen=True)
+class Result:
+    case: Case
+    status: int  # 0: connection closed / reset without a status line
+    seconds: float
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 500 or (self.status == 0 and self.case.well_formed)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    good: str  # GOOD's token
+    other: str  # OTHER's token
+
+
+# --------------------------------------------------------------------------- hostile images
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_declaring(width: int, height: int, idat: bytes = b"\0" * 64, extra: bytes = b"") -> bytes:
+    """A PNG of a few hundred bytes whose header declares width x height (the classic decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra
+            + _png_chunk(b"IDAT", zlib.compress(idat, 9)) + _png_chunk(b"IEND", b""))
+
+
+def jpeg_declaring(width: int, height: int, base: bytes) -> bytes:
+    """A real JPEG whose start-of-frame header is rewritten to declare width x height."""
+    pos = 2
+    while pos + 4 <= len(base):
+        marker, length = base[pos + 1], struct.unpack(">H", base[pos + 2:pos + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            return base[:pos + 5] + struct.pack(">HH", height, width) + base[pos + 9:]
+        pos += 2 + length
+    raise ValueError("no SOF0/1/2 marker in the base JPEG")
+
+
+def _bombs(jpeg: bytes, png: bytes) -> Iterator[tuple[str, bytes, str]]:
+    zeros = b"\0" * (48 << 20)  # 48 MiB of zeros: ~48 KiB compressed
+    yield "png_50000x50000", png_declaring(50_000, 50_000), "image/png"
+    yield "png_max_u32", png_declaring(0xFFFFFFFF, 0xFFFFFFFF), "image/png"
+    yield "png_1x2^31", png_declaring(1, 2**31), "image/png"
+    yield "png_zero_width", png_declaring(0, 100), "image/png"
+    yield "png_idat_zlib_bomb", png_declaring(64, 64, idat=zeros), "image/png"
+    ztxt = _png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(zeros, 9))
+    yield "png_ztxt_zlib_bomb", png[:33] + ztxt + png[33:], "image/png"
+    iccp = _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(zeros, 9))
+    yield "png_iccp_zlib_bomb", png[:33] + iccp + png[33:], "image/png"
+    yield "png_idat_longer_than_declared", png_declaring(2, 2, idat=b"\0" * 100_000), "image/png"
+    yield "jpeg_65535x65535", jpeg_declaring(65535, 65535, jpeg), "image/jpeg"
+    yield "jpeg_1x65535", jpeg_declaring(1, 65535, jpeg), "image/jpeg"
+    yield "jpeg_zero_height", jpeg_declaring(64, 0, jpeg), "image/jpeg"
+    yield "jpeg_smaller_than_data", jpeg_declaring(8, 8, jpeg), "image/jpeg"
+    yield "jpeg_larger_than_data", jpeg_declaring(900, 900, jpeg), "image/jpeg"
+
+
+def _mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
+    """A valid image with a few bytes flipped, a cut, or a chunk repeated (keeps the magic bytes)."""
+    b = bytearray(data)
+    kind = rng.choice(["flip", "cut", "insert", "repeat", "zero_run"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 16)):
+            i = rng.randrange(2, len(b))
+            b[i] ^= 1 << rng.randrange(8)
+    elif kind == "cut":
+        b = b[:rng.randrange(4, len(b))] + data[-2:]  # keep the end marker: only the middle is missing
+    elif kind == "insert":
+        i = rng.randrange(2, len(b))
+        b[i:i] = rng.randbytes(rng.randint(1, 256))
+    elif kind == "repeat":
+        i = rng.randrange(2, len(b) - 1)
+        j = rng.randrange(i + 1, len(b))
+        b[j:j] = b[i:j]
+    else:
+        i = rng.randrange(2, len(b))
+        b[i:i + rng.randint(1, 512)] = b"\0" * min(512, len(b) - i)
+    return kind, bytes(b)
+
+
+# --------------------------------------------------------------------------- case generation
+def _auth(token: str) -> tuple[str, str]:
+    return ("Authorization", f"Bearer {token}")
+
+
+def _multipart(parts: list[tuple[str, str | None, str | None, bytes]], boundary: str) -> bytes:
+    """parts: (field name, filename or None, content type or None, payload)."""
+    out = []
+    for name, filename, ctype, payload in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disp}\r\n" + (f"Content-Type: {ctype}\r\n" if ctype else "")
+        out.append(head.encode() + b"\r\n" + payload + b"\r\n")
+    return b"".join(out) + f"--{boundary}--\r\n".encode()
+
+
+_TRICKY_IDS = ["..", "%2E%2E", "..%2F..%2Fadmin", "%2F", "%2Fetc%2Fpasswd", "cam%00x", "%00", "%252F", ".",
+               "%C3%A4", "%F0%9F%93%B7", "%E2%80%AE" + "cam", "%FF%FE", "a" * 70, "a" * 5000, "x" * 60_000,
+               "%20", "cam%20-1", "cam%0D%0AX-Injected:%201", GOOD + "%2F..", GOOD.upper(), "..." * 30,
+               "con", "nul", "-", "_", "a.b", "%5C..%5C"]
+
+
+def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random_bodies: int,
+                   frame: np.ndarray) -> list[Case]:
+    """The campaign: a fixed list per category plus `mutations` mutated images and `random_bodies` random bodies."""
+    jpeg, png = encode_jpeg(frame), encode_png(frame)
+    good_path = f"/cameras/{GOOD}/frames"
+    cam = _auth(tokens.good)
+    cases: list[Case] = []
+
+    def add(category: str, name: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"",
+            well_formed: bool = True) -> None:
+        cases.append(Case(category, name, method, path, tuple(headers), body, well_formed))
+
+    # random bytes and mutated images, to the single and the batch route
+    for i in range(random_bodies):
+        body = rng.randbytes(rng.choice([0, 1, 7, 100, 4096, 60_000]))
+        if rng.random() < 0.5:
+            body = rng.choice([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]) + body
+        ctype = rng.choice(["image/jpeg", "image/png", "application/octet-stream", "", "image/jpeg; q=\x01"])
+        add("random_bytes", f"random_{i}", "POST", good_path, [cam, ("Content-Type", ctype)] if ctype else [cam], body)
+    for i in range(mutations):
+        base, ctype = (jpeg, "image/jpeg") if i % 2 == 0 else (png, "image/png")
+        kind, body = _mutate(base, rng)
+        if i % 5 == 4:
+            boundary = "b" + rng.randbytes(8).hex()
+            add("random_bytes", f"mutated_batch_{kind}_{i}", "POST", good_path + ":batch",
+                [cam, ("Content-Type", f"multipart/form-data; boundary={boundary}")],
+                _multipart([("frames", "a.jpg", ctype, body), ("frames", "b.jpg", "image/jpeg", jpeg)], boundary))
+        else:
+            add("random_bytes", f"mutated_{kind}_{i}", "POST", good_path, [cam, ("Content-Type", ctype)], body)
+
+    # decompression bombs, alone and inside a batch
+    for name, body, ctype in _bombs(jpeg, png):
+        add("bombs", name, "POST", good_path, [cam, ("Content-Type", ctype)], body)
+        add("bombs", name + "_batch", "POST", good_path + ":batch",
+            [cam, ("Content-Type", "multipart/form-data; boundary=xx")], _multipart([("frames", "f", ctype, body)], "xx"))
+
+    # path tricks on every camera route, with the admin token (which may see everything) and a camera token
+    for ident in _TRICKY_IDS:
+        for token_name, token in (("admin", tokens.admin), ("camera", tokens.good)):
+            add("path_ids", f"frames_{token_name}_{ident[:24]}", "POST", f"/cameras/{ident}/frames",
+                [_auth(token), ("Content-Type", "image/jpeg")], jpeg)
+            add("path_ids", f"status_{token_name}_{ident[:24]}", "GET", f"/cameras/{ident}/status", [_auth(token)])
+        add("path_ids", f"delete_{ident[:24]}", "DELETE", f"/admin/cameras/{ident}", [_auth(tokens.admin)])
+        add("path_ids", f"add_{ident[:24]}", "POST", "/admin/cameras", [_auth(tokens.admin), ("Content-Type", "application/json")],
+            json.dumps({"camera_id": ident, "apps": ["car"]}).encode())
+    for path in ["/cameras/../admin/plan", "/cameras/%2E%2E/admin/plan", "//admin//plan", "/admin/plan/..",
+                 "/admin/./plan", "/cameras/" + GOOD + "/frames/../status", "/" + "a/" * 2000, "/%", "/%zz",
+                 "/cameras/" + GOOD + "/frames;x=1", "/cameras/" + GOOD + "/frames%3Abatch"]:
+        add("path_ids", f"raw_path_{path[:30]}", "GET", path, [cam])
+
+    # headers
+    add("headers", "huge_header_value", "GET", "/healthz", [("X-Big", "a" * 200_000)], well_formed=False)
+    add("headers", "many_headers", "GET", "/healthz", [(f"X-H{i}", "v") for i in range(5000)], well_formed=False)
+    add("headers", "huge_authorization", "POST", good_path, [("Authorization", "Bearer " + "t" * 100_000),
+                                                            ("Content-Type", "image/jpeg")], jpeg, well_formed=False)
+    add("headers", "long_authorization", "POST", good_path, [("Authorization", "Bearer " + "t" * 4000),
+                                                            ("Content-Type", "image/jpeg")], jpeg)
+    add("headers", "huge_content_type", "POST", good_path, [cam, ("Content-Type", "image/jpeg;" + "x" * 8000)], jpeg)
+    add("headers", "content_length_lies_short", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Content-Length", "10")], jpeg, well_formed=False)
+    add("headers", "content_length_negative", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Content-Length", "-5")], jpeg, well_formed=False)
+    add("headers", "content_length_huge", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Content-Length", "99999999999999999999")], jpeg, well_formed=False)
+    add("headers", "content_length_twice", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Content-Length", str(len(jpeg))), ("Content-Length", "3")], jpeg,
+        well_formed=False)
+    add("headers", "chunked_garbage", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Transfer-Encoding", "chunked")], b"zz\r\nnope\r\n", well_formed=False)
+    add("headers", "chunked_and_length", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Transfer-Encoding", "chunked"), ("Content-Length", "4")],
+        b"4\r\nabcd\r\n0\r\n\r\n", well_formed=False)
+    add("headers", "two_content_types", "POST", good_path,
+        [cam, ("Content-Type", "image/jpeg"), ("Content-Type", "image/png")], jpeg)
+    add("headers", "non_ascii_header", "POST", good_path, [cam, ("Content-Type", "image/jpeg"), ("X-Ü", "ä")], jpeg,
+        well_formed=False)
+
+    # multipart
+    batch_path = good_path + ":batch"
+    for name, ctype, body in [
+        ("too_many_parts", "multipart/form-data; boundary=b", _multipart([("frames", "f", "image/jpeg", jpeg)] * 200, "b")),
+        ("too_many_fields", "multipart/form-data; boundary=b", _multipart([("ts", None, None, b"1")] * 500, "b")),
+        ("oversized_part", "multipart/form-data; boundary=b",
+         _multipart([("frames", "f", "image/jpeg", jpeg[:-2] + b"\0" * (2 << 20) + jpeg[-2:])], "b")),
+        ("oversized_field", "multipart/form-data; boundary=b", _multipart([("ts", None, None, b"1" * (2 << 20))], "b")),
+        ("no_boundary", "multipart/form-data", _multipart([("frames", "f", "image/jpeg", jpeg)], "b")),
+        ("wrong_boundary", "multipart/form-data; boundary=zzz", _multipart([("frames", "f", "image/jpeg", jpeg)], "b")),
+        ("huge_boundary", "multipart/form-data; boundary=" + "b" * 5000,
+         _multipart([("frames", "f", "image/jpeg", jpeg)], "b" * 5000)),
+        ("unterminated", "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"frames\"; "
+         b"filename=\"f\"\r\n\r\n" + jpeg),
+        ("no_disposition", "multipart/form-data; boundary=b", b"--b\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n--b--\r\n"),
+        ("no_name", "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n"),
+        ("frames_as_field", "multipart/form-data; boundary=b", _multipart([("frames", None, None, b"notafile")], "b")),
+        ("ts_as_file", "multipart/form-data; boundary=b",
+         _multipart([("frames", "f", "image/jpeg", jpeg), ("ts", "t.txt", "text/plain", b"1")], "b")),
+        ("empty_body", "multipart/form-data; boundary=b", b""),
+        ("only_closing", "multipart/form-data; boundary=b", b"--b--\r\n"),
+        ("huge_part_headers", "multipart/form-data; boundary=b",
+         b"--b\r\nContent-Disposition: form-data; name=\"frames\"; filename=\"" + b"f" * 200_000 + b"\"\r\n\r\nx\r\n--b--\r\n"),
+        ("unicode_names", "multipart/form-data; boundary=b",
+         _multipart([("fr\u00e4mes", "\u00fc.jpg", "image/jpeg", jpeg)], "b").replace(b"\\u", b"")),
+        ("urlencoded_instead", "application/x-www-form-urlencoded", b"frames=" + b"a" * 1000),
+    ]:
+        add("multipart", name, "POST", batch_path, [cam, ("Content-Type", ctype)], body)
+
+    # tokens, on camera and admin routes
+    for name, headers in [("no_token", []), ("wrong_token", [_auth("w" * 32)]), ("other_camera", [_auth(tokens.other)]),
+                          ("empty_bearer", [("Authorization", "Bearer ")]), ("basic", [("Authorization", "Basic YTpi")]),
+                          ("lowercase_scheme", [("Authorization", "bearer " + tokens.good)]),
+                          ("two_spaces", [("Authorization", "Bearer  " + tokens.good + " x")]),
+                          ("token_with_nul", [("Authorization", "Bearer abc\x00def")]),
+                          ("admin_prefix", [_auth(tokens.admin[:-1])]), ("camera_on_admin", [cam]),
+                          ("two_auth_headers", [_auth("w" * 32), cam])]:
+        add("tokens", f"{name}_frames", "POST", good_path, [*headers, ("Content-Type", "image/jpeg")], jpeg,
+            well_formed="\x00" not in name)
+        add("tokens", f"{name}_plan", "GET", "/admin/plan", headers)
+        add("tokens", f"{name}_add", "POST", "/admin/cameras", [*headers, ("Content-Type", "application/json")],
+            json.dumps({"camera_id": GOOD, "apps": ["car"], "token": "x" * 32}).encode())
+
+    # JSON on admin routes
+    admin = [_auth(tokens.admin), ("Content-Type", "application/json")]
+    for name, body in [("deep_list", b"[" * 100_000 + b"]" * 100_000), ("deep_object", b'{"a":' * 20_000 + b"1" + b"}" * 20_000),
+                       ("huge_number", b'{"camera_id":"x","apps":["car"],"fps":1' + b"0" * 5000 + b"}"),
+                       ("nan", b'{"camera_id":"x","apps":["car"],"fps":NaN}'), ("bad_utf8", b'{"camera_id":"\xff\xfe"}'),
+                       ("utf16", json.dumps({"camera_id": "x", "apps": ["car"]}).encode("utf-16")),
+                       ("many_apps", json.dumps({"camera_id": "x", "apps": ["car"] * 10_000}).encode()),
+                       ("null", b"null"), ("list", b"[]"), ("string", b'"x"'), ("empty", b""),
+                       ("app_path", json.dumps({"app": "car", "package_dir": "/etc/../../proc/self/environ"}).encode()),
+                       ("app_nul", json.dumps({"app": "car", "package_dir": "a\x00b"}).encode()),
+                       ("app_dev", json.dumps({"app": "car", "package_dir": "/dev"}).encode())]:
+        route = "/admin/apps" if name.startswith("app_") else "/admin/cameras"
+        add("json", name, "POST", route, admin, body)
+    for i in range(random_bodies // 2):
+        doc = {rng.choice(["camera_id", "apps", "fps", "token", "x"]): rng.choice(
+            [None, True, -1, 1e308, "", "car", [], [{}], {"app": 1}, ["car", {"app": "car", "branchpoint": -1}],
+             "a" * rng.randint(0, 200)]) for _ in range(rng.randint(0, 5))}
+        add("json", f"random_json_{i}", "POST", "/admin/cameras", admin, json.dumps(doc).encode())
+
+    # methods and query strings
+    for path in ["/healthz", "/readyz", "/admin/plan", "/admin/cameras", good_path, good_path + ":batch",
+                 f"/cameras/{GOOD}/status", "/docs", "/openapi.json"]:
+        for method in ["PUT", "PATCH", "OPTIONS", "TRACE", "HEAD", "FOO"]:
+            add("methods", f"{method}_{path}", method, path, [cam])
+    for query in ["ts=1e400", "ts=-0", "ts=0x10", "ts=" + "9" * 5000, "ts=1&ts=2", "ts=%00", "ts=%FF", "ts", "=", "&&&",
+                  "ts=" + "%41" * 3000, "ts=1;ts=2"]:
+        add("methods", f"query_{query[:20]}", "POST", f"{good_path}?{query}", [cam, ("Content-Type", "image/jpeg")], jpeg)
+    return cases
+
+
+# --------------------------------------------------------------------------- sending
+def _recv_status(sock: socket.socket) -> int:
+    buf = b""
+    while b"\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    parts = buf.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return 0
+    return int(parts[1])
+
+
+def send(base_url: str, case: Case, timeout_s: float = 60.0) -> Result:
+    """Send `case` on a fresh connection (Connection: close) and read the status line."""
+    url = urlsplit(base_url)
+    head = [f"{case.method} {case.path} HTTP/1.1", f"Host: {url.hostname}", "Connection: close"]
+    names = {k.lower() for k, _ in case.headers}
+    head += [f"{k}: {v}" for k, v in case.headers]
+    if "content-length" not in names and "transfer-encoding" not in names and (case.body or case.method == "POST"):
+        head.append(f"Content-Length: {len(case.body)}")
+    raw = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape") + case.body
+    started = time.perf_counter()
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=timeout_s) as sock:
+            try:
+                sock.sendall(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may answer (413, 431) and close before reading everything we send
+            status = _recv_status(sock)
+    except (ConnectionResetError, BrokenPipeError, socket.timeout):
+        status = 0
+    return Result(case, status, time.perf_counter() - started)
+
+
+def run_campaign(base_url: str, cases: list[Case], on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    results = []
+    for case in cases:
+        result = send(base_url, case)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def summarise(results: list[Result]) -> list[dict]:
+    """One row per category: cases tried, failures (5xx or no answer), and the statuses seen."""
+    rows = []
+    for category in sorted({r.case.category for r in results}):
+        mine = [r for r in results if r.case.category == category]
+        statuses = Counter(r.status for r in mine)
+        rows.append({"category": category, "tried": len(mine), "failures": sum(r.failed for r in mine),
+                     "status_5xx": sum(n for s, n in statuses.items() if s >= 500),
+                     "no_answer": statuses.get(0, 0), "statuses": dict(sorted(statuses.items())),
+                     "max_s": max(r.seconds for r in mine)})
+    return rows
+
+
+def register_fuzz_cameras(dep: object) -> Tokens:
+    """GOOD and OTHER with the package's first app (`dep` is a `benchmarks.harness.Deployment`)."""
+    dep.add_cameras([GOOD, OTHER], ["car"])  # type: ignore[attr-defined]
+    return Tokens(dep.admin_token, dep.camera_tokens[GOOD], dep.camera_tokens[OTHER])  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- benchmark
+def _plot(rows: list[dict], path: Path) -> None:
+    from stemcell.eval import save_plot
+    from stemcell.eval.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    names = [r["category"] for r in rows]
+    ax.bar(names, [r["tried"] for r in rows], color="#4c72b0", label="tried")
+    ax.bar(names, [r["failures"] for r in rows], color="#c44e52", label="failures (5xx / no answer)")
+    ax.set_ylabel("requests")
+    ax.set_title(f"security fuzz: {sum(r['tried'] for r in rows)} tried, {sum(r['failures'] for r in rows)} failures",
+                 fontsize=9)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    save_plot(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller campaign (< 60 s on 2 cores)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (Parquet and PNG beside it)")
+    parser.add_argument("--mutations", type=int, help="mutated JPEG/PNG frames (default 60 quick, 1500 full)")
+    parser.add_argument("--random-bodies", type=int, help="random bodies and JSON docs (default 30 quick, 500 full)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    mutations = args.mutations if args.mutations is not None else (60 if args.quick else 1500)
+    random_bodies = args.random_bodies if args.random_bodies is not None else (30 if args.quick else 500)
+
+    import ray
+
+    from benchmarks.harness import deploy, write_serve_config
+    from stemcell.client import Camera
+    from stemcell.eval import print_table, save_results
+    from tests.helpers.builders import tiny_package
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stemcell-fuzz-") as tmp:
+        root = Path(tmp)
+        tiny_package(root / "pkg", branchpoints=(0, 6), apps=("car",))
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            dep = deploy(write_serve_config(root, root / "pkg", app_name="stemcell-fuzz", namespace="stemcell-fuzz",
+                                            token_env="STEMCELL_FUZZ_ADMIN_TOKEN",
+                                            limits={"max_image_bytes": 1 << 20, "max_pixels": 1 << 20,
+                                                    "max_batch_frames": 8, "max_batch_bytes": 4 << 20}),
+                         proxy_location="EveryNode")
+            tokens = register_fuzz_cameras(dep)
+            frame = np.random.default_rng(args.seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            cases = generate_cases(tokens, random.Random(args.seed), mutations=mutations, random_bodies=random_bodies,
+                                   frame=frame)
+            print(f"serving after {time.perf_counter() - started:.1f} s; sending {len(cases)} cases", flush=True)
+            results = run_campaign(dep.url, cases)
+            with Camera(dep.url, tokens.good, GOOD, retries=0) as good:
+                still_serves = len(good.infer(frame)["results"]) == 1
+        finally:
+            ray.shutdown()
+    rows = summarise(results)
+    failures = [{"category": r.case.category, "name": r.case.name, "status": r.status} for r in results if r.failed]
+    print_table(rows, ["category", "tried", "failures", "status_5xx", "no_answer", "statuses", "max_s"],
+                title=f"security fuzz ({len(results)} requests, seed {args.seed})")
+    print(f"\n{sum(r['failures'] for r in rows)} failures; good camera still served afterwards: {still_serves}")
+    for f in failures[:20]:
+        print(f"  FAILED {f}")
+    summary = {"tried": len(results), "failures": len(failures), "still_serves": still_serves, "seed": args.seed,
+               "failed_cases": failures, "rows": rows}
+    out = save_results(summary, args.out, rows=[{**r, "statuses": json.dumps(r["statuses"])} for r in rows])
+    _plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""The AMS server loop for many cameras (AMS Algorithm 1 + appendix E), without Ray.
+
+Per camera a `CameraSession`: one sliding buffer of teacher-labelled samples (every app of the
+camera trains on the same frames, on its own label column) and one ASR/ATR controller (the φ-score
+is a property of the scene, not of an app). Per (camera, app) an `AppJob`: a `ContinualLearner`
+(gradient-guided Adam, only above the branchpoint), the published update history and its costs.
+
+`AmsTrainer` holds the sessions and serves due jobs *round-robin*, one retraining phase at a time
+(AMS's multi-client server: one process touches the GPU at a time, each session gets one step
+per turn). The clock is the samples' own timestamps (video time): a job is due once its camera's
+newest sample is T_update past its last training, so the same code runs live (timestamps are wall
+time) and in simulation. The RetrainWorker actor is a shell around this class.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemcell.learning.buffer import SampleBuffer
+from stemcell.learning.codec import SparseUpdate, catch_up_update, decode, encode
+from stemcell.learning.coordinate_descent import Selection
+from stemcell.learning.rates import (
+    ASRState,
+    ATRState,
+    LabelledSample,
+    RatesConfig,
+    RatesState,
+    rates_init,
+)
+from stemcell.learning.rates import step as rates_step
+from stemcell.learning.retrain import ContinualLearner, buffer_batches
+from stemcell.models import AppModel, to_input
+
+CHECKPOINT_FORMAT = 1
+JobKey = tuple[str, str]  # (camera id, app name)
+# (camera, app, spec) -> a fresh app model (package candidate, stem shared): used to rebuild on resume
+ModelFactory = Callable[[str, str, dict[str, Any]], AppModel]
+
+
+def payload_kind(version: int, base_version: int | None, since: int | None) -> str:
+    """How an update relates to the edge's version: "full", "sparse" (one step) or "merged"."""
+    if base_version is None:
+        return "full"
+    return "sparse" if since is not None and version == since + 1 else "merged"
+
+
+@dataclass(frozen=True)
+class AmsConfig:
+    horizon_s: float = 240.0  # T_horizon: the buffer keeps this much video time
+    iterations: int = 20  # K Adam steps per model update (one coordinate-descent phase)
+    lr: float = 1e-3
+    gamma: float | None = 0.05  # coordinates per phase; None = full-model Adam
+    selection: Selection = "cumulative"
+    batch_size: int = 16
+    input_size: int | None = None  # model input resolution (None = the frames' own)
+    adaptive: bool = True  # ASR + ATR; False = `fixed_fps` and T_update = rates.atr.base_s
+    fixed_fps: float = 1.0
+    rates: RatesConfig = field(default_factory=RatesConfig)
+    history: int = 32  # published updates kept per job, for merged catch-up updates
+    max_buffer: int = 4096  # samples per camera, whatever the rate
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Published:
+    """One model update that a job published."""
+
+    camera: str
+    app: str
+    version: int  # version after the update
+    t_s: float  # video time of the newest sample it trained on
+    update_bytes: int  # encoded size (downlink cost of a current edge)
+    mask_fraction: float  # coordinates sent / trainable coordinates
+    loss_before: float
+    loss_after: float
+    fresh_accuracy_before: float | None  # accuracy on samples newer than the last update, before training
+    fresh_accuracy_after: float | None  # same samples after training (they were in the training set)
+    wall_s: float  # retraining wall time
+    cpu_s: float  # process CPU time spent retraining
+
+
+@dataclass
+class JobStats:
+    """Measured costs and recent gains of one job (what the Planner reads)."""
+
+    updates: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    recent_gains: list[float] = field(default_factory=list)  # accuracy after - before on fresh samples
+    last: dict[str, Any] | None = None
+
+
+class AppJob:
+    """One app on one camera: its learner, its published versions and their costs."""
+
+    def __init__(self, camera: str, app: str, model: AppModel, target: int, config: AmsConfig,
+                 spec: dict[str, Any] | None = None) -> None:
+        self.camera, self.app, self.target, self.config = camera, app, target, config
+        self.spec = dict(spec or {})
+        self.learner = ContinualLearner(model, lr=config.lr, gamma=config.gamma, phase_steps=config.iterations,
+                                        selection=config.selection, seed=config.seed)
+        self.history: dict[int, SparseUpdate] = {}
+        self.encoded: dict[int, bytes] = {}
+        self.last_trained_s: float | None = None
+        self.stats = JobStats()
+
+    @property
+    def version(self) -> int:
+        return self.learner.version
+
+    def due(self, latest_s: float | None, oldest_s: float | None, t_update_s: float) -> bool:
+        if latest_s is None or oldest_s is None:
+            return False
+        since = self.last_trained_s if self.last_trained_s is not None else oldest_s
+        return latest_s - since >= t_update_s
+
+    @torch.no_grad()
+    def _accuracy(self, frames: np.ndarray, labels: np.ndarray) -> float:
+        logits = self.learner.model(to_input(frames, self.config.input_size))[:, 0]
+        return float(((logits > 0).numpy() == (labels[:, self.target] > 0.5)).mean())
+
+    def retrain(self, buffer: SampleBuffer, rng: np.random.Generator) -> Published:
+        """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update."""
+        started, cpu = time.perf_counter(), time.process_time()
+        fresh = buffer.items(self.last_trained_s)
+        fresh_x = np.stack([it.frame for it in fresh]) if fresh else None
+        fresh_y = np.stack([it.labels for it in fresh]) if fresh else None
+        before = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
+        batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=rng,
+                                 targets=[self.target], input_size=self.config.input_size)
+        result = self.learner.retrain(batches, self.config.iterations)
+        after = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
+        self._remember(result.update, result.update_bytes)
+        self.last_trained_s = buffer.latest_s
+        published = Published(
+            self.camera, self.app, result.version, float(buffer.latest_s or 0.0), len(result.update_bytes),
+            result.mask_fraction, result.loss_before, result.loss_after, before, after,
+            time.perf_counter() - started, time.process_time() - cpu)
+        self._account(published)
+        return published
+
+    def _remember(self, update: SparseUpdate, payload: bytes) -> None:
+        self.history[update.version] = update
+        self.encoded[update.version] = payload
+        for old in sorted(self.history)[: -self.config.history]:
+            del self.history[old], self.encoded[old]
+
+    def _account(self, p: Published) -> None:
+        s = self.stats
+        s.updates += 1
+        s.wall_s += p.wall_s
+        s.cpu_s += p.cpu_s
+        if p.fresh_accuracy_before is not None and p.fresh_accuracy_after is not None:
+            s.recent_gains = [*s.recent_gains, p.fresh_accuracy_after - p.fresh_accuracy_before][-8:]
+        s.last = asdict(p)
+
+    def update_since(self, edge_version: int | None) -> SparseUpdate | None:
+        """What an edge at `edge_version` needs (None: up to date; merged or full otherwise)."""
+        return catch_up_update(edge_version, self.history, self.learner.trainable_state(), version=self.version)
+
+    def payload_since(self, edge_version: int | None) -> tuple[bytes, SparseUpdate] | None:
+        """Encoded form of `update_since`; the exact published bytes when the edge missed just one."""
+        update = self.update_since(edge_version)
+        if update is None:
+            return None
+        if update.base_version == edge_version and update.version in self.encoded and edge_version is not None:
+            return self.encoded[update.version], update
+        return encode(update), update
+
+    def restore_published(self, version: int, weights: dict[str, torch.Tensor], updates: dict[int, bytes],
+                          last_trained_s: float | None) -> None:
+        """Back to a durably stored version after a crash (optimiser moments start afresh)."""
+        with torch.no_grad():
+            for name, p in self.learner.named:
+                p.copy_(weights[name])
+        self.learner.version = version
+        self.last_trained_s = last_trained_s
+        self.history, self.encoded = {}, {}
+        for v in sorted(updates):
+            self._remember(decode(updates[v]), updates[v])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec, "target": self.target, "last_trained_s": self.last_trained_s,
+            "learner": self.learner.state_dict(),
+            "history": {str(v): torch.frombuffer(bytearray(b), dtype=torch.uint8) for v, b in self.encoded.items()},
+            "stats": {"updates": self.stats.updates, "wall_s": self.stats.wall_s, "cpu_s": self.stats.cpu_s,
+                      "recent_gains": list(self.stats.recent_gains)},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        updates = {int(v): t.numpy().tobytes() for v, t in state["history"].items()}
+        self.restore_published(self.version, self.learner.trainable_state(), updates, state["last_trained_s"])
+        st = state["stats"]
+        self.stats = JobStats(int(st["updates"]), float(st["wall_s"]), float(st["cpu_s"]), list(st["recent_gains"]))
+
+
+class CameraSession:
+    """One camera: shared sample buffer, ASR/ATR state, and one job per app."""
+
+    def __init__(self, camera: str, config: AmsConfig) -> None:
+        self.camera, self.config = camera, config
+        self.buffer = SampleBuffer(horizon_s=config.horizon_s, max_items=config.max_buffer)
+        self.rates: RatesState = rates_init(config.rates)
+        self.jobs: dict[str, AppJob] = {}
+        self.samples = 0
+
+    @property
+    def sampling_fps(self) -> float:
+        return self.rates.asr.rate_fps if self.config.adaptive else self.config.fixed_fps
+
+    @property
+    def t_update_s(self) -> float:
+        return self.rates.atr.t_update_s if self.config.adaptive else self.config.rates.atr.base_s
+
+    def add_samples(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> int:
+        """Fold teacher-labelled samples in (time order); samples older than the newest are dropped.
+
+        Dropping rather than failing keeps a retried upload (at-least-once delivery) harmless.
+        """
+        accepted = 0
+        for t, frame, y in zip(np.asarray(t_s, dtype=np.float64), frames, labels):
+            if self.buffer.latest_s is not None and t <= self.buffer.latest_s:
+                continue
+            self.buffer.add(float(t), frame, y)
+            if self.config.adaptive:
+                self.rates = rates_step(self.rates, LabelledSample(float(t), tuple(float(v) for v in y)),
+                                        self.config.rates)
+            accepted += 1
+        self.samples += accepted
+        return accepted
+
+    def due(self, app: str) -> bool:
+        return self.jobs[app].due(self.buffer.latest_s, self.buffer.oldest_s, self.t_update_s)
+
+    def state_dict(self) -> dict[str, Any]:
+        items = self.buffer.items()
+        return {
+            "t": torch.tensor([it.t_s for it in items], dtype=torch.float64),
+            "frames": torch.from_numpy(np.stack([it.frame for it in items])) if items else torch.zeros(0, dtype=torch.uint8),
+            "labels": torch.from_numpy(np.stack([it.labels for it in items])) if items else torch.zeros(0),
+            "rates": {"asr": asdict(self.rates.asr), "atr": asdict(self.rates.atr)},
+            "samples": self.samples,
+            "jobs": {app: job.state_dict() for app, job in self.jobs.items()},
+        }
+
+    def load_buffer_and_rates(self, state: dict[str, Any]) -> None:
+        self.buffer = SampleBuffer(horizon_s=self.config.horizon_s, max_items=self.config.max_buffer)
+        for t, frame, y in zip(state["t"].tolist(), state["frames"].numpy(), state["labels"].numpy()):
+            self.buffer.add(t, frame, y)
+        asr = dict(state["rates"]["asr"])
+        if asr["previous_labels"] is not None:
+            asr["previous_labels"] = tuple(asr["previous_labels"])
+        self.rates = RatesState(asr=ASRState(**asr), atr=ATRState(**state["rates"]["atr"]))
+        self.samples = int(state["samples"])
+
+
+class AmsTrainer:
+    """All sessions of one retraining worker, served round-robin one phase at a time."""
+
+    def __init__(self, config: AmsConfig = AmsConfig()) -> None:
+        self.config = config
+        self.sessions: dict[str, CameraSession] = {}
+        self.order: list[JobKey] = []  # round-robin order (registration order)
+        self.cursor = 0  # index in `order` where the next search for a due job starts
+        self.rng = np.random.default_rng(config.seed)
+
+    def add_job(self, camera: str, app: str, model: AppModel, target: int, spec: dict[str, Any] | None = None) -> AppJob:
+        """Register (camera, app); re-registering an existing job keeps it (idempotent)."""
+        session = self.sessions.setdefault(camera, CameraSession(camera, self.config))
+        if app not in session.jobs:
+            session.jobs[app] = AppJob(camera, app, model, target, self.config, spec)
+            self.order.append((camera, app))
+        return session.jobs[app]
+
+    def remove_camera(self, camera: str) -> bool:
+        if self.sessions.pop(camera, None) is None:
+            return False
+        self.order = [k for k in self.order if k[0] != camera]
+        self.cursor = 0
+        return True
+
+    def job(self, camera: str, app: str) -> AppJob:
+        try:
+            return self.sessions[camera].jobs[app]
+        except KeyError:
+            raise KeyError(f"no retraining job for app {app!r} on camera {camera!r}") from None
+
+    def session(self, camera: str) -> CameraSession:
+        if camera not in self.sessions:
+            raise KeyError(f"no retraining session for camera {camera!r}")
+        return self.sessions[camera]
+
+    def add_samples(self, camera: str, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        session = self.session(camera)
+        accepted = session.add_samples(t_s, frames, labels)
+        return {"accepted": accepted, **self.advice(camera)}
+
+    def advice(self, camera: str) -> dict[str, Any]:
+        """What the edge should do next: sampling rate, upload/update period, model versions."""
+        s = self.session(camera)
+        return {"sampling_fps": s.sampling_fps, "t_update_s": s.t_update_s,
+                "versions": {app: job.version for app, job in s.jobs.items()}}
+
+    def due(self) -> list[JobKey]:
+        return [k for k in self.order if self.sessions[k[0]].due(k[1])]
+
+    def run_next(self) -> Published | None:
+        """Retrain the first due job at or after the cursor (round-robin); None when nothing is due."""
+        n = len(self.order)
+        for i in range(n):
+            camera, app = self.order[(self.cursor + i) % n]
+            session = self.sessions[camera]
+            if session.due(app):
+                self.cursor = (self.cursor + i + 1) % n
+                return session.jobs[app].retrain(session.buffer, self.rng)
+        return None
+
+    def run_pending(self) -> list[Published]:
+        """One round: every job that is due now gets one phase, in round-robin order."""
+        out = []
+        for _ in range(len(self.order)):
+            p = self.run_next()
+            if p is None:
+                break
+            out.append(p)
+        return out
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per job "camera/app": version, measured retraining seconds, recent accuracy gains, rates."""
+        out = {}
+        for camera, app in self.order:
+            job, session = self.job(camera, app), self.sessions[camera]
+            out[f"{camera}/{app}"] = {
+                "camera": camera, "app": app, "version": job.version, "updates": job.stats.updates,
+                "wall_s": job.stats.wall_s, "cpu_s": job.stats.cpu_s, "recent_gains": list(job.stats.recent_gains),
+                "sampling_fps": session.sampling_fps, "t_update_s": session.t_update_s, "buffer": len(session.buffer),
+            }
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume elsewhere: weights, optimiser state, buffers, rates, versions, cursor.
+
+        Only tensors, numbers, strings and containers: `torch.load(weights_only=True)` reads it.
+        """
+        return {"format": CHECKPOINT_FORMAT, "order": [list(k) for k in self.order], "cursor": self.cursor,
+                "rng": self.rng.bit_generator.state,
+                "sessions": {c: s.state_dict() for c, s in self.sessions.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], factory: ModelFactory) -> None:
+        """Rebuild every job from `factory` (architecture + shared stem), then restore its state."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
+        self.sessions, self.order = {}, []
+        for camera, app in state["order"]:
+            job_state = state["sessions"][camera]["jobs"][app]
+            model = factory(camera, app, dict(job_state["spec"]))
+            self.add_job(camera, app, model, int(job_state["target"]), dict(job_state["spec"])).load_state_dict(job_state)
+        for camera, session in self.sessions.items():
+            session.load_buffer_and_rates(state["sessions"][camera])
+        self.cursor = int(state["cursor"]) % max(1, len(self.order))
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,126 @@
+"""From a planning round to one GPU share per actor role, and from measured latency to the problem.
+
+`plan_round` decides GPU-seconds per second for inference and for retraining as wholes; actors are
+created with a fixed `num_gpus`, so those totals must become one share per role (an executor, a
+retraining worker). Shares are whole multiples of a quantum (Ray and MPS cannot use 0.1234 of a
+GPU meaningfully, and tiny changes would rebuild actors for nothing), every role keeps a floor
+(an actor with no share cannot even load its models), and the sum never exceeds the total.
+`stable_shares` adds hysteresis: a role is moved only when its share changes by a real amount,
+because each move costs a make-before-break switch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from stemcell.scheduling.planner import PlanDecision
+from stemcell.scheduling.problem import ScheduleProblem
+
+_EPS = 1e-9
+
+
+def placement_index(camera_id: str, count: int) -> int:
+    """Executor slot of a camera: a stable hash, so every ingress replica agrees without asking."""
+    return zlib.crc32(camera_id.encode("utf-8")) % count
+
+
+def split_share(total: float, weights: Mapping[str, float], *, quantum: float, floor: float) -> dict[str, float]:
+    """Split `total` over the keys of `weights` proportionally, in multiples of `quantum`.
+
+    Each key first gets `floor` (rounded up to a quantum) when the total allows it for all keys,
+    then the remaining quanta go by largest remainder of the proportional split (ties: key order).
+    All-zero weights split evenly. The result never sums above `total`.
+    """
+    if quantum <= 0:
+        raise ValueError(f"quantum must be > 0, got {quantum}")
+    if not weights:
+        return {}
+    if any(w < 0 or not math.isfinite(w) for w in weights.values()):
+        raise ValueError(f"weights must be finite and >= 0, got {dict(weights)}")
+    units = int(math.floor(total / quantum + _EPS))
+    keys = list(weights)
+    floor_units = int(math.ceil(floor / quantum - _EPS))
+    if floor_units * len(keys) > units:
+        floor_units = units // len(keys)
+    left = units - floor_units * len(keys)
+    mass = sum(weights.values())
+    # what each key deserves beyond its floor, rescaled so the extras add up to exactly `left`
+    beyond = {k: max(0.0, (weights[k] / mass if mass > 0 else 1.0 / len(keys)) * units - floor_units) for k in keys}
+    spread = sum(beyond.values())
+    extra = {k: (beyond[k] * left / spread if spread > 0 else left / len(keys)) for k in keys}
+    granted = {k: floor_units + math.floor(extra[k]) for k in keys}
+    rest = units - sum(granted.values())
+    by_remainder = sorted(keys, key=lambda k: (-(extra[k] - math.floor(extra[k])), keys.index(k)))
+    for k in by_remainder[:rest]:
+        granted[k] += 1
+    return {k: round(granted[k] * quantum, 9) for k in keys}
+
+
+@dataclass(frozen=True)
+class ShareContext:
+    """What turns a PlanDecision into per-role shares."""
+
+    decision: PlanDecision  # the round's inference/retraining split and schedules
+    camera_roles: Mapping[str, str]  # camera -> executor role hosting it
+    executor_roles: tuple[str, ...]  # every executor role (also those with no camera yet)
+    job_roles: Mapping[str, str]  # retraining job id -> worker role
+    quantum: float = 0.05  # shares are multiples of this
+    floor: float = 0.05  # least share of any role
+
+
+def role_shares(ctx: ShareContext) -> dict[str, float]:
+    """Executors split the inference share by their cameras' planned cost; workers split the
+    retraining share by the micro-windows the slicing granted their jobs."""
+    d = ctx.decision
+    load = {role: 0.0 for role in ctx.executor_roles}
+    for camera, schedule in d.schedules.items():
+        role = ctx.camera_roles.get(camera)
+        if role in load:
+            load[role] += schedule.cost
+    shares = split_share(d.inference_share, load, quantum=ctx.quantum, floor=ctx.floor)
+    if ctx.job_roles:
+        windows = {role: 0.0 for role in ctx.job_roles.values()}
+        if d.slicing is not None:
+            for job, granted in d.slicing.grants:
+                if job in ctx.job_roles:
+                    windows[ctx.job_roles[job]] += granted
+        shares |= split_share(d.retrain_share, windows, quantum=ctx.quantum, floor=ctx.floor)
+    return shares
+
+
+def stable_shares(current: Mapping[str, float], target: Mapping[str, float], *, min_change: float,
+                  total: float) -> dict[str, float]:
+    """`target`, except roles whose share moves by less than `min_change` keep their current share.
+
+    Keeping a share must not push the sum past `total`; when it would, the target is used as is
+    (it always fits, being a split of the total).
+    """
+    kept = {r: (current[r] if r in current and abs(current[r] - s) < min_change else s) for r, s in target.items()}
+    return kept if sum(kept.values()) <= total + _EPS else dict(target)
+
+
+def measured_latency(problem: ScheduleProblem, segment_names: Sequence[str],
+                     rows: Sequence[Mapping[str, object]]) -> ScheduleProblem:
+    """The problem with per-frame latencies replaced by what executors measured, where measured.
+
+    `rows` are StemExecutor `segment_latency` entries (`segment`, `ewma_ms_per_frame`) from any
+    number of executors; `segment_names` names the problem's segments in order (the head is
+    "head"). The median over nodes of the same segment is used, so one odd node does not steer the
+    plan; unmeasured segments keep the package's profile.
+    """
+    seen: dict[str, list[float]] = {}
+    for row in rows:
+        ms = row.get("ewma_ms_per_frame")
+        if isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0:
+            seen.setdefault(str(row.get("segment")), []).append(float(ms) / 1e3)
+    if len(segment_names) != len(problem.segment_latency_s):
+        raise ValueError(f"{len(segment_names)} segment names for {len(problem.segment_latency_s)} segments")
+    segments = tuple(
+        statistics.median(seen[name]) if name in seen else t for name, t in zip(segment_names, problem.segment_latency_s)
+    )
+    head = statistics.median(seen["head"]) if "head" in seen else problem.head_latency_s
+    return dataclasses.replace(problem, segment_latency_s=segments, head_latency_s=head)

@@ -1,0 +1,124 @@
+"""Multi-node placement end to end: a local 3-node Ray cluster (head + 2 logical-GPU workers),
+the real Serve app, cameras over HTTP; executors spread over the GPU nodes, and a dead node's
+executor comes back on the surviving one with its cameras.
+
+Why a subprocess: a `ray.cluster_utils.Cluster` cannot live in a process that already runs the
+session's Ray (`ray_session`: one `ray.init` per process), and shutting the session Ray down
+here would break every test that runs after this one.  The scenario below runs as its own
+Python process (`python tests/integration/test_multinode.py OUT.json`) with a private
+RAY_TMPDIR (see `benchmarks.harness.start_cluster`), so it neither joins nor disturbs any other
+Ray on the machine, and whatever happens to it, its Ray dies with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration]
+
+
+def scenario(out: Path) -> None:
+    """Run the cluster, write what was observed to `out` (JSON); the test asserts on it."""
+    import ray
+    from ray import serve
+
+    from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, deploy, jpeg_frames, node_of_actor,
+                                    replica_nodes, start_cluster, write_serve_config)
+    from stemcell.client import Camera
+    from tests.helpers.builders import tiny_package
+
+    root = Path(tempfile.mkdtemp(prefix="stemcell-multinode-"))
+    tiny_package(root / "pkg", branchpoints=(0, 6), apps=("car",))
+    started = time.monotonic()
+    # Each worker has room for both executors (2 CPUs, 1 GPU; an executor takes 0.5 CPU, 0.25 GPU):
+    # only the spread placement puts them on different nodes.
+    cluster = start_cluster(2, head_cpus=1, worker_cpus=2, worker_gpus=1)
+    observed: dict = {"cluster_s": time.monotonic() - started}
+    try:
+        config = write_serve_config(root, root / "pkg", app_name="stemcell-multinode", namespace="stemcell-multinode",
+                                    token_env="STEMCELL_MULTINODE_ADMIN_TOKEN",
+                                    ingress={"node_labels": HEAD_LABELS},
+                                    executors={"count": 2, "num_cpus": 0.5, "placement": "spread",
+                                               "node_labels": GPU_LABELS})
+        dep = deploy(config)
+        observed["deploy_s"] = time.monotonic() - started - observed["cluster_s"]
+        head = ray.get_runtime_context().get_node_id()
+        cams = dep.add_balanced_cameras(per_executor=2, executors=2, apps=["car"])
+        executors = sorted(set(dep.camera_executors.values()))
+        nodes = {name: node_of_actor(name, dep.namespace) for name in executors}
+        frames = jpeg_frames(4)
+        served_by: dict[str, str] = {}
+        for cam in cams:
+            with Camera(dep.url, dep.camera_tokens[cam], cam) as camera:
+                assert len(camera.infer(frames[0])["results"]) == 1
+                served_by[cam] = camera.status()["executor"]
+        observed.update(head=head, ingress_nodes=replica_nodes(dep.app_name), workers=sorted({n.node_id for n in cluster.worker_nodes}), executor_nodes=nodes,
+                        camera_executor=served_by)
+        # A worker node dies (ungracefully) while the cameras stream: its executor restarts on the other
+        # worker, the cameras it served are re-registered from the StateStore, the client retries carry them.
+        victim_name = executors[0]
+        victim = next(n for n in cluster.worker_nodes if n.node_id == nodes[victim_name])
+        with CameraFleet(dep.url, {c: dep.camera_tokens[c] for c in cams}, frames, fps=5) as fleet:
+            time.sleep(1.0)
+            t_kill = time.monotonic()
+            cluster.remove_node(victim, allow_graceful=False)
+            recovered_at = fleet.wait_for_success_after(t_kill + 0.5, cams, timeout_s=60)
+            time.sleep(0.5)
+        outcomes, attempts = fleet.snapshot()
+        observed.update(
+            killed_node=victim.node_id, recovery_s=None if recovered_at is None else recovered_at - t_kill,
+            executor_nodes_after={name: node_of_actor(name, dep.namespace) for name in executors},
+            frames_ok=sum(o.ok for o in outcomes), frames_failed=[o.error for o in outcomes if not o.ok],
+            attempts_failed=sum(a.status != 200 for a in attempts),
+            cameras_after=sorted(dep.admin().plan()["cameras"]))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+    out.write_text(json.dumps(observed))
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("multinode") / "observed.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, __file__, str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def test_executors_spread_over_gpu_nodes(observed: dict) -> None:
+    nodes = observed["executor_nodes"]
+    assert len(nodes) == 2 and len(set(nodes.values())) == 2, nodes  # one per worker, though one worker fits both
+    assert set(nodes.values()) <= set(observed["workers"]) and observed["head"] not in nodes.values()
+    assert observed["ingress_nodes"] == [observed["head"]]  # ingress.node_labels keeps it off the GPU nodes
+
+
+def test_cameras_are_served_on_every_node(observed: dict) -> None:
+    by_node = {observed["executor_nodes"][e] for e in observed["camera_executor"].values()}
+    assert by_node == set(observed["workers"])
+    assert len(observed["camera_executor"]) == 4
+
+
+def test_dead_node_executor_moves_and_cameras_recover(observed: dict) -> None:
+    after = observed["executor_nodes_after"]
+    assert observed["killed_node"] not in after.values()
+    assert set(after.values()) <= set(observed["workers"])
+    assert observed["recovery_s"] is not None and observed["recovery_s"] < 30, observed["recovery_s"]
+    assert observed["frames_failed"] == []  # the clients' retries carried every frame through the fault
+    assert observed["frames_ok"] > 10
+    assert observed["cameras_after"] == sorted(observed["camera_executor"])  # no camera lost
+
+
+if __name__ == "__main__":
+    scenario(Path(sys.argv[1]))
