@@ -71,8 +71,9 @@ def obtain_package(config_path: Path, workdir: Path, use_ray: bool) -> MPackage:
 def plan(package: MPackage, apps: list[str], budget_models: float) -> Schedule:
     """Mainstream greedy for the demo's apps with a budget of `budget_models` full models at full rate."""
     m = package.manifest
-    full_model_s = sum(m.latency.per_frame_segment_s(8)) + m.latency.head_s["8"] / 8
-    problem = problem_from_manifest(m, apps, budget_models * full_model_s * m.fps)
+    batch = 8 if 8 in m.latency.batch_sizes else max(m.latency.batch_sizes)
+    full_model_s = sum(m.latency.per_frame_segment_s(batch)) + m.latency.head_s[str(batch)] / batch
+    problem = problem_from_manifest(m, apps, budget_models * full_model_s * m.fps, batch_size=batch)
     schedule = get_scheduler("mainstream")(problem)
     print(format_schedule(schedule))
     return schedule
@@ -81,15 +82,17 @@ def plan(package: MPackage, apps: list[str], budget_models: float) -> Schedule:
 def demo_cameras(package: MPackage, count: int, duration_s: float, video_dir: Path) -> list[DemoCamera]:
     """`count` synthetic cameras of the package's world, plus one unseen camera as an mp4 file."""
     w = package.manifest.world
-    config = WorldConfig(seed=int(w["seed"]), num_cameras=count + 1, height=int(w["height"]),
+    trained_on = int(w["num_cameras"])
+    unseen = max(count, trained_on)  # the file camera is one the apps were never fine-tuned on
+    config = WorldConfig(seed=int(w["seed"]), num_cameras=unseen + 1, height=int(w["height"]),
                          width=int(w["width"]), fps=float(w["fps"]), duration_s=float(w["duration_s"]))
     world = World(config)
     query = f"seed={config.seed}&size={config.height}x{config.width}&fps={config.fps:g}&duration={config.duration_s:g}"
-    cameras = [DemoCamera(f"cam-{c}", f"synthetic:{c}?{query}", world.camera(c).presence(), c < int(w["num_cameras"]))
+    cameras = [DemoCamera(f"cam-{c}", f"synthetic:{c}?{query}", world.camera(c).presence(), c < trained_on)
                for c in range(count)]
-    frames = min(world.camera(count).num_frames, int((duration_s + 15) * config.fps))
-    mp4, labels = export_camera(world.camera(count), video_dir, 0, frames, name=f"camera{count:02d}")
-    cameras.append(DemoCamera("cam-file", str(mp4), read_labels(labels).presence(), count < int(w["num_cameras"])))
+    frames = min(world.camera(unseen).num_frames, int((duration_s + 15) * config.fps))
+    mp4, labels = export_camera(world.camera(unseen), video_dir, 0, frames, name=f"camera{unseen:02d}")
+    cameras.append(DemoCamera("cam-file", str(mp4), read_labels(labels).presence(), False))
     return cameras
 
 
@@ -167,7 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
     workdir: Path = args.workdir
     _step(1, "starting Ray")
     dashboard = ensure_ray(dashboard=True)
-    print(f"Ray dashboard: {dashboard or 'not started (this process joined an existing cluster)'}")
+    print(f"Ray dashboard: {dashboard or 'see your cluster (Ray was already connected)'}")
 
     _step(2, "M-Package: reuse or train candidates for every (app, branchpoint)")
     package = obtain_package(args.config, workdir, use_ray=True)
@@ -193,7 +196,7 @@ def run_demo(args: argparse.Namespace) -> int:
             for cam in cameras:
                 tokens[cam.camera_id] = admin.add_camera(cam.camera_id, specs, fps=fps, token=secrets.token_urlsafe(24))["token"]
         streamed = _stream_all(cameras, tokens, url, fps, args.duration)
-    finally:
+    finally:  # only the demo's app: on a shared cluster other Serve apps keep running
         serve.delete("stemcell-demo")
 
     _step(6, "report")

@@ -126,7 +126,8 @@ async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, m
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise HTTPException(413 if "Too many" in exc.message else 400, f"multipart body: {exc.message}") from exc
+        too_big = "Too many" in exc.message or "maximum size" in exc.message  # parts, fields, or one part's bytes
+        raise HTTPException(413 if too_big else 400, f"multipart body: {exc.message}") from exc
     try:
         unexpected = sorted({k for k in form.keys() if k not in ("frames", "ts")})
         if unexpected:

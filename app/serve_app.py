@@ -16,14 +16,15 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.executors import ExecutorPool, Overloaded, UnknownCamera
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
 from app.service import Conflict, StemcellService, read_manifest, read_routes
@@ -136,6 +137,9 @@ class StemcellIngress:
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()
+        self.learning = LearningService(self.config, store, pool) if self.config.learning.enabled else None
+        if self.learning is not None:
+            log.info("learning ready: %s", await self.learning.ready())
 
     async def _registry(self, camera_id: str) -> dict | None:
         return await self.service.camera_config(camera_id)
@@ -215,6 +219,36 @@ class StemcellIngress:
         """Apps and branchpoints, measured frame rate and latency (this replica), executor counters."""
         await self._require_camera(request, camera_id)
         return await self._call(self.service.status(camera_id))
+
+    # ------------------------------------------------------------------ learning (app.learning_service)
+    @api.get("/cameras/{camera_id}/model", tags=["learning"], response_model=None, responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "encoded model update"},
+        304: {"description": "the edge already has the newest version"}})
+    async def model(self, camera_id: str, request: Request, app: str | None = Query(None, max_length=64),
+                    since: int | None = Query(None, ge=0)) -> Response:
+        """The update (codec bytes) from version `since` to the newest: sparse, merged, or full (no `since`)."""
+        await self._require_camera(request, camera_id)
+        if self.learning is None:
+            raise HTTPException(404, "continual learning is not enabled on this server (learning.enabled)")
+        found = await self._call(self.learning.model(camera_id, app and _checked_id("app", app), since))
+        if found is None:
+            return Response(status_code=304)
+        return Response(found.payload, media_type="application/octet-stream", headers={
+            "X-Model-Version": str(found.version), "X-Update-Kind": found.kind,
+            "X-Base-Version": "none" if found.base_version is None else str(found.base_version)})
+
+    @api.post("/cameras/{camera_id}/samples", tags=["learning"], response_model=SamplesAnswer,
+              openapi_extra=_BATCH_BODY)
+    async def samples(self, camera_id: str, request: Request) -> dict[str, Any]:
+        """Sampled frames (multipart `frames` + one `ts` each) -> next sampling rate and update period."""
+        await self._require_camera(request, camera_id)
+        if self.learning is None:
+            raise HTTPException(404, "continual learning is not enabled on this server (learning.enabled)")
+        most = self.config.learning.max_upload_frames
+        decoded = await batch_frames(request, self.limits, most, self.config.limits.max_batch_bytes)
+        if decoded.timestamps is None:
+            raise HTTPException(422, "every sample needs its capture time: send one 'ts' field per frame")
+        return await self._call(self.learning.samples(camera_id, decoded.frames, decoded.timestamps))
 
     # ------------------------------------------------------------------ admin
     @api.post("/admin/cameras", status_code=201, response_model=CameraAdded, tags=["admin"],

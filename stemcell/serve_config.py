@@ -63,6 +63,29 @@ class LimitsSection(_Strict):
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
 
 
+class LearningSection(_Strict):
+    """Continual learning (AMS): teacher labelling, retraining, `/model` and `/samples` routes."""
+
+    enabled: bool = False  # off: the two routes answer 404 and no learning actors start
+    persist_dir: Path | None = None  # published model versions; None = "models" beside state_path
+    worker_name: str = Field("stemcell-retrain", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # RetrainWorker actor
+    teacher_name: str = Field("stemcell-teacher", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # TeacherLabeler actor
+    num_gpus: float = Field(0.25, ge=0, le=8)  # RetrainWorker's GPU share (all cameras round-robin)
+    num_cpus: float = Field(1.0, ge=0)
+    teacher_num_gpus: float = Field(0.25, ge=0, le=8)
+    teacher_num_cpus: float = Field(0.5, ge=0)
+    teacher_base: str | None = None  # registry architecture of teacher_weights (e.g. resnet18)
+    teacher_weights: Path | None = None  # its safetensors (`stemcell pretrain`); None = the package's base
+    teacher_input_size: int | None = Field(None, ge=16, le=2048)
+    horizon_s: float = Field(240.0, gt=0)  # T_horizon
+    iterations: int = Field(20, ge=1, le=1000)  # K Adam steps per update
+    lr: float = Field(1e-3, gt=0)
+    gamma: float | None = Field(0.05, gt=0, le=1)  # coordinates per update; null = full-model updates
+    batch_size: int = Field(16, ge=1, le=512)
+    adaptive: bool = True  # ASR + ATR (false: 1 fps, T_update 10 s)
+    max_upload_frames: int = Field(64, ge=1, le=1024)  # samples in one POST .../samples (413 above)
+
+
 class ServeConfig(_Strict):
     """The Serve app: which package to serve, where state lives, how executors are placed."""
 
@@ -75,6 +98,7 @@ class ServeConfig(_Strict):
     ingress: IngressSection = IngressSection()
     executors: ExecutorSection = ExecutorSection()
     limits: LimitsSection = LimitsSection()
+    learning: LearningSection = LearningSection()
 
     @field_validator("package_dir", "state_path")
     @classmethod
@@ -89,8 +113,12 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     working folders), and they must open the same package and the same state file.
     """
     config = load_config(path, ServeConfig)
+    learning = config.learning
+    persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
+    weights = learning.teacher_weights.expanduser().resolve() if learning.teacher_weights else None
     return config.model_copy(update={
         "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
+        "learning": learning.model_copy(update={"persist_dir": persist, "teacher_weights": weights}),
     })
 
 

@@ -1,0 +1,124 @@
+"""What the continual-learning routes do, without HTTP (AMS model streaming for edge cameras).
+
+    POST /cameras/{id}/samples   sampled frames + timestamps -> teacher labels -> RetrainWorker buffer;
+                                 answers the next sampling rate (ASR) and update period (ATR)
+    GET  /cameras/{id}/model     the update taking an edge from `since` to the newest version
+
+One TeacherLabeler and one RetrainWorker per Serve app (named actors: every ingress replica finds
+the same ones; `max_restarts=-1`, and the worker reloads published versions from `persist_dir`).
+New versions also reach the server-side StemExecutor (`set_app_weights`, an atomic swap with no
+pause) on the camera's next upload, so inference in the cluster and at the edge stay on one model.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+from pydantic import BaseModel, Field
+from ray.actor import ActorHandle
+
+from actors.gpu_share import actor_options
+from actors.retrain_worker import RetrainWorker
+from actors.teacher_labeler import TeacherLabeler
+from app.executors import ExecutorPool, UnknownCamera
+from stemcell.serve_config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+class SamplesAnswer(BaseModel):
+    """Answer to `POST /cameras/{id}/samples`: what the edge should do until its next upload."""
+
+    camera_id: str
+    accepted: int = Field(description="samples kept (ones not newer than the last kept sample are dropped)")
+    sampling_fps: float = Field(description="ASR: sample this many frames per second")
+    t_update_s: float = Field(description="ATR: upload (and pull the model) every this many seconds")
+    versions: dict[str, int] = Field(description="newest model version per app")
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """An encoded update and its versions (None from `model` when the edge is current)."""
+
+    payload: bytes
+    version: int
+    base_version: int | None
+    kind: str  # "full", "sparse" or "merged"
+
+
+class LearningService:
+    """One per ingress replica; the teacher and the worker are shared by all replicas."""
+
+    def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool) -> None:
+        self.config, self.store, self.pool = config, store, pool
+        c, ns = config.learning, config.executors.namespace
+        teacher: dict[str, Any] = {"package_dir": str(config.package_dir)}
+        if c.teacher_weights is not None:
+            teacher = {"base": c.teacher_base, "weights": str(c.teacher_weights)}
+        gpus = bool(ray.cluster_resources().get("GPU"))
+        self.teacher = TeacherLabeler.options(**actor_options(
+            c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
+            num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
+        )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher)
+        ams = {"horizon_s": c.horizon_s, "iterations": c.iterations, "lr": c.lr, "gamma": c.gamma,
+               "batch_size": c.batch_size, "adaptive": c.adaptive}
+        self.worker = RetrainWorker.options(**actor_options(
+            c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
+            num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
+        )).remote(str(config.package_dir), persist_dir=str(c.persist_dir), config=ams, share=c.num_gpus)
+        self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
+
+    async def ready(self) -> dict[str, Any]:
+        return {"teacher": await self.teacher.ready.remote(), "worker": await self.worker.ready.remote()}
+
+    async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
+        record = await self.store.get_camera.remote(camera_id)
+        if record is None:
+            raise UnknownCamera(camera_id)
+        return [{"app": a["app"], "branchpoint": a["branchpoint"]} for a in record.config["apps"]]
+
+    async def samples(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float]) -> dict[str, Any]:
+        """Label, buffer, answer the rates; then push newer versions to the serving executor."""
+        if len(timestamps) != len(frames):
+            raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+        if any(b <= a for a, b in zip(timestamps, timestamps[1:])):
+            raise ValueError("timestamps must be strictly increasing")
+        shapes = {f.shape for f in frames}
+        if len(shapes) != 1:
+            raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
+        await self.worker.set_camera.remote(camera_id, await self._camera_apps(camera_id))
+        stack = np.stack(frames)
+        labels = await self.teacher.label.remote(stack, 0, timestamps)
+        answer = await self.worker.add_samples.remote(camera_id, timestamps, stack, labels)
+        await self._push(camera_id, answer["versions"])
+        return {"camera_id": camera_id, **answer}
+
+    async def _push(self, camera_id: str, versions: dict[str, int]) -> None:
+        """Serve the newest weights in the cluster too; a failure here must not fail the upload."""
+        for app, version in versions.items():
+            if version <= self._pushed.get((camera_id, app), 0):
+                continue
+            try:
+                v, state = await self.worker.weights.remote(camera_id, app)
+                await self.pool.handle_for(camera_id).set_app_weights.remote(app, camera_id, state, v)
+                self._pushed[(camera_id, app)] = v
+            except Exception as exc:  # noqa: BLE001 - the edge path works without it; retried next upload
+                log.warning("camera %s app %s: version %d not pushed to the executor: %s", camera_id, app, version, exc)
+
+    async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
+        apps = [a["app"] for a in await self._camera_apps(camera_id)]
+        if app is None:
+            if len(apps) != 1:
+                raise ValueError(f"camera {camera_id!r} runs {sorted(apps)}: say which with ?app=")
+            app = apps[0]
+        if app not in apps:
+            raise ValueError(f"camera {camera_id!r} does not run app {app!r} (it runs {sorted(apps)})")
+        await self.worker.set_camera.remote(camera_id, await self._camera_apps(camera_id))
+        found = await self.worker.update_since.remote(camera_id, app, since)
+        if found is None:
+            return None
+        payload, meta = found
+        return ModelAnswer(payload, int(meta["version"]), meta["base_version"], str(meta["kind"]))
