@@ -11,9 +11,9 @@ first: other processes (other people's tests on a shared box) keep their own Ray
 """
 from __future__ import annotations
 
-import logging
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -25,12 +25,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+import ray
 import yaml
+from ray import serve
+from ray.cluster_utils import Cluster
 
+from app.serve_app import build_app
 from stemcell.client import Admin, Camera, RetryPolicy, StemcellError
 from stemcell.imaging import encode_jpeg
 
-log = logging.getLogger(__name__)
 
 # Ray's node failure detection, made fast for local clusters: a node whose raylet stops answering
 # is declared dead after ~period * threshold (defaults 3 s x 5 = 15 s plus an initial delay).
@@ -49,17 +52,14 @@ HEAD_LABELS, GPU_LABELS = {ROLE_LABEL: "head"}, {ROLE_LABEL: "gpu"}
 
 
 def start_cluster(workers: int, *, head_cpus: float = 1, worker_cpus: float = 2, worker_gpus: float = 1,
-                  fast_failure_detection: bool = True) -> Any:
+                  fast_failure_detection: bool = True) -> Cluster:
     """A connected local Ray cluster: a head without GPUs (ingress, state store) and `workers` GPU nodes.
 
     GPUs are logical (Ray bookkeeping; the executors fall back to the CPU).  Nodes carry
-    HEAD_LABELS / GPU_LABELS, for the `node_labels` options of `serve.yaml`.  Call `.shutdown()`
-    (after `ray.shutdown()`) when done.
+    HEAD_LABELS / GPU_LABELS, for the `node_labels` options of `serve.yaml`.  `stop_cluster` when done.
     """
-    import ray
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths are length-limited
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths are length-limited
+    os.environ["RAY_TMPDIR"] = tmp
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     system_config = FAST_FAILURE_DETECTION if fast_failure_detection else {}
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -68,26 +68,30 @@ def start_cluster(workers: int, *, head_cpus: float = 1, worker_cpus: float = 2,
     for _ in range(workers):
         add_worker(cluster, worker_cpus, worker_gpus)
     cluster.wait_for_nodes()
+    cluster.private_tmpdir = tmp
     ray.init(address=cluster.address, log_to_driver=False)
     return cluster
 
 
-def add_worker(cluster: Any, cpus: float = 2, gpus: float = 1) -> Any:
+def stop_cluster(cluster: Cluster) -> None:
+    """Disconnect, kill every node's processes, and remove the private RAY_TMPDIR (logs included)."""
+    ray.shutdown()
+    cluster.shutdown()
+    shutil.rmtree(cluster.private_tmpdir, ignore_errors=True)
+
+
+def add_worker(cluster: Cluster, cpus: float = 2, gpus: float = 1) -> Any:
     return cluster.add_node(num_cpus=cpus, num_gpus=gpus, labels=GPU_LABELS)
 
 
-def node_of_actor(name: str, namespace: str) -> str:
+def node_of_actor(name: str, namespace: str, timeout_s: float = 60.0) -> str:
     """The Ray node id an actor runs on now (asks the actor itself: no dashboard/state API needed)."""
-    import ray
-
     handle = ray.get_actor(name, namespace=namespace)
-    return ray.get(handle.__ray_call__.remote(lambda _self: ray.get_runtime_context().get_node_id()), timeout=60)
+    return ray.get(handle.__ray_call__.remote(lambda _self: ray.get_runtime_context().get_node_id()), timeout=timeout_s)
 
 
 def replica_nodes(app_name: str, deployment: str = "StemcellIngress") -> list[str]:
     """Node ids of a Serve deployment's replicas (Serve names their actors SERVE_REPLICA::app#deployment#id)."""
-    import ray
-
     prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
     return sorted(node_of_actor(name, "serve") for name in names)
@@ -124,10 +128,6 @@ class Deployment:
         return Admin(self.url, self.admin_token, timeout=120.0, **kwargs)
 
     def redeploy(self) -> None:
-        from ray import serve
-
-        from app.serve_app import build_app
-
         serve.run(build_app({"config_path": str(self.config_path)}), name=self.app_name, route_prefix="/")
 
     def add_cameras(self, ids: Iterable[str], apps: Sequence[str | dict], fps: float = 10.0) -> None:
@@ -163,10 +163,6 @@ def deploy(config_path: Path, *, port: int | None = None, proxy_location: str = 
     HeadOnly: on a local multi-node cluster every "node" shares one network namespace, so one HTTP
     proxy per node would fight over the port.
     """
-    from ray import serve
-
-    from app.serve_app import build_app
-
     config = yaml.safe_load(config_path.read_text())
     token = os.environ.get(config["admin_token_env"]) or secrets.token_urlsafe(32)
     os.environ[config["admin_token_env"]] = token

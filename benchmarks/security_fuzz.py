@@ -4,6 +4,7 @@ Categories (every request goes over a raw socket, byte for byte as written here:
 normalises the path, the headers or the framing):
 
   random_bytes   random bodies, and valid JPEG/PNG frames with flipped, cut or inserted bytes
+  odd_images     valid but unusual images: 1x1, 1x4000, gray, RGBA, 16-bit, progressive, mixed sizes
   bombs          tiny PNG/JPEG files declaring huge dimensions, zlib bombs in IDAT/zTXt, lying sizes
   path_ids       `..`, `%2F`, `%00`, unicode, RTL marks, very long camera ids, on every camera route
   headers        huge header values, thousands of headers, lying Content-Length, bad framing
@@ -11,6 +12,7 @@ normalises the path, the headers or the framing):
   tokens         no token, wrong token, another camera's token, malformed Authorization headers
   json           random and deeply nested JSON on the admin routes
   methods        every route with the wrong methods and random query strings
+  races          cameras added, used, removed concurrently with requests for them
 
 A case *fails* when the answer is a 5xx, or when no answer comes back for a well-formed request
 (the server closing a connection on malformed HTTP is fine).  After the campaign the deployment
@@ -30,7 +32,8 @@ import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -117,6 +120,24 @@ def _bombs(jpeg: bytes, png: bytes) -> Iterator[tuple[str, bytes, str]]:
     yield "jpeg_larger_than_data", jpeg_declaring(900, 900, jpeg), "image/jpeg"
 
 
+def _odd_images(frame: np.ndarray) -> Iterator[tuple[str, bytes, str]]:
+    """Valid but unusual images that pass every check and reach the models: sizes, channels, depths, encodings."""
+    import cv2
+
+    bgr = frame[..., ::-1]
+    for name, array, ext, params in [
+        ("gray_png", bgr[..., 0], ".png", []), ("rgba_png", np.dstack([bgr, bgr[..., :1]]), ".png", []),
+        ("png_16bit", bgr.astype(np.uint16) * 257, ".png", []), ("gray_jpeg", bgr[..., 0], ".jpg", []),
+        ("progressive_jpeg", bgr, ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), ("1x1_png", bgr[:1, :1], ".png", []),
+        ("1x1_jpeg", bgr[:1, :1], ".jpg", []), ("1x4000_jpeg", np.zeros((1, 4000, 3), np.uint8), ".jpg", []),
+        ("4000x1_png", np.zeros((4000, 1, 3), np.uint8), ".png", []),
+        ("1000x1000_png", np.zeros((1000, 1000, 3), np.uint8), ".png", []),
+    ]:
+        ok, buf = cv2.imencode(ext, array, params)
+        assert ok, name
+        yield name, buf.tobytes(), "image/png" if ext == ".png" else "image/jpeg"
+
+
 def _mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     """A valid image with a few bytes flipped, a cut, or a chunk repeated (keeps the magic bytes)."""
     b = bytearray(data)
@@ -197,14 +218,22 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
         add("bombs", name + "_batch", "POST", good_path + ":batch",
             [cam, ("Content-Type", "multipart/form-data; boundary=xx")], _multipart([("frames", "f", ctype, body)], "xx"))
 
+    # valid but unusual images, alone and together in one batch (frames of different sizes)
+    odd = list(_odd_images(frame))
+    for name, body, ctype in odd:
+        add("odd_images", name, "POST", good_path, [cam, ("Content-Type", ctype)], body)
+    add("odd_images", "all_in_one_batch", "POST", good_path + ":batch",
+        [cam, ("Content-Type", "multipart/form-data; boundary=odd")],
+        _multipart([("frames", name, ctype, body) for name, body, ctype in odd[:8]], "odd"))
+
     # path tricks on every camera route, with the admin token (which may see everything) and a camera token
-    for ident in _TRICKY_IDS:
+    for i, ident in enumerate(_TRICKY_IDS):
         for token_name, token in (("admin", tokens.admin), ("camera", tokens.good)):
-            add("path_ids", f"frames_{token_name}_{ident[:24]}", "POST", f"/cameras/{ident}/frames",
+            add("path_ids", f"frames_{token_name}_{i}_{ident[:24]}", "POST", f"/cameras/{ident}/frames",
                 [_auth(token), ("Content-Type", "image/jpeg")], jpeg)
-            add("path_ids", f"status_{token_name}_{ident[:24]}", "GET", f"/cameras/{ident}/status", [_auth(token)])
-        add("path_ids", f"delete_{ident[:24]}", "DELETE", f"/admin/cameras/{ident}", [_auth(tokens.admin)])
-        add("path_ids", f"add_{ident[:24]}", "POST", "/admin/cameras", [_auth(tokens.admin), ("Content-Type", "application/json")],
+            add("path_ids", f"status_{token_name}_{i}_{ident[:24]}", "GET", f"/cameras/{ident}/status", [_auth(token)])
+        add("path_ids", f"delete_{i}_{ident[:24]}", "DELETE", f"/admin/cameras/{ident}", [_auth(tokens.admin)])
+        add("path_ids", f"add_{i}_{ident[:24]}", "POST", "/admin/cameras", [_auth(tokens.admin), ("Content-Type", "application/json")],
             json.dumps({"camera_id": ident, "apps": ["car"]}).encode())
     for path in ["/cameras/../admin/plan", "/cameras/%2E%2E/admin/plan", "//admin//plan", "/admin/plan/..",
                  "/admin/./plan", "/cameras/" + GOOD + "/frames/../status", "/" + "a/" * 2000, "/%", "/%zz",
@@ -283,7 +312,7 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
 
     # JSON on admin routes
     admin = [_auth(tokens.admin), ("Content-Type", "application/json")]
-    for name, body in [("deep_list", b"[" * 100_000 + b"]" * 100_000), ("deep_object", b'{"a":' * 20_000 + b"1" + b"}" * 20_000),
+    for name, body in [("deep_list", b"[" * 30_000 + b"]" * 30_000), ("deep_object", b'{"a":' * 8_000 + b"1" + b"}" * 8_000),
                        ("huge_number", b'{"camera_id":"x","apps":["car"],"fps":1' + b"0" * 5000 + b"}"),
                        ("nan", b'{"camera_id":"x","apps":["car"],"fps":NaN}'), ("bad_utf8", b'{"camera_id":"\xff\xfe"}'),
                        ("utf16", json.dumps({"camera_id": "x", "apps": ["car"]}).encode("utf-16")),
@@ -300,6 +329,16 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
              "a" * rng.randint(0, 200)]) for _ in range(rng.randint(0, 5))}
         add("json", f"random_json_{i}", "POST", "/admin/cameras", admin, json.dumps(doc).encode())
 
+    # races: cameras added, used and removed while other requests for them are in flight (the order is shuffled)
+    admin_json = [_auth(tokens.admin), ("Content-Type", "application/json")]
+    for k in range(max(4, random_bodies // 4)):
+        race = f"race-{k % 4}"
+        add("races", f"race_add_{k}", "POST", "/admin/cameras", admin_json,
+            json.dumps({"camera_id": race, "apps": ["car"]}).encode())
+        add("races", f"race_frames_{k}", "POST", f"/cameras/{race}/frames", [_auth(tokens.admin), ("Content-Type", "image/jpeg")], jpeg)
+        add("races", f"race_status_{k}", "GET", f"/cameras/{race}/status", [_auth(tokens.admin)])
+        add("races", f"race_remove_{k}", "DELETE", f"/admin/cameras/{race}", [_auth(tokens.admin)])
+
     # methods and query strings
     for path in ["/healthz", "/readyz", "/admin/plan", "/admin/cameras", good_path, good_path + ":batch",
                  f"/cameras/{GOOD}/status", "/docs", "/openapi.json"]:
@@ -308,6 +347,7 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
     for query in ["ts=1e400", "ts=-0", "ts=0x10", "ts=" + "9" * 5000, "ts=1&ts=2", "ts=%00", "ts=%FF", "ts", "=", "&&&",
                   "ts=" + "%41" * 3000, "ts=1;ts=2"]:
         add("methods", f"query_{query[:20]}", "POST", f"{good_path}?{query}", [cam, ("Content-Type", "image/jpeg")], jpeg)
+    rng.shuffle(cases)  # categories interleave: concurrent hostile requests also probe shared state
     return cases
 
 
@@ -347,14 +387,10 @@ def send(base_url: str, case: Case, timeout_s: float = 60.0) -> Result:
     return Result(case, status, time.perf_counter() - started)
 
 
-def run_campaign(base_url: str, cases: list[Case], on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    results = []
-    for case in cases:
-        result = send(base_url, case)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
+def run_campaign(base_url: str, cases: list[Case], concurrency: int = 4) -> list[Result]:
+    """Every case once, `concurrency` at a time (concurrent hostile requests also probe shared state)."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda c: send(base_url, c), cases))
 
 
 def summarise(results: list[Result]) -> list[dict]:
@@ -441,7 +477,9 @@ def main() -> None:
     for f in failures[:20]:
         print(f"  FAILED {f}")
     summary = {"tried": len(results), "failures": len(failures), "still_serves": still_serves, "seed": args.seed,
-               "failed_cases": failures, "rows": rows}
+               "failed_cases": failures, "rows": rows,
+               "cases": [{"category": r.case.category, "name": r.case.name, "status": r.status, "s": round(r.seconds, 4)}
+                         for r in results]}
     out = save_results(summary, args.out, rows=[{**r, "statuses": json.dumps(r["statuses"])} for r in rows])
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

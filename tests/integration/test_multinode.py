@@ -15,8 +15,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,20 @@ pytestmark = [pytest.mark.integration]
 def scenario(out: Path) -> None:
     """Run the cluster, write what was observed to `out` (JSON); the test asserts on it."""
     import ray
-    from ray import serve
 
     from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, deploy, jpeg_frames, node_of_actor,
-                                    replica_nodes, start_cluster, write_serve_config)
-    from stemcell.client import Camera
+                                    replica_nodes, start_cluster, stop_cluster, write_serve_config)
+    from stemcell.client import Camera, RetryPolicy
     from tests.helpers.builders import tiny_package
 
-    root = Path(tempfile.mkdtemp(prefix="stemcell-multinode-"))
-    tiny_package(root / "pkg", branchpoints=(0, 6), apps=("car",))
+    root = out.parent  # pytest's tmp folder for this test
     started = time.monotonic()
-    # Each worker has room for both executors (2 CPUs, 1 GPU; an executor takes 0.5 CPU, 0.25 GPU):
-    # only the spread placement puts them on different nodes.
-    cluster = start_cluster(2, head_cpus=1, worker_cpus=2, worker_gpus=1)
+    with ThreadPoolExecutor(1) as background:  # train the tiny package while the nodes start
+        package = background.submit(tiny_package, root / "pkg", branchpoints=(0, 6), apps=("car",))
+        # Each worker has room for both executors (2 CPUs, 1 GPU; an executor takes 0.5 CPU, 0.25 GPU):
+        # only the spread placement puts them on different nodes.
+        cluster = start_cluster(2, head_cpus=1, worker_cpus=2, worker_gpus=1)
+        package.result()
     observed: dict = {"cluster_s": time.monotonic() - started}
     try:
         config = write_serve_config(root, root / "pkg", app_name="stemcell-multinode", namespace="stemcell-multinode",
@@ -60,29 +61,30 @@ def scenario(out: Path) -> None:
             with Camera(dep.url, dep.camera_tokens[cam], cam) as camera:
                 assert len(camera.infer(frames[0])["results"]) == 1
                 served_by[cam] = camera.status()["executor"]
-        observed.update(head=head, ingress_nodes=replica_nodes(dep.app_name), workers=sorted({n.node_id for n in cluster.worker_nodes}), executor_nodes=nodes,
-                        camera_executor=served_by)
+        observed.update(head=head, ingress_nodes=replica_nodes(dep.app_name), executor_nodes=nodes,
+                        workers=sorted({n.node_id for n in cluster.worker_nodes}), camera_executor=served_by)
         # A worker node dies (ungracefully) while the cameras stream: its executor restarts on the other
         # worker, the cameras it served are re-registered from the StateStore, the client retries carry them.
         victim_name = executors[0]
         victim = next(n for n in cluster.worker_nodes if n.node_id == nodes[victim_name])
-        with CameraFleet(dep.url, {c: dep.camera_tokens[c] for c in cams}, frames, fps=5) as fleet:
+        patient = RetryPolicy(retries=30, base_delay_s=0.1, max_delay_s=1.0)  # what a camera should use
+        with CameraFleet(dep.url, {c: dep.camera_tokens[c] for c in cams}, frames, fps=5, policy=patient) as fleet:
             time.sleep(1.0)
             t_kill = time.monotonic()
             cluster.remove_node(victim, allow_graceful=False)
             recovered_at = fleet.wait_for_success_after(t_kill + 0.5, cams, timeout_s=60)
             time.sleep(0.5)
         outcomes, attempts = fleet.snapshot()
+        with dep.admin() as admin:
+            cameras_after = sorted(admin.plan()["cameras"])
         observed.update(
             killed_node=victim.node_id, recovery_s=None if recovered_at is None else recovered_at - t_kill,
             executor_nodes_after={name: node_of_actor(name, dep.namespace) for name in executors},
             frames_ok=sum(o.ok for o in outcomes), frames_failed=[o.error for o in outcomes if not o.ok],
             attempts_failed=sum(a.status != 200 for a in attempts),
-            cameras_after=sorted(dep.admin().plan()["cameras"]))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+            cameras_after=cameras_after)
+    finally:  # no serve.shutdown(): it waits for graceful replica exits; the cluster's end kills everything
+        stop_cluster(cluster)
     out.write_text(json.dumps(observed))
 
 
@@ -114,7 +116,8 @@ def test_dead_node_executor_moves_and_cameras_recover(observed: dict) -> None:
     after = observed["executor_nodes_after"]
     assert observed["killed_node"] not in after.values()
     assert set(after.values()) <= set(observed["workers"])
-    assert observed["recovery_s"] is not None and observed["recovery_s"] < 30, observed["recovery_s"]
+    # < 10 s on an idle 2-core box (see benchmarks/faults.py); generous here, CI machines are shared
+    assert observed["recovery_s"] is not None and observed["recovery_s"] < 45, observed["recovery_s"]
     assert observed["frames_failed"] == []  # the clients' retries carried every frame through the fault
     assert observed["frames_ok"] > 10
     assert observed["cameras_after"] == sorted(observed["camera_executor"])  # no camera lost
