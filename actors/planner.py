@@ -6,11 +6,13 @@ A thin shell (STYLE.md): it builds a frozen `PlannerContext` from what the StemE
 (`stemcell.scheduling.shares`), and hands share changes to `actors.reallocator.Reallocator`.
 
 Roles are stable slots: executor role `<name_prefix>-<i>` (what `app.executors.ExecutorPool`
-places cameras on) and worker role `retrain-<job>`. Generation 0 of a role is the actor named
+places cameras on) and worker role `retrain-<name>` (an `actors.retrain_worker.RetrainWorker`
+serving several cameras' retraining jobs; RECL's slicing runs over the jobs of all workers and a
+worker's share follows the micro-windows its jobs were granted). Generation 0 of a role is the actor named
 like the role (the one the ingress created); generation g > 0 is `<role>-g<g>`. Which actor
 serves each role is the `planner.routes` section of the saved plan, which the ingress reads.
 
-Durable: the role table, routes, jobs and the last decision are saved in the StateStore after every
+Durable: the role table, routes, workers and the last decision are saved in the StateStore after every
 change, so a restarted Planner (`max_restarts=-1`) continues with the same actors; a switch cut
 short by the restart leaves at most an unswitched next-generation actor, which it kills.
 """
@@ -30,7 +32,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.util import metrics
 
-from actors.gpu_share import actor_options
+from actors.gpu_share import actor_options, placement_options
 from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
 from actors.routed_executor import RoutedExecutor
 from actors.state_store import get_or_create_state_store
@@ -39,7 +41,14 @@ from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling import plan_state
 from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext, plan_round
-from stemcell.scheduling.shares import ShareContext, measured_latency, placement_index, role_shares, stable_shares
+from stemcell.scheduling.shares import (
+    ShareContext,
+    measured_latency,
+    placeable_shares,
+    placement_index,
+    role_shares,
+    stable_shares,
+)
 from stemcell.scheduling.slicing import RetrainJob
 from stemcell.serve_config import ServeConfig
 
@@ -53,7 +62,7 @@ _DECISION_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 class PlannerSettings:
     window_s: float = 10.0  # planning period; 0 plans only on `replan()`
     total_gpu: float = 1.0  # GPU-seconds per second the Planner may hand out
-    headroom: float = 0.25  # kept free so a new actor fits beside the old one while it warms up
+    headroom: float = 0.0  # GPU left out of planning (other tenants); switches need free room besides
     quantum: float = 0.05  # shares are multiples of this
     floor: float = 0.05  # least share of any role
     min_change: float = 0.1  # smaller share changes are not worth a switch
@@ -66,14 +75,20 @@ class PlannerSettings:
     drain_timeout_s: float = 30.0
     stats_timeout_s: float = 5.0
     worker_class: str = "actors.retrain_worker:RetrainWorker"  # module:class of retraining workers
+    worker_num_cpus: float = 1.0  # CPU slots of each retraining worker
 
 
-def retrain_job(job_id: str, stats: Mapping[str, Any]) -> RetrainJob:
-    """A RetrainWorker's `stats()` as Algorithm 1 sees it (per-window gains, windows used)."""
-    gains = tuple(float(g) for g in (stats.get("recent_gains") or stats.get("gains") or ()))
-    used = max(int(stats.get("windows_used", len(gains))), len(gains))
-    prior = stats.get("prior_gain")
-    return RetrainJob(job_id, gains[-8:], used, None if prior is None else float(prior))
+def retrain_jobs(role: str, stats: Mapping[str, Any] | None) -> dict[str, tuple[str, RetrainJob]]:
+    """A RetrainWorker's `stats()` as Algorithm 1 sees it: job id -> (worker role, gains so far).
+
+    Each job's `recent_gains` are its measured accuracy gains per training phase (micro-window),
+    `updates` how many phases it ran.
+    """
+    out = {}
+    for job_id, job in (stats or {}).get("jobs", {}).items():
+        gains = tuple(float(g) for g in job.get("recent_gains", ()))[-8:]
+        out[job_id] = (role, RetrainJob(job_id, gains, max(int(job.get("updates", 0)), len(gains))))
+    return out
 
 
 def decision_view(decision: PlanDecision) -> dict[str, Any]:
@@ -104,7 +119,7 @@ class Planner:
         defaults = {self.role(i): RoleState(EXECUTOR, 0, ex.num_gpus, self.role(i)) for i in range(ex.count)}
         restored = {r: RoleState(**v) for r, v in saved.get("roles", {}).items()}
         self.roles: dict[str, RoleState] = defaults | restored
-        self.jobs: dict[str, dict[str, Any]] = dict(saved.get("jobs", {}))  # job -> {"role", "kwargs"}
+        self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
         self.rounds, self.last_decision_ms, self.last_switches = 0, None, []
         orphans = self.realloc.kill_orphans(self.roles)
@@ -128,11 +143,13 @@ class Planner:
         return tuple(r for r, st in self.roles.items() if st.kind == EXECUTOR)
 
     # ------------------------------------------------------------------ actor factories
+    # Actors the Planner creates are detached: a non-detached actor dies with its owner, and the
+    # Planner must be able to restart without taking the executors it started down with it.
     def _new_executor(self, _kind: str, name: str, share: float, _resume: Any) -> ActorHandle:
         c = self.config.executors
         opts = actor_options(share, gpus_available=self._gpus, mps=self.settings.mps, name=name,
-                             namespace=c.namespace, lifetime="detached" if c.detached else None,
-                             num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0)
+                             namespace=c.namespace, lifetime="detached", num_cpus=c.num_cpus,
+                             max_restarts=-1, max_task_retries=0, **placement_options(c.placement, c.node_labels))
         return RoutedExecutor.options(**opts).remote(str(self.config.package_dir), share=share,
                                                      max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
 
@@ -141,16 +158,17 @@ class Planner:
         return getattr(importlib.import_module(module), name)
 
     def _new_worker(self, _kind: str, name: str, share: float, resume_from: Any) -> ActorHandle:
-        job = next(j for j in self.jobs.values() if name == j["role"] or name.startswith(f"{j['role']}-g"))
+        role = next(r for r in self.workers if name == r or name.startswith(f"{r}-g"))
         opts = actor_options(share, gpus_available=self._gpus, mps=self.settings.mps, name=name,
-                             namespace=self.config.executors.namespace, max_restarts=-1)
-        return self._worker_class().options(**opts).remote(**job["kwargs"], resume_from=resume_from)
+                             namespace=self.config.executors.namespace, lifetime="detached", max_restarts=-1,
+                             num_cpus=self.settings.worker_num_cpus)
+        return self._worker_class().options(**opts).remote(**self.workers[role], share=share, resume_from=resume_from)
 
     # ------------------------------------------------------------------ durable state
     def _section(self) -> dict[str, Any]:
-        routes = {r: st.actor for r, st in self.roles.items() if st.kind == EXECUTOR}
+        routes = {r: st.actor for r, st in self.roles.items()}
         return {"roles": {r: asdict(st) for r, st in self.roles.items()}, "routes": routes,
-                "jobs": self.jobs, "decision": self.decision}
+                "workers": self.workers, "decision": self.decision}
 
     async def _persist(self) -> None:
         await self.store.__ray_call__.remote(plan_state.save_plan_section, plan_state.PLANNER, self._section())
@@ -198,20 +216,24 @@ class Planner:
         problem = dataclasses.replace(measured_latency(problem, names, rows), stream_fps=max(fps, rates[-1]))
         return CameraDemand(camera_id, problem)
 
-    async def context(self) -> PlannerContext | None:
-        """This round's frozen inputs; None when there is nothing to plan (no camera)."""
+    async def context(self) -> tuple[PlannerContext, dict[str, str]] | None:
+        """This round's frozen inputs and which worker role runs each retraining job; None when
+        there is nothing to plan (no camera)."""
         cameras = await self._cameras()
         if not cameras:
             return None
         measured = await self.measurements()
         rows = [row for r, st in measured["stats"].items() if st and self.roles[r].kind == EXECUTOR
                 for row in st.get("segment_latency", [])]
-        jobs = tuple(retrain_job(job, measured["stats"].get(j["role"]) or {}) for job, j in self.jobs.items())
+        jobs: dict[str, tuple[str, RetrainJob]] = {}
+        for role in self.workers:
+            jobs |= retrain_jobs(role, measured["stats"].get(role))
         s = self.settings
-        return PlannerContext(total_gpu=s.total_gpu - s.headroom,
-                              cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
-                              retrain_jobs=jobs, window_s=s.retrain_window_s,
-                              round_s=s.window_s or 10.0, scheduler=s.scheduler)
+        ctx = PlannerContext(total_gpu=s.total_gpu - s.headroom,
+                             cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
+                             retrain_jobs=tuple(job for _, job in jobs.values()), window_s=s.retrain_window_s,
+                             round_s=s.window_s or 10.0, scheduler=s.scheduler)
+        return ctx, {job_id: role for job_id, (role, _) in jobs.items()}
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -225,9 +247,10 @@ class Planner:
     async def replan(self) -> dict[str, Any]:
         """One round now: plan, apply share changes make-before-break, persist; returns the plan view."""
         async with self._lock:
-            ctx = await self.context()
-            if ctx is None:
+            inputs = await self.context()
+            if inputs is None:
                 return self.view()
+            ctx, job_roles = inputs
             decision = plan_round(ctx)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
@@ -239,10 +262,11 @@ class Planner:
             count = self.config.executors.count
             target = role_shares(ShareContext(
                 decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
-                self._executor_roles(), {job: j["role"] for job, j in self.jobs.items()},
+                self._executor_roles(), job_roles,
                 quantum=self.settings.quantum, floor=self.settings.floor))
             current = {r: st.share for r, st in self.roles.items()}
-            await self._apply(stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu))
+            wanted = stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu)
+            await self._apply(placeable_shares(current, wanted, free=self._free_gpu(), quantum=self.settings.quantum))
             return self.view()
 
     async def set_shares(self, target: dict[str, float]) -> list[dict[str, Any]]:
@@ -251,10 +275,20 @@ class Planner:
             unknown = sorted(set(target) - set(self.roles))
             if unknown:
                 raise ValueError(f"unknown roles {unknown}; known: {sorted(self.roles)}")
-            after = {r: st.share for r, st in self.roles.items()} | target
+            current = {r: st.share for r, st in self.roles.items()}
+            after = current | target
             if any(v <= 0 for v in target.values()) or sum(after.values()) > self.settings.total_gpu + 1e-9:
                 raise ValueError(f"shares must be > 0 and sum to <= {self.settings.total_gpu}, got {after}")
+            free = self._free_gpu()
+            if placeable_shares(current, target, free=free, quantum=self.settings.quantum) != dict(target):
+                raise ValueError(f"{target} cannot be placed make-before-break: the new actors need their share "
+                                 f"beside the old ones, and only {free:.2f} GPU is free")
             return [r.as_dict() for r in await self._apply(target)]
+
+    def _free_gpu(self) -> float:
+        """GPU a new actor can take now: the Planner's unassigned total, and what Ray has free."""
+        free = self.settings.total_gpu - sum(st.share for st in self.roles.values())
+        return min(free, ray.available_resources().get("GPU", 0.0)) if self._gpus else free
 
     async def _apply(self, target: Mapping[str, float]) -> list:
         self.roles, reports = await self.realloc.apply(self.roles, target)
@@ -265,14 +299,19 @@ class Planner:
         self._export()
         return reports
 
-    # ------------------------------------------------------------------ retraining jobs
-    async def add_retrain_job(self, job_id: str, kwargs: dict[str, Any], share: float) -> dict[str, Any]:
-        """Start (or adopt) job `job_id`'s RetrainWorker (`worker_class(**kwargs)`) at `share`."""
+    # ------------------------------------------------------------------ retraining workers
+    async def add_retrain_worker(self, name: str, kwargs: dict[str, Any], share: float) -> dict[str, Any]:
+        """Start (or adopt, when it runs) worker `retrain-<name>` = `worker_class(**kwargs, share=share)`.
+
+        `kwargs` must be JSON (they are saved with the plan, so a restarted Planner can re-create it).
+        """
         async with self._lock:
-            role = f"{RETRAIN}-{job_id}"
-            self.jobs[job_id] = {"role": role, "kwargs": kwargs}
+            role = f"{RETRAIN}-{name}"
+            self.workers[role] = dict(kwargs)
             if role not in self.roles:
-                self._new_worker(RETRAIN, role, share, None)
+                if share > self._free_gpu() + 1e-9:
+                    raise ValueError(f"share {share} does not fit: {self._free_gpu():.2f} GPU free")
+                await self._new_worker(RETRAIN, role, share, None).ready.remote()
                 self.roles[role] = RoleState(RETRAIN, 0, share, role)
             await self._persist()
             self._export()

@@ -5,8 +5,8 @@ runs them in three phases that keep that order:
 
 1. CREATE + WARM: new actors start with their new `num_gpus` (Ray cannot resize one). An executor
    loads its role's cameras, answers `ready` and runs one real inference through their branches;
-   a retraining worker starts from the old worker's checkpoint (`resume_from`) and answers
-   `stats`. A new actor that cannot be placed or warmed in time is killed and its role keeps the
+   a retraining worker is paused and checkpointed (weights, Adam moments, buffers), and the new
+   one starts from that checkpoint (`resume_from`) and answers `ready`. A new actor that cannot be placed or warmed in time is killed and its role keeps the
    old actor: a failed change costs nothing but the change.
 2. SWITCH: the roles' routes are published (the ingress resolves them), then `grace_s` lets every
    replica pick the new actor up before the old one stops taking calls.
@@ -114,26 +114,28 @@ class Reallocator:
     async def _create_and_warm(self, role: str, old: RoleState, name: str, share: float) -> tuple[bool, float, str]:
         started = time.perf_counter()
         factory = self._factories[old.kind]
-        handle = None
+        handle = previous = None
         try:
             if factory is None:
                 raise RuntimeError(f"no factory for {old.kind} actors")
             resume_from = None
-            if old.kind == RETRAIN:  # checkpoint model + optimizer state, resume it in the new worker
+            if old.kind == RETRAIN:  # pause, snapshot weights + Adam state + buffers, resume in the new worker
                 previous = self.handle(old.actor)
-                resume_from = None if previous is None else await previous.checkpoint.remote()
+                resume_from = None if previous is None else await previous.checkpoint.remote(pause=True)
             handle = factory(old.kind, name, share, resume_from)
             await asyncio.wait_for(self._warm(old.kind, handle, role), self.warm_timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old actor serving
             log.warning("new actor %s (share %.2f) not warm: %r; keeping %s", name, share, exc, old.actor)
             if handle is not None:
                 ray.kill(handle, no_restart=True)
+            if previous is not None:
+                await previous.resume.remote()
             return False, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"[:300]
         return True, time.perf_counter() - started, ""
 
     async def _warm(self, kind: str, handle: ActorHandle, role: str) -> None:
         if kind == RETRAIN:
-            await handle.stats.remote()
+            await handle.ready.remote()
             return
         info = await handle.ready.remote()
         cameras = await self._cameras_for(role)

@@ -77,6 +77,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_planner(args: argparse.Namespace) -> int:
+    import time
+
+    import ray
+
+    from actors.planner import PlannerSettings, get_or_create_planner
+    from app.runtime import ensure_ray
+    from stemcell.serve_config import load_serve_config
+
+    ensure_ray()
+    settings = PlannerSettings(window_s=args.window_s, total_gpu=args.total_gpu, scheduler=args.scheduler)
+    planner = get_or_create_planner(load_serve_config(args.config), settings)
+    print(f"Planner running: a round every {args.window_s:g} s over {args.total_gpu:g} GPU (Ctrl-C to stop watching)")
+    try:
+        while True:
+            view = ray.get(planner.current_plan.remote(), timeout=60)
+            shares = ", ".join(f"{role}={state['share']:.2f}" for role, state in view.get("roles", {}).items())
+            print(f"round {view['rounds']}: decision {view['last_decision_ms'] or 0:.1f} ms; shares {shares or 'none yet'}")
+            if args.once:
+                return 0
+            time.sleep(max(args.window_s, 1.0))
+    except KeyboardInterrupt:
+        return 0
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     from app.streamer import run_stream
 
@@ -144,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"),
                    help="serve config YAML (default configs/serve.yaml)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("planner", help="run the Planner: re-plan GPU shares every window, make-before-break",
+                       description="Start (or attach to) the cluster's Planner actor for a Serve app's config: every "
+                       "window it reads measured costs and accuracies, runs Mainstream greedy for inference and "
+                       "RECL slicing for retraining, and moves actors to new GPU shares make-before-break. Prints "
+                       "each round; the plan is also at GET /admin/plan.")
+    p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"), help="the Serve app's config YAML")
+    p.add_argument("--window-s", type=float, default=10.0, help="seconds between planning rounds (default 10)")
+    p.add_argument("--total-gpu", type=float, default=1.0, help="GPUs the Planner may hand out (default 1)")
+    p.add_argument("--scheduler", default="mainstream", choices=["mainstream", "max_sharing", "no_sharing"],
+                   help="inference policy (default mainstream greedy)")
+    p.add_argument("--once", action="store_true", help="print the current plan once and exit")
+    p.set_defaults(func=_cmd_planner)
 
     p = sub.add_parser("stream", help="be a camera: post frames from a file, RTSP URL or synthetic camera",
                        description="Read frames with OpenCV at --fps (dropping frames when the server is behind, "

@@ -33,6 +33,7 @@ import ray
 from ray.actor import ActorClass, ActorHandle
 from ray.exceptions import RayActorError
 
+from actors.gpu_share import actor_options, placement_options
 from stemcell.scheduling.reallocation import Draining
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
@@ -114,13 +115,11 @@ class ExecutorPool:
 
     def _create(self, index: int) -> ActorHandle:
         c = self.config
-        return executor_class().options(
-            name=self.name(index), namespace=c.namespace, get_if_exists=True,
-            lifetime="detached" if c.detached else None,
-            num_gpus=c.num_gpus, num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0,
-            scheduling_strategy="SPREAD" if c.placement == "spread" else "DEFAULT",
-            **({"label_selector": dict(c.node_labels)} if c.node_labels else {}),
-        ).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+        return executor_class().options(**actor_options(
+            c.num_gpus, gpus_available=True, name=self.name(index), namespace=c.namespace, get_if_exists=True,
+            lifetime="detached" if c.detached else None, num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0,
+            **placement_options(c.placement, c.node_labels),
+        )).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
 
     async def _run_many_at(self, index: int, items: list[Item]) -> list[list[dict] | BaseException]:
         return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move

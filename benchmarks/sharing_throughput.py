@@ -98,14 +98,15 @@ def main() -> None:
     x = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     single = copy.deepcopy(base).to(device).eval()  # the base itself stays on the CPU for the app copies
 
-    def tree_of(branchpoint: int) -> StemTree:
+    def tree_of(branchpoint: int, apps: int = args.apps) -> StemTree:
         tree = StemTree(s, device)
-        for i in range(args.apps):
+        for i in range(apps):
             tree.add(("cam", f"app{i}"), perturbed_app_model(base, branchpoint, seed=i + 1))
         return tree
 
-    max_tree, mid_tree = tree_of(s), tree_of(s // 2)
+    max_tree, mid_tree, one_app_tree = tree_of(s), tree_of(s // 2), tree_of(s, apps=1)
     all_rows = {key: torch.arange(args.batch) for key in max_tree.keys()}
+    one_row = {key: torch.arange(args.batch) for key in one_app_tree.keys()}
     separate = [perturbed_app_model(base, 0, seed=100 + i).to(device).eval() for i in range(args.apps)]
 
     def run_single() -> object:
@@ -118,6 +119,7 @@ def main() -> None:
 
     configs: dict[str, Callable[[], object]] = {
         "single_model": run_single,
+        "tree_one_app": lambda: one_app_tree.forward(x, one_row),
         "max_sharing": lambda: max_tree.forward(x, all_rows),
         f"half_sharing_b{s // 2}": lambda: mid_tree.forward(x, all_rows),
         "no_sharing": run_separate,
@@ -138,7 +140,7 @@ def main() -> None:
         name: statistics.median(a / b for a, b in zip(v, per_round["single_model"])) for name, v in per_round.items()
     }
     rows = [
-        {"config": name, "apps": 1 if name == "single_model" else args.apps, "fps_best": fps[name],
+        {"config": name, "apps": 1 if name in ("single_model", "tree_one_app") else args.apps, "fps_best": fps[name],
          "fps_median": statistics.median(v), "ratio_to_single": ratio[name], "ratio_paired_median": paired[name]}
         for name, v in samples.items()
     ]
@@ -159,6 +161,9 @@ def main() -> None:
         "ratio_no_sharing_to_single": ratio["no_sharing"],
         "ratio_max_sharing_to_single_paired_median": paired["max_sharing"],
         "ratio_no_sharing_to_single_paired_median": paired["no_sharing"],
+        # The same stem-tree executor with one app: isolates the cost of sharing among N apps from the
+        # difference between the tree's execution path and a plain nn.Module call.
+        "ratio_max_sharing_to_tree_one_app": fps["max_sharing"] / fps["tree_one_app"],
         "samples": samples,
         "rows": rows,
     }
@@ -166,12 +171,13 @@ def main() -> None:
     print_table(rows, title=title)
     print(f"max sharing / single = {ratio['max_sharing']:.3f} (goal >= 0.8; paired median "
           f"{paired['max_sharing']:.3f}); no sharing / single = {ratio['no_sharing']:.3f} (about 1/{args.apps}; "
-          f"paired median {paired['no_sharing']:.3f}); {rounds} rounds")
+          f"paired median {paired['no_sharing']:.3f}); {rounds} rounds; max sharing / the same tree with one app = "
+          f"{result['ratio_max_sharing_to_tree_one_app']:.3f}")
     out = save_results(result, args.out, rows=rows)
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     names = [r["config"] for r in rows]
-    bars = ax.bar(names, [r["fps_best"] for r in rows], color=["#777", "#2a7", "#7b5", "#c44"], label="best run")
+    bars = ax.bar(names, [r["fps_best"] for r in rows], color=["#777", "#999", "#2a7", "#7b5", "#c44"], label="best run")
     ax.scatter(names, [r["fps_median"] for r in rows], color="black", marker="_", s=300, zorder=3, label="median run")
     ax.legend()
     for bar, r in zip(bars, rows):

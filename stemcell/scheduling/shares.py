@@ -124,3 +124,29 @@ def measured_latency(problem: ScheduleProblem, segment_names: Sequence[str],
     )
     head = statistics.median(seen["head"]) if "head" in seen else problem.head_latency_s
     return dataclasses.replace(problem, segment_latency_s=segments, head_latency_s=head)
+
+
+def placeable_shares(current: Mapping[str, float], target: Mapping[str, float], *, free: float,
+                     quantum: float) -> dict[str, float]:
+    """The part of `target` that make-before-break can place now, given `free` unallocated GPU.
+
+    Every changed role's new actor runs beside its old one until the switch, so all new shares
+    (created together, `reallocation_steps`) must fit in `free` at once. Shrinking roles go first
+    (they free room once done, and are cheap to place); a grow that does not fit whole is cut to
+    the largest quantum multiple that still fits above the current share, else left for a later
+    round. Roles not in `current` are ignored.
+    """
+    out = {r: current[r] for r in target if r in current}
+    changed = [r for r in out if abs(target[r] - current[r]) >= _EPS]
+    room = free
+    for role in sorted(changed, key=lambda r: (target[r] - current[r], r)):  # biggest shrink first
+        want = target[role]
+        if want > current[role]:
+            want = min(want, math.floor((room + _EPS) / quantum) * quantum)
+            if want <= current[role] + _EPS:
+                continue
+        if want > room + _EPS:
+            continue
+        out[role] = round(want, 9)
+        room -= want
+    return out

@@ -17,7 +17,7 @@ import ray
 from actors.planner import ACTOR_NAME, PlannerActor, PlannerSettings
 from actors.state_store import get_or_create_state_store
 from app.executors import ExecutorPool
-from app.service import read_routes
+from app.service import StemcellService, read_manifest, read_routes
 from stemcell.serve_config import ServeConfig
 from tests.helpers.builders import tiny_package
 
@@ -51,7 +51,8 @@ def store(config: ServeConfig):  # noqa: ANN201 - an actor handle
 
 @pytest.fixture(scope="module")
 def planner(config: ServeConfig, store):  # noqa: ANN001, ANN201
-    settings = PlannerSettings(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.25, warm_timeout_s=60)
+    settings = PlannerSettings(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
+                               worker_num_cpus=0.25)
     handle = PlannerActor.options(name=ACTOR_NAME, namespace=NAMESPACE).remote(config.model_dump(mode="json"), settings)
     yield handle
     plan = ray.get(handle.current_plan.remote())
@@ -83,7 +84,7 @@ async def _registry(store, camera: str) -> dict | None:  # noqa: ANN001
 
 
 def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store, planner) -> None:  # noqa: ANN001
-    async def main() -> tuple[dict[str, Any], list[list[dict]]]:
+    async def main() -> tuple[dict[str, Any], list[list[dict]], dict[str, Any]]:
         pool = ExecutorPool(config.executors, str(config.package_dir), lambda c: _registry(store, c), 256,
                             routes=lambda: read_routes(store), names=await read_routes(store), route_refresh_s=0.2)
         await pool.ready(60)
@@ -100,9 +101,12 @@ def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store,
             await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*streams)
-        return log, reports
+        # the ingress's plan code: its own camera section is rewritten, the Planner's kept, the live view shown
+        service = StemcellService(config, store, pool, *read_manifest(config.package_dir))
+        await service._save_plan()
+        return log, reports, await service.plan()
 
-    log, reports = asyncio.run(main())
+    log, reports, admin_plan = asyncio.run(main())
     assert log["failed"] == [] and log["ok"] > 20, log
     assert [r[0]["ok"] for r in reports] == [True, True]
     assert [r[0]["new_actor"] for r in reports] == [f"{ROLE}-g1", f"{ROLE}-g2"]
@@ -112,15 +116,35 @@ def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store,
     plan = ray.get(planner.current_plan.remote())
     assert plan["roles"][ROLE] == {"kind": "executor", "generation": 2, "share": 0.25, "actor": f"{ROLE}-g2"}
     assert ray.get(store.__ray_call__.remote(lambda s: s.latest_plan().plan["planner"]["routes"])) == {ROLE: f"{ROLE}-g2"}
+    assert admin_plan["planner"]["live"] and admin_plan["planner"]["routes"] == {ROLE: f"{ROLE}-g2"}
+    assert set(admin_plan["cameras"]) == set(CAMERAS)
 
 
 def test_round_plans_every_camera_within_the_gpu(planner) -> None:  # noqa: ANN001
     view = ray.get(planner.replan.remote())
     decision = view["decision"]
     assert set(decision["cameras"]) == set(CAMERAS)
-    assert decision["inference_share"] <= 1.0 - 0.25 + 1e-9  # total minus the make-before-break headroom
+    assert decision["inference_share"] <= 1.0 - 0.5 + 1e-9  # the total minus what is left out of planning
     assert view["last_decision_ms"] is not None and view["last_decision_ms"] > 0
-    assert sum(r["share"] for r in view["roles"].values()) <= 1.0 - 0.25 + 1e-9
+    assert sum(r["share"] for r in view["roles"].values()) <= 1.0 - 0.5 + 1e-9
+
+
+def test_retraining_worker_moves_with_its_state(config: ServeConfig, planner, tmp_path: Path) -> None:  # noqa: ANN001
+    """Checkpoint (paused) -> new worker with the new share resumes it -> old worker stopped."""
+    kwargs = {"package_dir": str(config.package_dir), "persist_dir": str(tmp_path / "versions"), "auto": False}
+    ray.get(planner.add_retrain_worker.remote("w0", kwargs, 0.05))
+    old = ray.get_actor("retrain-w0", namespace=NAMESPACE)
+    ray.get(old.set_camera.remote("cam-a", [{"app": "car", "branchpoint": 3}, {"app": "person", "branchpoint": 6}]))
+    before = ray.get(old.stats.remote())
+    [report] = ray.get(planner.set_shares.remote({"retrain-w0": 0.1}))
+    assert report["ok"] and report["new_actor"] == "retrain-w0-g1", report
+    new = ray.get_actor("retrain-w0-g1", namespace=NAMESPACE)
+    after = ray.get(new.stats.remote())
+    assert after["share"] == 0.1 and set(after["jobs"]) == set(before["jobs"]) == {"cam-a/car", "cam-a/person"}
+    assert [j["version"] for j in after["jobs"].values()] == [j["version"] for j in before["jobs"].values()]
+    with pytest.raises(ValueError):
+        ray.get_actor("retrain-w0", namespace=NAMESPACE)
+    assert ray.get(planner.current_plan.remote())["routes"]["retrain-w0"] == "retrain-w0-g1"
 
 
 def test_restarted_planner_continues_with_the_persisted_plan(planner) -> None:  # noqa: ANN001

@@ -12,7 +12,7 @@ from tests.helpers.builders import tiny_package
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name in ("pretrain", "train", "plan", "serve", "stream", "demo"):
+    for name in ("pretrain", "train", "plan", "serve", "planner", "stream", "demo"):
         assert name in sub.choices and sub.choices[name].description
     with pytest.raises(SystemExit):
         main(["plan", "--help"])
