@@ -32,7 +32,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.stem_executor import _limit_gpu_memory
+from actors.gpu_share import enforce_share
 from stemcell.learning.ams import AmsConfig, AmsTrainer, Published, payload_kind
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
@@ -59,7 +59,7 @@ class RetrainWorker:
     def __init__(self, package_dir: str, *, persist_dir: str | None = None, config: dict[str, Any] | None = None,
                  share: float = 0.0, resume_from: bytes | dict[str, Any] | None = None, auto: bool = True,
                  poll_s: float = 0.25) -> None:
-        _limit_gpu_memory(share)
+        enforce_share(share)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
         self._share = share
@@ -74,7 +74,7 @@ class RetrainWorker:
         if resume_from is not None:
             self._trainer.load_state_dict(read_checkpoint(resume_from), self._model)
             self._restored = len(self._trainer.order)
-        elif self._store is not None:
+        if self._store is not None:  # after a crash Ray re-runs this with the same resume_from: newer wins
             self._restore_from_store()
         self._loop_task: asyncio.Task | None = None
 
@@ -92,11 +92,12 @@ class RetrainWorker:
         assert self._store is not None
         for camera, app in self._store.jobs():
             stored = self._store.load(camera, app)
-            if stored is None:
+            known = (camera, app) in self._trainer.order
+            if stored is None or (known and self._trainer.job(camera, app).version >= stored.version):
                 continue
             job = self._trainer.add_job(camera, app, self._model(camera, app, stored.spec), stored.target, stored.spec)
             job.restore_published(stored.version, stored.weights, stored.updates, stored.last_trained_s)
-            self._restored += 1
+            self._restored += int(not known)
         log.info("restored %d job(s) from %s", self._restored, self._store.root)
 
     async def _on(self, fn: Callable[..., V], *args: Any) -> V:

@@ -22,7 +22,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.stem_executor import _limit_gpu_memory
+from actors.gpu_share import enforce_share
 from stemcell.learning.teacher import FrameMeta, ModelTeacher, OracleTeacher
 from stemcell.models import build_base, load_safetensors
 from stemcell.package import load_package
@@ -53,7 +53,7 @@ def build_teacher(*, world: dict[str, Any] | None = None, base: str | None = Non
 @ray.remote
 class TeacherLabeler:
     def __init__(self, *, share: float = 0.0, **teacher: Any) -> None:
-        _limit_gpu_memory(share)
+        enforce_share(share)
         self._share = share
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._teacher = build_teacher(device=self._device, **teacher)

@@ -109,14 +109,15 @@ class LearningService:
                 log.warning("camera %s app %s: version %d not pushed to the executor: %s", camera_id, app, version, exc)
 
     async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
-        apps = [a["app"] for a in await self._camera_apps(camera_id)]
+        specs = await self._camera_apps(camera_id)
+        apps = [a["app"] for a in specs]
         if app is None:
             if len(apps) != 1:
                 raise ValueError(f"camera {camera_id!r} runs {sorted(apps)}: say which with ?app=")
             app = apps[0]
         if app not in apps:
             raise ValueError(f"camera {camera_id!r} does not run app {app!r} (it runs {sorted(apps)})")
-        await self.worker.set_camera.remote(camera_id, await self._camera_apps(camera_id))
+        await self.worker.set_camera.remote(camera_id, specs)
         found = await self.worker.update_since.remote(camera_id, app, since)
         if found is None:
             return None

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from ams_common import fresh_app
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.learning import (
@@ -44,7 +45,7 @@ from stemcell.learning import (
     rates_init,
     rates_step,
 )
-from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.models import AppModel, SegmentedNet, to_input
 from stemcell.training import binary_metrics, pretrain_base, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
@@ -76,7 +77,7 @@ class BenchConfig:
 
 
 QUICK = BenchConfig(
-    eval_cameras=(0, 1, 2), pretrain_cameras=(3,), duration_s=150.0, size=48, pretrain_frames=500,
+    eval_cameras=(0, 1, 2), pretrain_cameras=(3,), duration_s=120.0, size=48, pretrain_frames=500,
     pretrain_fraction=0.5, pretrain_epochs=3, eval_stride=10, batch_size=8, one_time_iterations=60,
 )
 
@@ -146,16 +147,6 @@ def prepare_camera(world: World, teacher: OracleTeacher, camera: int, template: 
                       stem_features(template, frames, cfg.size), labels, jpeg, update_t, mean_rate)
 
 
-def fresh_app(base: SegmentedNet, cfg: BenchConfig) -> AppModel:
-    """The uncustomised app: the pretrained base cut at b, its head = the base's row for the class."""
-    app = make_app_model(base, cfg.branchpoint, 1)
-    k = CLASSES.index(cfg.app_class)
-    with torch.no_grad():
-        app.head.fc.weight.copy_(base.head.fc.weight[k : k + 1])
-        app.head.fc.bias.copy_(base.head.fc.bias[k : k + 1])
-    return app.eval()
-
-
 def feature_batches(buffer: SampleBuffer, features: torch.Tensor, count: int, batch_size: int,
                     rng: np.random.Generator, target: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Uniform mini-batches from the buffer, as cached stem activations (the stem is frozen and shared:
@@ -191,9 +182,9 @@ class Edge:
 
 def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: float | None, scheme: str) -> dict:
     """Simulate one scheme on one camera; returns metrics and byte counts."""
-    learner = ContinualLearner(fresh_app(base, cfg), lr=cfg.lr, gamma=gamma, phase_steps=cfg.iterations, seed=cfg.seed,
-                               from_features=True)
-    edge = Edge(fresh_app(base, cfg), learner)
+    learner = ContinualLearner(fresh_app(base, cfg.branchpoint, cfg.app_class), lr=cfg.lr, gamma=gamma,
+                               phase_steps=cfg.iterations, seed=cfg.seed, from_features=True)
+    edge = Edge(fresh_app(base, cfg.branchpoint, cfg.app_class), learner)
     target = [CLASSES.index(cfg.app_class)]
     rng = np.random.default_rng(cfg.seed)
     buffer = SampleBuffer(horizon_s=cfg.horizon_s)
@@ -255,7 +246,7 @@ def run(cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
                          batch_size=64, seed=cfg.seed)
     log.info("pretrained tiny_cnn on %d frames in %.1fs", len(data), time.perf_counter() - start)
     teacher, rates = OracleTeacher(world), RatesConfig()
-    template = fresh_app(base, cfg)
+    template = fresh_app(base, cfg.branchpoint, cfg.app_class)
     per_camera: list[dict] = []
     for camera in cfg.eval_cameras:
         cam = prepare_camera(world, teacher, camera, template, cfg, rates)
@@ -300,10 +291,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="results JSON (Parquet and PNG are written beside it)")
     parser.add_argument("--seed", type=int, default=0, help="world, pretraining and sampling seed")
     parser.add_argument("--duration", type=float, default=None, help="simulated seconds per camera (override)")
+    parser.add_argument("--pretrain-cameras", type=int, nargs="+", default=None,
+                        help="cameras whose early frames pretrain the student (default 3 4; quick 3). The result is "
+                             "sensitive to this choice: it sets how good 'No customization' already is")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 is fastest for these tiny models, and does not spin on a busy box)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
     cfg = QUICK if args.quick else BenchConfig()
-    cfg = replace(cfg, seed=args.seed, duration_s=args.duration or cfg.duration_s)
+    cfg = replace(cfg, seed=args.seed, duration_s=args.duration or cfg.duration_s,
+                  pretrain_cameras=tuple(args.pretrain_cameras or cfg.pretrain_cameras))
     start = time.perf_counter()
     rows, per_camera = run(cfg)
     print_table(per_camera, title="Per camera")

@@ -104,9 +104,11 @@ class EdgeClient:
         self.counters.frames += len(x)
         return {app: torch.sigmoid(s.active(x)[:, 0]).numpy() for app, s in self.students.items()}
 
-    def observe(self, frame: np.ndarray, t_s: float) -> dict[str, bool]:
-        """One decoded frame of the live stream: local labels, plus sampling/upload/sync when due."""
-        labels = {app: bool(p[0] >= 0.5) for app, p in self.scores(frame[None]).items()}
+    def observe(self, frame: np.ndarray, t_s: float, *, infer: bool = True) -> dict[str, bool]:
+        """One decoded frame of the live stream: local labels, plus sampling/upload/sync when due.
+
+        `infer=False` skips the students (a simulation that scores only every n-th frame)."""
+        labels = {app: bool(p[0] >= 0.5) for app, p in self.scores(frame[None]).items()} if infer else {}
         if self._next_sample_s is None or t_s >= self._next_sample_s:
             self._pending.append((t_s, encode_jpeg(frame, self.jpeg_quality)))
             self._next_sample_s = t_s + 1.0 / self.sampling_fps

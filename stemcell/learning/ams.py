@@ -14,6 +14,7 @@ time) and in simulation. The RetrainWorker actor is a shell around this class.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from stemcell.learning.rates import (
 )
 from stemcell.learning.rates import step as rates_step
 from stemcell.learning.retrain import ContinualLearner, buffer_batches
-from stemcell.models import AppModel, to_input
+from stemcell.models import AppModel, segment_hash, to_input
 
 CHECKPOINT_FORMAT = 1
 JobKey = tuple[str, str]  # (camera id, app name)
@@ -108,30 +109,34 @@ class AppJob:
         self.encoded: dict[int, bytes] = {}
         self.last_trained_s: float | None = None
         self.stats = JobStats()
+        # one mini-batch stream per job: a job's training does not depend on which others share the worker
+        self.rng = np.random.default_rng([config.seed, zlib.crc32(camera.encode()), zlib.crc32(app.encode())])
 
     @property
     def version(self) -> int:
         return self.learner.version
 
-    def due(self, latest_s: float | None, oldest_s: float | None, t_update_s: float) -> bool:
+    def due(self, latest_s: float | None, oldest_s: float | None, t_update_s: float, slack_s: float = 0.0) -> bool:
+        """T_update of new samples since the last phase. `slack_s` (one sampling interval) absorbs the
+        jitter of sample times, so an upload every T_update is not skipped for being 0.3 s short."""
         if latest_s is None or oldest_s is None:
             return False
         since = self.last_trained_s if self.last_trained_s is not None else oldest_s
-        return latest_s - since >= t_update_s
+        return latest_s > since and latest_s - since >= t_update_s - slack_s
 
     @torch.no_grad()
     def _accuracy(self, frames: np.ndarray, labels: np.ndarray) -> float:
         logits = self.learner.model(to_input(frames, self.config.input_size))[:, 0]
         return float(((logits > 0).numpy() == (labels[:, self.target] > 0.5)).mean())
 
-    def retrain(self, buffer: SampleBuffer, rng: np.random.Generator) -> Published:
+    def retrain(self, buffer: SampleBuffer) -> Published:
         """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update."""
         started, cpu = time.perf_counter(), time.process_time()
         fresh = buffer.items(self.last_trained_s)
         fresh_x = np.stack([it.frame for it in fresh]) if fresh else None
         fresh_y = np.stack([it.labels for it in fresh]) if fresh else None
         before = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
-        batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=rng,
+        batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
                                  targets=[self.target], input_size=self.config.input_size)
         result = self.learner.retrain(batches, self.config.iterations)
         after = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
@@ -161,6 +166,8 @@ class AppJob:
 
     def update_since(self, edge_version: int | None) -> SparseUpdate | None:
         """What an edge at `edge_version` needs (None: up to date; merged or full otherwise)."""
+        if edge_version == self.version:
+            return None
         return catch_up_update(edge_version, self.history, self.learner.trainable_state(), version=self.version)
 
     def payload_since(self, edge_version: int | None) -> tuple[bytes, SparseUpdate] | None:
@@ -168,7 +175,7 @@ class AppJob:
         update = self.update_since(edge_version)
         if update is None:
             return None
-        if update.base_version == edge_version and update.version in self.encoded and edge_version is not None:
+        if edge_version is not None and update.base_version == edge_version and update.version == edge_version + 1:
             return self.encoded[update.version], update
         return encode(update), update
 
@@ -187,6 +194,7 @@ class AppJob:
     def state_dict(self) -> dict[str, Any]:
         return {
             "spec": self.spec, "target": self.target, "last_trained_s": self.last_trained_s,
+            "rng": self.rng.bit_generator.state,
             "learner": self.learner.state_dict(),
             "history": {str(v): torch.frombuffer(bytearray(b), dtype=torch.uint8) for v, b in self.encoded.items()},
             "stats": {"updates": self.stats.updates, "wall_s": self.stats.wall_s, "cpu_s": self.stats.cpu_s,
@@ -197,6 +205,7 @@ class AppJob:
         self.learner.load_state_dict(state["learner"])
         updates = {int(v): t.numpy().tobytes() for v, t in state["history"].items()}
         self.restore_published(self.version, self.learner.trainable_state(), updates, state["last_trained_s"])
+        self.rng.bit_generator.state = state["rng"]
         st = state["stats"]
         self.stats = JobStats(int(st["updates"]), float(st["wall_s"]), float(st["cpu_s"]), list(st["recent_gains"]))
 
@@ -237,7 +246,7 @@ class CameraSession:
         return accepted
 
     def due(self, app: str) -> bool:
-        return self.jobs[app].due(self.buffer.latest_s, self.buffer.oldest_s, self.t_update_s)
+        return self.jobs[app].due(self.buffer.latest_s, self.buffer.oldest_s, self.t_update_s, 1.0 / self.sampling_fps)
 
     def state_dict(self) -> dict[str, Any]:
         items = self.buffer.items()
@@ -269,7 +278,6 @@ class AmsTrainer:
         self.sessions: dict[str, CameraSession] = {}
         self.order: list[JobKey] = []  # round-robin order (registration order)
         self.cursor = 0  # index in `order` where the next search for a due job starts
-        self.rng = np.random.default_rng(config.seed)
 
     def add_job(self, camera: str, app: str, model: AppModel, target: int, spec: dict[str, Any] | None = None) -> AppJob:
         """Register (camera, app); re-registering an existing job keeps it (idempotent)."""
@@ -319,7 +327,7 @@ class AmsTrainer:
             session = self.sessions[camera]
             if session.due(app):
                 self.cursor = (self.cursor + i + 1) % n
-                return session.jobs[app].retrain(session.buffer, self.rng)
+                return session.jobs[app].retrain(session.buffer)
         return None
 
     def run_pending(self) -> list[Published]:
@@ -339,6 +347,7 @@ class AmsTrainer:
             job, session = self.job(camera, app), self.sessions[camera]
             out[f"{camera}/{app}"] = {
                 "camera": camera, "app": app, "version": job.version, "updates": job.stats.updates,
+                "stem_hashes": [segment_hash(s) for s in job.learner.model.stem],  # proof the stem stays shared
                 "wall_s": job.stats.wall_s, "cpu_s": job.stats.cpu_s, "recent_gains": list(job.stats.recent_gains),
                 "sampling_fps": session.sampling_fps, "t_update_s": session.t_update_s, "buffer": len(session.buffer),
             }
@@ -350,7 +359,6 @@ class AmsTrainer:
         Only tensors, numbers, strings and containers: `torch.load(weights_only=True)` reads it.
         """
         return {"format": CHECKPOINT_FORMAT, "order": [list(k) for k in self.order], "cursor": self.cursor,
-                "rng": self.rng.bit_generator.state,
                 "sessions": {c: s.state_dict() for c, s in self.sessions.items()}}
 
     def load_state_dict(self, state: dict[str, Any], factory: ModelFactory) -> None:
@@ -365,5 +373,3 @@ class AmsTrainer:
         for camera, session in self.sessions.items():
             session.load_buffer_and_rates(state["sessions"][camera])
         self.cursor = int(state["cursor"]) % max(1, len(self.order))
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]

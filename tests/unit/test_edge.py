@@ -14,6 +14,15 @@ SIZE = 32
 FPS = 10.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and does not spin against other jobs on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world() -> World:
     return World(WorldConfig(seed=3, num_cameras=1, height=SIZE, width=SIZE, fps=FPS, duration_s=120.0))

@@ -1,0 +1,116 @@
+"""TeacherLabeler and RetrainWorker on local Ray: publish, stem untouched, checkpoint/resume, restart."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from actors.retrain_worker import RetrainWorker, read_checkpoint
+from actors.teacher_labeler import TeacherLabeler, build_teacher
+from stemcell.learning import FrameMeta, decode
+from stemcell.models import segment_hash
+from stemcell.package import load_package
+from stemcell.world import World, WorldConfig
+from tests.helpers.builders import tiny_package
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+WORLD = {"seed": 5, "num_cameras": 1, "height": 32, "width": 32, "fps": 10.0, "duration_s": 60.0}
+AMS = {"iterations": 4, "batch_size": 4}
+APPS = [{"app": "car", "branchpoint": 3}]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ams-pkg")
+    tiny_package(root, branchpoints=(3,), apps=("car",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Iterator[ray.actor.ActorHandle]:
+    teacher = TeacherLabeler.options(num_cpus=0.25, num_gpus=0.1).remote(share=0.1, world=WORLD)
+    yield teacher
+    ray.kill(teacher)
+
+
+def _worker(package: Path, persist: Path, **kwargs):
+    return RetrainWorker.options(num_cpus=0.25, num_gpus=0.1).remote(
+        str(package), persist_dir=str(persist), config=AMS, share=0.1, auto=False, **kwargs)
+
+
+def _samples(start_s: float, count: int) -> tuple[list[float], np.ndarray]:
+    cam = World(WorldConfig(**WORLD)).camera(0)
+    stamps = [start_s + i for i in range(count)]
+    return stamps, cam.frames([int(t * WORLD["fps"]) for t in stamps])
+
+
+def test_oracle_teacher_labels_ground_truth(oracle) -> None:
+    stamps, frames = _samples(0.0, 12)
+    labels = ray.get(oracle.label.remote(frames, 0, stamps))
+    truth = World(WorldConfig(**WORLD)).camera(0).presence()[[int(t * 10) for t in stamps]]
+    assert labels.dtype == np.float32 and np.array_equal(labels, truth.astype(np.float32))
+    assert ray.get(oracle.stats.remote())["frames"] == 12
+
+
+def test_model_teacher_from_the_package_base(package: Path) -> None:
+    """The actor's other teacher, built in-process (an extra actor costs seconds; the shell is the same)."""
+    teacher = build_teacher(package_dir=str(package))
+    _, frames = _samples(0.0, 6)
+    labels = teacher.label(frames, FrameMeta(0, np.zeros(6, dtype=np.int64)))
+    assert labels.shape == (6, 5) and set(np.unique(labels)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="exactly one"):
+        build_teacher(package_dir=str(package), world=WORLD)
+
+
+def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: Path) -> None:
+    base = load_package(package).base
+    worker = _worker(package, tmp_path / "models")
+    ray.get(worker.ready.remote())
+    assert ray.get(worker.set_camera.remote("cam-1", APPS)) == {"car": 0}
+    stamps, frames = _samples(0.0, 12)
+    advice = ray.get(worker.add_samples.remote("cam-1", stamps, frames, ray.get(oracle.label.remote(frames, 0, stamps))))
+    assert advice["accepted"] == 12 and advice["t_update_s"] == 10.0 and 0.1 <= advice["sampling_fps"] <= 1.0
+    published = ray.get(worker.run_pending.remote())
+    assert [(p["camera"], p["app"], p["version"]) for p in published] == [("cam-1", "car", 1)]
+
+    payload, meta = ray.get(worker.update_since.remote("cam-1", "car", 0))
+    update = decode(payload)
+    assert meta == {"version": 1, "base_version": 0, "kind": "sparse"} and 0 < update.mask_fraction < 0.1
+    assert not any(s.name.startswith("stem.") for s in update.specs)
+    assert ray.get(worker.update_since.remote("cam-1", "car", 1)) is None
+    stats = ray.get(worker.stats.remote())
+    job = stats["jobs"]["cam-1/car"]
+    assert job["stem_hashes"] == [segment_hash(s) for s in base.segments[:3]]  # the stem is still the package's
+    assert job["updates"] == 1 and job["wall_s"] > 0 and job["cpu_s"] > 0 and len(job["recent_gains"]) == 1
+
+    # make-before-break: snapshot (training paused), start the new one from it, both train alike
+    blob = ray.get(worker.checkpoint.remote(pause=True))
+    moved = _worker(package, tmp_path / "models-moved", resume_from=blob)
+    assert ray.get(moved.ready.remote())["restored"] == 1
+    old_state, new_state = read_checkpoint(blob), read_checkpoint(ray.get(moved.checkpoint.remote()))
+    old_adam = old_state["sessions"]["cam-1"]["jobs"]["car"]["learner"]["optimizer"]["adam"]["state"]
+    new_adam = new_state["sessions"]["cam-1"]["jobs"]["car"]["learner"]["optimizer"]["adam"]["state"]
+    assert old_adam.keys() == new_adam.keys() and all(
+        torch.equal(old_adam[k][m], new_adam[k][m]) for k in old_adam for m in ("exp_avg", "exp_avg_sq"))
+    stamps2, frames2 = _samples(12.0, 12)
+    labels2 = ray.get(oracle.label.remote(frames2, 0, stamps2))
+    for w in (worker, moved):
+        ray.get(w.add_samples.remote("cam-1", stamps2, frames2, labels2))
+        assert [p["version"] for p in ray.get(w.run_pending.remote())] == [2]
+    assert ray.get(worker.update_since.remote("cam-1", "car", 1))[0] == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
+
+    # crash + restart: a new worker on the same folder comes back at the published version
+    ray.kill(worker)
+    restarted = _worker(package, tmp_path / "models")
+    assert ray.get(restarted.ready.remote())["restored"] == 1
+    assert ray.get(restarted.stats.remote())["jobs"]["cam-1/car"]["version"] == 2
+    again, meta = ray.get(restarted.update_since.remote("cam-1", "car", 1))
+    assert meta["kind"] == "sparse" and again == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
+    assert ray.get(restarted.update_since.remote("cam-1", "car", None))[1]["kind"] == "full"
+    for w in (moved, restarted):
+        ray.kill(w)

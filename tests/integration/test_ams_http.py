@@ -1,0 +1,122 @@
+"""The two learning routes end to end: Serve with `learning.enabled`, a real edge client over HTTP.
+
+`GET /cameras/{id}/model?since=V` and `POST /cameras/{id}/samples` (app.learning_service): full
+update on first contact, 304 when current, sparse update after the worker retrains, the serving
+executor picks the new version up, and bad input is refused with 4xx.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import yaml
+from ray import serve
+
+from app.serve_app import build_app
+from stemcell.client import Admin, Camera, StemcellError
+from stemcell.edge import EdgeClient, HttpTransport
+from stemcell.imaging import encode_jpeg
+from stemcell.learning import decode
+from stemcell.package import load_package
+from stemcell.world import World, WorldConfig
+from tests.helpers.builders import tiny_package
+from tests.integration.test_serve_http import Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+ADMIN_TOKEN = "admin-" + "y" * 26
+CAMERA_TOKEN = "camera-token-" + "z" * 20
+APP_NAME = "stemcell-ams-test"
+MAX_UPLOAD = 12
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("ams-serve")
+    srv = Server(root)
+    tiny_package(srv.package, branchpoints=(3,), apps=("car",))
+    srv.config_path.write_text(yaml.safe_dump({
+        "package_dir": str(srv.package), "state_path": str(root / "state.db"),
+        "admin_token_env": "STEMCELL_AMS_ADMIN_TOKEN", "app_name": APP_NAME,
+        "ingress": {"num_cpus": 0.25},
+        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": "stemcell-ams-test"},
+        "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
+                     "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
+                     "max_upload_frames": MAX_UPLOAD},
+    }))
+    os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
+    serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
+    serve.run(build_app({"config_path": str(srv.config_path)}), name=APP_NAME, route_prefix="/")
+    with Admin(srv.url, ADMIN_TOKEN, timeout=60.0) as admin:
+        admin.add_camera("edge-1", [{"app": "car", "branchpoint": 3}], fps=10, token=CAMERA_TOKEN)
+    yield srv
+    serve.shutdown()
+    os.environ.pop("STEMCELL_AMS_ADMIN_TOKEN", None)
+
+
+def _frames(start_s: float, count: int) -> tuple[list[float], np.ndarray]:
+    cam = World(WorldConfig(seed=2, num_cameras=1, height=32, width=32, duration_s=120.0)).camera(0)
+    stamps = [start_s + i for i in range(count)]
+    return stamps, cam.frames([int(t * 10) for t in stamps])
+
+
+def test_edge_streams_over_http(server: Server) -> None:
+    package = load_package(server.package)
+    transport = HttpTransport(server.url, CAMERA_TOKEN)
+    edge = EdgeClient("edge-1", {"car": package.app_model("car", 3)}, transport, input_size=32)
+    assert edge.sync() == {"car": 0} and edge.counters.full_updates == 1
+    assert transport.fetch("edge-1", "car", 0) is None  # current: 304, nothing crosses
+
+    stamps, frames = _frames(0.0, 11)
+    advice = transport.upload("edge-1", stamps, [encode_jpeg(f, 90) for f in frames])
+    assert advice.accepted == 11 and advice.sampling_fps == 1.0 and advice.t_update_s == 10.0
+    deadline = time.monotonic() + 60
+    while edge.sync()["car"] == 0 and time.monotonic() < deadline:  # the worker trains in the background
+        time.sleep(0.5)
+    assert edge.versions["car"] >= 1 and edge.counters.full_updates == 1  # the catch-up was sparse or merged
+
+    stamps, frames = _frames(11.0, 2)  # the next upload pushes the new version to the serving executor
+    transport.upload("edge-1", stamps, [encode_jpeg(f) for f in frames])
+    with Camera(server.url, CAMERA_TOKEN, "edge-1") as cam:
+        assert cam.infer(frames[0], ts=20.0)["model_versions"]["car"] >= 1
+    transport.close()
+
+
+def test_model_route_headers_and_errors(server: Server) -> None:
+    with server.http(CAMERA_TOKEN) as http:
+        full = http.get("/cameras/edge-1/model")
+        assert full.status_code == 200 and full.headers["content-type"] == "application/octet-stream"
+        assert full.headers["X-Update-Kind"] == "full" and full.headers["X-Base-Version"] == "none"
+        assert decode(full.content).version == int(full.headers["X-Model-Version"])
+        assert http.get("/cameras/edge-1/model", params={"since": full.headers["X-Model-Version"]}).status_code == 304
+        assert http.get("/cameras/edge-1/model", params={"since": -1}).status_code == 422
+        assert http.get("/cameras/edge-1/model", params={"app": "person"}).status_code == 422
+        assert http.get("/cameras/edge-1/model", params={"app": "../x"}).status_code == 400
+    with server.http("wrong-token-" + "w" * 20) as http:
+        assert http.get("/cameras/edge-1/model").status_code == 403
+
+
+def test_samples_route_refuses_bad_uploads(server: Server) -> None:
+    stamps, frames = _frames(30.0, 2)
+    jpeg = encode_jpeg(frames[0])
+    with server.http(CAMERA_TOKEN) as http:
+        url = "/cameras/edge-1/samples"
+        no_ts = http.post(url, files=[("frames", ("a.jpg", jpeg, "image/jpeg"))])
+        assert no_ts.status_code == 422 and "ts" in no_ts.json()["detail"]
+        backwards = http.post(url, files=[("frames", ("a.jpg", jpeg, "image/jpeg"))] * 2, data={"ts": ["5", "4"]})
+        assert backwards.status_code == 422
+        too_many = http.post(url, files=[("frames", ("a.jpg", jpeg, "image/jpeg"))] * (MAX_UPLOAD + 1),
+                             data={"ts": [str(i) for i in range(MAX_UPLOAD + 1)]})
+        assert too_many.status_code == 413
+        assert http.post(url, files=[("frames", ("a.jpg", b"not a jpeg", "image/jpeg"))],
+                         data={"ts": ["1"]}).status_code == 415  # magic bytes disagree with the type
+        assert http.post(url, content=b"{}", headers={"content-type": "application/json"}).status_code == 415
+    with server.http(ADMIN_TOKEN) as http:
+        assert http.post("/cameras/nope/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
+                         data={"ts": ["1"]}).status_code == 404
+    with pytest.raises(StemcellError) as err:
+        HttpTransport(server.url, "wrong-token-" + "w" * 20).upload("edge-1", stamps, [jpeg, jpeg])
+    assert err.value.status == 403
