@@ -12,6 +12,11 @@ worker's share follows the micro-windows its jobs were granted). Generation 0 of
 like the role (the one the ingress created); generation g > 0 is `<role>-g<g>`. Which actor
 serves each role is the `planner.routes` section of the saved plan, which the ingress reads.
 
+After the share changes, each camera whose chosen (app -> branchpoint, fps) differs from what it runs
+is reconfigured in place (`stemcell.scheduling.camera_changes`): the executor serving its slot
+swaps branches without a restart, then the stored config is updated (compare-and-set, so an
+admin's concurrent change wins); apps an admin pinned are left alone.
+
 Durable: the role table, routes, workers and the last decision are saved in the StateStore after every
 change, so a restarted Planner (`max_restarts=-1`) continues with the same actors; a switch cut
 short by the restart leaves at most an unswitched next-generation actor, which it kills.
@@ -36,10 +41,18 @@ from actors.gpu_share import actor_options, placement_options
 from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
 from actors.routed_executor import RoutedExecutor
 from actors.state_store import get_or_create_state_store
+from app.plans import assignments_of, camera_plan
 from stemcell.package.manifest import Manifest
 from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling import plan_state
+from stemcell.scheduling.camera_changes import (
+    CameraChange,
+    CameraSetting,
+    commit_camera_change,
+    plan_changes,
+    respect_pins,
+)
 from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext, plan_round
 from stemcell.scheduling.shares import (
     ShareContext,
@@ -121,7 +134,7 @@ class Planner:
         self.roles: dict[str, RoleState] = defaults | restored
         self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
-        self.rounds, self.last_decision_ms, self.last_switches = 0, None, []
+        self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
         orphans = self.realloc.kill_orphans(self.roles)
         log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
         self._share = metrics.Gauge("stemcell_planner_gpu_share", "Planned GPU share per role", tag_keys=("role", "kind"))
@@ -132,6 +145,9 @@ class Planner:
                                               boundaries=_DECISION_MS)
         self._switches = metrics.Counter("stemcell_planner_switches_total", "Make-before-break switches",
                                          tag_keys=("role", "outcome"))
+        self._camera_changes = metrics.Counter("stemcell_planner_camera_changes_total",
+                                               "Camera reconfigurations pushed by the Planner",
+                                               tag_keys=("camera", "outcome"))
         self._export()
         self._loop = asyncio.get_running_loop().create_task(self._run()) if s.window_s > 0 else None
 
@@ -214,7 +230,7 @@ class Planner:
                                         correlation=self.settings.correlation)
         names = [b.removeprefix("after_") for b in self.manifest.base.branchpoints[1:]]
         problem = dataclasses.replace(measured_latency(problem, names, rows), stream_fps=max(fps, rates[-1]))
-        return CameraDemand(camera_id, problem)
+        return CameraDemand(camera_id, respect_pins(problem, CameraSetting.from_config(config)))
 
     async def context(self) -> tuple[PlannerContext, dict[str, str]] | None:
         """This round's frozen inputs and which worker role runs each retraining job; None when
@@ -267,6 +283,7 @@ class Planner:
             current = {r: st.share for r, st in self.roles.items()}
             wanted = stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu)
             await self._apply(placeable_shares(current, wanted, free=self._free_gpu(), quantum=self.settings.quantum))
+            await self._apply_cameras(decision)
             return self.view()
 
     async def set_shares(self, target: dict[str, float]) -> list[dict[str, Any]]:
@@ -298,6 +315,41 @@ class Planner:
         await self._persist()
         self._export()
         return reports
+
+    # ------------------------------------------------------------------ camera configs
+    async def _apply_cameras(self, decision: PlanDecision) -> None:
+        """Push the round's per-app choices to the cameras that run something else (fresh configs:
+        an admin change since the round was planned is compared against, not overwritten)."""
+        current = {cam: CameraSetting.from_config(cfg) for cam, cfg in await self._cameras()}
+        results = [(change, await self._push_camera(change)) for change in plan_changes(current, decision.schedules)]
+        self.last_camera_changes = [{**change.as_dict(), "outcome": outcome} for change, outcome in results]
+
+    async def _push_camera(self, change: CameraChange) -> str:
+        """Executor first, then the store (as the ingress does); 'applied', 'superseded' or 'failed'."""
+        cam, after = change.camera_id, change.after.as_config()
+        actor = self.roles[self.role(placement_index(cam, self.config.executors.count))].actor
+        handle = self.realloc.handle(actor)
+        outcome = "failed"
+        try:
+            if handle is None:
+                raise LookupError(f"executor {actor} is not running")
+            await handle.add_camera.remote(cam, after["apps"], after["fps"])
+            entry = camera_plan(self.manifest, change.after.stream_fps, assignments_of(after))
+            if await self.store.__ray_call__.remote(commit_camera_change, change, entry):
+                outcome = "applied"
+                log.info("camera %s reconfigured on %s: %s", cam, actor, change.describe())
+            else:  # changed by an admin meanwhile: the executor must run what the store now says
+                outcome = "superseded"
+                record = await self.store.get_camera.remote(cam)
+                if record is None:  # removed: the push must not leave it on the executor
+                    await handle.remove_camera.remote(cam)
+                else:
+                    await handle.add_camera.remote(cam, record.config["apps"], record.config["fps"])
+                log.info("camera %s changed meanwhile; planner change %s dropped", cam, change.describe())
+        except Exception as exc:  # noqa: BLE001 - one camera's failure must not stop the others
+            log.warning("camera %s not reconfigured on %s (%s): %r", cam, actor, change.describe(), exc)
+        self._camera_changes.inc(1, {"camera": cam, "outcome": outcome})
+        return outcome
 
     # ------------------------------------------------------------------ retraining workers
     async def add_retrain_worker(self, name: str, kwargs: dict[str, Any], share: float) -> dict[str, Any]:
@@ -331,6 +383,7 @@ class Planner:
     def view(self) -> dict[str, Any]:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
+                "last_camera_changes": self.last_camera_changes,
                 "total_gpu": self.settings.total_gpu, "updated_at": time.time()}
 
     async def current_plan(self) -> dict[str, Any]:

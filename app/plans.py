@@ -8,7 +8,8 @@ the same shape)::
 
     {"cameras": {"cam-1": {"fps": 10.0,
                            "apps": {"car": {"branchpoint": 4, "branchpoint_name": "after_conv4",
-                                            "fps": 5.0, "frame_f1": 0.81, "predicted_f1": 0.77}}}}}
+                                            "fps": 5.0, "frame_f1": 0.81, "predicted_f1": 0.77,
+                                            "pinned": false}}}}}
 """
 from __future__ import annotations
 
@@ -40,9 +41,14 @@ class AppAssignment:
     app: str
     branchpoint: int
     fps: float
+    pinned: bool = False  # the admin set branchpoint or fps explicitly: the Planner never moves this app
 
     def as_executor_dict(self) -> dict[str, Any]:
         return {"app": self.app, "branchpoint": self.branchpoint, "fps": self.fps}
+
+    def as_stored_dict(self) -> dict[str, Any]:
+        """The stored camera config's form (`stemcell.scheduling.camera_changes.CameraSetting` reads it)."""
+        return {**self.as_executor_dict(), "pinned": self.pinned}
 
 
 def default_candidate(manifest: Manifest, app: str) -> CandidateEntry:
@@ -74,8 +80,9 @@ def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: 
     """Fill in what the admin left open and check the rest against the package.
 
     Branchpoint: asked > this camera's current plan > what other cameras run (shares their stem)
-    > `default_candidate`.  Fps: asked > plan > the camera's stream rate.  Raises ValueError with
-    a message fit for a 422 answer.
+    > `default_candidate`.  Fps: asked > plan > the camera's stream rate.  An app with an asked
+    branchpoint or fps is pinned (the Planner keeps it); the rest the Planner may re-plan. Raises
+    ValueError with a message fit for a 422 answer.
     """
     known = {a.name for a in manifest.apps}
     names = [r.app for r in requests]
@@ -95,7 +102,8 @@ def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: 
         fps = req.fps if req.fps is not None else min(stream_fps, float(planned.get("fps", stream_fps)))
         if fps > stream_fps:
             raise ValueError(f"app {req.app!r}: fps {fps} exceeds the camera's stream rate {stream_fps}")
-        out.append(AppAssignment(req.app, int(branchpoint), float(fps)))
+        pinned = req.branchpoint is not None or req.fps is not None
+        out.append(AppAssignment(req.app, int(branchpoint), float(fps), pinned))
     return out
 
 
@@ -110,10 +118,12 @@ def camera_plan(manifest: Manifest, stream_fps: float, apps: Sequence[AppAssignm
         stride = max(1.0, manifest.fps / a.fps)  # event lengths are in frames of the training stream
         predicted = float(event_f1(cand.precision, cand.recall, event_frames, stride, MISS_CORRELATION))
         entries[a.app] = {"branchpoint": a.branchpoint, "branchpoint_name": cand.branchpoint_name,
-                          "fps": a.fps, "frame_f1": cand.f1, "predicted_f1": round(predicted, 4)}
+                          "fps": a.fps, "frame_f1": cand.f1, "predicted_f1": round(predicted, 4),
+                          "pinned": a.pinned}
     return {"fps": stream_fps, "apps": entries}
 
 
 def assignments_of(config: Mapping[str, Any]) -> list[AppAssignment]:
     """A stored camera config's apps back as assignments (the inverse of what add_camera stores)."""
-    return [AppAssignment(a["app"], int(a["branchpoint"]), float(a["fps"])) for a in config.get("apps", [])]
+    return [AppAssignment(a["app"], int(a["branchpoint"]), float(a["fps"]), bool(a.get("pinned", False)))
+            for a in config.get("apps", [])]

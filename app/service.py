@@ -101,7 +101,7 @@ class StemcellService:
         apps = resolve_apps(self.manifest, requests, cam, stream_fps, plan)
         await self.pool.add_camera(cam, self._executor_apps(apps), stream_fps)  # ValueError here leaves no trace
         token = body.token or (None if existing is not None and existing.has_token else new_token())
-        config = {"fps": stream_fps, "apps": self._executor_apps(apps)}
+        config = {"fps": stream_fps, "apps": [a.as_stored_dict() for a in apps]}  # pins kept for the Planner
         await self.store.put_camera.remote(cam, config, token=token)
         await self._save_plan()
         log.info("camera %s %s on %s: %s", cam, "updated" if existing else "added", self.pool.name(self.pool.index_of(cam)), config)

@@ -6,6 +6,7 @@ test's event loop, so the switch is exercised exactly as in production without s
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -149,15 +150,18 @@ def test_retraining_worker_moves_with_its_state(config: ServeConfig, planner, tm
 
 def test_restarted_planner_continues_with_the_persisted_plan(planner) -> None:  # noqa: ANN001
     before = ray.get(planner.current_plan.remote())
+    old_pid = ray.get(planner.__ray_call__.remote(lambda _: os.getpid()))
     ray.kill(planner, no_restart=False)  # max_restarts=-1: the constructor runs again
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # a call may still reach the old process before the kill lands: wait for the new one
         try:
-            after = ray.get(planner.current_plan.remote(), timeout=10)
-            break
-        except ray.exceptions.RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            if ray.get(planner.__ray_call__.remote(lambda _: os.getpid()), timeout=10) != old_pid:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the Planner did not restart within 60 s")
+        time.sleep(0.5)
+    after = ray.get(planner.current_plan.remote(), timeout=10)
     assert after["roles"] == before["roles"] and after["routes"] == before["routes"]
     assert after["decision"] == before["decision"] and after["rounds"] == 0  # a fresh process, same plan
