@@ -79,6 +79,14 @@ def varint_decode(data: bytes) -> np.ndarray:
     return out
 
 
+def _smallest_layout(candidates: dict[str, bytes]) -> tuple[dict[str, str], bytes]:
+    """The (layout, compressor) pair whose output is smallest: the data decides, not a fixed rule."""
+    packed = {layout: compress_smallest(raw) for layout, raw in candidates.items()}
+    layout = min(packed, key=lambda name: len(packed[name][1]))
+    compressor, data = packed[layout]
+    return {"layout": layout, "compressor": compressor}, data
+
+
 def encode_mask(mask: np.ndarray) -> tuple[dict[str, str], bytes]:
     """Flat bool mask -> (method description, bytes). An all-true mask costs zero bytes."""
     if mask.all():
@@ -86,13 +94,7 @@ def encode_mask(mask: np.ndarray) -> tuple[dict[str, str], bytes]:
     indices = np.flatnonzero(mask)
     gaps = np.diff(np.concatenate([[-1], indices])) - 1
     candidates = {"bitmap": np.packbits(mask).tobytes(), "gaps": varint_encode(gaps)}
-    best = None
-    for layout, raw in candidates.items():
-        compressor, packed = compress_smallest(raw)
-        if best is None or len(packed) < len(best[2]):
-            best = (layout, compressor, packed)
-    assert best is not None
-    return {"layout": best[0], "compressor": best[1]}, best[2]
+    return _smallest_layout(candidates)
 
 
 def decode_mask(method: dict[str, str], data: bytes, size: int) -> np.ndarray:
@@ -119,13 +121,7 @@ def encode_values(values: np.ndarray) -> tuple[dict[str, str], bytes]:
     """fp16 values -> (method, bytes). Byte-shuffling groups the sign/exponent bytes, which compress."""
     v = np.ascontiguousarray(values, dtype="<f2")
     candidates = {"plain": v.tobytes(), "shuffle": v.view(np.uint8).reshape(-1, 2).T.tobytes()}
-    best = None
-    for layout, raw in candidates.items():
-        compressor, packed = compress_smallest(raw)
-        if best is None or len(packed) < len(best[2]):
-            best = (layout, compressor, packed)
-    assert best is not None
-    return {"layout": best[0], "compressor": best[1]}, best[2]
+    return _smallest_layout(candidates)
 
 
 def decode_values(method: dict[str, str], data: bytes, count: int) -> np.ndarray:
