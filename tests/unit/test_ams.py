@@ -15,12 +15,7 @@ SIZE = 16
 CFG = AmsConfig(input_size=SIZE, iterations=3, batch_size=4, adaptive=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,7 @@ import torch
 from stemcell.learning.zoo import GatingDataset, GatingNet, gating_input, train_gating
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny CNNs train fastest single-threaded on a busy 2-core box (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_growth_keeps_old_logits_exactly() -> None:
