@@ -12,8 +12,12 @@
   with `Overloaded` (HTTP 503 + Retry-After), as does a full queue inside the executor.
 * Recovery: executors restart forever (`max_restarts=-1`) but come back empty; the first frame
   of a camera the executor no longer knows triggers a re-registration from durable state
-  (`add_camera` is idempotent), then one retry.  A call that hits a restarting executor is
-  `Overloaded` too: the client's retry lands on the warmed-up actor.
+  (`add_camera` is idempotent), then one retry.
+* Failover: a restart takes seconds (new process, torch import, package load; longer when a node
+  is lost), so a call that meets a dead or restarting executor marks its slot down and is retried
+  at once on the next live slot, which registers the camera as a guest from durable state
+  (`stemcell.sharing.failover`). A watcher pings the down slot and, when it answers, sends its
+  cameras home and removes the guests. Only when no slot is up is the answer 503 + Retry-After.
 * Reallocation: the Planner replaces an executor make-before-break (a new actor with the new GPU
   share, warm before traffic moves). Given `routes`, the pool polls which actor serves each slot
   and, when a call meets the old actor draining (`Draining`) or killed, re-reads the routes and
@@ -34,11 +38,13 @@ from ray.actor import ActorClass, ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options, placement_options
+from app.metrics import metrics
 from stemcell.scheduling.reallocation import Draining
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
 from stemcell.sharing.batcher import CrossCameraBatcher
 from stemcell.sharing.batcher import Overloaded as QueueFull
+from stemcell.sharing.failover import FailoverRoutes
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +92,7 @@ class ExecutorPool:
 
     def __init__(self, config: ExecutorSection, package_dir: str, registry: Registry, max_queued_frames: int,
                  *, routes: Routes | None = None, names: Mapping[str, str] | None = None,
-                 route_refresh_s: float = 1.0) -> None:
+                 route_refresh_s: float = 1.0, watch_interval_s: float = 0.5) -> None:
         """`routes` (optional) reads role -> current actor name as the Planner publishes it; `names`
         is its value at start-up, so a replica (re)starting after a reallocation finds the current
         actors instead of re-creating the original ones."""
@@ -98,6 +104,9 @@ class ExecutorPool:
         self._route_refresh_s = route_refresh_s
         self._routes_read_at = time.monotonic()
         self._route_lock = asyncio.Lock()
+        self._failover = FailoverRoutes(config.count)
+        self._watch_interval_s = watch_interval_s
+        self._watchers: set[asyncio.Task] = set()
         self._handles: list[ActorHandle] = [self._create(i) for i in range(config.count)]
         self._coalescers = [
             CrossCameraBatcher(functools.partial(self._run_many_at, i), max_batch=config.max_batch,
@@ -181,7 +190,21 @@ class ExecutorPool:
         return await self.handle_for(camera_id).add_camera.remote(camera_id, apps, stream_fps)
 
     async def remove_camera(self, camera_id: str) -> bool:
+        host = self._failover.forget(camera_id)
+        if host is not None:
+            await self._evict(camera_id, host)
         return await self.handle_for(camera_id).remove_camera.remote(camera_id)
+
+    async def close(self) -> None:
+        """Stop the coalescers and failover watchers (the executors themselves live on)."""
+        for task in list(self._watchers):
+            task.cancel()
+        for coalescer in self._coalescers:
+            await coalescer.close()
+
+    def guests(self) -> dict[str, str]:
+        """camera -> name of the executor serving it while its home executor is down."""
+        return {cam: self.name(host) for cam, (_, host) in self._failover.guests().items()}
 
     async def stats(self, camera_id: str) -> dict:
         return await self.handle_for(camera_id).stats.remote()
@@ -200,12 +223,16 @@ class ExecutorPool:
         return out
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[dict]:
-        """One retry each after a reroute (the slot's actor drained or died and the routes moved it)
-        and after a re-registration (the actor did not know the camera)."""
-        index = self.index_of(camera_id)
+        """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
+        after a failover (its actor died or is restarting: the next live slot takes the camera) and
+        after a re-registration (the serving actor did not know the camera)."""
+        home = self.index_of(camera_id)
         self._maybe_refresh()
-        rerouted = reregistered = False
+        rerouted = failed_over = reregistered = False
         while True:
+            index = self._failover.host_for(home)
+            if index is None:
+                raise Overloaded("every executor is restarting")
             handle = self._handles[index]
             try:
                 return await self._coalescers[index].submit((camera_id, frames, timestamps), len(frames))
@@ -215,14 +242,52 @@ class ExecutorPool:
                 if not rerouted and await self.refresh_routes(index, handle):
                     rerouted = True
                     continue
+                if isinstance(exc, RayActorError) and not failed_over and self._fail_over(index):
+                    failed_over = True
+                    continue
                 log.warning("executor %s unavailable (%s); answering 503", self.name(index), type(exc).__name__)
                 raise Overloaded(f"executor {self.name(index)} is restarting") from exc
             except ValueError as exc:
                 if not _is_unknown_camera(exc):
                     raise ExecutorRejected(_first_line(exc)) from exc
+                if self._failover.host_for(home) != index:  # its home came back meanwhile: go there
+                    continue
                 stored = await self._registry(camera_id)
                 if stored is None or reregistered:
                     raise UnknownCamera(camera_id) from exc
                 reregistered = True
-                log.warning("executor %s lost camera %s (restarted?); re-registering", self.name(index), camera_id)
+                log.warning("executor %s does not know camera %s (restarted, or taking it over); registering",
+                            self.name(index), camera_id)
                 await self._handles[index].add_camera.remote(camera_id, stored["apps"], stored["fps"])
+                self._failover.add_guest(camera_id, home, index)
+
+    def _fail_over(self, index: int) -> bool:
+        """Mark slot `index` down (watching for its return); True if another slot can take its cameras."""
+        if self._failover.mark_down(index):
+            log.warning("executor %s down: its cameras fail over until it answers again", self.name(index))
+            metrics().record_failover(self.role(index))
+            task = asyncio.get_running_loop().create_task(self._watch(index))
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
+        return self._failover.host_for(index) is not None
+
+    async def _watch(self, index: int) -> None:
+        """Ping the down slot's current actor until it answers, then send its cameras home."""
+        while True:
+            await asyncio.sleep(self._watch_interval_s)
+            try:
+                await asyncio.wait_for(self._handles[index].cameras.remote(), timeout=max(1.0, self._watch_interval_s))
+                break
+            except (RayActorError, asyncio.TimeoutError):
+                continue
+        back = self._failover.mark_up(index)
+        log.info("executor %s answers again; %d camera(s) go home", self.name(index), len(back))
+        for camera_id, host in back:
+            await self._evict(camera_id, host)
+
+    async def _evict(self, camera_id: str, host: int) -> None:
+        """Remove a guest camera from its host (best effort: a host that died took it along)."""
+        try:
+            await self._handles[host].remove_camera.remote(camera_id)
+        except RayActorError as exc:
+            log.info("could not remove guest %s from %s: %s", camera_id, self.name(host), type(exc).__name__)

@@ -22,6 +22,9 @@ class ServeMetrics:
                                  tag_keys=("camera", "app"))
         self.errors = Counter("stemcell_http_errors_total", "HTTP answers with status >= 400.",
                               tag_keys=("route", "status"))
+        self.failovers = Counter("stemcell_executor_failovers_total",
+                                 "Times an executor slot was found down and its cameras moved to another slot.",
+                                 tag_keys=("executor",))
 
     def record_results(self, camera_id: str, results: list[dict]) -> None:
         """Count frames and per-app positives of one answered request."""
@@ -33,6 +36,9 @@ class ServeMetrics:
                     positives[r["app"]] = positives.get(r["app"], 0) + 1
         for app, count in positives.items():
             self.positives.inc(count, tags={"camera": camera_id, "app": app})
+
+    def record_failover(self, executor_role: str) -> None:
+        self.failovers.inc(1, tags={"executor": executor_role})
 
     def record_request(self, route: str, status: int, latency_ms: float) -> None:
         self.latency.observe(latency_ms, tags={"route": route})

@@ -25,6 +25,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -45,18 +46,26 @@ from stemcell.learning import (
     rates_init,
     rates_step,
 )
+from stemcell.learning.coordinate_descent import Selection
 from stemcell.models import AppModel, SegmentedNet, to_input
 from stemcell.training import binary_metrics, pretrain_base, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
 log = logging.getLogger("ams_bandwidth")
+PretrainSource = Literal["world", "cameras"]
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     seed: int = 0
     eval_cameras: tuple[int, ...] = (0, 1, 2)  # cameras the student is customised for
-    pretrain_cameras: tuple[int, ...] = (3, 4)  # "other cameras" whose early frames pretrain the base
+    # "world": the base is pretrained on a *source* world (seed + source_seed_offset, its own scene
+    # pool), as M-Trainer does and as AMS pretrains its student on a generic dataset; "cameras":
+    # on the early frames of `pretrain_cameras` of the target world (same scene pool: a near domain)
+    pretrain_source: PretrainSource = "world"
+    source_seed_offset: int = 1000  # M-Trainer's default source world is world.seed + 1000
+    source_cameras: int = 4  # cameras of the source world (M-Trainer: all of them, whole timelines)
+    pretrain_cameras: tuple[int, ...] = (3, 4)  # target-world cameras, for pretrain_source="cameras"
     duration_s: float = 600.0  # simulated video per evaluation camera
     size: int = 64  # frame height = width = model input size
     fps: float = 10.0
@@ -73,11 +82,13 @@ class BenchConfig:
     one_time_s: float = 60.0
     one_time_iterations: int = 100
     gammas: tuple[float, ...] = (1.0, 0.2, 0.1, 0.05, 0.01)
+    selection: Selection = "cumulative"
+    baselines: tuple[str, ...] = ("none", "one-time")  # schemes without gradient-guided updates to run
     jpeg_quality: int = 75
 
 
 QUICK = BenchConfig(
-    eval_cameras=(0, 1, 2), pretrain_cameras=(3,), duration_s=120.0, size=48, pretrain_frames=500,
+    eval_cameras=(0, 1, 2), source_cameras=2, pretrain_cameras=(3,), duration_s=120.0, size=48, pretrain_frames=500,
     pretrain_fraction=0.5, pretrain_epochs=3, eval_stride=10, batch_size=8, one_time_iterations=60,
 )
 
@@ -183,7 +194,8 @@ class Edge:
 def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: float | None, scheme: str) -> dict:
     """Simulate one scheme on one camera; returns metrics and byte counts."""
     learner = ContinualLearner(fresh_app(base, cfg.branchpoint, cfg.app_class), lr=cfg.lr, gamma=gamma,
-                               phase_steps=cfg.iterations, seed=cfg.seed, from_features=True)
+                               phase_steps=cfg.iterations, selection=cfg.selection, seed=cfg.seed,
+                               from_features=True)
     edge = Edge(fresh_app(base, cfg.branchpoint, cfg.app_class), learner)
     target = [CLASSES.index(cfg.app_class)]
     rng = np.random.default_rng(cfg.seed)
@@ -229,43 +241,74 @@ def run_scheme(base: SegmentedNet, cam: CameraData, cfg: BenchConfig, gamma: flo
 
 
 def schemes(cfg: BenchConfig) -> list[tuple[str, float | None]]:
-    named = [("No customization", None), ("One-time", None)]
+    named = [(name, None) for key, name in (("none", "No customization"), ("one-time", "One-time"))
+             if key in cfg.baselines]
     for g in cfg.gammas:
-        named.append(("AMS full model", None) if g >= 1.0 else (f"AMS gamma={g:.0%}", g))
+        named.append(("AMS full model", 1.0) if g >= 1.0 else (f"AMS gamma={g:.0%}", g))
     return named
 
 
-def run(cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
-    torch.manual_seed(cfg.seed)
-    world = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.eval_cameras + cfg.pretrain_cameras) + 1,
-                              height=cfg.size, width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
-    start = time.perf_counter()
-    data, _ = world_frames(world, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
-                           end_fraction=cfg.pretrain_fraction)
+def pretrain_student(cfg: BenchConfig) -> SegmentedNet:
+    """The "No customization" student: tiny_cnn pretrained on data the evaluation cameras never show.
+
+    Default (`pretrain_source="world"`): every camera of a source world with another seed, whole
+    timelines, exactly as M-Trainer's `obtain_base` builds the product's base. Its scene pool differs
+    from the target world's, so the evaluation cameras are a new domain -- the situation AMS is
+    designed for (its student is pretrained on Cityscapes / PASCAL VOC, not on the target videos).
+    `"cameras"` pretrains on early frames of other cameras of the *target* world, which share its
+    scene pool: the student then already knows most scenes and customisation has little to gain.
+    """
+    started = time.perf_counter()
+    if cfg.pretrain_source == "world":
+        seed = cfg.seed + cfg.source_seed_offset
+        source = World(WorldConfig(seed=seed, num_cameras=cfg.source_cameras, height=cfg.size, width=cfg.size,
+                                   fps=cfg.fps, duration_s=cfg.duration_s))
+        data, _ = world_frames(source, range(cfg.source_cameras), cfg.pretrain_frames, seed=seed)
+    else:
+        target = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.pretrain_cameras) + 1, height=cfg.size,
+                                   width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
+        data, _ = world_frames(target, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
+                               end_fraction=cfg.pretrain_fraction)
     base = pretrain_base("tiny_cnn", data, input_size=cfg.size, epochs=cfg.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=cfg.seed)
-    log.info("pretrained tiny_cnn on %d frames in %.1fs", len(data), time.perf_counter() - start)
+    log.info("pretrained tiny_cnn on %d %s frames in %.1fs", len(data), cfg.pretrain_source,
+             time.perf_counter() - started)
+    return base
+
+
+def prepare(cfg: BenchConfig) -> tuple[SegmentedNet, list[CameraData]]:
+    """Pretrained student + every evaluation camera's scheme-independent data (the costly part)."""
+    torch.manual_seed(cfg.seed)
+    base = pretrain_student(cfg)
+    world = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.eval_cameras) + 1, height=cfg.size,
+                              width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
     teacher, rates = OracleTeacher(world), RatesConfig()
     template = fresh_app(base, cfg.branchpoint, cfg.app_class)
-    per_camera: list[dict] = []
+    cams = []
     for camera in cfg.eval_cameras:
-        cam = prepare_camera(world, teacher, camera, template, cfg, rates)
-        log.info("camera %d: %d samples (%.2f fps), %d updates", camera, len(cam.sample_t), cam.mean_rate_fps,
-                 len(cam.update_t))
+        cams.append(prepare_camera(world, teacher, camera, template, cfg, rates))
+        log.info("camera %d: %d samples (%.2f fps), %d updates", camera, len(cams[-1].sample_t),
+                 cams[-1].mean_rate_fps, len(cams[-1].update_t))
+    return base, cams
+
+
+def evaluate(base: SegmentedNet, cams: list[CameraData], cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
+    """Every scheme on every camera: (mean rows per scheme, per-camera rows)."""
+    kbps = lambda b: 8.0 * b / 1000.0 / cfg.duration_s  # noqa: E731
+    per_camera: list[dict] = []
+    for cam in cams:
         for scheme, gamma in schemes(cfg):
-            out = run_scheme(base, cam, cfg, 1.0 if scheme == "AMS full model" else gamma, scheme)
-            kbps = lambda b: 8.0 * b / 1000.0 / cfg.duration_s  # noqa: E731
-            per_camera.append({"camera": camera, "scheme": scheme, "gamma": gamma if gamma else
-                               (1.0 if scheme.startswith("AMS") else None), "accuracy": out["accuracy"],
+            out = run_scheme(base, cam, cfg, gamma, scheme)
+            per_camera.append({"camera": cam.camera, "scheme": scheme, "gamma": gamma, "accuracy": out["accuracy"],
                                "f1": out["f1"], "downlink_kbps": kbps(out["down_bytes"]),
                                "uplink_kbps": kbps(out["up_bytes"]), "updates": out["updates"],
                                "train_s": out["train_s"], "sample_fps": cam.mean_rate_fps})
-            log.info("camera %d %-18s acc %.3f f1 %.3f down %.2f kbps (%.1fs)", camera, scheme, out["accuracy"],
+            log.info("camera %d %-18s acc %.3f f1 %.3f down %.2f kbps (%.1fs)", cam.camera, scheme, out["accuracy"],
                      out["f1"], kbps(out["down_bytes"]), out["train_s"])
     rows = []
-    for scheme, _ in schemes(cfg):
+    for scheme, gamma in schemes(cfg):
         sel = [r for r in per_camera if r["scheme"] == scheme]
-        rows.append({"scheme": scheme, "gamma": sel[0]["gamma"],
+        rows.append({"scheme": scheme, "gamma": gamma,
                      **{k: float(np.mean([r[k] for r in sel])) for k in
                         ("accuracy", "f1", "downlink_kbps", "uplink_kbps", "updates", "train_s")}})
     return rows, per_camera
@@ -285,38 +328,95 @@ def plot(rows: list[dict], path: Path) -> None:
     save_plot(fig, path)
 
 
-def main() -> None:
+def seed_summary(rows: list[dict]) -> dict[str, float]:
+    """The acceptance figures of one seed: gamma 5 % vs full-model updates and vs no customisation."""
+    by = {r["scheme"]: r for r in rows}
+    five, full, none = by.get("AMS gamma=5%"), by.get("AMS full model"), by.get("No customization")
+    out: dict[str, float] = {}
+    if five and full:
+        out["g5_minus_full_points"] = 100 * (five["accuracy"] - full["accuracy"])
+        out["full_over_g5_downlink"] = full["downlink_kbps"] / max(five["downlink_kbps"], 1e-9)
+    if five and none:
+        out["g5_minus_none_points"] = 100 * (five["accuracy"] - none["accuracy"])
+    if full and none:
+        out["full_minus_none_points"] = 100 * (full["accuracy"] - none["accuracy"])
+    return out
+
+
+def mean_over_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """Scheme rows averaged over seeds, with the per-seed accuracies and their spread kept."""
+    rows = []
+    for i, first in enumerate(per_seed[0]):
+        sel = [rows_[i] for rows_ in per_seed]
+        accs = [r["accuracy"] for r in sel]
+        rows.append({"scheme": first["scheme"], "gamma": first["gamma"],
+                     **{k: float(np.mean([r[k] for r in sel])) for k in
+                        ("accuracy", "f1", "downlink_kbps", "uplink_kbps", "updates", "train_s")},
+                     "accuracy_std": float(np.std(accs)), "accuracy_per_seed": [round(a, 4) for a in accs]})
+    return rows
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller world and shorter videos (< 60 s on 2 cores)")
     parser.add_argument("--out", type=Path, required=True, help="results JSON (Parquet and PNG are written beside it)")
-    parser.add_argument("--seed", type=int, default=0, help="world, pretraining and sampling seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="world, pretraining and sampling seeds; figures are means over them (default 0)")
     parser.add_argument("--duration", type=float, default=None, help="simulated seconds per camera (override)")
+    parser.add_argument("--pretrain-source", choices=["world", "cameras"], default=None,
+                        help="'world' (default): a source world with seed + 1000, as M-Trainer; 'cameras': early "
+                             "frames of --pretrain-cameras of the target world (a near domain)")
     parser.add_argument("--pretrain-cameras", type=int, nargs="+", default=None,
-                        help="cameras whose early frames pretrain the student (default 3 4; quick 3). The result is "
-                             "sensitive to this choice: it sets how good 'No customization' already is")
+                        help="target-world cameras for --pretrain-source cameras (default 3 4; quick 3)")
+    parser.add_argument("--gammas", type=float, nargs="+", default=None,
+                        help="AMS coordinate fractions (1 = full-model updates); default 1 0.2 0.1 0.05 0.01")
+    parser.add_argument("--schemes", nargs="+", choices=["none", "one-time", "ams"], default=["none", "one-time", "ams"],
+                        help="which schemes to run (to iterate faster; final figures need all)")
+    parser.add_argument("--selection", choices=["cumulative", "last"], default=None,
+                        help="score ranking the next phase's coordinates (see coordinate_descent.py)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest for these tiny models, and does not spin on a busy box)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    cfg = QUICK if args.quick else BenchConfig()
+    gammas = tuple(args.gammas) if args.gammas else cfg.gammas
+    return replace(cfg, duration_s=args.duration or cfg.duration_s,
+                   pretrain_source=args.pretrain_source or ("cameras" if args.pretrain_cameras else cfg.pretrain_source),
+                   pretrain_cameras=tuple(args.pretrain_cameras or cfg.pretrain_cameras),
+                   gammas=gammas if "ams" in args.schemes else (), selection=args.selection or cfg.selection,
+                   baselines=tuple(s for s in ("none", "one-time") if s in args.schemes))
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    cfg = QUICK if args.quick else BenchConfig()
-    cfg = replace(cfg, seed=args.seed, duration_s=args.duration or cfg.duration_s,
-                  pretrain_cameras=tuple(args.pretrain_cameras or cfg.pretrain_cameras))
+    cfg = config_from(args)
     start = time.perf_counter()
-    rows, per_camera = run(cfg)
-    print_table(per_camera, title="Per camera")
-    print_table(rows, columns=["scheme", "gamma", "accuracy", "f1", "downlink_kbps", "uplink_kbps", "updates",
-                               "train_s"], title=f"AMS on the synthetic world ({len(cfg.eval_cameras)} cameras, "
-                f"{cfg.duration_s:.0f} s each), config: {asdict(cfg)}")
-    full = next(r for r in rows if r["scheme"] == "AMS full model")
-    five = next((r for r in rows if r["gamma"] == 0.05), None)
-    none = next(r for r in rows if r["scheme"] == "No customization")
-    if five is not None:
-        print(f"\ngamma=5%: downlink {full['downlink_kbps'] / max(five['downlink_kbps'], 1e-9):.1f}x lower than "
-              f"full-model, accuracy {100 * (five['accuracy'] - full['accuracy']):+.2f} points; "
-              f"vs no customization {100 * (five['accuracy'] - none['accuracy']):+.2f} points")
+    per_seed, per_camera, summaries = [], [], []
+    for seed in args.seeds:
+        seed_cfg = replace(cfg, seed=seed)
+        rows, cams = evaluate(*prepare(seed_cfg), seed_cfg)
+        per_seed.append(rows)
+        per_camera += [{"seed": seed, **r} for r in cams]
+        summaries.append({"seed": seed, **seed_summary(rows)})
+        print_table(rows, columns=["scheme", "gamma", "accuracy", "f1", "downlink_kbps", "updates"],
+                    title=f"seed {seed}")
+    rows = mean_over_seeds(per_seed)
+    print_table(per_camera, title="Per seed and camera")
+    print_table(rows, columns=["scheme", "gamma", "accuracy", "accuracy_std", "f1", "downlink_kbps", "uplink_kbps",
+                               "updates", "train_s"],
+                title=f"AMS on the synthetic world ({len(cfg.eval_cameras)} cameras, {cfg.duration_s:.0f} s each, "
+                      f"seeds {args.seeds}), config: {asdict(cfg)}")
+    print_table(summaries, title="Acceptance figures per seed (points = accuracy x 100)")
+    mean = seed_summary(rows)
+    if mean:
+        print("mean over seeds: " + ", ".join(f"{k} {v:+.2f}" for k, v in mean.items()))
     print(f"total {time.perf_counter() - start:.1f}s")
     save_results(rows, args.out)
+    save_results(per_camera, args.out.with_name(args.out.stem + "_per_camera.json"))
     plot(rows, args.out.with_suffix(".png"))
 
 

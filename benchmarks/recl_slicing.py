@@ -111,6 +111,18 @@ class CameraJob:
     generator: torch.Generator
     data: WindowData | None = None
 
+    best: tuple[dict[str, torch.Tensor], dict[str, object]] | None = None  # keep-best checkpoint
+
+    def save_best(self) -> None:
+        """Snapshot model and Adam state as this job's best checkpoint."""
+        self.best = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+
+    def restore_best(self) -> None:
+        """Go back to the best checkpoint (model and Adam state)."""
+        assert self.best is not None
+        self.model.load_state_dict(self.best[0])
+        self.optimizer.load_state_dict(copy.deepcopy(self.best[1]))
+
     def train_micro_window(self, iters: int, batch: int, metric: str) -> float:
         """`iters` Adam steps on this camera's training frames; returns the held-out metric after."""
         assert self.data is not None
@@ -123,6 +135,19 @@ class CameraJob:
             loss.backward()
             self.optimizer.step()
         return GAIN_METRICS[metric](self.model, d.x_val, d.y_val)
+
+
+@dataclass
+class _JobCheckpoints:
+    """Routes the scheduler's keep-best save/restore calls to the camera job they name."""
+
+    jobs: dict[str, CameraJob]
+
+    def save(self, job_id: str) -> None:
+        self.jobs[job_id].save_best()
+
+    def restore(self, job_id: str) -> None:
+        self.jobs[job_id].restore_best()
 
 
 def window_data(
@@ -164,6 +189,8 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
             policy_fn, initial, args.micro_windows,
             lambda name: jobs[name].train_micro_window(args.iters, args.batch, args.gain_metric),
             elapsed_windows=elapsed, estimator=estimator,
+            checkpoints=None if args.keep_best == "off" else _JobCheckpoints(jobs),
+            rollback="window" if args.keep_best == "off" else args.keep_best,
         )
         elapsed += len(run.order)
         for c, (name, job) in enumerate(jobs.items()):
@@ -233,6 +260,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buffer", type=int, default=2, help="windows of samples kept for training")
     parser.add_argument("--gain-metric", choices=sorted(GAIN_METRICS), default="accuracy",
                         help="what the in-band profiler measures on the held-out samples")
+    parser.add_argument("--keep-best", choices=["window", "end", "off"], default="off",
+                        help="keep-best checkpoints for every policy: roll a worse window back at once "
+                             "(window), deploy the best at the end of the update window (end), or off")
     parser.add_argument("--val-block", type=int, default=10,
                         help="held-out samples come in blocks of this many consecutive samples (every 3rd block)")
     parser.add_argument("--eval-stride", type=int, default=5, help="score every k-th live frame")
@@ -254,19 +284,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+def setup(args: argparse.Namespace) -> dict[tuple[int, int], WindowData]:
+    """World, pretrained base and every camera's window data; sets `args.apps` and `args.initial_models`."""
     torch.manual_seed(args.seed)
     world = World(WorldConfig(seed=args.seed, num_cameras=args.cameras + 4, height=args.size, width=args.size,
                               duration_s=max(300.0, (args.windows + 1) * args.window_s)))
     base = pretrained_base(world, args)
     args.apps = [CLASSES[(c + args.seed) % len(CLASSES)] for c in range(args.cameras)]
     args.initial_models = [app_model(base, CLASSES.index(a), args.branchpoint) for a in args.apps]
-    data = {(c, w): window_data(base, world.camera(c), CLASSES.index(args.apps[c]), w, args)
+    return {(c, w): window_data(base, world.camera(c), CLASSES.index(args.apps[c]), w, args)
             for c in range(args.cameras) for w in range(1, args.windows + 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    data = setup(args)
     setup_s = time.perf_counter() - start
     rows: list[dict[str, object]] = []
     for policy in args.policies:

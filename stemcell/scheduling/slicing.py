@@ -24,6 +24,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -227,9 +228,14 @@ class JobGainTracker:
     `observe(job, window, accuracy)` records accuracy after `window` micro-windows. Gains are the
     differences of consecutive accuracies. Only the last `history` gains are kept in the job view
     (old points of a curve say little once the job has moved on).
+
+    With `keep_best` the job's accuracy is that of its best checkpoint so far (the model it would
+    deploy, see `run_micro_windows`): a window that measures worse than the best is recorded as
+    gain 0, not as a loss, because the job keeps (or rolls back to) the better checkpoint.
     """
 
     history: int = 8
+    keep_best: bool = False
     _accuracy: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def start(self, job_id: str, accuracy: float) -> None:
@@ -243,8 +249,9 @@ class JobGainTracker:
         last_window, last_acc = points[-1]
         if window != last_window + 1:
             raise ValueError(f"job {job_id!r}: expected window {last_window + 1}, got {window}")
-        points.append((window, float(accuracy)))
-        return float(accuracy) - last_acc
+        kept = max(float(accuracy), last_acc) if self.keep_best else float(accuracy)
+        points.append((window, kept))
+        return kept - last_acc
 
     def gains(self, job_id: str) -> tuple[float, ...]:
         accs = [a for _, a in self._accuracy.get(job_id, [])]
@@ -278,6 +285,18 @@ class SlicingRun:
         return self.order.count(job_id)
 
 
+class Checkpoints(Protocol):
+    """Where a retraining job keeps its best model; the job's owner holds the weights.
+
+    `save(job)` records the job's current model (with its optimizer state) as its best checkpoint;
+    `restore(job)` puts the best checkpoint back as the current model.
+    """
+
+    def save(self, job_id: str) -> None: ...
+
+    def restore(self, job_id: str) -> None: ...
+
+
 def run_micro_windows(
     policy: SlicingPolicy,
     initial_accuracy: Mapping[str, float],
@@ -288,19 +307,33 @@ def run_micro_windows(
     window_s: float = 1.0,
     estimator: str = "curve",
     prior_rate: float = 0.7,
+    checkpoints: Checkpoints | None = None,
+    rollback: str = "window",
 ) -> SlicingRun:
     """Execute one update window in-band: plan, train `order[0]` for one micro-window, re-plan.
 
     `initial_accuracy[job]` is each job's accuracy before training; `train_window(job)` trains that
     job for one micro-window and returns its accuracy afterwards (evaluated on held-out
     teacher-labelled frames). The policy only ever sees what has been measured so far.
+
+    With `checkpoints` every job keeps its best checkpoint (RECL's safety checker likewise deploys
+    the retrained model only when it beats the current one on the labelled frames): a window that
+    measures at least as good as the best becomes the new best; a worse one is rolled back at once
+    (`rollback="window"`, the next window retries from the best) or training goes on from it and
+    the best is restored when the update window ends (`rollback="end"`). Either way the deployed
+    model is the best one measured, and the policy sees each window's gain over the best so far.
     """
-    tracker = JobGainTracker()
+    if rollback not in ("window", "end"):
+        raise ValueError(f"rollback must be 'window' or 'end', got {rollback!r}")
+    tracker = JobGainTracker(keep_best=checkpoints is not None)
     for job_id, acc in initial_accuracy.items():
         tracker.start(job_id, acc)
+        if checkpoints is not None:
+            checkpoints.save(job_id)
     job_ids = list(initial_accuracy)
     order: list[str] = []
     gains: list[float] = []
+    off_best: set[str] = set()  # jobs whose current model is worse than their best checkpoint
     for i in range(windows):
         ctx = tracker.context(
             job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i,
@@ -311,8 +344,19 @@ def run_micro_windows(
             break
         job_id = plan.order[0]
         accuracy = train_window(job_id)
+        best = tracker.accuracy(job_id)
         gains.append(tracker.observe(job_id, len(tracker.gains(job_id)) + 1, accuracy))
         order.append(job_id)
+        if checkpoints is not None:
+            if accuracy >= best:
+                checkpoints.save(job_id)
+                off_best.discard(job_id)
+            elif rollback == "window":
+                checkpoints.restore(job_id)
+            else:
+                off_best.add(job_id)
+    for job_id in sorted(off_best):
+        checkpoints.restore(job_id)  # type: ignore[union-attr]
     final = {j: tracker.accuracy(j) for j in job_ids}
     if any(math.isnan(a) for a in final.values()):
         raise ValueError("train_window returned NaN accuracy")
