@@ -90,6 +90,14 @@ def node_of_actor(name: str, namespace: str, timeout_s: float = 60.0) -> str:
     return ray.get(handle.__ray_call__.remote(lambda _self: ray.get_runtime_context().get_node_id()), timeout=timeout_s)
 
 
+def answers_away_from(name: str, namespace: str, node_id: str) -> bool:
+    """True once actor `name` answers from a node other than `node_id` (e.g. restarted off a dead node)."""
+    try:
+        return node_of_actor(name, namespace, timeout_s=2.0) != node_id
+    except (ray.exceptions.RayError, TimeoutError, ValueError):  # dead, restarting, or not yet re-registered
+        return False
+
+
 def replica_nodes(app_name: str, deployment: str = "StemcellIngress") -> list[str]:
     """Node ids of a Serve deployment's replicas (Serve names their actors SERVE_REPLICA::app#deployment#id)."""
     prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
@@ -280,8 +288,11 @@ class CameraFleet:
         deadline = self._clock() + timeout_s
         while self._clock() < deadline:
             outcomes, _ = self.snapshot()
-            done = {o.camera: o.ended for o in outcomes if o.ok and o.started >= t0 and o.camera in wanted}
-            if set(done) == wanted:
-                return max(done.values())
+            first: dict[str, float] = {}  # each camera's first success (not its latest: that is just "now")
+            for o in outcomes:
+                if o.ok and o.started >= t0 and o.camera in wanted:
+                    first[o.camera] = min(first.get(o.camera, o.ended), o.ended)
+            if set(first) == wanted:
+                return max(first.values())
             time.sleep(0.05)
         return None

@@ -169,6 +169,12 @@ def window_data(
     return WindowData(feats[tr], y[tr], feats[va], y[va], feats[n:], y[n:])
 
 
+def _held_out_se(jobs: dict[str, CameraJob]) -> float:
+    """Worst-case standard error of an accuracy measured on the smallest held-out set, 0.5 / sqrt(n)."""
+    n = min(len(job.data.y_val) for job in jobs.values())  # type: ignore[union-attr]
+    return 0.5 / np.sqrt(n)
+
+
 def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argparse.Namespace) -> list[dict[str, object]]:
     """Simulate every update window under `policy`; one row per (camera, window)."""
     estimator = "last" if policy == "gain_last" else "curve"
@@ -188,7 +194,7 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
         run = run_micro_windows(
             policy_fn, initial, args.micro_windows,
             lambda name: jobs[name].train_micro_window(args.iters, args.batch, args.gain_metric),
-            elapsed_windows=elapsed, estimator=estimator,
+            elapsed_windows=elapsed, estimator=estimator, gain_noise=args.gain_noise * _held_out_se(jobs),
             checkpoints=None if args.keep_best == "off" else _JobCheckpoints(jobs),
             rollback="window" if args.keep_best == "off" else args.keep_best,
         )
@@ -263,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-best", choices=["window", "end", "off"], default="off",
                         help="keep-best checkpoints for every policy: roll a worse window back at once "
                              "(window), deploy the best at the end of the update window (end), or off")
+    parser.add_argument("--gain-noise", type=float, default=0.0,
+                        help="expected gains within this many held-out standard errors count as 0")
     parser.add_argument("--val-block", type=int, default=10,
                         help="held-out samples come in blocks of this many consecutive samples (every 3rd block)")
     parser.add_argument("--eval-stride", type=int, default=5, help="score every k-th live frame")

@@ -102,6 +102,7 @@ class SlicingContext:
     elapsed_windows: int = 0  # global micro-window counter: round-robin rotates with it across update windows
     prior_rate: float = 0.7  # decay assumed for a job with a single observed gain
     estimator: str = "curve"  # key of ESTIMATORS used by the gain-driven policy
+    gain_noise: float = 0.0  # standard error of one measured gain; expected gains within it count as 0
 
     def __post_init__(self) -> None:
         if self.windows_available < 0:
@@ -109,6 +110,8 @@ class SlicingContext:
         ids = [j.job_id for j in self.jobs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"job ids must be unique, got {ids}")
+        if self.gain_noise < 0:
+            raise ValueError(f"gain_noise must be >= 0, got {self.gain_noise}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATORS)}")
 
@@ -134,6 +137,11 @@ def _decision(ctx: SlicingContext, order: Sequence[str], expected: float) -> Sli
     for job_id in order:
         counts[job_id] += 1
     return SliceDecision(tuple(counts.items()), tuple(order), float(expected), ctx.window_s)
+
+
+def _significant(gain: float, noise: float) -> float:
+    """An expected gain within the measurement noise is no evidence either way: count it as 0."""
+    return gain if abs(gain) > noise else 0.0
 
 
 def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
@@ -165,7 +173,7 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
                 curve = GainCurve(next=job.prior_gain * ctx.prior_rate, rate=ctx.prior_rate)
         curves[pos] = curve
         if curve is not None:
-            heapq.heappush(heap, (-curve.gain(0), used, pos, 0))
+            heapq.heappush(heap, (-_significant(curve.gain(0), ctx.gain_noise), used, pos, 0))
     while budget > 0 and heap:
         neg_gain, used, pos, ahead = heapq.heappop(heap)
         order.append(ctx.jobs[pos].job_id)
@@ -173,7 +181,7 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
         budget -= 1
         curve = curves[pos]
         assert curve is not None
-        heapq.heappush(heap, (-curve.gain(ahead + 1), used + 1, pos, ahead + 1))
+        heapq.heappush(heap, (-_significant(curve.gain(ahead + 1), ctx.gain_noise), used + 1, pos, ahead + 1))
     # Windows are always spent (idle GPU time helps no one), even when every expected gain is <= 0.
     # Budget is left only when no job has a curve yet (all unknown, just probed): spread it
     # round-robin; in-band re-planning replaces this guess once the probes are measured.
@@ -307,6 +315,7 @@ def run_micro_windows(
     window_s: float = 1.0,
     estimator: str = "curve",
     prior_rate: float = 0.7,
+    gain_noise: float = 0.0,
     checkpoints: Checkpoints | None = None,
     rollback: str = "window",
 ) -> SlicingRun:
@@ -337,7 +346,7 @@ def run_micro_windows(
     for i in range(windows):
         ctx = tracker.context(
             job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i,
-            estimator=estimator, prior_rate=prior_rate,
+            estimator=estimator, prior_rate=prior_rate, gain_noise=gain_noise,
         )
         plan = policy(ctx)
         if not plan.order:

@@ -1,6 +1,8 @@
 """Multi-node placement end to end: a local 3-node Ray cluster (head + 2 logical-GPU workers),
-the real Serve app, cameras over HTTP; executors spread over the GPU nodes, and a dead node's
-executor comes back on the surviving one with its cameras.
+the real Serve app, cameras over HTTP; executors spread over the GPU nodes, the Planner grows
+them make-before-break to shares that only both nodes together can hold, and a dead node's
+executor's cameras are served by the surviving one at once (failover) until the executor restarts on
+a node that joins (the survivor has no room for its share).
 
 Why a subprocess: a `ray.cluster_utils.Cluster` cannot live in a process that already runs the
 session's Ray (`ray_session`: one `ray.init` per process), and shutting the session Ray down
@@ -29,9 +31,12 @@ def scenario(out: Path) -> None:
     """Run the cluster, write what was observed to `out` (JSON); the test asserts on it."""
     import ray
 
-    from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, deploy, jpeg_frames, node_of_actor,
-                                    replica_nodes, start_cluster, stop_cluster, write_serve_config)
+    from actors.planner import PlannerSettings, get_or_create_planner
+    from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, add_worker, answers_away_from, deploy,
+                                    jpeg_frames, node_of_actor, replica_nodes, start_cluster, stop_cluster,
+                                    write_serve_config)
     from stemcell.client import Camera, RetryPolicy
+    from stemcell.serve_config import load_serve_config
     from tests.helpers.builders import tiny_package
 
     root = out.parent  # pytest's tmp folder for this test
@@ -63,6 +68,23 @@ def scenario(out: Path) -> None:
                 served_by[cam] = camera.status()["executor"]
         observed.update(head=head, ingress_nodes=replica_nodes(dep.app_name), executor_nodes=nodes,
                         workers=sorted({n.node_id for n in cluster.worker_nodes}), camera_executor=served_by)
+        # The Planner grows both executors to 0.75 GPU (1.5 GPU in all: more than one node has),
+        # make-before-break; the new actors must use both GPU nodes and keep serving every camera.
+        planner = get_or_create_planner(load_serve_config(config), PlannerSettings(window_s=0, total_gpu=2.0))
+        roles = sorted(ray.get(planner.current_plan.remote(), timeout=60)["routes"])
+        switches = ray.get(planner.set_shares.remote({role: 0.75 for role in roles}), timeout=240)
+        view = ray.get(planner.current_plan.remote(), timeout=60)
+        executors = sorted(view["routes"].values())
+        nodes = {name: node_of_actor(name, dep.namespace) for name in executors}
+        time.sleep(1.5)  # the ingress polls the routes every second
+        moved_to: dict[str, str] = {}
+        for cam in cams:
+            with Camera(dep.url, dep.camera_tokens[cam], cam) as camera:
+                assert len(camera.infer(frames[1])["results"]) == 1
+                moved_to[cam] = camera.status()["executor"]
+        observed.update(planner_switches_ok=[s["ok"] for s in switches],
+                        planner_shares={role: st["share"] for role, st in view["roles"].items()},
+                        planner_executor_nodes=nodes, camera_executor_after_move=moved_to)
         # A worker node dies (ungracefully) while the cameras stream: its executor restarts on the other
         # worker, the cameras it served are re-registered from the StateStore, the client retries carry them.
         victim_name = executors[0]
@@ -73,12 +95,19 @@ def scenario(out: Path) -> None:
             t_kill = time.monotonic()
             cluster.remove_node(victim, allow_graceful=False)
             recovered_at = fleet.wait_for_success_after(t_kill + 0.5, cams, timeout_s=60)
+            # The executor's 0.75 GPU does not fit beside the survivor's 0.75: it restarts when a node joins
+            # (the autoscaler's job on a real cluster); its cameras are served by the survivor meanwhile.
+            add_worker(cluster)
+            while not answers_away_from(victim_name, dep.namespace, victim.node_id) and time.monotonic() < t_kill + 90:
+                time.sleep(0.1)  # cameras failed over at once; the executor itself restarts elsewhere meanwhile
+            restarted_at = time.monotonic()
             time.sleep(0.5)
         outcomes, attempts = fleet.snapshot()
         with dep.admin() as admin:
             cameras_after = sorted(admin.plan()["cameras"])
         observed.update(
             killed_node=victim.node_id, recovery_s=None if recovered_at is None else recovered_at - t_kill,
+            restart_s=restarted_at - t_kill, workers_after=sorted(n.node_id for n in cluster.worker_nodes),
             executor_nodes_after={name: node_of_actor(name, dep.namespace) for name in executors},
             frames_ok=sum(o.ok for o in outcomes), frames_failed=[o.error for o in outcomes if not o.ok],
             attempts_failed=sum(a.status != 200 for a in attempts),
@@ -112,12 +141,24 @@ def test_cameras_are_served_on_every_node(observed: dict) -> None:
     assert len(observed["camera_executor"]) == 4
 
 
+def test_planner_shares_span_every_gpu_node(observed: dict) -> None:
+    assert observed["planner_switches_ok"] == [True, True]
+    shares = observed["planner_shares"]
+    assert shares == {"stemcell-executor-0": 0.75, "stemcell-executor-1": 0.75}
+    assert sum(shares.values()) > 1.0  # no single (1-GPU) node could hold this plan
+    assert sorted(observed["planner_executor_nodes"].values()) == observed["workers"]
+    assert sorted(observed["camera_executor_after_move"].values()) == sorted(  # every camera on a new actor
+        [name for name in observed["planner_executor_nodes"] for _ in range(2)])
+
+
 def test_dead_node_executor_moves_and_cameras_recover(observed: dict) -> None:
     after = observed["executor_nodes_after"]
     assert observed["killed_node"] not in after.values()
-    assert set(after.values()) <= set(observed["workers"])
-    # < 10 s on an idle 2-core box (see benchmarks/faults.py); generous here, CI machines are shared
-    assert observed["recovery_s"] is not None and observed["recovery_s"] < 45, observed["recovery_s"]
+    assert set(after.values()) <= set(observed["workers_after"])
+    # cameras fail over to the live executor: about a second (see benchmarks/faults.py); the dead node's
+    # executor restarts elsewhere in ~10 s; generous bounds here, CI machines are shared
+    assert observed["recovery_s"] is not None and observed["recovery_s"] < 30, observed["recovery_s"]
+    assert observed["restart_s"] < 90, observed["restart_s"]
     assert observed["frames_failed"] == []  # the clients' retries carried every frame through the fault
     assert observed["frames_ok"] > 10
     assert observed["cameras_after"] == sorted(observed["camera_executor"])  # no camera lost
