@@ -41,11 +41,11 @@ from actors.gpu_share import actor_options, placement_options
 from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
 from actors.routed_executor import RoutedExecutor
 from actors.state_store import get_or_create_state_store
-from app.plans import assignments_of, camera_plan
 from stemcell.package.manifest import Manifest
 from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling import plan_state
+from stemcell.scheduling.camera_plans import assignments_of, camera_plan
 from stemcell.scheduling.camera_changes import (
     CameraChange,
     CameraSetting,

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from ray.actor import ActorHandle
 
 from app.executors import ExecutorPool, UnknownCamera
-from app.plans import AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate, resolve_apps
+from stemcell.scheduling.camera_plans import (AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate,
+                                              resolve_apps)
 from app.rolling import RollingWindow
 from app.schemas import AddCamera
 from stemcell.package.manifest import Manifest

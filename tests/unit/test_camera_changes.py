@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.plans import AppAssignment
+from stemcell.scheduling.camera_plans import AppAssignment
 from stemcell.scheduling import mainstream_greedy
 from stemcell.scheduling.camera_changes import (
     AppSetting,

@@ -1,9 +1,12 @@
-"""`stemcell/` is the pure-logic layer: it must never import ray, fastapi or serve (STYLE.md rule 1)."""
+"""Layering: `stemcell/` is the pure-logic layer and never imports ray, fastapi or serve (STYLE.md
+rule 1); `actors/` (Ray shells) never import `app/` (the HTTP layer), so an actor's process does not
+load the web stack and the dependency points one way: app -> actors -> stemcell."""
 import ast
 from pathlib import Path
 
 FORBIDDEN = ("ray", "fastapi", "starlette", "uvicorn")
-ROOT = Path(__file__).resolve().parents[2] / "stemcell"
+REPO = Path(__file__).resolve().parents[2]
+ROOT = REPO / "stemcell"
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -24,3 +27,8 @@ def test_pure_logic_layer_has_no_ray_or_web_imports() -> None:
         if _imported_roots(p) & set(FORBIDDEN)
     }
     assert offenders == {}
+
+
+def test_actors_do_not_import_the_http_layer() -> None:
+    offenders = sorted(str(p.relative_to(REPO)) for p in (REPO / "actors").rglob("*.py") if "app" in _imported_roots(p))
+    assert offenders == []
