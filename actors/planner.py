@@ -57,6 +57,7 @@ from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerConte
 from stemcell.scheduling.shares import (
     ShareContext,
     measured_latency,
+    memory_floor,
     placeable_shares,
     placement_index,
     role_shares,
@@ -232,9 +233,9 @@ class Planner:
         problem = dataclasses.replace(measured_latency(problem, names, rows), stream_fps=max(fps, rates[-1]))
         return CameraDemand(camera_id, respect_pins(problem, CameraSetting.from_config(config)))
 
-    async def context(self) -> tuple[PlannerContext, dict[str, str]] | None:
-        """This round's frozen inputs and which worker role runs each retraining job; None when
-        there is nothing to plan (no camera)."""
+    async def context(self) -> tuple[PlannerContext, dict[str, str], dict[str, float]] | None:
+        """This round's frozen inputs, which worker role runs each retraining job, and each
+        executor's least share by measured memory; None when there is nothing to plan (no camera)."""
         cameras = await self._cameras()
         if not cameras:
             return None
@@ -249,7 +250,8 @@ class Planner:
                              cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
                              retrain_jobs=tuple(job for _, job in jobs.values()), window_s=s.retrain_window_s,
                              round_s=s.window_s or 10.0, scheduler=s.scheduler)
-        return ctx, {job_id: role for job_id, (role, _) in jobs.items()}
+        floors = {role: memory_floor(report) for role, report in measured["memory"].items()}
+        return ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -266,7 +268,7 @@ class Planner:
             inputs = await self.context()
             if inputs is None:
                 return self.view()
-            ctx, job_roles = inputs
+            ctx, job_roles, floors = inputs
             decision = plan_round(ctx)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
@@ -279,9 +281,10 @@ class Planner:
             target = role_shares(ShareContext(
                 decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
                 self._executor_roles(), job_roles,
-                quantum=self.settings.quantum, floor=self.settings.floor))
+                quantum=self.settings.quantum, floor=self.settings.floor, memory_floors=floors))
             current = {r: st.share for r, st in self.roles.items()}
-            wanted = stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu)
+            wanted = stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu,
+                                   floors=floors)
             await self._apply(placeable_shares(current, wanted, free=self._free_gpu(), quantum=self.settings.quantum))
             await self._apply_cameras(decision)
             return self.view()

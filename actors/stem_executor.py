@@ -136,8 +136,9 @@ class StemExecutor:
         batch = max(1, round(stats.mean_batch_frames)) if stats.batches else self._batcher.max_batch
         report = await self._on(self._infer_pool, self._runtime.memory_report, batch)
         out = report.as_dict()
-        if self._runtime.device.type == "cuda":
+        if self._runtime.device.type == "cuda":  # the Planner's memory floor for this executor's share
             out["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(self._runtime.device))
+            out["gpu_total_bytes"] = int(torch.cuda.get_device_properties(self._runtime.device).total_memory)
         return out
 
     async def set_app_weights(self, app: str, camera_id: str | None, state: dict, version: int) -> None:

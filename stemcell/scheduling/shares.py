@@ -16,6 +16,7 @@ import statistics
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stemcell.scheduling.planner import PlanDecision
 from stemcell.scheduling.problem import ScheduleProblem
@@ -28,11 +29,13 @@ def placement_index(camera_id: str, count: int) -> int:
     return zlib.crc32(camera_id.encode("utf-8")) % count
 
 
-def split_share(total: float, weights: Mapping[str, float], *, quantum: float, floor: float) -> dict[str, float]:
+def split_share(total: float, weights: Mapping[str, float], *, quantum: float, floor: float,
+                floors: Mapping[str, float] | None = None) -> dict[str, float]:
     """Split `total` over the keys of `weights` proportionally, in multiples of `quantum`.
 
-    Each key first gets `floor` (rounded up to a quantum) when the total allows it for all keys,
-    then the remaining quanta go by largest remainder of the proportional split (ties: key order).
+    Each key first gets its floor (the larger of `floor` and its entry in `floors`, rounded up to a
+    quantum) when the total allows every floor; when it does not, the floors shrink in proportion.
+    Then the remaining quanta go by largest remainder of the proportional split (ties: key order).
     All-zero weights split evenly. The result never sums above `total`.
     """
     if quantum <= 0:
@@ -43,16 +46,17 @@ def split_share(total: float, weights: Mapping[str, float], *, quantum: float, f
         raise ValueError(f"weights must be finite and >= 0, got {dict(weights)}")
     units = int(math.floor(total / quantum + _EPS))
     keys = list(weights)
-    floor_units = int(math.ceil(floor / quantum - _EPS))
-    if floor_units * len(keys) > units:
-        floor_units = units // len(keys)
-    left = units - floor_units * len(keys)
+    least = {k: int(math.ceil(max(floor, (floors or {}).get(k, 0.0)) / quantum - _EPS)) for k in keys}
+    if sum(least.values()) > units:
+        need = sum(least.values())
+        least = {k: units * least[k] // need for k in keys}
+    left = units - sum(least.values())
     mass = sum(weights.values())
     # what each key deserves beyond its floor, rescaled so the extras add up to exactly `left`
-    beyond = {k: max(0.0, (weights[k] / mass if mass > 0 else 1.0 / len(keys)) * units - floor_units) for k in keys}
+    beyond = {k: max(0.0, (weights[k] / mass if mass > 0 else 1.0 / len(keys)) * units - least[k]) for k in keys}
     spread = sum(beyond.values())
     extra = {k: (beyond[k] * left / spread if spread > 0 else left / len(keys)) for k in keys}
-    granted = {k: floor_units + math.floor(extra[k]) for k in keys}
+    granted = {k: least[k] + math.floor(extra[k]) for k in keys}
     rest = units - sum(granted.values())
     by_remainder = sorted(keys, key=lambda k: (-(extra[k] - math.floor(extra[k])), keys.index(k)))
     for k in by_remainder[:rest]:
@@ -70,18 +74,37 @@ class ShareContext:
     job_roles: Mapping[str, str]  # retraining job id -> worker role
     quantum: float = 0.05  # shares are multiples of this
     floor: float = 0.05  # least share of any role
+    memory_floors: Mapping[str, float] = dataclasses.field(default_factory=dict)  # role -> `memory_floor`
+
+
+def memory_floor(report: Mapping[str, Any] | None, *, margin: float = 1.25) -> float:
+    """Least GPU share an executor can run with, from its measured memory report.
+
+    Why: a share is also a memory cap (`torch.cuda.set_per_process_memory_fraction(share)`), so a
+    share below what the executor holds (merged weights + activations at its running batch, or the
+    CUDA peak it measured, whichever is larger) would make it fail with out-of-memory however little
+    compute it needs. `margin` leaves room for allocator fragmentation and batch growth. 0 when the
+    report has no GPU size (CPU executors, unreachable ones): nothing to protect.
+    """
+    gpu_bytes = (report or {}).get("gpu_total_bytes")
+    if not report or not gpu_bytes:
+        return 0.0
+    need = int(report["bytes_merged"]) + int(report["activation"]["merged_peak"])
+    need = max(need, int(report.get("cuda_max_memory_allocated") or 0))
+    return min(1.0, margin * need / float(gpu_bytes))
 
 
 def role_shares(ctx: ShareContext) -> dict[str, float]:
-    """Executors split the inference share by their cameras' planned cost; workers split the
-    retraining share by the micro-windows the slicing granted their jobs."""
+    """Executors split the inference share by their cameras' planned cost, never below the memory
+    their models need; workers split the retraining share by the micro-windows the slicing granted
+    their jobs."""
     d = ctx.decision
     load = {role: 0.0 for role in ctx.executor_roles}
     for camera, schedule in d.schedules.items():
         role = ctx.camera_roles.get(camera)
         if role in load:
             load[role] += schedule.cost
-    shares = split_share(d.inference_share, load, quantum=ctx.quantum, floor=ctx.floor)
+    shares = split_share(d.inference_share, load, quantum=ctx.quantum, floor=ctx.floor, floors=ctx.memory_floors)
     if ctx.job_roles:
         windows = {role: 0.0 for role in ctx.job_roles.values()}
         if d.slicing is not None:
@@ -93,13 +116,19 @@ def role_shares(ctx: ShareContext) -> dict[str, float]:
 
 
 def stable_shares(current: Mapping[str, float], target: Mapping[str, float], *, min_change: float,
-                  total: float) -> dict[str, float]:
-    """`target`, except roles whose share moves by less than `min_change` keep their current share.
+                  total: float, floors: Mapping[str, float] | None = None) -> dict[str, float]:
+    """`target`, except roles whose share moves by less than `min_change` keep their current share,
+    unless the current share is below the role's floor (`memory_floor`: too little memory is a
+    failure, not a small inefficiency).
 
     Keeping a share must not push the sum past `total`; when it would, the target is used as is
     (it always fits, being a split of the total).
     """
-    kept = {r: (current[r] if r in current and abs(current[r] - s) < min_change else s) for r, s in target.items()}
+    def keep(role: str, share: float) -> bool:
+        return role in current and abs(current[role] - share) < min_change \
+            and current[role] >= (floors or {}).get(role, 0.0) - _EPS
+
+    kept = {r: (current[r] if keep(r, s) else s) for r, s in target.items()}
     return kept if sum(kept.values()) <= total + _EPS else dict(target)
 
 

@@ -11,6 +11,7 @@ from stemcell.scheduling.planner import CameraDemand, PlannerContext, plan_round
 from stemcell.scheduling.shares import (
     ShareContext,
     measured_latency,
+    memory_floor,
     placeable_shares,
     placement_index,
     role_shares,
@@ -76,6 +77,42 @@ def test_executor_with_more_planned_cost_gets_more() -> None:
     shares = role_shares(ShareContext(decision, roles, ("ex-heavy", "ex-rest", "ex-idle"), {}))
     assert shares["ex-idle"] == pytest.approx(0.05)  # an executor with no camera keeps only the floor
     assert sum(shares.values()) <= decision.inference_share + 1e-9
+
+
+GIB = 1 << 30
+
+
+def _memory_report(weights: int, activations: int, gpu: int | None, peak: int | None = None) -> dict:
+    report = {"bytes_merged": weights, "activation": {"merged_peak": activations}, "cuda_max_memory_allocated": peak}
+    return report if gpu is None else {**report, "gpu_total_bytes": gpu}
+
+
+def test_memory_floor_from_a_measured_report() -> None:
+    assert memory_floor(None) == 0.0
+    assert memory_floor(_memory_report(GIB, GIB, gpu=None)) == 0.0  # CPU executor: nothing to cap
+    assert memory_floor(_memory_report(12 * GIB, 4 * GIB, gpu=80 * GIB)) == pytest.approx(1.25 * 16 / 80)
+    assert memory_floor(_memory_report(GIB, GIB, gpu=80 * GIB, peak=40 * GIB)) == pytest.approx(1.25 * 40 / 80)
+    assert memory_floor(_memory_report(70 * GIB, 20 * GIB, gpu=80 * GIB)) == 1.0  # never above a whole GPU
+
+
+def test_split_share_honours_per_key_floors() -> None:
+    assert split_share(1.0, {"a": 0.0, "b": 1.0}, quantum=0.05, floor=0.05, floors={"a": 0.38}) == {"a": 0.4, "b": 0.6}
+    tight = split_share(0.5, {"a": 1.0, "b": 1.0}, quantum=0.05, floor=0.05, floors={"a": 0.6, "b": 0.2})
+    assert sum(tight.values()) <= 0.5 + 1e-9 and tight["a"] > tight["b"]  # floors shrink in proportion
+
+
+def test_an_executor_never_gets_less_than_its_models_memory() -> None:
+    decision = _decision(0.8)
+    roles = {cam: "ex-busy" for cam in decision.schedules}
+    floors = {"ex-big-models": 0.3}
+    shares = role_shares(ShareContext(decision, roles, ("ex-busy", "ex-big-models"), {}, memory_floors=floors))
+    assert shares["ex-big-models"] >= 0.3  # no camera load, but a memory cap below 0.3 would OOM it
+    assert sum(shares.values()) <= decision.inference_share + 1e-9
+    # hysteresis does not keep a share under the floor, however small the move
+    assert stable_shares({"ex-big-models": 0.25}, {"ex-big-models": 0.3}, min_change=0.1, total=1.0,
+                         floors=floors) == {"ex-big-models": 0.3}
+    assert stable_shares({"ex-big-models": 0.25}, {"ex-big-models": 0.3}, min_change=0.1, total=1.0) == {
+        "ex-big-models": 0.25}
 
 
 def test_measured_latency_replaces_only_measured_segments() -> None:
