@@ -1,9 +1,11 @@
 """The Planner actor: every window, measure -> `plan_round` -> per-role GPU shares -> make-before-break.
 
 A thin shell (STYLE.md): it builds a frozen `PlannerContext` from what the StemExecutors measured
-(per-segment latency) and what the RetrainWorkers report (per-micro-window accuracy gains), calls
-`stemcell.scheduling.plan_round`, turns the decision into one share per role
-(`stemcell.scheduling.shares`), and hands share changes to `actors.reallocator.Reallocator`.
+(per-segment latency; memory held, which floors their shares because a share is also a memory cap),
+what the RetrainWorkers report (per-micro-window accuracy gains) and what the TeacherLabeler holds
+(its fixed share is left out of the plannable total), calls `stemcell.scheduling.plan_round`, turns
+the decision into one share per role (`stemcell.scheduling.shares`), and hands share changes to
+`actors.reallocator.Reallocator`.
 
 Roles are stable slots: executor role `<name_prefix>-<i>` (what `app.executors.ExecutorPool`
 places cameras on) and worker role `retrain-<name>` (an `actors.retrain_worker.RetrainWorker`
@@ -35,9 +37,9 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.util import metrics
 
 from actors.gpu_share import actor_options, placement_options
+from actors.planner_metrics import PlannerMetrics
 from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
 from actors.routed_executor import RoutedExecutor
 from actors.state_store import get_or_create_state_store
@@ -69,7 +71,6 @@ from stemcell.serve_config import ServeConfig
 log = logging.getLogger(__name__)
 
 ACTOR_NAME = plan_state.PLANNER_ACTOR
-_DECISION_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 
 
 @dataclass(frozen=True)
@@ -136,19 +137,10 @@ class Planner:
         self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
+        self.teacher: dict[str, Any] | None = None
         orphans = self.realloc.kill_orphans(self.roles)
         log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
-        self._share = metrics.Gauge("stemcell_planner_gpu_share", "Planned GPU share per role", tag_keys=("role", "kind"))
-        self._fps = metrics.Gauge("stemcell_planner_planned_fps", "Planned frame rate", tag_keys=("camera", "app"))
-        self._f1 = metrics.Gauge("stemcell_planner_predicted_f1", "Predicted event F1", tag_keys=("camera", "app"))
-        self._objective = metrics.Gauge("stemcell_planner_objective", "Mean predicted event F1 over cameras")
-        self._decision_ms = metrics.Histogram("stemcell_planner_decision_ms", "plan_round wall time",
-                                              boundaries=_DECISION_MS)
-        self._switches = metrics.Counter("stemcell_planner_switches_total", "Make-before-break switches",
-                                         tag_keys=("role", "outcome"))
-        self._camera_changes = metrics.Counter("stemcell_planner_camera_changes_total",
-                                               "Camera reconfigurations pushed by the Planner",
-                                               tag_keys=("camera", "outcome"))
+        self.metrics = PlannerMetrics()
         self._export()
         self._loop = asyncio.get_running_loop().create_task(self._run()) if s.window_s > 0 else None
 
@@ -212,6 +204,18 @@ class Planner:
             log.warning("%s.%s failed: %r", self.roles[role].actor, method, exc)
             return None
 
+    async def _teacher(self) -> dict[str, Any] | None:
+        """The TeacherLabeler's stats (frames, labelling seconds, share) when learning is on."""
+        learning = self.config.learning
+        handle = self.realloc.handle(learning.teacher_name) if learning.enabled else None
+        if handle is None:
+            return None
+        try:
+            return await asyncio.wait_for(handle.stats.remote(), self.settings.stats_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - assume it still holds its configured share
+            log.warning("teacher %s stats failed: %r", learning.teacher_name, exc)
+            return {"share": learning.teacher_num_gpus}
+
     async def measurements(self) -> dict[str, Any]:
         """Executors' stats + memory reports and workers' stats, by role (None where unreachable)."""
         roles = list(self.roles)
@@ -246,7 +250,12 @@ class Planner:
         for role in self.workers:
             jobs |= retrain_jobs(role, measured["stats"].get(role))
         s = self.settings
-        ctx = PlannerContext(total_gpu=s.total_gpu - s.headroom,
+        self.teacher = await self._teacher()  # its GPU share is fixed: not the Planner's to hand out
+        plannable = s.total_gpu - s.headroom - float((self.teacher or {}).get("share", 0.0))
+        if plannable < s.floor:
+            raise ValueError(f"nothing left to plan: total_gpu {s.total_gpu} - headroom {s.headroom} - teacher "
+                             f"share {(self.teacher or {}).get('share')} < floor {s.floor}")
+        ctx = PlannerContext(total_gpu=plannable,
                              cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
                              retrain_jobs=tuple(job for _, job in jobs.values()), window_s=s.retrain_window_s,
                              round_s=s.window_s or 10.0, scheduler=s.scheduler)
@@ -272,7 +281,7 @@ class Planner:
             decision = plan_round(ctx)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
-            self._decision_ms.observe(decision.decision_ms)
+            self.metrics.decision_ms.observe(decision.decision_ms)
             log.info("planning round %d: %.2f ms, inference %.2f / retraining %.2f GPU, objective %.3f",
                      self.rounds, decision.decision_ms, decision.inference_share, decision.retrain_share,
                      decision.objective)
@@ -306,14 +315,16 @@ class Planner:
             return [r.as_dict() for r in await self._apply(target)]
 
     def _free_gpu(self) -> float:
-        """GPU a new actor can take now: the Planner's unassigned total, and what Ray has free."""
-        free = self.settings.total_gpu - sum(st.share for st in self.roles.values())
+        """GPU a new actor can take now: the Planner's unassigned total (less the teacher's share), and
+        what Ray has free."""
+        held = sum(st.share for st in self.roles.values()) + float((self.teacher or {}).get("share", 0.0))
+        free = self.settings.total_gpu - held
         return min(free, ray.available_resources().get("GPU", 0.0)) if self._gpus else free
 
     async def _apply(self, target: Mapping[str, float]) -> list:
         self.roles, reports = await self.realloc.apply(self.roles, target)
         for rep in reports:
-            self._switches.inc(1, {"role": rep.role, "outcome": "ok" if rep.ok else "failed"})
+            self.metrics.switches.inc(1, {"role": rep.role, "outcome": "ok" if rep.ok else "failed"})
         self.last_switches = [r.as_dict() for r in reports]
         await self._persist()
         self._export()
@@ -351,7 +362,7 @@ class Planner:
                 log.info("camera %s changed meanwhile; planner change %s dropped", cam, change.describe())
         except Exception as exc:  # noqa: BLE001 - one camera's failure must not stop the others
             log.warning("camera %s not reconfigured on %s (%s): %r", cam, actor, change.describe(), exc)
-        self._camera_changes.inc(1, {"camera": cam, "outcome": outcome})
+        self.metrics.camera_changes.inc(1, {"camera": cam, "outcome": outcome})
         return outcome
 
     # ------------------------------------------------------------------ retraining workers
@@ -374,19 +385,12 @@ class Planner:
 
     # ------------------------------------------------------------------ views
     def _export(self) -> None:
-        for role, st in self.roles.items():
-            self._share.set(st.share, {"role": role, "kind": st.kind})
-        for cam, entry in self.decision.get("cameras", {}).items():
-            for app, choice in entry["apps"].items():
-                self._fps.set(choice["fps"], {"camera": cam, "app": app})
-                self._f1.set(choice["predicted_f1"], {"camera": cam, "app": app})
-        if "objective" in self.decision:
-            self._objective.set(self.decision["objective"])
+        self.metrics.export(self.roles, self.decision)
 
     def view(self) -> dict[str, Any]:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
-                "last_camera_changes": self.last_camera_changes,
+                "last_camera_changes": self.last_camera_changes, "teacher": self.teacher,
                 "total_gpu": self.settings.total_gpu, "updated_at": time.time()}
 
     async def current_plan(self) -> dict[str, Any]:

@@ -52,7 +52,8 @@ ALL_FAULTS = ("executor", "retrain_worker", "planner", "node")
 QUICK_FAULTS = ("executor", "node")
 SETTLE_S = 1.0
 # what the Planner reports about its own process (counters, timings, what its last round did), not state
-VOLATILE_PLANNER_KEYS = frozenset({"rounds", "updated_at", "last_decision_ms", "last_switches", "last_camera_changes"})
+VOLATILE_PLANNER_KEYS = frozenset({"rounds", "updated_at", "last_decision_ms", "last_switches", "last_camera_changes",
+                                   "teacher"})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import ray
 
 from actors.planner import ACTOR_NAME, PlannerActor, PlannerSettings
 from actors.state_store import get_or_create_state_store
+from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.service import StemcellService, read_manifest, read_routes
 from stemcell.serve_config import ServeConfig
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 NAMESPACE = "stemcell-planner-test"
 ROLE = "planner-test-exec-0"
 CAMERAS = ("cam-a", "cam-b", "cam-c")
+TEACHER, TEACHER_SHARE = "planner-test-teacher", 0.1
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> ServeConfig:
         "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"),
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": NAMESPACE,
                       "name_prefix": "planner-test-exec", "max_wait_ms": 2, "coalesce_ms": 1},
+        "learning": {"enabled": True, "teacher_name": TEACHER, "teacher_num_gpus": TEACHER_SHARE},
     })
 
 
@@ -54,10 +57,14 @@ def store(config: ServeConfig):  # noqa: ANN201 - an actor handle
 def planner(config: ServeConfig, store):  # noqa: ANN001, ANN201
     settings = PlannerSettings(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
                                worker_num_cpus=0.25)
+    teacher = TeacherLabeler.options(name=TEACHER, namespace=NAMESPACE, num_cpus=0.25, num_gpus=TEACHER_SHARE).remote(
+        share=TEACHER_SHARE, package_dir=str(config.package_dir))
+    ray.get(teacher.ready.remote())
     handle = PlannerActor.options(name=ACTOR_NAME, namespace=NAMESPACE).remote(config.model_dump(mode="json"), settings)
     yield handle
     plan = ray.get(handle.current_plan.remote())
     ray.kill(handle, no_restart=True)
+    ray.kill(teacher, no_restart=True)
     for actor in plan["routes"].values():
         ray.kill(ray.get_actor(actor, namespace=NAMESPACE), no_restart=True)
 
@@ -125,9 +132,11 @@ def test_round_plans_every_camera_within_the_gpu(planner) -> None:  # noqa: ANN0
     view = ray.get(planner.replan.remote())
     decision = view["decision"]
     assert set(decision["cameras"]) == set(CAMERAS)
-    assert decision["inference_share"] <= 1.0 - 0.5 + 1e-9  # the total minus what is left out of planning
+    plannable = 1.0 - 0.5 - TEACHER_SHARE  # the total minus what is left out of planning and the teacher's share
+    assert view["teacher"]["share"] == TEACHER_SHARE and view["teacher"]["frames"] == 0
+    assert decision["inference_share"] <= plannable + 1e-9
     assert view["last_decision_ms"] is not None and view["last_decision_ms"] > 0
-    assert sum(r["share"] for r in view["roles"].values()) <= 1.0 - 0.5 + 1e-9
+    assert sum(r["share"] for r in view["roles"].values()) <= plannable + 1e-9
 
 
 def test_retraining_worker_moves_with_its_state(config: ServeConfig, planner, tmp_path: Path) -> None:  # noqa: ANN001
