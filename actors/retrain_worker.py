@@ -6,9 +6,11 @@ branchpoint every T_update (ASR/ATR), published as a versioned sparse update. Du
 round-robin, one phase at a time, on one training thread (AMS appendix E), so uploads and update
 requests are answered while a phase runs.
 
-Durability: every published version is written to `persist_dir` (`stemcell.learning.versions`);
-with `max_restarts` the re-run constructor reloads them, so edges keep patching from their
-version. Planned moves (a new GPU share: Ray cannot resize an actor) are make-before-break:
+Durability: every published version is written to `persist_dir` (`stemcell.learning.versions`),
+and the whole trainer state (Adam moments, buffers, ASR/ATR) every `checkpoint_every_s` and after a
+camera is removed; with `max_restarts` the re-run constructor resumes from that state and then
+reloads newer published versions, so edges keep patching from their version and a crash loses at
+most `checkpoint_every_s` of samples and optimiser steps. Planned moves (a new GPU share: Ray cannot resize an actor) are make-before-break:
 
     blob = await old.checkpoint.remote(pause=True)      # stop training, snapshot everything
     new = RetrainWorker.options(num_gpus=s).remote(pkg, persist_dir=d, resume_from=blob)
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -54,11 +57,20 @@ def read_checkpoint(blob: bytes | dict[str, Any]) -> dict[str, Any]:
     return blob if isinstance(blob, dict) else torch.load(io.BytesIO(blob), weights_only=True)
 
 
+def newest_checkpoint(*blobs: bytes | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The most recently saved of the given checkpoints (`saved_at`; one without it counts as oldest).
+
+    Why: after a crash Ray re-runs the constructor with the `resume_from` it was created with (a
+    move's snapshot), while the durable checkpoint in `persist_dir` may be newer, or older."""
+    states = [read_checkpoint(b) for b in blobs if b is not None]
+    return max(states, key=lambda st: float(st.get("saved_at", 0.0)), default=None)
+
+
 @ray.remote
 class RetrainWorker:
     def __init__(self, package_dir: str, *, persist_dir: str | None = None, config: dict[str, Any] | None = None,
                  share: float = 0.0, resume_from: bytes | dict[str, Any] | None = None, auto: bool = True,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, checkpoint_every_s: float = 60.0) -> None:
         enforce_share(share)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
@@ -71,8 +83,10 @@ class RetrainWorker:
         self._paused = not auto
         self._poll_s = poll_s
         self._restored = 0
-        if resume_from is not None:
-            self._trainer.load_state_dict(read_checkpoint(resume_from), self._model)
+        self._checkpoint_every_s, self._checkpointed_at = checkpoint_every_s, time.monotonic()
+        state = newest_checkpoint(resume_from, self._store.load_checkpoint() if self._store else None)
+        if state is not None:
+            self._trainer.load_state_dict(state, self._model)
             self._restored = len(self._trainer.order)
         if self._store is not None:  # after a crash Ray re-runs this with the same resume_from: newer wins
             self._restore_from_store()
@@ -118,7 +132,18 @@ class RetrainWorker:
         published = self._trainer.run_next()
         if published is not None:
             self._persist(published)
+            if time.monotonic() - self._checkpointed_at >= self._checkpoint_every_s:
+                self._save_checkpoint()
         return published
+
+    def _snapshot(self) -> bytes:
+        return checkpoint_bytes({**self._trainer.state_dict(), "saved_at": time.time()})
+
+    def _save_checkpoint(self) -> None:
+        """On the trainer thread (a consistent snapshot); cheap enough every minute, not every phase."""
+        if self._store is not None:
+            self._store.save_checkpoint(self._snapshot())
+            self._checkpointed_at = time.monotonic()
 
     def _persist(self, p: Published) -> None:
         if self._store is None:
@@ -153,6 +178,7 @@ class RetrainWorker:
         removed = await self._on(self._trainer.remove_camera, camera)
         if self._store is not None:
             await self._on(self._store.delete_camera, camera)
+            await self._on(self._save_checkpoint)  # a restart must not bring the camera back
         return removed
 
     async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -201,7 +227,7 @@ class RetrainWorker:
         so no update is published here after the snapshot."""
         if pause:
             self._paused = True
-        return await self._on(lambda: checkpoint_bytes(self._trainer.state_dict()))
+        return await self._on(self._snapshot)
 
     async def resume(self) -> None:
         self._paused = False

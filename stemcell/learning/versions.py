@@ -8,9 +8,10 @@ Layout, one folder per (camera, app) under `root`:
 
 Writes are atomic (temporary file + `os.replace`) and the weights go before `job.json`, so a crash
 mid-publish leaves the previous version readable. Old update files beyond `keep` are deleted.
-Optimiser moments are not persisted per update (that would triple the write volume every 10 s):
-after a crash the job resumes at the same weights and version with fresh moments; a planned move
-carries them in `AmsTrainer.state_dict` instead.
+Optimiser moments are not persisted per update (that would triple the write volume every 10 s);
+the worker writes its whole trainer state (moments, buffers, rates) to `trainer.ckpt` every
+`checkpoint_every_s` instead, so a crash loses at most that much of them, and the published weights
+and versions (newer wins) are never lost. A planned move carries the state in `AmsTrainer.state_dict`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ import torch
 from stemcell.learning.codec import decode
 from stemcell.models import load_safetensors, save_safetensors
 from stemcell.state import validate_id
+
+CHECKPOINT_FILE = "trainer.ckpt"  # a file at the root: camera folders are directories, never confused
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +94,14 @@ class VersionStore:
         """Every (camera, app) with a published version."""
         for meta in sorted(self.root.glob("*/*/job.json")):
             yield meta.parent.parent.name, meta.parent.name
+
+    def save_checkpoint(self, blob: bytes) -> None:
+        """The worker's whole trainer state (atomic: a crash mid-write keeps the previous one)."""
+        _atomic_write(self.root / CHECKPOINT_FILE, blob)
+
+    def load_checkpoint(self) -> bytes | None:
+        path = self.root / CHECKPOINT_FILE
+        return path.read_bytes() if path.is_file() else None
 
     def delete_camera(self, camera: str) -> None:
         folder = self.root / validate_id("camera_id", camera)

@@ -67,9 +67,17 @@ def test_model_teacher_from_the_package_base(package: Path) -> None:
         build_teacher(package_dir=str(package), world=WORLD)
 
 
+def _adam(state: dict) -> dict:
+    return state["sessions"]["cam-1"]["jobs"]["car"]["learner"]["optimizer"]["adam"]["state"]
+
+
+def _same_adam(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k][m], b[k][m]) for k in a for m in ("exp_avg", "exp_avg_sq"))
+
+
 def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: Path) -> None:
     base = load_package(package).base
-    worker = _worker(package, tmp_path / "models")
+    worker = _worker(package, tmp_path / "models", checkpoint_every_s=0)  # durable trainer state after every phase
     ray.get(worker.ready.remote())
     assert ray.get(worker.set_camera.remote("cam-1", APPS)) == {"car": 0}
     stamps, frames = _samples(0.0, 12)
@@ -92,11 +100,7 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     blob = ray.get(worker.checkpoint.remote(pause=True))
     moved = _worker(package, tmp_path / "models-moved", resume_from=blob)
     assert ray.get(moved.ready.remote())["restored"] == 1
-    old_state, new_state = read_checkpoint(blob), read_checkpoint(ray.get(moved.checkpoint.remote()))
-    old_adam = old_state["sessions"]["cam-1"]["jobs"]["car"]["learner"]["optimizer"]["adam"]["state"]
-    new_adam = new_state["sessions"]["cam-1"]["jobs"]["car"]["learner"]["optimizer"]["adam"]["state"]
-    assert old_adam.keys() == new_adam.keys() and all(
-        torch.equal(old_adam[k][m], new_adam[k][m]) for k in old_adam for m in ("exp_avg", "exp_avg_sq"))
+    assert _same_adam(_adam(read_checkpoint(blob)), _adam(read_checkpoint(ray.get(moved.checkpoint.remote()))))
     stamps2, frames2 = _samples(12.0, 12)
     labels2 = ray.get(oracle.label.remote(frames2, 0, stamps2))
     for w in (worker, moved):
@@ -104,13 +108,21 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
         assert [p["version"] for p in ray.get(w.run_pending.remote())] == [2]
     assert ray.get(worker.update_since.remote("cam-1", "car", 1))[0] == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
 
-    # crash + restart: a new worker on the same folder comes back at the published version
+    # crash + restart: a new worker on the same folder comes back at the published version, with the
+    # Adam moments and the sample buffer of its last durable checkpoint (written after version 2)
+    before = read_checkpoint(ray.get(worker.checkpoint.remote()))
     ray.kill(worker)
     restarted = _worker(package, tmp_path / "models")
     assert ray.get(restarted.ready.remote())["restored"] == 1
     assert ray.get(restarted.stats.remote())["jobs"]["cam-1/car"]["version"] == 2
+    after = read_checkpoint(ray.get(restarted.checkpoint.remote()))
+    assert _same_adam(_adam(before), _adam(after))
+    assert torch.equal(before["sessions"]["cam-1"]["t"], after["sessions"]["cam-1"]["t"])  # 24 buffered samples
     again, meta = ray.get(restarted.update_since.remote("cam-1", "car", 1))
     assert meta["kind"] == "sparse" and again == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
     assert ray.get(restarted.update_since.remote("cam-1", "car", None))[1]["kind"] == "full"
-    for w in (moved, restarted):
-        ray.kill(w)
+    # a removed camera stays removed across a crash (its versions and the checkpoint no longer hold it)
+    assert ray.get(restarted.remove_camera.remote("cam-1")) is True
+    ray.kill(restarted)
+    assert ray.get(_worker(package, tmp_path / "models").ready.remote())["restored"] == 0
+    ray.kill(moved)
