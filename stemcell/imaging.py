@@ -3,8 +3,12 @@
 Everything here runs on bytes from the network, so the order matters: the declared type, the
 magic bytes and the header's dimensions are checked *before* the full decode, because a 100 KB
 PNG can declare 50 000 x 50 000 pixels (a decompression bomb) and OpenCV would try to allocate
-them.  Truncated files are rejected too: libjpeg "decodes" a cut JPEG by painting the missing part
-grey, which would silently feed the models garbage.
+them.  Truncated or corrupt files are rejected too: libjpeg "decodes" a cut JPEG by painting the
+missing part grey and only *warns*, which would silently feed the models garbage. A missing end
+marker is caught by looking at the tail; a scan cut short with the end marker put back (or any
+other corrupt entropy-coded data) only by the decoder, so JPEGs are decoded with libjpeg-turbo
+through `simplejpeg` in strict mode, which turns libjpeg's warnings into errors (OpenCV's and
+Pillow's decoders both swallow them).
 
 Errors carry a `reason` the HTTP layer maps to a status code (415 / 400 / 413); this module knows
 nothing about HTTP.
@@ -17,6 +21,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import simplejpeg
 
 ImageFormat = Literal["jpeg", "png"]
 Reason = Literal["unsupported", "corrupt", "too_large"]
@@ -114,7 +119,8 @@ def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = Im
     """Validate and decode one JPEG/PNG into an RGB uint8 array (H, W, 3).
 
     Order: declared type -> size -> magic bytes (must agree with the type) -> header dimensions
-    (pixel limit) -> end marker (truncation) -> OpenCV decode -> BGR to RGB.
+    (pixel limit) -> end marker (truncation) -> strict decode (JPEG: simplejpeg, straight to RGB;
+    PNG: OpenCV, BGR to RGB).
     """
     declared = format_from_content_type(content_type)
     if len(data) > limits.max_bytes:
@@ -130,10 +136,22 @@ def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = Im
     if width * height > limits.max_pixels:
         raise ImageError("too_large", f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
     _check_complete(data, actual)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (height, width):
+    rgb = _decode_jpeg(data) if actual == "jpeg" else _decode_png(data)
+    if rgb is None or rgb.shape[:2] != (height, width):
         raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as exc:  # libjpeg's error or (strict) warning, e.g. "premature end of data segment"
+        raise ImageError("corrupt", f"JPEG image is corrupt: {str(exc)[:200]}") from exc
+
+
+def _decode_png(data: bytes) -> np.ndarray | None:
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _encode(rgb: np.ndarray, ext: str, params: list[int]) -> bytes:

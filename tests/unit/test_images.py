@@ -95,6 +95,24 @@ def test_truncated_images_are_corrupt(rgb: np.ndarray, fmt: str, keep: float) ->
     assert err.value.reason == "corrupt"
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_a_cut_scan_with_the_end_marker_put_back_is_corrupt(keep: float) -> None:
+    """libjpeg paints the missing part grey and only warns; OpenCV and Pillow accept such a file."""
+    noisy = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)  # no flat tail to hide in
+    data = encode_jpeg(noisy)
+    with pytest.raises(ImageError, match="JPEG image is corrupt") as err:
+        decode_image(data[: int(len(data) * keep)] + b"\xff\xd9", "image/jpeg")
+    assert err.value.reason == "corrupt"
+
+
+def test_grey_and_progressive_jpegs_decode_to_rgb(rgb: np.ndarray) -> None:
+    grey = cv2.imencode(".jpg", rgb[..., 0])[1].tobytes()
+    progressive = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert decode_image(grey, "image/jpeg").shape == (40, 60, 3)
+    decoded = decode_image(progressive, "image/jpeg")
+    assert decoded.shape == (40, 60, 3) and np.abs(decoded.astype(int) - rgb).mean() < 8
+
+
 def test_truncated_inside_the_header_is_corrupt(rgb: np.ndarray) -> None:
     with pytest.raises(ImageError, match="no frame header") as err:
         decode_image(encode_jpeg(rgb)[:12], "image/jpeg")
