@@ -12,6 +12,13 @@ per-window gains (`fit_gain_curve`): cumulative improvement after t windows is m
 curve (instead of taking the last gain, as Algorithm 1 does) averages out the noise of evaluating
 accuracy on a few dozen teacher-labelled frames and learns per job how fast its gains shrink.
 
+Keep-best (optional, `run_micro_windows(checkpoints=...)`): a retraining job keeps its best
+checkpoint and rolls back a micro-window that lowered its held-out accuracy, so it never deploys a
+model worse than the one it started from (RECL's safety checker deploys a retrained model only when
+it beats the current one). It is job mechanics, identical under every policy; the gain-driven
+policy then sees each window's gain over the best so far, so one unlucky window reads as "no
+gain" rather than as a loss that starves the job while it sits in the worsened state.
+
 Policies are plain functions `policy(SlicingContext) -> SliceDecision` returning the whole plan for
 the windows available. In-band use re-plans after every micro-window: run `order[0]`, observe the
 accuracy change, call the policy again with one window fewer (`run_micro_windows` does exactly
@@ -102,7 +109,6 @@ class SlicingContext:
     elapsed_windows: int = 0  # global micro-window counter: round-robin rotates with it across update windows
     prior_rate: float = 0.7  # decay assumed for a job with a single observed gain
     estimator: str = "curve"  # key of ESTIMATORS used by the gain-driven policy
-    gain_noise: float = 0.0  # standard error of one measured gain; expected gains within it count as 0
 
     def __post_init__(self) -> None:
         if self.windows_available < 0:
@@ -110,8 +116,6 @@ class SlicingContext:
         ids = [j.job_id for j in self.jobs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"job ids must be unique, got {ids}")
-        if self.gain_noise < 0:
-            raise ValueError(f"gain_noise must be >= 0, got {self.gain_noise}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATORS)}")
 
@@ -137,11 +141,6 @@ def _decision(ctx: SlicingContext, order: Sequence[str], expected: float) -> Sli
     for job_id in order:
         counts[job_id] += 1
     return SliceDecision(tuple(counts.items()), tuple(order), float(expected), ctx.window_s)
-
-
-def _significant(gain: float, noise: float) -> float:
-    """An expected gain within the measurement noise is no evidence either way: count it as 0."""
-    return gain if abs(gain) > noise else 0.0
 
 
 def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
@@ -173,7 +172,7 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
                 curve = GainCurve(next=job.prior_gain * ctx.prior_rate, rate=ctx.prior_rate)
         curves[pos] = curve
         if curve is not None:
-            heapq.heappush(heap, (-_significant(curve.gain(0), ctx.gain_noise), used, pos, 0))
+            heapq.heappush(heap, (-curve.gain(0), used, pos, 0))
     while budget > 0 and heap:
         neg_gain, used, pos, ahead = heapq.heappop(heap)
         order.append(ctx.jobs[pos].job_id)
@@ -181,7 +180,7 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
         budget -= 1
         curve = curves[pos]
         assert curve is not None
-        heapq.heappush(heap, (-_significant(curve.gain(ahead + 1), ctx.gain_noise), used + 1, pos, ahead + 1))
+        heapq.heappush(heap, (-curve.gain(ahead + 1), used + 1, pos, ahead + 1))
     # Windows are always spent (idle GPU time helps no one), even when every expected gain is <= 0.
     # Budget is left only when no job has a curve yet (all unknown, just probed): spread it
     # round-robin; in-band re-planning replaces this guess once the probes are measured.
@@ -315,9 +314,7 @@ def run_micro_windows(
     window_s: float = 1.0,
     estimator: str = "curve",
     prior_rate: float = 0.7,
-    gain_noise: float = 0.0,
     checkpoints: Checkpoints | None = None,
-    rollback: str = "window",
 ) -> SlicingRun:
     """Execute one update window in-band: plan, train `order[0]` for one micro-window, re-plan.
 
@@ -325,15 +322,13 @@ def run_micro_windows(
     job for one micro-window and returns its accuracy afterwards (evaluated on held-out
     teacher-labelled frames). The policy only ever sees what has been measured so far.
 
-    With `checkpoints` every job keeps its best checkpoint (RECL's safety checker likewise deploys
-    the retrained model only when it beats the current one on the labelled frames): a window that
-    measures at least as good as the best becomes the new best; a worse one is rolled back at once
-    (`rollback="window"`, the next window retries from the best) or training goes on from it and
-    the best is restored when the update window ends (`rollback="end"`). Either way the deployed
-    model is the best one measured, and the policy sees each window's gain over the best so far.
+    With `checkpoints` every job keeps its best checkpoint (keep-best): a window that measures at
+    least as good as the job's best becomes the new best, a worse one is rolled back at once, so the
+    next window retries from the best and the deployed model is never worse than the starting one
+    on the held-out frames (RECL's safety checker likewise deploys a retrained model only when it
+    beats the current one on the labelled frames). The policy then sees each window's gain over
+    the best so far (0 for a rolled-back window). This is job mechanics, the same for every policy.
     """
-    if rollback not in ("window", "end"):
-        raise ValueError(f"rollback must be 'window' or 'end', got {rollback!r}")
     tracker = JobGainTracker(keep_best=checkpoints is not None)
     for job_id, acc in initial_accuracy.items():
         tracker.start(job_id, acc)
@@ -342,11 +337,10 @@ def run_micro_windows(
     job_ids = list(initial_accuracy)
     order: list[str] = []
     gains: list[float] = []
-    off_best: set[str] = set()  # jobs whose current model is worse than their best checkpoint
     for i in range(windows):
         ctx = tracker.context(
             job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i,
-            estimator=estimator, prior_rate=prior_rate, gain_noise=gain_noise,
+            estimator=estimator, prior_rate=prior_rate,
         )
         plan = policy(ctx)
         if not plan.order:
@@ -357,15 +351,7 @@ def run_micro_windows(
         gains.append(tracker.observe(job_id, len(tracker.gains(job_id)) + 1, accuracy))
         order.append(job_id)
         if checkpoints is not None:
-            if accuracy >= best:
-                checkpoints.save(job_id)
-                off_best.discard(job_id)
-            elif rollback == "window":
-                checkpoints.restore(job_id)
-            else:
-                off_best.add(job_id)
-    for job_id in sorted(off_best):
-        checkpoints.restore(job_id)  # type: ignore[union-attr]
+            (checkpoints.save if accuracy >= best else checkpoints.restore)(job_id)
     final = {j: tracker.accuracy(j) for j in job_ids}
     if any(math.isnan(a) for a in final.values()):
         raise ValueError("train_window returned NaN accuracy")
