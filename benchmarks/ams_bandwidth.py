@@ -1,22 +1,73 @@
 """AMS on the drifting synthetic world: accuracy vs downlink/uplink bandwidth, side by side.
 
-For each evaluation camera, a small student (tiny_cnn, pretrained briefly on *other* cameras'
-early frames, then cut at branchpoint b for the binary app "car present") is customised online:
+For each evaluation camera, a small student (tiny_cnn, cut at branchpoint b = 4 for the binary app
+"car present"; 166,465 trainable coordinates above the cut) is customised online:
 
 - No customization: the pretrained student, never updated.
 - One-time: fine-tuned (full Adam) on the first 60 s of teacher-labelled samples, then frozen.
 - AMS: the edge samples frames at the ASR rate and uploads them (JPEG); every T_update seconds
-  (ATR) the server labels them with the oracle teacher, retrains K Adam iterations on the last
-  T_horizon seconds, and ships a sparse update: full-model (γ = 1, full Adam) and gradient-guided
-  coordinate descent with γ = 20/10/5/1 %.
+  (ATR) the server labels them with the oracle teacher, retrains K = 20 Adam iterations (one
+  Algorithm 2 phase) on the last T_horizon = 240 s, and ships a sparse update: full-model (γ = 1,
+  plain Adam) and gradient-guided coordinate descent with γ = 20/10/5/1 % (cumulative |u| ranking,
+  one joint ranking over all tensors; see coordinate_descent.py for why).
 
 The edge really decodes and applies every update to its own copy (the stem is shared and never
-sent); accuracy and F1 are those of the edge model on every `eval_stride`-th frame vs ground truth.
-Downlink = update bytes / video time; uplink = JPEG bytes of the sampled frames / video time.
-All AMS variants see the same samples, update times and mini-batches (the oracle's labels do not
-depend on the student), so their differences are due to γ alone.
+sent) and is checked bit-equal to the server; accuracy and F1 are those of the edge model on every
+`eval_stride`-th frame vs ground truth. Downlink = update bytes / video time; uplink = JPEG bytes of
+the sampled frames / video time. All AMS variants see the same samples, update times and
+mini-batches (the oracle's labels do not depend on the student), so their differences are due to
+γ alone. Runs are deterministic (same seed, same numbers to the last digit); the noise that matters
+is seed to seed and camera to camera, so figures are means over `--seeds`.
 
-    python benchmarks/ams_bandwidth.py --quick --out out/ams_bandwidth.json
+Student pretraining (`--pretrain-source`). Default "world": every camera of a source world with
+seed + 1000, exactly as M-Trainer builds the product's base (stemcell/training/mtrainer.py), so
+the evaluation cameras are a new domain -- the setting of the AMS paper, whose student is
+pretrained on Cityscapes / PASCAL VOC, not on the target videos. This replaced the earlier default
+("cameras": early frames of cameras 3 and 4 of the *target* world, which share its scene pool),
+because that was inconsistent with the product, not because of its numbers; both are reported.
+
+Results (full mode, 3 cameras x 600 s, commands below; accuracy mean over seeds, per-seed spread):
+
+  source-world student (default), seeds 0-4, 15 camera runs, 1105 s on 2 shared cores:
+    scheme              accuracy (per seed)                    F1     downlink kbps
+    No customization    0.656 (.615 .723 .671 .597 .676)       0.340     0
+    One-time            0.588 (.636 .576 .611 .600 .516)       0.250     3.8
+    AMS full model      0.730 (.766 .706 .712 .741 .724)       0.480   225.6
+    AMS γ = 20 %        0.723 (.756 .711 .703 .748 .699)       0.464    53.8
+    AMS γ = 10 %        0.710 (.748 .696 .683 .743 .680)       0.446    28.3
+    AMS γ = 5 %         0.709 (.761 .715 .672 .729 .669)       0.423    15.0
+    AMS γ = 1 %         0.697 (.722 .727 .652 .693 .689)       0.373     3.8
+  Paired per camera (mean ± standard error over the 15 runs, points of accuracy):
+    γ 5 % - full: -2.1 ± 0.9 (seed means -0.5 +0.9 -4.0 -1.3 -5.5; better on 4/15 cameras) at 15.0x
+    less downlink; γ 20 % - full: -0.6 ± 0.6 (4.2x less); γ 10 % - full: -2.0 ± 0.7.
+    γ 5 % - none: +5.3 ± 2.5 (seed means +14.6 -0.8 +0.0 +13.2 -0.6); full - none: +7.4 ± 2.4.
+  Near-domain student ("cameras", seeds 0-1, 6 runs): none 0.664, full 0.747, γ 5 % 0.701 (15.0x
+    less downlink): γ 5 % - full -4.6 ± 1.2 (both seeds -4.6), γ 20 % - full -1.6 ± 0.8.
+  Issue 6 goals: (a) γ 5 % at >= 10x less downlink: met (15x); within 1 point of full: NOT met
+  (-2.1 ± 0.9; only γ 20 % is within a point). (b) AMS beats No customization: on average yes
+  (+5.3 ± 2.5 at γ 5 %, +7.4 at full), but only on 2 of 5 seeds clearly; on the others the
+  uncustomised student is already at the level AMS reaches (see the diagnosis).
+
+Diagnosis (why sparse updates and customisation gain less here than in the paper):
+- The student barely generalises beyond the label prior of its scene. Full-model AMS fits its
+  240 s buffer to 94-95 % accuracy but scores 71-77 % on the next T_update of video, about what
+  predicting the buffer's majority label scores (70-74 %). Most of AMS's gain over No
+  customization is recalibrating a student whose prior is wrong for the new domain, so it is large
+  where the uncustomised student is miscalibrated and absent where it is not; F1 shows the gain
+  more steadily than accuracy.
+- γ-sparse updates move 5 % of the coordinates per update, so they recalibrate more slowly; the cost
+  grows as γ shrinks, and is larger for the near-domain student (about 4.6 points at γ = 5 %, on
+  both seeds) than for the source-world one.
+- Measured and rejected: ranking by the last step's update (paper line 15) instead of the
+  cumulative one (-0.6 to -0.9 points in each of 3 settings), and ranking per tensor (-0.8; one
+  near-domain seed). Not settled: the fp16 values the codec ships. A float32 server model (one
+  near-domain seed, outside this script) scored -0.5 (full) and +1.3 (γ 5 %) points vs the fp16 one;
+  one seed cannot separate that from trajectory noise (per-camera sd of paired differences is 2-3
+  points), and the edge is bit-equal to the server, so the edge side itself loses nothing.
+
+    python benchmarks/ams_bandwidth.py --seeds 0 1 2 3 4 --out out/ams/bw_final.json
+    python benchmarks/ams_bandwidth.py --seeds 0 1 --pretrain-source cameras --out out/ams/bw_cameras.json
+    python benchmarks/ams_bandwidth.py --quick --out out/ams/quick.json  # < 60 s on 2 cores
 """
 from __future__ import annotations
 
@@ -71,8 +122,8 @@ class BenchConfig:
     fps: float = 10.0
     app_class: str = "car"
     branchpoint: int = 4  # tiny_cnn has 6 segments: stem = 4 shared segments, 2 + head trained
-    pretrain_frames: int = 600  # per pretrain camera, from its first `pretrain_fraction`
-    pretrain_fraction: float = 0.25
+    pretrain_frames: int = 600  # per pretraining camera, evenly over its timeline
+    pretrain_fraction: float = 0.25  # "cameras" only: the part of the target timelines pretraining may see
     pretrain_epochs: int = 4
     eval_stride: int = 5  # evaluate every 5th frame (2 fps)
     iterations: int = 20  # K
