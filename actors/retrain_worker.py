@@ -17,8 +17,8 @@ most `checkpoint_every_s` of samples and optimiser steps. Planned moves (a new G
     await new.ready.remote(); <route samples/updates to new>; ray.kill(old)
 
 The checkpoint keeps weights, Adam moments and coordinate-descent scores, buffers, ASR/ATR state,
-versions and the round-robin cursor. Training runs on the CPU in this build (the GPU share is
-scheduled and memory-capped, but the learner does not move tensors to CUDA yet).
+versions and the round-robin cursor. Training runs on the actor's GPU when Ray gave it one (CUDA
+visible), on the CPU otherwise; checkpoints hold CPU tensors, so a worker can move between the two.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def checkpoint_bytes(state: dict[str, Any]) -> bytes:
 
 def read_checkpoint(blob: bytes | dict[str, Any]) -> dict[str, Any]:
     """A checkpoint from `checkpoint()`; bytes are read with `weights_only=True` (no pickled code)."""
-    return blob if isinstance(blob, dict) else torch.load(io.BytesIO(blob), weights_only=True)
+    return blob if isinstance(blob, dict) else torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
 
 
 def newest_checkpoint(*blobs: bytes | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -75,6 +75,7 @@ class RetrainWorker:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
         self._share = share
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._package = load_package(package_dir)
         base_cfg = AmsConfig(input_size=self._package.manifest.base.input_size)
         self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
@@ -94,7 +95,7 @@ class RetrainWorker:
 
     # ------------------------------------------------------------------ plumbing
     def _model(self, camera: str, app: str, spec: dict[str, Any]) -> AppModel:
-        return self._package.app_model(app, int(spec["branchpoint"]))
+        return self._package.app_model(app, int(spec["branchpoint"])).to(self._device)
 
     def _target(self, app: str) -> int:
         entry = next((a for a in self._package.manifest.apps if a.name == app), None)
@@ -156,7 +157,8 @@ class RetrainWorker:
     # ------------------------------------------------------------------ API
     async def ready(self) -> dict[str, Any]:
         self._ensure_loop()
-        return {"device": "cpu", "share": self._share, "jobs": len(self._trainer.order), "restored": self._restored,
+        return {"device": self._device.type, "share": self._share, "jobs": len(self._trainer.order),
+                "restored": self._restored,
                 "config": {k: v for k, v in asdict(self._trainer.config).items() if k != "rates"}}
 
     async def set_camera(self, camera: str, apps: list[dict[str, Any]]) -> dict[str, int]:
@@ -235,6 +237,6 @@ class RetrainWorker:
     async def stats(self) -> dict[str, Any]:
         """Per job: measured retraining wall/CPU seconds, updates, recent accuracy gains, rates."""
         jobs = await self._on(self._trainer.stats)
-        return {"device": "cpu", "share": self._share, "paused": self._paused, "jobs": jobs,
+        return {"device": self._device.type, "share": self._share, "paused": self._paused, "jobs": jobs,
                 "retrain_wall_s": sum(j["wall_s"] for j in jobs.values()),
                 "retrain_cpu_s": sum(j["cpu_s"] for j in jobs.values())}

@@ -126,8 +126,8 @@ class AppJob:
 
     @torch.no_grad()
     def _accuracy(self, frames: np.ndarray, labels: np.ndarray) -> float:
-        logits = self.learner.model(to_input(frames, self.config.input_size))[:, 0]
-        return float(((logits > 0).numpy() == (labels[:, self.target] > 0.5)).mean())
+        logits = self.learner.model(to_input(frames, self.config.input_size).to(self.learner.device))[:, 0]
+        return float(((logits > 0).cpu().numpy() == (labels[:, self.target] > 0.5)).mean())
 
     def retrain(self, buffer: SampleBuffer) -> Published:
         """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update."""

@@ -139,7 +139,7 @@ class GradientGuidedAdam:
             flat[torch.randperm(total, generator=self.generator)[:k]] = True
         else:
             scores = torch.cat([s.abs().flatten() for s in self._score])
-            flat[torch.topk(scores, k, sorted=False).indices] = True
+            flat[torch.topk(scores, k, sorted=False).indices.cpu()] = True
         self._mask = [m.view_as(p).to(p.device) for m, p in zip(_split(flat, self.params), self.params)]
         for a, m in zip(self._applied, self._mask):
             a.logical_or_(m)
@@ -153,9 +153,9 @@ class GradientGuidedAdam:
             "adam": copy.deepcopy(self.adam.state_dict()),  # torch returns live references
             "phase": self.phase,
             "step_in_phase": self.step_in_phase,
-            "mask": None if self._mask is None else [m.clone() for m in self._mask],
-            "score": [s.clone() for s in self._score],
-            "applied": [a.clone() for a in self._applied],
+            "mask": None if self._mask is None else [m.cpu() for m in self._mask],  # CPU: portable checkpoints
+            "score": [s.cpu() for s in self._score],
+            "applied": [a.cpu() for a in self._applied],
             "generator": self.generator.get_state(),
         }
 
@@ -163,9 +163,10 @@ class GradientGuidedAdam:
         self.adam.load_state_dict(state["adam"])
         self.phase = int(state["phase"])
         self.step_in_phase = int(state["step_in_phase"])
-        self._mask = None if state["mask"] is None else [m.clone() for m in state["mask"]]
-        self._score = [s.clone() for s in state["score"]]
-        self._applied = [a.clone() for a in state["applied"]]
+        on = [p.device for p in self.params]  # a checkpoint may come from a worker on another device
+        self._mask = None if state["mask"] is None else [m.to(d, copy=True) for m, d in zip(state["mask"], on)]
+        self._score = [s.to(d, copy=True) for s, d in zip(state["score"], on)]
+        self._applied = [a.to(d, copy=True) for a, d in zip(state["applied"], on)]
         self.generator.set_state(state["generator"])
 
 

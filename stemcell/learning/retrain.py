@@ -67,6 +67,10 @@ class ContinualLearner:
         from_features: bool = False,
     ) -> None:
         self.model = model.eval()
+        # Where training runs: the model's device (the RetrainWorker moves it to its GPU when it has one).
+        # Batches come from host memory and are moved here; everything that leaves the learner
+        # (states, masks, updates) is on the CPU, so codecs, checkpoints and edges never see CUDA tensors.
+        self.device = next(model.parameters()).device
         # True: batches carry activations at the branchpoint (e.g. cached from the stem tree, which
         # computes them for inference anyway), so the frozen stem is not run again for training.
         self.from_features = from_features
@@ -90,13 +94,14 @@ class ContinualLearner:
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Copies of the trainable parameters, in the order every update lists them."""
-        return {n: p.detach().clone() for n, p in self.named}
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.named}
 
     def full_update(self) -> SparseUpdate:
         """The whole trainable state at the current version (new edge, or one too far behind)."""
         return full_update(self.trainable_state(), version=self.version)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if not self.from_features:
             with torch.no_grad():
                 x = self.model.stem_features(x)
@@ -121,10 +126,10 @@ class ContinualLearner:
             self.optimizer.zero_grad()
             self._loss(x, y).backward()
             self.optimizer.step()
-        masks = self.optimizer.take_applied_mask()
+        masks = [m.cpu() for m in self.optimizer.take_applied_mask()]
         with torch.no_grad():
             for (_, p), m in zip(self.named, masks):
-                p.copy_(torch.where(m, p.half().to(p.dtype), p))
+                p.copy_(torch.where(m.to(p.device), p.half().to(p.dtype), p))
         new_state = self.trainable_state()
         update = make_update(
             old_state, new_state, version=self.version + 1, base_version=self.version,
