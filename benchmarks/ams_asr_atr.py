@@ -78,7 +78,7 @@ def main() -> None:
     for scene, coverage in (("busy", setup.class_coverage), ("quiet", QUIET_COVERAGE)):
         scene_setup = replace(setup, class_coverage=coverage)
         world = build_world(scene_setup, len(cameras))
-        base = pretrained_base(world, scene_setup)
+        base = pretrained_base(scene_setup)
         for name, ams in schemes(iterations, batch, setup.size):
             run = simulate(world, base, scene_setup, cameras, ams)
             per_camera += [{"scene": scene, "scheme": name, **r} for r in run.per_camera]

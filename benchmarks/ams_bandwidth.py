@@ -82,7 +82,7 @@ import cv2
 import numpy as np
 import torch
 
-from ams_common import fresh_app
+from ams_common import Setup, fresh_app, pretrained_base
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.learning import (
@@ -110,11 +110,10 @@ PretrainSource = Literal["world", "cameras"]
 class BenchConfig:
     seed: int = 0
     eval_cameras: tuple[int, ...] = (0, 1, 2)  # cameras the student is customised for
-    # "world": the base is pretrained on a *source* world (seed + source_seed_offset, its own scene
-    # pool), as M-Trainer does and as AMS pretrains its student on a generic dataset; "cameras":
-    # on the early frames of `pretrain_cameras` of the target world (same scene pool: a near domain)
+    # "world": the base is pretrained on a *source* world (seed + 1000, its own scene pool), as
+    # M-Trainer does and as AMS pretrains its student on a generic dataset (`ams_common.pretrained_base`);
+    # "cameras": on the early frames of `pretrain_cameras` of the target world (same scene pool: a near domain)
     pretrain_source: PretrainSource = "world"
-    source_seed_offset: int = 1000  # M-Trainer's default source world is world.seed + 1000
     source_cameras: int = 4  # cameras of the source world (M-Trainer: all of them, whole timelines)
     pretrain_cameras: tuple[int, ...] = (3, 4)  # target-world cameras, for pretrain_source="cameras"
     duration_s: float = 600.0  # simulated video per evaluation camera
@@ -309,21 +308,18 @@ def pretrain_student(cfg: BenchConfig) -> SegmentedNet:
     `"cameras"` pretrains on early frames of other cameras of the *target* world, which share its
     scene pool: the student then already knows most scenes and customisation has little to gain.
     """
-    started = time.perf_counter()
     if cfg.pretrain_source == "world":
-        seed = cfg.seed + cfg.source_seed_offset
-        source = World(WorldConfig(seed=seed, num_cameras=cfg.source_cameras, height=cfg.size, width=cfg.size,
-                                   fps=cfg.fps, duration_s=cfg.duration_s))
-        data, _ = world_frames(source, range(cfg.source_cameras), cfg.pretrain_frames, seed=seed)
-    else:
-        target = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.pretrain_cameras) + 1, height=cfg.size,
-                                   width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
-        data, _ = world_frames(target, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
-                               end_fraction=cfg.pretrain_fraction)
+        return pretrained_base(Setup(size=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s, seed=cfg.seed,
+                                     source_cameras=cfg.source_cameras, pretrain_frames=cfg.pretrain_frames,
+                                     pretrain_epochs=cfg.pretrain_epochs))
+    started = time.perf_counter()
+    target = World(WorldConfig(seed=cfg.seed, num_cameras=max(cfg.pretrain_cameras) + 1, height=cfg.size,
+                               width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
+    data, _ = world_frames(target, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
+                           end_fraction=cfg.pretrain_fraction)
     base = pretrain_base("tiny_cnn", data, input_size=cfg.size, epochs=cfg.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=cfg.seed)
-    log.info("pretrained tiny_cnn on %d %s frames in %.1fs", len(data), cfg.pretrain_source,
-             time.perf_counter() - started)
+    log.info("pretrained tiny_cnn on %d target-camera frames in %.1fs", len(data), time.perf_counter() - started)
     return base
 
 

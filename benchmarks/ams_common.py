@@ -33,7 +33,7 @@ class Setup:
     duration_s: float = 600.0
     app_class: str = "car"
     branchpoint: int = 4  # tiny_cnn: 4 shared segments, 2 + head retrained
-    pretrain_cameras: tuple[int, ...] = (40, 41)  # "other cameras" the student was pretrained on
+    source_cameras: int = 4  # cameras of the source world the student is pretrained on
     pretrain_frames: int = 600
     pretrain_epochs: int = 4
     eval_stride: int = 5  # score the edge's label on every 5th frame
@@ -43,19 +43,27 @@ class Setup:
     class_coverage: tuple[float, float] = (0.15, 0.45)
 
 
-def build_world(setup: Setup, num_cameras: int) -> World:
-    cams = max(num_cameras, *setup.pretrain_cameras) + 1
-    return World(WorldConfig(seed=setup.seed, num_cameras=cams, height=setup.size, width=setup.size,
-                             fps=setup.fps, duration_s=setup.duration_s, class_coverage=setup.class_coverage))
+SOURCE_SEED_OFFSET = 1000  # M-Trainer's default source world is world.seed + 1000 (stemcell.training.mtrainer)
 
 
-def pretrained_base(world: World, setup: Setup) -> SegmentedNet:
-    """tiny_cnn trained on the first quarter of other cameras (the "No customization" student)."""
+def build_world(setup: Setup, num_cameras: int, seed: int | None = None) -> World:
+    return World(WorldConfig(seed=setup.seed if seed is None else seed, num_cameras=num_cameras, height=setup.size,
+                             width=setup.size, fps=setup.fps, duration_s=setup.duration_s,
+                             class_coverage=setup.class_coverage))
+
+
+def pretrained_base(setup: Setup) -> SegmentedNet:
+    """The "No customization" student: tiny_cnn pretrained on every camera of a *source* world
+    (seed + 1000, whole timelines), as M-Trainer builds the product's base. Its scene pool differs
+    from the target world's, so the evaluated cameras are a new domain: the AMS setting (its student
+    is pretrained on a generic dataset, never on the target videos)."""
     started = time.perf_counter()
-    data, _ = world_frames(world, setup.pretrain_cameras, setup.pretrain_frames, seed=setup.seed, end_fraction=0.25)
+    seed = setup.seed + SOURCE_SEED_OFFSET
+    data, _ = world_frames(build_world(setup, setup.source_cameras, seed), range(setup.source_cameras),
+                           setup.pretrain_frames, seed=seed)
     base = pretrain_base("tiny_cnn", data, input_size=setup.size, epochs=setup.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=setup.seed)
-    log.info("pretrained tiny_cnn on %d frames in %.1fs", len(data), time.perf_counter() - started)
+    log.info("pretrained tiny_cnn on %d source-world frames in %.1fs", len(data), time.perf_counter() - started)
     return base
 
 

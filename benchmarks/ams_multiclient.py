@@ -68,7 +68,7 @@ def main() -> None:
         schemes.insert(0, ("Fixed rates (no ATR)", replace(base_cfg, adaptive=False, fixed_fps=1.0)))
     started = time.perf_counter()
     world = build_world(setup, max(clients))
-    base = pretrained_base(world, setup)
+    base = pretrained_base(setup)
     rows, per_camera = [], []
     for scheme, ams in schemes:
         reference = simulate(world, base, setup, list(range(max(clients))), ams)
