@@ -1,8 +1,9 @@
 """ASR + ATR on vs fixed rates: uplink, teacher frames, retraining time, accuracy, side by side.
 
 Each evaluation camera of the drifting synthetic world streams through a real `EdgeClient`
-(student tiny_cnn pretrained on other cameras, retrained above branchpoint 4 with γ = 5 %) to an
-in-process AMS server (oracle teacher). Schemes, with identical world, student and seeds:
+(student tiny_cnn pretrained on a source world as M-Trainer does, `ams_common.pretrained_base`;
+retrained above branchpoint 4 with γ = 5 %) to an in-process AMS server (oracle teacher). Schemes,
+with identical world, student and seeds:
 
 - Fixed 1 fps: sample at r_max = 1 fps, update every T_update = 10 s (ASR/ATR off);
 - Fixed 0.5 fps: the same at half the rate (is adaptation better than just sampling less?);
