@@ -68,7 +68,8 @@ class LearningService:
         self.worker = RetrainWorker.options(**actor_options(
             c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
             num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(str(config.package_dir), persist_dir=str(c.persist_dir), config=ams, share=c.num_gpus)
+        )).remote(str(config.package_dir), persist_dir=str(c.persist_dir), config=ams, share=c.num_gpus,
+                  checkpoint_every_s=c.checkpoint_every_s)
         self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
 
     async def ready(self) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class LearningSection(_Strict):
     batch_size: int = Field(16, ge=1, le=512)
     adaptive: bool = True  # ASR + ATR (false: 1 fps, T_update 10 s)
     max_upload_frames: int = Field(64, ge=1, le=1024)  # samples in one POST .../samples (413 above)
+    checkpoint_every_s: float = Field(60.0, gt=0)  # trainer state (Adam, buffers) saved this often: a crash loses at most this
 
 
 class ServeConfig(_Strict):
