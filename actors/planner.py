@@ -195,13 +195,16 @@ class Planner:
         return [(cam, cfg) for cam, cfg in await self._cameras() if self.role(placement_index(cam, count)) == role]
 
     async def _ask(self, role: str, method: str) -> Any:
-        handle = self.realloc.handle(self.roles[role].actor)
-        if handle is None:
-            return None
+        name = self.roles[role].actor
+        handle = self.realloc.handle(name)
+        return None if handle is None else await self._call(handle, name, method)
+
+    async def _call(self, handle: ActorHandle, name: str, method: str) -> Any:
+        """`handle.method()` within the stats timeout; None when it fails (logged)."""
         try:
             return await asyncio.wait_for(getattr(handle, method).remote(), self.settings.stats_timeout_s)
         except Exception as exc:  # noqa: BLE001 - an unreachable actor just contributes no measurement
-            log.warning("%s.%s failed: %r", self.roles[role].actor, method, exc)
+            log.warning("%s.%s failed: %r", name, method, exc)
             return None
 
     async def _teacher(self) -> dict[str, Any] | None:
@@ -210,11 +213,8 @@ class Planner:
         handle = self.realloc.handle(learning.teacher_name) if learning.enabled else None
         if handle is None:
             return None
-        try:
-            return await asyncio.wait_for(handle.stats.remote(), self.settings.stats_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - assume it still holds its configured share
-            log.warning("teacher %s stats failed: %r", learning.teacher_name, exc)
-            return {"share": learning.teacher_num_gpus}
+        stats = await self._call(handle, learning.teacher_name, "stats")
+        return stats if stats is not None else {"share": learning.teacher_num_gpus}  # assume it still holds it
 
     async def measurements(self) -> dict[str, Any]:
         """Executors' stats + memory reports and workers' stats, by role (None where unreachable)."""
