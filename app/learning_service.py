@@ -24,7 +24,8 @@ from actors.gpu_share import actor_options
 from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool, UnknownCamera
-from stemcell.serve_config import ServeConfig
+from stemcell.serve_config import OracleTeacherSection, ServeConfig
+from stemcell.world import WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +50,43 @@ class ModelAnswer:
     kind: str  # "full", "sparse" or "merged"
 
 
+def teacher_source(config: ServeConfig) -> dict[str, Any]:
+    """TeacherLabeler's source from `learning`: the world's ground truth (`teacher_oracle`), a local
+    checkpoint (`teacher_base` + `teacher_weights`), or else the package's own base."""
+    c = config.learning
+    if c.teacher_oracle is not None:
+        return {"world": c.teacher_oracle.world}
+    if c.teacher_weights is not None:
+        return {"base": c.teacher_base, "weights": str(c.teacher_weights)}
+    return {"package_dir": str(config.package_dir)}
+
+
+def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps: list[float]) -> int:
+    """The synthetic-world camera an oracle teacher looks labels up in (model teachers ignore it);
+    the samples' video times are checked against its timeline here, so a bad `ts` is a clear 422."""
+    if oracle is None:
+        return 0
+    if camera_id not in oracle.cameras:
+        raise ValueError(f"camera {camera_id!r} has no world camera for the oracle teacher: "
+                         f"add it to learning.teacher_oracle.cameras")
+    world = WorldConfig(**oracle.world)
+    if min(timestamps) < 0 or round(max(timestamps) * world.fps) >= world.num_frames:
+        raise ValueError(f"the oracle teacher labels video times in [0, {world.duration_s:g}) s of the world "
+                         f"camera; got ts {min(timestamps):g}..{max(timestamps):g}")
+    return oracle.cameras[camera_id]
+
+
 class LearningService:
     """One per ingress replica; the teacher and the worker are shared by all replicas."""
 
     def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool) -> None:
         self.config, self.store, self.pool = config, store, pool
         c, ns = config.learning, config.executors.namespace
-        teacher: dict[str, Any] = {"package_dir": str(config.package_dir)}
-        if c.teacher_weights is not None:
-            teacher = {"base": c.teacher_base, "weights": str(c.teacher_weights)}
         gpus = bool(ray.cluster_resources().get("GPU"))
         self.teacher = TeacherLabeler.options(**actor_options(
             c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher)
+        )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher_source(config))
         ams = {"horizon_s": c.horizon_s, "iterations": c.iterations, "lr": c.lr, "gamma": c.gamma,
                "batch_size": c.batch_size, "adaptive": c.adaptive}
         self.worker = RetrainWorker.options(**actor_options(
@@ -92,7 +116,7 @@ class LearningService:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
         await self.worker.set_camera.remote(camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
-        labels = await self.teacher.label.remote(stack, 0, timestamps)
+        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher_oracle, camera_id, timestamps), timestamps)
         answer = await self.worker.add_samples.remote(camera_id, timestamps, stack, labels)
         await self._push(camera_id, answer["versions"])
         return {"camera_id": camera_id, **answer}

@@ -55,7 +55,9 @@ class OracleTeacher:
             self._presence[meta.camera] = np.asarray(self.world.camera(meta.camera).presence(), dtype=bool)
         presence = self._presence[meta.camera]
         if len(indices) and (indices.min() < 0 or indices.max() >= len(presence)):
-            raise IndexError(f"frame index out of range for camera {meta.camera} ({len(presence)} frames)")
+            # ValueError: the indices come from clients' timestamps, so this is bad input (a 4xx), not a bug
+            raise ValueError(f"frame index out of range for world camera {meta.camera}: its timeline has "
+                             f"{len(presence)} frames, asked for {indices.min()}..{indices.max()}")
         return presence[indices].astype(np.float32)
 
 

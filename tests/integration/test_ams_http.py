@@ -2,7 +2,8 @@
 
 `GET /cameras/{id}/model?since=V` and `POST /cameras/{id}/samples` (app.learning_service): full
 update on first contact, 304 when current, sparse update after the worker retrains, the serving
-executor picks the new version up, and bad input is refused with 4xx.
+executor picks the new version up, and bad input is refused with 4xx. The teacher is the world's
+ground truth (`learning.teacher_oracle`), as in controlled experiments: edge-1 streams world camera 0.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ ADMIN_TOKEN = "admin-" + "y" * 26
 CAMERA_TOKEN = "camera-token-" + "z" * 20
 APP_NAME = "stemcell-ams-test"
 MAX_UPLOAD = 12
+WORLD = {"seed": 2, "num_cameras": 1, "height": 32, "width": 32, "duration_s": 120.0}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": "stemcell-ams-test"},
         "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
                      "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
-                     "max_upload_frames": MAX_UPLOAD},
+                     "max_upload_frames": MAX_UPLOAD,
+                     "teacher_oracle": {"world": WORLD, "cameras": {"edge-1": 0}}},
     }))
     os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
     serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -58,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _frames(start_s: float, count: int) -> tuple[list[float], np.ndarray]:
-    cam = World(WorldConfig(seed=2, num_cameras=1, height=32, width=32, duration_s=120.0)).camera(0)
+    cam = World(WorldConfig(**WORLD)).camera(0)
     stamps = [start_s + i for i in range(count)]
     return stamps, cam.frames([int(t * 10) for t in stamps])
 
@@ -114,7 +117,16 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
         assert http.post(url, files=[("frames", ("a.jpg", b"not a jpeg", "image/jpeg"))],
                          data={"ts": ["1"]}).status_code == 415  # magic bytes disagree with the type
         assert http.post(url, content=b"{}", headers={"content-type": "application/json"}).status_code == 415
+        late = http.post(url, files=[("frames", ("a.jpg", jpeg, "image/jpeg"))], data={"ts": ["120.5"]})
+        assert late.status_code == 422 and "[0, 120) s" in late.json()["detail"]  # past the world camera's timeline
+    with Admin(server.url, ADMIN_TOKEN, timeout=60.0) as admin:
+        admin.add_camera("unmapped", [{"app": "car", "branchpoint": 3}], fps=10, token=CAMERA_TOKEN + "u")
+    with server.http(CAMERA_TOKEN + "u") as http:
+        unmapped = http.post("/cameras/unmapped/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
+                             data={"ts": ["1"]})
+        assert unmapped.status_code == 422 and "teacher_oracle.cameras" in unmapped.json()["detail"]
     with server.http(ADMIN_TOKEN) as http:
+        assert http.delete("/admin/cameras/unmapped").status_code == 200
         assert http.post("/cameras/nope/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
                          data={"ts": ["1"]}).status_code == 404
     with pytest.raises(StemcellError) as err:
