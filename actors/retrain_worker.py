@@ -36,7 +36,7 @@ import ray
 import torch
 
 from actors.gpu_share import enforce_share
-from stemcell.learning.ams import AmsConfig, AmsTrainer, Published, payload_kind
+from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payload_kind
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
@@ -147,12 +147,13 @@ class RetrainWorker:
             self._checkpointed_at = time.monotonic()
 
     def _persist(self, p: Published) -> None:
-        if self._store is None:
-            return
-        job = self._trainer.job(p.camera, p.app)
-        self._store.save(p.camera, p.app, version=job.version, target=job.target, spec=job.spec,
-                         last_trained_s=job.last_trained_s, weights=job.learner.trainable_state(),
-                         update=job.encoded.get(job.version))
+        self._save_job(self._trainer.job(p.camera, p.app))
+
+    def _save_job(self, job: AppJob) -> None:
+        if self._store is not None:
+            self._store.save(job.camera, job.app, version=job.version, target=job.target, spec=job.spec,
+                             last_trained_s=job.last_trained_s, weights=job.learner.trainable_state(),
+                             update=job.encoded.get(job.version))
 
     # ------------------------------------------------------------------ API
     async def ready(self) -> dict[str, Any]:
@@ -164,14 +165,26 @@ class RetrainWorker:
     async def set_camera(self, camera: str, apps: list[dict[str, Any]]) -> dict[str, int]:
         """Make sure (camera, app) jobs exist for `apps` ([{"app", "branchpoint"}]); idempotent.
 
-        A job keeps its first branchpoint: a moved branchpoint changes the tensors an edge holds,
-        so it needs a new job (remove the camera first)."""
+        An app whose branchpoint moved (the Planner re-planned the camera) gets a new job on the
+        package's candidate for the new cut, its version continuing past the old one; edges then
+        catch up with a full update carrying the new branchpoint (`AppJob.succeed`). It is saved at
+        once, so a restarted worker does not bring the old cut back."""
         self._ensure_loop()
 
         def add() -> dict[str, int]:
             for a in apps:
                 spec = {"branchpoint": int(a["branchpoint"])}
-                self._trainer.add_job(camera, a["app"], self._model(camera, a["app"], spec), self._target(a["app"]), spec)
+                if self._trainer.has_job(camera, a["app"], spec):
+                    continue
+                moved = self._trainer.has_job(camera, a["app"])
+                job = self._trainer.add_job(camera, a["app"], self._model(camera, a["app"], spec),
+                                            self._target(a["app"]), spec)
+                if moved:
+                    log.info("camera %s app %s: branchpoint moved to %d, version %d", camera, a["app"],
+                             spec["branchpoint"], job.version)
+                    if self._store is not None:
+                        self._store.drop_updates(camera, a["app"])
+                    self._save_job(job)
             return self._trainer.advice(camera)["versions"]
 
         return await self._on(add)
@@ -212,7 +225,8 @@ class RetrainWorker:
                 return None
             payload, update = found
             return payload, {"version": update.version, "base_version": update.base_version,
-                             "kind": payload_kind(update.version, update.base_version, since)}
+                             "kind": payload_kind(update.version, update.base_version, since),
+                             "branchpoint": self._trainer.job(camera, app).branchpoint}
 
         return await self._on(get)
 

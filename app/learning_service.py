@@ -48,6 +48,7 @@ class ModelAnswer:
     version: int
     base_version: int | None
     kind: str  # "full", "sparse" or "merged"
+    branchpoint: int | None  # the app's cut the update's tensors belong to
 
 
 def teacher_source(config: ServeConfig) -> dict[str, Any]:
@@ -147,4 +148,4 @@ class LearningService:
         if found is None:
             return None
         payload, meta = found
-        return ModelAnswer(payload, int(meta["version"]), meta["base_version"], str(meta["kind"]))
+        return ModelAnswer(payload, int(meta["version"]), meta["base_version"], str(meta["kind"]), meta["branchpoint"])

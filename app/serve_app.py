@@ -235,7 +235,9 @@ class StemcellIngress:
             return Response(status_code=304)
         return Response(found.payload, media_type="application/octet-stream", headers={
             "X-Model-Version": str(found.version), "X-Update-Kind": found.kind,
-            "X-Base-Version": "none" if found.base_version is None else str(found.base_version)})
+            "X-Base-Version": "none" if found.base_version is None else str(found.base_version),
+            # the cut the tensors belong to: an edge holding another one rebuilds its student first
+            "X-Branchpoint": "none" if found.branchpoint is None else str(found.branchpoint)})
 
     @api.post("/cameras/{camera_id}/samples", tags=["learning"], response_model=SamplesAnswer,
               openapi_extra=_BATCH_BODY)

@@ -11,12 +11,16 @@ Updates are applied without pausing inference (AMS §3: "an inactive copy of the
 the new weights go into a standby copy (sharing the frozen stem, so only the upper part is
 duplicated), which is then swapped in by one reference assignment. Uplink and downlink bytes
 are counted as the payloads that cross the transport (JPEG bytes up, encoded updates down).
+
+When the server moves an app's branchpoint (the Planner re-planned the camera), the update says
+so (`ModelPayload.branchpoint`) and carries the whole new layout; the edge builds a student for the
+new cut with `rebuild(app, branchpoint)` (e.g. from its copy of the package) and applies it there.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +28,7 @@ import torch
 
 from stemcell.edge.transport import Advice, LearningTransport
 from stemcell.imaging import encode_jpeg
-from stemcell.learning.codec import apply_update, decode
+from stemcell.learning.codec import UpdateMismatchError, apply_update, decode
 from stemcell.models import AppModel, to_input
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class EdgeCounters:
     uploads: int = 0
     updates: int = 0  # model updates applied (all apps)
     full_updates: int = 0  # of which full-model (new edge, or too far behind)
+    branchpoint_moves: int = 0  # students rebuilt because the server moved an app's cut
     frames: int = 0  # frames run through the students
 
 
@@ -67,7 +72,7 @@ class _Student:
 class EdgeClient:
     def __init__(self, camera_id: str, models: Mapping[str, AppModel], transport: LearningTransport, *,
                  input_size: int | None = None, jpeg_quality: int = 75, sampling_fps: float = 1.0,
-                 t_update_s: float = 10.0) -> None:
+                 t_update_s: float = 10.0, rebuild: Callable[[str, int], AppModel] | None = None) -> None:
         if not models:
             raise ValueError("an edge client needs at least one app model")
         self.camera_id = camera_id
@@ -75,6 +80,7 @@ class EdgeClient:
         self.input_size = input_size
         self.jpeg_quality = jpeg_quality
         self.students = {app: _Student(m) for app, m in models.items()}
+        self.rebuild = rebuild
         self.sampling_fps, self.t_update_s = sampling_fps, t_update_s
         self.counters = EdgeCounters()
         self._pending: list[tuple[float, bytes]] = []
@@ -91,11 +97,24 @@ class EdgeClient:
             payload = self.transport.fetch(self.camera_id, app, student.version)
             if payload is None:
                 continue
+            if payload.branchpoint is not None and payload.branchpoint != student.active.branchpoint:
+                student = self._move(app, payload.branchpoint)
             full = student.apply(payload.data)
             self.counters.downlink_bytes += len(payload.data)
             self.counters.updates += 1
             self.counters.full_updates += int(full)
         return self.versions
+
+    def _move(self, app: str, branchpoint: int) -> _Student:
+        """A fresh student for the server's new cut of `app` (the update that said so is a full one)."""
+        if self.rebuild is None:
+            raise UpdateMismatchError(f"the server moved app {app!r} to branchpoint {branchpoint}; this edge holds "
+                                      f"{self.students[app].active.branchpoint} and has no `rebuild` to follow")
+        log.info("camera %s app %s: branchpoint %d -> %d", self.camera_id, app,
+                 self.students[app].active.branchpoint, branchpoint)
+        student = self.students[app] = _Student(self.rebuild(app, branchpoint))
+        self.counters.branchpoint_moves += 1
+        return student
 
     @torch.no_grad()
     def scores(self, frames: np.ndarray) -> dict[str, np.ndarray]:

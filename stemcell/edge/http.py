@@ -12,6 +12,7 @@ from stemcell.edge.transport import Advice, ModelPayload
 VERSION_HEADER = "X-Model-Version"
 BASE_VERSION_HEADER = "X-Base-Version"  # "none" for a full update
 KIND_HEADER = "X-Update-Kind"
+BRANCHPOINT_HEADER = "X-Branchpoint"  # "none" when the server does not say
 
 
 class HttpTransport:
@@ -49,8 +50,10 @@ class HttpTransport:
             return None
         self._check(response)
         base = response.headers[BASE_VERSION_HEADER]
+        cut = response.headers.get(BRANCHPOINT_HEADER, "none")
         return ModelPayload(response.content, int(response.headers[VERSION_HEADER]),
-                            None if base == "none" else int(base), response.headers[KIND_HEADER])
+                            None if base == "none" else int(base), response.headers[KIND_HEADER],
+                            None if cut == "none" else int(cut))
 
     def close(self) -> None:
         self._http.close()

@@ -37,6 +37,7 @@ class ModelPayload:
     version: int  # version after applying
     base_version: int | None  # None = full update
     kind: str  # "full", "sparse" (exactly one version) or "merged" (several missed versions)
+    branchpoint: int | None = None  # the app's cut the tensors belong to (None: the server does not say)
 
 
 class LearningTransport(Protocol):
@@ -77,9 +78,10 @@ class InProcessTransport:
         return Advice(advice["sampling_fps"], advice["t_update_s"], advice["versions"], int(answer["accepted"]))
 
     def fetch(self, camera_id: str, app: str, since: int | None) -> ModelPayload | None:
-        found = self.trainer.job(camera_id, app).payload_since(since)
+        job = self.trainer.job(camera_id, app)
+        found = job.payload_since(since)
         if found is None:
             return None
         data, update = found
         return ModelPayload(data, update.version, update.base_version,
-                            payload_kind(update.version, update.base_version, since))
+                            payload_kind(update.version, update.base_version, since), job.branchpoint)

@@ -116,6 +116,20 @@ class AppJob:
     def version(self) -> int:
         return self.learner.version
 
+    @property
+    def branchpoint(self) -> int | None:
+        """Where the app's stem ends: an edge holding another cut must rebuild its student."""
+        return int(self.spec["branchpoint"]) if "branchpoint" in self.spec else None
+
+    def succeed(self, previous: AppJob) -> None:
+        """Take over from a job of the same (camera, app) whose spec (branchpoint) moved.
+
+        The version continues past the old job's, and no history crosses over: an update can only
+        patch the tensors it was computed on, so every edge catches up with a full update of the
+        new layout. The camera's buffer is shared, so training resumes on the same samples.
+        """
+        self.learner.version = previous.version + 1
+
     def due(self, latest_s: float | None, oldest_s: float | None, t_update_s: float, slack_s: float = 0.0) -> bool:
         """T_update of new samples since the last phase. `slack_s` (one sampling interval) absorbs the
         jitter of sample times, so an upload every T_update is not skipped for being 0.3 s short."""
@@ -279,13 +293,24 @@ class AmsTrainer:
         self.order: list[JobKey] = []  # round-robin order (registration order)
         self.cursor = 0  # index in `order` where the next search for a due job starts
 
+    def has_job(self, camera: str, app: str, spec: dict[str, Any] | None = None) -> bool:
+        """Whether (camera, app) runs with this spec (then `add_job` would keep it as it is)."""
+        job = self.sessions[camera].jobs.get(app) if camera in self.sessions else None
+        return job is not None and (spec is None or job.spec == dict(spec))
+
     def add_job(self, camera: str, app: str, model: AppModel, target: int, spec: dict[str, Any] | None = None) -> AppJob:
-        """Register (camera, app); re-registering an existing job keeps it (idempotent)."""
+        """Register (camera, app); re-registering with the same spec keeps the job (idempotent), with
+        another spec (the Planner moved the app's branchpoint) replaces it (`AppJob.succeed`)."""
         session = self.sessions.setdefault(camera, CameraSession(camera, self.config))
-        if app not in session.jobs:
-            session.jobs[app] = AppJob(camera, app, model, target, self.config, spec)
+        previous = session.jobs.get(app)
+        if previous is None:
             self.order.append((camera, app))
-        return session.jobs[app]
+        elif self.has_job(camera, app, spec):
+            return previous
+        job = session.jobs[app] = AppJob(camera, app, model, target, self.config, spec)
+        if previous is not None:
+            job.succeed(previous)
+        return job
 
     def remove_camera(self, camera: str) -> bool:
         if self.sessions.pop(camera, None) is None:

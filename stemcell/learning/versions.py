@@ -74,6 +74,11 @@ class VersionStore:
         for old in sorted((folder / "updates").glob("*.scup"))[: -self.keep] if self.keep else []:
             old.unlink(missing_ok=True)
 
+    def drop_updates(self, camera: str, app: str) -> None:
+        """Forget the stored updates of (camera, app): they patch a tensor layout it no longer has."""
+        for old in (self._dir(camera, app) / "updates").glob("*.scup"):
+            old.unlink(missing_ok=True)
+
     def load(self, camera: str, app: str) -> StoredJob | None:
         folder = self._dir(camera, app)
         if not (folder / "job.json").is_file():

@@ -27,7 +27,7 @@ APPS = [{"app": "car", "branchpoint": 3}]
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ams-pkg")
-    tiny_package(root, branchpoints=(3,), apps=("car",))
+    tiny_package(root, branchpoints=(3, 4), apps=("car",))
     return root
 
 
@@ -88,7 +88,7 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
 
     payload, meta = ray.get(worker.update_since.remote("cam-1", "car", 0))
     update = decode(payload)
-    assert meta == {"version": 1, "base_version": 0, "kind": "sparse"} and 0 < update.mask_fraction < 0.1
+    assert meta == {"version": 1, "base_version": 0, "kind": "sparse", "branchpoint": 3} and 0 < update.mask_fraction < 0.1
     assert not any(s.name.startswith("stem.") for s in update.specs)
     assert ray.get(worker.update_since.remote("cam-1", "car", 1)) is None
     stats = ray.get(worker.stats.remote())
@@ -126,3 +126,28 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     ray.kill(restarted)
     assert ray.get(_worker(package, tmp_path / "models").ready.remote())["restored"] == 0
     ray.kill(moved)
+
+
+def test_worker_follows_a_moved_branchpoint_across_a_restart(package: Path, oracle, tmp_path: Path) -> None:
+    worker = _worker(package, tmp_path / "models")
+    ray.get(worker.set_camera.remote("cam-2", APPS))
+    stamps, frames = _samples(0.0, 12)
+    ray.get(worker.add_samples.remote("cam-2", stamps, frames, ray.get(oracle.label.remote(frames, 0, stamps))))
+    assert [p["version"] for p in ray.get(worker.run_pending.remote())] == [1]
+
+    # the Planner moved the app's cut: a new job on the package's candidate for it, version continuing
+    assert ray.get(worker.set_camera.remote("cam-2", [{"app": "car", "branchpoint": 4}])) == {"car": 2}
+    payload, meta = ray.get(worker.update_since.remote("cam-2", "car", 1))
+    assert meta == {"version": 2, "base_version": None, "kind": "full", "branchpoint": 4}
+    expected = {n for n, p in load_package(package).app_model("car", 4).named_parameters() if p.requires_grad}
+    assert {s.name for s in decode(payload).specs} == expected
+    version, weights = ray.get(worker.weights.remote("cam-2", "car"))  # what the executor is sent
+    assert version == 2 and weights.keys() == load_package(package).app_model("car", 4).trainable_state_dict().keys()
+    assert [p["version"] for p in ray.get(worker.run_pending.remote())] == [3]  # same buffer, trains at once
+
+    ray.kill(worker)  # a crash must not bring the old cut back
+    restarted = _worker(package, tmp_path / "models")
+    assert ray.get(restarted.stats.remote())["jobs"]["cam-2/car"]["version"] == 3
+    assert ray.get(restarted.update_since.remote("cam-2", "car", None))[1]["branchpoint"] == 4
+    assert ray.get(restarted.set_camera.remote("cam-2", [{"app": "car", "branchpoint": 4}])) == {"car": 3}
+    ray.kill(restarted)

@@ -93,6 +93,7 @@ def test_model_route_headers_and_errors(server: Server) -> None:
         full = http.get("/cameras/edge-1/model")
         assert full.status_code == 200 and full.headers["content-type"] == "application/octet-stream"
         assert full.headers["X-Update-Kind"] == "full" and full.headers["X-Base-Version"] == "none"
+        assert full.headers["X-Branchpoint"] == "3"  # the cut the tensors belong to
         assert decode(full.content).version == int(full.headers["X-Model-Version"])
         assert http.get("/cameras/edge-1/model", params={"since": full.headers["X-Model-Version"]}).status_code == 304
         assert http.get("/cameras/edge-1/model", params={"since": -1}).status_code == 422

@@ -7,6 +7,7 @@ import torch
 
 from stemcell.edge import EdgeClient, InProcessTransport
 from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
+from stemcell.learning.codec import UpdateMismatchError
 from stemcell.models import build_base, make_app_model, segment_hash
 from stemcell.world import CLASSES, World, WorldConfig
 
@@ -120,3 +121,36 @@ def test_edge_adopts_the_servers_rates(world: World) -> None:
     samples_before = edge.counters.samples
     _play(edge, world, 10.5, 30.5)
     assert edge.counters.samples - samples_before == pytest.approx(10, abs=1)  # 20 s at 0.5 fps
+
+
+def test_a_moved_branchpoint_reaches_the_edge_as_a_full_update_of_the_new_cut(world: World) -> None:
+    base, trainer, edge = _setup(world)
+    edge.rebuild = lambda app, b: make_app_model(base, b, 1)
+    edge.sync()
+    _play(edge, world, 0.0, 21.0)
+    old = trainer.job("cam", "car")
+    assert old.version >= 1 and edge.versions == {"car": old.version}
+    stem_hashes = [segment_hash(s) for s in make_app_model(base, 3, 1).stem]
+
+    moved = trainer.add_job("cam", "car", make_app_model(base, 3, 1), CLASSES.index("car"), {"branchpoint": 3})
+    assert moved is not old and moved.version == old.version + 1 and moved.branchpoint == 3
+    assert trainer.add_job("cam", "car", make_app_model(base, 3, 1), 1, {"branchpoint": 3}) is moved  # idempotent
+    assert trainer.order.count(("cam", "car")) == 1
+    payload = trainer.job("cam", "car").payload_since(old.version)
+    assert payload is not None and payload[1].is_full  # old-cut updates cannot patch the new layout
+
+    assert edge.sync() == {"car": moved.version}
+    assert edge.counters.branchpoint_moves == 1 and edge.students["car"].active.branchpoint == 3
+    assert _same(_edge_state(edge), moved.learner.trainable_state())
+    _play(edge, world, 21.0, 41.0)  # training goes on at the new cut, on the camera's same buffer
+    assert moved.version > old.version + 1 and _same(_edge_state(edge), moved.learner.trainable_state())
+    assert [segment_hash(s) for s in moved.learner.model.stem] == stem_hashes  # the stem stays shared
+
+
+def test_an_edge_without_rebuild_refuses_a_moved_branchpoint(world: World) -> None:
+    base, trainer, edge = _setup(world)
+    edge.sync()
+    trainer.add_job("cam", "car", make_app_model(base, 5, 1), CLASSES.index("car"), {"branchpoint": 5})
+    with pytest.raises(UpdateMismatchError, match="branchpoint 5"):
+        edge.sync()
+    assert edge.versions == {"car": 0}  # nothing half-applied: it keeps serving its model
