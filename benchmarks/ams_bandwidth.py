@@ -58,6 +58,10 @@ Diagnosis (why sparse updates and customisation gain less here than in the paper
 - γ-sparse updates move 5 % of the coordinates per update, so they recalibrate more slowly; the cost
   grows as γ shrinks, and is larger for the near-domain student (about 4.6 points at γ = 5 %, on
   both seeds) than for the source-world one.
+- A bigger student does not help here: `--arch mobilenet_v3_small --branchpoint 6` (351,121
+  coordinates above the cut), pretrained from scratch on the same source world at 64 px, does not
+  learn the app at all (seed 0: F1 ~0 for every scheme, accuracy = the label prior), so it says
+  nothing about the γ gap; without downloadable ImageNet weights a MobileNet cannot be the student.
 - Measured and rejected: ranking by the last step's update (paper line 15) instead of the
   cumulative one (-0.6 to -0.9 points in each of 3 settings), and ranking per tensor (-0.8; one
   near-domain seed). Not settled: the fp16 values the codec ships. A float32 server model (one
@@ -98,7 +102,7 @@ from stemcell.learning import (
     rates_step,
 )
 from stemcell.learning.coordinate_descent import Selection
-from stemcell.models import AppModel, SegmentedNet, to_input
+from stemcell.models import AppModel, SegmentedNet, list_bases, to_input
 from stemcell.training import binary_metrics, pretrain_base, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
@@ -120,6 +124,7 @@ class BenchConfig:
     size: int = 64  # frame height = width = model input size
     fps: float = 10.0
     app_class: str = "car"
+    arch: str = "tiny_cnn"  # the student's registry architecture
     branchpoint: int = 4  # tiny_cnn has 6 segments: stem = 4 shared segments, 2 + head trained
     pretrain_frames: int = 600  # per pretraining camera, evenly over its timeline
     pretrain_fraction: float = 0.25  # "cameras" only: the part of the target timelines pretraining may see
@@ -299,7 +304,7 @@ def schemes(cfg: BenchConfig) -> list[tuple[str, float | None]]:
 
 
 def pretrain_student(cfg: BenchConfig) -> SegmentedNet:
-    """The "No customization" student: tiny_cnn pretrained on data the evaluation cameras never show.
+    """The "No customization" student (`cfg.arch`) pretrained on data the evaluation cameras never show.
 
     Default (`pretrain_source="world"`): every camera of a source world with another seed, whole
     timelines, exactly as M-Trainer's `obtain_base` builds the product's base. Its scene pool differs
@@ -309,7 +314,7 @@ def pretrain_student(cfg: BenchConfig) -> SegmentedNet:
     scene pool: the student then already knows most scenes and customisation has little to gain.
     """
     if cfg.pretrain_source == "world":
-        return pretrained_base(Setup(size=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s, seed=cfg.seed,
+        return pretrained_base(Setup(arch=cfg.arch, branchpoint=cfg.branchpoint, size=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s, seed=cfg.seed,
                                      source_cameras=cfg.source_cameras, pretrain_frames=cfg.pretrain_frames,
                                      pretrain_epochs=cfg.pretrain_epochs))
     started = time.perf_counter()
@@ -317,9 +322,9 @@ def pretrain_student(cfg: BenchConfig) -> SegmentedNet:
                                width=cfg.size, fps=cfg.fps, duration_s=cfg.duration_s))
     data, _ = world_frames(target, cfg.pretrain_cameras, cfg.pretrain_frames, seed=cfg.seed,
                            end_fraction=cfg.pretrain_fraction)
-    base = pretrain_base("tiny_cnn", data, input_size=cfg.size, epochs=cfg.pretrain_epochs, lr=3e-3,
+    base = pretrain_base(cfg.arch, data, input_size=cfg.size, epochs=cfg.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=cfg.seed)
-    log.info("pretrained tiny_cnn on %d target-camera frames in %.1fs", len(data), time.perf_counter() - started)
+    log.info("pretrained %s on %d target-camera frames in %.1fs", cfg.arch, len(data), time.perf_counter() - started)
     return base
 
 
@@ -421,6 +426,10 @@ def parse_args() -> argparse.Namespace:
                         help="which schemes to run (to iterate faster; final figures need all)")
     parser.add_argument("--selection", choices=["cumulative", "last"], default=None,
                         help="score ranking the next phase's coordinates (see coordinate_descent.py)")
+    parser.add_argument("--arch", choices=list_bases(), default=None,
+                        help="the student's architecture (default tiny_cnn, cut at --branchpoint)")
+    parser.add_argument("--branchpoint", type=int, default=None,
+                        help="segments in the frozen shared stem; only the layers above are retrained (default 4)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest for these tiny models, and does not spin on a busy box)")
     return parser.parse_args()
@@ -429,7 +438,8 @@ def parse_args() -> argparse.Namespace:
 def config_from(args: argparse.Namespace) -> BenchConfig:
     cfg = QUICK if args.quick else BenchConfig()
     gammas = tuple(args.gammas) if args.gammas else cfg.gammas
-    return replace(cfg, duration_s=args.duration or cfg.duration_s,
+    return replace(cfg, duration_s=args.duration or cfg.duration_s, arch=args.arch or cfg.arch,
+                   branchpoint=cfg.branchpoint if args.branchpoint is None else args.branchpoint,
                    pretrain_source=args.pretrain_source or ("cameras" if args.pretrain_cameras else cfg.pretrain_source),
                    pretrain_cameras=tuple(args.pretrain_cameras or cfg.pretrain_cameras),
                    gammas=gammas if "ams" in args.schemes else (), selection=args.selection or cfg.selection,

@@ -32,6 +32,7 @@ class Setup:
     fps: float = 10.0  # stream rate
     duration_s: float = 600.0
     app_class: str = "car"
+    arch: str = "tiny_cnn"  # the student's registry architecture
     branchpoint: int = 4  # tiny_cnn: 4 shared segments, 2 + head retrained
     source_cameras: int = 4  # cameras of the source world the student is pretrained on
     pretrain_frames: int = 600
@@ -53,7 +54,7 @@ def build_world(setup: Setup, num_cameras: int, seed: int | None = None) -> Worl
 
 
 def pretrained_base(setup: Setup) -> SegmentedNet:
-    """The "No customization" student: tiny_cnn pretrained on every camera of a *source* world
+    """The "No customization" student (`setup.arch`) pretrained on every camera of a *source* world
     (seed + 1000, whole timelines), as M-Trainer builds the product's base. Its scene pool differs
     from the target world's, so the evaluated cameras are a new domain: the AMS setting (its student
     is pretrained on a generic dataset, never on the target videos)."""
@@ -61,9 +62,9 @@ def pretrained_base(setup: Setup) -> SegmentedNet:
     seed = setup.seed + SOURCE_SEED_OFFSET
     data, _ = world_frames(build_world(setup, setup.source_cameras, seed), range(setup.source_cameras),
                            setup.pretrain_frames, seed=seed)
-    base = pretrain_base("tiny_cnn", data, input_size=setup.size, epochs=setup.pretrain_epochs, lr=3e-3,
+    base = pretrain_base(setup.arch, data, input_size=setup.size, epochs=setup.pretrain_epochs, lr=3e-3,
                          batch_size=64, seed=setup.seed)
-    log.info("pretrained tiny_cnn on %d source-world frames in %.1fs", len(data), time.perf_counter() - started)
+    log.info("pretrained %s on %d source-world frames in %.1fs", setup.arch, len(data), time.perf_counter() - started)
     return base
 
 
