@@ -430,6 +430,9 @@ def parse_args() -> argparse.Namespace:
                         help="the student's architecture (default tiny_cnn, cut at --branchpoint)")
     parser.add_argument("--branchpoint", type=int, default=None,
                         help="segments in the frozen shared stem; only the layers above are retrained (default 4)")
+    parser.add_argument("--pretrain-frames", type=int, default=None,
+                        help="frames per pretraining camera (default 600; quick 500)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="student pretraining epochs (default 4)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest for these tiny models, and does not spin on a busy box)")
     return parser.parse_args()
@@ -439,6 +442,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     cfg = QUICK if args.quick else BenchConfig()
     gammas = tuple(args.gammas) if args.gammas else cfg.gammas
     return replace(cfg, duration_s=args.duration or cfg.duration_s, arch=args.arch or cfg.arch,
+                   pretrain_frames=args.pretrain_frames or cfg.pretrain_frames,
+                   pretrain_epochs=args.pretrain_epochs or cfg.pretrain_epochs,
                    branchpoint=cfg.branchpoint if args.branchpoint is None else args.branchpoint,
                    pretrain_source=args.pretrain_source or ("cameras" if args.pretrain_cameras else cfg.pretrain_source),
                    pretrain_cameras=tuple(args.pretrain_cameras or cfg.pretrain_cameras),
