@@ -43,6 +43,11 @@ Results (full mode, 3 cameras x 600 s, commands below; accuracy mean over seeds,
     γ 5 % - none: +5.3 ± 2.5 (seed means +14.6 -0.8 +0.0 +13.2 -0.6); full - none: +7.4 ± 2.4.
   Near-domain student ("cameras", seeds 0-1, 6 runs): none 0.664, full 0.747, γ 5 % 0.701 (15.0x
     less downlink): γ 5 % - full -4.6 ± 1.2 (both seeds -4.6), γ 20 % - full -1.6 ± 0.8.
+  Longer-pretrained student (`--pretrain-frames 2400 --pretrain-epochs 10`, seeds 0-1, 6 runs, 612 s):
+    none 0.541, one-time 0.658, full 0.773 @225.6 kbps, γ 20 % 0.746, γ 10 % 0.734, γ 5 % 0.724 @15.6 kbps,
+    γ 1 % 0.714: γ 5 % - none +18.2 (seed means +24.2, +12.3: AMS now clearly beats No customization on
+    both seeds), but γ 5 % - full -4.9 (-5.1, -4.7): the better the student fits its source domain,
+    the more the new domain needs re-fitting, and sparse updates re-fit more slowly.
   Issue 6 goals: (a) γ 5 % at >= 10x less downlink: met (15x); within 1 point of full: NOT met
   (-2.1 ± 0.9; only γ 20 % is within a point). (b) AMS beats No customization: on average yes
   (+5.3 ± 2.5 at γ 5 %, +7.4 at full), but only on 2 of 5 seeds clearly; on the others the
