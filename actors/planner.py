@@ -168,6 +168,9 @@ class Planner:
 
     def _new_worker(self, _kind: str, name: str, share: float, resume_from: Any) -> ActorHandle:
         role = next(r for r in self.workers if name == r or name.startswith(f"{r}-g"))
+        return self._start_worker(role, name, share, resume_from)
+
+    def _start_worker(self, role: str, name: str, share: float, resume_from: Any) -> ActorHandle:
         opts = actor_options(share, gpus_available=self._gpus, mps=self.settings.mps, name=name,
                              namespace=self.config.executors.namespace, lifetime="detached", max_restarts=-1,
                              num_cpus=self.settings.worker_num_cpus)
@@ -366,19 +369,25 @@ class Planner:
         return outcome
 
     # ------------------------------------------------------------------ retraining workers
-    async def add_retrain_worker(self, name: str, kwargs: dict[str, Any], share: float) -> dict[str, Any]:
-        """Start (or adopt, when it runs) worker `retrain-<name>` = `worker_class(**kwargs, share=share)`.
+    async def add_retrain_worker(self, name: str, kwargs: dict[str, Any], share: float,
+                                 actor: str | None = None) -> dict[str, Any]:
+        """Start (or adopt, when it runs) worker role `retrain-<name>` = `worker_class(**kwargs, share=share)`.
 
-        `kwargs` must be JSON (they are saved with the plan, so a restarted Planner can re-create it).
+        Its first actor is named `actor` (default: the role), so a worker someone else started (the
+        Serve app's learning worker, `learning.worker_name`) is adopted as it is; later generations are
+        `retrain-<name>-g<g>`. `kwargs` must be JSON (they are saved with the plan, so a restarted
+        Planner can re-create it).
         """
         async with self._lock:
             role = f"{RETRAIN}-{name}"
             self.workers[role] = dict(kwargs)
             if role not in self.roles:
-                if share > self._free_gpu() + 1e-9:
-                    raise ValueError(f"share {share} does not fit: {self._free_gpu():.2f} GPU free")
-                await self._new_worker(RETRAIN, role, share, None).ready.remote()
-                self.roles[role] = RoleState(RETRAIN, 0, share, role)
+                first = actor or role
+                if self.realloc.handle(first) is None:
+                    if share > self._free_gpu() + 1e-9:
+                        raise ValueError(f"share {share} does not fit: {self._free_gpu():.2f} GPU free")
+                    await self._start_worker(role, first, share, None).ready.remote()
+                self.roles[role] = RoleState(RETRAIN, 0, share, first)
             await self._persist()
             self._export()
             return asdict(self.roles[role])

@@ -66,6 +66,13 @@ def newest_checkpoint(*blobs: bytes | dict[str, Any] | None) -> dict[str, Any] |
     return max(states, key=lambda st: float(st.get("saved_at", 0.0)), default=None)
 
 
+class WorkerMoving(RuntimeError):
+    """This worker was snapshotted for a make-before-break move: samples go to its successor.
+
+    Refusing them (rather than buffering them in a worker about to be killed) is what keeps a move
+    lossless: the caller re-reads the Planner's routes, or tells the edge to retry shortly."""
+
+
 @ray.remote
 class RetrainWorker:
     def __init__(self, package_dir: str, *, persist_dir: str | None = None, config: dict[str, Any] | None = None,
@@ -82,6 +89,7 @@ class RetrainWorker:
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
         self._paused = not auto
+        self._moving = False  # snapshotted for a move (checkpoint(pause=True)) until resume()
         self._poll_s = poll_s
         self._restored = 0
         self._checkpoint_every_s, self._checkpointed_at = checkpoint_every_s, time.monotonic()
@@ -125,7 +133,7 @@ class RetrainWorker:
     async def _loop(self) -> None:
         """Serve due jobs round-robin, one phase per turn; idle-poll when nothing is due."""
         while True:
-            published = None if self._paused else await self._on(self._run_next)
+            published = None if self._paused or self._moving else await self._on(self._run_next)
             if published is None:
                 await asyncio.sleep(self._poll_s)
 
@@ -198,6 +206,8 @@ class RetrainWorker:
 
     async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """Teacher-labelled samples of one camera -> {"accepted", "sampling_fps", "t_update_s", "versions"}."""
+        if self._moving:
+            raise WorkerMoving("this retraining worker is moving to a new GPU share; its successor takes the samples")
         self._ensure_loop()
         return await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames), np.asarray(labels))
 
@@ -240,17 +250,18 @@ class RetrainWorker:
 
     async def checkpoint(self, pause: bool = False) -> bytes:
         """Snapshot for a make-before-break move (`resume_from=`); `pause=True` stops training first,
-        so no update is published here after the snapshot."""
+        so no update is published here after the snapshot, and samples are refused (`WorkerMoving`)
+        until `resume()` (the move failed) or the Planner kills this actor (it succeeded)."""
         if pause:
-            self._paused = True
+            self._moving = True
         return await self._on(self._snapshot)
 
     async def resume(self) -> None:
-        self._paused = False
+        self._moving = False
 
     async def stats(self) -> dict[str, Any]:
         """Per job: measured retraining wall/CPU seconds, updates, recent accuracy gains, rates."""
         jobs = await self._on(self._trainer.stats)
-        return {"device": self._device.type, "share": self._share, "paused": self._paused, "jobs": jobs,
+        return {"device": self._device.type, "share": self._share, "paused": self._paused or self._moving, "jobs": jobs,
                 "retrain_wall_s": sum(j["wall_s"] for j in jobs.values()),
                 "retrain_cpu_s": sum(j["cpu_s"] for j in jobs.values())}

@@ -88,7 +88,13 @@ def _cmd_planner(args: argparse.Namespace) -> int:
 
     ensure_ray()
     settings = PlannerSettings(window_s=args.window_s, total_gpu=args.total_gpu, scheduler=args.scheduler)
-    planner = get_or_create_planner(load_serve_config(args.config), settings)
+    config = load_serve_config(args.config)
+    planner = get_or_create_planner(config, settings)
+    if config.learning.enabled:
+        from app.learning_service import register_learning_worker
+
+        worker = register_learning_worker(planner, config)
+        print(f"learning worker {worker['actor']} is Planner role {worker['role']} (share {worker['share']:.2f})")
     print(f"Planner running: a round every {args.window_s:g} s over {args.total_gpu:g} GPU (Ctrl-C to stop watching)")
     try:
         while True:

@@ -6,6 +6,9 @@
 
 One TeacherLabeler and one RetrainWorker per Serve app (named actors: every ingress replica finds
 the same ones; `max_restarts=-1`, and the worker reloads published versions from `persist_dir`).
+When the Planner runs, the worker is its role `retrain-<learning.worker_name>` (`stemcell planner`
+registers it): the Planner may then move it to another GPU share make-before-break, and this service
+follows the Planner's routes to the new actor (the old one refuses samples once snapshotted).
 New versions also reach the server-side StemExecutor (`set_app_weights`, an atomic swap with no
 pause) on the camera's next upload, so inference in the cluster and at the edge stay on one model.
 """
@@ -13,17 +16,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import ray
 from pydantic import BaseModel, Field
 from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options
-from actors.retrain_worker import RetrainWorker
+from actors.reallocator import RETRAIN
+from actors.retrain_worker import RetrainWorker, WorkerMoving
 from actors.teacher_labeler import TeacherLabeler
-from app.executors import ExecutorPool, UnknownCamera
+from app.executors import ExecutorPool, Overloaded, UnknownCamera
+from app.service import read_routes
 from stemcell.serve_config import OracleTeacherSection, ServeConfig
 from stemcell.world import WorldConfig
 
@@ -62,6 +69,31 @@ def teacher_source(config: ServeConfig) -> dict[str, Any]:
     return {"package_dir": str(config.package_dir)}
 
 
+def worker_role(config: ServeConfig) -> str:
+    """The Planner role of the learning worker (`Planner.add_retrain_worker` names roles so)."""
+    return f"{RETRAIN}-{config.learning.worker_name}"
+
+
+def learning_worker_kwargs(config: ServeConfig) -> dict[str, Any]:
+    """How the learning RetrainWorker is built (less its share): one place, because the Planner
+    re-creates it with these when it moves the worker to a new GPU share. JSON only."""
+    c = config.learning
+    ams = {"horizon_s": c.horizon_s, "iterations": c.iterations, "lr": c.lr, "gamma": c.gamma,
+           "batch_size": c.batch_size, "adaptive": c.adaptive}
+    return {"package_dir": str(config.package_dir), "persist_dir": str(c.persist_dir), "config": ams,
+            "checkpoint_every_s": c.checkpoint_every_s}
+
+
+def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[str, Any]:
+    """Make the learning worker a Planner role (adopted under its own name when it runs, started by
+    the Planner otherwise): its share then counts in the plan, RECL's slicing reads its jobs, and
+    the Planner may move it. Returns the role's state; safe to repeat."""
+    c = config.learning
+    state = ray.get(planner.add_retrain_worker.remote(c.worker_name, learning_worker_kwargs(config), c.num_gpus,
+                                                      actor=c.worker_name))
+    return {"role": worker_role(config), **state}
+
+
 def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps: list[float]) -> int:
     """The synthetic-world camera an oracle teacher looks labels up in (model teachers ignore it);
     the samples' video times are checked against its timeline here, so a bad `ts` is a clear 422."""
@@ -80,7 +112,9 @@ def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps
 class LearningService:
     """One per ingress replica; the teacher and the worker are shared by all replicas."""
 
-    def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool) -> None:
+    def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool,
+                 routes: Mapping[str, str] | None = None) -> None:
+        """`routes`: role -> actor as the Planner last published them (the worker may have moved)."""
         self.config, self.store, self.pool = config, store, pool
         c, ns = config.learning, config.executors.namespace
         gpus = bool(ray.cluster_resources().get("GPU"))
@@ -88,17 +122,39 @@ class LearningService:
             c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
         )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher_source(config))
-        ams = {"horizon_s": c.horizon_s, "iterations": c.iterations, "lr": c.lr, "gamma": c.gamma,
-               "batch_size": c.batch_size, "adaptive": c.adaptive}
-        self.worker = RetrainWorker.options(**actor_options(
+        self.role = worker_role(config)
+        routed = (routes or {}).get(self.role)
+        self.worker = ray.get_actor(routed, namespace=ns) if routed else RetrainWorker.options(**actor_options(
             c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
             num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(str(config.package_dir), persist_dir=str(c.persist_dir), config=ams, share=c.num_gpus,
-                  checkpoint_every_s=c.checkpoint_every_s)
+        )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
         self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
 
     async def ready(self) -> dict[str, Any]:
-        return {"teacher": await self.teacher.ready.remote(), "worker": await self.worker.ready.remote()}
+        return {"teacher": await self.teacher.ready.remote(), "worker": await self._worker("ready")}
+
+    async def _worker(self, method: str, *args: Any) -> Any:
+        """Call the retraining worker; when it was moved (snapshotted or gone), follow the Planner's
+        route to its successor and call that once. No successor yet: 503, the edge retries."""
+        handle = self.worker
+        try:
+            return await getattr(handle, method).remote(*args)
+        except (WorkerMoving, RayActorError) as exc:
+            if not await self._follow_route(handle):
+                raise Overloaded("the retraining worker is moving to a new GPU share; retry shortly") from exc
+        return await getattr(self.worker, method).remote(*args)
+
+    async def _follow_route(self, failed: ActorHandle) -> bool:
+        name = (await read_routes(self.store)).get(self.role)
+        try:
+            handle = ray.get_actor(name, namespace=self.config.executors.namespace) if name else None
+        except ValueError:  # published, then killed by a newer move: the next call re-reads
+            handle = None
+        if handle is None or handle._actor_id == failed._actor_id:
+            return False
+        log.info("retraining worker moved: now %s", name)
+        self.worker = handle
+        return True
 
     async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
         record = await self.store.get_camera.remote(camera_id)
@@ -115,10 +171,10 @@ class LearningService:
         shapes = {f.shape for f in frames}
         if len(shapes) != 1:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
-        await self.worker.set_camera.remote(camera_id, await self._camera_apps(camera_id))
+        await self._worker("set_camera", camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
         labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher_oracle, camera_id, timestamps), timestamps)
-        answer = await self.worker.add_samples.remote(camera_id, timestamps, stack, labels)
+        answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
         await self._push(camera_id, answer["versions"])
         return {"camera_id": camera_id, **answer}
 
@@ -128,7 +184,7 @@ class LearningService:
             if version <= self._pushed.get((camera_id, app), 0):
                 continue
             try:
-                v, state = await self.worker.weights.remote(camera_id, app)
+                v, state = await self._worker("weights", camera_id, app)
                 await self.pool.handle_for(camera_id).set_app_weights.remote(app, camera_id, state, v)
                 self._pushed[(camera_id, app)] = v
             except Exception as exc:  # noqa: BLE001 - the edge path works without it; retried next upload
@@ -143,8 +199,8 @@ class LearningService:
             app = apps[0]
         if app not in apps:
             raise ValueError(f"camera {camera_id!r} does not run app {app!r} (it runs {sorted(apps)})")
-        await self.worker.set_camera.remote(camera_id, specs)
-        found = await self.worker.update_since.remote(camera_id, app, since)
+        await self._worker("set_camera", camera_id, specs)
+        found = await self._worker("update_since", camera_id, app, since)
         if found is None:
             return None
         payload, meta = found

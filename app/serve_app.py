@@ -137,7 +137,8 @@ class StemcellIngress:
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()
-        self.learning = LearningService(self.config, store, pool) if self.config.learning.enabled else None
+        self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
+                         if self.config.learning.enabled else None)
         if self.learning is not None:
             log.info("learning ready: %s", await self.learning.ready())
 

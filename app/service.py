@@ -53,7 +53,8 @@ def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
 
 
 async def read_routes(store: ActorHandle) -> dict[str, str]:
-    """Which actor serves each executor slot, as the Planner published it (empty without a Planner)."""
+    """Which actor serves each role (executor slots, retraining workers), as the Planner published it
+    (empty without a Planner)."""
     return await store.__ray_call__.remote(plan_state.executor_routes)
 
 

@@ -35,6 +35,7 @@ def plan_section(store: StateStore, section: str) -> dict[str, Any] | None:
 
 
 def executor_routes(store: StateStore) -> dict[str, str]:
-    """Executor role -> name of the actor serving it, as the Planner last published (empty: none)."""
+    """Role (executor slot or retraining worker) -> name of the actor serving it, as the Planner last
+    published (empty: none). The executor pool reads only its slots' roles."""
     routes = (plan_section(store, PLANNER) or {}).get("routes", {})
     return {str(k): str(v) for k, v in routes.items()}

@@ -7,21 +7,26 @@ ground truth (`learning.teacher_oracle`), as in controlled experiments: edge-1 s
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import ray
 import yaml
 from ray import serve
 
+from actors.planner import PlannerSettings, get_or_create_planner
+from app.learning_service import register_learning_worker, worker_role
 from app.serve_app import build_app
 from stemcell.client import Admin, Camera, StemcellError
 from stemcell.edge import EdgeClient, HttpTransport
 from stemcell.imaging import encode_jpeg
 from stemcell.learning import decode
 from stemcell.package import load_package
+from stemcell.serve_config import load_serve_config
 from stemcell.world import World, WorldConfig
 from tests.helpers.builders import tiny_package
 from tests.integration.test_serve_http import Server
@@ -133,3 +138,30 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
     with pytest.raises(StemcellError) as err:
         HttpTransport(server.url, "wrong-token-" + "w" * 20).upload("edge-1", stamps, [jpeg, jpeg])
     assert err.value.status == 403
+
+
+def test_the_planner_moves_the_learning_worker_and_edges_follow(server: Server) -> None:
+    config = load_serve_config(server.config_path)
+    planner = get_or_create_planner(config, PlannerSettings(window_s=0, worker_num_cpus=0.25))
+    try:
+        worker = register_learning_worker(planner, config)
+        assert worker["actor"] == "stemcell-retrain" and worker["generation"] == 0  # adopted, not a second one
+        assert register_learning_worker(planner, config) == worker  # idempotent
+        transport = HttpTransport(server.url, CAMERA_TOKEN)
+        stamps, frames = _frames(40.0, 4)
+        before = transport.upload("edge-1", stamps, [encode_jpeg(f) for f in frames]).versions["car"]
+
+        [switch] = ray.get(planner.set_shares.remote({worker["role"]: 0.2}))  # make-before-break
+        assert switch["ok"] and switch["new_actor"] == f"{worker['role']}-g1", switch
+        stamps, frames = _frames(44.0, 4)  # the ingress still holds the old (killed) worker: it follows the route
+        advice = transport.upload("edge-1", stamps, [encode_jpeg(f) for f in frames])
+        assert advice.accepted == 4 and advice.versions["car"] >= before  # the model moved with the worker
+        moved = ray.get_actor(switch["new_actor"], namespace=config.executors.namespace)
+        assert ray.get(moved.stats.remote())["share"] == 0.2
+        edge = EdgeClient("edge-1", {"car": load_package(server.package).app_model("car", 3)}, transport, input_size=32)
+        assert edge.sync() == {"car": advice.versions["car"]}
+        transport.close()
+    finally:
+        with contextlib.suppress(ValueError):  # detached: it would outlive the module
+            ray.kill(ray.get_actor(f"{worker_role(config)}-g1", namespace=config.executors.namespace))
+        ray.kill(planner)
