@@ -14,9 +14,11 @@ pause) on the camera's next upload, so inference in the cluster and at the edge 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,8 @@ from stemcell.serve_config import OracleTeacherSection, ServeConfig
 from stemcell.world import WorldConfig
 
 log = logging.getLogger(__name__)
+
+MOVE_WAIT_S = 10.0  # how long an upload waits for a moving worker's successor before a 503
 
 
 class SamplesAnswer(BaseModel):
@@ -135,26 +139,34 @@ class LearningService:
 
     async def _worker(self, method: str, *args: Any) -> Any:
         """Call the retraining worker; when it was moved (snapshotted or gone), follow the Planner's
-        route to its successor and call that once. No successor yet: 503, the edge retries."""
+        route to its successor and call that once. No successor in time: 503, the edge retries."""
         handle = self.worker
         try:
             return await getattr(handle, method).remote(*args)
         except (WorkerMoving, RayActorError) as exc:
-            if not await self._follow_route(handle):
+            if not await self._await_successor(handle):
                 raise Overloaded("the retraining worker is moving to a new GPU share; retry shortly") from exc
         return await getattr(self.worker, method).remote(*args)
 
-    async def _follow_route(self, failed: ActorHandle) -> bool:
-        name = (await read_routes(self.store)).get(self.role)
-        try:
-            handle = ray.get_actor(name, namespace=self.config.executors.namespace) if name else None
-        except ValueError:  # published, then killed by a newer move: the next call re-reads
-            handle = None
-        if handle is None or handle._actor_id == failed._actor_id:
-            return False
-        log.info("retraining worker moved: now %s", name)
-        self.worker = handle
-        return True
+    async def _await_successor(self, failed: ActorHandle) -> bool:
+        """Poll the Planner's route for up to `MOVE_WAIT_S`: it is published once the successor is
+        warm (seconds), and an upload is not latency-critical (AMS). No Planner role: no wait."""
+        deadline = time.monotonic() + MOVE_WAIT_S
+        while True:
+            name = (await read_routes(self.store)).get(self.role)
+            if name is None:
+                return False
+            try:
+                handle = ray.get_actor(name, namespace=self.config.executors.namespace)
+            except ValueError:  # published, then killed by a newer move: read again
+                handle = None
+            if handle is not None and handle._actor_id != failed._actor_id:
+                log.info("retraining worker moved: now %s", name)
+                self.worker = handle
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
 
     async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
         record = await self.store.get_camera.remote(camera_id)

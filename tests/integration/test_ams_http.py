@@ -142,26 +142,36 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
 
 def test_the_planner_moves_the_learning_worker_and_edges_follow(server: Server) -> None:
     config = load_serve_config(server.config_path)
+    ns = config.executors.namespace
     planner = get_or_create_planner(config, PlannerSettings(window_s=0, worker_num_cpus=0.25))
     try:
         worker = register_learning_worker(planner, config)
         assert worker["actor"] == "stemcell-retrain" and worker["generation"] == 0  # adopted, not a second one
         assert register_learning_worker(planner, config) == worker  # idempotent
         transport = HttpTransport(server.url, CAMERA_TOKEN)
-        stamps, frames = _frames(40.0, 4)
-        before = transport.upload("edge-1", stamps, [encode_jpeg(f) for f in frames]).versions["car"]
+        frame_jpeg = lambda t: [encode_jpeg(f) for f in _frames(t, 1)[1]]  # noqa: E731
+        before = transport.upload("edge-1", [40.0], frame_jpeg(40.0))
+        buffered = ray.get(ray.get_actor("stemcell-retrain", namespace=ns).stats.remote())["jobs"]["edge-1/car"]["buffer"]
 
-        [switch] = ray.get(planner.set_shares.remote({worker["role"]: 0.2}))  # make-before-break
+        move = planner.set_shares.remote({worker["role"]: 0.2})  # make-before-break, while the edge uploads
+        accepted, t = 0, 41.0
+        while t < 110.0 and not ray.wait([move], timeout=0)[0]:
+            accepted += transport.upload("edge-1", [t], frame_jpeg(t)).accepted  # never a 503: the ingress waits
+            t += 1.0
+            time.sleep(0.2)
+        [switch] = ray.get(move)
         assert switch["ok"] and switch["new_actor"] == f"{worker['role']}-g1", switch
-        stamps, frames = _frames(44.0, 4)  # the ingress still holds the old (killed) worker: it follows the route
-        advice = transport.upload("edge-1", stamps, [encode_jpeg(f) for f in frames])
-        assert advice.accepted == 4 and advice.versions["car"] >= before  # the model moved with the worker
-        moved = ray.get_actor(switch["new_actor"], namespace=config.executors.namespace)
-        assert ray.get(moved.stats.remote())["share"] == 0.2
+        advice = transport.upload("edge-1", [t], frame_jpeg(t))  # the ingress may still hold the killed actor
+        accepted += advice.accepted
+        moved = ray.get_actor(switch["new_actor"], namespace=ns)
+        stats = ray.get(moved.stats.remote())
+        assert stats["share"] == 0.2 and accepted == t - 40.0  # every upload was taken ...
+        assert stats["jobs"]["edge-1/car"]["buffer"] == buffered + accepted  # ... and none was lost in the move
+        assert advice.versions["car"] >= before.versions["car"]  # the model moved with the worker
         edge = EdgeClient("edge-1", {"car": load_package(server.package).app_model("car", 3)}, transport, input_size=32)
         assert edge.sync() == {"car": advice.versions["car"]}
         transport.close()
     finally:
         with contextlib.suppress(ValueError):  # detached: it would outlive the module
-            ray.kill(ray.get_actor(f"{worker_role(config)}-g1", namespace=config.executors.namespace))
+            ray.kill(ray.get_actor(f"{worker_role(config)}-g1", namespace=ns))
         ray.kill(planner)
