@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("planner", help="run the Planner: re-plan GPU shares every window, make-before-break",
                        description="Start (or attach to) the cluster's Planner actor for a Serve app's config: every "
                        "window it reads measured costs and accuracies, runs Mainstream greedy for inference and "
-                       "RECL slicing for retraining, and moves actors to new GPU shares make-before-break. Prints "
-                       "each round; the plan is also at GET /admin/plan.")
+                       "RECL slicing for retraining, and moves actors to new GPU shares make-before-break. With "
+                       "learning.enabled it also takes over the learning RetrainWorker (role retrain-<worker_name>). "
+                       "Prints each round; the plan is also at GET /admin/plan.")
     p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"), help="the Serve app's config YAML")
     p.add_argument("--window-s", type=float, default=10.0, help="seconds between planning rounds (default 10)")
     p.add_argument("--total-gpu", type=float, default=1.0, help="GPUs the Planner may hand out (default 1)")
