@@ -30,7 +30,7 @@ import dataclasses
 import importlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -254,9 +254,9 @@ class Planner:
             jobs |= retrain_jobs(role, measured["stats"].get(role))
         s = self.settings
         self.teacher = await self._teacher()  # its GPU share is fixed: not the Planner's to hand out
-        plannable = s.total_gpu - s.headroom - float((self.teacher or {}).get("share", 0.0))
+        plannable = self._capacity() - s.headroom - float((self.teacher or {}).get("share", 0.0))
         if plannable < s.floor:
-            raise ValueError(f"nothing left to plan: total_gpu {s.total_gpu} - headroom {s.headroom} - teacher "
+            raise ValueError(f"nothing left to plan: capacity {self._capacity()} - headroom {s.headroom} - teacher "
                              f"share {(self.teacher or {}).get('share')} < floor {s.floor}")
         ctx = PlannerContext(total_gpu=plannable,
                              cameras=tuple(self._demand(c, cfg, rows) for c, cfg in cameras),
@@ -297,7 +297,9 @@ class Planner:
             current = {r: st.share for r, st in self.roles.items()}
             wanted = stable_shares(current, target, min_change=self.settings.min_change, total=ctx.total_gpu,
                                    floors=floors)
-            await self._apply(placeable_shares(current, wanted, free=self._free_gpu(), quantum=self.settings.quantum))
+            down = self._stranded()
+            await self._apply(placeable_shares(current, wanted, free=self._free_gpu(down),
+                                               quantum=self.settings.quantum, down=down), down=down)
             await self._apply_cameras(decision)
             return self.view()
 
@@ -317,15 +319,28 @@ class Planner:
                                  f"beside the old ones, and only {free:.2f} GPU is free")
             return [r.as_dict() for r in await self._apply(target)]
 
-    def _free_gpu(self) -> float:
-        """GPU a new actor can take now: the Planner's unassigned total (less the teacher's share), and
-        what Ray has free."""
-        held = sum(st.share for st in self.roles.values()) + float((self.teacher or {}).get("share", 0.0))
-        free = self.settings.total_gpu - held
+    def _capacity(self) -> float:
+        """GPU the Planner may hand out now: `total_gpu`, or less when the cluster has lost nodes."""
+        total = self.settings.total_gpu
+        return min(total, float(ray.cluster_resources().get("GPU", 0.0))) if self._gpus else total
+
+    def _held(self, down: Collection[str] = ()) -> float:
+        teacher = float((self.teacher or {}).get("share", 0.0))
+        return sum(st.share for r, st in self.roles.items() if r not in down) + teacher
+
+    def _stranded(self) -> set[str]:
+        """Roles whose actor waits for room the cluster no longer has. Only looked for when the plan
+        outgrew the cluster (a node died): an actor restarting in place is Ray's business."""
+        return self.realloc.down_roles(self.roles) if self._held() > self._capacity() + 1e-9 else set()
+
+    def _free_gpu(self, down: Collection[str] = ()) -> float:
+        """GPU a new actor can take now: the Planner's unassigned capacity (less the teacher's share;
+        `down` roles hold nothing), and what Ray has free."""
+        free = self._capacity() - self._held(down)
         return min(free, ray.available_resources().get("GPU", 0.0)) if self._gpus else free
 
-    async def _apply(self, target: Mapping[str, float]) -> list:
-        self.roles, reports = await self.realloc.apply(self.roles, target)
+    async def _apply(self, target: Mapping[str, float], down: Collection[str] = ()) -> list:
+        self.roles, reports = await self.realloc.apply(self.roles, target, down=frozenset(down))
         for rep in reports:
             self.metrics.switches.inc(1, {"role": rep.role, "outcome": "ok" if rep.ok else "failed"})
         self.last_switches = [r.as_dict() for r in reports]
@@ -400,7 +415,7 @@ class Planner:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
                 "last_camera_changes": self.last_camera_changes, "teacher": self.teacher,
-                "total_gpu": self.settings.total_gpu, "updated_at": time.time()}
+                "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time()}
 
     async def current_plan(self) -> dict[str, Any]:
         return self.view()

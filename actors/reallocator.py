@@ -12,6 +12,9 @@ runs them in three phases that keep that order:
    replica pick the new actor up before the old one stops taking calls.
 3. DRAIN + KILL: the old executor refuses new calls (`Draining`, which the ingress retries on the
    current actor) and finishes the running ones; only then is it killed.
+
+A *down* role (its actor waits for a node: `down_roles`) has nothing running to keep beside the new
+actor: it is not checkpointed (a new worker resumes from its durable checkpoint) nor drained.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from stemcell.scheduling.reallocation import Op, actor_name, reallocation_steps
 log = logging.getLogger(__name__)
 
 EXECUTOR, RETRAIN = "executor", "retrain"
+WAITING_STATES = frozenset({"PENDING_CREATION", "RESTARTING", "DEPENDENCIES_UNREADY"})
 WARM_CAMERA = "planner-warm-up"  # a throw-away camera: the warm-up inference leaves real cameras' event state alone
 
 
@@ -84,15 +88,41 @@ class Reallocator:
         except ValueError:
             return None
 
-    async def apply(self, current: Mapping[str, RoleState], target: Mapping[str, float]
-                    ) -> tuple[dict[str, RoleState], list[SwitchReport]]:
+    def down_roles(self, states: Mapping[str, RoleState]) -> set[str]:
+        """Roles whose actor is not running: waiting to be placed or restarted, or gone.
+
+        Read from the GCS's actor table (`ray._private.state`: Ray's public state API needs the
+        dashboard, which deployments may run without); where that cannot be read, no role counts as
+        down, so the Planner falls back to plain make-before-break."""
+        try:
+            from ray._private import state
+        except ImportError:  # pragma: no cover - a Ray without the module
+            return set()
+        down = set()
+        for role, st in states.items():
+            handle = self.handle(st.actor)
+            if handle is None:
+                down.add(role)
+                continue
+            try:
+                info = state.actors(actor_id=handle._actor_id.hex())
+            except Exception:  # noqa: BLE001 - unknown is not down
+                continue
+            if (info or {}).get("State") in WAITING_STATES:
+                down.add(role)
+        return down
+
+    async def apply(self, current: Mapping[str, RoleState], target: Mapping[str, float], *,
+                    down: frozenset[str] | set[str] = frozenset()) -> tuple[dict[str, RoleState], list[SwitchReport]]:
         """Move every role of `current` whose share differs in `target`; roles only in `target` are not
-        created here (roles are added by registering them with their generation-0 actor)."""
+        created here (roles are added by registering them with their generation-0 actor). `down`
+        roles (no running actor) are neither checkpointed nor drained."""
         wanted = {r: s for r, s in target.items() if r in current}
         steps = reallocation_steps({r: (st.generation, st.share) for r, st in current.items()}, wanted)
         started = time.perf_counter()
         created = {s.role: s for s in steps if s.op == Op.CREATE}
-        warm = await asyncio.gather(*(self._create_and_warm(r, current[r], s.actor, s.share) for r, s in created.items()))
+        warm = await asyncio.gather(*(self._create_and_warm(r, current[r], s.actor, s.share, r in down)
+                                      for r, s in created.items()))
         reports: dict[str, SwitchReport] = {}
         states = dict(current)
         for (role, step), (ok, warm_s, error) in zip(created.items(), warm):
@@ -104,14 +134,15 @@ class Reallocator:
         if moved:
             await self._publish(states)  # SWITCH: routes now name the new actors
             await asyncio.sleep(self.grace_s)
-            drains = await asyncio.gather(*(self._drain_and_kill(current[r]) for r in moved))
+            drains = await asyncio.gather(*(self._drain_and_kill(current[r], r in down) for r in moved))
             for role, drain_s in zip(moved, drains):
                 reports[role] = replace(reports[role], drain_s=drain_s, total_s=time.perf_counter() - started)
         for rep in reports.values():
             log.info("reallocation %s", rep.as_dict())
         return states, list(reports.values())
 
-    async def _create_and_warm(self, role: str, old: RoleState, name: str, share: float) -> tuple[bool, float, str]:
+    async def _create_and_warm(self, role: str, old: RoleState, name: str, share: float,
+                               down: bool = False) -> tuple[bool, float, str]:
         started = time.perf_counter()
         factory = self._factories[old.kind]
         handle = previous = None
@@ -119,7 +150,7 @@ class Reallocator:
             if factory is None:
                 raise RuntimeError(f"no factory for {old.kind} actors")
             resume_from = None
-            if old.kind == RETRAIN:  # pause, snapshot weights + Adam state + buffers, resume in the new worker
+            if old.kind == RETRAIN and not down:  # pause, snapshot weights + Adam state + buffers, resume there
                 previous = self.handle(old.actor)
                 resume_from = None if previous is None else await previous.checkpoint.remote(pause=True)
             handle = factory(old.kind, name, share, resume_from)
@@ -147,12 +178,12 @@ class Reallocator:
             await handle.infer.remote(WARM_CAMERA, np.zeros((1, size, size, 3), np.uint8), None)
             await handle.remove_camera.remote(WARM_CAMERA)
 
-    async def _drain_and_kill(self, old: RoleState) -> float:
+    async def _drain_and_kill(self, old: RoleState, down: bool = False) -> float:
         started = time.perf_counter()
         handle = self.handle(old.actor)
         if handle is None:
             return 0.0
-        if old.kind == EXECUTOR:
+        if old.kind == EXECUTOR and not down:  # a waiting actor would only answer once placed
             try:
                 report = await handle.drain.remote(self.drain_timeout_s)
                 if not report.get("drained"):

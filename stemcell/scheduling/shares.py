@@ -14,7 +14,7 @@ import dataclasses
 import math
 import statistics
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +156,7 @@ def measured_latency(problem: ScheduleProblem, segment_names: Sequence[str],
 
 
 def placeable_shares(current: Mapping[str, float], target: Mapping[str, float], *, free: float,
-                     quantum: float) -> dict[str, float]:
+                     quantum: float, down: Collection[str] = ()) -> dict[str, float]:
     """The part of `target` that make-before-break can place now, given `free` unallocated GPU.
 
     Every changed role's new actor runs beside its old one until the switch, so all new shares
@@ -164,10 +164,19 @@ def placeable_shares(current: Mapping[str, float], target: Mapping[str, float], 
     (they free room once done, and are cheap to place); a grow that does not fit whole is cut to
     the largest quantum multiple that still fits above the current share, else left for a later
     round. Roles not in `current` are ignored.
+
+    `down` roles have no running actor (it waits for room the cluster lost with a node), so nothing
+    of theirs needs to keep running beside the new one: they are placed first, at their target or
+    at what fits, whichever is less (at least one quantum), and bring their cameras home.
     """
     out = {r: current[r] for r in target if r in current}
-    changed = [r for r in out if abs(target[r] - current[r]) >= _EPS]
     room = free
+    for role in sorted(r for r in down if r in out):
+        want = min(target[role], math.floor((room + _EPS) / quantum) * quantum)
+        if want >= quantum - _EPS and abs(want - current[role]) >= _EPS:
+            out[role] = round(want, 9)
+            room -= want
+    changed = [r for r in out if r not in down and abs(target[r] - current[r]) >= _EPS]
     for role in sorted(changed, key=lambda r: (target[r] - current[r], r)):  # biggest shrink first
         want = target[role]
         if want > current[role]:

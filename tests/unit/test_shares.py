@@ -146,3 +146,14 @@ def test_placeable_shares_fit_new_actors_beside_the_old_ones() -> None:
     # everything new fits at once: all changes happen
     got = placeable_shares({"a": 0.25, "b": 0.25}, {"a": 0.1, "b": 0.4}, free=0.5, quantum=0.05)
     assert got == {"a": 0.1, "b": 0.4} and sum(got.values()) - 0.5 <= 0.5
+
+
+def test_a_down_role_is_placed_first_at_what_fits() -> None:
+    # a node died: b (0.75) waits for room the cluster no longer has, a (0.75) runs on the survivor
+    current, target = {"a": 0.75, "b": 0.75}, {"a": 0.5, "b": 0.5}
+    assert placeable_shares(current, target, free=0.25, quantum=0.05) == current  # nothing fits beside the old ones
+    assert placeable_shares(current, target, free=0.25, quantum=0.05, down={"b"}) == {"a": 0.75, "b": 0.25}
+    # with more room, the down role takes its target and the rest goes to the others as usual
+    assert placeable_shares(current, target, free=1.0, quantum=0.05, down={"b"}) == {"a": 0.5, "b": 0.5}
+    # less than a quantum free: it stays down (its cameras stay on failover) rather than get nothing
+    assert placeable_shares(current, target, free=0.02, quantum=0.05, down={"b"}) == current
