@@ -205,6 +205,9 @@ def measure(fault: Fault, dep: Deployment, fleet: CameraFleet, cameras: list[str
         t_end = max(t_back, t_cams or t_back)
         time.sleep(SETTLE_S)
     calls, failed_calls = prober.calls, prober.failed
+    # An executor takes a camera back lazily, on the camera's next frame after failback: compare the
+    # state once every camera has been served again, so a camera between hosts is not counted lost.
+    fleet.wait_for_success_after(time.monotonic(), cameras, 10.0)
     outcomes, attempts = fleet.snapshot()
     window = [a for a in attempts if t0 <= a.t <= t_end + SETTLE_S]
     with dep.admin() as admin:
