@@ -425,8 +425,12 @@ PlannerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Plann
 
 
 def get_or_create_planner(serve_config: ServeConfig, settings: PlannerSettings | None = None) -> ActorHandle:
-    """The cluster's single Planner (named, detached when the executors are), created on first use."""
-    ex = serve_config.executors
+    """The cluster's single Planner (named, detached when the executors are), created on first use.
+
+    It runs where the ingress replicas may (`ingress.node_labels`, e.g. the head): control plane
+    beside control plane, so losing a GPU node does not also restart the Planner that must re-plan."""
+    ex, labels = serve_config.executors, serve_config.ingress.node_labels
     return PlannerActor.options(
         name=ACTOR_NAME, namespace=ex.namespace, get_if_exists=True, lifetime="detached" if ex.detached else None,
+        **({"label_selector": dict(labels)} if labels else {}),
     ).remote(serve_config.model_dump(mode="json"), settings)

@@ -46,7 +46,7 @@ def scenario(out: Path) -> None:
     """Run the cluster, write what was observed to `out` (JSON); the test asserts on it."""
     import ray
 
-    from actors.planner import PlannerSettings, get_or_create_planner
+    from actors.planner import ACTOR_NAME, PlannerSettings, get_or_create_planner
     from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, answers_away_from, deploy,
                                     jpeg_frames, node_of_actor, replica_nodes, start_cluster, stop_cluster,
                                     write_serve_config)
@@ -97,7 +97,7 @@ def scenario(out: Path) -> None:
             with Camera(dep.url, dep.camera_tokens[cam], cam) as camera:
                 assert len(camera.infer(frames[1])["results"]) == 1
                 moved_to[cam] = camera.status()["executor"]
-        observed.update(planner_switches_ok=[s["ok"] for s in switches],
+        observed.update(planner_node=node_of_actor(ACTOR_NAME, dep.namespace), planner_switches_ok=[s["ok"] for s in switches],
                         planner_shares={role: st["share"] for role, st in view["roles"].items()},
                         planner_executor_nodes=nodes, camera_executor_after_move=moved_to)
         # A worker node dies (ungracefully) while the cameras stream: its executor restarts on the other
@@ -171,6 +171,7 @@ def test_cameras_are_served_on_every_node(observed: dict) -> None:
 
 def test_planner_shares_span_every_gpu_node(observed: dict) -> None:
     assert observed["planner_switches_ok"] == [True, True]
+    assert observed["planner_node"] == observed["head"]  # beside the ingress (ingress.node_labels), off the GPU nodes
     shares = observed["planner_shares"]
     assert shares == {"stemcell-executor-0": 0.75, "stemcell-executor-1": 0.75}
     assert sum(shares.values()) > 1.0  # no single (1-GPU) node could hold this plan
