@@ -70,11 +70,15 @@ def actor_options(share: float, *, gpus_available: bool, mps: bool | None = None
     return out
 
 
+def label_options(node_labels: Mapping[str, str]) -> dict[str, Any]:
+    """`.options(...)` that keep an actor on nodes carrying all `node_labels` (none: anywhere)."""
+    return {"label_selector": dict(node_labels)} if node_labels else {}
+
+
 def placement_options(placement: str, node_labels: Mapping[str, str]) -> dict[str, Any]:
     """`.options(...)` that place a GPU-owning actor: `spread` over nodes first (a node loss then takes
     one executor, not all), or `pack` (Ray's default); only on nodes with `node_labels` when given."""
-    return {"scheduling_strategy": "SPREAD" if placement == "spread" else "DEFAULT",
-            **({"label_selector": dict(node_labels)} if node_labels else {})}
+    return {"scheduling_strategy": "SPREAD" if placement == "spread" else "DEFAULT", **label_options(node_labels)}
 
 
 def enforce_share(share: float) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from actors.gpu_share import actor_options, placement_options
+from actors.gpu_share import actor_options, label_options, placement_options
 from actors.planner_metrics import PlannerMetrics
 from actors.reallocator import EXECUTOR, RETRAIN, Reallocator, RoleState
 from actors.routed_executor import RoutedExecutor
@@ -432,5 +432,5 @@ def get_or_create_planner(serve_config: ServeConfig, settings: PlannerSettings |
     ex, labels = serve_config.executors, serve_config.ingress.node_labels
     return PlannerActor.options(
         name=ACTOR_NAME, namespace=ex.namespace, get_if_exists=True, lifetime="detached" if ex.detached else None,
-        **({"label_selector": dict(labels)} if labels else {}),
+        **label_options(labels),
     ).remote(serve_config.model_dump(mode="json"), settings)

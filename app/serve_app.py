@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
+from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.executors import ExecutorPool, Overloaded, UnknownCamera
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
@@ -302,7 +303,7 @@ def build_app(args: dict[str, str]) -> serve.Application:
     return StemcellIngress.options(
         num_replicas=ing.num_replicas, max_ongoing_requests=ing.max_ongoing_requests,
         max_queued_requests=ing.max_queued_requests,
-        ray_actor_options={"num_cpus": ing.num_cpus, **({"label_selector": dict(ing.node_labels)} if ing.node_labels else {})},
+        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 
