@@ -34,7 +34,6 @@ from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool, Overloaded, UnknownCamera
 from app.service import read_routes
 from stemcell.serve_config import OracleTeacherSection, ServeConfig
-from stemcell.world import WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps
     if camera_id not in oracle.cameras:
         raise ValueError(f"camera {camera_id!r} has no world camera for the oracle teacher: "
                          f"add it to learning.teacher_oracle.cameras")
-    world = WorldConfig(**oracle.world)
+    world = oracle.world_config
     if min(timestamps) < 0 or round(max(timestamps) * world.fps) >= world.num_frames:
         raise ValueError(f"the oracle teacher labels video times in [0, {world.duration_s:g}) s of the world "
                          f"camera; got ts {min(timestamps):g}..{max(timestamps):g}")

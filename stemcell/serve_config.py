@@ -84,9 +84,13 @@ class OracleTeacherSection(_Strict):
             raise ValueError(f"not a world setting: {exc}") from exc
         return normalised
 
+    @property
+    def world_config(self) -> WorldConfig:
+        return WorldConfig(**self.world)
+
     @model_validator(mode="after")
     def _cameras_exist(self) -> OracleTeacherSection:
-        count = WorldConfig(**self.world).num_cameras
+        count = self.world_config.num_cameras
         wrong = {cid: i for cid, i in self.cameras.items() if not 0 <= i < count}
         if wrong:
             raise ValueError(f"world cameras {wrong} outside [0, {count}) (world.num_cameras = {count})")
