@@ -1,0 +1,280 @@
+"""Merging layers whose weights differ: greedy choice, tied weights, joint retraining, rollback.
+
+Models fine-tuned per app or per camera hold matching layers (`stemcell.sharing.matching`) with
+different weights, so they cannot be stored once as they are. Gemel's answer, followed here:
+1. candidates: a group of matching units, one per model (k-th unit of a signature in each model);
+2. greedy: try the candidate that saves the most bytes first (memory is dominated by few big layers);
+3. tie: every member points at one module (one `nn.Parameter` per tensor, one copy in memory),
+   initialised from the first member's weights;
+4. retrain jointly every model that shares anything with the group, for at most `max_epochs`,
+   checking held-out accuracy after each epoch; keep the merge as soon as every model is within
+   `tolerance_points` of its unmerged accuracy (or its explicit target), otherwise roll back to the
+   checkpoint taken before the step;
+5. stop when no candidate is left or the time budget is spent.
+Tied segments are byte-identical afterwards, so the `ModuleStore` of a stem tree stores them once
+and the executors' memory accounting reflects the merge without any special case.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from stemcell.models import AppModel
+from stemcell.sharing.matching import Unit, model_units
+from stemcell.training.loop import balanced_pos_weight, batched
+
+log = logging.getLogger(__name__)
+Member = tuple[int, str]  # (model index, unit path)
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """One model's labelled frames: what its learner buffers or M-Trainer already holds."""
+
+    train_x: torch.Tensor  # model inputs (N, C, H, W)
+    train_y: torch.Tensor  # 0/1 float targets (N, outputs)
+    val_x: torch.Tensor  # held-out inputs: accuracy targets are checked here
+    val_y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    tolerance_points: float = 1.0  # target = unmerged held-out accuracy - this (accuracy in points)
+    max_epochs: int = 3  # joint-retraining epochs per merge step (the bound)
+    lr: float = 1e-3
+    batch_size: int = 32
+    budget_s: float = 600.0  # wall-clock budget of the whole merge
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Units that can become one: same signature, one per model."""
+
+    signature: str  # their common `layer_signature`
+    members: tuple[Member, ...]  # (model index, unit path), in model order
+    unit_bytes: int  # bytes of one copy
+
+    @property
+    def bytes_saved(self) -> int:
+        return self.unit_bytes * (len(self.members) - 1)
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    candidate: Candidate
+    accepted: bool  # kept (True) or rolled back (False)
+    epochs: int  # joint-retraining epochs run
+    models: tuple[int, ...]  # every model retrained and checked (those sharing anything with the group)
+    accuracy: tuple[float, ...]  # held-out accuracy reached by each of `models`, points
+    targets: tuple[float, ...]  # their targets, points
+    seconds: float
+    reason: str  # "target met" | "target missed" | "budget"
+
+
+@dataclass
+class MergeResult:
+    models: list[AppModel]  # the merged models (tied units are shared module objects)
+    groups: list[Candidate]  # accepted merges, in order
+    steps: list[MergeStep]  # every attempt, accepted or not
+    baseline: tuple[float, ...]  # unmerged held-out accuracy per model, points
+    targets: tuple[float, ...]  # per-model accuracy target, points
+    accuracy: tuple[float, ...]  # held-out accuracy after merging, points
+    stopped: str  # "no candidates" | "budget"
+    seconds: float = 0.0
+    failed: list[Candidate] = field(default_factory=list)  # rolled back
+
+
+def merge_candidates(units: Sequence[Sequence[Unit]], exclude: frozenset[Member] = frozenset()) -> list[Candidate]:
+    """Every candidate group, most bytes saved first (the greedy order; ties by first position).
+
+    The k-th unit with a signature in each model forms one group, so a model never shares a unit with
+    itself and models from different bases that share structure group by position within it.
+    """
+    groups: dict[tuple[str, int], list[tuple[Member, int]]] = defaultdict(list)
+    first_seen: dict[tuple[str, int], int] = {}
+    for i, model_units_ in enumerate(units):
+        seen: dict[str, int] = defaultdict(int)
+        for pos, u in enumerate(model_units_):
+            key = (u.signature, seen[u.signature])
+            seen[u.signature] += 1
+            if (i, u.path) not in exclude:
+                groups[key].append(((i, u.path), u.bytes))
+                first_seen.setdefault(key, pos)
+    out = [Candidate(sig, tuple(m for m, _ in members), members[0][1])
+           for (sig, k), members in groups.items() if len(members) > 1]
+    return sorted(out, key=lambda c: (-c.bytes_saved, first_seen[(c.signature, 0)], c.signature))
+
+
+def get_unit(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+def set_unit(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def tie(models: Sequence[nn.Module], candidate: Candidate) -> nn.Module:
+    """Point every member at the first member's module: afterwards they are one set of tensors."""
+    (i0, p0), *rest = candidate.members
+    shared = get_unit(models[i0], p0)
+    for i, path in rest:
+        set_unit(models[i], path, shared)
+    return shared
+
+
+def give_own_copy(models: Sequence[nn.Module], members: Sequence[Member]) -> None:
+    """Replace each member's (shared) unit by its own copy of the current weights."""
+    for i, path in members:
+        set_unit(models[i], path, copy.deepcopy(get_unit(models[i], path)))
+
+
+def sharing_closure(groups: Sequence[Candidate], start: set[int]) -> list[int]:
+    """Models that share a unit, directly or through others, with any of `start`: retraining one of
+    them changes weights the others use, so they are retrained and checked together."""
+    closure = set(start)
+    changed = True
+    while changed:
+        changed = False
+        for g in groups:
+            ids = {i for i, _ in g.members}
+            if ids & closure and not ids <= closure:
+                closure |= ids
+                changed = True
+    return sorted(closure)
+
+
+@torch.no_grad()
+def accuracy_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Held-out frame accuracy in points (logit > 0 means present)."""
+    was_training = model.training
+    model.eval()
+    logits = batched(model, x)
+    model.train(was_training)
+    return 100.0 * float(((logits > 0).float() == y).float().mean())
+
+
+def train_jointly(models: Sequence[nn.Module], data: Sequence[ModelData], epochs: int, cfg: MergeConfig,
+                  generator: torch.Generator, frozen: Sequence[nn.Module] = ()) -> None:
+    """`epochs` passes of summed per-model BCE, one Adam over the union of their parameters.
+
+    Shared tensors get the gradient of every model using them (autograd sums them), which is what
+    makes one set of weights serve all. `frozen` modules keep their weights and BatchNorm statistics.
+    """
+    frozen_params = [p for m in frozen for p in m.parameters() if p.requires_grad]
+    frozen_ids = {id(p) for p in frozen_params}
+    params = list({id(p): p for m in models for p in m.parameters() if id(p) not in frozen_ids}.values())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    losses = [nn.BCEWithLogitsLoss(pos_weight=balanced_pos_weight(d.train_y)) for d in data]
+    steps = max(math.ceil(len(d.train_x) / cfg.batch_size) for d in data)
+    for m in models:
+        m.train()
+    for m in frozen:
+        m.eval()
+    for p in frozen_params:
+        p.requires_grad_(False)
+    try:
+        for _ in range(epochs):
+            orders = [torch.randperm(len(d.train_x), generator=generator) for d in data]
+            for s in range(steps):
+                total = torch.zeros(())
+                for m, d, order, loss_fn in zip(models, data, orders, losses):
+                    idx = order[(s * cfg.batch_size) % len(order):][: cfg.batch_size]
+                    total = total + loss_fn(m(d.train_x[idx]), d.train_y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+    finally:
+        for p in frozen_params:
+            p.requires_grad_(True)
+        for m in models:
+            m.eval()
+
+
+class JointMerger:
+    """Greedy joint-retraining merge of models fine-tuned from one or more bases sharing structure.
+
+    The engine holds no actor state: an actor (or a benchmark) builds it with the models and their
+    data, calls `run()`, and ships `MergeResult.models` to the executors.
+    """
+
+    def __init__(self, models: Sequence[AppModel], data: Sequence[ModelData], cfg: MergeConfig | None = None, *,
+                 targets: Sequence[float] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if len(models) != len(data):
+            raise ValueError(f"{len(models)} models but {len(data)} data sets")
+        self.cfg = cfg or MergeConfig()
+        self.models = list(models)
+        self.data = list(data)
+        self.clock = clock
+        self.baseline = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(self.models, self.data))
+        self.targets = tuple(targets) if targets is not None else tuple(
+            b - self.cfg.tolerance_points for b in self.baseline)
+        self._generator = torch.Generator().manual_seed(self.cfg.seed)
+
+    def run(self) -> MergeResult:
+        started = self.clock()
+        units = [model_units(str(i), m) for i, m in enumerate(self.models)]
+        candidates = merge_candidates(units)
+        if not candidates:
+            log.info("no matching layers among %d models: nothing to merge, models left alone", len(self.models))
+        groups: list[Candidate] = []
+        steps: list[MergeStep] = []
+        stopped = "no candidates"
+        for candidate in candidates:
+            if self.clock() - started >= self.cfg.budget_s:
+                stopped = "budget"
+                break
+            step = self._try(candidate, groups, started)
+            steps.append(step)
+            if step.accepted:
+                groups.append(candidate)
+            if step.reason == "budget":
+                stopped = "budget"
+                break
+        accuracy = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(self.models, self.data))
+        return MergeResult(self.models, groups, steps, self.baseline, self.targets, accuracy, stopped,
+                           self.clock() - started, [s.candidate for s in steps if not s.accepted])
+
+    def _try(self, candidate: Candidate, groups: Sequence[Candidate], started: float) -> MergeStep:
+        """Checkpoint, tie, retrain epoch by epoch until every target holds; roll back otherwise."""
+        t0 = self.clock()
+        ids = sharing_closure([*groups, candidate], {i for i, _ in candidate.members})
+        checkpoint = copy.deepcopy([self.models[i] for i in ids])  # one deepcopy keeps ties among them
+        tie(self.models, candidate)
+        models = [self.models[i] for i in ids]
+        data = [self.data[i] for i in ids]
+        targets = tuple(self.targets[i] for i in ids)
+        reached: tuple[float, ...] = ()
+        reason, epochs = "target missed", 0
+        while epochs < self.cfg.max_epochs:
+            if self.clock() - started >= self.cfg.budget_s:
+                reason = "budget"
+                break
+            train_jointly(models, data, 1, self.cfg, self._generator)
+            epochs += 1
+            reached = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(models, data))
+            if all(a >= t for a, t in zip(reached, targets)):
+                reason = "target met"
+                break
+        accepted = reason == "target met"
+        if not accepted:
+            for i, original in zip(ids, checkpoint):
+                self.models[i] = original
+            worst = min(range(len(ids)), key=lambda k: reached[k] - targets[k]) if reached else None
+            log.warning(
+                "merge of %s over models %s rolled back (%s) after %d epochs%s", candidate.members[0][1], ids, reason,
+                epochs, f": model {ids[worst]} reached {reached[worst]:.1f} points < target {targets[worst]:.1f}"
+                if worst is not None else "")
+        else:
+            log.info("merged %s across %d models (saves %d bytes) after %d epochs", candidate.members[0][1],
+                     len(candidate.members), candidate.bytes_saved, epochs)
+        return MergeStep(candidate, accepted, epochs, tuple(ids), reached, targets, self.clock() - t0, reason)

@@ -1,0 +1,156 @@
+"""Matching rules, greedy order, joint-retraining merge with rollback, tied tensors, incremental undo."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from stemcell.models import build_base, make_app_model
+from stemcell.sharing import StemTree
+from stemcell.sharing.joint_merge import JointMerger, MergeConfig, ModelData, merge_candidates
+from stemcell.sharing.matching import layer_signature, match_report, model_units
+from stemcell.sharing.merger import module_bytes
+from stemcell.sharing.remerge import LiveMerge
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _models(n: int, seeds: tuple[int, ...] = (0,)):
+    """`n` full-network (branchpoint 0) tiny_cnn apps, alternating over bases built with `seeds`."""
+    bases = [build_base("tiny_cnn", seed=s) for s in seeds]
+    out = []
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        out.append(make_app_model(bases[i % len(bases)], 0, num_outputs=1))
+    return out
+
+
+def _data(i: int, n: int = 48, size: int = 16) -> ModelData:
+    """Model i detects 'channel i%3 brighter than the others' on random images: learnable, per-model."""
+    g = torch.Generator().manual_seed(i)
+    x = torch.randn(2 * n, 3, size, size, generator=g)
+    c = i % 3
+    y = (x[:, c].mean((1, 2)) > x.mean((1, 2, 3))).float()[:, None]
+    return ModelData(x[:n], y[:n], x[n:], y[n:])
+
+
+def test_layers_match_on_type_shape_and_hyper_parameters_not_values() -> None:
+    a = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+    b = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+    assert not torch.equal(a.weight, b.weight)
+    assert layer_signature(a) == layer_signature(b)  # different weights still match
+    assert layer_signature(a) != layer_signature(nn.Conv2d(16, 32, 3, stride=1, padding=1, bias=False))  # stride
+    assert layer_signature(a) != layer_signature(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=True))  # bias
+    assert layer_signature(a) != layer_signature(nn.Conv2d(16, 48, 3, stride=2, padding=1, bias=False))  # shape
+    assert layer_signature(nn.BatchNorm2d(8)) != layer_signature(nn.BatchNorm2d(8, eps=1e-3))  # hyper-parameter
+    assert layer_signature(nn.BatchNorm2d(8)) != layer_signature(nn.InstanceNorm2d(8, affine=True))  # type
+
+
+def test_match_report_pairs_and_workload_against_hand_count() -> None:
+    tiny = _models(2, seeds=(0, 1))
+    mobile = {"m": make_app_model(build_base("mobilenet_v3_small"), 0, num_outputs=1)}
+    report = match_report({"a": tiny[0], "b": tiny[1], **mobile})
+    full = sum(module_bytes(s) for s in tiny[0].upper)
+    ab = next(p for p in report.pairs if (p.a, p.b) == ("a", "b"))
+    assert ab.matched_units == 6 and ab.shareable_bytes == full and ab.savings == pytest.approx(0.5)
+    am = next(p for p in report.pairs if (p.a, p.b) == ("a", "m"))
+    assert am.shareable_bytes == 0  # no segment of tiny_cnn matches mobilenet's
+    m_bytes = sum(module_bytes(s) for s in mobile["m"].upper)
+    assert report.workload.bytes_no_sharing == 2 * full + m_bytes
+    assert report.workload.bytes_max_sharing == full + m_bytes
+    # at layer granularity different architectures share some layers (e.g. a BatchNorm of equal width)
+    layer = match_report({"a": tiny[0], **mobile}, "layer")
+    assert layer.pairs[0].shareable_bytes > 0
+
+
+def test_greedy_order_is_by_bytes_saved_and_groups_one_unit_per_model() -> None:
+    models = _models(3)
+    units = [model_units(str(i), m) for i, m in enumerate(models)]
+    candidates = merge_candidates(units)
+    saved = [c.bytes_saved for c in candidates]
+    assert saved == sorted(saved, reverse=True)
+    assert candidates[0].members == ((0, "upper.5"), (1, "upper.5"), (2, "upper.5"))  # conv6 is the largest
+    assert all(len({i for i, _ in c.members}) == len(c.members) for c in candidates)
+    # a model excluded from one unit leaves the rest of that group standing (2 members save 1 copy)
+    partial = merge_candidates(units, exclude=frozenset({(2, "upper.5")}))
+    top = next(c for c in partial if c.signature == candidates[0].signature)
+    assert top.bytes_saved == candidates[0].unit_bytes
+
+
+def test_merge_ties_one_tensor_and_the_store_keeps_it_once() -> None:
+    models = _models(3, seeds=(0, 1))
+    data = [_data(i) for i in range(3)]
+    result = JointMerger(models, data, MergeConfig(max_epochs=2, tolerance_points=100.0)).run()
+    assert result.stopped == "no candidates" and len(result.groups) == 6 and not result.failed
+    m = result.models
+    for s in range(6):
+        assert m[0].upper[s] is m[1].upper[s] is m[2].upper[s]
+        w = [mm.upper[s][0].weight for mm in m]
+        assert w[0] is w[1] is w[2] and w[0].data_ptr() == w[2].data_ptr()
+    tree = StemTree(6)
+    for i, model in enumerate(m):
+        tree.add(("cam", str(i)), model)
+    backbone = sum(module_bytes(s) for s in m[0].upper)
+    heads = sum(module_bytes(mm.head) for mm in m)
+    assert tree.store.bytes() == backbone + heads  # the merged backbone is stored once
+
+
+def test_missed_target_rolls_back_to_the_checkpoint(caplog: pytest.LogCaptureFixture) -> None:
+    models = _models(2)
+    data = [_data(i) for i in range(2)]
+    before = [copy.deepcopy(m.state_dict()) for m in models]
+    targets = (0.0, 101.0)  # model 1 can never reach 101 points: every merge must be rolled back
+    with caplog.at_level(logging.WARNING):
+        result = JointMerger(models, data, MergeConfig(max_epochs=1), targets=targets).run()
+    assert not result.groups and len(result.failed) == 6
+    assert all(s.reason == "target missed" and s.epochs == 1 and len(s.accuracy) == 2 for s in result.steps)
+    for model, state in zip(result.models, before):
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, state[k]), k  # weights and BatchNorm statistics restored
+    assert result.models[0].upper[5] is not result.models[1].upper[5]
+    assert "rolled back" in caplog.text and "< target 101.0" in caplog.text
+
+
+def test_budget_stops_the_merge_and_reports_it() -> None:
+    ticks = iter(range(0, 1000, 10))
+    result = JointMerger(_models(2), [_data(i) for i in range(2)], MergeConfig(budget_s=25.0, max_epochs=5),
+                         targets=(101.0, 101.0), clock=lambda: float(next(ticks))).run()
+    assert result.stopped == "budget"
+    assert result.steps[-1].reason == "budget" and not result.groups
+
+
+def test_models_without_matching_layers_are_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    tiny = _models(1)[0]
+    mobile = make_app_model(build_base("mobilenet_v3_small"), 0, num_outputs=1)
+    data = [_data(0, size=32), _data(1, size=32)]
+    with caplog.at_level(logging.INFO):
+        result = JointMerger([tiny, mobile], data).run()
+    assert not result.steps and result.accuracy == result.baseline
+    assert "no matching layers" in caplog.text
+
+
+def test_incremental_update_keeps_shared_units_and_undo_gives_own_copies() -> None:
+    models = _models(3)
+    data = [_data(i) for i in range(3)]
+    result = JointMerger(models, data, MergeConfig(max_epochs=1, tolerance_points=100.0)).run()
+    live = LiveMerge.from_result(result)
+    shared = copy.deepcopy(live.models[0].upper.state_dict())
+    own_head = live.models[0].head.fc.weight.detach().clone()
+    live.update(0, _data(10), epochs=1)
+    for k, v in live.models[0].upper.state_dict().items():
+        assert torch.equal(v, shared[k]), k  # shared weights and BN statistics untouched
+    assert not torch.equal(live.models[0].head.fc.weight, own_head)  # its own layers did train
+    # fresh samples on which model 2 is wrong everywhere: its merges are undone, nothing else restarts
+    x, y = data[2].val_x, data[2].val_y
+    live.targets = (0.0, 0.0, 50.0)
+    wrong = 1.0 - (live.models[2](x) > 0).float().detach()
+    undone = live.check({0: (x, y), 2: (x, wrong)})
+    assert len(undone) == 6 and live.counts().undone == 6 and live.counts().groups == 6
+    assert live.models[2].upper[5] is not live.models[0].upper[5]  # model 2 got its own copy back
+    assert live.models[0].upper[5] is live.models[1].upper[5]  # the others still share: no restart
+    assert torch.equal(live.models[2].upper[5][0].weight, live.models[0].upper[5][0].weight)
+    assert all(len(g.members) == 2 for g in live.groups)
+    assert live.counts().updates == 1 and live.counts().checks == 1
