@@ -233,13 +233,17 @@ class StemTree:
                 continue
             inp = act if len(rows) == len(here) else act.index_select(0, _positions(here, rows, act.device))
             started = self._tick(sync)
-            result = child.module(inp)
+            result = self._call(child, inp)
             if observer is not None:
                 observer(child, result, self._tick(sync) - started)
             if child.depth == self.num_segments:
                 self._emit(child, result, rows, wanted, out)
             else:
                 self._run(child, result, node_rows, wanted, out, observer, sync)
+
+    def _call(self, node: TreeNode, x: torch.Tensor) -> torch.Tensor:
+        """Run one node (a subclass may fetch its weights first: `stemcell.sharing.swapping`)."""
+        return node.module(x)
 
     def _tick(self, sync: bool) -> float:
         if sync:
