@@ -21,6 +21,7 @@ from typing import Literal
 from torch import nn
 
 from stemcell.models import AppModel
+from stemcell.package import MPackage
 from stemcell.sharing.merger import module_bytes
 
 Granularity = Literal["layer", "segment"]
@@ -120,3 +121,8 @@ def match_report(models: Mapping[str, AppModel], granularity: Granularity = "seg
     max_sharing = sum(size[s] * n for s, n in copies.items())
     workload = WorkloadShare(len(models), no_sharing, max_sharing, 1 - max_sharing / no_sharing if no_sharing else 0.0)
     return MatchReport(granularity, tuple(pairs), workload)
+
+
+def package_models(package: MPackage) -> dict[str, AppModel]:
+    """Every candidate of an M-Package as `app@branchpoint`: the workload `match_report` reads."""
+    return {f"{c.app}@{c.branchpoint}": package.app_model(c.app, c.branchpoint) for c in package.manifest.candidates}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,11 @@ from torch import nn
 from stemcell.models import build_base, make_app_model
 from stemcell.sharing import StemTree
 from stemcell.sharing.joint_merge import JointMerger, MergeConfig, ModelData, merge_candidates
-from stemcell.sharing.matching import layer_signature, match_report, model_units
+from stemcell.package import load_package
+from stemcell.sharing.matching import layer_signature, match_report, model_units, package_models
 from stemcell.sharing.merger import module_bytes
 from stemcell.sharing.remerge import LiveMerge
+from tests.helpers.builders import tiny_package
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,6 +67,16 @@ def test_match_report_pairs_and_workload_against_hand_count() -> None:
     # at layer granularity different architectures share some layers (e.g. a BatchNorm of equal width)
     layer = match_report({"a": tiny[0], **mobile}, "layer")
     assert layer.pairs[0].shareable_bytes > 0
+
+
+def test_match_report_over_an_m_package(tmp_path: Path) -> None:
+    tiny_package(tmp_path, branchpoints=(0, 3), apps=("car", "person"))
+    models = package_models(load_package(tmp_path))
+    assert sorted(models) == ["car@0", "car@3", "person@0", "person@3"]
+    report = match_report(models)
+    assert len(report.pairs) == 6 and all(p.matched_units == 6 for p in report.pairs)  # one base: all match
+    one = sum(module_bytes(s) for s in models["car@0"].upper)
+    assert report.workload.bytes_max_sharing == one
 
 
 def test_greedy_order_is_by_bytes_saved_and_groups_one_unit_per_model() -> None:
