@@ -60,7 +60,21 @@ def _staging(sizes: Sequence[int], slots: int = 2) -> int:
 
 def plan_residency(items: Sequence[LayerUse], cap_bytes: int, slots: int = 2) -> ResidencyPlan:
     """Most-used first (then smallest, so more uses fit per byte): keep an item resident while the
-    resident bytes plus the staging buffers the remaining swapped items need stay within the cap."""
+    resident bytes plus the staging buffers the remaining swapped items need stay within the cap.
+
+    When `slots` staging buffers do not fit, fewer are planned (1: no copy/compute overlap) before
+    giving up: a slower plan beats no plan.
+    """
+    for n in range(slots, 0, -1):
+        try:
+            return _plan(items, cap_bytes, n)
+        except MemoryCapTooSmall:
+            if n == 1:
+                raise
+    raise ValueError(f"slots must be >= 1, got {slots}")
+
+
+def _plan(items: Sequence[LayerUse], cap_bytes: int, slots: int) -> ResidencyPlan:
     resident: set[str] = set()
     used = 0
     for item in sorted(items, key=lambda i: (-i.uses, i.bytes, i.key)):
@@ -200,7 +214,7 @@ class SwappingStemTree(StemTree):
             assert self._queue and self._queue[0] is node, "swapped nodes must run in the planned order"
             (tensors,) = self._copier.ready(*self._inflight.pop(node))
             self._queue.popleft()
-            if self._queue:  # overlap: the next swapped layer copies while this one computes
+            if self._queue and self.plan.slots > 1:  # overlap: the next layer copies while this one computes
                 nxt = self._queue[0]
                 self._inflight[nxt] = self._copier.start([self._host[nxt.digest]])
                 self.swap_log.append(nxt)
@@ -229,10 +243,7 @@ class ModelSwapExecutor:
         self._host = {key: [self._copier.host(n.module) for n in path] for key, path in paths.items()}
         items = [LayerUse(f"{k[0]}/{k[1]}", sum(t.numel() * t.element_size() for h in hs for t in h.values()), 1)
                  for k, hs in self._host.items()]
-        try:
-            self.plan = plan_residency(items, cap_bytes)
-        except MemoryCapTooSmall:
-            self.plan = plan_residency(items, cap_bytes, slots=1)
+        self.plan = plan_residency(items, cap_bytes)
         self._resident = {k: [self._copier.resident(n.module) for n in p] for k, p in paths.items()
                           if f"{k[0]}/{k[1]}" in self.plan.resident}
         self._paths = paths

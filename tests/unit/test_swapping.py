@@ -49,8 +49,10 @@ def test_plan_keeps_most_used_resident_within_the_cap() -> None:
             if sum(i.bytes for i in chosen) + sum(rest) <= 700:
                 best = max(best, sum(i.uses for i in chosen))
     assert sum(i.uses for i in items if i.key in plan.resident) == best
+    one = plan_residency(items, cap_bytes=500)  # two in flight (400 + 150) do not fit: one at a time
+    assert one.slots == 1 and one.peak_bytes <= 500 and one.resident == {"stem"}
     with pytest.raises(MemoryCapTooSmall):
-        plan_residency(items, cap_bytes=500)  # even swapping everything needs 400 + 150 in flight
+        plan_residency(items, cap_bytes=350)  # the largest layer alone exceeds the cap
 
 
 def test_swap_order_is_the_execution_order_and_results_equal_resident() -> None:

@@ -1,0 +1,252 @@
+"""Merging layers whose weights differ (Gemel-style joint retraining), and swapping what still does not fit.
+
+Workload: per-camera apps ("is a car / a person present", one model per camera and app), each
+fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) from one of two bases
+(tiny_cnn pretrained on the synthetic world with two seeds: same structure, different weights).
+Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
+(`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
+and keeps a merge only if every model stays within 1 point of its unmerged held-out accuracy.
+Accuracy is checked on a validation split during the merge and *reported* on a separate test split.
+
+Swapping: under a memory cap of half the merged bytes, layer swapping (most-used layers resident,
+the rest copied per batch in execution order, prefetching) against whole-model swapping (the seed's
+baseline) and everything resident.
+
+    python benchmarks/merging_joint.py --quick --out /tmp/mj.json
+    python benchmarks/merging_joint.py --out results/merging_joint.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.plotting import plt
+from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.sharing import StemTree, module_bytes
+from stemcell.sharing.joint_merge import JointMerger, MergeConfig, MergeResult, ModelData, accuracy_points
+from stemcell.sharing.matching import match_report
+from stemcell.sharing.swapping import MemoryCapTooSmall, ModelSwapExecutor, SwappingStemTree
+from stemcell.training import LabelledFrames, pretrain_base, world_frames
+from stemcell.training.loop import fit_bce
+from stemcell.world import CLASSES, World, WorldConfig
+
+APPS = ("car", "person")
+CAMERAS = 3
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (a few minutes on 2 cores)")
+    p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
+    p.add_argument("--frames", type=int, help="frames per camera (default 600, 160 with --quick)")
+    p.add_argument("--size", type=int, help="input resolution (default 96, 64 with --quick)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 4 with --quick)")
+    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
+    p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
+    p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 10 quick)")
+    return p.parse_args()
+
+
+def _split(frames: LabelledFrames, chunk: int) -> tuple[LabelledFrames, LabelledFrames]:
+    """Held-out frames into validation (merge decisions) and test (reported), by whole time chunks."""
+    even = (frames.indices // chunk) % 2 == 0
+    return frames.subset(even), frames.subset(~even)
+
+
+def _model_data(train: LabelledFrames, val: LabelledFrames, test: LabelledFrames, camera: int, app: str,
+                size: int) -> tuple[ModelData, tuple[torch.Tensor, torch.Tensor]]:
+    c = CLASSES.index(app)
+
+    def xy(f: LabelledFrames) -> tuple[torch.Tensor, torch.Tensor]:
+        mine = f.subset(f.cameras == camera)
+        return to_input(mine.frames, size), torch.from_numpy(mine.presence[:, c].astype(np.float32))[:, None]
+
+    (tx, ty), (vx, vy) = xy(train), xy(val)
+    return ModelData(tx, ty, vx, vy), xy(test)
+
+
+def _finetune(base: SegmentedNet, data: ModelData, epochs: int, seed: int) -> AppModel:
+    """Every segment and a new head train (branchpoint 0): the per-camera model shares no bytes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_app_model(base, 0, num_outputs=1)
+    model.train()
+    fit_bce(model, model.parameters(), data.train_x, data.train_y, epochs=epochs, lr=1e-3, batch_size=32, seed=seed)
+    return model.eval()
+
+
+def _store_bytes(models: Sequence[AppModel]) -> int:
+    """What a stem tree's content-addressed store holds for these models (executors' accounting)."""
+    tree = StemTree(models[0].branchpoint + len(models[0].upper))
+    for i, m in enumerate(models):
+        tree.add((f"cam{i}", "app"), m)
+    return tree.store.bytes()
+
+
+def _fps(run: Callable[[], object], frames: int, iters: int, device: torch.device) -> float:
+    for _ in range(2):
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return frames * iters / (time.perf_counter() - t0)
+
+
+def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: int, iters: int,
+              size: int) -> dict[str, object]:
+    """Frames/s of the merged models: all resident, layer swapping and whole-model swapping under `cap`."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    segments = len(models[0].upper)
+    resident, layer, host = StemTree(segments, device), SwappingStemTree(segments, device, cap), StemTree(segments)
+    for key, m in zip(keys, models):
+        for tree in (resident, layer, host):
+            tree.add(key, m)
+    per_camera = 8
+    cams = [f"cam{c}" for c in range(CAMERAS) for _ in range(per_camera)]
+    x = torch.rand(len(cams), 3, size, size)
+    rows = resident.rows_for_cameras(cams)
+    try:
+        model_swap = ModelSwapExecutor(host, device, cap)
+        model_cap = cap
+    except MemoryCapTooSmall:  # not one whole model fits: the baseline needs at least the largest model
+        model_cap = max(sum(module_bytes(n.module) for n in host.path(k)) for k in host.keys())
+        model_swap = ModelSwapExecutor(host, device, model_cap)
+    want, got_layer, got_model = resident.forward(x, rows), layer.forward(x, rows), model_swap.forward(x, rows)
+    for key in want:
+        torch.testing.assert_close(got_layer[key], want[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got_model[key], want[key], rtol=1e-4, atol=1e-5)
+    out = {
+        "device": str(device),
+        "swap_cap_bytes": cap,
+        "model_swap_cap_bytes": model_cap,
+        "fps_resident": _fps(lambda: resident.forward(x, rows), len(x), iters, device),
+        "fps_layer_swap": _fps(lambda: layer.forward(x, rows), len(x), iters, device),
+        "fps_model_swap": _fps(lambda: model_swap.forward(x, rows), len(x), iters, device),
+        "layer_swap_resident_bytes": layer.plan.resident_bytes if layer.plan else 0,
+        "layer_swap_peak_bytes": layer.plan.peak_bytes if layer.plan else 0,
+        "model_swap_slots": model_swap.plan.slots,
+    }
+    layer_before, model_before = layer.copied_bytes, model_swap.copied_bytes
+    layer.forward(x, rows)
+    model_swap.forward(x, rows)
+    out["layer_swap_bytes_per_batch"] = layer.copied_bytes - layer_before
+    out["model_swap_bytes_per_batch"] = model_swap.copied_bytes - model_before
+    return out
+
+
+def _row(n: int, unmerged: Sequence[AppModel], result: MergeResult, tests: Sequence[tuple[torch.Tensor, ...]],
+         test_before: Sequence[float]) -> dict[str, object]:
+    test_after = [accuracy_points(m, x, y) for m, (x, y) in zip(result.models, tests)]
+    drops = [b - a for b, a in zip(test_before, test_after)]
+    return {
+        "models": n,
+        "bytes_unmerged": sum(module_bytes(m) for m in unmerged),
+        "bytes_identical_only": _store_bytes(unmerged),
+        "bytes_joint": _store_bytes(result.models),
+        "accuracy_drop_max": max(drops),
+        "accuracy_drop_max_val": max(b - a for b, a in zip(result.baseline, result.accuracy)),
+        "merges_accepted": len(result.groups),
+        "merges_rolled_back": len(result.failed),
+        "merge_s": result.seconds,
+        "stopped": result.stopped,
+    }
+
+
+def main() -> None:
+    args = _parse()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    q = args.quick
+    size = args.size or (64 if q else 96)
+    frames = args.frames or (160 if q else 600)
+    epochs = args.epochs or (4 if q else 8)
+    cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800))
+    iters = args.swap_iters or (10 if q else 50)
+    torch.manual_seed(0)
+
+    world = World(WorldConfig(seed=0, num_cameras=CAMERAS))
+    train, held = world_frames(world, range(CAMERAS), frames, val_fraction=0.4, seed=0)
+    val, test = _split(held, chunk=int(20 * world.config.fps))
+    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=2 if q else 6, lr=1e-3, batch_size=32, seed=s)
+             for s in (0, 1)]
+    specs = [(cam, app) for cam in range(CAMERAS) for app in APPS]
+    data, tests, models = [], [], []
+    for k, (cam, app) in enumerate(specs):
+        d, t = _model_data(train, val, test, cam, app, size)
+        data.append(d)
+        tests.append(t)
+        models.append(_finetune(bases[APPS.index(app)], d, epochs, seed=k))
+    names = [f"cam{c}/{a}" for c, a in specs]
+    test_before = [accuracy_points(m, x, y) for m, (x, y) in zip(models, tests)]
+
+    report = {g: match_report(dict(zip(names, models)), g) for g in ("layer", "segment")}
+    print_table([{"a": p.a, "b": p.b, "matched": p.matched_units, "of": p.units_a,
+                  "shareable_MiB": p.shareable_bytes / 2**20, "savings": p.savings}
+                 for p in report["layer"].pairs[:8]], title="shareable layers per pair (first 8 pairs, seed Fig. 2)")
+
+    rows, results = [], {}
+    for n in ((6,) if q else (2, 4, 6)):  # each workload merges its own copies of the same unmerged models
+        originals = copy.deepcopy(models[:n])
+        results[n] = JointMerger(copy.deepcopy(originals), data[:n], cfg).run()
+        rows.append(_row(n, originals, results[n], tests[:n], test_before[:n]))
+    main_row, final = rows[-1], results[len(models)]
+    swap = _swapping(final.models, [(f"cam{c}", a) for c, a in specs], main_row["bytes_joint"] // 2, iters, size)
+    out = {
+        "rows": rows,
+        "savings_joint": 1 - main_row["bytes_joint"] / main_row["bytes_unmerged"],
+        "savings_identical_only": 1 - main_row["bytes_identical_only"] / main_row["bytes_unmerged"],
+        "accuracy_drop_max": main_row["accuracy_drop_max"],
+        "merge_s": main_row["merge_s"],
+        **swap,
+        "layer_swap_speedup": swap["fps_layer_swap"] / swap["fps_model_swap"],
+        "models": names,
+        "accuracy_unmerged_test": test_before,
+        "accuracy_merged_test": [accuracy_points(m, x, y) for m, (x, y) in zip(final.models, tests)],
+        "targets_val": final.targets,
+        "steps": [{"unit": s.candidate.members[0][1], "members": len(s.candidate.members), "accepted": s.accepted,
+                   "epochs": s.epochs, "reason": s.reason, "accuracy": s.accuracy, "targets": s.targets,
+                   "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in final.steps],
+        "match_report": {g: {"workload": asdict(r.workload), "pairs": [asdict(p) for p in r.pairs]}
+                         for g, r in report.items()},
+        "config": {"quick": q, "size": size, "frames_per_camera": frames, "finetune_epochs": epochs,
+                   "merge": asdict(cfg), "swap_iters": iters},
+    }
+    print_table([{k: (v / 2**20 if k.startswith("bytes") else v) for k, v in r.items()} for r in rows],
+                title="joint-retraining merge (MiB; accuracy drops in points, test split)")
+    print_table([{k: swap[k] for k in ("device", "fps_resident", "fps_layer_swap", "fps_model_swap")}],
+                title=f"swapping under a cap of {swap['swap_cap_bytes'] / 2**20:.2f} MiB (half the merged bytes)")
+    print(f"savings_joint {out['savings_joint']:.3f} (goal >= 0.6 in full mode), identical-only "
+          f"{out['savings_identical_only']:.3f}; accuracy_drop_max {out['accuracy_drop_max']:.2f} points (goal <= 1); "
+          f"layer swap {out['layer_swap_speedup']:.2f}x whole-model swap (goal >= 2)")
+    path = save_results(out, args.out, rows=rows)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    xs = np.arange(len(rows))
+    for j, (key, label) in enumerate((("bytes_unmerged", "unmerged"), ("bytes_identical_only", "identical only"),
+                                      ("bytes_joint", "joint retraining"))):
+        ax1.bar(xs + (j - 1) * 0.27, [r[key] / 2**20 for r in rows], 0.27, label=label)
+    ax1.set_xticks(xs, [f"{r['models']} models" for r in rows])
+    ax1.set_ylabel("MiB")
+    ax1.set_title("weights stored")
+    ax1.legend()
+    modes = ("fps_resident", "fps_layer_swap", "fps_model_swap")
+    ax2.bar(range(3), [swap[m] for m in modes], color=("#2a7", "#37c", "#c44"))
+    ax2.set_xticks(range(3), ["resident", "layer swap", "model swap"])
+    ax2.set_ylabel("frames/s")
+    ax2.set_title(f"cap = half the merged bytes ({swap['device']})")
+    save_plot(fig, path.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
