@@ -55,11 +55,12 @@ def test_plan_keeps_most_used_resident_within_the_cap() -> None:
         plan_residency(items, cap_bytes=350)  # the largest layer alone exceeds the cap
 
 
-def test_swap_order_is_the_execution_order_and_results_equal_resident() -> None:
+@pytest.mark.parametrize(("fraction", "slots"), [(2, 2), (4, 1)])
+def test_swap_order_is_the_execution_order_and_results_equal_resident(fraction: int, slots: int) -> None:
     resident_bytes = StemTree(6)
     for i, model in enumerate(_apps()):
         resident_bytes.add(("c", str(i)), model)
-    cap = resident_bytes.store.bytes() // 2
+    cap = resident_bytes.store.bytes() // fraction
     plain, swapping = _trees(cap)
     x = torch.randn(6, 3, 32, 32)
     rows = plain.rows_for_cameras(["cam0", "cam1", "cam0", "cam1", "cam0", "cam0"])
@@ -67,6 +68,7 @@ def test_swap_order_is_the_execution_order_and_results_equal_resident() -> None:
     got = swapping.forward(x, rows, observer=lambda node, out, s: executed.append(node))
     want = plain.forward(x, rows)
     assert swapping.plan is not None and swapping.plan.swapped and swapping.plan.resident
+    assert swapping.plan.slots == slots  # a quarter of the bytes leaves room for one copy in flight only
     assert swapping.plan.peak_bytes <= cap
     assert swapping.swap_log == [n for n in executed if n.digest in swapping.plan.swapped]
     assert len(executed) == sum(1 for _ in swapping.nodes())  # every node ran once
