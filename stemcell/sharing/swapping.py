@@ -14,6 +14,7 @@ fully resident tree's.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -129,8 +130,9 @@ class _Copier:
                     t.record_stream(stream)
         return copied
 
-    def resident(self, module: nn.Module) -> Tensors:
-        return {k: t.detach().to(self.device) for k, t in module_tensors(module).items()}
+    def resident(self, module: nn.Module) -> nn.Module:
+        """A device copy kept for good, called directly (no per-call re-parametrisation)."""
+        return copy.deepcopy(module).to(self.device)
 
 
 def _digest_uses(tree: StemTree) -> list[LayerUse]:
@@ -158,7 +160,7 @@ class SwappingStemTree(StemTree):
         self.plan: ResidencyPlan | None = None
         self.swap_log: list[TreeNode] = []  # swapped nodes in the order their copies were issued
         self._copier = _Copier(self.compute_device)
-        self._resident: dict[str, Tensors] = {}
+        self._resident: dict[str, nn.Module] = {}
         self._host: dict[str, Tensors] = {}
         self._queue: deque[TreeNode] = deque()
         self._inflight: dict[TreeNode, tuple[list[Tensors], torch.cuda.Event | None]] = {}
@@ -206,18 +208,19 @@ class SwappingStemTree(StemTree):
         super()._run(node, act, node_rows, *rest)
 
     def _call(self, node: TreeNode, x: torch.Tensor) -> torch.Tensor:
-        tensors = self._resident.get(node.digest)
-        if tensors is None:
-            if node not in self._inflight:  # first swapped node of the forward: nothing prefetched it
-                self._inflight[node] = self._copier.start([self._host[node.digest]])
-                self.swap_log.append(node)
-            assert self._queue and self._queue[0] is node, "swapped nodes must run in the planned order"
-            (tensors,) = self._copier.ready(*self._inflight.pop(node))
-            self._queue.popleft()
-            if self._queue and self.plan.slots > 1:  # overlap: the next layer copies while this one computes
-                nxt = self._queue[0]
-                self._inflight[nxt] = self._copier.start([self._host[nxt.digest]])
-                self.swap_log.append(nxt)
+        resident = self._resident.get(node.digest)
+        if resident is not None:
+            return resident(x)
+        if node not in self._inflight:  # first swapped node of the forward: nothing prefetched it
+            self._inflight[node] = self._copier.start([self._host[node.digest]])
+            self.swap_log.append(node)
+        assert self._queue and self._queue[0] is node, "swapped nodes must run in the planned order"
+        (tensors,) = self._copier.ready(*self._inflight.pop(node))
+        self._queue.popleft()
+        if self._queue and self.plan.slots > 1:  # overlap: the next layer copies while this one computes
+            nxt = self._queue[0]
+            self._inflight[nxt] = self._copier.start([self._host[nxt.digest]])
+            self.swap_log.append(nxt)
         return functional_call(node.module, tensors, (x,))
 
 
@@ -260,7 +263,7 @@ class ModelSwapExecutor:
         pending: dict[LeafKey, tuple[list[Tensors], torch.cuda.Event | None]] = {}
         out = {}
         for key in keys:
-            weights = self._resident.get(key)
+            weights: Sequence[nn.Module | Tensors] | None = self._resident.get(key)
             if weights is None:
                 if key not in pending:
                     pending[key] = self._copier.start(self._host[key])
@@ -270,6 +273,6 @@ class ModelSwapExecutor:
                     pending[swapped[after]] = self._copier.start(self._host[swapped[after]])
             act = x.index_select(0, torch.as_tensor(rows[key], dtype=torch.long).reshape(-1).to(x.device))
             for node, tensors in zip(self._paths[key], weights):
-                act = functional_call(node.module, tensors, (act,))
+                act = tensors(act) if isinstance(tensors, nn.Module) else functional_call(node.module, tensors, (act,))
             out[key] = act.float()
         return out
