@@ -4,8 +4,9 @@ Models fine-tuned per app or per camera hold matching layers (`stemcell.sharing.
 different weights, so they cannot be stored once as they are. Gemel's answer, followed here:
 1. candidates: a group of matching units, one per model (k-th unit of a signature in each model);
 2. greedy: try the candidate that saves the most bytes first (memory is dominated by few big layers);
+   a group that fails is split in two by weight distance and its halves go back into the queue;
 3. tie: every member points at one module (one `nn.Parameter` per tensor, one copy in memory),
-   initialised from the first member's weights;
+   initialised from the medoid member's weights;
 4. retrain jointly every model that shares anything with the group, for at most `max_epochs`,
    checking held-out accuracy after each epoch; keep the merge as soon as every model is within
    `tolerance_points` of its unmerged accuracy (or its explicit target), otherwise roll back to the
@@ -109,9 +110,23 @@ def merge_candidates(units: Sequence[Sequence[Unit]], exclude: frozenset[Member]
             if (i, u.path) not in exclude:
                 groups[key].append(((i, u.path), u.bytes))
                 first_seen.setdefault(key, pos)
-    out = [Candidate(sig, tuple(m for m, _ in members), members[0][1])
-           for (sig, k), members in groups.items() if len(members) > 1]
-    return sorted(out, key=lambda c: (-c.bytes_saved, first_seen[(c.signature, 0)], c.signature))
+    out = [(Candidate(key[0], tuple(m for m, _ in members), members[0][1]), first_seen[key])
+           for key, members in groups.items() if len(members) > 1]
+    return [c for c, _ in sorted(out, key=lambda cp: (-cp[0].bytes_saved, cp[1], cp[0].signature))]
+
+
+def split_by_distance(candidate: Candidate, units: Sequence[nn.Module]) -> list[Candidate]:
+    """Two groups of the members whose weights are closest (2 seeds: the first member and the one
+    farthest from it), each kept if it still has two members: models fine-tuned from different
+    bases, or drifted apart, fall on different sides and can still merge among themselves."""
+    if len(candidate.members) < 4:
+        return []
+    flat = [_flat(u) for u in units]
+    far = max(range(len(flat)), key=lambda k: float((flat[k] - flat[0]).norm()))
+    near_first = [float((f - flat[0]).norm()) <= float((f - flat[far]).norm()) for f in flat]
+    sides = ([m for m, n in zip(candidate.members, near_first) if n], [m for m, n in zip(candidate.members, near_first)
+                                                                     if not n])
+    return [Candidate(candidate.signature, tuple(side), candidate.unit_bytes) for side in sides if len(side) > 1]
 
 
 def get_unit(model: nn.Module, path: str) -> nn.Module:
@@ -123,11 +138,21 @@ def set_unit(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
+def _flat(unit: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().float().flatten() for t in unit.state_dict().values()])
+
+
 def tie(models: Sequence[nn.Module], candidate: Candidate) -> nn.Module:
-    """Point every member at the first member's module: afterwards they are one set of tensors."""
-    (i0, p0), *rest = candidate.members
+    """Point every member at one member's module: afterwards they are one set of tensors.
+
+    The member kept is the medoid (least summed weight distance to the others): the starting point
+    that the other models need to move least from, so joint retraining has the least to repair.
+    """
+    flat = [_flat(get_unit(models[i], p)) for i, p in candidate.members]
+    medoid = min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))
+    i0, p0 = candidate.members[medoid]
     shared = get_unit(models[i0], p0)
-    for i, path in rest:
+    for i, path in candidate.members:
         set_unit(models[i], path, shared)
     return shared
 
@@ -229,7 +254,8 @@ class JointMerger:
         groups: list[Candidate] = []
         steps: list[MergeStep] = []
         stopped = "no candidates"
-        for candidate in candidates:
+        while candidates:
+            candidate = candidates.pop(0)
             if self.clock() - started >= self.cfg.budget_s:
                 stopped = "budget"
                 break
@@ -237,9 +263,12 @@ class JointMerger:
             steps.append(step)
             if step.accepted:
                 groups.append(candidate)
-            if step.reason == "budget":
+            elif step.reason == "budget":
                 stopped = "budget"
                 break
+            else:  # the halves of a failed group may each find weights that serve them
+                halves = split_by_distance(candidate, [get_unit(self.models[i], p) for i, p in candidate.members])
+                candidates = sorted([*candidates, *halves], key=lambda c: -c.bytes_saved)  # stable: order kept
         accuracy = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(self.models, self.data))
         return MergeResult(self.models, groups, steps, self.baseline, self.targets, accuracy, stopped,
                            self.clock() - started, [s.candidate for s in steps if not s.accepted])

@@ -11,7 +11,14 @@ from torch import nn
 
 from stemcell.models import build_base, make_app_model
 from stemcell.sharing import StemTree
-from stemcell.sharing.joint_merge import JointMerger, MergeConfig, ModelData, merge_candidates
+from stemcell.sharing.joint_merge import (
+    Candidate,
+    JointMerger,
+    MergeConfig,
+    ModelData,
+    merge_candidates,
+    split_by_distance,
+)
 from stemcell.package import load_package
 from stemcell.sharing.matching import layer_signature, match_report, model_units, package_models
 from stemcell.sharing.merger import module_bytes
@@ -125,6 +132,28 @@ def test_missed_target_rolls_back_to_the_checkpoint(caplog: pytest.LogCaptureFix
             assert torch.equal(v, state[k]), k  # weights and BatchNorm statistics restored
     assert result.models[0].upper[5] is not result.models[1].upper[5]
     assert "rolled back" in caplog.text and "< target 101.0" in caplog.text
+
+
+def test_a_failed_group_is_split_by_weight_distance_and_its_halves_retried() -> None:
+    convs = [nn.Conv2d(2, 2, 1) for _ in range(5)]
+    with torch.no_grad():
+        for k, c in enumerate(convs):  # members 0, 2, 3 near 0; members 1, 4 near 10
+            c.weight.fill_(10.0 if k in (1, 4) else 0.0).add_(0.01 * k)
+            c.bias.fill_(0.0)
+    cand = Candidate("sig", tuple((k, "u") for k in range(5)), 24)
+    assert [c.members for c in split_by_distance(cand, convs)] == [((0, "u"), (2, "u"), (3, "u")),
+                                                                  ((1, "u"), (4, "u"))]
+    assert split_by_distance(Candidate("sig", cand.members[:3], 24), convs[:3]) == []  # halves too small
+    # model 3 can never meet its target: each 4-model group fails, the half without model 3 merges
+    models, data = _models(4, seeds=(0, 1)), [_data(i, n=16) for i in range(4)]
+    result = JointMerger(models, data, MergeConfig(max_epochs=1), targets=(0.0, 0.0, 0.0, 101.0)).run()
+    assert result.groups and all(3 not in {i for i, _ in g.members} for g in result.groups)
+    assert all(len(g.members) == 2 for g in result.groups)
+    assert result.steps[0].candidate.members == ((0, "upper.5"), (1, "upper.5"), (2, "upper.5"), (3, "upper.5"))
+    assert not result.steps[0].accepted
+    tried = [(s.candidate.members, s.accepted) for s in result.steps if s.candidate.members[0][1] == "upper.5"]
+    assert tried == [(result.steps[0].candidate.members, False), (((0, "upper.5"), (2, "upper.5")), True),
+                     (((1, "upper.5"), (3, "upper.5")), False)]  # halves by base (seeds 0 and 1), by bytes saved
 
 
 def test_budget_stops_the_merge_and_reports_it() -> None:
