@@ -44,7 +44,7 @@ CAMERAS = 3
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="32px, fewer frames and epochs (about 2 minutes on 2 idle cores)")
+    p.add_argument("--quick", action="store_true", help="32px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
     p.add_argument("--frames", type=int, help="frames per camera (default 900, 300 with --quick)")
     p.add_argument("--size", type=int, help="input resolution (default 64, 32 with --quick)")

@@ -19,12 +19,14 @@ import logging
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from stemcell.sharing.stem_tree import LeafKey, Observer, Rows, StemTree, TreeNode
+from stemcell.models import AppModel
+from stemcell.sharing.stem_tree import LeafKey, Observer, PreparedBranch, Rows, StemTree, TreeNode
 
 log = logging.getLogger(__name__)
 Tensors = dict[str, torch.Tensor]
@@ -173,7 +175,7 @@ class SwappingStemTree(StemTree):
     def copied_bytes(self) -> int:
         return self._copier.copied_bytes
 
-    def add(self, key: LeafKey, branch) -> None:  # type: ignore[no-untyped-def]
+    def add(self, key: LeafKey, branch: PreparedBranch | AppModel) -> None:
         super().add(key, branch)
         self.plan = None
 
@@ -199,7 +201,8 @@ class SwappingStemTree(StemTree):
     def _fused_heads(self, node: TreeNode) -> None:
         return None
 
-    def _run(self, node: TreeNode, act: torch.Tensor, node_rows: Mapping[TreeNode, torch.Tensor], *rest) -> None:  # type: ignore[no-untyped-def,override]
+    def _run(self, node: TreeNode, act: torch.Tensor, node_rows: Mapping[TreeNode, torch.Tensor],
+             *rest: Any) -> None:
         if node is self.root:  # one forward starts: its swapped nodes, in the order they will run
             assert self.plan is not None
             self._queue = deque(n for n in execution_order(self.root, node_rows, self.num_segments)
@@ -224,7 +227,8 @@ class SwappingStemTree(StemTree):
         return functional_call(node.module, tensors, (x,))
 
 
-def execution_order(root: TreeNode, node_rows: Mapping[TreeNode, torch.Tensor], num_segments: int) -> Iterator[TreeNode]:
+def execution_order(root: TreeNode, node_rows: Mapping[TreeNode, torch.Tensor],
+                    num_segments: int) -> Iterator[TreeNode]:
     """The nodes a forward runs, in `StemTree._run`'s depth-first order (heads unfused)."""
     for child in root.children.values():
         if child in node_rows:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from stemcell.models import build_base, make_app_model
+from stemcell.package import load_package
 from stemcell.sharing import StemTree
 from stemcell.sharing.joint_merge import (
     Candidate,
@@ -19,7 +20,6 @@ from stemcell.sharing.joint_merge import (
     merge_candidates,
     split_by_distance,
 )
-from stemcell.package import load_package
 from stemcell.sharing.matching import layer_signature, match_report, model_units, package_models
 from stemcell.sharing.merger import module_bytes
 from stemcell.sharing.remerge import LiveMerge
