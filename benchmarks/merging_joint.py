@@ -44,11 +44,11 @@ CAMERAS = 3
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="32px, fewer frames and epochs (minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
-    p.add_argument("--frames", type=int, help="frames per camera (default 900, 300 with --quick)")
-    p.add_argument("--size", type=int, help="input resolution (default 64, 32 with --quick)")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 6 with --quick)")
+    p.add_argument("--frames", type=int, help="frames per camera (default 900, 200 with --quick)")
+    p.add_argument("--size", type=int, help="input resolution (default 96, 64 with --quick)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 4 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
     p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
     p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 10 quick)")
@@ -168,9 +168,9 @@ def main() -> None:
     args = _parse()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     q = args.quick
-    size = args.size or (32 if q else 64)
-    frames = args.frames or (300 if q else 900)
-    epochs = args.epochs or (6 if q else 10)
+    size = args.size or (64 if q else 96)
+    frames = args.frames or (200 if q else 900)
+    epochs = args.epochs or (4 if q else 10)
     cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800))
     iters = args.swap_iters or (10 if q else 50)
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def main() -> None:
     world = World(WorldConfig(seed=0, num_cameras=CAMERAS))
     train, held = world_frames(world, range(CAMERAS), frames, val_fraction=0.5, seed=0)
     val, test = _split(held, chunk=int(20 * world.config.fps))
-    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=4 if q else 8, lr=1e-3, batch_size=32, seed=s)
+    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if q else 8, lr=1e-3, batch_size=32, seed=s)
              for s in (0, 1)]
     specs = [(cam, app) for cam in range(CAMERAS) for app in APPS]
     data, tests, models = [], [], []
