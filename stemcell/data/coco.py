@@ -103,4 +103,5 @@ def load_coco(section: CocoData, request: LoadRequest) -> FrameDataset:
         raise DataError(f"{path}: no images")
     frames, cnt, cams, idx = (np.concatenate(p) for p in zip(*parts))
     samples = LabelledFrames(frames, cnt > 0, cams, idx, cnt)
-    return FrameDataset("coco", classes, section.fps, samples, tuple(timelines), (DataFile(str(path), sha256_of(path)),))
+    return FrameDataset("coco", classes, section.fps, samples, tuple(timelines), (DataFile(str(path), sha256_of(path)),),
+                        str(path))

@@ -52,6 +52,7 @@ class FrameDataset:
     samples: LabelledFrames  # decoded frames chosen for training/validation; `cameras` = video index
     timelines: tuple[VideoTimeline, ...]  # one per video, indexed like samples.cameras
     files: tuple[DataFile, ...]  # every input file read (videos, tables, images), with hashes
+    origin: str  # where the labels came from (the table, the COCO file, the world): for messages
 
     def label_counts(self) -> dict[str, int]:
         """Objects per class over all labelled frames (what the manifest records)."""

@@ -37,4 +37,5 @@ def load_image_folder(section: ImageFolderData, request: LoadRequest) -> FrameDa
     n = len(frames)
     counts = np.stack(labels)
     samples = LabelledFrames(np.stack(frames), counts > 0, np.zeros(n, int), np.arange(n), counts)
-    return FrameDataset("image_folder", classes, 1.0, samples, (VideoTimeline(root.name, root.name, np.arange(n), counts),), ())
+    return FrameDataset("image_folder", classes, 1.0, samples, (VideoTimeline(root.name, root.name, np.arange(n), counts),),
+                        (), str(root))

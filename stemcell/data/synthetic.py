@@ -24,4 +24,4 @@ def load_synthetic(section: SyntheticData, request: LoadRequest) -> FrameDataset
         timelines.append(VideoTimeline(f"camera{cam:02d}", str(cam), np.arange(timeline.num_frames), counts))
     frames, counts, cams, idx = (np.concatenate(p) for p in zip(*parts))
     samples = LabelledFrames(frames, counts > 0, cams, idx, counts)
-    return FrameDataset("synthetic", CLASSES, world.config.fps, samples, tuple(timelines), ())
+    return FrameDataset("synthetic", CLASSES, world.config.fps, samples, tuple(timelines), (), "the synthetic world")

@@ -254,4 +254,5 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
         log.warning("videos have different frame rates %s; event lengths use the first video's", sorted(fps))
     frames, counts, cams, idx = (np.concatenate(p) for p in zip(*parts))
     samples = LabelledFrames(frames, counts > 0, cams, idx, counts)
-    return FrameDataset("video_labels", classes, infos[paths[0].name].fps, samples, tuple(timelines), tuple(files))
+    return FrameDataset("video_labels", classes, infos[paths[0].name].fps, samples, tuple(timelines), tuple(files),
+                        str(section.labels))
