@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
 from stemcell.state.records import (
     AppRecord,
@@ -32,6 +33,7 @@ from stemcell.state.records import (
     validate_sha256,
     validate_timestamp,
 )
+from stemcell.state.sections import PlanSections
 from stemcell.state.schema import (
     APP_COLUMNS,
     CAMERA_COLUMNS,
@@ -52,7 +54,7 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction
 
 
-class UnknownCameraError(LookupError):
+class UnknownCameraError(UnknownCamera):
     """A write referred to a camera id that is not registered."""
 
 
@@ -77,7 +79,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class StateStore:
+class StateStore(PlanSections):
     """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
 
     Within a process one connection is shared under a lock; across processes SQLite's file
@@ -142,7 +144,7 @@ class StateStore:
     def _require_camera(conn: sqlite3.Connection, camera_id: str) -> None:
         row = conn.execute("SELECT 1 FROM cameras WHERE camera_id = ?", (camera_id,)).fetchone()
         if row is None:
-            raise UnknownCameraError(f"camera {camera_id!r} is not registered")
+            raise UnknownCameraError(camera_id)
 
     # ------------------------------------------------------------------ cameras
     def put_camera(

@@ -13,6 +13,7 @@ import torch
 from stemcell.models import to_input
 from stemcell.package import MPackage, load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, Overloaded, StemRuntime, frame_stride
+from stemcell.control.errors import UnknownCamera
 from tests.helpers.builders import tiny_package
 
 
@@ -118,7 +119,7 @@ def test_a_bad_request_fails_alone(package: MPackage) -> None:
         InferRequest("c0", _frames(2, 6).astype(np.float32)),
     ])
     assert isinstance(good, list) and len(good) == 2
-    assert isinstance(unknown, ValueError) and "unknown camera 'nope'" in str(unknown)
+    assert isinstance(unknown, UnknownCamera) and unknown.camera_id == 'nope'
     assert isinstance(bad, ValueError)
     assert rt.counters["frames"] == 2
 
@@ -194,8 +195,8 @@ def test_latency_and_memory_are_measured(package: MPackage) -> None:
     rt.infer([InferRequest("c0", _frames(2, 9)), InferRequest("c1", _frames(2, 10))])
     latency = rt.segment_latency()
     assert len(latency) == len(list(rt.tree.nodes())) == package.base.num_segments + 1
-    assert all(row["ewma_ms"] > 0 for row in latency)
-    assert latency[0]["segment"] == "conv1" and latency[0]["users"] == ["c0/car", "c1/car"]
+    assert all(row.ewma_ms > 0 for row in latency)
+    assert latency[0].segment == "conv1" and latency[0].users == ("c0/car", "c1/car")
     report = rt.memory_report(batch_size=4)
     assert report.bytes_no_merge == 2 * report.bytes_merged and report.savings == pytest.approx(0.5)
     # different cameras' frames differ: weights are shared, activations are not
