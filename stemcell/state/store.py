@@ -10,7 +10,6 @@ their latest row instead of adding another).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sqlite3
 import threading
@@ -43,15 +42,12 @@ from stemcell.state.schema import (
     SCHEMA_VERSION,
     app_from_row,
     camera_from_row,
+    connect,
     ensure_schema,
     model_from_row,
     plan_from_row,
     scope_of,
 )
-
-logger = logging.getLogger(__name__)
-
-BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction
 
 
 class UnknownCameraError(UnknownCamera):
@@ -61,22 +57,6 @@ class UnknownCameraError(UnknownCamera):
 def default_state_path() -> Path:
     """``~/.stemcell/state.db``: per user, outside the source tree, on the node's own disk."""
     return Path.home() / ".stemcell" / "state.db"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The file holds token hashes: create it owner-only before SQLite creates it with the umask.
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writers).
-    conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        logger.warning("no WAL for %s (journal_mode=%s); writes stay atomic", path, mode)
-    # FULL: a committed write survives a power cut, not only a process crash.
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 class StateStore(PlanSections):
@@ -105,7 +85,7 @@ class StateStore(PlanSections):
         self._clock = clock
         self._max_plans = max_plans
         self._lock = threading.RLock()
-        self._conn = _connect(self.path)
+        self._conn = connect(self.path)
         ensure_schema(self._conn, str(self.path))
 
     # ------------------------------------------------------------------ plumbing
