@@ -141,9 +141,8 @@ class Planner:
     def _teacher_share(self) -> float:  # the teacher's share is fixed: not the Planner's to hand out
         return float((self.teacher or {}).get("share", 0.0))
 
-    async def context(self) -> tuple[PlannerContext, dict[str, str], dict[str, float]] | None:
-        """This round's frozen inputs, which worker role runs each retraining job, and each
-        executor's least share by measured memory; None when there is nothing to plan (no camera)."""
+    async def _context(self) -> planning.RoundInputs | None:
+        """This round's frozen inputs; None when there is nothing to plan (no camera)."""
         cameras = await self._cameras()
         if not cameras:
             return None
@@ -167,7 +166,7 @@ class Planner:
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
-        return ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors
+        return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors)
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -181,10 +180,10 @@ class Planner:
     async def replan(self) -> PlanView:
         """One round now: plan, apply share changes make-before-break, persist; returns the plan view."""
         async with self._lock:
-            inputs = await self.context()
+            inputs = await self._context()
             if inputs is None:
-                return self.view()
-            ctx, job_roles, floors = inputs
+                return self._view()
+            ctx, job_roles, floors = inputs.context, inputs.job_roles, inputs.memory_floors
             decision = plan_round(ctx)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
@@ -203,7 +202,7 @@ class Planner:
             await self._apply(placeable_shares(current, wanted, free=self._free_gpu(down), quantum=s.quantum,
                                                down=down), down=down)
             await self._apply_cameras(decision)
-            return self.view()
+            return self._view()
 
     async def set_shares(self, target: Mapping[str, float]) -> list[SwitchReport]:
         """Move the named roles to the given shares now (operators, benchmarks); returns switch reports."""
@@ -276,9 +275,9 @@ class Planner:
 
     # ------------------------------------------------------------------ views
     async def current_plan(self) -> PlanView:
-        return self.view()
+        return self._view()
 
-    def view(self) -> dict[str, Any]:
+    def _view(self) -> dict[str, Any]:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
                 "last_camera_changes": self.last_camera_changes, "teacher": self.teacher,

@@ -158,7 +158,7 @@ class Reallocator:
         await asyncio.gather(*(handle.add_camera.remote(c.camera_id, c.apps, c.stream_fps) for c in cameras))
         if cameras:  # one real inference through the branches the role's cameras use
             await handle.add_camera.remote(WARM_CAMERA, cameras[0].apps, cameras[0].stream_fps)
-            size = int(info.get("input_size", 32))
+            size = info.input_size
             await handle.infer.remote(WARM_CAMERA, np.zeros((1, size, size, 3), np.uint8), None)
             await handle.remove_camera.remote(WARM_CAMERA)
 

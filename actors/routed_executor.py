@@ -24,6 +24,7 @@ from actors.gpu_share import actor_options, placement_options
 from actors.stem_executor import StemExecutorShell
 from stemcell.control.errors import Moved
 from stemcell.serve_config import ExecutorSection
+from stemcell.sharing import FrameResult
 
 Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
 
@@ -42,7 +43,7 @@ class _RoutedExecutor(StemExecutorShell):
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def infer_many(self, items: Sequence[Item]) -> list[list[dict[str, object]] | BaseException]:
+    async def infer_many(self, items: Sequence[Item]) -> list[list[FrameResult] | BaseException]:
         if self._draining:
             return [Moved(ray.get_runtime_context().get_actor_name() or "executor")] * len(items)
         self._in_flight += 1

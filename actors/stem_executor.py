@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ import torch
 from ray.util import metrics
 
 from actors.gpu_share import enforce_share
-from stemcell.control.contracts import ExecutorStats, MemoryReport
+from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
@@ -77,25 +77,18 @@ class StemExecutorShell:
     async def _run_batch(self, requests: list[InferRequest]) -> list[list[FrameResult] | Exception]:
         return await self._on(self._infer_pool, self._runtime.infer, requests)
 
-    async def ready(self) -> dict:
+    async def ready(self) -> ExecutorReady:
         seconds = await self._on(self._infer_pool, self._runtime.warm_up)
-        return {
-            "device": str(self._runtime.device),
-            "share": self._share,
-            "threads": self._threads,
-            "input_size": self._runtime.input_size,
-            "warm_up_s": seconds,
-        }
+        return ExecutorReady(self._runtime.device.type, self._share, self._threads, self._runtime.input_size, seconds)
 
-    async def add_camera(self, camera_id: str, apps: list[dict], stream_fps: float | None = None) -> dict:
-        changed = await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
-        cameras = await self.cameras()
-        return {"camera": camera_id, "changed": changed, "apps": cameras[camera_id]}
+    async def add_camera(self, camera_id: str, apps: Sequence[AppRun], stream_fps: float | None = None) -> bool:
+        """Make `apps` the camera's app set (idempotent); True when something changed."""
+        return await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
 
     async def remove_camera(self, camera_id: str) -> bool:
         return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
 
-    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[dict]:
+    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[FrameResult]:
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
         request = InferRequest(camera_id, frames, timestamps)
@@ -111,9 +104,10 @@ class StemExecutorShell:
         if results:
             for r in results[-1].results:
                 self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
-        return [r.as_dict() for r in results]
+        return results
 
-    async def cameras(self) -> dict:
+    async def cameras(self) -> Mapping[str, tuple[ServedApp, ...]]:
+        """What each camera runs now (camera id -> its apps)."""
         # Runtime reads take the lock a running batch holds: never wait for it on the event loop.
         return await self._on(self._control_pool, self._runtime.cameras)
 
@@ -147,7 +141,8 @@ class StemExecutorShell:
                             batch_size=report.batch_size, cuda_max_memory_allocated=report.cuda_max_memory_allocated,
                             gpu_total_bytes=gpu_total, details=details)
 
-    async def set_app_weights(self, app: str, camera_id: str | None, state: dict, version: int) -> None:
+    async def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor],
+                              version: int) -> None:
         swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version)
         log.info("app %s on %s: %d branches now at version %d", app, camera_id or "all cameras", swapped, version)
 

@@ -38,11 +38,12 @@ from ray.exceptions import RayActorError
 
 from app.metrics import metrics
 from app.routes import ReadRoutes, RouteFollower
-from stemcell.control.contracts import CameraSpec, ExecutorStats, Routes
+from stemcell.control.contracts import CameraSpec, ExecutorReady, ExecutorStats, Routes
 from stemcell.control.errors import Moved, Overloaded, UnknownCamera
 from stemcell.control.roles import executor_role
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
+from stemcell.sharing import FrameResult
 from stemcell.sharing.batcher import CrossCameraBatcher
 from stemcell.sharing.batcher import Overloaded as QueueFull
 from stemcell.sharing.failover import FailoverRoutes
@@ -103,7 +104,7 @@ class ExecutorPool:
         return start_executor(self.config, self.package_dir, name=self.name(index), share=self.config.num_gpus,
                               get_if_exists=True)
 
-    async def _run_many_at(self, index: int, items: list[Item]) -> list[list[dict] | BaseException]:
+    async def _run_many_at(self, index: int, items: list[Item]) -> list[list[FrameResult] | BaseException]:
         return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move
 
     def index_of(self, camera_id: str) -> int:
@@ -149,7 +150,7 @@ class ExecutorPool:
     def handle_for(self, camera_id: str) -> ActorHandle:
         return self._handles[self.index_of(camera_id)]
 
-    async def ready(self, timeout_s: float) -> list[dict]:
+    async def ready(self, timeout_s: float) -> list[ExecutorReady]:
         """Every executor's warm-up report; raises TimeoutError / RayActorError when not ready."""
         return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
 
@@ -181,20 +182,19 @@ class ExecutorPool:
     async def stats(self, camera_id: str) -> ExecutorStats:
         return await self.handle_for(camera_id).stats.remote()
 
-    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[dict]:
+    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[FrameResult]:
         """One result per frame, in order.  Frames of different sizes go in one item per size."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(frames):
             groups.setdefault(f.shape, []).append(i)
-        out: list[dict[str, Any]] = [{}] * len(frames)
+        out: dict[int, FrameResult] = {}
         for members in groups.values():
             stack = np.stack([frames[i] for i in members])
             stamps = None if timestamps is None else [timestamps[i] for i in members]
-            for i, result in zip(members, await self._submit(camera_id, stack, stamps)):
-                out[i] = result
-        return out
+            out |= zip(members, await self._submit(camera_id, stack, stamps))
+        return [out[i] for i in range(len(frames))]
 
-    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[dict]:
+    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
         after a failover (its actor died or is restarting: the next live slot takes the camera) and
         after a re-registration (the serving actor did not know the camera)."""

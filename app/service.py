@@ -141,14 +141,15 @@ class StemcellService:
         }
 
     # ------------------------------------------------------------------ frames
-    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict]:
+    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict[str, Any]]:
+        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`)."""
         started = time.perf_counter()
         results = await self.pool.infer(camera_id, frames, timestamps)
         window = self.windows.get(camera_id)
         if window is None:
             window = self.windows[camera_id] = RollingWindow()
         window.add(len(frames), (time.perf_counter() - started) * 1000.0)
-        return results
+        return [r.as_dict() for r in results]
 
     # ------------------------------------------------------------------ apps and plan
     async def register_app(self, app: str, package_dir: str) -> dict[str, Any]:

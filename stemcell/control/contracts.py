@@ -71,6 +71,28 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class ServedApp:
+    """One app as an executor serves it now."""
+
+    app: str
+    branchpoint: int
+    fps: float
+    stride: int  # analyses every `stride`-th frame of the stream
+    version: int  # weights version (0: the package's candidate)
+
+
+@dataclass(frozen=True)
+class ExecutorReady:
+    """A StemExecutor's answer once its models are loaded and warm (`ready()`)."""
+
+    device: str  # "cuda" or "cpu"
+    share: float  # GPU share it was created with
+    threads: int  # torch CPU threads (its Ray CPU slots)
+    input_size: int  # square input side its models take
+    warm_up_s: float  # seconds of the warm-up forward
+
+
+@dataclass(frozen=True)
 class SegmentLatency:
     """One stem-tree node's measured cost on an executor."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -14,12 +15,21 @@ from stemcell.control.camera_changes import respect_pins
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, WorkerStats
 from stemcell.package.manifest import Manifest
 from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
-from stemcell.scheduling.planner import CameraDemand, PlanDecision
+from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext
 from stemcell.scheduling.shares import measured_latency, placeable_shares
 from stemcell.scheduling.slicing import RetrainJob
 
 _EPS = 1e-9
 GAIN_HISTORY = 8  # phases of a job's gain history the slicing looks at
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """What one planning round starts from."""
+
+    context: PlannerContext  # the frozen input of `plan_round`
+    job_roles: Mapping[str, str]  # retraining job id -> the worker role running it
+    memory_floors: Mapping[str, float]  # executor role -> least share its measured memory allows
 
 
 def retrain_jobs(role: str, stats: WorkerStats | None) -> dict[str, tuple[str, RetrainJob]]:

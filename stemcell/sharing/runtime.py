@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from stemcell.control.contracts import AppRun, SegmentLatency
+from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.models import make_app_model, to_input
 from stemcell.package import MPackage
@@ -196,10 +196,11 @@ class StemRuntime:
     def has_camera(self, camera_id: str) -> bool:
         return camera_id in self._cameras
 
-    def cameras(self) -> dict[str, list[dict[str, object]]]:
+    def cameras(self) -> dict[str, tuple[ServedApp, ...]]:
         with self._lock:
             return {
-                cam: [{"app": b.config.app, "branchpoint": b.config.branchpoint, "fps": b.config.fps, "stride": b.stride, "version": b.version} for b in c.apps.values()]
+                cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
+                           for b in c.apps.values())
                 for cam, c in self._cameras.items()
             }
 

@@ -65,7 +65,7 @@ def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: as
             during = await pool.infer(camera, list(frames), None)  # no 503: the other slot takes it
             assert pool.guests() == {camera: pool.name(1)}
             assert camera in await other.cameras.remote()
-            assert during[0]["results"] == before[0]["results"]  # same package, same scores
+            assert during[0].results == before[0].results  # same package, same scores
             deadline = time.monotonic() + 120
             while pool.guests() and time.monotonic() < deadline:  # the watcher sees the restarted actor
                 await asyncio.sleep(0.2)
@@ -73,7 +73,7 @@ def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: as
             assert camera not in await other.cameras.remote()
             after = await pool.infer(camera, list(frames), None)  # home again (re-registered on demand)
             assert camera in await home.cameras.remote()
-            assert after[0]["results"] == before[0]["results"]
+            assert after[0].results == before[0].results
         finally:
             await pool.close()
             for handle in (home, other):

@@ -78,7 +78,7 @@ async def _stream(pool: ExecutorPool, camera: str, stop: asyncio.Event, log: dic
         frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         try:
             results = await pool.infer(camera, [frame], None)
-            assert {r["app"] for r in results[0]["results"]} == {"car", "person"}
+            assert {r.app for r in results[0].results} == {"car", "person"}
             log["ok"] += 1
         except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
             log["failed"].append(repr(exc))

@@ -91,7 +91,7 @@ def test_reconfiguration_touches_only_changed_branches(package: MPackage) -> Non
     car_path = [n.uid for n in rt.tree.path(("c0", "car"))]
     assert rt.set_camera("c0", [{**apps[0], "fps": 2}, apps[1]])  # only the rate changed: nothing reloaded
     assert [n.uid for n in rt.tree.path(("c0", "car"))] == car_path
-    assert rt.cameras()["c0"][0]["stride"] == 5
+    assert rt.cameras()["c0"][0].stride == 5
     assert rt.set_camera("c0", [{"app": "person", "branchpoint": 4, "fps": 10}])  # car dropped, person moved
     assert rt.tree.keys() == [("c0", "person")]
     assert rt.tree.path(("c0", "person"))[4].depth == 4
