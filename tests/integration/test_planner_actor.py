@@ -20,7 +20,9 @@ from actors.state_store import get_or_create_state_store
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.service import StemcellService, read_manifest, read_routes
+from stemcell.learning.teachers import ModelTeacherConfig
 from stemcell.serve_config import ServeConfig
+from stemcell.world import CLASSES
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -58,7 +60,7 @@ def planner(config: ServeConfig, store):  # noqa: ANN001, ANN201
     settings = PlannerSettings(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
                                worker_num_cpus=0.25)
     teacher = TeacherLabeler.options(name=TEACHER, namespace=NAMESPACE, num_cpus=0.25, num_gpus=TEACHER_SHARE).remote(
-        share=TEACHER_SHARE, package_dir=str(config.package_dir))
+        share=TEACHER_SHARE, teacher=ModelTeacherConfig(kind="model", package_dir=config.package_dir), classes=CLASSES)
     ray.get(teacher.ready.remote())
     handle = PlannerActor.options(name=ACTOR_NAME, namespace=NAMESPACE).remote(config.model_dump(mode="json"), settings)
     yield handle
