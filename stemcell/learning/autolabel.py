@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stemcell.data.video_labels import VIDEO_SUFFIXES
 from stemcell.learning.teachers.base import FrameMeta, FrameObjects, Teacher
 from stemcell.world.video_io import _STREAM_SCHEMES, open_source
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts")
 SCHEMA = pa.schema([
     ("video", pa.string()), ("frame", pa.int64()), ("ts", pa.float64()), ("class", pa.string()),
     ("x0", pa.float32()), ("y0", pa.float32()), ("x1", pa.float32()), ("y1", pa.float32()),
