@@ -32,10 +32,9 @@ from actors.reallocator import RETRAIN
 from actors.retrain_worker import RetrainWorker, WorkerMoving
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool, Overloaded, UnknownCamera
-from app.service import read_routes
+from app.service import read_manifest, read_routes
 from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, TeacherConfig
 from stemcell.serve_config import ServeConfig
-from stemcell.world import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,8 @@ class LearningService:
         self.teacher = TeacherLabeler.options(**actor_options(
             c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.teacher_num_gpus, teacher=teacher_config(config), classes=CLASSES)
+        )).remote(share=c.teacher_num_gpus, teacher=teacher_config(config),
+                   classes=read_manifest(config.package_dir)[0].data.classes)  # the workers' label columns
         self.role = worker_role(config)
         routed = (routes or {}).get(self.role)
         self.worker = ray.get_actor(routed, namespace=ns) if routed else RetrainWorker.options(**actor_options(

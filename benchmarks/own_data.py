@@ -46,8 +46,8 @@ def _settings(quick: bool) -> dict[str, Any]:
         "epochs": 2 if quick else 6,
         "pretrain": {"epochs": 2, "frames_per_camera": 300, "batch_size": 64} if quick
         else {"epochs": 3, "frames_per_camera": 1200, "batch_size": 64},
-        "world_s": 300.0 if quick else 600.0,
-        "frames_per_camera": 200 if quick else 800,  # training frames per camera (video)
+        "world_s": 150.0 if quick else 600.0,
+        "frames_per_camera": 150 if quick else 800,  # training frames per camera (video)
         "branchpoints": [0, 3, 6] if quick else [0, 2, 3, 4, 5, 6],
     }
 
