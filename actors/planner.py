@@ -160,7 +160,8 @@ class Planner:
                              namespace=c.namespace, lifetime="detached", num_cpus=c.num_cpus,
                              max_restarts=-1, max_task_retries=0, **placement_options(c.placement, c.node_labels))
         return RoutedExecutor.options(**opts).remote(str(self.config.package_dir), share=share,
-                                                     max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+                                                     max_batch=c.max_batch, max_wait_ms=c.max_wait_ms,
+                                                     **c.device_options())
 
     def _worker_class(self) -> Any:
         module, _, name = self.settings.worker_class.partition(":")

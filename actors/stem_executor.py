@@ -24,6 +24,8 @@ import torch
 from ray.util import metrics
 
 from actors.gpu_share import enforce_share
+from stemcell.accel import DevicePath
+from stemcell.accel.precision import Backend, Precision
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
@@ -42,14 +44,18 @@ class StemExecutor:
         max_batch: int = 64,
         max_wait_ms: float = 4.0,
         max_queue_frames: int | None = None,
-        half: bool = False,
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
+        engine_dir: str | None = None,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
         torch.set_num_threads(self._threads)
         self._share = share
         enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
-        self._runtime = StemRuntime(load_package(package_dir), half=half)
+        # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
+        path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
+        self._runtime = StemRuntime(load_package(package_dir), path=path)
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
         self._batcher: CrossCameraBatcher[InferRequest, list[FrameResult]] = CrossCameraBatcher(
@@ -78,6 +84,7 @@ class StemExecutor:
         seconds = await self._on(self._infer_pool, self._runtime.warm_up)
         return {
             "device": str(self._runtime.device),
+            "execution": self._runtime.path.plan.describe(),  # after fallbacks, e.g. "fp16/tensorrt"
             "share": self._share,
             "threads": self._threads,
             "input_size": self._runtime.input_size,
@@ -128,6 +135,7 @@ class StemExecutor:
             "app_runs": self._runtime.counters["app_runs"],
             "app_reuses": self._runtime.counters["app_reuses"],
             "segment_latency": segments,
+            "engines": self._runtime.path.engine_stats(),
         }
 
     async def memory_report(self) -> dict:

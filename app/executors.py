@@ -128,7 +128,8 @@ class ExecutorPool:
             c.num_gpus, gpus_available=True, name=self.name(index), namespace=c.namespace, get_if_exists=True,
             lifetime="detached" if c.detached else None, num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0,
             **placement_options(c.placement, c.node_labels),
-        )).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+        )).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms,
+                           **c.device_options())
 
     async def _run_many_at(self, index: int, items: list[Item]) -> list[list[dict] | BaseException]:
         return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move

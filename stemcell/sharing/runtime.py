@@ -5,7 +5,8 @@ Pure (no Ray): the StemExecutor actor is a thin shell over it. What it adds to t
 - Mainstream frame-rate semantics: an app at f fps on an F fps stream analyses every round(F/f)-th
   frame of its camera and repeats its last result on the others;
 - per-(camera, app) event state and model version, with an atomic weight swap;
-- online per-node latency (EWMA), the measured cost the planner needs.
+- online per-node latency (EWMA), the measured cost the planner needs;
+- the device path (`stemcell.accel.DevicePath`): precision, CUDA stream, pinned staging, engines.
 
 Threading: `infer` and every commit hold one lock, so a forward always sees a consistent tree (old
 or new weights, never a mix). Slow preparation (reading weights, hashing, copying to the GPU) runs
@@ -13,7 +14,6 @@ outside that lock, serialised by a second one, so reconfiguring does not stall i
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from stemcell.accel import DevicePath
 from stemcell.models import make_app_model, to_input
 from stemcell.package import MPackage
+from stemcell.sharing.batcher import DeviceOutOfMemory
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
 
@@ -115,18 +117,18 @@ class StemRuntime:
         package: MPackage,
         *,
         device: torch.device | str | None = None,
-        half: bool = False,
+        path: DevicePath | None = None,
         threshold: float = 0.5,
         latency_alpha: float = 0.2,
         profile_every: int | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.package = package
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if half and self.device.type != "cuda":
-            raise ValueError("fp16 serving needs a CUDA device")
-        self.tree = StemTree(package.base.num_segments, self.device, torch.float16 if half else None)
+        self.path = path or DevicePath.create(device=device)  # precision, backend, stream, engines
+        self.device = self.path.device
+        self.tree = StemTree(package.base.num_segments, self.device, self.path.dtype, self.path.runner)
         self.input_size = package.manifest.base.input_size
+        self.path.bind(package.base, self.input_size)
         self.threshold = threshold
         self.latency_alpha = latency_alpha
         # Timing each node synchronises the GPU, so on CUDA only every 8th batch is measured.
@@ -178,7 +180,7 @@ class StemRuntime:
                         branches[c.app] = camera.apps[c.app]
                         branches[c.app].config, branches[c.app].stride = c, stride
                 camera.apps = branches
-                self._prune_latency()
+                self._tree_changed()
         log.info("camera %s: %s", camera_id, [(c.app, c.branchpoint, c.fps) for c in configs])
         return True
 
@@ -203,7 +205,7 @@ class StemRuntime:
                 return False
             for app in camera.apps:
                 self.tree.remove((camera_id, app))
-            self._prune_latency()
+            self._tree_changed()
         return True
 
     def has_camera(self, camera_id: str) -> bool:
@@ -243,7 +245,7 @@ class StemRuntime:
                         continue  # reconfigured meanwhile: those weights no longer fit
                     self.tree.add((cam, app), prepared[b])
                     camera.apps[app].version = version
-                self._prune_latency()
+                self._tree_changed()
         return len(targets)
 
     def _prepare_weights(self, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
@@ -280,7 +282,7 @@ class StemRuntime:
                     for app in due[j]:
                         rows.setdefault((req.camera, app), []).append(offset + k)
                 offset += len(needed)
-            logits = self._forward(inputs, rows)
+            logits = self._forward(inputs, rows)  # DeviceOutOfMemory fails this batch only
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
@@ -311,8 +313,13 @@ class StemRuntime:
             return {}
         self.counters["batches"] += 1
         profile = self.counters["batches"] % self.profile_every == 0
-        out = self.tree.forward(torch.cat(inputs), rows, self._observe if profile else None)
-        return {k: v.cpu() for k, v in out.items()}
+        try:
+            with self.path.on_stream():
+                out = self.tree.forward(self.path.to_device(torch.cat(inputs)), rows, self._observe if profile else None)
+                return {k: v.cpu() for k, v in out.items()}
+        except torch.OutOfMemoryError as exc:
+            self.path.recover_from_oom(exc)
+            raise DeviceOutOfMemory(str(exc).splitlines()[0][:200]) from exc
 
     def _results(
         self,
@@ -350,9 +357,12 @@ class StemRuntime:
         a = self.latency_alpha
         self._latency[node.uid] = ((1 - a) * old[0] + a * seconds, (1 - a) * old[1] + a * rows)
 
-    def _prune_latency(self) -> None:
-        live = {n.uid for n in self.tree.nodes()}
+    def _tree_changed(self) -> None:
+        """Forget the latency of nodes that left the tree; ask for engines of segments that entered it."""
+        nodes = list(self.tree.nodes())
+        live = {n.uid for n in nodes}
         self._latency = {uid: v for uid, v in self._latency.items() if uid in live}
+        self.path.segments_changed([(n.digest, n.module, n.depth) for n in nodes if n.depth < self.tree.num_segments])
 
     def segment_latency(self) -> list[dict[str, object]]:
         """Per tree node: measured EWMA ms per batch and per frame, and who shares it."""
@@ -384,12 +394,4 @@ class StemRuntime:
 
     def warm_up(self) -> float:
         """Run the base once on the device (CUDA context, kernel selection); returns seconds."""
-        started = time.perf_counter()
-        model = copy.deepcopy(self.package.base).to(self.device, self.tree.dtype).eval()
-        with torch.inference_mode():
-            model(torch.zeros(2, 3, self.input_size, self.input_size, device=self.device, dtype=self.tree.dtype))
-        del model
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-        return time.perf_counter() - started
+        return self.path.warm_up(self.package.base, self.input_size)
