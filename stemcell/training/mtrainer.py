@@ -18,6 +18,7 @@ from stemcell.package.manifest import Manifest
 from stemcell.training.data import LabelledFrames, world_frames
 from stemcell.training.finetune import CandidateResult, CandidateSpec, finetune_candidate
 from stemcell.training.latency import profile_latency
+from stemcell.training.loop import training_device
 from stemcell.training.pretrain import image_folder_frames, pretrain_base
 from stemcell.world import World, WorldConfig
 
@@ -102,7 +103,8 @@ def train_package(config: TrainConfig, out_dir: str | Path, run_trials: TrialRun
                               seed=config.world.seed + 1, val_fraction=config.trainer.val_fraction)
     log.info("training frames %d, validation frames %d", len(train), len(val))
     lat = config.latency
-    profile = profile_latency(base, config.base.input_size, lat.batch_sizes, lat.repeats)
+    profile = profile_latency(base, config.base.input_size, lat.batch_sizes, lat.repeats, device=training_device())
+    log.info("latency table measured on %s", profile.device)  # named in manifest.json (latency.device)
     specs = candidate_specs(config, base.num_segments)
     log.info("training %d candidates (%d apps x %d branchpoints)", len(specs), len(config.apps),
              len(specs) // len(config.apps))
