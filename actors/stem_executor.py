@@ -25,6 +25,7 @@ from ray.util import metrics
 
 from actors.gpu_share import enforce_share
 from stemcell.accel import DevicePath
+from stemcell.accel.decode import FrameDecoder
 from stemcell.accel.precision import Backend, Precision
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
@@ -47,6 +48,7 @@ class StemExecutor:
         precision: Precision = "fp32",
         backend: Backend = "torch",
         engine_dir: str | None = None,
+        gpu_decode: bool = False,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
@@ -56,8 +58,10 @@ class StemExecutor:
         # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
         path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
         self._runtime = StemRuntime(load_package(package_dir), path=path)
+        self._decoder = FrameDecoder(path.device, gpu=gpu_decode)  # infer_jpeg: nvJPEG, or the CPU
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-decode")
         self._batcher: CrossCameraBatcher[InferRequest, list[FrameResult]] = CrossCameraBatcher(
             self._run_batch,
             max_batch=max_batch,
@@ -99,7 +103,18 @@ class StemExecutor:
     async def remove_camera(self, camera_id: str) -> bool:
         return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
 
-    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[dict]:
+    async def infer_jpeg(self, camera_id: str, images: list[bytes], timestamps: list[float] | None = None) -> list[dict]:
+        """`infer` on still-encoded JPEGs: decoded (and resized) in one batch on this executor's GPU with
+        `gpu_decode`, else on its CPU. Invalid images raise `ImageError` before anything is queued."""
+        size = self._runtime.input_size
+        frames = await self._on(self._decode_pool, self._decode, images, size)
+        return await self.infer(camera_id, frames, timestamps)
+
+    def _decode(self, images: list[bytes], size: int) -> torch.Tensor:
+        with self._runtime.path.on_stream():  # ordered before the batch that uses it, on the same stream
+            return self._decoder.to_input(images, size)
+
+    async def infer(self, camera_id: str, frames: np.ndarray | torch.Tensor, timestamps: list[float] | None = None) -> list[dict]:
         if not self._runtime.has_camera(camera_id):
             raise ValueError(f"unknown camera {camera_id!r}")
         request = InferRequest(camera_id, frames, timestamps)

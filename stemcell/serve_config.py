@@ -58,10 +58,11 @@ class ExecutorSection(_Strict):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # weights and activations of the stem tree
     backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
+    gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
 
     def device_options(self) -> dict[str, Any]:
         """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
-        return {"precision": self.precision, "backend": self.backend,
+        return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
                 "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
 
 

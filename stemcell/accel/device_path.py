@@ -107,14 +107,25 @@ class DevicePath:
         with torch.cuda.stream(self.stream):
             yield
 
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """Host batch -> device via the reused pinned buffer and a non-blocking copy.
+    def to_device(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The batch's parts, in order, as one tensor on the device. Parts already there (decoded on
+        the GPU) stay; the host parts go together through the pinned buffer in one DMA."""
+        if self.stream is None:
+            return torch.cat([p.to(self.device) for p in parts])
+        host = [i for i, p in enumerate(parts) if p.device != self.device]
+        if host:
+            staged = self._stage(torch.cat([parts[i] for i in host]))
+            parts = list(parts)
+            for i, chunk in zip(host, staged.split([len(parts[i]) for i in host])):
+                parts[i] = chunk
+        return torch.cat(parts)
+
+    def _stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Host -> device via the reused pinned buffer and a non-blocking copy.
 
         Reusing the buffer is safe because each batch ends by copying its results to the host on
         the same stream, which waits for this copy to finish before the next batch refills it.
         """
-        if self.stream is None:
-            return x
         n = x.numel()
         if self._pinned.numel() < n or self._pinned.dtype != x.dtype:
             self._pinned = torch.empty(max(n, 2 * self._pinned.numel()), dtype=x.dtype, pin_memory=True)

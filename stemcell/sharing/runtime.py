@@ -59,7 +59,7 @@ def frame_stride(stream_fps: float, app_fps: float) -> int:
 @dataclass(frozen=True)
 class InferRequest:
     camera: str  # camera id
-    frames: np.ndarray  # uint8 RGB (N,H,W,3) or one (H,W,3), any size
+    frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), any size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
 
     @property
@@ -294,7 +294,7 @@ class StemRuntime:
         camera = self._cameras.get(req.camera)
         if camera is None:
             raise ValueError(f"unknown camera {req.camera!r}")
-        x = to_input(req.frames, self.input_size)
+        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size)
         n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
         if len(stamps) != n:
@@ -315,7 +315,7 @@ class StemRuntime:
         profile = self.counters["batches"] % self.profile_every == 0
         try:
             with self.path.on_stream():
-                out = self.tree.forward(self.path.to_device(torch.cat(inputs)), rows, self._observe if profile else None)
+                out = self.tree.forward(self.path.to_device(inputs), rows, self._observe if profile else None)
                 return {k: v.cpu() for k, v in out.items()}
         except torch.OutOfMemoryError as exc:
             self.path.recover_from_oom(exc)

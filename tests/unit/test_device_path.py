@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from stemcell.accel import DevicePath
-from stemcell.models import build_base
+from stemcell.accel.decode import FrameDecoder
+from stemcell.imaging import ImageError, decode_image, encode_jpeg
+from stemcell.models import build_base, to_input
 from stemcell.package import MPackage, load_package
 from stemcell.sharing import CrossCameraBatcher, DeviceOutOfMemory, InferRequest, Overloaded, StemRuntime
 from tests.helpers.builders import tiny_package
@@ -72,7 +74,7 @@ def test_an_oom_fails_the_batch_with_a_503_error_and_the_next_batch_is_served(pa
 def test_on_a_cpu_the_host_path_is_untouched() -> None:
     path = DevicePath.create(device="cpu")
     x = torch.randn(4, 3, 8, 8)
-    assert path.stream is None and path.to_device(x) is x
+    assert path.stream is None and torch.equal(path.to_device([x[:1], x[1:]]), x)
     with path.on_stream():
         pass
     assert path.warm_up(build_base("tiny_cnn"), 32) > 0
@@ -96,3 +98,16 @@ def test_exported_segment_is_batch_dynamic_and_matches_torch() -> None:
         (y,) = evaluator.run(None, {INPUT: x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(y, segment(x).numpy(), atol=1e-4)
+
+
+def test_gpu_decode_falls_back_on_the_cpu_with_the_cpu_paths_checks_and_result(caplog: pytest.LogCaptureFixture) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    jpeg = encode_jpeg(rgb)
+    with caplog.at_level("WARNING", logger="stemcell.accel"):
+        decoder = FrameDecoder("cpu", gpu=True)
+    assert not decoder.gpu and len(caplog.records) == 1
+    x = decoder.to_input([jpeg, jpeg], 32)
+    want = to_input(np.stack([decode_image(jpeg, "image/jpeg")] * 2), 32)
+    assert x.shape == (2, 3, 32, 32) and torch.equal(x, want)
+    with pytest.raises(ImageError, match="truncated"):
+        decoder.decode([jpeg, jpeg[: len(jpeg) // 2]])  # refused before anything is decoded

@@ -53,10 +53,12 @@ def test_cpu_fallback_is_one_warning_line_never_an_error(caplog: pytest.LogCaptu
 
 
 def test_serve_yaml_validates_precision_and_backend() -> None:
-    section = ExecutorSection(precision="fp16", backend="tensorrt", engine_dir="/var/cache/engines")
-    assert section.device_options() == {"precision": "fp16", "backend": "tensorrt", "engine_dir": "/var/cache/engines"}
-    assert ExecutorSection().device_options() == {"precision": "fp32", "backend": "torch", "engine_dir": None}
-    for bad in ({"precision": "fp8"}, {"backend": "onnxruntime"}, {"precision": "half"}):
+    section = ExecutorSection(precision="fp16", backend="tensorrt", engine_dir="/var/cache/engines", gpu_decode=True)
+    assert section.device_options() == {"precision": "fp16", "backend": "tensorrt", "engine_dir": "/var/cache/engines",
+                                        "gpu_decode": True}
+    assert ExecutorSection().device_options() == {"precision": "fp32", "backend": "torch", "engine_dir": None,
+                                                  "gpu_decode": False}
+    for bad in ({"precision": "fp8"}, {"backend": "onnxruntime"}, {"precision": "half"}, {"gpu_decode": "maybe"}):
         with pytest.raises(ValidationError):
             ExecutorSection(**bad)
 
