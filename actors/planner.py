@@ -15,7 +15,7 @@ like the role (the one the ingress created); generation g > 0 is `<role>-g<g>`. 
 serves each role is the `planner.routes` section of the saved plan, which the ingress reads.
 
 After the share changes, each camera whose chosen (app -> branchpoint, fps) differs from what it runs
-is reconfigured in place (`stemcell.scheduling.camera_changes`): the executor serving its slot
+is reconfigured in place (`stemcell.control.camera_changes`): the executor serving its slot
 swaps branches without a restart, then the stored config is updated (compare-and-set, so an
 admin's concurrent change wins); apps an admin pinned are left alone.
 
@@ -46,9 +46,9 @@ from actors.state_store import get_or_create_state_store
 from stemcell.package.manifest import Manifest
 from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
 from stemcell.package.store import MANIFEST
-from stemcell.scheduling import plan_state
-from stemcell.scheduling.camera_plans import assignments_of, camera_plan
-from stemcell.scheduling.camera_changes import (
+from stemcell.control import plan_state
+from stemcell.control.camera_plans import assignments_of, camera_plan
+from stemcell.control.camera_changes import (
     CameraChange,
     CameraSetting,
     commit_camera_change,

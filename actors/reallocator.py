@@ -1,4 +1,4 @@
-"""Executes make-before-break reallocation steps (`stemcell.scheduling.reallocation`) against Ray.
+"""Executes make-before-break reallocation steps (`stemcell.control.reallocation`) against Ray.
 
 The steps come ordered (every new actor created and warm before any traffic moves); this module
 runs them in three phases that keep that order:
@@ -29,7 +29,7 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
-from stemcell.scheduling.reallocation import Op, actor_name, reallocation_steps
+from stemcell.control.reallocation import Op, actor_name, reallocation_steps
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,6 @@ from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payl
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
-from stemcell.world import CLASSES
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -109,7 +108,7 @@ class RetrainWorker:
         entry = next((a for a in self._package.manifest.apps if a.name == app), None)
         if entry is None:
             raise ValueError(f"app {app!r} is not in the package")
-        return CLASSES.index(entry.target_class)
+        return self._package.manifest.data.classes.index(entry.classes[0])  # the teacher's label column
 
     def _restore_from_store(self) -> None:
         assert self._store is not None

@@ -17,7 +17,7 @@ import numpy as np
 import ray
 
 from actors.stem_executor import StemExecutor
-from stemcell.scheduling.reallocation import Draining
+from stemcell.control.reallocation import Draining
 
 Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
 

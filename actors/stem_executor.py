@@ -111,8 +111,9 @@ class StemExecutor:
         return await self.infer(camera_id, frames, timestamps)
 
     def _decode(self, images: list[bytes], size: int) -> torch.Tensor:
+        norm = self._runtime.package.manifest.base.normalization  # as the package was trained
         with self._runtime.path.on_stream():  # ordered before the batch that uses it, on the same stream
-            return self._decoder.to_input(images, size)
+            return self._decoder.to_input(images, size, mean=norm.mean, std=norm.std)
 
     async def infer(self, camera_id: str, frames: np.ndarray | torch.Tensor, timestamps: list[float] | None = None) -> list[dict]:
         if not self._runtime.has_camera(camera_id):

@@ -14,14 +14,15 @@ log = logging.getLogger("stemcell")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from stemcell.config import TrainConfig, load_config
+    from stemcell.config import PretrainSection, TrainConfig, load_config
     from stemcell.training.mtrainer import BASE_CACHE, obtain_base
 
     config = load_config(args.config, TrainConfig)
     if args.weights is not None:
         config = config.model_copy(update={"base": config.base.model_copy(update={"weights": args.weights})})
     if args.image_folder is not None:
-        pre = config.base.pretrain.model_copy(update={"image_folder": args.image_folder})
+        pre = config.base.pretrain if isinstance(config.base.pretrain, PretrainSection) else PretrainSection()
+        pre = pre.model_copy(update={"image_folder": args.image_folder})
         config = config.model_copy(update={"base": config.base.model_copy(update={"pretrain": pre})})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / BASE_CACHE).unlink(missing_ok=True)

@@ -39,7 +39,7 @@ from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options, placement_options
 from app.metrics import metrics
-from stemcell.scheduling.reallocation import Draining
+from stemcell.control.reallocation import Draining
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
 from stemcell.sharing.batcher import CrossCameraBatcher

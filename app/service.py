@@ -21,13 +21,13 @@ from pydantic import ValidationError
 from ray.actor import ActorHandle
 
 from app.executors import ExecutorPool, UnknownCamera
-from stemcell.scheduling.camera_plans import (AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate,
+from stemcell.control.camera_plans import (AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate,
                                               resolve_apps)
 from app.rolling import RollingWindow
 from app.schemas import AddCamera
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
-from stemcell.scheduling import plan_state
+from stemcell.control import plan_state
 from stemcell.serve_config import ServeConfig
 from stemcell.state import new_token
 

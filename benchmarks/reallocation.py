@@ -141,7 +141,7 @@ async def _deploy_direct(config: Any, package: Path, cameras: int) -> Camera:
 
 def _candidates(package: Path) -> list[Any]:
     """One candidate per app: the most shared one (what the ingress picks for a new camera)."""
-    from stemcell.scheduling.camera_plans import default_candidate
+    from stemcell.control.camera_plans import default_candidate
     from app.service import read_manifest
 
     manifest, _ = read_manifest(package)

@@ -42,6 +42,10 @@ class FrameDecoder:
         except RuntimeError as exc:  # nvJPEG's refusal of a corrupt stream
             raise ImageError("corrupt", f"JPEG image is corrupt: {str(exc)[:200]}") from exc
 
-    def to_input(self, images: Sequence[bytes], size: int, content_type: str = "image/jpeg") -> torch.Tensor:
-        """The model input (N,3,size,size) of `images`, resized where they were decoded."""
-        return torch.cat([normalised(img[None], size) for img in self.decode(images, content_type)])
+    def to_input(
+        self, images: Sequence[bytes], size: int, content_type: str = "image/jpeg", *,
+        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """The model input (N,3,size,size) of `images`, resized and normalised (the package's mean/std)
+        where they were decoded."""
+        return torch.cat([normalised(img[None], size, mean=mean, std=std) for img in self.decode(images, content_type)])

@@ -25,6 +25,7 @@ import torch
 
 from stemcell.accel import DevicePath
 from stemcell.models import make_app_model, to_input
+from stemcell.models.readout import read_app
 from stemcell.package import MPackage
 from stemcell.sharing.batcher import DeviceOutOfMemory
 from stemcell.sharing.memory import MemoryReport, memory_report
@@ -70,10 +71,11 @@ class InferRequest:
 @dataclass(frozen=True)
 class AppResult:
     app: str
-    label: bool  # score >= threshold
+    label: bool  # presence: score >= threshold; count: count >= the app's min_count
     score: float  # sigmoid of the app's logit
     event_active: bool  # the app's event is on (its current label)
     fresh: bool  # computed on this frame (False: repeated from the app's last analysed frame)
+    count: int | None = None  # count apps: objects counted (event_active = count >= the app's min_count)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class _Branch:
     next_due: int = 0  # camera frame index at which the app analyses next
     score: float = 0.0
     label: bool = False
+    count: int | None = None
 
 
 @dataclass
@@ -129,6 +132,8 @@ class StemRuntime:
         self.tree = StemTree(package.base.num_segments, self.device, self.path.dtype, self.path.runner)
         self.input_size = package.manifest.base.input_size
         self.path.bind(package.base, self.input_size)
+        self._normalization = package.manifest.base.normalization.model_dump()  # mean, std as trained
+        self._tasks = {a.name: (a.task, a.min_count) for a in package.manifest.apps}
         self.threshold = threshold
         self.latency_alpha = latency_alpha
         # Timing each node synchronises the GPU, so on CUDA only every 8th batch is measured.
@@ -294,7 +299,7 @@ class StemRuntime:
         camera = self._cameras.get(req.camera)
         if camera is None:
             raise ValueError(f"unknown camera {req.camera!r}")
-        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size)
+        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size, **self._normalization)
         n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
         if len(stamps) != n:
@@ -339,10 +344,10 @@ class StemRuntime:
                 fresh = app in due_apps
                 if fresh:
                     key = (camera_id, app)
-                    branch.score = float(torch.sigmoid(logits[key][cursor[key], 0]))
-                    branch.label = branch.score >= self.threshold
+                    reading = read_app(*self._tasks[app], float(logits[key][cursor[key], 0]), self.threshold)
+                    branch.score, branch.label, branch.count = reading.score, reading.label, reading.count
                     cursor[key] += 1
-                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh))
+                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count))
             self.counters["app_runs"] += len(due_apps)
             self.counters["app_reuses"] += len(camera.apps) - len(due_apps)
             out.append(FrameResult(ts, tuple(results), versions))

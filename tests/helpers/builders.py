@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from stemcell.models import build_base
-from stemcell.package.build import app_entry, build_package
+from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
 from stemcell.package.manifest import Manifest
 from stemcell.training import CandidateSpec, LabelledFrames, finetune_candidate, profile_latency
 
@@ -25,10 +25,11 @@ def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tu
     base = build_base("tiny_cnn")
     train, val = random_frames(seed=1), random_frames(seed=2)
     results = [
-        finetune_candidate(base, CandidateSpec(app, 1, b, epochs=1, lr=1e-3, batch_size=16, input_size=32), train, val)
+        finetune_candidate(base, CandidateSpec(app, (1,), b, epochs=1, lr=1e-3, batch_size=16, input_size=32), train, val)
         for app in apps
         for b in branchpoints
     ]
     profile = profile_latency(base, 32, batch_sizes=(1, 4), repeats=2)
-    entries = [app_entry(app, "car", val.presence[:, 1]) for app in apps]
-    return build_package(root, base, 32, 10.0, {"seed": 0}, profile, entries, results)
+    entries = [app_entry(app, ["car"], val.presence[:, 1]) for app in apps]
+    info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
+    return build_package(root, base, info, profile, entries, results)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemcell.scheduling.camera_plans import AppAssignment
+from stemcell.control.camera_plans import AppAssignment
 from stemcell.scheduling import mainstream_greedy
-from stemcell.scheduling.camera_changes import (
+from stemcell.control.camera_changes import (
     AppSetting,
     CameraChange,
     CameraSetting,
@@ -13,7 +13,7 @@ from stemcell.scheduling.camera_changes import (
     plan_changes,
     respect_pins,
 )
-from stemcell.scheduling.plan_state import CAMERAS, plan_section
+from stemcell.control.plan_state import CAMERAS, plan_section
 from stemcell.scheduling.problem import AppChoice, Schedule, build_problem
 from stemcell.state import StateStore
 

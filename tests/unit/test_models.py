@@ -9,10 +9,11 @@ import torch
 
 from stemcell.models import build_base, list_bases, make_app_model, segment_hash, to_input
 
-ALL_BASES = ("tiny_cnn", "mobilenet_v3_small", "resnet18")
+TORCHVISION_BASES = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0")
+ALL_BASES = ("tiny_cnn", *TORCHVISION_BASES)
 
 
-def test_registry_lists_the_three_bases() -> None:
+def test_registry_lists_every_base() -> None:
     assert set(ALL_BASES) <= set(list_bases())
     with pytest.raises(ValueError, match="unknown base model"):
         build_base("vgg_nope")
@@ -30,7 +31,7 @@ def test_segments_in_order_equal_the_whole_torchvision_backbone(name: str) -> No
     assert 5 <= base.num_segments <= 10
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
+@pytest.mark.parametrize("name", TORCHVISION_BASES)
 def test_segmented_backbone_matches_original_torchvision_forward(name: str) -> None:
     """Cutting must not change the maths: compare with torchvision's own forward pass on its features."""
     import torchvision
@@ -46,7 +47,7 @@ def test_segmented_backbone_matches_original_torchvision_forward(name: str) -> N
         for dst, src in zip(ours, theirs):
             dst.copy_(src)
         x = torch.randn(2, 3, 64, 64)
-        if name == "resnet18":
+        if name.startswith("resnet"):
             m = reference
             expected = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
         else:

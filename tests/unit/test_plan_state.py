@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemcell.scheduling.plan_state import CAMERAS, PLANNER, executor_routes, plan_section, save_plan_section
+from stemcell.control.plan_state import CAMERAS, PLANNER, executor_routes, plan_section, save_plan_section
 from stemcell.state import StateStore
 
 

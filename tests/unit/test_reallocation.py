@@ -1,7 +1,7 @@
 """Make-before-break: nothing is killed before its replacement is warm and serving."""
 from __future__ import annotations
 
-from stemcell.scheduling.reallocation import Op, actor_name, reallocation_steps
+from stemcell.control.reallocation import Op, actor_name, reallocation_steps
 
 
 def _index(steps, op, actor):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stemcell.scheduling import plan_state
+from stemcell.control import plan_state
 from stemcell.scheduling.problem import Schedule, ScheduleProblem
 from stemcell.state import StateStore
 

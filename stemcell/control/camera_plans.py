@@ -47,7 +47,7 @@ class AppAssignment:
         return {"app": self.app, "branchpoint": self.branchpoint, "fps": self.fps}
 
     def as_stored_dict(self) -> dict[str, Any]:
-        """The stored camera config's form (`stemcell.scheduling.camera_changes.CameraSetting` reads it)."""
+        """The stored camera config's form (`stemcell.control.camera_changes.CameraSetting` reads it)."""
         return {**self.as_executor_dict(), "pinned": self.pinned}
 
 
