@@ -19,6 +19,7 @@ import copy
 import logging
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from torch import nn
 from stemcell.accel.engine_cache import EngineCache
 from stemcell.accel.engines import EngineManager, Runner, Shape
 from stemcell.accel.precision import Backend, ExecutionPlan, Precision, device_facts, plan_execution
+
+if TYPE_CHECKING:
+    from stemcell.sharing.stem_tree import LeafKey, Observer, Rows, StemTree
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +149,25 @@ class DevicePath:
             torch.cuda.empty_cache()
         return time.perf_counter() - started
 
-    def recover_from_oom(self, exc: BaseException) -> None:
-        """Free the allocator's cached blocks so the next (smaller) batch can fit."""
-        log.warning("CUDA out of memory in a batch (its requests get 503): %s", str(exc).splitlines()[0][:200])
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    def forward(self, tree: StemTree, parts: list[torch.Tensor], rows: Rows, observer: Observer | None = None,
+                ) -> dict[LeafKey, torch.Tensor]:
+        """`tree.forward` of the batch's parts on this executor's stream; logits on the host.
+
+        A CUDA OOM (the batch does not fit the executor's memory share) empties the allocator's
+        cache, so the next batch can fit, and raises `DeviceOutOfMemory`: its requests get 503.
+        """
+        try:
+            with self.on_stream():
+                out = tree.forward(self.to_device(parts), rows, observer)
+                return {key: value.cpu() for key, value in out.items()}
+        except torch.OutOfMemoryError as exc:
+            from stemcell.sharing.batcher import DeviceOutOfMemory  # late: stemcell.sharing imports this module
+
+            detail = str(exc).splitlines()[0][:200]
+            log.warning("CUDA out of memory in a batch (its requests get 503): %s", detail)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise DeviceOutOfMemory(detail) from exc
 
     def close(self) -> None:
         if self.engines is not None:

@@ -27,7 +27,6 @@ from stemcell.accel import DevicePath
 from stemcell.models import make_app_model, to_input
 from stemcell.models.readout import read_app
 from stemcell.package import MPackage
-from stemcell.sharing.batcher import DeviceOutOfMemory
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
 
@@ -287,7 +286,7 @@ class StemRuntime:
                     for app in due[j]:
                         rows.setdefault((req.camera, app), []).append(offset + k)
                 offset += len(needed)
-            logits = self._forward(inputs, rows)  # DeviceOutOfMemory fails this batch only
+            logits = self._forward(inputs, rows)  # DeviceOutOfMemory (past the GPU share) fails this batch only
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
@@ -318,13 +317,7 @@ class StemRuntime:
             return {}
         self.counters["batches"] += 1
         profile = self.counters["batches"] % self.profile_every == 0
-        try:
-            with self.path.on_stream():
-                out = self.tree.forward(self.path.to_device(inputs), rows, self._observe if profile else None)
-                return {k: v.cpu() for k, v in out.items()}
-        except torch.OutOfMemoryError as exc:
-            self.path.recover_from_oom(exc)
-            raise DeviceOutOfMemory(str(exc).splitlines()[0][:200]) from exc
+        return self.path.forward(self.tree, inputs, rows, self._observe if profile else None)
 
     def _results(
         self,
