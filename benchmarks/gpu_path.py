@@ -63,15 +63,20 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fps(fn: Callable[[], object], batch: int, seconds: float) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fps(fn: Callable[[], object], batch: int, seconds: float, device: torch.device) -> float:
     for _ in range(3):  # warm-up: allocator, cudnn autotune, lazy engine contexts
         fn()
-    torch.cuda.synchronize()
+    _sync(device)
     calls, started = 0, time.perf_counter()
     while calls < 5 or time.perf_counter() - started < seconds:
         fn()
         calls += 1
-    torch.cuda.synchronize()
+    _sync(device)
     return batch * calls / (time.perf_counter() - started)
 
 
@@ -84,11 +89,13 @@ def _one_app_tree(name: str, path: DevicePath, size: int) -> StemTree:
     return tree
 
 
-def precision_rows(size: int, seconds: float, engine_timeout_s: float, engine_dir: Path) -> tuple[list[dict], list[str]]:
+def precision_rows(size: int, seconds: float, engine_timeout_s: float, engine_dir: Path, device: torch.device,
+                   models: tuple[str, ...] = MODELS) -> tuple[list[dict], list[str]]:
     rows, notes = [], []
-    for name in MODELS:
+    for name in models:
         for backend, precision in SETTINGS:
-            path = DevicePath.create(precision=precision, backend=backend, max_batch=max(BATCHES), engine_dir=engine_dir)
+            path = DevicePath.create(device=device, precision=precision, backend=backend, max_batch=max(BATCHES),
+                                     engine_dir=engine_dir)
             if path.plan.describe() != f"{precision}/{backend}":
                 notes.append(f"{name} {precision}/{backend}: not available ({path.plan.reason})")
                 path.close()
@@ -106,15 +113,15 @@ def precision_rows(size: int, seconds: float, engine_timeout_s: float, engine_di
                 x = torch.randn(batch, 3, size, size, device=path.device)
                 rows_of = {("cam", "app"): torch.arange(batch)}
                 with path.on_stream():
-                    fps = _fps(lambda: tree.forward(x, rows_of), batch, seconds)
+                    fps = _fps(lambda: tree.forward(x, rows_of), batch, seconds, device)
                 rows.append({"model": name, "backend": backend, "precision": precision, "batch": batch, "fps": fps})
             path.close()
     return rows, notes
 
 
-def sharing_ratios(size: int, seconds: float, apps: int = 10, batch: int = 32) -> dict[str, float]:
-    device = torch.device("cuda")
-    base = build_base("mobilenet_v3_small")
+def sharing_ratios(size: int, seconds: float, device: torch.device, model: str = "mobilenet_v3_small", apps: int = 10,
+                   batch: int = 32) -> dict[str, Any]:
+    base = build_base(model)
     s = base.num_segments
     single = perturbed_app_model(base, s, seed=1).to(device).eval()
     shared = StemTree(s, device)
@@ -124,26 +131,27 @@ def sharing_ratios(size: int, seconds: float, apps: int = 10, batch: int = 32) -
     x = torch.randn(batch, 3, size, size, device=device)
     rows = {key: torch.arange(batch) for key in shared.keys()}
     with torch.inference_mode():
-        fps = {"single": _fps(lambda: single(x), batch, seconds), "max_sharing": _fps(lambda: shared.forward(x, rows), batch, seconds),
-               "no_sharing": _fps(lambda: [m(x) for m in separate], batch, seconds)}
+        fps = {"single": _fps(lambda: single(x), batch, seconds, device),
+               "max_sharing": _fps(lambda: shared.forward(x, rows), batch, seconds, device),
+               "no_sharing": _fps(lambda: [m(x) for m in separate], batch, seconds, device)}
     return {"fps": fps, "ratio_max_sharing_to_single_gpu": fps["max_sharing"] / fps["single"],
             "ratio_no_sharing_to_single_gpu": fps["no_sharing"] / fps["single"]}
 
 
-def merged_memory(size: int, apps: int = 10, batch: int = 32) -> dict[str, int | None]:
-    device = torch.device("cuda")
-    base = build_base("resnet18")
+def merged_memory(size: int, device: torch.device, model: str = "resnet18", apps: int = 10, batch: int = 32,
+                  ) -> dict[str, int | None]:
+    base = build_base(model)
     b = base.num_segments // 2
     models = [perturbed_app_model(base, b, seed=i + 1).eval() for i in range(apps)]
     x = torch.randn(batch, 3, size, size, device=device)
-    torch.cuda.empty_cache()
     tree = StemTree(base.num_segments, device)
     for i, m in enumerate(models):
         tree.add(("cam", f"app{i}"), m)
     rows = {key: torch.arange(batch) for key in tree.keys()}
     merged = cuda_peak_bytes(lambda: tree.forward(x, rows), device)
     del tree
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     separate = [m.to(device) for m in models]  # each model holds all its weights, as deployed alone
     with torch.inference_mode():
         no_merge = cuda_peak_bytes(lambda: [m(x) for m in separate], device)
@@ -217,13 +225,14 @@ def share_enforcement() -> dict[str, Any]:
     return {"enforced": ok, "mps": mps, "small": small, "large": large}
 
 
-def colocated(size: int, seconds: float = 10.0) -> dict[str, Any]:
+def colocated(size: int, device: torch.device, seconds: float = 10.0, teacher_model: str = "resnet18",
+              student_model: str = "mobilenet_v3_small") -> dict[str, Any]:
     """Teacher labelling, retraining and inference at once, each on its own thread and CUDA stream."""
-    device = torch.device("cuda")
-    teacher = build_base("resnet18").to(device, torch.float16).eval()
-    student_base = build_base("mobilenet_v3_small")
+    half = torch.float16 if device.type == "cuda" else torch.float32
+    teacher = build_base(teacher_model).to(device, half).eval()
+    student_base = build_base(student_model)
     app = perturbed_app_model(student_base, student_base.num_segments // 2, seed=1).to(device)
-    serving = StemTree(student_base.num_segments, device, torch.float16)
+    serving = StemTree(student_base.num_segments, device, half)
     for i in range(4):
         serving.add(("cam", f"app{i}"), perturbed_app_model(student_base, student_base.num_segments, seed=i + 2))
     counts = {"teacher_frames": 0, "retrain_steps": 0, "inference_frames": 0}
@@ -231,16 +240,16 @@ def colocated(size: int, seconds: float = 10.0) -> dict[str, Any]:
     stop = time.monotonic() + seconds
 
     def loop(name: str, step: Callable[[], int]) -> None:
-        with torch.cuda.stream(torch.cuda.Stream(device)):
+        with DevicePath.create(device=device).on_stream():  # its own CUDA stream (nothing on a CPU)
             try:
                 while time.monotonic() < stop:
                     counts[name] += step()
-                torch.cuda.synchronize(device)
+                _sync(device)
             except Exception as exc:  # noqa: BLE001 - reported in the result
                 errors.append(f"{name}: {type(exc).__name__}: {exc}"[:200])
 
-    x16 = torch.randn(16, 3, size, size, device=device, dtype=torch.float16)
-    x32 = torch.randn(32, 3, size, size, device=device, dtype=torch.float16)
+    x16 = torch.randn(16, 3, size, size, device=device, dtype=half)
+    x32 = torch.randn(32, 3, size, size, device=device, dtype=half)
     feats = torch.randn(64, 3, size, size, device=device)
     labels = torch.randint(0, 2, (64, 1), device=device).float()
     rows = {key: torch.arange(32) for key in serving.keys()}
@@ -264,8 +273,8 @@ def colocated(size: int, seconds: float = 10.0) -> dict[str, Any]:
         t.start()
     for t in threads:
         t.join()
-    return {**{k: v / seconds for k, v in counts.items()}, "seconds": seconds, "errors": errors,
-            "peak_bytes": int(torch.cuda.max_memory_allocated(device))}
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return {**{k: v / seconds for k, v in counts.items()}, "seconds": seconds, "errors": errors, "peak_bytes": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,13 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     size = args.size or (112 if args.quick else 224)
     seconds = args.seconds or (0.3 if args.quick else 1.0)
+    device = torch.device("cuda")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as engines:
-        rows, notes = precision_rows(size, seconds, args.engine_timeout_s or (60 if args.quick else 150), Path(engines))
-    sharing = sharing_ratios(size, seconds)
-    memory = merged_memory(size)
+        rows, notes = precision_rows(size, seconds, args.engine_timeout_s or (60 if args.quick else 150), Path(engines), device)
+    sharing = sharing_ratios(size, seconds, device)
+    memory = merged_memory(size, device)
     shares = share_enforcement()
-    together = colocated(size, 3.0 if args.quick else 10.0)
+    together = colocated(size, device, 3.0 if args.quick else 10.0)
     result = {
         "cuda": True, "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "size": size, "rows": rows,
         "notes": notes, **{k: v for k, v in sharing.items()}, **memory,
