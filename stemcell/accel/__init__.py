@@ -3,8 +3,9 @@ one executor (stream, pinned staging, OOM recovery). Pure logic plus torch; `ten
 only where an engine is built or loaded."""
 from stemcell.accel.device_path import DevicePath
 from stemcell.accel.engine_cache import EngineCache, EngineKey, write_readable
-from stemcell.accel.engines import EngineManager, EngineStats
+from stemcell.accel.engines import EngineManager
 from stemcell.accel.precision import DeviceFacts, ExecutionPlan, plan_execution, resolve_execution
+from stemcell.control.contracts import EngineStats
 
 __all__ = [
     "DeviceFacts", "DevicePath", "EngineCache", "EngineKey", "EngineManager", "EngineStats", "ExecutionPlan",

@@ -18,10 +18,9 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import asdict
-from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,13 +28,12 @@ from torch import nn
 from stemcell.accel.engine_cache import EngineCache
 from stemcell.accel.engines import EngineManager, Runner, Shape
 from stemcell.accel.precision import Backend, ExecutionPlan, Precision, device_facts, plan_execution
+from stemcell.control.contracts import EngineStats
 
 if TYPE_CHECKING:
     from stemcell.sharing.stem_tree import LeafKey, Observer, Rows, StemTree
 
 log = logging.getLogger(__name__)
-
-OOM_RETRY_AFTER_S = 1.0
 
 
 class DevicePath:
@@ -93,9 +91,9 @@ class DevicePath:
             self.engines.request(digest, module, self._segment_inputs[depth])
         self.engines.forget(live)
 
-    def engine_stats(self) -> dict[str, float] | None:
+    def engine_stats(self) -> EngineStats | None:
         """Ready/building/failed engines and build time; None without the tensorrt backend."""
-        return None if self.engines is None else asdict(self.engines.stats())
+        return None if self.engines is None else self.engines.stats()
 
     def runner(self, digest: str, input_shape: Shape) -> Runner | None:
         return None if self.engines is None else self.engines.runner(digest, input_shape)

@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from stemcell.accel.engine_cache import EngineCache, EngineKey
+from stemcell.control.contracts import EngineStats
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +30,6 @@ Runner = Callable[[torch.Tensor], torch.Tensor]  # a built engine, called like t
 Builder = Callable[[nn.Module, EngineKey], bytes]  # segment + key -> serialised engine
 Loader = Callable[[bytes, EngineKey], Runner]  # serialised engine -> runner on this process's GPU
 Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    ready: int  # engines serving
-    building: int  # builds or loads in flight
-    failed: int  # keys whose build failed (they stay on torch)
-    built: int  # builds done by this process
-    loaded: int  # engines taken from the disk cache
-    build_s: float  # total seconds spent building
 
 
 class EngineManager:
