@@ -23,6 +23,7 @@ through Stemcell's own serving path (`StemTree` behind a `DevicePath`, one app u
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -152,7 +153,8 @@ def merged_memory(size: int, device: torch.device, model: str = "resnet18", apps
     del tree
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    separate = [m.to(device) for m in models]  # each model holds all its weights, as deployed alone
+    # deepcopy: the app models share the base's stem objects; deployed alone each holds all its weights
+    separate = [copy.deepcopy(m).to(device) for m in models]
     with torch.inference_mode():
         no_merge = cuda_peak_bytes(lambda: [m(x) for m in separate], device)
     return {"bytes_merged_cuda": merged, "bytes_no_merge_cuda": no_merge, "apps": apps, "branchpoint": b}
