@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -54,6 +54,17 @@ class ExecutorSection(_Strict):
     # Only nodes carrying all these labels run executors (Ray `label_selector`), e.g. the GPU workers of
     # cluster/aws-gpu.yaml: `{"ray.io/accelerator-type": "A10G"}` or a custom `ray start --labels` label.
     node_labels: dict[str, str] = Field(default_factory=dict)
+    # The GPU path (docs/gpu.md). Without CUDA (or TensorRT, or bf16 on the GPU) executors fall back to
+    # fp32/torch with one warning line: the same config serves on a laptop and on a GPU node.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # weights and activations of the stem tree
+    backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
+    engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
+    gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+
+    def device_options(self) -> dict[str, Any]:
+        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
+        return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
+                "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
 
 
 class LimitsSection(_Strict):
@@ -154,8 +165,10 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     learning = config.learning
     persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
     teacher = resolve_paths(learning.teacher) if learning.teacher is not None else None
+    engines = config.executors.engine_dir
     return config.model_copy(update={
         "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
+        "executors": config.executors.model_copy(update={"engine_dir": engines.expanduser().resolve() if engines else None}),
         "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
     })
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from stemcell.models import SegmentedNet, make_app_model
 from stemcell.package import PackageError, load_package
+from stemcell.package.store import write_package, write_weights
 from stemcell.training.finetune import CandidateResult
 from tests.helpers.builders import random_frames, tiny_package_parts
 
@@ -110,3 +113,18 @@ def test_non_json_manifest(package_dir: Path, tmp_path: Path) -> None:
     (root / "manifest.json").write_text("{not json")
     with pytest.raises(PackageError, match="not valid JSON"):
         load_package(root)
+
+
+def test_package_files_are_readable_by_another_user_whatever_the_umask(package_dir: Path, tmp_path: Path) -> None:
+    """safetensors writes 0600; a package built by one user must be servable by workers running as another."""
+    manifest = load_package(package_dir).manifest
+    root = tmp_path / "pkg"
+    old = os.umask(0o077)
+    try:
+        write_weights({"w": torch.ones(3)}, root, "candidates/car_b2.safetensors")
+        write_package(root, manifest)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert modes == {".": 0o755, "candidates": 0o755, "candidates/car_b2.safetensors": 0o644, "manifest.json": 0o644}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in package_dir.rglob("*") if p.is_file()} == {0o644}
