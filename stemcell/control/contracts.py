@@ -154,11 +154,7 @@ class WorkerStats:
 class Routes:
     """Which actor serves each role (executor slot, retraining worker) now, as the Planner published it."""
 
-    actors: Mapping[str, str] = field(default_factory=dict)  # role -> actor name
-
-    def actor(self, role: str) -> str:
-        """The actor serving `role`: generation 0 is named like the role until a switch publishes another."""
-        return self.actors.get(role, role)
+    actors: Mapping[str, str] = field(default_factory=dict)  # role -> actor name (unlisted: its generation 0)
 
 
 @dataclass(frozen=True)
