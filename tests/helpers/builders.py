@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stemcell.models import build_base
+from stemcell.models import SegmentedNet, build_base
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
 from stemcell.package.manifest import Manifest
 from stemcell.training import CandidateSpec, LabelledFrames, finetune_candidate, profile_latency
+from stemcell.training.finetune import CandidateResult
 
 
 def random_frames(n: int = 48, size: int = 32, classes: int = 5, seed: int = 0) -> LabelledFrames:
@@ -22,6 +23,13 @@ def random_frames(n: int = 48, size: int = 32, classes: int = 5, seed: int = 0) 
 
 def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",)) -> Manifest:
     """A real (tiny) M-Package: tiny_cnn base, one epoch per candidate, on random frames."""
+    return tiny_package_parts(root, branchpoints, apps)[0]
+
+
+def tiny_package_parts(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",)
+                       ) -> tuple[Manifest, SegmentedNet, list[CandidateResult]]:
+    """`tiny_package`, plus the base and the trained candidates as they were before saving (what a
+    round trip must give back)."""
     base = build_base("tiny_cnn")
     train, val = random_frames(seed=1), random_frames(seed=2)
     results = [
@@ -32,4 +40,4 @@ def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tu
     profile = profile_latency(base, 32, batch_sizes=(1, 4), repeats=2)
     entries = [app_entry(app, ["car"], val.presence[:, 1]) for app in apps]
     info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
-    return build_package(root, base, info, profile, entries, results)
+    return build_package(root, base, info, profile, entries, results), base, results
