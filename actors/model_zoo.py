@@ -68,8 +68,9 @@ class ModelZooService:
     def __init__(self, root: str, package_dir: str, config: ZooConfig | None = None) -> None:
         package = load_package(package_dir)
         config = config or ZooConfig()
-        if config.input_size != package.manifest.base.input_size:  # experts see frames as the package's models do
-            config = dataclasses.replace(config, input_size=package.manifest.base.input_size)
+        base = package.manifest.base  # experts see frames as the package's models do
+        config = dataclasses.replace(config, input_size=base.input_size, mean=base.normalization.mean,
+                                     std=base.normalization.std)
         self.base = package.base
         self.zoo = ModelZoo(ZooStore(root), self.base, config)
         self._last: dict[tuple[str, str], Selection] = {}

@@ -78,7 +78,8 @@ class RetrainWorker:
         self._share = share
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._package = load_package(package_dir)
-        base_cfg = AmsConfig(input_size=self._package.manifest.base.input_size)
+        base = self._package.manifest.base  # frames reach the student as they did in training
+        base_cfg = AmsConfig(input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
         self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
