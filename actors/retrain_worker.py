@@ -36,6 +36,8 @@ import ray
 import torch
 
 from actors.gpu_share import enforce_share
+from stemcell.control.contracts import JobStats, WorkerStats
+from stemcell.control.errors import Moved
 from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payload_kind
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
@@ -63,13 +65,6 @@ def newest_checkpoint(*blobs: bytes | dict[str, Any] | None) -> dict[str, Any] |
     move's snapshot), while the durable checkpoint in `persist_dir` may be newer, or older."""
     states = [read_checkpoint(b) for b in blobs if b is not None]
     return max(states, key=lambda st: float(st.get("saved_at", 0.0)), default=None)
-
-
-class WorkerMoving(RuntimeError):
-    """This worker was snapshotted for a make-before-break move: samples go to its successor.
-
-    Refusing them (rather than buffering them in a worker about to be killed) is what keeps a move
-    lossless: the caller re-reads the Planner's routes, or tells the edge to retry shortly."""
 
 
 @ray.remote
@@ -207,7 +202,8 @@ class RetrainWorker:
     async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """Teacher-labelled samples of one camera -> {"accepted", "sampling_fps", "t_update_s", "versions"}."""
         if self._moving:
-            raise WorkerMoving("this retraining worker is moving to a new GPU share; its successor takes the samples")
+            # refusing (not buffering in a worker about to be killed) keeps the move lossless
+            raise Moved(ray.get_runtime_context().get_actor_name() or "retrain worker")
         self._ensure_loop()
         return await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames), np.asarray(labels))
 
@@ -250,7 +246,7 @@ class RetrainWorker:
 
     async def checkpoint(self, pause: bool = False) -> bytes:
         """Snapshot for a make-before-break move (`resume_from=`); `pause=True` stops training first,
-        so no update is published here after the snapshot, and samples are refused (`WorkerMoving`)
+        so no update is published here after the snapshot, and samples are refused (`Moved`: the caller follows the routes)
         until `resume()` (the move failed) or the Planner kills this actor (it succeeded)."""
         if pause:
             self._moving = True
@@ -258,6 +254,14 @@ class RetrainWorker:
 
     async def resume(self) -> None:
         self._moving = False
+
+    async def job_stats(self) -> WorkerStats:
+        """Each job's measured gains per training phase: what the Planner's slicing reads."""
+        def read() -> WorkerStats:
+            jobs = [(f"{camera}/{app}", self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
+            return WorkerStats(tuple(JobStats(job_id, tuple(s.recent_gains), s.updates) for job_id, s in jobs))
+
+        return await self._on(read)
 
     async def stats(self) -> dict[str, Any]:
         """Per job: measured retraining wall/CPU seconds, updates, recent accuracy gains, rates."""

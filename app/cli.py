@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stemcell.config import ConfigError
+from stemcell.scheduling.registry import SCHEDULERS
+from stemcell.scheduling.slicing import SLICING_POLICIES
 
 log = logging.getLogger("stemcell")
 
@@ -54,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from stemcell.package import load_package
     from stemcell.package.planning import problem_from_manifest
-    from stemcell.scheduling import SCHEDULERS, SearchTooLarge, format_schedule, get_scheduler
+    from stemcell.scheduling import SearchTooLarge, format_schedule, get_scheduler
 
     manifest = load_package(args.package).manifest
     problem = problem_from_manifest(manifest, args.apps, args.budget, frame_rates=args.fps,
@@ -83,20 +85,22 @@ def _cmd_planner(args: argparse.Namespace) -> int:
 
     import ray
 
-    from actors.planner import PlannerSettings, get_or_create_planner
+    from actors.planner import get_or_create_planner
     from app.runtime import ensure_ray
-    from stemcell.serve_config import load_serve_config
+    from stemcell.serve_config import PlannerSection, load_serve_config
 
     ensure_ray()
-    settings = PlannerSettings(window_s=args.window_s, total_gpu=args.total_gpu, scheduler=args.scheduler)
     config = load_serve_config(args.config)
-    planner = get_or_create_planner(config, settings)
+    given = {k: getattr(args, k) for k in ("window_s", "total_gpu", "scheduler", "slicing") if getattr(args, k) is not None}
+    settings = PlannerSection.model_validate(config.planner.model_dump() | given)  # the flags override serve.yaml
+    config = config.model_copy(update={"planner": settings})
+    planner = get_or_create_planner(config)
     if config.learning.enabled:
         from app.learning_service import register_learning_worker
 
         worker = register_learning_worker(planner, config)
         print(f"learning worker {worker['actor']} is Planner role {worker['role']} (share {worker['share']:.2f})")
-    print(f"Planner running: a round every {args.window_s:g} s over {args.total_gpu:g} GPU (Ctrl-C to stop watching)")
+    print(f"Planner running: a round every {settings.window_s:g} s over {settings.total_gpu:g} GPU (Ctrl-C to stop watching)")
     try:
         while True:
             view = ray.get(planner.current_plan.remote(), timeout=60)
@@ -104,7 +108,7 @@ def _cmd_planner(args: argparse.Namespace) -> int:
             print(f"round {view['rounds']}: decision {view['last_decision_ms'] or 0:.1f} ms; shares {shares or 'none yet'}")
             if args.once:
                 return 0
-            time.sleep(max(args.window_s, 1.0))
+            time.sleep(max(settings.window_s, 1.0))
     except KeyboardInterrupt:
         return 0
 
@@ -160,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apps to run on the stream; repeat a name for several tenants with the same model set")
     p.add_argument("--budget", type=float, required=True,
                    help="GPU-seconds per second available (e.g. 0.25 = a quarter of one device)")
-    p.add_argument("--policy", default="mainstream",
-                   choices=["mainstream", "max_sharing", "no_sharing", "exhaustive", "optimal", "all"],
+    p.add_argument("--policy", default="mainstream", choices=[*SCHEDULERS, "all"],
                    help="scheduler (default: mainstream greedy; optimal/exhaustive are exact references "
                    "for small instances; 'all' prints every policy)")
     p.add_argument("--fps", type=float, nargs="+", help="frame-rate menu (default: 1.25 2.5 5 10, capped at the stream's fps)")
@@ -184,10 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "learning.enabled it also takes over the learning RetrainWorker (role retrain-<worker_name>). "
                        "Prints each round; the plan is also at GET /admin/plan.")
     p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"), help="the Serve app's config YAML")
-    p.add_argument("--window-s", type=float, default=10.0, help="seconds between planning rounds (default 10)")
-    p.add_argument("--total-gpu", type=float, default=1.0, help="GPUs the Planner may hand out (default 1)")
-    p.add_argument("--scheduler", default="mainstream", choices=["mainstream", "max_sharing", "no_sharing"],
-                   help="inference policy (default mainstream greedy)")
+    p.add_argument("--window-s", type=float, help="seconds between planning rounds (default: planner.window_s)")
+    p.add_argument("--total-gpu", type=float, help="GPUs the Planner may hand out (default: planner.total_gpu)")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), help="inference policy (default: planner.scheduler)")
+    p.add_argument("--slicing", choices=list(SLICING_POLICIES),
+                   help="retraining micro-window policy (default: planner.slicing)")
     p.add_argument("--once", action="store_true", help="print the current plan once and exit")
     p.set_defaults(func=_cmd_planner)
 

@@ -14,11 +14,8 @@ pause) on the camera's next upload, so inference in the cluster and at the edge 
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,11 +25,14 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options
-from actors.reallocator import RETRAIN
-from actors.retrain_worker import RetrainWorker, WorkerMoving
+from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
-from app.executors import ExecutorPool, Overloaded, UnknownCamera
+from app.executors import ExecutorPool
+from app.routes import RouteFollower
 from app.service import read_routes
+from stemcell.control.contracts import Routes
+from stemcell.control.errors import Moved, Overloaded, UnknownCamera
+from stemcell.control.roles import retrain_role
 from stemcell.serve_config import OracleTeacherSection, ServeConfig
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def teacher_source(config: ServeConfig) -> dict[str, Any]:
 
 def worker_role(config: ServeConfig) -> str:
     """The Planner role of the learning worker (`Planner.add_retrain_worker` names roles so)."""
-    return f"{RETRAIN}-{config.learning.worker_name}"
+    return retrain_role(config.learning.worker_name)
 
 
 def learning_worker_kwargs(config: ServeConfig) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[
     c = config.learning
     state = ray.get(planner.add_retrain_worker.remote(c.worker_name, learning_worker_kwargs(config), c.num_gpus,
                                                       actor=c.worker_name))
-    return {"role": worker_role(config), **state}
+    return {"role": worker_role(config), **asdict(state)}
 
 
 def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps: list[float]) -> int:
@@ -116,7 +116,7 @@ class LearningService:
     """One per ingress replica; the teacher and the worker are shared by all replicas."""
 
     def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool,
-                 routes: Mapping[str, str] | None = None) -> None:
+                 routes: Routes | None = None) -> None:
         """`routes`: role -> actor as the Planner last published them (the worker may have moved)."""
         self.config, self.store, self.pool = config, store, pool
         c, ns = config.learning, config.executors.namespace
@@ -126,11 +126,15 @@ class LearningService:
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
         )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher_source(config))
         self.role = worker_role(config)
-        routed = (routes or {}).get(self.role)
-        self.worker = ray.get_actor(routed, namespace=ns) if routed else RetrainWorker.options(**actor_options(
-            c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
-            num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
+        self.worker_name = (routes or Routes()).actors.get(self.role, c.worker_name)
+        self._follower = RouteFollower(lambda: read_routes(store), ns)
+        if self.worker_name != c.worker_name:  # moved by the Planner: its successor serves the role
+            self.worker = ray.get_actor(self.worker_name, namespace=ns)
+        else:
+            self.worker = RetrainWorker.options(**actor_options(
+                c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
+                num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
+            )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
         self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
 
     async def ready(self) -> dict[str, Any]:
@@ -139,33 +143,15 @@ class LearningService:
     async def _worker(self, method: str, *args: Any) -> Any:
         """Call the retraining worker; when it was moved (snapshotted or gone), follow the Planner's
         route to its successor and call that once. No successor in time: 503, the edge retries."""
-        handle = self.worker
+        name, handle = self.worker_name, self.worker
         try:
             return await getattr(handle, method).remote(*args)
-        except (WorkerMoving, RayActorError) as exc:
-            if not await self._await_successor(handle):
+        except (Moved, RayActorError) as exc:
+            moved = await self._follower.successor(self.role, name, MOVE_WAIT_S)
+            if moved is None:
                 raise Overloaded("the retraining worker is moving to a new GPU share; retry shortly") from exc
+            self.worker_name, self.worker = moved
         return await getattr(self.worker, method).remote(*args)
-
-    async def _await_successor(self, failed: ActorHandle) -> bool:
-        """Poll the Planner's route for up to `MOVE_WAIT_S`: it is published once the successor is
-        warm (seconds), and an upload is not latency-critical (AMS). No Planner role: no wait."""
-        deadline = time.monotonic() + MOVE_WAIT_S
-        while True:
-            name = (await read_routes(self.store)).get(self.role)
-            if name is None:
-                return False
-            try:
-                handle = ray.get_actor(name, namespace=self.config.executors.namespace)
-            except ValueError:  # published, then killed by a newer move: read again
-                handle = None
-            if handle is not None and handle._actor_id != failed._actor_id:
-                log.info("retraining worker moved: now %s", name)
-                self.worker = handle
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.25)
 
     async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
         record = await self.store.get_camera.remote(camera_id)

@@ -175,10 +175,10 @@ def retrain_fault(package: Path, persist: Path, namespace: str) -> Fault:
 
 def planner_fault(config_path: Path) -> Fault:
     """The Planner after one planning round (no share changes: min_change=1), read by an operator meanwhile."""
-    from actors.planner import PlannerSettings, get_or_create_planner
-    from stemcell.serve_config import load_serve_config
+    from actors.planner import get_or_create_planner
+    from stemcell.serve_config import PlannerSection, load_serve_config
 
-    planner = get_or_create_planner(load_serve_config(config_path), PlannerSettings(window_s=0, min_change=1.0))
+    planner = get_or_create_planner(load_serve_config(config_path), PlannerSection(window_s=0, min_change=1.0))
     ray.get(planner.replan.remote(), timeout=120)
 
     def section() -> Any:  # the planner's view less what is per-process by design (round counter, timings)

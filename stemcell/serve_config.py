@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stemcell.config import _Strict, load_config
+from stemcell.scheduling.registry import get_scheduler, get_slicing
 from stemcell.world.datatypes import WorldConfig
 
 MIN_ADMIN_TOKEN_CHARS = 16
@@ -128,6 +129,40 @@ class LearningSection(_Strict):
         return self
 
 
+class PlannerSection(_Strict):
+    """The Planner actor (`stemcell planner`): planning period, the GPU it splits, switch timings."""
+
+    window_s: float = Field(10.0, ge=0)  # planning period; 0 plans only on `replan()`
+    total_gpu: float = Field(1.0, gt=0)  # GPU-seconds per second the Planner may hand out
+    headroom: float = Field(0.0, ge=0)  # GPU left out of planning (other tenants); switches need free room besides
+    quantum: float = Field(0.05, gt=0, le=1)  # shares are multiples of this
+    floor: float = Field(0.05, ge=0, le=1)  # least share of any role
+    min_change: float = Field(0.1, ge=0)  # smaller share changes are not worth a switch
+    scheduler: str = "mainstream"  # inference policy (`stemcell.scheduling.registry.SCHEDULERS`)
+    slicing: str = "gain"  # retraining micro-window policy (`SLICING_POLICIES`)
+    correlation: float = Field(0.5, ge=0, le=1)  # rho of the event-F1 model
+    retrain_window_s: float = Field(1.0, gt=0)  # RECL micro-window length
+    mps: bool | None = None  # set CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (None: when MPS is detected)
+    grace_s: float = Field(1.5, ge=0)  # after a switch, how long ingress replicas get to pick up the new route
+    warm_timeout_s: float = Field(120.0, gt=0)  # a new actor not warm by then is killed; the role keeps the old one
+    drain_timeout_s: float = Field(30.0, gt=0)  # longest wait for an old executor's calls in flight
+    stats_timeout_s: float = Field(5.0, gt=0)  # an actor not answering its stats by then contributes none
+    worker_class: str = Field("actors.retrain_worker:RetrainWorker", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    worker_num_cpus: float = Field(1.0, ge=0)  # CPU slots of each retraining worker
+
+    @field_validator("scheduler")
+    @classmethod
+    def _registered_scheduler(cls, name: str) -> str:
+        get_scheduler(name)  # ValueError naming the registered ones
+        return name
+
+    @field_validator("slicing")
+    @classmethod
+    def _registered_slicing(cls, name: str) -> str:
+        get_slicing(name)
+        return name
+
+
 class ServeConfig(_Strict):
     """The Serve app: which package to serve, where state lives, how executors are placed."""
 
@@ -141,6 +176,7 @@ class ServeConfig(_Strict):
     executors: ExecutorSection = ExecutorSection()
     limits: LimitsSection = LimitsSection()
     learning: LearningSection = LearningSection()
+    planner: PlannerSection = PlannerSection()
 
     @field_validator("package_dir", "state_path")
     @classmethod

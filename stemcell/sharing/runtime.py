@@ -18,11 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
+from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
+from stemcell.control.errors import UnknownCamera
 from stemcell.models import make_app_model, to_input
 from stemcell.models.readout import read_app
 from stemcell.package import MPackage
@@ -30,22 +32,6 @@ from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    app: str  # app name in the package
-    branchpoint: int  # frozen shared segments of the chosen candidate (0..S)
-    fps: float  # frames per second the app must analyse
-
-    @classmethod
-    def parse(cls, raw: AppConfig | Mapping[str, object]) -> AppConfig:
-        if isinstance(raw, AppConfig):
-            return raw
-        try:
-            return cls(str(raw["app"]), int(raw["branchpoint"]), float(raw["fps"]))  # type: ignore[arg-type]
-        except KeyError as exc:
-            raise ValueError(f"app config {dict(raw)} lacks {exc.args[0]!r} (needs app, branchpoint, fps)") from exc
 
 
 def frame_stride(stream_fps: float, app_fps: float) -> int:
@@ -94,7 +80,7 @@ class FrameResult:
 class _Branch:
     """Mutable serving state of one (camera, app)."""
 
-    config: AppConfig
+    config: AppRun
     stride: int
     version: int = 0  # 0 = the package's candidate; set_app_weights raises it
     next_due: int = 0  # camera frame index at which the app analyses next
@@ -146,14 +132,15 @@ class StemRuntime:
     # -- configuration ----------------------------------------------------------------------------
 
     def set_camera(
-        self, camera_id: str, apps: Sequence[AppConfig | Mapping[str, object]], stream_fps: float | None = None
+        self, camera_id: str, apps: Sequence[AppRun | Mapping[str, object]], stream_fps: float | None = None
     ) -> bool:
         """Make `apps` the camera's app set; returns False when nothing changed (idempotent).
 
         Branches whose app and branchpoint are unchanged keep their weights, version and last result;
         only new or moved branches are loaded; dropped ones are unloaded.
         """
-        configs = [AppConfig.parse(a) for a in apps]
+        # pins are the Planner's business: a pin change alone changes nothing served
+        configs = [replace(AppRun.parse(a), pinned=False) for a in apps]
         stream = float(stream_fps or self.package.manifest.fps)
         self._validate(configs, stream)
         with self._mutate:
@@ -187,7 +174,7 @@ class StemRuntime:
         log.info("camera %s: %s", camera_id, [(c.app, c.branchpoint, c.fps) for c in configs])
         return True
 
-    def _validate(self, configs: Sequence[AppConfig], stream_fps: float) -> None:
+    def _validate(self, configs: Sequence[AppRun], stream_fps: float) -> None:
         names = [c.app for c in configs]
         if len(set(names)) != len(names):
             raise ValueError(f"an app appears twice in {names}")
@@ -214,10 +201,11 @@ class StemRuntime:
     def has_camera(self, camera_id: str) -> bool:
         return camera_id in self._cameras
 
-    def cameras(self) -> dict[str, list[dict[str, object]]]:
+    def cameras(self) -> dict[str, tuple[ServedApp, ...]]:
         with self._lock:
             return {
-                cam: [{**asdict(b.config), "stride": b.stride, "version": b.version} for b in c.apps.values()]
+                cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
+                           for b in c.apps.values())
                 for cam, c in self._cameras.items()
             }
 
@@ -231,7 +219,7 @@ class StemRuntime:
         with self._mutate:
             with self._lock:
                 if camera_id is not None and camera_id not in self._cameras:
-                    raise ValueError(f"unknown camera {camera_id!r}")
+                    raise UnknownCamera(camera_id)
                 targets = [
                     (cam, c.apps[app].config.branchpoint)
                     for cam, c in self._cameras.items()
@@ -273,7 +261,7 @@ class StemRuntime:
             for req in requests:
                 try:
                     camera, stamps, due, x = self._plan(req)
-                except ValueError as exc:
+                except (ValueError, UnknownCamera) as exc:
                     outcomes.append(exc)
                     plans.append(None)
                     continue
@@ -296,7 +284,7 @@ class StemRuntime:
         """Which apps analyse which of the request's frames; advances the camera's frame counter."""
         camera = self._cameras.get(req.camera)
         if camera is None:
-            raise ValueError(f"unknown camera {req.camera!r}")
+            raise UnknownCamera(req.camera)
         x = to_input(req.frames, self.input_size, **self._normalization)
         n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
@@ -359,7 +347,7 @@ class StemRuntime:
         live = {n.uid for n in self.tree.nodes()}
         self._latency = {uid: v for uid, v in self._latency.items() if uid in live}
 
-    def segment_latency(self) -> list[dict[str, object]]:
+    def segment_latency(self) -> list[SegmentLatency]:
         """Per tree node: measured EWMA ms per batch and per frame, and who shares it."""
         names = [b.removeprefix("after_") for b in self.package.base.branchpoints[1:]] + ["head"]
         with self._lock:
@@ -368,13 +356,13 @@ class StemRuntime:
                 if node.uid not in self._latency:
                     continue
                 seconds, rows = self._latency[node.uid]
-                out.append({
-                    "node": node.name,
-                    "segment": names[node.depth],
-                    "users": sorted(f"{c}/{a}" for c, a in node.leaves),
-                    "ewma_ms": 1e3 * seconds,
-                    "ewma_ms_per_frame": 1e3 * seconds / max(rows, 1.0),
-                })
+                out.append(SegmentLatency(
+                    node=node.name,
+                    segment=names[node.depth],
+                    users=tuple(sorted(f"{c}/{a}" for c, a in node.leaves)),
+                    ewma_ms=1e3 * seconds,
+                    ewma_ms_per_frame=1e3 * seconds / max(rows, 1.0),
+                ))
             return out
 
     def memory_report(self, batch_size: int) -> MemoryReport:

@@ -9,8 +9,9 @@ import pytest
 import ray
 import torch
 
-from actors.retrain_worker import RetrainWorker, WorkerMoving, read_checkpoint
+from actors.retrain_worker import RetrainWorker, read_checkpoint
 from actors.teacher_labeler import TeacherLabeler, build_teacher
+from stemcell.control.errors import Moved
 from stemcell.learning import FrameMeta, decode
 from stemcell.models import segment_hash
 from stemcell.package import load_package
@@ -103,7 +104,7 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     assert _same_adam(_adam(read_checkpoint(blob)), _adam(read_checkpoint(ray.get(moved.checkpoint.remote()))))
     stamps2, frames2 = _samples(12.0, 12)
     labels2 = ray.get(oracle.label.remote(frames2, 0, stamps2))
-    with pytest.raises(WorkerMoving):  # snapshotted: samples must go to the successor, not be lost here
+    with pytest.raises(Moved):  # snapshotted: samples must go to the successor, not be lost here
         ray.get(worker.add_samples.remote("cam-1", stamps2, frames2, labels2))
     ray.get(worker.resume.remote())  # as after a failed move: the old worker takes samples again
     for w in (worker, moved):

@@ -10,7 +10,7 @@ import yaml
 
 from stemcell.client import Admin, Camera
 from stemcell.config import TrainConfig
-from stemcell.data.dataset import sha256_of
+from stemcell.package.store import file_sha256
 from stemcell.training.mtrainer import train_package
 from stemcell.world import World, WorldConfig, export_video_labels
 from tests.helpers.serving import ADMIN_TOKEN, served_package
@@ -39,7 +39,7 @@ def test_count_app_trained_on_own_video_is_served_with_counts(tmp_path: Path) ->
 
     assert manifest.data.kind == "video_labels" and manifest.world is None
     assert {Path(f.path).name: f.sha256 for f in manifest.data.files} == {
-        p.name: sha256_of(p) for p in (labels, *videos)}
+        p.name: file_sha256(p) for p in (labels, *videos)}
     assert manifest.data.classes == ["bicycle", "bus", "car", "dog", "person"]
     counts = sum(world.camera(c).counts().sum(0) for c in range(2))
     assert manifest.data.label_counts == {"person": counts[0], "car": counts[1], "bus": counts[2],

@@ -7,15 +7,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from stemcell.models import SegmentedNet, make_app_model
 from stemcell.package import PackageError, load_package
-from tests.helpers.builders import random_frames, tiny_package
+from stemcell.training.finetune import CandidateResult
+from tests.helpers.builders import random_frames, tiny_package_parts
 
 
 @pytest.fixture(scope="module")
-def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SegmentedNet, list[CandidateResult]]:
     root = tmp_path_factory.mktemp("pkg")
-    tiny_package(root)
-    return root
+    _, base, results = tiny_package_parts(root)
+    return root, base, results
+
+
+@pytest.fixture(scope="module")
+def package_dir(built: tuple[Path, SegmentedNet, list[CandidateResult]]) -> Path:
+    return built[0]
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -25,17 +32,21 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_round_trip_rebuilds_identical_candidates(package_dir: Path) -> None:
+def test_round_trip_rebuilds_identical_candidates(built: tuple[Path, SegmentedNet, list[CandidateResult]]) -> None:
+    package_dir, base, results = built
     pkg = load_package(package_dir)
     m = pkg.manifest
     assert [c.branchpoint for c in m.candidates_for("car")] == [0, 3, 6]
     assert len(m.base.segment_hashes) == pkg.base.num_segments
     assert set(m.latency.segment_s) == {"1", "4"}
     x = torch.from_numpy(random_frames(4, seed=5).frames).permute(0, 3, 1, 2).float() / 255
-    for b in (0, 3, 6):
-        a1, a2 = pkg.app_model("car", b), load_package(package_dir).app_model("car", b)
+    for result in results:  # each candidate as trained, before saving, against the one loaded back
+        before = make_app_model(base, result.spec.branchpoint, num_outputs=1)
+        before.load_trainable_state_dict(result.trainable_state)
+        loaded = pkg.app_model("car", result.spec.branchpoint)
         with torch.no_grad():
-            assert torch.equal(a1(x), a2(x))
+            assert torch.equal(before.eval()(x), loaded(x))
+    assert [r.spec.branchpoint for r in results] == [0, 3, 6]
     with pytest.raises(KeyError, match="no candidate"):
         pkg.app_model("car", 2)
 

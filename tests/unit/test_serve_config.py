@@ -74,3 +74,33 @@ def test_world_camera_maps_ids_and_checks_video_time() -> None:
         world_camera(oracle, "door", [59.0, 60.0])
     with pytest.raises(ValueError, match=r"\[0, 60\) s"):
         world_camera(oracle, "door", [-1.0])
+
+
+def test_planner_section_takes_registered_policies_only(tmp_path: Path) -> None:
+    from stemcell.scheduling.registry import SCHEDULERS
+    from stemcell.scheduling.slicing import SLICING_POLICIES
+
+    path = tmp_path / "serve.yaml"
+    for scheduler in SCHEDULERS:  # every registered policy is a valid setting
+        for slicing in SLICING_POLICIES:
+            path.write_text(f"package_dir: pkg\nstate_path: s.db\nplanner: {{scheduler: {scheduler}, slicing: {slicing}}}\n")
+            planner = load_serve_config(path).planner
+            assert (planner.scheduler, planner.slicing) == (scheduler, slicing)
+    for text, field in (("planner: {scheduler: fastest}", "mainstream"), ("planner: {slicing: lottery}", "round_robin"),
+                        ("planner: {quantum: 0}", "planner.quantum"), ("planner: {worker_class: 'os.system'}",
+                                                                       "planner.worker_class")):
+        path.write_text(f"package_dir: pkg\nstate_path: s.db\n{text}\n")
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):  # the error names the known policies
+            load_serve_config(path)
+
+
+def test_shipped_planner_section_states_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """configs/serve.yaml documents every planner setting at its default (a changed default shows here)."""
+    from stemcell.serve_config import PlannerSection
+
+    monkeypatch.chdir(tmp_path)
+    shipped = load_serve_config(REPO / "configs" / "serve.yaml").planner
+    assert shipped == PlannerSection()
+    written = {line.split(":")[0].strip() for line in (REPO / "configs" / "serve.yaml").read_text().split("planner:")[1]
+               .splitlines() if line.startswith("  ") and not line.strip().startswith("#")}
+    assert written == set(PlannerSection.model_fields) - {"mps", "worker_class"}
