@@ -42,6 +42,7 @@ from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payl
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
+from stemcell.package.manifest import AppEntry
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -100,11 +101,23 @@ class RetrainWorker:
     def _model(self, camera: str, app: str, spec: dict[str, Any]) -> AppModel:
         return self._package.app_model(app, int(spec["branchpoint"])).to(self._device)
 
-    def _target(self, app: str) -> int:
+    def _entry(self, app: str) -> AppEntry:
         entry = next((a for a in self._package.manifest.apps if a.name == app), None)
         if entry is None:
             raise ValueError(f"app {app!r} is not in the package")
-        return self._package.manifest.data.classes.index(entry.classes[0])  # the teacher's label column
+        return entry
+
+    def _target(self, app: str) -> int:
+        return self._package.manifest.data.classes.index(self._entry(app).classes[0])  # the teacher's label column
+
+    def _learnable(self, app: str) -> bool:
+        """AMS retrains presence apps of one class (a presence label column); others serve as trained."""
+        entry = self._entry(app)
+        if entry.task == "presence" and len(entry.classes) == 1:
+            return True
+        log.warning("app %s (%s of %s) is served as trained: continuous learning covers one-class presence apps",
+                    app, entry.task, entry.classes)
+        return False
 
     def _restore_from_store(self) -> None:
         assert self._store is not None
@@ -176,7 +189,7 @@ class RetrainWorker:
         def add() -> dict[str, int]:
             for a in apps:
                 spec = {"branchpoint": a.branchpoint}
-                if self._trainer.has_job(camera, a.app, spec):
+                if self._trainer.has_job(camera, a.app, spec) or not self._learnable(a.app):
                     continue
                 moved = self._trainer.has_job(camera, a.app)
                 job = self._trainer.add_job(camera, a.app, self._model(camera, a.app, spec), self._target(a.app), spec)

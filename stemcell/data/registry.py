@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from stemcell.config import TrainConfig
 from stemcell.data.dataset import FrameDataset, model_inputs
+from stemcell.registry import Registry
 from stemcell.world import WorldConfig
 
 
@@ -31,33 +32,22 @@ def request_for(config: TrainConfig, world_seed: int | None = None) -> LoadReque
 
 
 SourceLoader = Callable[[BaseModel, LoadRequest], FrameDataset]
-_REGISTRY: dict[str, SourceLoader] = {}
 
 
-def register_source(kind: str) -> Callable[[SourceLoader], SourceLoader]:
-    """Decorator: make `loader(section, request) -> FrameDataset` the loader of `data.kind: <kind>`."""
-
-    def wrap(loader: SourceLoader) -> SourceLoader:
-        if kind in _REGISTRY:
-            raise ValueError(f"data source {kind!r} is already registered")
-        _REGISTRY[kind] = loader
-        return loader
-
-    return wrap
+def _load_builtin() -> None:
+    """Import the built-in source modules so their @register_source decorators run (once)."""
+    from stemcell.data import coco, image_folder, synthetic, video_labels  # noqa: F401
 
 
-def list_sources() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+_SOURCES: Registry[SourceLoader] = Registry("data kind", _load_builtin)
+# Decorator: make `loader(section, request) -> FrameDataset` the loader of `data.kind: <kind>`.
+register_source = _SOURCES.register
+list_sources = _SOURCES.names
 
 
 def load_dataset(section: BaseModel, request: LoadRequest) -> FrameDataset:
     """Load the frames and labels a `data:` section describes."""
-    _load_builtin()
-    kind = str(getattr(section, "kind"))
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown data kind {kind!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[kind](section, request)
+    return _SOURCES.get(str(getattr(section, "kind")))(section, request)
 
 
 def model_input_batches(config: TrainConfig, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -71,8 +61,3 @@ def model_input_batches(config: TrainConfig, batch_size: int = 256) -> Iterator[
     inputs = model_inputs(data.samples.frames, config.base.input_size, norm.mean, norm.std, batch_size)
     for start, x in zip(range(0, len(data.samples), batch_size), inputs):
         yield x, data.samples.object_counts()[start : start + batch_size]
-
-
-def _load_builtin() -> None:
-    """Import the built-in source modules so their @register_source decorators run (once)."""
-    from stemcell.data import coco, image_folder, synthetic, video_labels  # noqa: F401

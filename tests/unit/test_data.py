@@ -186,3 +186,12 @@ def test_model_input_batches_apply_the_configs_size_and_normalization(exported: 
     assert all(c.shape == (len(x), 5) for x, c in batches)
     x = torch.cat([b[0] for b in batches])
     assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0  # (p - 0.5) / 0.5 for p in [0, 1]
+
+
+def test_registry_refuses_duplicates_and_unknown_kinds() -> None:
+    from stemcell.data import register_source
+
+    with pytest.raises(ValueError, match="data kind 'coco' is already registered"):
+        register_source("coco")(lambda section, request: None)
+    with pytest.raises(ValueError, match=r"unknown data kind 'kinetics'; choose one of \['coco', 'image_folder'"):
+        load_dataset(SyntheticData().model_copy(update={"kind": "kinetics"}), REQUEST)
