@@ -5,34 +5,47 @@
   executor's own `infer` (its cross-camera batcher, metrics and errors); a failing item comes
   back as its exception, so one bad camera fails only itself.
 * `drain`: make-before-break's last step before the kill. Once draining, new calls are answered
-  with `Draining` (the caller re-resolves the role's current actor and retries there) while the
-  calls already running finish; `drain` returns when none is left.
+  with `Moved` (the caller follows the routes to the role's current actor and retries there) while
+  the calls already running finish; `drain` returns when none is left.
+
+`start_executor` is the one place executors are created (the ingress's pool and the Planner).
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import ray
+from ray.actor import ActorHandle
 
-from actors.stem_executor import StemExecutor
-from stemcell.scheduling.reallocation import Draining
+from actors.gpu_share import actor_options, placement_options
+from actors.stem_executor import StemExecutorShell
+from stemcell.control.errors import Moved
+from stemcell.serve_config import ExecutorSection
+from stemcell.sharing import FrameResult
 
 Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
 
 
-class _RoutedExecutor(StemExecutor.__ray_actor_class__):  # type: ignore[name-defined,misc]
+@dataclass(frozen=True)
+class DrainReport:
+    drained: bool  # every call in flight finished within the timeout
+    in_flight: int  # calls still running when `drain` returned
+
+
+class _RoutedExecutor(StemExecutorShell):
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def infer_many(self, items: Sequence[Item]) -> list[list[dict] | BaseException]:
+    async def infer_many(self, items: Sequence[Item]) -> list[list[FrameResult] | BaseException]:
         if self._draining:
-            return [Draining("executor is draining; retry on the current one")] * len(items)
+            return [Moved(ray.get_runtime_context().get_actor_name() or "executor")] * len(items)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -42,17 +55,34 @@ class _RoutedExecutor(StemExecutor.__ray_actor_class__):  # type: ignore[name-de
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def drain(self, timeout_s: float = 30.0) -> dict:
+    async def drain(self, timeout_s: float = 30.0) -> DrainReport:
         """Refuse new calls, wait for the running ones; returns whether it emptied in time."""
         self._draining = True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except asyncio.TimeoutError:
-            return {"drained": False, "in_flight": self._in_flight}
-        return {"drained": True, "in_flight": 0}
+            return DrainReport(False, self._in_flight)
+        return DrainReport(True, 0)
 
     async def draining(self) -> bool:
         return self._draining
 
 
 RoutedExecutor = ray.remote(_RoutedExecutor)
+
+
+def start_executor(config: ExecutorSection, package_dir: str, *, name: str, share: float,
+                   gpus_available: bool = True, mps: bool | None = None, detached: bool | None = None,
+                   get_if_exists: bool = False) -> ActorHandle:
+    """Create (or, with `get_if_exists`, find) the executor actor `name` with GPU share `share`.
+
+    `detached` defaults to the config's; the Planner's successors are always detached, so a Planner
+    restart does not take the executors it started down with it. Restarts forever, never retries a
+    call by itself (the caller decides: a frame may go to another executor meanwhile)."""
+    detached = config.detached if detached is None else detached
+    opts = actor_options(share, gpus_available=gpus_available, mps=mps, name=name, namespace=config.namespace,
+                         get_if_exists=get_if_exists, lifetime="detached" if detached else None,
+                         num_cpus=config.num_cpus, max_restarts=-1, max_task_retries=0,
+                         **placement_options(config.placement, config.node_labels))
+    return RoutedExecutor.options(**opts).remote(package_dir, share=share, max_batch=config.max_batch,
+                                                 max_wait_ms=config.max_wait_ms, **config.device_options())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,6 +24,11 @@ import torch
 from ray.util import metrics
 
 from actors.gpu_share import enforce_share
+from stemcell.accel import DevicePath
+from stemcell.accel.decode import FrameDecoder
+from stemcell.accel.precision import Backend, Precision
+from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
+from stemcell.control.errors import UnknownCamera
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
@@ -32,8 +37,9 @@ V = TypeVar("V")
 _LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
-@ray.remote
-class StemExecutor:
+class StemExecutorShell:
+    """The actor class itself (subclassed by `actors.routed_executor`); `StemExecutor` is its Ray actor."""
+
     def __init__(
         self,
         package_dir: str,
@@ -42,16 +48,23 @@ class StemExecutor:
         max_batch: int = 64,
         max_wait_ms: float = 4.0,
         max_queue_frames: int | None = None,
-        half: bool = False,
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
+        engine_dir: str | None = None,
+        gpu_decode: bool = False,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
         torch.set_num_threads(self._threads)
         self._share = share
         enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
-        self._runtime = StemRuntime(load_package(package_dir), half=half)
+        # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
+        path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
+        self._runtime = StemRuntime(load_package(package_dir), path=path)
+        self._decoder = FrameDecoder(path.device, gpu=gpu_decode)  # infer_jpeg: nvJPEG, or the CPU
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-decode")
         self._batcher: CrossCameraBatcher[InferRequest, list[FrameResult]] = CrossCameraBatcher(
             self._run_batch,
             max_batch=max_batch,
@@ -74,27 +87,34 @@ class StemExecutor:
     async def _run_batch(self, requests: list[InferRequest]) -> list[list[FrameResult] | Exception]:
         return await self._on(self._infer_pool, self._runtime.infer, requests)
 
-    async def ready(self) -> dict:
+    async def ready(self) -> ExecutorReady:
         seconds = await self._on(self._infer_pool, self._runtime.warm_up)
-        return {
-            "device": str(self._runtime.device),
-            "share": self._share,
-            "threads": self._threads,
-            "input_size": self._runtime.input_size,
-            "warm_up_s": seconds,
-        }
+        return ExecutorReady(self._runtime.device.type, self._share, self._threads, self._runtime.input_size, seconds,
+                             execution=self._runtime.path.plan.describe())
 
-    async def add_camera(self, camera_id: str, apps: list[dict], stream_fps: float | None = None) -> dict:
-        changed = await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
-        cameras = await self.cameras()
-        return {"camera": camera_id, "changed": changed, "apps": cameras[camera_id]}
+    async def add_camera(self, camera_id: str, apps: Sequence[AppRun], stream_fps: float | None = None) -> bool:
+        """Make `apps` the camera's app set (idempotent); True when something changed."""
+        return await self._on(self._control_pool, self._runtime.set_camera, camera_id, apps, stream_fps)
 
     async def remove_camera(self, camera_id: str) -> bool:
         return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
 
-    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[dict]:
+    async def infer_jpeg(self, camera_id: str, images: list[bytes], timestamps: list[float] | None = None) -> list[FrameResult]:
+        """`infer` on still-encoded JPEGs: decoded (and resized) in one batch on this executor's GPU with
+        `gpu_decode`, else on its CPU. Invalid images raise `ImageError` before anything is queued."""
+        size = self._runtime.input_size
+        frames = await self._on(self._decode_pool, self._decode, images, size)
+        return await self.infer(camera_id, frames, timestamps)
+
+    def _decode(self, images: list[bytes], size: int) -> torch.Tensor:
+        norm = self._runtime.package.manifest.base.normalization  # as the package was trained
+        with self._runtime.path.on_stream():  # ordered before the batch that uses it, on the same stream
+            return self._decoder.to_input(images, size, mean=norm.mean, std=norm.std)
+
+    async def infer(self, camera_id: str, frames: np.ndarray | torch.Tensor, timestamps: list[float] | None = None,
+                    ) -> list[FrameResult]:
         if not self._runtime.has_camera(camera_id):
-            raise ValueError(f"unknown camera {camera_id!r}")
+            raise UnknownCamera(camera_id)
         request = InferRequest(camera_id, frames, timestamps)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -108,39 +128,48 @@ class StemExecutor:
         if results:
             for r in results[-1].results:
                 self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
-        return [r.as_dict() for r in results]
+        return results
 
-    async def cameras(self) -> dict:
+    async def cameras(self) -> Mapping[str, tuple[ServedApp, ...]]:
+        """What each camera runs now (camera id -> its apps)."""
         # Runtime reads take the lock a running batch holds: never wait for it on the event loop.
         return await self._on(self._control_pool, self._runtime.cameras)
 
-    async def stats(self) -> dict:
+    async def stats(self) -> ExecutorStats:
         batcher = self._batcher.stats()
         segments = await self._on(self._control_pool, self._runtime.segment_latency)
-        return {
-            "frames": batcher.frames,
-            "requests": batcher.requests,
-            "batches": batcher.batches,
-            "mean_batch_size": batcher.mean_batch_frames,
-            "queue_depth": batcher.queued_frames,
-            "p50_ms": batcher.p50_ms,
-            "p99_ms": batcher.p99_ms,
-            "app_runs": self._runtime.counters["app_runs"],
-            "app_reuses": self._runtime.counters["app_reuses"],
-            "segment_latency": segments,
-        }
+        return ExecutorStats(
+            frames=batcher.frames,
+            requests=batcher.requests,
+            batches=batcher.batches,
+            mean_batch_size=batcher.mean_batch_frames,
+            queue_depth=batcher.queued_frames,
+            p50_ms=batcher.p50_ms,
+            p99_ms=batcher.p99_ms,
+            app_runs=self._runtime.counters["app_runs"],
+            app_reuses=self._runtime.counters["app_reuses"],
+            segment_latency=tuple(segments),
+            engines=self._runtime.path.engine_stats(),
+        )
 
-    async def memory_report(self) -> dict:
+    async def memory_report(self) -> MemoryReport:
         """Measured at the running batch size (the mean so far; `max_batch` before any traffic)."""
         stats = self._batcher.stats()
         batch = max(1, round(stats.mean_batch_frames)) if stats.batches else self._batcher.max_batch
         report = await self._on(self._infer_pool, self._runtime.memory_report, batch)
-        out = report.as_dict()
+        details = report.as_dict()
+        gpu_total = None
         if self._runtime.device.type == "cuda":  # the Planner's memory floor for this executor's share
-            out["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(self._runtime.device))
-            out["gpu_total_bytes"] = int(torch.cuda.get_device_properties(self._runtime.device).total_memory)
-        return out
+            details["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(self._runtime.device))
+            gpu_total = int(torch.cuda.get_device_properties(self._runtime.device).total_memory)
+        return MemoryReport(bytes_merged=report.bytes_merged, activation_peak=report.activation.merged_peak,
+                            batch_size=report.batch_size, cuda_max_memory_allocated=report.cuda_max_memory_allocated,
+                            gpu_total_bytes=gpu_total, details=details)
 
-    async def set_app_weights(self, app: str, camera_id: str | None, state: dict, version: int) -> None:
+    async def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor],
+                              version: int) -> None:
         swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version)
         log.info("app %s on %s: %d branches now at version %d", app, camera_id or "all cameras", swapped, version)
+
+
+StemExecutor = ray.remote(StemExecutorShell)

@@ -9,19 +9,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stemcell.config import ConfigError
+from stemcell.scheduling.registry import SCHEDULERS
+from stemcell.scheduling.slicing import SLICING_POLICIES
 
 log = logging.getLogger("stemcell")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from stemcell.config import TrainConfig, load_config
+    from stemcell.config import PretrainSection, TrainConfig, load_config
     from stemcell.training.mtrainer import BASE_CACHE, obtain_base
 
     config = load_config(args.config, TrainConfig)
     if args.weights is not None:
         config = config.model_copy(update={"base": config.base.model_copy(update={"weights": args.weights})})
     if args.image_folder is not None:
-        pre = config.base.pretrain.model_copy(update={"image_folder": args.image_folder})
+        pre = config.base.pretrain if isinstance(config.base.pretrain, PretrainSection) else PretrainSection()
+        pre = pre.model_copy(update={"image_folder": args.image_folder})
         config = config.model_copy(update={"base": config.base.model_copy(update={"pretrain": pre})})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / BASE_CACHE).unlink(missing_ok=True)
@@ -50,10 +53,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from app.labelling import run_label
+
+    return run_label(args)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from stemcell.package import load_package
     from stemcell.package.planning import problem_from_manifest
-    from stemcell.scheduling import SCHEDULERS, SearchTooLarge, format_schedule, get_scheduler
+    from stemcell.scheduling import SearchTooLarge, format_schedule, get_scheduler
 
     manifest = load_package(args.package).manifest
     problem = problem_from_manifest(manifest, args.apps, args.budget, frame_rates=args.fps,
@@ -82,20 +91,22 @@ def _cmd_planner(args: argparse.Namespace) -> int:
 
     import ray
 
-    from actors.planner import PlannerSettings, get_or_create_planner
+    from actors.planner import get_or_create_planner
     from app.runtime import ensure_ray
-    from stemcell.serve_config import load_serve_config
+    from stemcell.serve_config import PlannerSection, load_serve_config
 
     ensure_ray()
-    settings = PlannerSettings(window_s=args.window_s, total_gpu=args.total_gpu, scheduler=args.scheduler)
     config = load_serve_config(args.config)
-    planner = get_or_create_planner(config, settings)
+    given = {k: getattr(args, k) for k in ("window_s", "total_gpu", "scheduler", "slicing") if getattr(args, k) is not None}
+    settings = PlannerSection.model_validate(config.planner.model_dump() | given)  # the flags override serve.yaml
+    config = config.model_copy(update={"planner": settings})
+    planner = get_or_create_planner(config)
     if config.learning.enabled:
         from app.learning_service import register_learning_worker
 
         worker = register_learning_worker(planner, config)
         print(f"learning worker {worker['actor']} is Planner role {worker['role']} (share {worker['share']:.2f})")
-    print(f"Planner running: a round every {args.window_s:g} s over {args.total_gpu:g} GPU (Ctrl-C to stop watching)")
+    print(f"Planner running: a round every {settings.window_s:g} s over {settings.total_gpu:g} GPU (Ctrl-C to stop watching)")
     try:
         while True:
             view = ray.get(planner.current_plan.remote(), timeout=60)
@@ -103,7 +114,7 @@ def _cmd_planner(args: argparse.Namespace) -> int:
             print(f"round {view['rounds']}: decision {view['last_decision_ms'] or 0:.1f} ms; shares {shares or 'none yet'}")
             if args.once:
                 return 0
-            time.sleep(max(args.window_s, 1.0))
+            time.sleep(max(settings.window_s, 1.0))
     except KeyboardInterrupt:
         return 0
 
@@ -151,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ray", action="store_true", help="run trials sequentially in this process")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("label", help="auto-label videos with a teacher into a video_labels table (resumable)",
+                       description="Run a teacher (a torchvision detector from a local weights file, OpenCV's HOG "
+                       "people detector, your own module:factory, ...) over video files, a folder of them or a "
+                       "stream, and write one row per object: video, frame, ts, class, x0, y0, x1, y1, score, "
+                       "camera_id. An interrupted run resumes where it stopped when run again with the same "
+                       "arguments.")
+    p.add_argument("--teacher", type=Path, required=True,
+                   help="YAML with a `teacher:` mapping, e.g. `teacher: {kind: opencv_hog_people, scale: 1.5}`")
+    p.add_argument("--source", required=True, help="video file, folder of videos, or rtsp://... URL")
+    p.add_argument("--out", type=Path, required=True, help="labels table to write (.parquet or .csv)")
+    p.add_argument("--every", type=int, default=1, help="label every Nth frame (default 1: all)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS", help="keep only these of the teacher's classes")
+    p.add_argument("--batch", type=int, default=8, help="frames per teacher call (default 8)")
+    p.set_defaults(func=_cmd_label)
+
     p = sub.add_parser("plan", help="M-Scheduler: choose each app's branchpoint and frame rate under a budget",
                        description="One planning round on an M-Package: Mainstream greedy (or a baseline) picks "
                        "each app's candidate and frame rate to maximise mean event F1 within a GPU budget.")
@@ -159,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apps to run on the stream; repeat a name for several tenants with the same model set")
     p.add_argument("--budget", type=float, required=True,
                    help="GPU-seconds per second available (e.g. 0.25 = a quarter of one device)")
-    p.add_argument("--policy", default="mainstream",
-                   choices=["mainstream", "max_sharing", "no_sharing", "exhaustive", "optimal", "all"],
+    p.add_argument("--policy", default="mainstream", choices=[*SCHEDULERS, "all"],
                    help="scheduler (default: mainstream greedy; optimal/exhaustive are exact references "
                    "for small instances; 'all' prints every policy)")
     p.add_argument("--fps", type=float, nargs="+", help="frame-rate menu (default: 1.25 2.5 5 10, capped at the stream's fps)")
@@ -183,10 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "learning.enabled it also takes over the learning RetrainWorker (role retrain-<worker_name>). "
                        "Prints each round; the plan is also at GET /admin/plan.")
     p.add_argument("--config", type=Path, default=Path("configs/serve.yaml"), help="the Serve app's config YAML")
-    p.add_argument("--window-s", type=float, default=10.0, help="seconds between planning rounds (default 10)")
-    p.add_argument("--total-gpu", type=float, default=1.0, help="GPUs the Planner may hand out (default 1)")
-    p.add_argument("--scheduler", default="mainstream", choices=["mainstream", "max_sharing", "no_sharing"],
-                   help="inference policy (default mainstream greedy)")
+    p.add_argument("--window-s", type=float, help="seconds between planning rounds (default: planner.window_s)")
+    p.add_argument("--total-gpu", type=float, help="GPUs the Planner may hand out (default: planner.total_gpu)")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), help="inference policy (default: planner.scheduler)")
+    p.add_argument("--slicing", choices=list(SLICING_POLICIES),
+                   help="retraining micro-window policy (default: planner.slicing)")
     p.add_argument("--once", action="store_true", help="print the current plan once and exit")
     p.set_defaults(func=_cmd_planner)
 

@@ -200,7 +200,7 @@ def run_demo(args: argparse.Namespace) -> int:
         serve.delete("stemcell-demo")
 
     _step(6, "report")
-    columns = {a.name: CLASSES.index(a.target_class) for a in package.manifest.apps}
+    columns = {a.name: CLASSES.index(a.classes[0]) for a in package.manifest.apps}
     predicted = {c.app: c.predicted_f1 for c in schedule.choices}
     rows = []
     for cam in cameras:

@@ -20,8 +20,8 @@
   cameras home and removes the guests. Only when no slot is up is the answer 503 + Retry-After.
 * Reallocation: the Planner replaces an executor make-before-break (a new actor with the new GPU
   share, warm before traffic moves). Given `routes`, the pool polls which actor serves each slot
-  and, when a call meets the old actor draining (`Draining`) or killed, re-reads the routes and
-  retries once on the current actor, so a switch fails no request.
+  and, when a call meets the old actor draining (`Moved`) or killed, follows the routes
+  (`app.routes.RouteFollower`) and retries once on the current actor, so a switch fails no request.
 """
 from __future__ import annotations
 
@@ -29,48 +29,33 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
-import ray
-from ray.actor import ActorClass, ActorHandle
+from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from actors.gpu_share import actor_options, placement_options
 from app.metrics import metrics
-from stemcell.scheduling.reallocation import Draining
+from app.routes import ReadRoutes, RouteFollower
+from stemcell.control.contracts import CameraSpec, ExecutorReady, ExecutorStats, Routes
+from stemcell.control.errors import Moved, Overloaded, UnknownCamera
+from stemcell.control.roles import executor_role
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ExecutorSection
+from stemcell.sharing import FrameResult
 from stemcell.sharing.batcher import CrossCameraBatcher
 from stemcell.sharing.batcher import Overloaded as QueueFull
 from stemcell.sharing.failover import FailoverRoutes
 
 log = logging.getLogger(__name__)
 
-Registry = Callable[[str], Awaitable[dict | None]]  # camera id -> its stored {"fps", "apps"}, None if unknown
-Routes = Callable[[], Awaitable[Mapping[str, str]]]  # executor role -> name of the actor serving it now
+Registry = Callable[[str], Awaitable[CameraSpec | None]]  # camera id -> what it runs, None if unknown
 Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
-
-
-class Overloaded(Exception):
-    """The executor cannot take more work right now; answer 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class UnknownCamera(LookupError):
-    """The camera is not registered (or was removed while the request was in flight)."""
 
 
 class ExecutorRejected(ValueError):
     """The executor refused the request's content (message is safe to show the client)."""
-
-
-def _is_unknown_camera(exc: BaseException) -> bool:
-    return isinstance(exc, ValueError) and "unknown camera" in str(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -78,20 +63,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(exc).__name__
 
 
-@functools.cache
-def executor_class() -> ActorClass:
-    """StemExecutor plus `infer_many` (several cameras' requests in one call) and `drain`
-    (make-before-break), see `actors.routed_executor`; imported late so this module loads without torch."""
-    from actors.routed_executor import RoutedExecutor
-
-    return RoutedExecutor
-
-
 class ExecutorPool:
     """Named executors created on first use (or found, when they already run), one coalescer each."""
 
     def __init__(self, config: ExecutorSection, package_dir: str, registry: Registry, max_queued_frames: int,
-                 *, routes: Routes | None = None, names: Mapping[str, str] | None = None,
+                 *, routes: ReadRoutes | None = None, names: Routes | None = None,
                  route_refresh_s: float = 1.0, watch_interval_s: float = 0.5) -> None:
         """`routes` (optional) reads role -> current actor name as the Planner publishes it; `names`
         is its value at start-up, so a replica (re)starting after a reallocation finds the current
@@ -99,8 +75,8 @@ class ExecutorPool:
         self.config = config
         self.package_dir = package_dir
         self._registry = registry
-        self._routes = routes
-        self._names: dict[str, str] = dict(names or {})
+        self._follower = None if routes is None else RouteFollower(routes, config.namespace)
+        self._names: dict[str, str] = dict(names.actors) if names is not None else {}
         self._route_refresh_s = route_refresh_s
         self._routes_read_at = time.monotonic()
         self._route_lock = asyncio.Lock()
@@ -116,21 +92,19 @@ class ExecutorPool:
 
     def role(self, index: int) -> str:
         """The executor slot's stable name (the Planner's role); generation 0 is the actor of that name."""
-        return f"{self.config.name_prefix}-{index}"
+        return executor_role(self.config.name_prefix, index)
 
     def name(self, index: int) -> str:
         """Name of the actor serving slot `index` now."""
         return self._names.get(self.role(index), self.role(index))
 
     def _create(self, index: int) -> ActorHandle:
-        c = self.config
-        return executor_class().options(**actor_options(
-            c.num_gpus, gpus_available=True, name=self.name(index), namespace=c.namespace, get_if_exists=True,
-            lifetime="detached" if c.detached else None, num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=0,
-            **placement_options(c.placement, c.node_labels),
-        )).remote(self.package_dir, share=c.num_gpus, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+        from actors.routed_executor import start_executor  # late: this module loads without torch
 
-    async def _run_many_at(self, index: int, items: list[Item]) -> list[list[dict] | BaseException]:
+        return start_executor(self.config, self.package_dir, name=self.name(index), share=self.config.num_gpus,
+                              get_if_exists=True)
+
+    async def _run_many_at(self, index: int, items: list[Item]) -> list[list[FrameResult] | BaseException]:
         return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move
 
     def index_of(self, camera_id: str) -> int:
@@ -142,25 +116,24 @@ class ExecutorPool:
         `failed` is the handle a caller saw fail: if the slot already holds another one (a
         concurrent caller refreshed first), no read is needed.
         """
-        if self._routes is None:
+        if self._follower is None:
             return False
         async with self._route_lock:
             if index is not None and failed is not None and self._handles[index] is not failed:
                 return True
             self._routes_read_at = time.monotonic()
             try:
-                routes = dict(await self._routes())
+                routes = await self._follower.routes()
             except Exception as exc:  # noqa: BLE001 - keep the current routes; the next refresh retries
                 log.warning("could not read executor routes: %r", exc)
                 return False
             moved = False
             for i in range(self.config.count):
-                name = routes.get(self.role(i))
+                name = routes.actors.get(self.role(i))
                 if name is None or name == self.name(i):
                     continue
-                try:
-                    handle = ray.get_actor(name, namespace=self.config.namespace)
-                except ValueError:  # published but gone (or not yet visible): keep the current actor
+                handle = self._follower.find(name)
+                if handle is None:  # published but gone (or not yet visible): keep the current actor
                     continue
                 log.info("executor slot %d now served by %s (was %s)", i, name, self.name(i))
                 self._names[self.role(i)], self._handles[i] = name, handle
@@ -169,7 +142,7 @@ class ExecutorPool:
 
     def _maybe_refresh(self) -> None:
         """Poll the routes in the background, so traffic moves before the old actor starts draining."""
-        if self._routes is not None and time.monotonic() - self._routes_read_at >= self._route_refresh_s \
+        if self._follower is not None and time.monotonic() - self._routes_read_at >= self._route_refresh_s \
                 and not self._route_lock.locked():
             self._routes_read_at = time.monotonic()
             asyncio.get_running_loop().create_task(self.refresh_routes())
@@ -177,7 +150,7 @@ class ExecutorPool:
     def handle_for(self, camera_id: str) -> ActorHandle:
         return self._handles[self.index_of(camera_id)]
 
-    async def ready(self, timeout_s: float) -> list[dict]:
+    async def ready(self, timeout_s: float) -> list[ExecutorReady]:
         """Every executor's warm-up report; raises TimeoutError / RayActorError when not ready."""
         return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
 
@@ -186,8 +159,8 @@ class ExecutorPool:
         cameras = await asyncio.wait_for(asyncio.gather(*(h.cameras.remote() for h in self._handles)), timeout_s)
         return [{"name": self.name(i), "cameras": len(c)} for i, c in enumerate(cameras)]
 
-    async def add_camera(self, camera_id: str, apps: list[dict], stream_fps: float) -> dict:
-        return await self.handle_for(camera_id).add_camera.remote(camera_id, apps, stream_fps)
+    async def add_camera(self, camera: CameraSpec) -> None:
+        await self.handle_for(camera.camera_id).add_camera.remote(camera.camera_id, camera.apps, camera.stream_fps)
 
     async def remove_camera(self, camera_id: str) -> bool:
         host = self._failover.forget(camera_id)
@@ -206,23 +179,22 @@ class ExecutorPool:
         """camera -> name of the executor serving it while its home executor is down."""
         return {cam: self.name(host) for cam, (_, host) in self._failover.guests().items()}
 
-    async def stats(self, camera_id: str) -> dict:
+    async def stats(self, camera_id: str) -> ExecutorStats:
         return await self.handle_for(camera_id).stats.remote()
 
-    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[dict]:
+    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[FrameResult]:
         """One result per frame, in order.  Frames of different sizes go in one item per size."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(frames):
             groups.setdefault(f.shape, []).append(i)
-        out: list[dict[str, Any]] = [{}] * len(frames)
+        out: dict[int, FrameResult] = {}
         for members in groups.values():
             stack = np.stack([frames[i] for i in members])
             stamps = None if timestamps is None else [timestamps[i] for i in members]
-            for i, result in zip(members, await self._submit(camera_id, stack, stamps)):
-                out[i] = result
-        return out
+            out |= zip(members, await self._submit(camera_id, stack, stamps))
+        return [out[i] for i in range(len(frames))]
 
-    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[dict]:
+    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
         after a failover (its actor died or is restarting: the next live slot takes the camera) and
         after a re-registration (the serving actor did not know the camera)."""
@@ -238,7 +210,7 @@ class ExecutorPool:
                 return await self._coalescers[index].submit((camera_id, frames, timestamps), len(frames))
             except QueueFull as exc:
                 raise Overloaded(f"executor {self.name(index)} queue is full", exc.retry_after_s) from exc
-            except (RayActorError, Draining) as exc:  # replaced, died or restarting
+            except (RayActorError, Moved) as exc:  # replaced, died or restarting
                 if not rerouted and await self.refresh_routes(index, handle):
                     rerouted = True
                     continue
@@ -247,9 +219,7 @@ class ExecutorPool:
                     continue
                 log.warning("executor %s unavailable (%s); answering 503", self.name(index), type(exc).__name__)
                 raise Overloaded(f"executor {self.name(index)} is restarting") from exc
-            except ValueError as exc:
-                if not _is_unknown_camera(exc):
-                    raise ExecutorRejected(_first_line(exc)) from exc
+            except UnknownCamera as exc:
                 if self._failover.host_for(home) != index:  # its home came back meanwhile: go there
                     continue
                 stored = await self._registry(camera_id)
@@ -258,8 +228,10 @@ class ExecutorPool:
                 reregistered = True
                 log.warning("executor %s does not know camera %s (restarted, or taking it over); registering",
                             self.name(index), camera_id)
-                await self._handles[index].add_camera.remote(camera_id, stored["apps"], stored["fps"])
+                await self._handles[index].add_camera.remote(camera_id, stored.apps, stored.stream_fps)
                 self._failover.add_guest(camera_id, home, index)
+            except ValueError as exc:
+                raise ExecutorRejected(_first_line(exc)) from exc
 
     def _fail_over(self, index: int) -> bool:
         """Mark slot `index` down (watching for its return); True if another slot can take its cameras."""

@@ -14,11 +14,9 @@ pause) on the camera's next upload, so inference in the cluster and at the edge 
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,12 +26,16 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options
-from actors.reallocator import RETRAIN
-from actors.retrain_worker import RetrainWorker, WorkerMoving
+from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
-from app.executors import ExecutorPool, Overloaded, UnknownCamera
-from app.service import read_routes
-from stemcell.serve_config import OracleTeacherSection, ServeConfig
+from app.executors import ExecutorPool
+from app.routes import RouteFollower
+from app.service import read_manifest, read_routes
+from stemcell.control.contracts import AppRun, CameraSpec, Routes
+from stemcell.control.errors import Moved, Overloaded, UnknownCamera
+from stemcell.control.roles import retrain_role
+from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, TeacherConfig
+from stemcell.serve_config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +63,20 @@ class ModelAnswer:
     branchpoint: int | None  # the app's cut the update's tensors belong to
 
 
-def teacher_source(config: ServeConfig) -> dict[str, Any]:
-    """TeacherLabeler's source from `learning`: the world's ground truth (`teacher_oracle`), a local
-    checkpoint (`teacher_base` + `teacher_weights`), or else the package's own base."""
-    c = config.learning
-    if c.teacher_oracle is not None:
-        return {"world": c.teacher_oracle.world}
-    if c.teacher_weights is not None:
-        return {"base": c.teacher_base, "weights": str(c.teacher_weights)}
-    return {"package_dir": str(config.package_dir)}
+def teacher_config(config: ServeConfig) -> TeacherConfig:
+    """The TeacherLabeler's teacher: `learning.teacher`, or else the served package's own model
+    (also where a `kind: model` teacher names no package)."""
+    teacher = config.learning.teacher
+    if teacher is None:
+        return ModelTeacherConfig(kind="model", package_dir=config.package_dir)
+    if isinstance(teacher, ModelTeacherConfig) and teacher.package_dir is None and teacher.weights is None:
+        return teacher.model_copy(update={"package_dir": config.package_dir})
+    return teacher
 
 
 def worker_role(config: ServeConfig) -> str:
     """The Planner role of the learning worker (`Planner.add_retrain_worker` names roles so)."""
-    return f"{RETRAIN}-{config.learning.worker_name}"
+    return retrain_role(config.learning.worker_name)
 
 
 def learning_worker_kwargs(config: ServeConfig) -> dict[str, Any]:
@@ -94,29 +96,29 @@ def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[
     c = config.learning
     state = ray.get(planner.add_retrain_worker.remote(c.worker_name, learning_worker_kwargs(config), c.num_gpus,
                                                       actor=c.worker_name))
-    return {"role": worker_role(config), **state}
+    return {"role": worker_role(config), **asdict(state)}
 
 
-def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps: list[float]) -> int:
-    """The synthetic-world camera an oracle teacher looks labels up in (model teachers ignore it);
+def world_camera(teacher: TeacherConfig | None, camera_id: str, timestamps: list[float]) -> int:
+    """The synthetic-world camera an oracle teacher looks labels up in (other teachers ignore it);
     the samples' video times are checked against its timeline here, so a bad `ts` is a clear 422."""
-    if oracle is None:
+    if not isinstance(teacher, OracleTeacherConfig):
         return 0
-    if camera_id not in oracle.cameras:
+    if camera_id not in teacher.cameras:
         raise ValueError(f"camera {camera_id!r} has no world camera for the oracle teacher: "
-                         f"add it to learning.teacher_oracle.cameras")
-    world = oracle.world_config
+                         f"add it to learning.teacher.cameras")
+    world = teacher.world_config
     if min(timestamps) < 0 or round(max(timestamps) * world.fps) >= world.num_frames:
         raise ValueError(f"the oracle teacher labels video times in [0, {world.duration_s:g}) s of the world "
                          f"camera; got ts {min(timestamps):g}..{max(timestamps):g}")
-    return oracle.cameras[camera_id]
+    return teacher.cameras[camera_id]
 
 
 class LearningService:
     """One per ingress replica; the teacher and the worker are shared by all replicas."""
 
     def __init__(self, config: ServeConfig, store: ActorHandle, pool: ExecutorPool,
-                 routes: Mapping[str, str] | None = None) -> None:
+                 routes: Routes | None = None) -> None:
         """`routes`: role -> actor as the Planner last published them (the worker may have moved)."""
         self.config, self.store, self.pool = config, store, pool
         c, ns = config.learning, config.executors.namespace
@@ -124,13 +126,18 @@ class LearningService:
         self.teacher = TeacherLabeler.options(**actor_options(
             c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher_source(config))
+        )).remote(share=c.teacher_num_gpus, teacher=teacher_config(config),
+                   classes=read_manifest(config.package_dir)[0].data.classes)  # the workers' label columns
         self.role = worker_role(config)
-        routed = (routes or {}).get(self.role)
-        self.worker = ray.get_actor(routed, namespace=ns) if routed else RetrainWorker.options(**actor_options(
-            c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
-            num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
+        self.worker_name = (routes or Routes()).actors.get(self.role, c.worker_name)
+        self._follower = RouteFollower(lambda: read_routes(store), ns)
+        if self.worker_name != c.worker_name:  # moved by the Planner: its successor serves the role
+            self.worker = ray.get_actor(self.worker_name, namespace=ns)
+        else:
+            self.worker = RetrainWorker.options(**actor_options(
+                c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
+                num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
+            )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
         self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
 
     async def ready(self) -> dict[str, Any]:
@@ -139,39 +146,21 @@ class LearningService:
     async def _worker(self, method: str, *args: Any) -> Any:
         """Call the retraining worker; when it was moved (snapshotted or gone), follow the Planner's
         route to its successor and call that once. No successor in time: 503, the edge retries."""
-        handle = self.worker
+        name, handle = self.worker_name, self.worker
         try:
             return await getattr(handle, method).remote(*args)
-        except (WorkerMoving, RayActorError) as exc:
-            if not await self._await_successor(handle):
+        except (Moved, RayActorError) as exc:
+            moved = await self._follower.successor(self.role, name, MOVE_WAIT_S)
+            if moved is None:
                 raise Overloaded("the retraining worker is moving to a new GPU share; retry shortly") from exc
+            self.worker_name, self.worker = moved
         return await getattr(self.worker, method).remote(*args)
 
-    async def _await_successor(self, failed: ActorHandle) -> bool:
-        """Poll the Planner's route for up to `MOVE_WAIT_S`: it is published once the successor is
-        warm (seconds), and an upload is not latency-critical (AMS). No Planner role: no wait."""
-        deadline = time.monotonic() + MOVE_WAIT_S
-        while True:
-            name = (await read_routes(self.store)).get(self.role)
-            if name is None:
-                return False
-            try:
-                handle = ray.get_actor(name, namespace=self.config.executors.namespace)
-            except ValueError:  # published, then killed by a newer move: read again
-                handle = None
-            if handle is not None and handle._actor_id != failed._actor_id:
-                log.info("retraining worker moved: now %s", name)
-                self.worker = handle
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.25)
-
-    async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
+    async def _camera_apps(self, camera_id: str) -> tuple[AppRun, ...]:
         record = await self.store.get_camera.remote(camera_id)
         if record is None:
             raise UnknownCamera(camera_id)
-        return [{"app": a["app"], "branchpoint": a["branchpoint"]} for a in record.config["apps"]]
+        return CameraSpec.from_config(camera_id, record.config).apps
 
     async def samples(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float]) -> dict[str, Any]:
         """Label, buffer, answer the rates; then push newer versions to the serving executor."""
@@ -184,12 +173,12 @@ class LearningService:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
         await self._worker("set_camera", camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
-        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher_oracle, camera_id, timestamps), timestamps)
+        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
-        await self._push(camera_id, answer["versions"])
-        return {"camera_id": camera_id, **answer}
+        await self._push(camera_id, answer.versions)
+        return {"camera_id": camera_id, **asdict(answer)}  # the HTTP answer (`SamplesAnswer`)
 
-    async def _push(self, camera_id: str, versions: dict[str, int]) -> None:
+    async def _push(self, camera_id: str, versions: Mapping[str, int]) -> None:
         """Serve the newest weights in the cluster too; a failure here must not fail the upload."""
         for app, version in versions.items():
             if version <= self._pushed.get((camera_id, app), 0):
@@ -203,7 +192,7 @@ class LearningService:
 
     async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
         specs = await self._camera_apps(camera_id)
-        apps = [a["app"] for a in specs]
+        apps = [a.app for a in specs]
         if app is None:
             if len(apps) != 1:
                 raise ValueError(f"camera {camera_id!r} runs {sorted(apps)}: say which with ?app=")
@@ -215,4 +204,4 @@ class LearningService:
         if found is None:
             return None
         payload, meta = found
-        return ModelAnswer(payload, int(meta["version"]), meta["base_version"], str(meta["kind"]), meta["branchpoint"])
+        return ModelAnswer(payload, meta.version, meta.base_version, meta.kind, meta.branchpoint)

@@ -59,6 +59,7 @@ class AppResult(BaseModel):
     event_active: bool
     fresh: bool = Field(description="computed on this frame; false: repeated from the app's last analysed frame "
                         "(the app runs at a lower frame rate than the camera)")
+    count: int | None = Field(None, description="count apps: objects counted; event_active is count >= min_count")
 
 
 class FrameResult(BaseModel):

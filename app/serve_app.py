@@ -23,7 +23,7 @@ from ray import serve
 
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
-from app.executors import ExecutorPool, Overloaded, UnknownCamera
+from app.executors import ExecutorPool
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
@@ -31,7 +31,9 @@ from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, Regist
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
-from stemcell.state import UnknownCameraError, validate_id
+from stemcell.control.contracts import CameraSpec, Routes
+from stemcell.control.errors import Overloaded, UnknownCamera
+from stemcell.state import validate_id
 
 log = logging.getLogger("stemcell.serve")
 
@@ -105,8 +107,8 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
     if isinstance(exc, Overloaded):
         wait = max(retry_after_s, math.ceil(exc.retry_after_s or 0))
         return HTTPException(503, f"overloaded, retry later: {exc}", headers={"Retry-After": str(wait)})
-    if isinstance(exc, (UnknownCamera, UnknownCameraError)):
-        return HTTPException(404, f"unknown camera {exc.args[0] if exc.args else ''!r}")
+    if isinstance(exc, UnknownCamera):  # the store's UnknownCameraError is one too
+        return HTTPException(404, str(exc))
     if isinstance(exc, Conflict):
         return HTTPException(409, str(exc))
     if isinstance(exc, ValueError):  # includes ExecutorRejected and pydantic's ValidationError
@@ -127,7 +129,7 @@ class StemcellIngress:
         self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
         manifest, sha = read_manifest(self.config.package_dir)
         store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
-        opened = await store.__ray_call__.remote(lambda s: str(s.path))
+        opened = await store.location.remote()
         if opened != str(self.config.state_path):
             raise RuntimeError(f"the cluster's StateStore actor uses {opened}, not {self.config.state_path}; "
                                "use another executors.namespace or the same state_path")
@@ -143,10 +145,10 @@ class StemcellIngress:
         if self.learning is not None:
             log.info("learning ready: %s", await self.learning.ready())
 
-    async def _registry(self, camera_id: str) -> dict | None:
-        return await self.service.camera_config(camera_id)
+    async def _registry(self, camera_id: str) -> CameraSpec | None:
+        return await self.service.camera_spec(camera_id)
 
-    async def _routes(self) -> dict[str, str]:
+    async def _routes(self) -> Routes:
         return await self.service.executor_routes()
 
     async def _call(self, coro: Awaitable[Any]) -> Any:

@@ -20,16 +20,17 @@ import ray
 from pydantic import ValidationError
 from ray.actor import ActorHandle
 
-from app.executors import ExecutorPool, UnknownCamera
-from stemcell.scheduling.camera_plans import (AppAssignment, AppRequest, assignments_of, camera_plan, default_candidate,
-                                              resolve_apps)
+from app.executors import ExecutorPool
 from app.rolling import RollingWindow
 from app.schemas import AddCamera
+from stemcell.control.camera_plans import camera_plan, default_candidate, resolve_apps
+from stemcell.control.contracts import AppRequest, AppRun, CameraSpec, Routes
+from stemcell.control.errors import UnknownCamera
+from stemcell.control.roles import PLANNER_ACTOR
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
-from stemcell.scheduling import plan_state
 from stemcell.serve_config import ServeConfig
-from stemcell.state import new_token
+from stemcell.state import CAMERAS, PLANNER, new_token
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-async def read_routes(store: ActorHandle) -> dict[str, str]:
+async def read_routes(store: ActorHandle) -> Routes:
     """Which actor serves each role (executor slots, retraining workers), as the Planner published it
     (empty without a Planner)."""
-    return await store.__ray_call__.remote(plan_state.executor_routes)
+    return await store.routes.remote()
 
 
 class StemcellService:
@@ -75,7 +76,7 @@ class StemcellService:
         restored = 0
         for record in await self.store.list_cameras.remote():
             try:
-                await self.pool.add_camera(record.camera_id, record.config["apps"], record.config["fps"])
+                await self.pool.add_camera(CameraSpec.from_config(record.camera_id, record.config))
                 restored += 1
             except ValueError as exc:  # e.g. the package changed under a stored camera: keep serving the rest
                 log.warning("camera %s not restored: %s", record.camera_id, exc)
@@ -83,14 +84,15 @@ class StemcellService:
         await self._save_plan()
 
     # ------------------------------------------------------------------ cameras
-    async def camera_config(self, camera_id: str) -> dict | None:
-        """A stored camera's {"fps", "apps"} (the executor's form); None when it is not registered."""
+    async def camera_spec(self, camera_id: str) -> CameraSpec | None:
+        """What a stored camera runs; None when it is not registered."""
         record = await self.store.get_camera.remote(camera_id)
-        return None if record is None else dict(record.config)
+        return None if record is None else CameraSpec.from_config(camera_id, record.config)
 
     @staticmethod
-    def _executor_apps(apps: list[AppAssignment]) -> list[dict]:
-        return [a.as_executor_dict() for a in apps]
+    def _wire_apps(apps: list[AppRun]) -> list[dict[str, Any]]:
+        """The apps as the HTTP answer shows them (what the executor runs; pins are the store's)."""
+        return [{"app": a.app, "branchpoint": a.branchpoint, "fps": a.fps} for a in apps]
 
     async def add_camera(self, body: AddCamera) -> dict[str, Any]:
         """Register or reconfigure a camera; a new camera without a token gets a random one."""
@@ -101,14 +103,15 @@ class StemcellService:
         plan = await self._plan_dict()
         requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
         apps = resolve_apps(self.manifest, requests, cam, stream_fps, plan)
-        await self.pool.add_camera(cam, self._executor_apps(apps), stream_fps)  # ValueError here leaves no trace
+        spec = CameraSpec(cam, float(stream_fps), tuple(apps))
+        await self.pool.add_camera(spec)  # ValueError here leaves no trace
         token = body.token or (None if existing is not None and existing.has_token else new_token())
-        config = {"fps": stream_fps, "apps": [a.as_stored_dict() for a in apps]}  # pins kept for the Planner
+        config = spec.as_config()  # pins kept for the Planner
         await self.store.put_camera.remote(cam, config, token=token)
         await self._save_plan()
         log.info("camera %s %s on %s: %s", cam, "updated" if existing else "added", self.pool.name(self.pool.index_of(cam)), config)
         return {"camera_id": cam, "token": token, "executor": self.pool.name(self.pool.index_of(cam)),
-                "apps": self._executor_apps(apps)}
+                "apps": self._wire_apps(apps)}
 
     async def remove_camera(self, camera_id: str) -> dict[str, Any]:
         if not await self.store.delete_camera.remote(camera_id):
@@ -126,26 +129,28 @@ class StemcellService:
         record = await self.store.get_camera.remote(camera_id)
         if record is None:
             raise UnknownCamera(camera_id)
-        plan = camera_plan(self.manifest, record.config["fps"], assignments_of(record.config))
+        camera = CameraSpec.from_config(camera_id, record.config)
+        plan = camera_plan(self.manifest, camera)
         window = self.windows.get(camera_id)
         return {
             "camera_id": camera_id,
             "executor": self.pool.name(self.pool.index_of(camera_id)),
-            "stream_fps": record.config["fps"],
+            "stream_fps": camera.stream_fps,
             "apps": [{"app": name, **entry} for name, entry in plan["apps"].items()],
             "requests": window.snapshot() if window else RollingWindow().snapshot(),
-            "executor_stats": await self.pool.stats(camera_id),
+            "executor_stats": (await self.pool.stats(camera_id)).as_dict(),
         }
 
     # ------------------------------------------------------------------ frames
-    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict]:
+    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict[str, Any]]:
+        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`)."""
         started = time.perf_counter()
         results = await self.pool.infer(camera_id, frames, timestamps)
         window = self.windows.get(camera_id)
         if window is None:
             window = self.windows[camera_id] = RollingWindow()
         window.add(len(frames), (time.perf_counter() - started) * 1000.0)
-        return results
+        return [r.as_dict() for r in results]
 
     # ------------------------------------------------------------------ apps and plan
     async def register_app(self, app: str, package_dir: str) -> dict[str, Any]:
@@ -183,18 +188,18 @@ class StemcellService:
         plan: dict[str, Any] = {"cameras": {}}
         for c in await self.store.list_cameras.remote():
             try:
-                plan["cameras"][c.camera_id] = camera_plan(self.manifest, c.config["fps"], assignments_of(c.config))
+                plan["cameras"][c.camera_id] = camera_plan(self.manifest, CameraSpec.from_config(c.camera_id, c.config))
             except ValueError as exc:
                 log.warning("camera %s left out of the plan: %s", c.camera_id, exc)
-        await self.store.__ray_call__.remote(plan_state.save_plan_section, plan_state.CAMERAS, plan["cameras"])
+        await self.store.save_plan_section.remote(CAMERAS, plan["cameras"])
 
-    async def executor_routes(self) -> dict[str, str]:
+    async def executor_routes(self) -> Routes:
         return await read_routes(self.store)
 
     async def _live_planner_plan(self) -> dict[str, Any] | None:
         """The running Planner's own view (rounds, decision time, last switches); None without one."""
         try:
-            planner = ray.get_actor(plan_state.PLANNER_ACTOR, namespace=self.config.executors.namespace)
+            planner = ray.get_actor(PLANNER_ACTOR, namespace=self.config.executors.namespace)
             return await asyncio.wait_for(planner.current_plan.remote(), 2.0)
         except Exception as exc:  # noqa: BLE001 - no Planner, or a busy/restarting one: show the stored plan
             log.debug("no live planner plan: %r", exc)
@@ -208,5 +213,5 @@ class StemcellService:
             out |= {"version": latest.version, "created_at": latest.created_at, **latest.plan}
         live = await self._live_planner_plan()
         if live is not None:
-            out[plan_state.PLANNER] = {**live, "live": True}
+            out[PLANNER] = {**live, "live": True}
         return out

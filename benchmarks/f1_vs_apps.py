@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemcell.config import CLASS_NAMES, TrainConfig, load_config
+from stemcell.config import TrainConfig, load_config
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.candidate_predictions import candidate_predictions
 from stemcell.eval.event_metrics import event_score
@@ -26,7 +26,7 @@ from stemcell.package import MPackage, load_package
 from stemcell.package.planning import problem_from_manifest
 from stemcell.scheduling import get_scheduler
 from stemcell.training.mtrainer import train_package
-from stemcell.world import World, WorldConfig
+from stemcell.world import CLASSES, World, WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = ("mainstream", "max_sharing", "no_sharing")
@@ -71,7 +71,7 @@ def main() -> None:
     m = package.manifest
     frames, presence = test_stream(package, args.seconds)
     predictions = candidate_predictions(package, frames)
-    truth = {a.name: presence[:, CLASS_NAMES.index(a.target_class)] for a in m.apps}
+    truth = {a.name: presence[:, CLASSES.index(a.classes[0])] for a in m.apps}
     full_model_s = sum(m.latency.per_frame_segment_s(8)) + m.latency.head_s["8"] / 8
     budget = args.budget_models * full_model_s * m.fps
     rows = []

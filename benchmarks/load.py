@@ -139,7 +139,7 @@ async def burst(dep: Deployment, frames: list[bytes], *, clients: int, seconds: 
         async def sample() -> None:
             while time.perf_counter() < until:
                 stats = await executor.stats.remote()  # type: ignore[attr-defined]
-                depths.append(int(stats["queue_depth"]))
+                depths.append(stats.queue_depth)
                 await asyncio.sleep(0.1)
 
         started = time.perf_counter()

@@ -40,6 +40,7 @@ import ray
 import yaml
 from ray import serve
 
+from stemcell.control.contracts import CameraSpec
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.imaging import encode_jpeg
@@ -112,9 +113,9 @@ async def _deploy_direct(config: Any, package: Path, cameras: int) -> Camera:
 
     store = get_or_create_state_store(str(config.state_path), namespace=NAMESPACE)
 
-    async def registry(camera: str) -> dict | None:
+    async def registry(camera: str) -> CameraSpec | None:
         record = await store.get_camera.remote(camera)
-        return None if record is None else dict(record.config)
+        return None if record is None else CameraSpec.from_config(camera, record.config)
 
     pool = ExecutorPool(config.executors, str(package), registry, config.limits.max_queued_frames,
                         routes=lambda: read_routes(store), names=await read_routes(store))
@@ -122,7 +123,7 @@ async def _deploy_direct(config: Any, package: Path, cameras: int) -> Camera:
     branchpoints = {c.app: c.branchpoint for c in _candidates(package)}
     apps = [{"app": a, "branchpoint": branchpoints[a], "fps": 10.0} for a in _apps(package)]
     for c in range(cameras):
-        await pool.add_camera(f"cam-{c}", apps, 10.0)
+        await pool.add_camera(CameraSpec.from_config(f"cam-{c}", {"fps": 10.0, "apps": apps}))
         await store.put_camera.remote(f"cam-{c}", {"fps": 10.0, "apps": apps})
 
     async def open_camera(c: int, jpegs: list[bytes]) -> Send:
@@ -141,7 +142,7 @@ async def _deploy_direct(config: Any, package: Path, cameras: int) -> Camera:
 
 def _candidates(package: Path) -> list[Any]:
     """One candidate per app: the most shared one (what the ingress picks for a new camera)."""
-    from stemcell.scheduling.camera_plans import default_candidate
+    from stemcell.control.camera_plans import default_candidate
     from app.service import read_manifest
 
     manifest, _ = read_manifest(package)
@@ -177,15 +178,15 @@ def _max_gap_ms(log: list[dict[str, Any]], start_s: float, end_s: float) -> floa
 
 async def _run(args: argparse.Namespace, config_path: Path, package: Path, jpegs: list[list[bytes]],
                shares: tuple[float, ...], settle_s: float) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    from actors.planner import PlannerSettings, get_or_create_planner
-    from stemcell.serve_config import load_serve_config
+    from actors.planner import get_or_create_planner
+    from stemcell.serve_config import PlannerSection, load_serve_config
 
     config = load_serve_config(config_path)
     if args.transport == "http":
         open_camera = await asyncio.to_thread(_deploy_http, config_path, package, args.cameras)  # serve.run blocks
     else:
         open_camera = await _deploy_direct(config, package, args.cameras)
-    planner = get_or_create_planner(config, PlannerSettings(window_s=0, grace_s=1.0, total_gpu=1.0))
+    planner = get_or_create_planner(config, PlannerSection(window_s=0, grace_s=1.0, total_gpu=1.0))
     await planner.current_plan.remote()
     print(f"{args.transport}: serving, planner up", flush=True)
     log: list[dict[str, Any]] = []
@@ -198,7 +199,7 @@ async def _run(args: argparse.Namespace, config_path: Path, package: Path, jpegs
     for share in shares:
         began = time.perf_counter() - t0
         for report in await planner.set_shares.remote({ROLE: share}):
-            switches.append({**report, "began_s": began, "ended_s": time.perf_counter() - t0, "kind": "set_shares"})
+            switches.append({**report.as_dict(), "began_s": began, "ended_s": time.perf_counter() - t0, "kind": "set_shares"})
         print(f"  share -> {share}: {switches[-1]['total_s']:.1f} s (warm {switches[-1]['warm_s']:.1f} s)", flush=True)
         await asyncio.sleep(settle_s)
     began = time.perf_counter() - t0

@@ -42,7 +42,7 @@ from stemcell.eval.plotting import plt
 from stemcell.imaging import decode_image, encode_jpeg
 from stemcell.models import build_base
 from stemcell.serve_config import ExecutorSection
-from stemcell.package.build import app_entry, build_package
+from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
@@ -68,12 +68,12 @@ def _speed_package(root: Path) -> Path:
     train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
     base = build_base("tiny_cnn")
     apps = {"car": CLASSES.index("car"), "person": CLASSES.index("person")}
-    results = [finetune_candidate(base, CandidateSpec(app, k, b, epochs=1, lr=1e-3, batch_size=32, input_size=64), train, val)
+    results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32, input_size=64), train, val)
                for app, k in apps.items() for b in (3, base.num_segments)]
-    entries = [app_entry(app, app, val.presence[:, k]) for app, k in apps.items()]
-    provenance = {"seed": 0, "num_cameras": 2, "height": 64, "width": 64}
-    build_package(root, base, 64, world.config.fps, provenance, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2),
-                  entries, results)
+    entries = [app_entry(app, [app], val.presence[:, k]) for app, k in apps.items()]
+    info = TrainingInfo(input_size=64, fps=world.config.fps, data=synthetic_data_entry(),
+                        world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
+    build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
 
 

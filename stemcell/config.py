@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-CLASS_NAMES = ("person", "car", "bus", "bicycle", "dog")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConfigError(ValueError):
@@ -41,26 +42,89 @@ class PretrainSection(_Strict):
     image_folder: Path | None = None
 
 
+class NormalizationSection(_Strict):
+    """Per-channel mean/std of RGB in [0, 1]; ImageNet's by default, as torchvision weights expect."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = IMAGENET_STD
+
+
 class BaseSection(_Strict):
     name: str = "tiny_cnn"
     input_size: int = Field(64, ge=16, le=1024)
-    weights: Path | None = None
-    pretrain: PretrainSection = PretrainSection()
+    normalization: NormalizationSection = NormalizationSection()
+    weights: Path | None = None  # a local torchvision state dict of architecture `name`
+    # "none": use `weights` as they are (an ImageNet backbone is not retrained on our frames).
+    pretrain: PretrainSection | Literal["none"] = PretrainSection()
+
+    @model_validator(mode="after")
+    def _weights_for_none(self) -> BaseSection:
+        if self.pretrain == "none" and self.weights is None:
+            raise ValueError("base.pretrain: none uses base.weights as they are, so base.weights is required")
+        return self
 
 
 class AppSection(_Strict):
+    """One app: which class(es) it watches and what it answers (presence, or how many)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    target_class: str = Field(alias="class")
+    target_class: str | None = Field(None, alias="class")
+    classes: list[str] | None = Field(None, min_length=1)
+    task: Literal["presence", "count"] = "presence"
+    min_count: int = Field(1, ge=1)  # the event is on while count >= min_count
     cameras: list[int] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("target_class")
-    @classmethod
-    def _known_class(cls, value: str) -> str:
-        if value not in CLASS_NAMES:
-            raise ValueError(f"unknown class {value!r}; choose one of {list(CLASS_NAMES)}")
-        return value
+    @model_validator(mode="after")
+    def _one_class_field(self) -> AppSection:
+        if (self.target_class is None) == (self.classes is None):
+            raise ValueError(f"app {self.name!r}: give exactly one of `class` or `classes`")
+        if self.task == "presence" and self.min_count != 1:
+            raise ValueError(f"app {self.name!r}: min_count is for task: count")
+        return self
+
+    @property
+    def app_classes(self) -> tuple[str, ...]:
+        """The classes this app watches (an object of any of them counts)."""
+        return (self.target_class,) if self.target_class is not None else tuple(self.classes or ())
+
+
+class SyntheticData(_Strict):
+    """Today's synthetic world (the `world:` section): the default and the demo."""
+
+    kind: Literal["synthetic"] = "synthetic"
+
+
+class VideoLabelsData(_Strict):
+    """Video files plus a labels table (CSV or Parquet): see README "Train on your own cameras"."""
+
+    kind: Literal["video_labels"]
+    videos: list[Path] | Path  # files, or one folder of them
+    labels: Path  # .csv or .parquet
+    labelled_frames: Literal["until_last", "listed"] = "until_last"
+    labelled: dict[str, tuple[int, int]] = {}  # video file name -> [first, last] labelled frame (inclusive)
+    classes: list[str] | None = None  # class order; default: the table's classes, sorted
+
+
+class CocoData(_Strict):
+    """A COCO detection JSON; `images` defaults to the JSON's folder."""
+
+    kind: Literal["coco"]
+    annotations: Path
+    images: Path | None = None
+    classes: list[str] | None = None  # default: the categories, in file order
+    fps: float = Field(10.0, gt=0)  # frame rate of the image sequences (held-out chunks, event lengths)
+
+
+class ImageFolderData(_Strict):
+    """One sub-folder per class, one label per image: for pretraining a base only."""
+
+    kind: Literal["image_folder"]
+    root: Path
+
+
+DataSection = Annotated[SyntheticData | VideoLabelsData | CocoData | ImageFolderData, Field(discriminator="kind")]
 
 
 class TrainerSection(_Strict):
@@ -70,6 +134,7 @@ class TrainerSection(_Strict):
     lr: float = Field(2e-3, gt=0)
     train_frames_per_camera: int = Field(800, ge=16)
     val_fraction: float = Field(0.3, gt=0, lt=1)
+    val_chunk_s: float = Field(20.0, gt=0)  # held-out split by whole chunks of this many seconds per video
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.25, ge=0, le=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
@@ -84,6 +149,7 @@ class TrainConfig(_Strict):
     """Everything `stemcell pretrain` and `stemcell train` need (the M-Trainer's input)."""
 
     world: WorldSection = WorldSection()
+    data: DataSection = SyntheticData()
     base: BaseSection = BaseSection()
     apps: list[AppSection]
     trainer: TrainerSection = TrainerSection()

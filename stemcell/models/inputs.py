@@ -1,6 +1,8 @@
 """Turning decoded frames into model input, identically in training, serving and at the edge."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -11,14 +13,28 @@ _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def to_input(frames: np.ndarray, size: int | None = None) -> torch.Tensor:
-    """uint8 RGB frames (N,H,W,3) or one (H,W,3) -> normalised float32 (N,3,size,size)."""
+def to_input(
+    frames: np.ndarray, size: int | None = None, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> torch.Tensor:
+    """uint8 RGB frames (N,H,W,3) or one (H,W,3) -> normalised float32 (N,3,size,size).
+
+    `mean`/`std` default to ImageNet's; a package records its own (the manifest's `normalization`).
+    """
     if frames.dtype != np.uint8 or frames.shape[-1] != 3 or frames.ndim not in (3, 4):
         raise ValueError(f"expected uint8 RGB frames (N,H,W,3) or (H,W,3), got {frames.dtype} {frames.shape}")
     batch = frames if frames.ndim == 4 else frames[None]
     # Frames from Ray's object store are read-only; `.float()` copies anyway, so copy only the uint8s.
     batch = np.array(batch) if not batch.flags.writeable else np.ascontiguousarray(batch)
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    return normalised(torch.from_numpy(batch).permute(0, 3, 1, 2), size, mean=mean, std=std)
+
+
+def normalised(
+    images: torch.Tensor, size: int | None = None, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> torch.Tensor:
+    """uint8 RGB (N,3,H,W) on any device (e.g. decoded on the GPU) -> the model input, on that device."""
+    x = images.float().div_(255.0)
     if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return (x - _MEAN) / _STD
+    m = _MEAN if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    sd = _STD if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m.to(x.device)) / sd.to(x.device)

@@ -21,11 +21,12 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> None:
+def load_torchvision_checkpoint(model: nn.Module, path: str | Path, architecture: str = "") -> None:
     """Load a user's local torchvision state_dict into `model`, refusing pickled code.
 
     `weights_only=True` makes torch refuse any pickle payload that is not plain tensors/containers.
-    The classifier (`fc.*` / `classifier.*`) is skipped: Stemcell brings its own heads.
+    The classifier (`fc.*` / `classifier.*`) is skipped: Stemcell brings its own heads. Keys or
+    shapes that do not fit `architecture` are an error that names them.
     """
     path = Path(path)
     if not path.is_file():
@@ -39,7 +40,15 @@ def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state_dict")
     backbone = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
-    missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the architecture: missing={missing[:5]} unexpected={unexpected[:5]}")
+    own = model.state_dict()
+    arch = architecture or type(model).__name__
+    missing = sorted(k for k in own if k not in backbone and not k.startswith(("fc.", "classifier.")))
+    unexpected = sorted(k for k in backbone if k not in own)
+    wrong = sorted(k for k, v in backbone.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    if missing or unexpected or wrong:
+        shapes = [f"{k} {tuple(backbone[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]]
+        raise ValueError(
+            f"{path}: weights do not fit architecture {arch}: {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}, {len(wrong)} with other shapes {shapes}"
+        )
+    model.load_state_dict(backbone, strict=False)

@@ -2,25 +2,64 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from stemcell.config import IMAGENET_MEAN, IMAGENET_STD
 from stemcell.models import SegmentedNet, segment_hash
-from stemcell.package.manifest import SCHEMA_VERSION, AppEntry, BaseEntry, CandidateEntry, LatencyEntry, Manifest
+from stemcell.package.manifest import (
+    SCHEMA_VERSION,
+    AppEntry,
+    BaseEntry,
+    CandidateEntry,
+    DataEntry,
+    LatencyEntry,
+    Manifest,
+    NormalizationEntry,
+)
 from stemcell.package.store import write_package, write_weights
 from stemcell.training import CandidateResult, LatencyProfile
-from stemcell.world import extract_events
+from stemcell.world import CLASSES, extract_events
+
+IMAGENET = NormalizationEntry(mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def app_entry(name: str, target_class: str, presence: np.ndarray) -> AppEntry:
-    """Base rate and mean event length of one class over the given presence timeline(s)."""
-    runs = [e.stop - e.start for row in np.atleast_2d(presence) for e in extract_events(row)]
+@dataclass(frozen=True)
+class TrainingInfo:
+    """What the candidates were trained on and how frames were fed (recorded in the manifest)."""
+
+    input_size: int  # square model input resolution
+    fps: float  # frame rate of the training footage (event lengths are in these frames)
+    data: DataEntry  # data source provenance, classes, label counts
+    world: dict[str, float | int] | None = None  # the synthetic world's settings (kind: synthetic)
+    normalization: NormalizationEntry = field(default=IMAGENET)
+
+
+def synthetic_data_entry() -> DataEntry:
+    """Provenance of training on the synthetic world (no files; its classes)."""
+    return DataEntry(kind="synthetic", files=[], classes=list(CLASSES), label_counts={})
+
+
+def app_entry(
+    name: str, classes: Sequence[str], events: np.ndarray | Sequence[np.ndarray], *, task: str = "presence",
+    min_count: int = 1, spacing: float = 1.0,
+) -> AppEntry:
+    """Base rate and mean event length of one app over its event timeline(s) (one bool row per video).
+
+    `spacing` is the gap in stream frames between labelled frames (labels every N-th frame make each
+    run N times longer in stream frames).
+    """
+    rows = [np.asarray(r, bool) for r in (np.atleast_2d(events) if isinstance(events, np.ndarray) else events)]
+    runs = [spacing * (e.stop - e.start) for row in rows for e in extract_events(row)]
     return AppEntry(
         name=name,
-        target_class=target_class,
-        positive_fraction=float(np.mean(presence)),
+        classes=list(classes),
+        task=task,  # type: ignore[arg-type]
+        min_count=min_count,
+        positive_fraction=float(np.mean(np.concatenate(rows))) if rows else 0.0,
         mean_event_frames=float(np.mean(runs)) if runs else 1.0,
     )
 
@@ -38,9 +77,7 @@ def latency_entry(profile: LatencyProfile) -> LatencyEntry:
 def build_package(
     root: str | Path,
     base: SegmentedNet,
-    input_size: int,
-    fps: float,
-    world: dict[str, float | int],
+    info: TrainingInfo,
     profile: LatencyProfile,
     apps: Sequence[AppEntry],
     results: Sequence[CandidateResult],
@@ -63,6 +100,7 @@ def build_package(
                 f1=r.metrics.f1,
                 accuracy=r.metrics.accuracy,
                 train_seconds=r.train_seconds,
+                count_mae=r.count_mae,
                 weights=rel,
                 sha256=write_weights(r.trainable_state, root, rel),
             )
@@ -70,13 +108,15 @@ def build_package(
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        fps=fps,
-        world=world,
+        fps=info.fps,
+        world=info.world,
+        data=info.data,
         base=BaseEntry(
             name=base.name,
             weights="base.safetensors",
             sha256=base_sha,
-            input_size=input_size,
+            input_size=info.input_size,
+            normalization=info.normalization,
             num_classes=base.num_classes,
             branchpoints=list(base.branchpoints),
             segment_hashes=[segment_hash(s) for s in base.segments],

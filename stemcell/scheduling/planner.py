@@ -1,5 +1,6 @@
 """One planning round of the Planner: split the GPU between inference and retraining, run
-Mainstream per camera on the inference share, and RECL's gain-driven slicing on the rest.
+Mainstream per camera on the inference share, and RECL's gain-driven slicing on the rest
+(both by name from `scheduling.registry`).
 
 A plain function of a frozen context (`plan_round(ctx) -> PlanDecision`), as Ray Serve's
 autoscaling policies are: the Planner actor builds the context from measured costs/accuracies,
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stemcell.scheduling.problem import Schedule, ScheduleProblem
-from stemcell.scheduling.registry import get_scheduler
-from stemcell.scheduling.slicing import RetrainJob, SliceDecision, SlicingContext, gain_driven_slicing
+from stemcell.scheduling.registry import get_scheduler, get_slicing
+from stemcell.scheduling.slicing import RetrainJob, SliceDecision, SlicingContext
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PlannerContext:
     window_s: float = 1.0  # retraining micro-window length (seconds of the retraining share)
     round_s: float = 10.0  # planning period: retraining windows per round = share * round_s / window_s
     scheduler: str = "mainstream"  # inference policy name (see scheduling.registry)
+    slicing: str = "gain"  # retraining micro-window policy name (`SLICING_POLICIES`; RECL's is "gain")
 
     def __post_init__(self) -> None:
         if self.total_gpu <= 0:
@@ -82,5 +84,5 @@ def plan_round(ctx: PlannerContext, clock: Callable[[], float] = time.perf_count
     slicing = None
     if ctx.retrain_jobs:
         windows = int(retrain * ctx.round_s / ctx.window_s)
-        slicing = gain_driven_slicing(SlicingContext(ctx.retrain_jobs, windows, window_s=ctx.window_s))
+        slicing = get_slicing(ctx.slicing)(SlicingContext(ctx.retrain_jobs, windows, window_s=ctx.window_s))
     return PlanDecision(share, retrain, plans, objective, slicing, 1e3 * (clock() - start))

@@ -16,7 +16,6 @@ import statistics
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stemcell.scheduling.planner import PlanDecision
 from stemcell.scheduling.problem import ScheduleProblem
@@ -74,24 +73,7 @@ class ShareContext:
     job_roles: Mapping[str, str]  # retraining job id -> worker role
     quantum: float = 0.05  # shares are multiples of this
     floor: float = 0.05  # least share of any role
-    memory_floors: Mapping[str, float] = dataclasses.field(default_factory=dict)  # role -> `memory_floor`
-
-
-def memory_floor(report: Mapping[str, Any] | None, *, margin: float = 1.25) -> float:
-    """Least GPU share an executor can run with, from its measured memory report.
-
-    Why: a share is also a memory cap (`torch.cuda.set_per_process_memory_fraction(share)`), so a
-    share below what the executor holds (merged weights + activations at its running batch, or the
-    CUDA peak it measured, whichever is larger) would make it fail with out-of-memory however little
-    compute it needs. `margin` leaves room for allocator fragmentation and batch growth. 0 when the
-    report has no GPU size (CPU executors, unreachable ones): nothing to protect.
-    """
-    gpu_bytes = (report or {}).get("gpu_total_bytes")
-    if not report or not gpu_bytes:
-        return 0.0
-    need = int(report["bytes_merged"]) + int(report["activation"]["merged_peak"])
-    need = max(need, int(report.get("cuda_max_memory_allocated") or 0))
-    return min(1.0, margin * need / float(gpu_bytes))
+    memory_floors: Mapping[str, float] = dataclasses.field(default_factory=dict)  # role -> least share by memory
 
 
 def role_shares(ctx: ShareContext) -> dict[str, float]:
@@ -118,7 +100,7 @@ def role_shares(ctx: ShareContext) -> dict[str, float]:
 def stable_shares(current: Mapping[str, float], target: Mapping[str, float], *, min_change: float,
                   total: float, floors: Mapping[str, float] | None = None) -> dict[str, float]:
     """`target`, except roles whose share moves by less than `min_change` keep their current share,
-    unless the current share is below the role's floor (`memory_floor`: too little memory is a
+    unless the current share is below the role's floor (`stemcell.control.planning.memory_floor`: too little memory is a
     failure, not a small inefficiency).
 
     Keeping a share must not push the sum past `total`; when it would, the target is used as is
@@ -133,19 +115,17 @@ def stable_shares(current: Mapping[str, float], target: Mapping[str, float], *, 
 
 
 def measured_latency(problem: ScheduleProblem, segment_names: Sequence[str],
-                     rows: Sequence[Mapping[str, object]]) -> ScheduleProblem:
+                     rows: Sequence[tuple[str, float]]) -> ScheduleProblem:
     """The problem with per-frame latencies replaced by what executors measured, where measured.
 
-    `rows` are StemExecutor `segment_latency` entries (`segment`, `ewma_ms_per_frame`) from any
-    number of executors; `segment_names` names the problem's segments in order (the head is
+    `rows` are (segment, measured ms per frame) pairs from any number of executors; `segment_names` names the problem's segments in order (the head is
     "head"). The median over nodes of the same segment is used, so one odd node does not steer the
     plan; unmeasured segments keep the package's profile.
     """
     seen: dict[str, list[float]] = {}
-    for row in rows:
-        ms = row.get("ewma_ms_per_frame")
-        if isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0:
-            seen.setdefault(str(row.get("segment")), []).append(float(ms) / 1e3)
+    for segment, ms in rows:
+        if math.isfinite(ms) and ms > 0:
+            seen.setdefault(segment, []).append(float(ms) / 1e3)
     if len(segment_names) != len(problem.segment_latency_s):
         raise ValueError(f"{len(segment_names)} segment names for {len(problem.segment_latency_s)} segments")
     segments = tuple(

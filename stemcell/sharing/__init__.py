@@ -1,18 +1,18 @@
 """Shared-stem execution: the stem tree, identical-layer merging, memory accounting, the runtime
 that serves many cameras' apps through one tree, and the cross-camera batcher."""
-from stemcell.sharing.batcher import BatcherStats, CrossCameraBatcher, Overloaded
+from stemcell.sharing.batcher import BatcherStats, CrossCameraBatcher, DeviceOutOfMemory, Overloaded
 from stemcell.sharing.memory import ActivationBytes, MemoryReport, activation_bytes, ideal_savings, memory_report
 from stemcell.sharing.merger import ModuleStore, module_bytes, module_params
-from stemcell.sharing.runtime import AppConfig, AppResult, FrameResult, InferRequest, StemRuntime, frame_stride
+from stemcell.sharing.runtime import AppResult, FrameResult, InferRequest, StemRuntime, frame_stride
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
 from stemcell.sharing.synthetic import perturbed_app_model
 
 __all__ = [
     "ActivationBytes",
-    "AppConfig",
     "AppResult",
     "BatcherStats",
     "CrossCameraBatcher",
+    "DeviceOutOfMemory",
     "FrameResult",
     "InferRequest",
     "LeafKey",

@@ -5,7 +5,8 @@ Pure (no Ray): the StemExecutor actor is a thin shell over it. What it adds to t
 - Mainstream frame-rate semantics: an app at f fps on an F fps stream analyses every round(F/f)-th
   frame of its camera and repeats its last result on the others;
 - per-(camera, app) event state and model version, with an atomic weight swap;
-- online per-node latency (EWMA), the measured cost the planner needs.
+- online per-node latency (EWMA), the measured cost the planner needs;
+- the device path (`stemcell.accel.DevicePath`): precision, CUDA stream, pinned staging, engines.
 
 Threading: `infer` and every commit hold one lock, so a forward always sees a consistent tree (old
 or new weights, never a mix). Slow preparation (reading weights, hashing, copying to the GPU) runs
@@ -13,38 +14,25 @@ outside that lock, serialised by a second one, so reconfiguring does not stall i
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
+from stemcell.accel import DevicePath
+from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
+from stemcell.control.errors import UnknownCamera
 from stemcell.models import make_app_model, to_input
+from stemcell.models.readout import read_app
 from stemcell.package import MPackage
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    app: str  # app name in the package
-    branchpoint: int  # frozen shared segments of the chosen candidate (0..S)
-    fps: float  # frames per second the app must analyse
-
-    @classmethod
-    def parse(cls, raw: AppConfig | Mapping[str, object]) -> AppConfig:
-        if isinstance(raw, AppConfig):
-            return raw
-        try:
-            return cls(str(raw["app"]), int(raw["branchpoint"]), float(raw["fps"]))  # type: ignore[arg-type]
-        except KeyError as exc:
-            raise ValueError(f"app config {dict(raw)} lacks {exc.args[0]!r} (needs app, branchpoint, fps)") from exc
 
 
 def frame_stride(stream_fps: float, app_fps: float) -> int:
@@ -57,7 +45,7 @@ def frame_stride(stream_fps: float, app_fps: float) -> int:
 @dataclass(frozen=True)
 class InferRequest:
     camera: str  # camera id
-    frames: np.ndarray  # uint8 RGB (N,H,W,3) or one (H,W,3), any size
+    frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), any size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
 
     @property
@@ -68,10 +56,11 @@ class InferRequest:
 @dataclass(frozen=True)
 class AppResult:
     app: str
-    label: bool  # score >= threshold
+    label: bool  # presence: score >= threshold; count: count >= the app's min_count
     score: float  # sigmoid of the app's logit
     event_active: bool  # the app's event is on (its current label)
     fresh: bool  # computed on this frame (False: repeated from the app's last analysed frame)
+    count: int | None = None  # count apps: objects counted (event_active = count >= the app's min_count)
 
 
 @dataclass(frozen=True)
@@ -92,12 +81,13 @@ class FrameResult:
 class _Branch:
     """Mutable serving state of one (camera, app)."""
 
-    config: AppConfig
+    config: AppRun
     stride: int
     version: int = 0  # 0 = the package's candidate; set_app_weights raises it
     next_due: int = 0  # camera frame index at which the app analyses next
     score: float = 0.0
     label: bool = False
+    count: int | None = None
 
 
 @dataclass
@@ -115,18 +105,20 @@ class StemRuntime:
         package: MPackage,
         *,
         device: torch.device | str | None = None,
-        half: bool = False,
+        path: DevicePath | None = None,
         threshold: float = 0.5,
         latency_alpha: float = 0.2,
         profile_every: int | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.package = package
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if half and self.device.type != "cuda":
-            raise ValueError("fp16 serving needs a CUDA device")
-        self.tree = StemTree(package.base.num_segments, self.device, torch.float16 if half else None)
+        self.path = path or DevicePath.create(device=device)  # precision, backend, stream, engines
+        self.device = self.path.device
+        self.tree = StemTree(package.base.num_segments, self.device, self.path.dtype, self.path.runner)
         self.input_size = package.manifest.base.input_size
+        self.path.bind(package.base, self.input_size)
+        self._normalization = package.manifest.base.normalization.model_dump()  # mean, std as trained
+        self._tasks = {a.name: (a.task, a.min_count) for a in package.manifest.apps}
         self.threshold = threshold
         self.latency_alpha = latency_alpha
         # Timing each node synchronises the GPU, so on CUDA only every 8th batch is measured.
@@ -141,14 +133,15 @@ class StemRuntime:
     # -- configuration ----------------------------------------------------------------------------
 
     def set_camera(
-        self, camera_id: str, apps: Sequence[AppConfig | Mapping[str, object]], stream_fps: float | None = None
+        self, camera_id: str, apps: Sequence[AppRun | Mapping[str, object]], stream_fps: float | None = None
     ) -> bool:
         """Make `apps` the camera's app set; returns False when nothing changed (idempotent).
 
         Branches whose app and branchpoint are unchanged keep their weights, version and last result;
         only new or moved branches are loaded; dropped ones are unloaded.
         """
-        configs = [AppConfig.parse(a) for a in apps]
+        # pins are the Planner's business: a pin change alone changes nothing served
+        configs = [replace(AppRun.parse(a), pinned=False) for a in apps]
         stream = float(stream_fps or self.package.manifest.fps)
         self._validate(configs, stream)
         with self._mutate:
@@ -178,11 +171,11 @@ class StemRuntime:
                         branches[c.app] = camera.apps[c.app]
                         branches[c.app].config, branches[c.app].stride = c, stride
                 camera.apps = branches
-                self._prune_latency()
+                self._tree_changed()
         log.info("camera %s: %s", camera_id, [(c.app, c.branchpoint, c.fps) for c in configs])
         return True
 
-    def _validate(self, configs: Sequence[AppConfig], stream_fps: float) -> None:
+    def _validate(self, configs: Sequence[AppRun], stream_fps: float) -> None:
         names = [c.app for c in configs]
         if len(set(names)) != len(names):
             raise ValueError(f"an app appears twice in {names}")
@@ -203,16 +196,17 @@ class StemRuntime:
                 return False
             for app in camera.apps:
                 self.tree.remove((camera_id, app))
-            self._prune_latency()
+            self._tree_changed()
         return True
 
     def has_camera(self, camera_id: str) -> bool:
         return camera_id in self._cameras
 
-    def cameras(self) -> dict[str, list[dict[str, object]]]:
+    def cameras(self) -> dict[str, tuple[ServedApp, ...]]:
         with self._lock:
             return {
-                cam: [{**asdict(b.config), "stride": b.stride, "version": b.version} for b in c.apps.values()]
+                cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
+                           for b in c.apps.values())
                 for cam, c in self._cameras.items()
             }
 
@@ -226,7 +220,7 @@ class StemRuntime:
         with self._mutate:
             with self._lock:
                 if camera_id is not None and camera_id not in self._cameras:
-                    raise ValueError(f"unknown camera {camera_id!r}")
+                    raise UnknownCamera(camera_id)
                 targets = [
                     (cam, c.apps[app].config.branchpoint)
                     for cam, c in self._cameras.items()
@@ -243,7 +237,7 @@ class StemRuntime:
                         continue  # reconfigured meanwhile: those weights no longer fit
                     self.tree.add((cam, app), prepared[b])
                     camera.apps[app].version = version
-                self._prune_latency()
+                self._tree_changed()
         return len(targets)
 
     def _prepare_weights(self, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
@@ -268,7 +262,7 @@ class StemRuntime:
             for req in requests:
                 try:
                     camera, stamps, due, x = self._plan(req)
-                except ValueError as exc:
+                except (ValueError, UnknownCamera) as exc:
                     outcomes.append(exc)
                     plans.append(None)
                     continue
@@ -280,7 +274,7 @@ class StemRuntime:
                     for app in due[j]:
                         rows.setdefault((req.camera, app), []).append(offset + k)
                 offset += len(needed)
-            logits = self._forward(inputs, rows)
+            logits = self._forward(inputs, rows)  # DeviceOutOfMemory (past the GPU share) fails this batch only
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
@@ -291,8 +285,8 @@ class StemRuntime:
         """Which apps analyse which of the request's frames; advances the camera's frame counter."""
         camera = self._cameras.get(req.camera)
         if camera is None:
-            raise ValueError(f"unknown camera {req.camera!r}")
-        x = to_input(req.frames, self.input_size)
+            raise UnknownCamera(req.camera)
+        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size, **self._normalization)
         n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
         if len(stamps) != n:
@@ -311,8 +305,7 @@ class StemRuntime:
             return {}
         self.counters["batches"] += 1
         profile = self.counters["batches"] % self.profile_every == 0
-        out = self.tree.forward(torch.cat(inputs), rows, self._observe if profile else None)
-        return {k: v.cpu() for k, v in out.items()}
+        return self.path.forward(self.tree, inputs, rows, self._observe if profile else None)
 
     def _results(
         self,
@@ -332,10 +325,10 @@ class StemRuntime:
                 fresh = app in due_apps
                 if fresh:
                     key = (camera_id, app)
-                    branch.score = float(torch.sigmoid(logits[key][cursor[key], 0]))
-                    branch.label = branch.score >= self.threshold
+                    reading = read_app(*self._tasks[app], float(logits[key][cursor[key], 0]), self.threshold)
+                    branch.score, branch.label, branch.count = reading.score, reading.label, reading.count
                     cursor[key] += 1
-                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh))
+                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count))
             self.counters["app_runs"] += len(due_apps)
             self.counters["app_reuses"] += len(camera.apps) - len(due_apps)
             out.append(FrameResult(ts, tuple(results), versions))
@@ -350,11 +343,14 @@ class StemRuntime:
         a = self.latency_alpha
         self._latency[node.uid] = ((1 - a) * old[0] + a * seconds, (1 - a) * old[1] + a * rows)
 
-    def _prune_latency(self) -> None:
-        live = {n.uid for n in self.tree.nodes()}
+    def _tree_changed(self) -> None:
+        """Forget the latency of nodes that left the tree; ask for engines of segments that entered it."""
+        nodes = list(self.tree.nodes())
+        live = {n.uid for n in nodes}
         self._latency = {uid: v for uid, v in self._latency.items() if uid in live}
+        self.path.segments_changed([(n.digest, n.module, n.depth) for n in nodes if n.depth < self.tree.num_segments])
 
-    def segment_latency(self) -> list[dict[str, object]]:
+    def segment_latency(self) -> list[SegmentLatency]:
         """Per tree node: measured EWMA ms per batch and per frame, and who shares it."""
         names = [b.removeprefix("after_") for b in self.package.base.branchpoints[1:]] + ["head"]
         with self._lock:
@@ -363,13 +359,13 @@ class StemRuntime:
                 if node.uid not in self._latency:
                     continue
                 seconds, rows = self._latency[node.uid]
-                out.append({
-                    "node": node.name,
-                    "segment": names[node.depth],
-                    "users": sorted(f"{c}/{a}" for c, a in node.leaves),
-                    "ewma_ms": 1e3 * seconds,
-                    "ewma_ms_per_frame": 1e3 * seconds / max(rows, 1.0),
-                })
+                out.append(SegmentLatency(
+                    node=node.name,
+                    segment=names[node.depth],
+                    users=tuple(sorted(f"{c}/{a}" for c, a in node.leaves)),
+                    ewma_ms=1e3 * seconds,
+                    ewma_ms_per_frame=1e3 * seconds / max(rows, 1.0),
+                ))
             return out
 
     def memory_report(self, batch_size: int) -> MemoryReport:
@@ -384,12 +380,4 @@ class StemRuntime:
 
     def warm_up(self) -> float:
         """Run the base once on the device (CUDA context, kernel selection); returns seconds."""
-        started = time.perf_counter()
-        model = copy.deepcopy(self.package.base).to(self.device, self.tree.dtype).eval()
-        with torch.inference_mode():
-            model(torch.zeros(2, 3, self.input_size, self.input_size, device=self.device, dtype=self.tree.dtype))
-        del model
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-        return time.perf_counter() - started
+        return self.path.warm_up(self.package.base, self.input_size)

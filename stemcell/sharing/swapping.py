@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,21 +209,22 @@ class SwappingStemTree(StemTree):
             self._inflight.clear()
         super()._run(node, act, node_rows, *rest)
 
-    def _call(self, node: TreeNode, x: torch.Tensor) -> torch.Tensor:
+    def _module_for(self, node: TreeNode, inp: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The resident device copy, or the node's weights copied in (prefetching the next one)."""
         resident = self._resident.get(node.digest)
         if resident is not None:
-            return resident(x)
+            return resident
         if node not in self._inflight:  # first swapped node of the forward: nothing prefetched it
             self._inflight[node] = self._copier.start([self._host[node.digest]])
             self.swap_log.append(node)
         assert self._queue and self._queue[0] is node, "swapped nodes must run in the planned order"
         (tensors,) = self._copier.ready(*self._inflight.pop(node))
         self._queue.popleft()
-        if self._queue and self.plan.slots > 1:  # overlap: the next layer copies while this one computes
+        if self._queue and self.plan is not None and self.plan.slots > 1:  # next layer copies while this computes
             nxt = self._queue[0]
             self._inflight[nxt] = self._copier.start([self._host[nxt.digest]])
             self.swap_log.append(nxt)
-        return functional_call(node.module, tensors, (x,))
+        return lambda x: functional_call(node.module, tensors, (x,))
 
 
 def execution_order(root: TreeNode, node_rows: Mapping[TreeNode, torch.Tensor],

@@ -12,10 +12,13 @@ from stemcell.state.records import (
     validate_id,
 )
 from stemcell.state.schema import SCHEMA_VERSION, SchemaVersionError
+from stemcell.state.sections import CAMERAS, PLANNER
 from stemcell.state.store import StateStore, UnknownCameraError, default_state_path
 from stemcell.state.tokens import new_token
 
 __all__ = [
+    "CAMERAS",
+    "PLANNER",
     "SCHEMA_VERSION",
     "AppRecord",
     "CameraRecord",

@@ -6,7 +6,10 @@ could corrupt it silently, so opening a database stamped with a different versio
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from stemcell.state.records import (
@@ -17,6 +20,9 @@ from stemcell.state.records import (
     validate_id,
 )
 
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction
 SCHEMA_VERSION = 1
 GLOBAL_SCOPE = ""  # how the camera_id column stores "no camera" (apps and models for all cameras)
 
@@ -147,3 +153,20 @@ def plan_from_row(row: tuple[Any, ...]) -> PlanRecord:
 def model_from_row(row: tuple[Any, ...]) -> ModelVersionRecord:
     app, scope, version, path, digest, created_at = row
     return ModelVersionRecord(app, camera_of(scope), version, path, digest, created_at)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating owner-only) the database file: WAL journal, full sync, our own transactions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The file holds token hashes: create it owner-only before SQLite creates it with the umask.
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writers).
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        log.warning("no WAL for %s (journal_mode=%s); writes stay atomic", path, mode)
+    # FULL: a committed write survives a power cut, not only a process crash.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn

@@ -10,7 +10,6 @@ their latest row instead of adding another).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sqlite3
 import threading
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
 from stemcell.state.records import (
     AppRecord,
@@ -32,6 +32,7 @@ from stemcell.state.records import (
     validate_sha256,
     validate_timestamp,
 )
+from stemcell.state.sections import PlanSections
 from stemcell.state.schema import (
     APP_COLUMNS,
     CAMERA_COLUMNS,
@@ -41,18 +42,15 @@ from stemcell.state.schema import (
     SCHEMA_VERSION,
     app_from_row,
     camera_from_row,
+    connect,
     ensure_schema,
     model_from_row,
     plan_from_row,
     scope_of,
 )
 
-logger = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction
-
-
-class UnknownCameraError(LookupError):
+class UnknownCameraError(UnknownCamera):
     """A write referred to a camera id that is not registered."""
 
 
@@ -61,23 +59,7 @@ def default_state_path() -> Path:
     return Path.home() / ".stemcell" / "state.db"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The file holds token hashes: create it owner-only before SQLite creates it with the umask.
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writers).
-    conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        logger.warning("no WAL for %s (journal_mode=%s); writes stay atomic", path, mode)
-    # FULL: a committed write survives a power cut, not only a process crash.
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-class StateStore:
+class StateStore(PlanSections):
     """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
 
     Within a process one connection is shared under a lock; across processes SQLite's file
@@ -103,7 +85,7 @@ class StateStore:
         self._clock = clock
         self._max_plans = max_plans
         self._lock = threading.RLock()
-        self._conn = _connect(self.path)
+        self._conn = connect(self.path)
         ensure_schema(self._conn, str(self.path))
 
     # ------------------------------------------------------------------ plumbing
@@ -142,7 +124,7 @@ class StateStore:
     def _require_camera(conn: sqlite3.Connection, camera_id: str) -> None:
         row = conn.execute("SELECT 1 FROM cameras WHERE camera_id = ?", (camera_id,)).fetchone()
         if row is None:
-            raise UnknownCameraError(f"camera {camera_id!r} is not registered")
+            raise UnknownCameraError(camera_id)
 
     # ------------------------------------------------------------------ cameras
     def put_camera(

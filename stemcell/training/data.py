@@ -15,12 +15,18 @@ class LabelledFrames:
     presence: np.ndarray  # bool (N, num_classes): which classes are visible in each frame
     cameras: np.ndarray  # int (N,) camera of each frame
     indices: np.ndarray  # int (N,) frame index within its camera's timeline
+    counts: np.ndarray | None = None  # int (N, num_classes) objects per class; None: only presence is known
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def object_counts(self) -> np.ndarray:
+        """Objects per class (presence as 0/1 where counts are unknown)."""
+        return self.counts if self.counts is not None else self.presence.astype(np.int32)
+
     def subset(self, mask: np.ndarray) -> LabelledFrames:
-        return LabelledFrames(self.frames[mask], self.presence[mask], self.cameras[mask], self.indices[mask])
+        counts = None if self.counts is None else self.counts[mask]
+        return LabelledFrames(self.frames[mask], self.presence[mask], self.cameras[mask], self.indices[mask], counts)
 
 
 def world_frames(

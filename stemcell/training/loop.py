@@ -1,4 +1,5 @@
-"""The one training loop every Stemcell trainer uses: mini-batch Adam on a BCE objective."""
+"""The one training loop every Stemcell trainer uses: mini-batch Adam on a BCE (presence) or Poisson
+(count) objective."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,12 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+def training_device() -> torch.device:
+    """Where Stemcell trains and profiles: the GPU when this process sees one (a Ray trial holding a
+    GPU share sees exactly that GPU), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def balanced_pos_weight(targets: torch.Tensor) -> torch.Tensor:
@@ -21,12 +28,7 @@ def fit_bce(
     params: Iterable[nn.Parameter],
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int = 0,
-    progress: Callable[[int, float], None] | None = None,
+    **options: object,
 ) -> float:
     """Train `forward(inputs) -> logits` against 0/1 `targets`; returns the last epoch's mean loss.
 
@@ -34,6 +36,34 @@ def fit_bce(
     only needs the activation at the branchpoint, computed once instead of every epoch.
     """
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=balanced_pos_weight(targets))
+    return fit(forward, params, inputs, targets, loss_fn, **options)  # type: ignore[arg-type]
+
+
+def fit_counts(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    params: Iterable[nn.Parameter],
+    inputs: torch.Tensor,
+    counts: torch.Tensor,
+    **options: object,
+) -> float:
+    """Train `forward(inputs) -> log(expected count)` against object counts (Poisson likelihood)."""
+    return fit(forward, params, inputs, counts, nn.PoissonNLLLoss(log_input=True), **options)  # type: ignore[arg-type]
+
+
+def fit(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    params: Iterable[nn.Parameter],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: nn.Module,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> float:
+    """Mini-batch Adam on `loss_fn(forward(x), y)`; returns the last epoch's mean loss."""
     optimizer = torch.optim.Adam(list(params), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     mean_loss = float("nan")

@@ -43,6 +43,7 @@ Usage::
 from stemcell.world.datatypes import CLASSES, Box, Event, FrameLabels, Segment, WorldConfig
 from stemcell.world.events import extract_events
 from stemcell.world.export import ExportedLabels, export_camera, read_labels
+from stemcell.world.formats import export_coco, export_video_labels
 from stemcell.world.objects import ObjectTrack
 from stemcell.world.scenes import SceneType
 from stemcell.world.timeline import CameraTimeline, World
@@ -64,6 +65,8 @@ __all__ = [
     "World",
     "WorldConfig",
     "export_camera",
+    "export_coco",
+    "export_video_labels",
     "extract_events",
     "open_source",
     "read_labels",

@@ -43,6 +43,20 @@ class ExportedLabels:
         return np.stack([lab.presence for lab in self.labels]) if self.labels else np.zeros((0, len(CLASSES)), bool)
 
 
+def write_mp4(timeline: CameraTimeline, path: Path, start: int, stop: int) -> Path:
+    """Render frames [start, stop) of `timeline` into an mp4v video at the timeline's fps."""
+    size = (timeline.config.width, timeline.config.height)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), timeline.fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write mp4v video to {path} (FFmpeg backend missing?)")
+    try:
+        for i in range(start, stop):
+            writer.write(cv2.cvtColor(timeline.frame(i), cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return path
+
+
 def export_camera(
     timeline: CameraTimeline, out_dir: str | Path, start: int = 0, stop: int | None = None, *, name: str | None = None
 ) -> tuple[Path, Path]:
@@ -54,15 +68,7 @@ def export_camera(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or f"camera{timeline.camera:02d}_{start}-{stop}"
     mp4_path, parquet_path = out_dir / f"{name}.mp4", out_dir / f"{name}.parquet"
-    size = (timeline.config.width, timeline.config.height)
-    writer = cv2.VideoWriter(str(mp4_path), cv2.VideoWriter_fourcc(*"mp4v"), timeline.fps, size)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write mp4v video to {mp4_path} (FFmpeg backend missing?)")
-    try:
-        for i in range(start, stop):
-            writer.write(cv2.cvtColor(timeline.frame(i), cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
+    write_mp4(timeline, mp4_path, start, stop)
     rows = [timeline.labels(i) for i in range(start, stop)]
     columns: dict[str, object] = {
         "camera": [timeline.camera] * len(rows),

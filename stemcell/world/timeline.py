@@ -63,7 +63,9 @@ class CameraTimeline:
             per_segment.append(tuple(sorted(tracks, key=lambda t: (t.depth, t.obj_id))))
         self._per_segment = per_segment
         self.objects: tuple[ObjectTrack, ...] = tuple(sorted((t for ts in per_segment for t in ts), key=lambda t: t.obj_id))
-        self._presence = self._compute_presence()
+        self._counts = self._compute_counts()
+        self._counts.flags.writeable = False
+        self._presence = self._counts > 0
         self._presence.flags.writeable = False
 
     @property
@@ -78,13 +80,13 @@ class CameraTimeline:
         """Timestamp of frame `index` in seconds since the start of the timeline."""
         return index / self.config.fps
 
-    def _compute_presence(self) -> np.ndarray:
-        presence = np.zeros((self.num_frames, len(CLASSES)), bool)
+    def _compute_counts(self) -> np.ndarray:
+        counts = np.zeros((self.num_frames, len(CLASSES)), np.int32)
         for track in self.objects:
             frames = np.arange(track.enter, track.exit)
             _, visible = clip_boxes(track.raw_boxes(frames), self.config.height, self.config.width)
-            presence[frames[visible], track.cls] = True
-        return presence
+            counts[frames[visible], track.cls] += 1
+        return counts
 
     def _check(self, index: int) -> int:
         index = int(index)
@@ -135,6 +137,10 @@ class CameraTimeline:
     def presence(self) -> np.ndarray:
         """Read-only bool (num_frames, len(CLASSES)): class k visible in frame i."""
         return self._presence
+
+    def counts(self) -> np.ndarray:
+        """Read-only int32 (num_frames, len(CLASSES)): visible objects of class k in frame i."""
+        return self._counts
 
     def scene_ids(self) -> np.ndarray:
         """int (num_frames,): scene type of every frame."""

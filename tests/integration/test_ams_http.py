@@ -3,7 +3,7 @@
 `GET /cameras/{id}/model?since=V` and `POST /cameras/{id}/samples` (app.learning_service): full
 update on first contact, 304 when current, sparse update after the worker retrains, the serving
 executor picks the new version up, and bad input is refused with 4xx. The teacher is the world's
-ground truth (`learning.teacher_oracle`), as in controlled experiments: edge-1 streams world camera 0.
+ground truth (`learning.teacher`, `kind: oracle`), as in controlled experiments: edge-1 streams world camera 0.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import ray
 import yaml
 from ray import serve
 
-from actors.planner import PlannerSettings, get_or_create_planner
+from actors.planner import get_or_create_planner
 from app.learning_service import register_learning_worker, worker_role
 from app.serve_app import build_app
 from stemcell.client import Admin, Camera, StemcellError
@@ -26,7 +26,7 @@ from stemcell.edge import EdgeClient, HttpTransport
 from stemcell.imaging import encode_jpeg
 from stemcell.learning import decode
 from stemcell.package import load_package
-from stemcell.serve_config import load_serve_config
+from stemcell.serve_config import PlannerSection, load_serve_config
 from stemcell.world import World, WorldConfig
 from tests.helpers.builders import tiny_package
 from tests.integration.test_serve_http import Server
@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
                      "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
                      "max_upload_frames": MAX_UPLOAD,
-                     "teacher_oracle": {"world": WORLD, "cameras": {"edge-1": 0}}},
+                     "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0}}},
     }))
     os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
     serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -130,7 +130,7 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
     with server.http(CAMERA_TOKEN + "u") as http:
         unmapped = http.post("/cameras/unmapped/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
                              data={"ts": ["1"]})
-        assert unmapped.status_code == 422 and "teacher_oracle.cameras" in unmapped.json()["detail"]
+        assert unmapped.status_code == 422 and "teacher.cameras" in unmapped.json()["detail"]
     with server.http(ADMIN_TOKEN) as http:
         assert http.delete("/admin/cameras/unmapped").status_code == 200
         assert http.post("/cameras/nope/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
@@ -143,7 +143,7 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
 def test_the_planner_moves_the_learning_worker_and_edges_follow(server: Server) -> None:
     config = load_serve_config(server.config_path)
     ns = config.executors.namespace
-    planner = get_or_create_planner(config, PlannerSettings(window_s=0, worker_num_cpus=0.25))
+    planner = get_or_create_planner(config, PlannerSection(window_s=0, worker_num_cpus=0.25))
     try:
         worker = register_learning_worker(planner, config)
         assert worker["actor"] == "stemcell-retrain" and worker["generation"] == 0  # adopted, not a second one
@@ -160,10 +160,10 @@ def test_the_planner_moves_the_learning_worker_and_edges_follow(server: Server) 
             t += 1.0
             time.sleep(0.2)
         [switch] = ray.get(move)
-        assert switch["ok"] and switch["new_actor"] == f"{worker['role']}-g1", switch
+        assert switch.ok and switch.new_actor == f"{worker['role']}-g1", switch
         advice = transport.upload("edge-1", [t], frame_jpeg(t))  # the ingress may still hold the killed actor
         accepted += advice.accepted
-        moved = ray.get_actor(switch["new_actor"], namespace=ns)
+        moved = ray.get_actor(switch.new_actor, namespace=ns)
         stats = ray.get(moved.stats.remote())
         assert stats["share"] == 0.2 and accepted == t - 40.0  # every upload was taken ...
         assert stats["jobs"]["edge-1/car"]["buffer"] == buffered + accepted  # ... and none was lost in the move

@@ -8,6 +8,7 @@ and the other executor no longer holds it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +18,14 @@ import pytest
 import ray
 
 from app.executors import ExecutorPool
+from stemcell.control.contracts import AppRun, CameraSpec
 from stemcell.serve_config import ExecutorSection
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 NAMESPACE = "stemcell-failover-test"
-STORED = {"fps": 5.0, "apps": [{"app": "car", "branchpoint": 0, "fps": 5.0}]}
+STORED = CameraSpec("stored", 5.0, (AppRun("car", 0, 5.0),))  # what the registry answers for any camera
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,8 @@ def _camera_homed_at(pool: ExecutorPool, index: int) -> str:
 
 
 def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: asyncio.AbstractEventLoop) -> None:
-    async def registry(camera_id: str) -> dict | None:
-        return STORED
+    async def registry(camera_id: str) -> CameraSpec | None:
+        return dataclasses.replace(STORED, camera_id=camera_id)
 
     config = ExecutorSection(count=2, num_gpus=0.1, num_cpus=0.25, namespace=NAMESPACE, max_wait_ms=1)
     frames = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
@@ -55,7 +57,7 @@ def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: as
         pool = ExecutorPool(config, str(package), registry, max_queued_frames=64, watch_interval_s=0.2)
         await pool.ready(300)
         camera = _camera_homed_at(pool, 0)
-        await pool.add_camera(camera, STORED["apps"], STORED["fps"])
+        await pool.add_camera(await registry(camera))
         before = await pool.infer(camera, list(frames), None)
         home, other = (ray.get_actor(pool.name(i), namespace=NAMESPACE) for i in (0, 1))
         try:
@@ -63,7 +65,7 @@ def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: as
             during = await pool.infer(camera, list(frames), None)  # no 503: the other slot takes it
             assert pool.guests() == {camera: pool.name(1)}
             assert camera in await other.cameras.remote()
-            assert during[0]["results"] == before[0]["results"]  # same package, same scores
+            assert during[0].results == before[0].results  # same package, same scores
             deadline = time.monotonic() + 120
             while pool.guests() and time.monotonic() < deadline:  # the watcher sees the restarted actor
                 await asyncio.sleep(0.2)
@@ -71,7 +73,7 @@ def test_killed_executor_fails_over_then_cameras_go_home(package: Path, loop: as
             assert camera not in await other.cameras.remote()
             after = await pool.infer(camera, list(frames), None)  # home again (re-registered on demand)
             assert camera in await home.cameras.remote()
-            assert after[0]["results"] == before[0]["results"]
+            assert after[0].results == before[0].results
         finally:
             await pool.close()
             for handle in (home, other):

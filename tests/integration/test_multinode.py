@@ -46,12 +46,13 @@ def scenario(out: Path) -> None:
     """Run the cluster, write what was observed to `out` (JSON); the test asserts on it."""
     import ray
 
-    from actors.planner import ACTOR_NAME, PlannerSettings, get_or_create_planner
+    from actors.planner import get_or_create_planner
     from benchmarks.harness import (GPU_LABELS, HEAD_LABELS, CameraFleet, answers_away_from, deploy,
                                     jpeg_frames, node_of_actor, replica_nodes, start_cluster, stop_cluster,
                                     write_serve_config)
     from stemcell.client import Camera, RetryPolicy
-    from stemcell.serve_config import load_serve_config
+    from stemcell.control.roles import PLANNER_ACTOR
+    from stemcell.serve_config import PlannerSection, load_serve_config
     from tests.helpers.builders import tiny_package
 
     root = out.parent  # pytest's tmp folder for this test
@@ -85,7 +86,7 @@ def scenario(out: Path) -> None:
                         workers=sorted({n.node_id for n in cluster.worker_nodes}), camera_executor=served_by)
         # The Planner grows both executors to 0.75 GPU (1.5 GPU in all: more than one node has),
         # make-before-break; the new actors must use both GPU nodes and keep serving every camera.
-        planner = get_or_create_planner(load_serve_config(config), PlannerSettings(window_s=0, total_gpu=2.0))
+        planner = get_or_create_planner(load_serve_config(config), PlannerSection(window_s=0, total_gpu=2.0))
         roles = sorted(ray.get(planner.current_plan.remote(), timeout=60)["routes"])
         switches = ray.get(planner.set_shares.remote({role: 0.75 for role in roles}), timeout=240)
         view = ray.get(planner.current_plan.remote(), timeout=60)
@@ -97,7 +98,7 @@ def scenario(out: Path) -> None:
             with Camera(dep.url, dep.camera_tokens[cam], cam) as camera:
                 assert len(camera.infer(frames[1])["results"]) == 1
                 moved_to[cam] = camera.status()["executor"]
-        observed.update(planner_node=node_of_actor(ACTOR_NAME, dep.namespace), planner_switches_ok=[s["ok"] for s in switches],
+        observed.update(planner_node=node_of_actor(PLANNER_ACTOR, dep.namespace), planner_switches_ok=[s.ok for s in switches],
                         planner_shares={role: st["share"] for role, st in view["roles"].items()},
                         planner_executor_nodes=nodes, camera_executor_after_move=moved_to)
         # A worker node dies (ungracefully) while the cameras stream: its executor restarts on the other

@@ -15,12 +15,16 @@ import numpy as np
 import pytest
 import ray
 
-from actors.planner import ACTOR_NAME, PlannerActor, PlannerSettings
+from actors.planner import PlannerActor
 from actors.state_store import get_or_create_state_store
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.service import StemcellService, read_manifest, read_routes
-from stemcell.serve_config import ServeConfig
+from stemcell.control.contracts import AppRun, CameraSpec, Routes
+from stemcell.control.roles import PLANNER_ACTOR
+from stemcell.learning.teachers import ModelTeacherConfig
+from stemcell.serve_config import PlannerSection, ServeConfig
+from stemcell.world import CLASSES
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -55,12 +59,12 @@ def store(config: ServeConfig):  # noqa: ANN201 - an actor handle
 
 @pytest.fixture(scope="module")
 def planner(config: ServeConfig, store):  # noqa: ANN001, ANN201
-    settings = PlannerSettings(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
+    settings = PlannerSection(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
                                worker_num_cpus=0.25)
     teacher = TeacherLabeler.options(name=TEACHER, namespace=NAMESPACE, num_cpus=0.25, num_gpus=TEACHER_SHARE).remote(
-        share=TEACHER_SHARE, package_dir=str(config.package_dir))
+        share=TEACHER_SHARE, teacher=ModelTeacherConfig(kind="model", package_dir=config.package_dir), classes=CLASSES)
     ray.get(teacher.ready.remote())
-    handle = PlannerActor.options(name=ACTOR_NAME, namespace=NAMESPACE).remote(config.model_dump(mode="json"), settings)
+    handle = PlannerActor.options(name=PLANNER_ACTOR, namespace=NAMESPACE).remote(config, settings)
     yield handle
     plan = ray.get(handle.current_plan.remote())
     ray.kill(handle, no_restart=True)
@@ -76,7 +80,7 @@ async def _stream(pool: ExecutorPool, camera: str, stop: asyncio.Event, log: dic
         frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         try:
             results = await pool.infer(camera, [frame], None)
-            assert {r["app"] for r in results[0]["results"]} == {"car", "person"}
+            assert {r.app for r in results[0].results} == {"car", "person"}
             log["ok"] += 1
         except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
             log["failed"].append(repr(exc))
@@ -86,9 +90,9 @@ async def _stream(pool: ExecutorPool, camera: str, stop: asyncio.Event, log: dic
         await asyncio.sleep(0.01)
 
 
-async def _registry(store, camera: str) -> dict | None:  # noqa: ANN001
+async def _registry(store, camera: str) -> CameraSpec | None:  # noqa: ANN001
     record = await store.get_camera.remote(camera)
-    return None if record is None else dict(record.config)
+    return None if record is None else CameraSpec.from_config(camera, record.config)
 
 
 def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store, planner) -> None:  # noqa: ANN001
@@ -97,8 +101,7 @@ def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store,
                             routes=lambda: read_routes(store), names=await read_routes(store), route_refresh_s=0.2)
         await pool.ready(60)
         for cam in CAMERAS:
-            stored = await _registry(store, cam)
-            await pool.add_camera(cam, stored["apps"], stored["fps"])
+            await pool.add_camera(await _registry(store, cam))
         log: dict[str, Any] = {"ok": 0, "failed": [], "max_gap_s": 0.0}
         stop = asyncio.Event()
         streams = [asyncio.create_task(_stream(pool, cam, stop, log)) for cam in CAMERAS]
@@ -116,14 +119,14 @@ def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store,
 
     log, reports, admin_plan = asyncio.run(main())
     assert log["failed"] == [] and log["ok"] > 20, log
-    assert [r[0]["ok"] for r in reports] == [True, True]
-    assert [r[0]["new_actor"] for r in reports] == [f"{ROLE}-g1", f"{ROLE}-g2"]
+    assert [r[0].ok for r in reports] == [True, True]
+    assert [r[0].new_actor for r in reports] == [f"{ROLE}-g1", f"{ROLE}-g2"]
     for old in (ROLE, f"{ROLE}-g1"):  # drained and killed, never restarted
         with pytest.raises(ValueError):
             ray.get_actor(old, namespace=NAMESPACE)
     plan = ray.get(planner.current_plan.remote())
     assert plan["roles"][ROLE] == {"kind": "executor", "generation": 2, "share": 0.25, "actor": f"{ROLE}-g2"}
-    assert ray.get(store.__ray_call__.remote(lambda s: s.latest_plan().plan["planner"]["routes"])) == {ROLE: f"{ROLE}-g2"}
+    assert ray.get(store.routes.remote()) == Routes({ROLE: f"{ROLE}-g2"})
     assert admin_plan["planner"]["live"] and admin_plan["planner"]["routes"] == {ROLE: f"{ROLE}-g2"}
     assert set(admin_plan["cameras"]) == set(CAMERAS)
 
@@ -144,10 +147,10 @@ def test_retraining_worker_moves_with_its_state(config: ServeConfig, planner, tm
     kwargs = {"package_dir": str(config.package_dir), "persist_dir": str(tmp_path / "versions"), "auto": False}
     ray.get(planner.add_retrain_worker.remote("w0", kwargs, 0.05))
     old = ray.get_actor("retrain-w0", namespace=NAMESPACE)
-    ray.get(old.set_camera.remote("cam-a", [{"app": "car", "branchpoint": 3}, {"app": "person", "branchpoint": 6}]))
+    ray.get(old.set_camera.remote("cam-a", [AppRun("car", 3, 10.0), AppRun("person", 6, 10.0)]))
     before = ray.get(old.stats.remote())
     [report] = ray.get(planner.set_shares.remote({"retrain-w0": 0.1}))
-    assert report["ok"] and report["new_actor"] == "retrain-w0-g1", report
+    assert report.ok and report.new_actor == "retrain-w0-g1", report
     new = ray.get_actor("retrain-w0-g1", namespace=NAMESPACE)
     after = ray.get(new.stats.remote())
     assert after["share"] == 0.1 and set(after["jobs"]) == set(before["jobs"]) == {"cam-a/car", "cam-a/person"}

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import ray
 
-from actors.planner import ACTOR_NAME, PlannerActor, PlannerSettings
+from actors.planner import PlannerActor
 from actors.state_store import get_or_create_state_store
 from app.executors import ExecutorPool
 from app.schemas import AddCamera
 from app.service import StemcellService, read_manifest, read_routes
-from stemcell.serve_config import ServeConfig
+from stemcell.control.contracts import ServedApp
+from stemcell.control.roles import PLANNER_ACTOR
+from stemcell.serve_config import PlannerSection, ServeConfig
 from tests.helpers.builders import tiny_package
 from tests.integration.test_planner_actor import _registry, _stream
 
@@ -40,6 +42,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> ServeConfig:
     })
 
 
+def _running(apps: tuple[ServedApp, ...]) -> dict[str, tuple[int, float]]:
+    """What an executor serves, as (branchpoint, fps) per app."""
+    return {a.app: (a.branchpoint, a.fps) for a in apps}
+
+
 def _app_settings(apps: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
     return {a["app"]: (int(a["branchpoint"]), float(a["fps"])) for a in apps}
 
@@ -47,8 +54,8 @@ def _app_settings(apps: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
 def test_planner_moves_unpinned_cameras_to_its_choice_under_traffic(config: ServeConfig) -> None:
     store = get_or_create_state_store(str(config.state_path), namespace=NAMESPACE)
     # the whole (tiny) budget is the executor's share already: the round changes configs, not shares
-    settings = PlannerSettings(window_s=0, total_gpu=0.001, quantum=0.001, floor=0.001, grace_s=0.3)
-    planner = PlannerActor.options(name=ACTOR_NAME, namespace=NAMESPACE).remote(config.model_dump(mode="json"),
+    settings = PlannerSection(window_s=0, total_gpu=0.001, quantum=0.001, floor=0.001, grace_s=0.3)
+    planner = PlannerActor.options(name=PLANNER_ACTOR, namespace=NAMESPACE).remote(config,
                                                                                 settings)
 
     async def main() -> dict[str, Any]:
@@ -92,10 +99,11 @@ def test_planner_moves_unpinned_cameras_to_its_choice_under_traffic(config: Serv
     assert change["camera_id"] == FREE and change["outcome"] == "applied"
     assert out["log"]["failed"] == [] and out["log"]["ok"] > 10, out["log"]
     # the executor runs the choice, the store keeps it (unpinned), status and /admin/plan show it
-    assert _app_settings(out["running"][FREE]) == chosen
-    assert _app_settings(out["stored"]["apps"]) == chosen and not any(a["pinned"] for a in out["stored"]["apps"])
+    assert _running(out["running"][FREE]) == chosen
+    stored = out["stored"]
+    assert {a.app: (a.branchpoint, a.fps) for a in stored.apps} == chosen and not any(a.pinned for a in stored.apps)
     assert _app_settings(out["status"][FREE]["apps"]) == chosen
     assert _app_settings([{"app": a, **e} for a, e in out["admin_plan"]["cameras"][FREE]["apps"].items()]) == chosen
     # the pinned camera still runs what its admin asked for
-    assert _app_settings(out["running"][PINNED]) == _app_settings(EXPENSIVE)
+    assert _running(out["running"][PINNED]) == _app_settings(EXPENSIVE)
     assert all(a["pinned"] for a in out["status"][PINNED]["apps"])

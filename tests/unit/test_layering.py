@@ -32,3 +32,17 @@ def test_pure_logic_layer_has_no_ray_or_web_imports() -> None:
 def test_actors_do_not_import_the_http_layer() -> None:
     offenders = sorted(str(p.relative_to(REPO)) for p in (REPO / "actors").rglob("*.py") if "app" in _imported_roots(p))
     assert offenders == []
+
+
+def test_scheduling_policies_import_no_control_or_state() -> None:
+    """`stemcell.scheduling` holds policies and models only; the glue that reads the store or shapes
+    actor calls lives in `stemcell.control` and depends on scheduling, never the other way round."""
+    offenders = {}
+    for p in (ROOT / "scheduling").rglob("*.py"):
+        tree = ast.parse(p.read_text(), filename=str(p))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        bad = sorted(m for m in modules if m.startswith(("stemcell.state", "stemcell.control")))
+        if bad:
+            offenders[p.name] = bad
+    assert offenders == {}

@@ -9,11 +9,12 @@ import torch
 
 from stemcell.models import build_base, list_bases, make_app_model, segment_hash, to_input
 
-ALL_BASES = ("tiny_cnn", "mobilenet_v3_small", "resnet18")
+ALL_BASES = tuple(list_bases())  # every registered base: a new one is tested by registering it
+TORCHVISION_BASES = tuple(b for b in ALL_BASES if b != "tiny_cnn")
 
 
-def test_registry_lists_the_three_bases() -> None:
-    assert set(ALL_BASES) <= set(list_bases())
+def test_registry_lists_the_builtin_bases() -> None:
+    assert {"tiny_cnn", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0"} <= set(ALL_BASES)
     with pytest.raises(ValueError, match="unknown base model"):
         build_base("vgg_nope")
 
@@ -30,7 +31,7 @@ def test_segments_in_order_equal_the_whole_torchvision_backbone(name: str) -> No
     assert 5 <= base.num_segments <= 10
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
+@pytest.mark.parametrize("name", TORCHVISION_BASES)
 def test_segmented_backbone_matches_original_torchvision_forward(name: str) -> None:
     """Cutting must not change the maths: compare with torchvision's own forward pass on its features."""
     import torchvision
@@ -46,7 +47,7 @@ def test_segmented_backbone_matches_original_torchvision_forward(name: str) -> N
         for dst, src in zip(ours, theirs):
             dst.copy_(src)
         x = torch.randn(2, 3, 64, 64)
-        if name == "resnet18":
+        if name.startswith("resnet"):
             m = reference
             expected = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
         else:
@@ -95,3 +96,11 @@ def test_to_input_validates_and_resizes() -> None:
     assert to_input(frames[0]).shape == (1, 3, 48, 40)
     with pytest.raises(ValueError, match="uint8 RGB"):
         to_input(frames.astype(np.float32))
+
+
+def test_to_input_applies_the_given_normalization() -> None:
+    frames = np.full((1, 4, 4, 3), 255, np.uint8)
+    x = to_input(frames, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert torch.allclose(x, torch.full_like(x, 2.0))  # (1 - 0.5) / 0.25
+    assert torch.allclose(to_input(frames)[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224,
+                                                                    (1 - 0.406) / 0.225]))  # ImageNet by default

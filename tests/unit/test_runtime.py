@@ -13,6 +13,7 @@ import torch
 from stemcell.models import to_input
 from stemcell.package import MPackage, load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, Overloaded, StemRuntime, frame_stride
+from stemcell.control.errors import UnknownCamera
 from tests.helpers.builders import tiny_package
 
 
@@ -90,7 +91,7 @@ def test_reconfiguration_touches_only_changed_branches(package: MPackage) -> Non
     car_path = [n.uid for n in rt.tree.path(("c0", "car"))]
     assert rt.set_camera("c0", [{**apps[0], "fps": 2}, apps[1]])  # only the rate changed: nothing reloaded
     assert [n.uid for n in rt.tree.path(("c0", "car"))] == car_path
-    assert rt.cameras()["c0"][0]["stride"] == 5
+    assert rt.cameras()["c0"][0].stride == 5
     assert rt.set_camera("c0", [{"app": "person", "branchpoint": 4, "fps": 10}])  # car dropped, person moved
     assert rt.tree.keys() == [("c0", "person")]
     assert rt.tree.path(("c0", "person"))[4].depth == 4
@@ -118,7 +119,7 @@ def test_a_bad_request_fails_alone(package: MPackage) -> None:
         InferRequest("c0", _frames(2, 6).astype(np.float32)),
     ])
     assert isinstance(good, list) and len(good) == 2
-    assert isinstance(unknown, ValueError) and "unknown camera 'nope'" in str(unknown)
+    assert isinstance(unknown, UnknownCamera) and unknown.camera_id == 'nope'
     assert isinstance(bad, ValueError)
     assert rt.counters["frames"] == 2
 
@@ -194,8 +195,8 @@ def test_latency_and_memory_are_measured(package: MPackage) -> None:
     rt.infer([InferRequest("c0", _frames(2, 9)), InferRequest("c1", _frames(2, 10))])
     latency = rt.segment_latency()
     assert len(latency) == len(list(rt.tree.nodes())) == package.base.num_segments + 1
-    assert all(row["ewma_ms"] > 0 for row in latency)
-    assert latency[0]["segment"] == "conv1" and latency[0]["users"] == ["c0/car", "c1/car"]
+    assert all(row.ewma_ms > 0 for row in latency)
+    assert latency[0].segment == "conv1" and latency[0].users == ("c0/car", "c1/car")
     report = rt.memory_report(batch_size=4)
     assert report.bytes_no_merge == 2 * report.bytes_merged and report.savings == pytest.approx(0.5)
     # different cameras' frames differ: weights are shared, activations are not
@@ -285,3 +286,21 @@ def test_batcher_in_front_of_the_runtime(package: MPackage) -> None:
     for outcome, camera, b in ((c0, "c0", 4), (c1, "c1", 6)):
         want = _scores(package.app_model("car", b), frames[camera])
         np.testing.assert_allclose(_per_frame(outcome, "car"), want, atol=1e-5)
+
+
+def test_count_app_results_carry_count_and_event_at_min_count(tmp_path: Path) -> None:
+    """A count app's head is a log-rate: count = round(exp(output)); label = event_active = count >= min_count."""
+    tiny_package(tmp_path, branchpoints=(6,), apps=("car",), count_apps=("cars",))
+    package = load_package(tmp_path)
+    rt = StemRuntime(package)
+    rt.set_camera("c0", [{"app": "cars", "branchpoint": 6, "fps": 10}, {"app": "car", "branchpoint": 6, "fps": 10}])
+    frames = _frames(6, 7)
+    frames[:3] //= 4  # dark frames: few cars; bright ones: more
+    frames[3:] = 200 + frames[3:] // 5
+    outcome = rt.infer([InferRequest("c0", frames)])[0]
+    with torch.no_grad():
+        expected = np.rint(np.exp(package.app_model("cars", 6)(to_input(frames, 32))[:, 0].numpy())).astype(int)
+    assert _per_frame(outcome, "cars", "count") == expected.tolist()
+    assert _per_frame(outcome, "cars", "event_active") == _per_frame(outcome, "cars", "label") == (expected >= 2).tolist()
+    assert all(0.0 <= s <= 1.0 for s in _per_frame(outcome, "cars"))
+    assert _per_frame(outcome, "car", "count") == [None] * 6

@@ -11,7 +11,6 @@ from stemcell.scheduling.planner import CameraDemand, PlannerContext, plan_round
 from stemcell.scheduling.shares import (
     ShareContext,
     measured_latency,
-    memory_floor,
     placeable_shares,
     placement_index,
     role_shares,
@@ -79,22 +78,6 @@ def test_executor_with_more_planned_cost_gets_more() -> None:
     assert sum(shares.values()) <= decision.inference_share + 1e-9
 
 
-GIB = 1 << 30
-
-
-def _memory_report(weights: int, activations: int, gpu: int | None, peak: int | None = None) -> dict:
-    report = {"bytes_merged": weights, "activation": {"merged_peak": activations}, "cuda_max_memory_allocated": peak}
-    return report if gpu is None else {**report, "gpu_total_bytes": gpu}
-
-
-def test_memory_floor_from_a_measured_report() -> None:
-    assert memory_floor(None) == 0.0
-    assert memory_floor(_memory_report(GIB, GIB, gpu=None)) == 0.0  # CPU executor: nothing to cap
-    assert memory_floor(_memory_report(12 * GIB, 4 * GIB, gpu=80 * GIB)) == pytest.approx(1.25 * 16 / 80)
-    assert memory_floor(_memory_report(GIB, GIB, gpu=80 * GIB, peak=40 * GIB)) == pytest.approx(1.25 * 40 / 80)
-    assert memory_floor(_memory_report(70 * GIB, 20 * GIB, gpu=80 * GIB)) == 1.0  # never above a whole GPU
-
-
 def test_split_share_honours_per_key_floors() -> None:
     assert split_share(1.0, {"a": 0.0, "b": 1.0}, quantum=0.05, floor=0.05, floors={"a": 0.38}) == {"a": 0.4, "b": 0.6}
     tight = split_share(0.5, {"a": 1.0, "b": 1.0}, quantum=0.05, floor=0.05, floors={"a": 0.6, "b": 0.2})
@@ -119,9 +102,7 @@ def test_measured_latency_replaces_only_measured_segments() -> None:
     problem = _problem(3)
     n = len(problem.segment_latency_s)
     names = [f"s{i}" for i in range(n)]
-    rows = [{"segment": "s0", "ewma_ms_per_frame": 2.0}, {"segment": "s0", "ewma_ms_per_frame": 4.0},
-            {"segment": "s0", "ewma_ms_per_frame": 100.0}, {"segment": "head", "ewma_ms_per_frame": 0.5},
-            {"segment": "s1", "ewma_ms_per_frame": float("nan")}]
+    rows = [("s0", 2.0), ("s0", 4.0), ("s0", 100.0), ("head", 0.5), ("s1", float("nan"))]
     out = measured_latency(problem, names, rows)
     assert out.segment_latency_s[0] == pytest.approx(0.004)  # median: one odd node does not steer it
     assert out.segment_latency_s[1:] == problem.segment_latency_s[1:]
@@ -132,7 +113,9 @@ def test_measured_latency_replaces_only_measured_segments() -> None:
 
 
 def test_placement_is_stable_and_in_range() -> None:
-    assert [placement_index(f"cam{i}", 3) for i in range(20)] == [placement_index(f"cam{i}", 3) for i in range(20)]
+    # pinned values: every replica and every restart (another process, another PYTHONHASHSEED) must agree,
+    # so the slot may not depend on Python's salted hash(); a change here moves deployed cameras
+    assert [placement_index(f"cam{i}", 3) for i in range(12)] == [1, 1, 1, 0, 0, 2, 2, 1, 2, 2, 1, 0]
     assert {placement_index(f"cam{i}", 3) for i in range(50)} == {0, 1, 2}
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from stemcell.world import CLASSES, World, WorldConfig, extract_events
+from stemcell.world.datatypes import Event
 
 SMALL = WorldConfig(seed=0, num_cameras=3, duration_s=120.0, segment_s=(20.0, 40.0))
 PROBES = [0, 7, 199, 200, 555, 1000, 1199]
@@ -124,9 +125,21 @@ def test_class_frequencies_and_event_lengths_are_non_trivial() -> None:
     assert min(lengths) <= 10 and max(lengths) >= 200  # a few frames .. tens of seconds
 
 
-def test_events_method_matches_extract_events() -> None:
+def test_events_are_the_maximal_runs_of_presence() -> None:
+    """Checked against the definition, frame by frame: every frame of an event is present, the frames
+    just outside it are not, and together the events cover exactly the present frames."""
     cam = _world().camera(0)
-    assert cam.events("car") == extract_events(cam.presence()[:, CLASSES.index("car")])
+    present = cam.presence()[:, CLASSES.index("car")].astype(bool)
+    events = cam.events("car")
+    assert events, "the test world has cars"
+    covered = np.zeros_like(present)
+    for e in events:
+        assert present[e.start:e.stop].all() and e.length == e.stop - e.start > 0
+        assert (e.start == 0 or not present[e.start - 1]) and (e.stop == len(present) or not present[e.stop])
+        covered[e.start:e.stop] = True
+    assert np.array_equal(covered, present)
+    assert [e.start for e in events] == sorted(e.start for e in events)
+    assert extract_events(np.array([1, 1, 0, 1, 0, 0, 1], bool)) == [Event(0, 2), Event(3, 4), Event(6, 7)]
 
 
 def test_invalid_config_and_indices_are_rejected() -> None:

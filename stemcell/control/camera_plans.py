@@ -15,40 +15,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from stemcell.control.contracts import AppRequest, AppRun, CameraSpec
 from stemcell.package.manifest import CandidateEntry, Manifest
 from stemcell.scheduling.event_f1 import event_f1
 
 F1_TOLERANCE = 0.05  # a default candidate may give up this much frame F1 to share more of the stem
 MISS_CORRELATION = 0.5  # rho of the event-F1 model when nothing better is known (Planner's default)
-
-
-@dataclass(frozen=True)
-class AppRequest:
-    """One app as the admin asked for it; None means 'decide for me'."""
-
-    app: str
-    branchpoint: int | None = None
-    fps: float | None = None
-
-
-@dataclass(frozen=True)
-class AppAssignment:
-    """One app as it will run on a camera."""
-
-    app: str
-    branchpoint: int
-    fps: float
-    pinned: bool = False  # the admin set branchpoint or fps explicitly: the Planner never moves this app
-
-    def as_executor_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "branchpoint": self.branchpoint, "fps": self.fps}
-
-    def as_stored_dict(self) -> dict[str, Any]:
-        """The stored camera config's form (`stemcell.scheduling.camera_changes.CameraSetting` reads it)."""
-        return {**self.as_executor_dict(), "pinned": self.pinned}
 
 
 def default_candidate(manifest: Manifest, app: str) -> CandidateEntry:
@@ -76,7 +50,7 @@ def _planned(plan: Mapping[str, Any], camera_id: str, app: str) -> Mapping[str, 
 
 
 def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: str, stream_fps: float,
-                 plan: Mapping[str, Any]) -> list[AppAssignment]:
+                 plan: Mapping[str, Any]) -> list[AppRun]:
     """Fill in what the admin left open and check the rest against the package.
 
     Branchpoint: asked > this camera's current plan > what other cameras run (shares their stem)
@@ -103,14 +77,14 @@ def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: 
         if fps > stream_fps:
             raise ValueError(f"app {req.app!r}: fps {fps} exceeds the camera's stream rate {stream_fps}")
         pinned = req.branchpoint is not None or req.fps is not None
-        out.append(AppAssignment(req.app, int(branchpoint), float(fps), pinned))
+        out.append(AppRun(req.app, int(branchpoint), float(fps), pinned))
     return out
 
 
-def camera_plan(manifest: Manifest, stream_fps: float, apps: Sequence[AppAssignment]) -> dict[str, Any]:
+def camera_plan(manifest: Manifest, camera: CameraSpec) -> dict[str, Any]:
     """One camera's plan entry, with the event F1 the package's validation numbers predict."""
     entries: dict[str, Any] = {}
-    for a in apps:
+    for a in camera.apps:
         cand = next((c for c in manifest.candidates_for(a.app) if c.branchpoint == a.branchpoint), None)
         if cand is None:
             raise ValueError(f"app {a.app!r} has no candidate at branchpoint {a.branchpoint} in the package")
@@ -120,10 +94,4 @@ def camera_plan(manifest: Manifest, stream_fps: float, apps: Sequence[AppAssignm
         entries[a.app] = {"branchpoint": a.branchpoint, "branchpoint_name": cand.branchpoint_name,
                           "fps": a.fps, "frame_f1": cand.f1, "predicted_f1": round(predicted, 4),
                           "pinned": a.pinned}
-    return {"fps": stream_fps, "apps": entries}
-
-
-def assignments_of(config: Mapping[str, Any]) -> list[AppAssignment]:
-    """A stored camera config's apps back as assignments (the inverse of what add_camera stores)."""
-    return [AppAssignment(a["app"], int(a["branchpoint"]), float(a["fps"]), bool(a.get("pinned", False)))
-            for a in config.get("apps", [])]
+    return {"fps": camera.stream_fps, "apps": entries}
