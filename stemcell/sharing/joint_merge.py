@@ -229,7 +229,8 @@ class JointMerger:
     """Greedy joint-retraining merge of models fine-tuned from one or more bases sharing structure.
 
     The engine holds no actor state: an actor (or a benchmark) builds it with the models and their
-    data, calls `run()`, and ships `MergeResult.models` to the executors.
+    data, calls `run()`, and ships `MergeResult.models` to the executors. It works on its own copy
+    of the models, so the caller's (serving) models are never half-merged.
     """
 
     def __init__(self, models: Sequence[AppModel], data: Sequence[ModelData], cfg: MergeConfig | None = None, *,
@@ -237,7 +238,7 @@ class JointMerger:
         if len(models) != len(data):
             raise ValueError(f"{len(models)} models but {len(data)} data sets")
         self.cfg = cfg or MergeConfig()
-        self.models = list(models)
+        self.models = copy.deepcopy(list(models))  # one deepcopy: ties already among them are kept
         self.data = list(data)
         self.clock = clock
         self.baseline = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(self.models, self.data))

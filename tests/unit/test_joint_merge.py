@@ -131,6 +131,7 @@ def test_missed_target_rolls_back_to_the_checkpoint(caplog: pytest.LogCaptureFix
         for k, v in model.state_dict().items():
             assert torch.equal(v, state[k]), k  # weights and BatchNorm statistics restored
     assert result.models[0].upper[5] is not result.models[1].upper[5]
+    assert all(m.upper[5] is not r.upper[5] for m, r in zip(models, result.models))  # the caller's models untouched
     assert "rolled back" in caplog.text and "< target 101.0" in caplog.text
 
 
