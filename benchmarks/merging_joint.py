@@ -50,7 +50,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 4 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
     p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
-    p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 10 quick)")
+    p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 20 quick)")
     return p.parse_args()
 
 
@@ -90,17 +90,21 @@ def _store_bytes(models: Sequence[AppModel]) -> int:
     return tree.store.bytes()
 
 
-def _fps(run: Callable[[], object], frames: int, iters: int, device: torch.device) -> float:
-    for _ in range(2):
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return frames * iters / (time.perf_counter() - t0)
+def _fps(runs: dict[str, Callable[[], object]], frames: int, iters: int, device: torch.device) -> dict[str, float]:
+    """Frames/s of each mode from the median batch time, the modes interleaved batch by batch so that
+    a busy machine slows them alike (2 warm-up batches each)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for it in range(iters + 2):
+        for name, run in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if it >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return {name: frames / float(np.median(t)) for name, t in times.items()}
 
 
 def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: int, iters: int,
@@ -130,9 +134,8 @@ def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: 
         "device": str(device),
         "swap_cap_bytes": cap,
         "model_swap_cap_bytes": model_cap,
-        "fps_resident": _fps(lambda: resident.forward(x, rows), len(x), iters, device),
-        "fps_layer_swap": _fps(lambda: layer.forward(x, rows), len(x), iters, device),
-        "fps_model_swap": _fps(lambda: model_swap.forward(x, rows), len(x), iters, device),
+        **_fps({"fps_resident": lambda: resident.forward(x, rows), "fps_layer_swap": lambda: layer.forward(x, rows),
+                "fps_model_swap": lambda: model_swap.forward(x, rows)}, len(x), iters, device),
         "layer_swap_resident_bytes": layer.plan.resident_bytes if layer.plan else 0,
         "layer_swap_peak_bytes": layer.plan.peak_bytes if layer.plan else 0,
         "model_swap_slots": model_swap.plan.slots,
@@ -171,7 +174,7 @@ def main() -> None:
     frames = args.frames or (200 if q else 900)
     epochs = args.epochs or (4 if q else 10)
     cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800))
-    iters = args.swap_iters or (10 if q else 50)
+    iters = args.swap_iters or (20 if q else 50)
     torch.manual_seed(0)
 
     world = World(WorldConfig(seed=0, num_cameras=CAMERAS))
