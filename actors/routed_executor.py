@@ -85,4 +85,4 @@ def start_executor(config: ExecutorSection, package_dir: str, *, name: str, shar
                          num_cpus=config.num_cpus, max_restarts=-1, max_task_retries=0,
                          **placement_options(config.placement, config.node_labels))
     return RoutedExecutor.options(**opts).remote(package_dir, share=share, max_batch=config.max_batch,
-                                                 max_wait_ms=config.max_wait_ms)
+                                                 max_wait_ms=config.max_wait_ms, **config.device_options())

@@ -24,6 +24,9 @@ import torch
 from ray.util import metrics
 
 from actors.gpu_share import enforce_share
+from stemcell.accel import DevicePath
+from stemcell.accel.decode import FrameDecoder
+from stemcell.accel.precision import Backend, Precision
 from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.package import load_package
@@ -45,16 +48,23 @@ class StemExecutorShell:
         max_batch: int = 64,
         max_wait_ms: float = 4.0,
         max_queue_frames: int | None = None,
-        half: bool = False,
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
+        engine_dir: str | None = None,
+        gpu_decode: bool = False,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
         torch.set_num_threads(self._threads)
         self._share = share
         enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
-        self._runtime = StemRuntime(load_package(package_dir), half=half)
+        # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
+        path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
+        self._runtime = StemRuntime(load_package(package_dir), path=path)
+        self._decoder = FrameDecoder(path.device, gpu=gpu_decode)  # infer_jpeg: nvJPEG, or the CPU
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-decode")
         self._batcher: CrossCameraBatcher[InferRequest, list[FrameResult]] = CrossCameraBatcher(
             self._run_batch,
             max_batch=max_batch,
@@ -79,7 +89,8 @@ class StemExecutorShell:
 
     async def ready(self) -> ExecutorReady:
         seconds = await self._on(self._infer_pool, self._runtime.warm_up)
-        return ExecutorReady(self._runtime.device.type, self._share, self._threads, self._runtime.input_size, seconds)
+        return ExecutorReady(self._runtime.device.type, self._share, self._threads, self._runtime.input_size, seconds,
+                             execution=self._runtime.path.plan.describe())
 
     async def add_camera(self, camera_id: str, apps: Sequence[AppRun], stream_fps: float | None = None) -> bool:
         """Make `apps` the camera's app set (idempotent); True when something changed."""
@@ -88,7 +99,20 @@ class StemExecutorShell:
     async def remove_camera(self, camera_id: str) -> bool:
         return await self._on(self._control_pool, self._runtime.remove_camera, camera_id)
 
-    async def infer(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None = None) -> list[FrameResult]:
+    async def infer_jpeg(self, camera_id: str, images: list[bytes], timestamps: list[float] | None = None) -> list[FrameResult]:
+        """`infer` on still-encoded JPEGs: decoded (and resized) in one batch on this executor's GPU with
+        `gpu_decode`, else on its CPU. Invalid images raise `ImageError` before anything is queued."""
+        size = self._runtime.input_size
+        frames = await self._on(self._decode_pool, self._decode, images, size)
+        return await self.infer(camera_id, frames, timestamps)
+
+    def _decode(self, images: list[bytes], size: int) -> torch.Tensor:
+        norm = self._runtime.package.manifest.base.normalization  # as the package was trained
+        with self._runtime.path.on_stream():  # ordered before the batch that uses it, on the same stream
+            return self._decoder.to_input(images, size, mean=norm.mean, std=norm.std)
+
+    async def infer(self, camera_id: str, frames: np.ndarray | torch.Tensor, timestamps: list[float] | None = None,
+                    ) -> list[FrameResult]:
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
         request = InferRequest(camera_id, frames, timestamps)
@@ -125,6 +149,7 @@ class StemExecutorShell:
             app_runs=self._runtime.counters["app_runs"],
             app_reuses=self._runtime.counters["app_reuses"],
             segment_latency=tuple(segments),
+            engines=self._runtime.path.engine_stats(),
         )
 
     async def memory_report(self) -> MemoryReport:

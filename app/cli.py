@@ -53,6 +53,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from app.labelling import run_label
+
+    return run_label(args)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from stemcell.package import load_package
     from stemcell.package.planning import problem_from_manifest
@@ -155,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--no-ray", action="store_true", help="run trials sequentially in this process")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("label", help="auto-label videos with a teacher into a video_labels table (resumable)",
+                       description="Run a teacher (a torchvision detector from a local weights file, OpenCV's HOG "
+                       "people detector, your own module:factory, ...) over video files, a folder of them or a "
+                       "stream, and write one row per object: video, frame, ts, class, x0, y0, x1, y1, score, "
+                       "camera_id. An interrupted run resumes where it stopped when run again with the same "
+                       "arguments.")
+    p.add_argument("--teacher", type=Path, required=True,
+                   help="YAML with a `teacher:` mapping, e.g. `teacher: {kind: opencv_hog_people, scale: 1.5}`")
+    p.add_argument("--source", required=True, help="video file, folder of videos, or rtsp://... URL")
+    p.add_argument("--out", type=Path, required=True, help="labels table to write (.parquet or .csv)")
+    p.add_argument("--every", type=int, default=1, help="label every Nth frame (default 1: all)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS", help="keep only these of the teacher's classes")
+    p.add_argument("--batch", type=int, default=8, help="frames per teacher call (default 8)")
+    p.set_defaults(func=_cmd_label)
 
     p = sub.add_parser("plan", help="M-Scheduler: choose each app's branchpoint and frame rate under a budget",
                        description="One planning round on an M-Package: Mainstream greedy (or a baseline) picks "

@@ -29,11 +29,12 @@ from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.routes import RouteFollower
-from app.service import read_routes
+from app.service import read_manifest, read_routes
 from stemcell.control.contracts import Routes
 from stemcell.control.errors import Moved, Overloaded, UnknownCamera
 from stemcell.control.roles import retrain_role
-from stemcell.serve_config import OracleTeacherSection, ServeConfig
+from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, TeacherConfig
+from stemcell.serve_config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,15 @@ class ModelAnswer:
     branchpoint: int | None  # the app's cut the update's tensors belong to
 
 
-def teacher_source(config: ServeConfig) -> dict[str, Any]:
-    """TeacherLabeler's source from `learning`: the world's ground truth (`teacher_oracle`), a local
-    checkpoint (`teacher_base` + `teacher_weights`), or else the package's own base."""
-    c = config.learning
-    if c.teacher_oracle is not None:
-        return {"world": c.teacher_oracle.world}
-    if c.teacher_weights is not None:
-        return {"base": c.teacher_base, "weights": str(c.teacher_weights)}
-    return {"package_dir": str(config.package_dir)}
+def teacher_config(config: ServeConfig) -> TeacherConfig:
+    """The TeacherLabeler's teacher: `learning.teacher`, or else the served package's own model
+    (also where a `kind: model` teacher names no package)."""
+    teacher = config.learning.teacher
+    if teacher is None:
+        return ModelTeacherConfig(kind="model", package_dir=config.package_dir)
+    if isinstance(teacher, ModelTeacherConfig) and teacher.package_dir is None and teacher.weights is None:
+        return teacher.model_copy(update={"package_dir": config.package_dir})
+    return teacher
 
 
 def worker_role(config: ServeConfig) -> str:
@@ -97,19 +98,19 @@ def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[
     return {"role": worker_role(config), **asdict(state)}
 
 
-def world_camera(oracle: OracleTeacherSection | None, camera_id: str, timestamps: list[float]) -> int:
-    """The synthetic-world camera an oracle teacher looks labels up in (model teachers ignore it);
+def world_camera(teacher: TeacherConfig | None, camera_id: str, timestamps: list[float]) -> int:
+    """The synthetic-world camera an oracle teacher looks labels up in (other teachers ignore it);
     the samples' video times are checked against its timeline here, so a bad `ts` is a clear 422."""
-    if oracle is None:
+    if not isinstance(teacher, OracleTeacherConfig):
         return 0
-    if camera_id not in oracle.cameras:
+    if camera_id not in teacher.cameras:
         raise ValueError(f"camera {camera_id!r} has no world camera for the oracle teacher: "
-                         f"add it to learning.teacher_oracle.cameras")
-    world = oracle.world_config
+                         f"add it to learning.teacher.cameras")
+    world = teacher.world_config
     if min(timestamps) < 0 or round(max(timestamps) * world.fps) >= world.num_frames:
         raise ValueError(f"the oracle teacher labels video times in [0, {world.duration_s:g}) s of the world "
                          f"camera; got ts {min(timestamps):g}..{max(timestamps):g}")
-    return oracle.cameras[camera_id]
+    return teacher.cameras[camera_id]
 
 
 class LearningService:
@@ -124,7 +125,8 @@ class LearningService:
         self.teacher = TeacherLabeler.options(**actor_options(
             c.teacher_num_gpus, gpus_available=gpus, name=c.teacher_name, namespace=ns, get_if_exists=True,
             num_cpus=c.teacher_num_cpus, max_restarts=-1, max_task_retries=2,
-        )).remote(share=c.teacher_num_gpus, input_size=c.teacher_input_size, **teacher_source(config))
+        )).remote(share=c.teacher_num_gpus, teacher=teacher_config(config),
+                   classes=read_manifest(config.package_dir)[0].data.classes)  # the workers' label columns
         self.role = worker_role(config)
         self.worker_name = (routes or Routes()).actors.get(self.role, c.worker_name)
         self._follower = RouteFollower(lambda: read_routes(store), ns)
@@ -170,7 +172,7 @@ class LearningService:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
         await self._worker("set_camera", camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
-        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher_oracle, camera_id, timestamps), timestamps)
+        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
         await self._push(camera_id, answer["versions"])
         return {"camera_id": camera_id, **answer}

@@ -103,6 +103,7 @@ from stemcell.learning import (
     SampleBuffer,
     apply_update,
     decode,
+    presence,
     rates_init,
     rates_step,
 )
@@ -189,7 +190,7 @@ def simulate_schedule(timeline, teacher: OracleTeacher, camera: int, duration_s:
             next_update += state.atr.t_update_s
             continue
         index = min(int(round(t * timeline.fps)), timeline.num_frames - 1)
-        labels = teacher.label(timeline.frames([index]), FrameMeta(camera, np.array([index])))[0]
+        labels = presence(teacher.label(timeline.frames([index]), FrameMeta(camera, np.array([index]))), teacher.classes)[0]
         state = rates_step(state, LabelledSample(t, tuple(float(v) for v in labels)), rates)
         sample_t.append(t)
         sample_idx.append(index)
@@ -212,7 +213,7 @@ def prepare_camera(world: World, teacher: OracleTeacher, camera: int, template: 
     features = stem_features(template, timeline.frames(eval_idx), cfg.size)
     sample_t, sample_idx, update_t, mean_rate = simulate_schedule(timeline, teacher, camera, cfg.duration_s, rates)
     frames = timeline.frames(sample_idx)
-    labels = teacher.label(frames, FrameMeta(camera, sample_idx))
+    labels = presence(teacher.label(frames, FrameMeta(camera, sample_idx)), teacher.classes)
     jpeg = np.array([jpeg_size(f, cfg.jpeg_quality) for f in frames])
     return CameraData(camera, eval_idx / cfg.fps, features, truth, sample_t, frames,
                       stem_features(template, frames, cfg.size), labels, jpeg, update_t, mean_rate)

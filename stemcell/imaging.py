@@ -122,6 +122,16 @@ def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = Im
     (pixel limit) -> end marker (truncation) -> strict decode (JPEG: simplejpeg, straight to RGB;
     PNG: OpenCV, BGR to RGB).
     """
+    actual, width, height = check_image(data, content_type, limits)
+    rgb = _decode_jpeg(data) if actual == "jpeg" else _decode_png(data)
+    if rgb is None or rgb.shape[:2] != (height, width):
+        raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
+    return rgb
+
+
+def check_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits()) -> tuple[ImageFormat, int, int]:
+    """Every check of `decode_image` short of decoding: (format, width, height), or ImageError.
+    A GPU decoder (`stemcell.accel.decode`) runs these first, so it refuses what the CPU path refuses."""
     declared = format_from_content_type(content_type)
     if len(data) > limits.max_bytes:
         raise ImageError("too_large", f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
@@ -136,10 +146,7 @@ def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = Im
     if width * height > limits.max_pixels:
         raise ImageError("too_large", f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
     _check_complete(data, actual)
-    rgb = _decode_jpeg(data) if actual == "jpeg" else _decode_png(data)
-    if rgb is None or rgb.shape[:2] != (height, width):
-        raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
-    return rgb
+    return actual, width, height
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray:

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from stemcell.config import _Strict, load_config
+from stemcell.learning.teachers.config import TeacherConfig, resolve_paths
 from stemcell.scheduling.registry import get_scheduler, get_slicing
-from stemcell.world.datatypes import WorldConfig
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
@@ -54,6 +54,17 @@ class ExecutorSection(_Strict):
     # Only nodes carrying all these labels run executors (Ray `label_selector`), e.g. the GPU workers of
     # cluster/aws-gpu.yaml: `{"ray.io/accelerator-type": "A10G"}` or a custom `ray start --labels` label.
     node_labels: dict[str, str] = Field(default_factory=dict)
+    # The GPU path (docs/gpu.md). Without CUDA (or TensorRT, or bf16 on the GPU) executors fall back to
+    # fp32/torch with one warning line: the same config serves on a laptop and on a GPU node.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # weights and activations of the stem tree
+    backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
+    engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
+    gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+
+    def device_options(self) -> dict[str, Any]:
+        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
+        return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
+                "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
 
 
 class LimitsSection(_Strict):
@@ -63,39 +74,6 @@ class LimitsSection(_Strict):
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # whole frames:batch body (413 above)
     max_queued_frames: int = Field(512, ge=1)  # waiting per executor per replica; above -> 503 + Retry-After
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
-
-
-class OracleTeacherSection(_Strict):
-    """The synthetic world's ground truth as the teacher, for controlled experiments: the learning
-    loop is then measured without teacher errors (AMS's oracle setting). Only meaningful when the
-    cameras stream that world (`stemcell stream --source synthetic:N` with the same world settings),
-    and samples carry video time (`ts` = frame index / fps)."""
-
-    world: dict[str, Any] = Field(default_factory=dict)  # WorldConfig fields: seed, num_cameras, height, fps, ...
-    cameras: dict[str, int] = Field(min_length=1)  # camera id -> the world camera it streams
-
-    @field_validator("world")
-    @classmethod
-    def _world(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Checked by building the WorldConfig here, so a typo fails at load, not at the first upload."""
-        normalised = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-        try:
-            WorldConfig(**normalised)
-        except TypeError as exc:  # an unknown field
-            raise ValueError(f"not a world setting: {exc}") from exc
-        return normalised
-
-    @property
-    def world_config(self) -> WorldConfig:
-        return WorldConfig(**self.world)
-
-    @model_validator(mode="after")
-    def _cameras_exist(self) -> OracleTeacherSection:
-        count = self.world_config.num_cameras
-        wrong = {cid: i for cid, i in self.cameras.items() if not 0 <= i < count}
-        if wrong:
-            raise ValueError(f"world cameras {wrong} outside [0, {count}) (world.num_cameras = {count})")
-        return self
 
 
 class LearningSection(_Strict):
@@ -109,10 +87,9 @@ class LearningSection(_Strict):
     num_cpus: float = Field(1.0, ge=0)
     teacher_num_gpus: float = Field(0.25, ge=0, le=8)
     teacher_num_cpus: float = Field(0.5, ge=0)
-    teacher_base: str | None = None  # registry architecture of teacher_weights (e.g. resnet18)
-    teacher_weights: Path | None = None  # its safetensors (`stemcell pretrain`); None = the package's base
-    teacher_input_size: int | None = Field(None, ge=16, le=2048)
-    teacher_oracle: OracleTeacherSection | None = None  # instead of a model teacher: the world's ground truth
+    # Who labels the samples (`kind:` one of stemcell.learning.teachers.TEACHERS); None = the served package's
+    # own model (`kind: model`). The oracle (the world's ground truth) also maps camera ids to world cameras.
+    teacher: TeacherConfig | None = None
     horizon_s: float = Field(240.0, gt=0)  # T_horizon
     iterations: int = Field(20, ge=1, le=1000)  # K Adam steps per update
     lr: float = Field(1e-3, gt=0)
@@ -121,12 +98,6 @@ class LearningSection(_Strict):
     adaptive: bool = True  # ASR + ATR (false: 1 fps, T_update 10 s)
     max_upload_frames: int = Field(64, ge=1, le=1024)  # samples in one POST .../samples (413 above)
     checkpoint_every_s: float = Field(60.0, gt=0)  # trainer state (Adam, buffers) saved this often: a crash loses at most this
-
-    @model_validator(mode="after")
-    def _one_teacher(self) -> LearningSection:
-        if self.teacher_oracle is not None and self.teacher_weights is not None:
-            raise ValueError("give teacher_weights (a model teacher) or teacher_oracle (ground truth), not both")
-        return self
 
 
 class PlannerSection(_Strict):
@@ -193,10 +164,12 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     config = load_config(path, ServeConfig)
     learning = config.learning
     persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
-    weights = learning.teacher_weights.expanduser().resolve() if learning.teacher_weights else None
+    teacher = resolve_paths(learning.teacher) if learning.teacher is not None else None
+    engines = config.executors.engine_dir
     return config.model_copy(update={
         "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
-        "learning": learning.model_copy(update={"persist_dir": persist, "teacher_weights": weights}),
+        "executors": config.executors.model_copy(update={"engine_dir": engines.expanduser().resolve() if engines else None}),
+        "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
     })
 
 

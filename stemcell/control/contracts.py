@@ -90,6 +90,19 @@ class ExecutorReady:
     threads: int  # torch CPU threads (its Ray CPU slots)
     input_size: int  # square input side its models take
     warm_up_s: float  # seconds of the warm-up forward
+    execution: str = "fp32/torch"  # precision/backend that runs, after fallbacks (docs/gpu.md)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """An executor's TensorRT engines (`executors.backend: tensorrt`), in `ExecutorStats.engines`."""
+
+    ready: int  # engines serving
+    building: int  # builds or loads in flight
+    failed: int  # segments whose build failed (they stay on torch)
+    built: int  # builds done by this process
+    loaded: int  # engines taken from the disk cache
+    build_s: float  # total seconds spent building
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class ExecutorStats:
     app_runs: int  # app executions (due on the frame)
     app_reuses: int  # results repeated from an app's last analysed frame
     segment_latency: tuple[SegmentLatency, ...] = ()
+    engines: EngineStats | None = None  # None unless executors.backend is tensorrt (and CUDA + TensorRT are there)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ import numpy as np
 
 from stemcell.imaging import ImageLimits, decode_image
 from stemcell.learning.ams import AmsTrainer, payload_kind
-from stemcell.learning.teacher import FrameMeta, Teacher
+from stemcell.learning.teachers import FrameMeta, Teacher, presence
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class InProcessTransport:
         if jpegs:
             frames = np.stack([decode_image(j, "image/jpeg", self.limits) for j in jpegs])
             indices = np.rint(np.asarray(timestamps, dtype=np.float64) * self.fps).astype(np.int64)
-            labels = self.teacher.label(frames, FrameMeta(self.camera_index[camera_id], indices))
+            labels = presence(self.teacher.label(frames, FrameMeta(self.camera_index[camera_id], indices)), self.teacher.classes)
             answer = self.trainer.add_samples(camera_id, np.asarray(timestamps, dtype=np.float64), frames, labels)
         else:
             answer = {"accepted": 0, **self.trainer.advice(camera_id)}

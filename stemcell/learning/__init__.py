@@ -32,10 +32,11 @@ from stemcell.learning.retrain import ContinualLearner
 from stemcell.learning.retrain import RetrainResult
 from stemcell.learning.retrain import buffer_batches
 from stemcell.learning.retrain import retrain
-from stemcell.learning.teacher import FrameMeta
-from stemcell.learning.teacher import ModelTeacher
-from stemcell.learning.teacher import OracleTeacher
-from stemcell.learning.teacher import Teacher
+from stemcell.learning.teachers import FrameMeta
+from stemcell.learning.teachers import ModelTeacher
+from stemcell.learning.teachers import OracleTeacher
+from stemcell.learning.teachers import Teacher
+from stemcell.learning.teachers import presence
 from stemcell.learning.versions import VersionStore
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "label_change",
     "make_update",
     "merge_updates",
+    "presence",
     "rates_init",
     "rates_step",
     "retrain",

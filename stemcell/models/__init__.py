@@ -5,7 +5,7 @@ app fine-tuned from the same base) + trainable copies of the remaining segments 
 """
 from stemcell.models.app_model import AppModel, make_app_model
 from stemcell.models.hashing import segment_hash
-from stemcell.models.inputs import to_input
+from stemcell.models.inputs import normalised, to_input
 from stemcell.models.registry import build_base, list_bases, register_base
 from stemcell.models.segmented import ClassifierHead, SegmentedNet
 from stemcell.models.weights import load_safetensors, load_torchvision_checkpoint, save_safetensors
@@ -22,5 +22,6 @@ __all__ = [
     "register_base",
     "save_safetensors",
     "segment_hash",
+    "normalised",
     "to_input",
 ]

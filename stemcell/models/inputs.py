@@ -25,9 +25,16 @@ def to_input(
     batch = frames if frames.ndim == 4 else frames[None]
     # Frames from Ray's object store are read-only; `.float()` copies anyway, so copy only the uint8s.
     batch = np.array(batch) if not batch.flags.writeable else np.ascontiguousarray(batch)
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    return normalised(torch.from_numpy(batch).permute(0, 3, 1, 2), size, mean=mean, std=std)
+
+
+def normalised(
+    images: torch.Tensor, size: int | None = None, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> torch.Tensor:
+    """uint8 RGB (N,3,H,W) on any device (e.g. decoded on the GPU) -> the model input, on that device."""
+    x = images.float().div_(255.0)
     if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     m = _MEAN if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     sd = _STD if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / sd
+    return (x - m.to(x.device)) / sd.to(x.device)

@@ -22,6 +22,9 @@ from stemcell.models import (
 from stemcell.package.manifest import Manifest
 
 MANIFEST = "manifest.json"
+# Set explicitly, not left to the writer's umask or to safetensors (which writes 0600): a package built
+# by one user is served by workers running as another (container images, shared NFS).
+FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
 class PackageError(ValueError):
@@ -37,8 +40,14 @@ def file_sha256(path: Path) -> str:
 
 
 def write_weights(state: dict[str, torch.Tensor], root: Path, relative: str) -> str:
-    """Save `state` as safetensors under `root/relative` and return its sha256 for the manifest."""
-    return file_sha256(save_safetensors(state, root / relative))
+    """Save `state` as safetensors under `root/relative` (mode 0644) and return its sha256 for the manifest."""
+    path = save_safetensors(state, root / relative)
+    os.chmod(path, FILE_MODE)
+    for folder in [path.parent, *path.parent.parents]:  # root and sub-folders: traversable by others
+        if not folder.is_relative_to(root):
+            break
+        os.chmod(folder, DIR_MODE)
+    return file_sha256(path)
 
 
 def write_package(root: str | Path, manifest: Manifest) -> Path:
@@ -46,6 +55,8 @@ def write_package(root: str | Path, manifest: Manifest) -> Path:
     root = Path(root)
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(manifest.model_dump_json(indent=2))
+    os.chmod(tmp, FILE_MODE)
+    os.chmod(root, DIR_MODE)
     os.replace(tmp, root / MANIFEST)
     return root / MANIFEST
 

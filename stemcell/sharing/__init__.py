@@ -1,6 +1,6 @@
 """Shared-stem execution: the stem tree, identical-layer merging, memory accounting, the runtime
 that serves many cameras' apps through one tree, and the cross-camera batcher."""
-from stemcell.sharing.batcher import BatcherStats, CrossCameraBatcher, Overloaded
+from stemcell.sharing.batcher import BatcherStats, CrossCameraBatcher, DeviceOutOfMemory, Overloaded
 from stemcell.sharing.memory import ActivationBytes, MemoryReport, activation_bytes, ideal_savings, memory_report
 from stemcell.sharing.merger import ModuleStore, module_bytes, module_params
 from stemcell.sharing.runtime import AppResult, FrameResult, InferRequest, StemRuntime, frame_stride
@@ -12,6 +12,7 @@ __all__ = [
     "AppResult",
     "BatcherStats",
     "CrossCameraBatcher",
+    "DeviceOutOfMemory",
     "FrameResult",
     "InferRequest",
     "LeafKey",

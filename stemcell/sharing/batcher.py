@@ -37,6 +37,20 @@ class Overloaded(RuntimeError):
         return (Overloaded, (self.queued_frames, self.retry_after_s))
 
 
+class DeviceOutOfMemory(Overloaded):
+    """The batch did not fit the executor's GPU memory share: its requests are refused (503 +
+    Retry-After, like a full queue) and the executor serves the next batch normally."""
+
+    def __init__(self, detail: str, retry_after_s: float = 1.0) -> None:
+        RuntimeError.__init__(self, f"GPU out of memory, retry after {retry_after_s:.3f}s: {detail}")
+        self.detail = detail
+        self.queued_frames = 0
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[DeviceOutOfMemory], tuple[str, float]]:  # type: ignore[override]
+        return (DeviceOutOfMemory, (self.detail, self.retry_after_s))
+
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T

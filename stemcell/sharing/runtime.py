@@ -5,7 +5,8 @@ Pure (no Ray): the StemExecutor actor is a thin shell over it. What it adds to t
 - Mainstream frame-rate semantics: an app at f fps on an F fps stream analyses every round(F/f)-th
   frame of its camera and repeats its last result on the others;
 - per-(camera, app) event state and model version, with an atomic weight swap;
-- online per-node latency (EWMA), the measured cost the planner needs.
+- online per-node latency (EWMA), the measured cost the planner needs;
+- the device path (`stemcell.accel.DevicePath`): precision, CUDA stream, pinned staging, engines.
 
 Threading: `infer` and every commit hold one lock, so a forward always sees a consistent tree (old
 or new weights, never a mix). Slow preparation (reading weights, hashing, copying to the GPU) runs
@@ -13,7 +14,6 @@ outside that lock, serialised by a second one, so reconfiguring does not stall i
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from stemcell.accel import DevicePath
 from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.models import make_app_model, to_input
@@ -44,7 +45,7 @@ def frame_stride(stream_fps: float, app_fps: float) -> int:
 @dataclass(frozen=True)
 class InferRequest:
     camera: str  # camera id
-    frames: np.ndarray  # uint8 RGB (N,H,W,3) or one (H,W,3), any size
+    frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), any size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
 
     @property
@@ -104,18 +105,18 @@ class StemRuntime:
         package: MPackage,
         *,
         device: torch.device | str | None = None,
-        half: bool = False,
+        path: DevicePath | None = None,
         threshold: float = 0.5,
         latency_alpha: float = 0.2,
         profile_every: int | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.package = package
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if half and self.device.type != "cuda":
-            raise ValueError("fp16 serving needs a CUDA device")
-        self.tree = StemTree(package.base.num_segments, self.device, torch.float16 if half else None)
+        self.path = path or DevicePath.create(device=device)  # precision, backend, stream, engines
+        self.device = self.path.device
+        self.tree = StemTree(package.base.num_segments, self.device, self.path.dtype, self.path.runner)
         self.input_size = package.manifest.base.input_size
+        self.path.bind(package.base, self.input_size)
         self._normalization = package.manifest.base.normalization.model_dump()  # mean, std as trained
         self._tasks = {a.name: (a.task, a.min_count) for a in package.manifest.apps}
         self.threshold = threshold
@@ -170,7 +171,7 @@ class StemRuntime:
                         branches[c.app] = camera.apps[c.app]
                         branches[c.app].config, branches[c.app].stride = c, stride
                 camera.apps = branches
-                self._prune_latency()
+                self._tree_changed()
         log.info("camera %s: %s", camera_id, [(c.app, c.branchpoint, c.fps) for c in configs])
         return True
 
@@ -195,7 +196,7 @@ class StemRuntime:
                 return False
             for app in camera.apps:
                 self.tree.remove((camera_id, app))
-            self._prune_latency()
+            self._tree_changed()
         return True
 
     def has_camera(self, camera_id: str) -> bool:
@@ -236,7 +237,7 @@ class StemRuntime:
                         continue  # reconfigured meanwhile: those weights no longer fit
                     self.tree.add((cam, app), prepared[b])
                     camera.apps[app].version = version
-                self._prune_latency()
+                self._tree_changed()
         return len(targets)
 
     def _prepare_weights(self, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
@@ -273,7 +274,7 @@ class StemRuntime:
                     for app in due[j]:
                         rows.setdefault((req.camera, app), []).append(offset + k)
                 offset += len(needed)
-            logits = self._forward(inputs, rows)
+            logits = self._forward(inputs, rows)  # DeviceOutOfMemory (past the GPU share) fails this batch only
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
@@ -285,7 +286,7 @@ class StemRuntime:
         camera = self._cameras.get(req.camera)
         if camera is None:
             raise UnknownCamera(req.camera)
-        x = to_input(req.frames, self.input_size, **self._normalization)
+        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size, **self._normalization)
         n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
         if len(stamps) != n:
@@ -304,8 +305,7 @@ class StemRuntime:
             return {}
         self.counters["batches"] += 1
         profile = self.counters["batches"] % self.profile_every == 0
-        out = self.tree.forward(torch.cat(inputs), rows, self._observe if profile else None)
-        return {k: v.cpu() for k, v in out.items()}
+        return self.path.forward(self.tree, inputs, rows, self._observe if profile else None)
 
     def _results(
         self,
@@ -343,9 +343,12 @@ class StemRuntime:
         a = self.latency_alpha
         self._latency[node.uid] = ((1 - a) * old[0] + a * seconds, (1 - a) * old[1] + a * rows)
 
-    def _prune_latency(self) -> None:
-        live = {n.uid for n in self.tree.nodes()}
+    def _tree_changed(self) -> None:
+        """Forget the latency of nodes that left the tree; ask for engines of segments that entered it."""
+        nodes = list(self.tree.nodes())
+        live = {n.uid for n in nodes}
         self._latency = {uid: v for uid, v in self._latency.items() if uid in live}
+        self.path.segments_changed([(n.digest, n.module, n.depth) for n in nodes if n.depth < self.tree.num_segments])
 
     def segment_latency(self) -> list[SegmentLatency]:
         """Per tree node: measured EWMA ms per batch and per frame, and who shares it."""
@@ -377,12 +380,4 @@ class StemRuntime:
 
     def warm_up(self) -> float:
         """Run the base once on the device (CUDA context, kernel selection); returns seconds."""
-        started = time.perf_counter()
-        model = copy.deepcopy(self.package.base).to(self.device, self.tree.dtype).eval()
-        with torch.inference_mode():
-            model(torch.zeros(2, 3, self.input_size, self.input_size, device=self.device, dtype=self.tree.dtype))
-        del model
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-        return time.perf_counter() - started
+        return self.path.warm_up(self.package.base, self.input_size)

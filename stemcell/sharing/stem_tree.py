@@ -27,6 +27,8 @@ from stemcell.sharing.merger import ModuleStore, PreparedModule
 LeafKey = tuple[str, str]  # (camera_id, app)
 Observer = Callable[["TreeNode", torch.Tensor, float], None]  # (node, output, seconds), after each node ran
 Rows = Mapping[LeafKey, "torch.Tensor | Sequence[int]"]
+# (segment digest, one frame's input shape) -> a compiled stand-in for that segment, or None (run torch)
+EngineLookup = Callable[[str, tuple[int, ...]], "Callable[[torch.Tensor], torch.Tensor] | None"]
 
 
 @dataclass(eq=False)
@@ -57,8 +59,12 @@ class PreparedBranch:
 class StemTree:
     """Prefix tree of segments over (camera, app) leaves; all weights live in one `ModuleStore`."""
 
-    def __init__(self, num_segments: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, num_segments: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+        engines: EngineLookup | None = None,
+    ) -> None:
         self.num_segments = num_segments
+        self.engines = engines  # TensorRT engines by segment content: identical segments share one
         self.store = ModuleStore(device, dtype)
         self._uids = itertools.count(1)
         self.root = TreeNode(0, "input", nn.Identity(), -1, None)
@@ -233,13 +239,19 @@ class StemTree:
                 continue
             inp = act if len(rows) == len(here) else act.index_select(0, _positions(here, rows, act.device))
             started = self._tick(sync)
-            result = child.module(inp)
+            result = self._module_for(child, inp)(inp)
             if observer is not None:
                 observer(child, result, self._tick(sync) - started)
             if child.depth == self.num_segments:
                 self._emit(child, result, rows, wanted, out)
             else:
                 self._run(child, result, node_rows, wanted, out, observer, sync)
+
+    def _module_for(self, node: TreeNode, inp: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A segment's ready engine when there is one, else its torch module (heads stay in torch)."""
+        if self.engines is None or node.depth >= self.num_segments:
+            return node.module
+        return self.engines(node.digest, tuple(inp.shape[1:])) or node.module
 
     def _tick(self, sync: bool) -> float:
         if sync:

@@ -12,7 +12,7 @@ from stemcell.config import IMAGENET_MEAN, IMAGENET_STD
 from stemcell.models import SegmentedNet, make_app_model, to_input
 from stemcell.models.readout import counts_from_output, events_from_output
 from stemcell.training.data import LabelledFrames
-from stemcell.training.loop import batched, fit_bce, fit_counts
+from stemcell.training.loop import batched, fit_bce, fit_counts, training_device
 from stemcell.training.metrics import BinaryMetrics, binary_metrics
 
 
@@ -53,7 +53,7 @@ def finetune_candidate(base: SegmentedNet, spec: CandidateSpec, train: LabelledF
     so it is a fixed function), which makes deep branchpoints almost free to train, as on a GPU.
     """
     started = time.perf_counter()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     torch.manual_seed(spec.seed)
     model = make_app_model(base.to(device), spec.branchpoint, num_outputs=1).to(device)
     x_train = batched(model.stem_features, to_input(train.frames, spec.input_size, mean=spec.mean, std=spec.std).to(device))

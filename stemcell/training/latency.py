@@ -1,6 +1,7 @@
 """Per-segment latency on the current device: the cost model's raw data (Mainstream M-Package)."""
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def profile_latency(
     """Median wall time of each segment (fed its real input shape), the head and the full model."""
     device = device or torch.device("cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    base = base.to(device).eval()
+    base = copy.deepcopy(base).to(device).eval()  # the caller's base stays where it is (trials ship it)
     head = torch.nn.Linear(base.feature_dim, 1).to(device)
     segment_s: dict[int, tuple[float, ...]] = {}
     head_s: dict[int, float] = {}

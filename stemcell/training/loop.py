@@ -11,6 +11,12 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def training_device() -> torch.device:
+    """Where Stemcell trains and profiles: the GPU when this process sees one (a Ray trial holding a
+    GPU share sees exactly that GPU), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def balanced_pos_weight(targets: torch.Tensor) -> torch.Tensor:
     """Per-output positive weight = negatives/positives, so rare classes are not ignored."""
     pos = targets.sum(0).clamp(min=1.0)

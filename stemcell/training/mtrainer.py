@@ -21,6 +21,7 @@ from stemcell.package.manifest import DataEntry, DataFileEntry, Manifest, Normal
 from stemcell.training.data import LabelledFrames, world_frames
 from stemcell.training.finetune import CandidateResult, CandidateSpec, finetune_candidate
 from stemcell.training.latency import profile_latency
+from stemcell.training.loop import training_device
 from stemcell.training.pretrain import pretrain_base
 from stemcell.world import World
 
@@ -156,7 +157,8 @@ def train_package(config: TrainConfig, out_dir: str | Path, run_trials: TrialRun
     log.info("%s data: training frames %d, validation frames %d, classes %s", data.kind, len(train), len(val),
              list(data.classes))
     lat = config.latency
-    profile = profile_latency(base, config.base.input_size, lat.batch_sizes, lat.repeats)
+    profile = profile_latency(base, config.base.input_size, lat.batch_sizes, lat.repeats, device=training_device())
+    log.info("latency table measured on %s", profile.device)  # named in manifest.json (latency.device)
     specs = candidate_specs(config, base.num_segments, data.classes)
     log.info("training %d candidates (%d apps x %d branchpoints)", len(specs), len(config.apps),
              len(specs) // len(config.apps))

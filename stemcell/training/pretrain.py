@@ -11,7 +11,7 @@ import torch
 
 from stemcell.models import SegmentedNet, build_base, to_input
 from stemcell.training.data import LabelledFrames
-from stemcell.training.loop import fit_bce
+from stemcell.training.loop import fit_bce, training_device
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,14 @@ def pretrain_base(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> SegmentedNet:
-    """Train every segment + the multi-label head of base `name` on `data` (class presence)."""
+    """Train every segment + the multi-label head of base `name` on `data` (class presence), on the
+    training device (the GPU when there is one); the returned base is on the CPU, ready to save."""
     num_classes = data.presence.shape[1]
-    base = build_base(name, num_classes=num_classes, seed=seed, torchvision_weights=torchvision_weights)
-    x = to_input(data.frames, input_size, mean=mean, std=std)
-    y = torch.from_numpy(data.presence.astype(np.float32))
+    device = training_device()
+    base = build_base(name, num_classes=num_classes, seed=seed, torchvision_weights=torchvision_weights).to(device)
+    x = to_input(data.frames, input_size, mean=mean, std=std).to(device)
+    y = torch.from_numpy(data.presence.astype(np.float32)).to(device)
+    log.info("pretraining %s on %s", name, device)
     torch.manual_seed(seed)
     base.train()
 
@@ -41,4 +44,4 @@ def pretrain_base(
         log.info("pretrain %s epoch %d/%d loss %.4f", name, epoch, epochs, loss)
 
     fit_bce(base, base.parameters(), x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=report)
-    return base.eval()
+    return base.cpu().eval()

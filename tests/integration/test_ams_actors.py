@@ -10,12 +10,13 @@ import ray
 import torch
 
 from actors.retrain_worker import RetrainWorker, read_checkpoint
-from actors.teacher_labeler import TeacherLabeler, build_teacher
+from actors.teacher_labeler import TeacherLabeler
 from stemcell.control.errors import Moved
 from stemcell.learning import FrameMeta, decode
+from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, build_teacher, presence
 from stemcell.models import segment_hash
 from stemcell.package import load_package
-from stemcell.world import World, WorldConfig
+from stemcell.world import CLASSES, World, WorldConfig
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -34,7 +35,8 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def oracle() -> Iterator[ray.actor.ActorHandle]:
-    teacher = TeacherLabeler.options(num_cpus=0.25, num_gpus=0.1).remote(share=0.1, world=WORLD)
+    teacher = TeacherLabeler.options(num_cpus=0.25, num_gpus=0.1).remote(
+        share=0.1, teacher=OracleTeacherConfig(kind="oracle", world=WORLD, cameras={"cam-1": 0}), classes=CLASSES)
     yield teacher
     ray.kill(teacher)
 
@@ -60,12 +62,12 @@ def test_oracle_teacher_labels_ground_truth(oracle) -> None:
 
 def test_model_teacher_from_the_package_base(package: Path) -> None:
     """The actor's other teacher, built in-process (an extra actor costs seconds; the shell is the same)."""
-    teacher = build_teacher(package_dir=str(package))
+    teacher = build_teacher(ModelTeacherConfig(kind="model", package_dir=package))
     _, frames = _samples(0.0, 6)
-    labels = teacher.label(frames, FrameMeta(0, np.zeros(6, dtype=np.int64)))
+    labels = presence(teacher.label(frames, FrameMeta(0, np.zeros(6, dtype=np.int64))), CLASSES)
     assert labels.shape == (6, 5) and set(np.unique(labels)) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match="exactly one"):
-        build_teacher(package_dir=str(package), world=WORLD)
+    with pytest.raises(ValueError, match="not both"):
+        ModelTeacherConfig(kind="model", package_dir=package, base="tiny_cnn", weights=package / "w.safetensors")
 
 
 def _adam(state: dict) -> dict:

@@ -3,7 +3,7 @@
 `GET /cameras/{id}/model?since=V` and `POST /cameras/{id}/samples` (app.learning_service): full
 update on first contact, 304 when current, sparse update after the worker retrains, the serving
 executor picks the new version up, and bad input is refused with 4xx. The teacher is the world's
-ground truth (`learning.teacher_oracle`), as in controlled experiments: edge-1 streams world camera 0.
+ground truth (`learning.teacher`, `kind: oracle`), as in controlled experiments: edge-1 streams world camera 0.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
                      "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
                      "max_upload_frames": MAX_UPLOAD,
-                     "teacher_oracle": {"world": WORLD, "cameras": {"edge-1": 0}}},
+                     "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0}}},
     }))
     os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
     serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -130,7 +130,7 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
     with server.http(CAMERA_TOKEN + "u") as http:
         unmapped = http.post("/cameras/unmapped/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],
                              data={"ts": ["1"]})
-        assert unmapped.status_code == 422 and "teacher_oracle.cameras" in unmapped.json()["detail"]
+        assert unmapped.status_code == 422 and "teacher.cameras" in unmapped.json()["detail"]
     with server.http(ADMIN_TOKEN) as http:
         assert http.delete("/admin/cameras/unmapped").status_code == 200
         assert http.post("/cameras/nope/samples", files=[("frames", ("a.jpg", jpeg, "image/jpeg"))],

@@ -22,7 +22,9 @@ from app.executors import ExecutorPool
 from app.service import StemcellService, read_manifest, read_routes
 from stemcell.control.contracts import CameraSpec, Routes
 from stemcell.control.roles import PLANNER_ACTOR
+from stemcell.learning.teachers import ModelTeacherConfig
 from stemcell.serve_config import PlannerSection, ServeConfig
+from stemcell.world import CLASSES
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -60,7 +62,7 @@ def planner(config: ServeConfig, store):  # noqa: ANN001, ANN201
     settings = PlannerSection(window_s=0, grace_s=0.3, total_gpu=1.0, headroom=0.5, warm_timeout_s=60,
                                worker_num_cpus=0.25)
     teacher = TeacherLabeler.options(name=TEACHER, namespace=NAMESPACE, num_cpus=0.25, num_gpus=TEACHER_SHARE).remote(
-        share=TEACHER_SHARE, package_dir=str(config.package_dir))
+        share=TEACHER_SHARE, teacher=ModelTeacherConfig(kind="model", package_dir=config.package_dir), classes=CLASSES)
     ray.get(teacher.ready.remote())
     handle = PlannerActor.options(name=PLANNER_ACTOR, namespace=NAMESPACE).remote(config, settings)
     yield handle

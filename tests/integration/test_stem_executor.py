@@ -105,3 +105,27 @@ def test_weight_swap_and_memory_report(executor, package_dir: Path) -> None:  # 
     report = ray.get(executor.memory_report.remote())
     assert 0 < report.bytes_merged < report.details["bytes_no_merge"] and report.details["activation"]["merged_total"] > 0
     assert report.activation_peak == report.details["activation"]["merged_peak"] > 0
+
+
+def test_gpu_options_fall_back_without_cuda_and_jpegs_decode_in_the_executor(ray_session: None, package_dir: Path) -> None:
+    from actors.stem_executor import StemExecutor
+    from stemcell.imaging import decode_image, encode_jpeg
+
+    handle = StemExecutor.options(num_gpus=0.25, num_cpus=1).remote(
+        str(package_dir), share=0.25, precision="fp16", backend="tensorrt", gpu_decode=True)
+    try:
+        info = ray.get(handle.ready.remote(), timeout=60)
+        if not torch.cuda.is_available():
+            assert info.execution == "fp32/torch"  # one warning line, never an error
+            assert ray.get(handle.stats.remote()).engines is None
+        apps = [{"app": "car", "branchpoint": 4, "fps": 10}]
+        for camera in ("jpeg", "array"):
+            ray.get(handle.add_camera.remote(camera, apps))
+        jpegs = [encode_jpeg(f) for f in _frames(3, 7)]
+        stamps = [0.0, 0.1, 0.2]
+        via_jpeg = ray.get(handle.infer_jpeg.remote("jpeg", jpegs, stamps))
+        decoded = np.stack([decode_image(j, "image/jpeg") for j in jpegs])
+        via_array = ray.get(handle.infer.remote("array", decoded, stamps))
+        np.testing.assert_allclose(_scores(via_jpeg, "car"), _scores(via_array, "car"), atol=1e-6)
+    finally:
+        ray.kill(handle)

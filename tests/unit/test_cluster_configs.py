@@ -129,7 +129,16 @@ def test_ray_up_nodes_start_with_auth_dashboard_and_metrics(name: str) -> None:
     assert "--address=$RAY_HEAD_IP:6379" in worker and "--metrics-export-port=8080" in worker
     assert NODE_ENV in head and NODE_ENV in worker  # token auth env before every `ray start`
     assert config["file_mounts"] == {"~/stemcell": ".", SECRETS_DIR: SECRETS_DIR}
-    assert "pip install --quiet -e ~/stemcell" in config["setup_commands"]
+
+
+@pytest.mark.parametrize("name", RAY_UP_CONFIGS)
+def test_ray_up_nodes_run_the_stemcell_image_and_install_nothing_at_boot(name: str) -> None:
+    config = _load(name)
+    assert config["docker"]["image"] == _containers(_rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"])[0]["image"]
+    assert "head_image" not in config["docker"] and "worker_image" not in config["docker"]
+    commands = [*config["setup_commands"], *config["head_setup_commands"], *config["worker_setup_commands"],
+                *(c for t in config["available_node_types"].values() for c in t.get("worker_setup_commands", []))]
+    assert not [c for c in commands if "pip install" in c or "apt-get" in c]
 
 
 @pytest.mark.parametrize("name", RAY_UP_CONFIGS)
@@ -228,10 +237,6 @@ def test_images_working_dir_and_ray_versions_agree_with_the_installed_ray() -> N
     containers = [_containers(g)[0] for g in groups]
     assert {c["workingDir"] for c in containers} == {workdir}
     assert len({c["image"] for c in containers}) == 1
-    for name in RAY_UP_CONFIGS:
-        docker = _load(name)["docker"]
-        assert docker["image"] == f"rayproject/ray:{version}-py311-gpu"
-        assert docker["head_image"] == f"rayproject/ray:{version}-py311-cpu"
 
 
 def test_rayservice_head_keeps_the_state_database_on_a_persistent_volume() -> None:
@@ -260,3 +265,67 @@ def test_tokens_come_from_secrets_or_the_node_environment_never_literals() -> No
         for var in _containers(group)[0].get("env", []):
             if "TOKEN" in var["name"]:
                 assert "value" not in var and "secretKeyRef" in var["valueFrom"], var
+
+
+# ---------------------------------------------------------------- CUDA: the pinned torch vs node drivers
+# NVIDIA's minimum Linux driver per CUDA toolkit (the CUDA a torch wheel is built with), major part.
+CUDA_MIN_DRIVER = {"12.1": 530, "12.4": 550, "12.6": 560, "12.8": 570, "12.9": 575, "13.0": 580}
+
+
+def _dockerfile_args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", (CLUSTER / "Dockerfile").read_text(), re.M))
+
+
+def _gpu_node_types(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in config["available_node_types"].items() if k != config["head_node_type"]}
+
+
+def test_the_pinned_torch_build_and_its_driver_floor_agree() -> None:
+    """The image's torch is the version pyproject allows and the venv resolves; MIN_DRIVER is the
+    floor NVIDIA gives for the CUDA it is built with."""
+    args = _dockerfile_args()
+    import torch
+    import torchvision
+
+    assert int(args["MIN_DRIVER"]) >= CUDA_MIN_DRIVER[args["TORCH_CUDA"]]
+    assert torch.__version__.split("+")[0] == args["TORCH_VERSION"]
+    assert torchvision.__version__.split("+")[0] == args["TORCHVISION_VERSION"]
+    if torch.version.cuda is not None:  # a CUDA build in the venv: the same CUDA as the image's
+        assert torch.version.cuda == args["TORCH_CUDA"]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"torch>=2.4,<={args["TORCH_VERSION"]}"' in pyproject
+
+
+@pytest.mark.parametrize("name", RAY_UP_CONFIGS)
+def test_every_gpu_node_type_declares_and_checks_a_driver_the_pinned_torch_runs_on(name: str) -> None:
+    floor = int(_dockerfile_args()["MIN_DRIVER"])
+    for node_type, spec in _gpu_node_types(_load(name)).items():
+        checks = [c for c in spec.get("initialization_commands", []) if "STEMCELL_MIN_DRIVER=" in c]
+        assert len(checks) == 1, node_type
+        declared = int(re.search(r"STEMCELL_MIN_DRIVER=(\d+)", checks[0]).group(1))
+        assert declared >= floor, (node_type, declared)
+        image = str(spec["node_config"].get("ImageId") or spec["node_config"]["disks"][0]["initializeParams"]["sourceImage"])
+        branch = re.search(r"nvidia-(\d+)", image)
+        if branch:  # GCP families name their driver branch
+            assert int(branch.group(1)) >= floor, (node_type, image)
+        else:
+            assert "nvidia-driver" in image, (node_type, image)  # AWS: the driver AMI family, checked at boot
+    gpu_workers = _rayservice()["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    for group in gpu_workers:
+        start = " ".join(_containers(group)[0]["lifecycle"]["postStart"]["exec"]["command"])
+        assert "STEMCELL_MIN_DRIVER" in start and "exit 1" in start
+
+
+@pytest.mark.parametrize("driver, ok", [("580.65.06", True), ("595.91.07", True), ("570.172.08", False),
+                                        ("535.54.03", False), ("", False)])
+def test_the_boot_driver_check_refuses_an_old_driver(tmp_path: Path, driver: str, ok: bool) -> None:
+    """Run the ray up check against a fake nvidia-smi printing `driver`."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\necho '{driver}'\n")
+    fake.chmod(0o755)
+    spec = _gpu_node_types(_load("aws-gpu.yaml"))["gpu_a10g"]
+    check = next(c for c in spec["initialization_commands"] if "STEMCELL_MIN_DRIVER=" in c)
+    run = subprocess.run(["bash", "-c", check], env={"PATH": f"{tmp_path}:{os.environ['PATH']}"},
+                         capture_output=True, text=True)
+    assert (run.returncode == 0) == ok
+    assert ok or "FATAL: NVIDIA driver" in run.stderr

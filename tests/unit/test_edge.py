@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stemcell.edge import EdgeClient, InProcessTransport
-from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
+from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher, presence
 from stemcell.learning.codec import UpdateMismatchError
 from stemcell.models import build_base, make_app_model, segment_hash
 from stemcell.world import CLASSES, World, WorldConfig
@@ -81,7 +81,7 @@ def test_a_reconnecting_edge_gets_one_merged_update(world: World) -> None:
     for k in range(3):  # the server trains three times while the edge does not pull
         stamps = np.arange(10 * k, 10 * k + 10, 1.0)
         idx = (stamps * FPS).astype(int)
-        trainer.add_samples("cam", stamps, cam.frames(idx), OracleTeacher(world).label(cam.frames(idx), _meta(idx)))
+        trainer.add_samples("cam", stamps, cam.frames(idx), presence(OracleTeacher(world).label(cam.frames(idx), _meta(idx)), CLASSES))
         trainer.run_pending()
     payload = edge.transport.fetch("cam", "car", 0)
     assert payload is not None and payload.kind == "merged" and payload.base_version == 0

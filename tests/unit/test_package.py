@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 
 from stemcell.models import SegmentedNet, make_app_model
 from stemcell.package import PackageError, load_package
+from stemcell.package.store import write_package, write_weights
 from stemcell.training.finetune import CandidateResult
 from tests.helpers.builders import random_frames, tiny_package_parts
 
@@ -124,3 +127,18 @@ def test_app_entry_describes_events_in_stream_frames() -> None:
                       min_count=2, spacing=5.0)
     assert (entry.mean_event_frames, entry.positive_fraction) == (7.5, 0.5)
     assert (entry.classes, entry.task, entry.min_count) == (["x", "y"], "count", 2)
+
+
+def test_package_files_are_readable_by_another_user_whatever_the_umask(package_dir: Path, tmp_path: Path) -> None:
+    """safetensors writes 0600; a package built by one user must be servable by workers running as another."""
+    manifest = load_package(package_dir).manifest
+    root = tmp_path / "pkg"
+    old = os.umask(0o077)
+    try:
+        write_weights({"w": torch.ones(3)}, root, "candidates/car_b2.safetensors")
+        write_package(root, manifest)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert modes == {".": 0o755, "candidates": 0o755, "candidates/car_b2.safetensors": 0o644, "manifest.json": 0o644}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in package_dir.rglob("*") if p.is_file()} == {0o644}

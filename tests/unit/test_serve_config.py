@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from stemcell.config import ConfigError
-from app.learning_service import teacher_source, world_camera
-from stemcell.serve_config import OracleTeacherSection, admin_token_from_env, load_serve_config
+from app.learning_service import teacher_config, world_camera
+from stemcell.learning.teachers import DetectorTeacherConfig, ModelTeacherConfig, OracleTeacherConfig
+from stemcell.serve_config import admin_token_from_env, load_serve_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,10 +30,16 @@ def test_shipped_serve_config_is_valid_and_absolute(monkeypatch: pytest.MonkeyPa
         ("http: {port: 0}", "http.port"),
         ("limits: {max_image_bytes: 10}", "limits.max_image_bytes"),
         ("executor: {count: 2}", "executor"),
-        ("learning: {teacher_oracle: {world: {sed: 1}, cameras: {a: 0}}}", "learning.teacher_oracle.world"),
-        ("learning: {teacher_oracle: {world: {num_cameras: 2}, cameras: {a: 2}}}", "learning.teacher_oracle"),
-        ("learning: {teacher_oracle: {world: {}, cameras: {}}}", "learning.teacher_oracle.cameras"),
-        ("learning: {teacher_weights: t.safetensors, teacher_oracle: {cameras: {a: 0}}}", "learning"),
+        ("learning: {teacher: {kind: oracle, world: {sed: 1}, cameras: {a: 0}}}", "learning.teacher.oracle.world"),
+        ("learning: {teacher: {kind: oracle, world: {num_cameras: 2}, cameras: {a: 2}}}", "learning.teacher.oracle"),
+        ("learning: {teacher: {kind: oracle, world: {}, cameras: {}}}", "learning.teacher.oracle.cameras"),
+        ("learning: {teacher: {kind: model, weights: t.safetensors}}", "learning.teacher.model"),
+        ("learning: {teacher: {kind: yolo}}", "learning.teacher"),
+        ("learning: {teacher: {kind: opencv_hog_people, scale: 0}}", "learning.teacher.opencv_hog_people.scale"),
+        ("learning: {teacher: {kind: python, factory: 'not a factory', classes: [person]}}",
+         "learning.teacher.python.factory"),
+        ("learning: {teacher: {kind: torchvision_detector, arch: yolov8, weights: w.pth, class_map: {person: person}}}",
+         "learning.teacher.torchvision_detector.arch"),
     ],
 )
 def test_bad_serve_field_is_named(tmp_path: Path, text: str, field: str) -> None:
@@ -51,21 +58,30 @@ def test_admin_token_must_come_from_the_environment_and_be_long(tmp_path: Path) 
     assert admin_token_from_env(config, {"MY_TOKEN": "x" * 32}) == "x" * 32
 
 
-def test_teacher_source_follows_the_learning_section(tmp_path: Path) -> None:
+def test_teacher_config_follows_the_learning_section(tmp_path: Path) -> None:
     path = tmp_path / "serve.yaml"
     path.write_text("package_dir: pkg\nstate_path: state.db\n")
     plain = load_serve_config(path)
-    assert teacher_source(plain) == {"package_dir": str(plain.package_dir)} and plain.package_dir.is_absolute()
+    assert teacher_config(plain) == ModelTeacherConfig(kind="model", package_dir=plain.package_dir)
+    assert plain.package_dir.is_absolute()
     path.write_text("package_dir: pkg\nstate_path: state.db\n"
-                    "learning: {teacher_base: resnet18, teacher_weights: t.safetensors}\n")
-    assert teacher_source(load_serve_config(path)) == {"base": "resnet18", "weights": str(Path("t.safetensors").resolve())}
+                    "learning: {teacher: {kind: model, base: resnet18, weights: t.safetensors}}\n")
+    model = teacher_config(load_serve_config(path))
+    assert isinstance(model, ModelTeacherConfig) and model.package_dir is None
+    assert model.weights == Path("t.safetensors").resolve()  # absolute: the actor runs in another folder
     path.write_text("package_dir: pkg\nstate_path: state.db\n"
-                    "learning: {teacher_oracle: {world: {seed: 3, segment_s: [10, 20]}, cameras: {door: 1}}}\n")
-    assert teacher_source(load_serve_config(path)) == {"world": {"seed": 3, "segment_s": (10, 20)}}
+                    "learning: {teacher: {kind: oracle, world: {seed: 3, segment_s: [10, 20]}, cameras: {door: 1}}}\n")
+    oracle = teacher_config(load_serve_config(path))
+    assert isinstance(oracle, OracleTeacherConfig) and oracle.world == {"seed": 3, "segment_s": (10, 20)}
+    path.write_text("package_dir: pkg\nstate_path: state.db\n"
+                    "learning: {teacher: {kind: torchvision_detector, arch: ssdlite320_mobilenet_v3_large, "
+                    "weights: det.pth, class_map: {person: person, truck: vehicle}}}\n")
+    detector = teacher_config(load_serve_config(path))
+    assert isinstance(detector, DetectorTeacherConfig) and detector.weights == Path("det.pth").resolve()
 
 
 def test_world_camera_maps_ids_and_checks_video_time() -> None:
-    oracle = OracleTeacherSection(world={"fps": 10, "duration_s": 60}, cameras={"door": 2})
+    oracle = OracleTeacherConfig(kind="oracle", world={"fps": 10, "duration_s": 60}, cameras={"door": 2})
     assert world_camera(None, "anything", [1e9]) == 0  # model teachers read pixels only
     assert world_camera(oracle, "door", [0.0, 59.9]) == 2
     with pytest.raises(ValueError, match="no world camera"):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything of Stemcell that needs a GPU, in one run (< 8 minutes on one GPU): the `gpu` tests, then
+# benchmarks/gpu_path.py. Results go to ${OUT:-runs/device_check}/ (gpu_path.json/.parquet/.png,
+# pytest.txt, env.txt). Exits non-zero if a GPU test fails; the benchmark itself exits 0 without CUDA.
+#   bash scripts/device_check.sh            # PYTHON=... to pick the interpreter (default python3)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-runs/device_check}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0
+started=$(date +%s)
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv || echo "nvidia-smi: none"
+  "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+  "$PY" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>/dev/null || echo "tensorrt: not installed (TensorRT rows and test skipped)"
+} 2>&1 | tee "$OUT/env.txt"
+
+timeout 240 "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt"
+tests_rc=${PIPESTATUS[0]}
+
+timeout 330 "$PY" benchmarks/gpu_path.py --out "$OUT/gpu_path.json" 2>&1 | tee "$OUT/gpu_path.txt"
+bench_rc=${PIPESTATUS[0]}
+
+echo "device_check: gpu tests rc=$tests_rc, gpu_path rc=$bench_rc, $(( $(date +%s) - started )) s"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
