@@ -23,6 +23,8 @@ from ray import serve
 
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.events_routes import EventRoutes, router as events_router
+from app.events_service import EventHub
 from app.executors import ExecutorPool
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
@@ -89,6 +91,7 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
 
 
 api.add_middleware(ObserveMiddleware)
+api.include_router(events_router)
 api.add_exception_handler(Exception, _internal_error)
 
 
@@ -118,7 +121,7 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress:
+class StemcellIngress(EventRoutes):
     """Routes only; see `app.service` for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
@@ -140,6 +143,8 @@ class StemcellIngress:
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()
+        self.events = EventHub(self.config.events, self.config.webhooks, store)
+        await self.events.start()
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
@@ -205,6 +210,7 @@ class StemcellIngress:
         decoded = await single_frame(request, self.limits)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
@@ -216,6 +222,7 @@ class StemcellIngress:
         decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
     @api.get("/cameras/{camera_id}/status", tags=["cameras"])
@@ -274,6 +281,7 @@ class StemcellIngress:
         _checked_id("camera_id", camera_id)
         removed = await self._call(self.service.remove_camera(camera_id))
         self.tokens.forget(camera_id)
+        self.events.close_camera(camera_id)
         return removed
 
     @api.post("/admin/apps", status_code=201, tags=["admin"], openapi_extra=openapi_json_body(RegisterApp))

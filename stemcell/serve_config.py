@@ -134,6 +134,28 @@ class PlannerSection(_Strict):
         return name
 
 
+class EventsSection(_Strict):
+    """Event tracking on served results (`stemcell.events`): kept in the StateStore, streamed, sent to webhooks."""
+
+    enabled: bool = True  # off: no tracking, the event routes answer empty lists
+    snapshot_dir: Path | None = None  # JPEG at each event start; None = no snapshots
+    snapshot_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # whole folder; oldest snapshots go first
+    snapshot_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)  # older snapshots are deleted
+    stream_poll_s: float = Field(0.5, gt=0, le=10)  # how often GET /admin/events:stream asks the store for news
+
+
+class WebhooksSection(_Strict):
+    """Delivery of event starts and ends (`stemcell.events.webhooks`)."""
+
+    allow_private: bool = False  # true: loopback/private targets allowed (tests, in-cluster receivers)
+    queue_size: int = Field(1000, ge=1)  # deliveries waiting per webhook per replica; beyond: dropped, counted
+    max_attempts: int = Field(5, ge=1, le=20)  # posts per delivery before it counts as failed
+    backoff_s: float = Field(0.5, gt=0)  # first retry wait, doubled per retry
+    backoff_max_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)  # one POST
+    refresh_s: float = Field(2.0, gt=0)  # how often a replica re-reads the webhook list (others' changes)
+
+
 class ServeConfig(_Strict):
     """The Serve app: which package to serve, where state lives, how executors are placed."""
 
@@ -148,6 +170,8 @@ class ServeConfig(_Strict):
     limits: LimitsSection = LimitsSection()
     learning: LearningSection = LearningSection()
     planner: PlannerSection = PlannerSection()
+    events: EventsSection = EventsSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @field_validator("package_dir", "state_path")
     @classmethod
@@ -166,10 +190,12 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
     teacher = resolve_paths(learning.teacher) if learning.teacher is not None else None
     engines = config.executors.engine_dir
+    snapshots = config.events.snapshot_dir
     return config.model_copy(update={
         "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
         "executors": config.executors.model_copy(update={"engine_dir": engines.expanduser().resolve() if engines else None}),
         "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
+        "events": config.events.model_copy(update={"snapshot_dir": snapshots.expanduser().resolve() if snapshots else None}),
     })
 
 
