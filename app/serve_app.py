@@ -29,6 +29,7 @@ from app.executors import ExecutorPool
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
+from app.openapi import serve_docs
 from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
@@ -43,9 +44,12 @@ api = FastAPI(
     title="Stemcell",
     version="0.1.0",
     description="Many video-analytics apps for many cameras on shared GPUs. Cameras post frames with their "
-    "own bearer token; admin routes take the admin token (`Authorization: Bearer ...`).",
+    "own bearer token; admin routes take the admin token (`Authorization: Bearer ...`: Swagger's Authorize).",
+    docs_url=None, redoc_url=None,  # app.openapi serves /docs from local assets
 )
-_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+_TS = {"name": "ts", "in": "query", "required": False, "schema": {"type": "number"},
+       "description": "capture time of the frame, unix seconds (default: arrival time)"}
+_IMAGE_BODY = {"parameters": [_TS], "requestBody": {"required": True, "content": {
     t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")}}}
 _BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["frames"], "properties": {
@@ -92,6 +96,7 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
 
 api.add_middleware(ObserveMiddleware)
 api.include_router(events_router)
+serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
 
 

@@ -155,7 +155,7 @@ def test_same_frame_gives_same_scores_single_and_batch(cam1: Camera) -> None:
 
 
 @pytest.mark.parametrize(("body", "content_type", "status", "message"), [
-    (b"definitely not an image", "image/jpeg", 415, "not a JPEG or PNG"),
+    (b"definitely not an image", "image/jpeg", 400, "not a JPEG or PNG"),
     (encode_jpeg(_frame(6)), "text/plain", 415, "Content-Type must be"),
     (encode_jpeg(_frame(6)), "image/png", 415, "says png but the body is a jpeg"),
     (encode_jpeg(_frame(6))[:300], "image/jpeg", 400, "truncated"),
@@ -195,7 +195,7 @@ def test_bad_batches(server: Server, cam1: Camera) -> None:
         r = http.post(url, files=[("frames", good)] * 9)
         assert r.status_code == 413 and "Too many files" in r.json()["detail"]
         r = http.post(url, files=[("frames", good), ("frames", ("x.jpg", b"nope", "image/jpeg"))])
-        assert r.status_code == 415 and "frames[1]" in r.json()["detail"]
+        assert r.status_code == 400 and "frames[1]" in r.json()["detail"]
         r = http.post(url, files=[("other", good)])
         assert r.status_code == 400 and "unexpected form field" in r.json()["detail"]
         r = http.post(url, files=[("frames", good)], data={"ts": ["1", "2"]})
