@@ -316,7 +316,7 @@ def build_app(args: dict[str, str]) -> serve.Application:
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
     return StemcellIngress.options(
-        num_replicas=ing.num_replicas, max_ongoing_requests=ing.max_ongoing_requests,
+        **ing.replica_options(), max_ongoing_requests=ing.max_ongoing_requests,
         max_queued_requests=ing.max_queued_requests,
         ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},

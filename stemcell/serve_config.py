@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from stemcell.config import _Strict, load_config
 from stemcell.learning.teachers.config import TeacherConfig, resolve_paths
@@ -25,6 +25,20 @@ class HttpSection(_Strict):
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
 
 
+class AutoscalingSection(_Strict):
+    """Serve autoscaling of the ingress replicas (Serve's `autoscaling_config`)."""
+
+    min_replicas: int = Field(1, ge=0, le=64)
+    max_replicas: int = Field(4, ge=1, le=64)
+    target_ongoing_requests: float = Field(32.0, gt=0)  # requests in flight per replica Serve aims for
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscalingSection":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        return self
+
+
 class IngressSection(_Strict):
     num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
@@ -34,6 +48,13 @@ class IngressSection(_Strict):
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
+    autoscaling: AutoscalingSection | None = None  # set: Serve scales replicas within it (num_replicas ignored)
+
+    def replica_options(self) -> dict[str, Any]:
+        """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": self.autoscaling.model_dump()}
 
 
 class ExecutorSection(_Strict):
