@@ -181,6 +181,9 @@ class ServeConfig(_Strict):
     """The Serve app: which package to serve, where state lives, how executors are placed."""
 
     package_dir: Path  # the M-Package the executors load (manifest.json inside)
+    # Relative paths (here and in POST /admin/apps) are taken from this folder; unset: the working folder of
+    # the process that loads the config (`stemcell serve`), recorded so replicas in other folders agree.
+    base_dir: Path | None = None
     state_path: Path  # SQLite StateStore: cameras (hashed tokens), apps, plan survive restarts
     admin_token_env: str = Field("STEMCELL_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     app_name: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -199,24 +202,31 @@ class ServeConfig(_Strict):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    def resolve(self, path: str | Path) -> Path:
+        """An absolute path: `path` as is when absolute, else taken from `base_dir` (the working folder when unset)."""
+        return ((self.base_dir or Path.cwd()) / Path(path).expanduser()).resolve()
+
 
 def load_serve_config(path: str | Path) -> ServeConfig:
-    """Read and validate `serve.yaml`; relative paths are made absolute against the working folder.
+    """Read and validate `serve.yaml`; relative paths are made absolute against `base_dir` (default: the
+    working folder), and `base_dir` is recorded so that POST /admin/apps resolves paths the same way.
 
     Absolute paths matter because the executors and replicas run in other processes (other
     working folders), and they must open the same package and the same state file.
     """
     config = load_config(path, ServeConfig)
+    base = (config.base_dir or Path.cwd()).expanduser().resolve()
+    config = config.model_copy(update={"base_dir": base})
     learning = config.learning
-    persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
+    persist = config.resolve(learning.persist_dir or config.state_path.parent / "models")
     teacher = resolve_paths(learning.teacher) if learning.teacher is not None else None
     engines = config.executors.engine_dir
     snapshots = config.events.snapshot_dir
     return config.model_copy(update={
-        "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
-        "executors": config.executors.model_copy(update={"engine_dir": engines.expanduser().resolve() if engines else None}),
+        "package_dir": config.resolve(config.package_dir), "state_path": config.resolve(config.state_path),
+        "executors": config.executors.model_copy(update={"engine_dir": config.resolve(engines) if engines else None}),
         "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
-        "events": config.events.model_copy(update={"snapshot_dir": snapshots.expanduser().resolve() if snapshots else None}),
+        "events": config.events.model_copy(update={"snapshot_dir": config.resolve(snapshots) if snapshots else None}),
     })
 
 

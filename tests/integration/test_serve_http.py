@@ -263,6 +263,9 @@ def test_status_reports_apps_and_measurements(cam1: Camera) -> None:
 def test_register_app(server: Server, admin: Admin, tmp_path: Path) -> None:
     out = admin.register_app("person", str(server.package))
     assert out["app"] == "person" and {c["branchpoint"] for c in out["candidates"]} == {0, 3, 6}
+    # relative, as serve.yaml writes it: from the folder the config was loaded in, not the replica's
+    relative = admin.register_app("person", os.path.relpath(server.package))
+    assert relative["package_dir"] == str(server.package)
     with pytest.raises(StemcellError) as err:
         admin.register_app("unicorn", str(server.package))
     assert err.value.status == 422 and "not in the package" in err.value.message

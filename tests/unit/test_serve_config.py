@@ -33,6 +33,16 @@ def test_autoscaling_and_snapshot_dir(tmp_path: Path, monkeypatch: pytest.Monkey
     assert config.ingress.replica_options() == {
         "autoscaling_config": {"min_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 8.0}}
     assert config.events.snapshot_dir == tmp_path / "snaps"
+    assert config.base_dir == tmp_path and config.package_dir == tmp_path / "pkg"
+
+
+def test_relative_paths_follow_base_dir_wherever_the_process_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text(f"package_dir: pkg/demo\nstate_path: state.db\nbase_dir: {tmp_path / 'site'}\n")
+    config = load_serve_config(path)
+    monkeypatch.chdir(tmp_path)  # a replica runs elsewhere: the recorded base_dir still decides
+    assert config.package_dir == tmp_path / "site" / "pkg" / "demo"
+    assert config.resolve("pkg/demo") == config.package_dir and config.resolve("/abs/x") == Path("/abs/x")
 
 
 @pytest.mark.parametrize(
