@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from ray.actor import ActorHandle
 
+from app.metrics import metrics
 from stemcell.events import EventChange, EventTracker, SnapshotStore, WebhookDispatcher
 from stemcell.events.webhooks import DeliveryPolicy
 from stemcell.imaging import encode_jpeg
@@ -72,6 +73,7 @@ class EventHub:
     def _emit(self, changes: list[EventChange]) -> None:
         for change in changes:
             self.store.put_event.remote(change.event)  # not awaited: inference does not wait on the store
+            metrics().record_event(change.event.camera_id, change.event.app, change.kind)
             log.info("event %s %s: camera %s app %s", change.kind, change.event.event_id, change.event.camera_id,
                      change.event.app)
         if changes:
