@@ -30,7 +30,8 @@ from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.openapi import serve_docs
-from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
+from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
+                         PlanView, Readiness, RegisterApp)
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -197,7 +198,8 @@ class StemcellIngress(EventRoutes):
         """The replica's process answers (liveness)."""
         return {"status": "ok"}
 
-    @api.get("/readyz", tags=["probes"])
+    @api.get("/readyz", tags=["probes"], response_model=None,
+             responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "not ready"}})
     async def readyz(self) -> JSONResponse:
         """Every executor answers within 5 s (readiness); lists them with their camera counts."""
         try:
@@ -230,7 +232,7 @@ class StemcellIngress(EventRoutes):
         self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
-    @api.get("/cameras/{camera_id}/status", tags=["cameras"])
+    @api.get("/cameras/{camera_id}/status", tags=["cameras"], response_model=CameraStatus)
     async def status(self, camera_id: str, request: Request) -> dict[str, Any]:
         """Apps and branchpoints, measured frame rate and latency (this replica), executor counters."""
         await self._require_camera(request, camera_id)
@@ -280,7 +282,7 @@ class StemcellIngress(EventRoutes):
             self.tokens.forget(body.camera_id)
         return added
 
-    @api.delete("/admin/cameras/{camera_id}", tags=["admin"])
+    @api.delete("/admin/cameras/{camera_id}", tags=["admin"], response_model=CameraRemoved)
     async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
         self._require_admin(request)
         _checked_id("camera_id", camera_id)
@@ -289,14 +291,15 @@ class StemcellIngress(EventRoutes):
         self.events.close_camera(camera_id)
         return removed
 
-    @api.post("/admin/apps", status_code=201, tags=["admin"], openapi_extra=openapi_json_body(RegisterApp))
+    @api.post("/admin/apps", status_code=201, tags=["admin"], response_model=AppRegistered,
+              openapi_extra=openapi_json_body(RegisterApp))
     async def register_app(self, request: Request) -> dict[str, Any]:
         """Register an app of the served M-Package (checked against its manifest)."""
         self._require_admin(request)
         body = await json_body(request, RegisterApp)
         return await self._call(self.service.register_app(body.app, body.package_dir))
 
-    @api.get("/admin/plan", tags=["admin"])
+    @api.get("/admin/plan", tags=["admin"], response_model=PlanView)
     async def plan(self, request: Request) -> dict[str, Any]:
         """Per camera, per app: branchpoint, fps, validation frame F1 and modelled event F1."""
         self._require_admin(request)

@@ -33,3 +33,13 @@ def test_docs_page_and_its_assets_come_from_the_app(client: TestClient) -> None:
     assert "cdn" not in page.lower() and 'src="docs-assets/swagger-ui-bundle.js"' in page
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/docs-assets/swagger-ui.css").headers["content-type"].startswith("text/css")
+
+
+def test_json_routes_have_typed_answers(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method, status in [("/cameras/{camera_id}/status", "get", "200"), ("/admin/plan", "get", "200"),
+                                 ("/admin/cameras/{camera_id}", "delete", "200"), ("/admin/apps", "post", "201"),
+                                 ("/readyz", "get", "503"), ("/cameras/{camera_id}/events", "get", "200"),
+                                 ("/admin/webhooks", "get", "200")]:
+        schema = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+        assert "$ref" in schema, (method, path, schema)  # a named model, not an untyped object
