@@ -68,7 +68,7 @@ def _sse(seq: int, event: Event) -> str:
 
 
 class EventRoutes:
-    """Routes only; tracking and delivery live in `app.events_service.EventHub` (`self.events`)."""
+    """Routes only; tracking and delivery live in `actors.event_hub.EventHub` (`self.events`)."""
 
     def _webhook_out(self, spec: WebhookSpec) -> dict[str, Any]:
         return {"webhook_id": spec.webhook_id, "url": spec.url, "apps": list(spec.apps), "cameras": list(spec.cameras),

@@ -25,8 +25,6 @@ class ServeMetrics:
         self.failovers = Counter("stemcell_executor_failovers_total",
                                  "Times an executor slot was found down and its cameras moved to another slot.",
                                  tag_keys=("executor",))
-        self.events = Counter("stemcell_events_total", "Event starts and ends found in served results.",
-                              tag_keys=("camera", "app", "kind"))
 
     def record_results(self, camera_id: str, results: list[dict]) -> None:
         """Count frames and per-app positives of one answered request."""
@@ -38,9 +36,6 @@ class ServeMetrics:
                     positives[r["app"]] = positives.get(r["app"], 0) + 1
         for app, count in positives.items():
             self.positives.inc(count, tags={"camera": camera_id, "app": app})
-
-    def record_event(self, camera_id: str, app: str, kind: str) -> None:
-        self.events.inc(1, tags={"camera": camera_id, "app": app, "kind": kind})
 
     def record_failover(self, executor_role: str) -> None:
         self.failovers.inc(1, tags={"executor": executor_role})

@@ -10,6 +10,7 @@ variable named in the config and passes only its sha256 digest.
 """
 # No `from __future__ import annotations` here: Serve's ingress copies these methods onto the
 # FastAPI app, and string annotations (`'Request'`) then no longer resolve to FastAPI's types.
+import asyncio
 import logging
 import math
 import time
@@ -21,10 +22,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
+from actors.event_hub import EventHub
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
-from app.events_service import EventHub
 from app.executors import ExecutorPool
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
@@ -150,7 +151,8 @@ class StemcellIngress(EventRoutes):
         log.info("executors ready: %s", reports)
         await self.service.start()
         self.events = EventHub(self.config.events, self.config.webhooks, store)
-        await self.events.start()
+        await self.events.refresh_webhooks()
+        self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:

@@ -2,8 +2,10 @@
 
 Tables are created with `IF NOT EXISTS` when the store opens, so a database written before they
 existed gains them without a schema-version change (additive: older code never reads them).
-Every write is an idempotent upsert, because Ray may retry a call whose answer was lost. `seq` grows
-with every change of an event row, so a follower (the SSE stream) asks "what changed after seq N".
+Every write is an idempotent upsert, because Ray may retry a call whose answer was lost. Each change
+of an event (its start, its end) is also appended to `event_log` under a growing `seq`, so a follower
+(the SSE stream) asks "what changed after seq N" and sees the start even when the end came before it
+asked (the `events` row then already holds the end). The log keeps the newest `LOG_ROWS` changes.
 """
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ EVENT_DDL = (
     "CREATE INDEX IF NOT EXISTS events_by_camera ON events (camera_id, start_ts)",
     "CREATE INDEX IF NOT EXISTS events_by_start ON events (start_ts)",
     "CREATE INDEX IF NOT EXISTS events_by_seq ON events (seq)",
+    "CREATE TABLE IF NOT EXISTS event_log (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, camera_id TEXT NOT NULL, "
+    "app TEXT NOT NULL, start_ts REAL NOT NULL, end_ts REAL, peak_score REAL NOT NULL, peak_count INTEGER, snapshot TEXT)",
     "CREATE TABLE IF NOT EXISTS webhooks (webhook_id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, "
     "apps_json TEXT NOT NULL, cameras_json TEXT NOT NULL)",
 )
 _EVENT_COLUMNS = "event_id, camera_id, app, start_ts, end_ts, peak_score, peak_count, snapshot"
 MAX_EVENTS_PER_QUERY = 1000
+LOG_ROWS = 100_000  # changes a follower can catch up on after a disconnect
 
 
 def ensure_event_tables(conn: sqlite3.Connection) -> None:
@@ -50,9 +55,11 @@ class EventLog:
             found = conn.execute(f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
             if found is not None and tuple(found[2:]) == row:
                 return int(found[0])
-            seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()[0])
-            conn.execute(f"INSERT OR REPLACE INTO events (seq, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (seq, event.event_id, *row))
+            seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM event_log").fetchone()[0])
+            for table in ("events", "event_log"):
+                conn.execute(f"INSERT OR REPLACE INTO {table} (seq, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (seq, event.event_id, *row))
+            conn.execute("DELETE FROM event_log WHERE seq <= ?", (seq - LOG_ROWS,))
             return seq
 
     def query_events(self: StateStore, camera_id: str | None = None, app: str | None = None, since: float | None = None,
@@ -76,15 +83,15 @@ class EventLog:
         return [_event(r) for r in rows]
 
     def events_after(self: StateStore, seq: int, limit: int = 100) -> list[tuple[int, Event]]:
-        """(seq, event) of the rows changed after `seq`, oldest change first (what a follower has not seen)."""
+        """(seq, event as it was then) of the changes after `seq`, oldest first (what a follower has not seen)."""
         with self._lock:
-            rows = self._conn.execute(f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            rows = self._conn.execute(f"SELECT seq, {_EVENT_COLUMNS} FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?",
                                       (int(seq), max(1, min(int(limit), MAX_EVENTS_PER_QUERY)))).fetchall()
         return [(int(r[0]), _event(r[1:])) for r in rows]
 
     def last_event_seq(self: StateStore) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+            return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetchone()[0])
 
     def put_webhook(self: StateStore, spec: WebhookSpec) -> WebhookSpec:
         with self._transaction() as conn:

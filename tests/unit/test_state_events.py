@@ -21,7 +21,8 @@ def test_events_upsert_query_and_follow(tmp_path: Path) -> None:
         assert [e.event_id for e in store.query_events(since=26.0)] == ["e1"]  # e2 ended before
         assert [e.event_id for e in store.query_events(until=15.0)] == ["e1"]  # e2 started after
         assert store.query_events(camera_id="cam1")[0].end_ts == 30.0
-        assert [(s, e.event_id, e.end_ts) for s, e in store.events_after(1)] == [(2, "e2", 25.0), (3, "e1", 30.0)]
+        assert [(s, e.event_id, e.end_ts) for s, e in store.events_after(0)] == [
+            (1, "e1", None), (2, "e2", 25.0), (3, "e1", 30.0)]  # e1's start stays in the feed after its end
         assert store.last_event_seq() == 3
 
 
@@ -31,6 +32,7 @@ def test_webhooks_round_trip_and_tables_appear_in_an_older_database(tmp_path: Pa
     with sqlite3.connect(path) as conn:  # a database from before events existed
         conn.execute("DROP TABLE events")
         conn.execute("DROP TABLE webhooks")
+        conn.execute("DROP TABLE event_log")
     with StateStore(path) as store:
         spec = WebhookSpec("w1", "http://h/x", "secret" * 3, ("car",), ())
         store.put_webhook(spec)

@@ -1,8 +1,11 @@
 """Events in a process that produces results: track, persist, snapshot, deliver (over `stemcell.events`).
 
 `EventHub.on_results` is the one hook: the ingress calls it after each push request's inference, and a
-pull ingest calls the same method after each batch it analysed. It never waits on the store or on a
-webhook receiver: store writes are sent without awaiting their answer (Ray runs them in order per
+pull ingest actor calls the same method after each batch it analysed (it lives in `actors/` so both
+may import it; it is synchronous and thread-safe, so a threaded actor needs no event loop). The
+webhook list comes from the StateStore: the ingress follows it with `follow_webhooks()` (a task on its
+event loop), a threaded caller passes `apply_webhooks(ray.get(store.list_webhooks.remote()))` now and
+then. It never waits on the store or on a webhook receiver: store writes are sent without awaiting their answer (Ray runs them in order per
 caller, and `StateStore.put_event` is an idempotent upsert), webhook deliveries only enter a bounded
 queue. So events cost inference no more than a dictionary update per result.
 """
@@ -10,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from ray.actor import ActorHandle
+from ray.util.metrics import Counter
 
-from app.metrics import metrics
-from stemcell.events import EventChange, EventTracker, SnapshotStore, WebhookDispatcher
+from stemcell.events import EventChange, EventTracker, SnapshotStore, WebhookDispatcher, WebhookSpec
 from stemcell.events.webhooks import DeliveryPolicy
 from stemcell.imaging import encode_jpeg
 from stemcell.serve_config import EventsSection, WebhooksSection
@@ -40,40 +44,46 @@ class EventHub:
         self.snapshots = (SnapshotStore(events.snapshot_dir, events.snapshot_max_bytes, events.snapshot_max_age_s)
                           if events.snapshot_dir is not None else None)
         self.dispatcher = WebhookDispatcher(delivery_policy(webhooks))
-        self._refresher: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # one tracker, possibly fed by several threads
+        self._events_total = Counter("stemcell_events_total", "Event starts and ends found in served results.",
+                                     tag_keys=("camera", "app", "kind"))
 
-    async def start(self) -> None:
-        """Load the webhook list, then follow it (another replica may add or remove webhooks)."""
-        await self.refresh_webhooks()
-        self._refresher = asyncio.create_task(self._follow_webhooks())
+    def apply_webhooks(self, specs: list[WebhookSpec]) -> None:
+        """Deliver to exactly these webhooks from now on (as the StateStore lists them)."""
+        with self._lock:
+            self.dispatcher.sync(specs)
 
     async def refresh_webhooks(self) -> None:
-        self.dispatcher.sync(await self.store.list_webhooks.remote())
+        self.apply_webhooks(await self.store.list_webhooks.remote())
 
-    async def _follow_webhooks(self) -> None:
+    async def follow_webhooks(self) -> None:
+        """Re-read the webhook list every `webhooks.refresh_s` (another replica may add or remove one)."""
         while True:
-            await asyncio.sleep(self.webhooks_config.refresh_s)
             try:
                 await self.refresh_webhooks()
             except Exception as exc:  # noqa: BLE001 - a restarting store: keep the last list, try again
                 log.warning("webhook list not refreshed: %r", exc)
+            await asyncio.sleep(self.webhooks_config.refresh_s)
 
     def on_results(self, camera_id: str, frames: Sequence[np.ndarray], results: Sequence[dict[str, Any]]) -> list[EventChange]:
         """Track events in one camera's answered frames (in order); persist and deliver starts and ends."""
         if not self.events.enabled:
             return []
-        changes = self.tracker.observe(camera_id, results, self._snapshotter(frames))
-        self._emit(changes)
+        with self._lock:
+            changes = self.tracker.observe(camera_id, results, self._snapshotter(frames))
+            self._emit(changes)
         return changes
 
     def close_camera(self, camera_id: str) -> None:
         """A camera was removed (or went offline): its open events end now."""
-        self._emit(self.tracker.close_camera(camera_id, time.time()))
+        with self._lock:
+            self._emit(self.tracker.close_camera(camera_id, time.time()))
 
     def _emit(self, changes: list[EventChange]) -> None:
         for change in changes:
             self.store.put_event.remote(change.event)  # not awaited: inference does not wait on the store
-            metrics().record_event(change.event.camera_id, change.event.app, change.kind)
+            self._events_total.inc(1, tags={"camera": change.event.camera_id, "app": change.event.app,
+                                            "kind": change.kind})
             log.info("event %s %s: camera %s app %s", change.kind, change.event.event_id, change.event.camera_id,
                      change.event.app)
         if changes:
@@ -93,6 +103,4 @@ class EventHub:
         return save
 
     def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
         self.dispatcher.close()
