@@ -124,6 +124,17 @@ def test_probes_and_openapi(server: Server) -> None:
         assert {"/cameras/{camera_id}/frames", "/cameras/{camera_id}/frames:batch", "/cameras/{camera_id}/status",
                 "/admin/cameras", "/admin/cameras/{camera_id}", "/admin/apps", "/admin/plan"} <= set(paths)
         assert http.get("/docs").status_code == 200
+        assert http.get("/docs-assets/swagger-ui-bundle.js").status_code == 200  # served here, not from a CDN
+
+
+def test_webhook_targets_private_or_not_http_are_422(server: Server) -> None:
+    """This server keeps the default `webhooks.allow_private: false`."""
+    with server.http() as http:
+        for url, reason in [("http://127.0.0.1:9/hook", "allow_private"), ("http://10.0.0.8/hook", "allow_private"),
+                            ("ftp://example.com/hook", "http")]:
+            answer = http.post("/admin/webhooks", json={"url": url, "secret": "s" * 20})
+            assert answer.status_code == 422 and reason in answer.json()["detail"], (url, answer.text)
+        assert http.get("/admin/webhooks").json() == {"webhooks": []}
 
 
 def test_add_camera_resolves_apps_and_plan(admin: Admin, cam1: Camera) -> None:
