@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class StemcellService:
             except ValueError as exc:  # e.g. the package changed under a stored camera: keep serving the rest
                 log.warning("camera %s not restored: %s", record.camera_id, exc)
         log.info("restored %d camera(s) from %s", restored, self.config.state_path)
-        await self._save_plan()
+        await self.save_plan()
 
     # ------------------------------------------------------------------ cameras
     async def camera_spec(self, camera_id: str) -> CameraSpec | None:
@@ -94,8 +95,13 @@ class StemcellService:
         """The apps as the HTTP answer shows them (what the executor runs; pins are the store's)."""
         return [{"app": a.app, "branchpoint": a.branchpoint, "fps": a.fps} for a in apps]
 
-    async def add_camera(self, body: AddCamera) -> dict[str, Any]:
-        """Register or reconfigure a camera; a new camera without a token gets a random one."""
+    async def add_camera(self, body: AddCamera, extra: Mapping[str, Any] | None = None, *,
+                         replan: bool = True) -> dict[str, Any]:
+        """Register or reconfigure a camera; a new camera without a token gets a random one, unless it
+        has a source (pulled cameras post nothing; hashing a token costs ~0.1 s, which bulk
+        registration of 1,000 cameras cannot afford). `extra` is stored with the camera's config (the
+        pulled camera's `source`, `enabled`, `ingest_actor`); `replan=False` leaves rebuilding the
+        plan to the caller (bulk registration plans once)."""
         cam = body.camera_id
         await self._require_registered([a.app for a in body.app_specs()])
         existing = await self.store.get_camera.remote(cam)
@@ -105,10 +111,12 @@ class StemcellService:
         apps = resolve_apps(self.manifest, requests, cam, stream_fps, plan)
         spec = CameraSpec(cam, float(stream_fps), tuple(apps))
         await self.pool.add_camera(spec)  # ValueError here leaves no trace
-        token = body.token or (None if existing is not None and existing.has_token else new_token())
-        config = spec.as_config()  # pins kept for the Planner
+        keep = (existing is not None and existing.has_token) or body.source is not None
+        token = body.token or (None if keep else new_token())
+        config = spec.as_config() | dict(extra or {})  # pins kept for the Planner
         await self.store.put_camera.remote(cam, config, token=token)
-        await self._save_plan()
+        if replan:
+            await self.save_plan()
         log.info("camera %s %s on %s: %s", cam, "updated" if existing else "added", self.pool.name(self.pool.index_of(cam)), config)
         return {"camera_id": cam, "token": token, "executor": self.pool.name(self.pool.index_of(cam)),
                 "apps": self._wire_apps(apps)}
@@ -118,7 +126,7 @@ class StemcellService:
             raise UnknownCamera(camera_id)
         await self.pool.remove_camera(camera_id)
         self.windows.pop(camera_id, None)
-        await self._save_plan()
+        await self.save_plan()
         log.info("camera %s removed", camera_id)
         return {"camera_id": camera_id, "removed": True}
 
@@ -181,7 +189,7 @@ class StemcellService:
         latest = await self.store.latest_plan.remote()
         return dict(latest.plan) if latest is not None else {"cameras": {}}
 
-    async def _save_plan(self) -> None:
+    async def save_plan(self) -> None:
         """The plan's `cameras` section is rebuilt from every stored camera (not patched), so concurrent
         replicas converge; the Planner's section is left as it is (one read-modify-write on the store)."""
         plan: dict[str, Any] = {"cameras": {}}
