@@ -76,7 +76,9 @@ class FleetService:
         extra: dict[str, Any] = {"enabled": body.enabled}
         if body.source is not None:
             actor = existing.config.get("ingest_actor") if existing is not None else None
-            extra |= {"source": self._source_config(body.source), "ingest_actor": actor or self._assign(counts)}
+            if actor is None and body.enabled:  # a disabled camera takes no reader slot until enabled
+                actor = self._assign(counts)
+            extra |= {"source": self._source_config(body.source), "ingest_actor": actor}
         added = await self.service.add_camera(body, extra, replan=replan)
         await self._sync_ingest(body.camera_id, existing, extra)
         return added
