@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 Kind = Literal["rtsp", "http", "file"]
 Transport = Literal["tcp", "udp"]
+_SHORT_PROBE = "analyzeduration;500000|probesize;262144"  # 0.5 s / 256 KiB of stream before decoding starts
 _SCHEMES: dict[str, Kind] = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "file": "file"}
 
 
@@ -41,9 +42,11 @@ class Source:
     def capture_options(self) -> str:
         """`OPENCV_FFMPEG_CAPTURE_OPTIONS` for this source (FFmpeg's `key;value|key;value` form).
 
-        Only the RTSP transport: open and read timeouts go through OpenCV's own capture parameters,
-        whose meaning does not change between the FFmpeg versions OpenCV wheels bundle."""
-        return f"rtsp_transport;{self.transport}" if self.kind == "rtsp" else ""
+        The RTSP transport, and a short probe: FFmpeg's default 5 s of stream analysis would make
+        every (re)connect take that long, while an RTSP server's SDP already names the codec. Open
+        and read timeouts go through OpenCV's own capture parameters, whose meaning does not change
+        between the FFmpeg versions OpenCV wheels bundle."""
+        return f"rtsp_transport;{self.transport}|{_SHORT_PROBE}" if self.kind == "rtsp" else ""
 
     def as_config(self) -> dict[str, object]:
         """The stored form (kept with the camera in the StateStore, so a restarted actor re-attaches it)."""

@@ -32,7 +32,7 @@ def _gst_rtsp_available() -> bool:
         return False
     probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer; "
              "from gi.repository import Gst; Gst.init(None); "
-             "assert Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')")
+             "assert all(Gst.ElementFactory.find(e) for e in ('rtph264pay', 'qtdemux', 'h264parse'))")
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 

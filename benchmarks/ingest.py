@@ -1,0 +1,174 @@
+"""Pulled cameras: N loopback RTSP streams (H.264, 720p, 10 fps) ingested and analysed, against the
+physical limit of decoding them here.
+
+    python benchmarks/ingest.py --quick --out out/ingest.json
+
+* `decode_limit_fps_per_core`: OpenCV/FFmpeg alone decoding the same H.264 720p stream (from the
+  file, as fast as it goes, on one thread) and turning each frame into model input with the same
+  function the ingest actor uses (`stemcell.models.inputs.to_input`): frames per CPU-second.
+* `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
+  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
+  (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
+  (goal >= 0.8: ingestion and inference add little to the decoding itself).
+* `reconnect_s`: the RTSP server killed, restarted; seconds from its restart to the next analysed
+  frame (goal < 5).
+* `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
+  disabled, so the box does not start 1,000 reader threads; everything else is the full path:
+  source checks, executor registration, store writes, one plan).
+* `event_webhook_p99_ms`: null: events and webhooks (issue 16 part B, branch i16b) had not landed
+  when this benchmark was written.
+
+Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import ray
+import yaml
+
+from benchmarks.harness import deploy
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.plotting import plt
+from stemcell.models.inputs import to_input
+from tests.helpers.builders import tiny_package
+from tests.helpers.streams import RtspServer, h264_clip
+
+APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
+SIZE, FPS = (1280, 720), 10
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def decode_limit(clip: Path, frames: int, input_size: int) -> float:
+    """Frames decoded and made model input per CPU-second, one thread, as fast as it goes."""
+    cap = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    started, done = time.thread_time(), 0
+    while done < frames:
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        to_input(np.ascontiguousarray(frame[..., ::-1]), input_size)
+        done += 1
+    cap.release()
+    return done / (time.thread_time() - started)
+
+
+def _analysed(http: httpx.Client, camera_id: str) -> int:
+    return http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]["frames"]
+
+
+def _fleet(http: httpx.Client) -> list[dict[str, Any]]:
+    return http.get("/admin/cameras", params={"limit": 1000}).json()["cameras"]
+
+
+def _wait(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> float:
+    """Seconds until `predicate()` holds (raises after `timeout_s`)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def _pids(names: tuple[str, ...]) -> list[int]:
+    """Process ids of the named actors (asked through Ray's `__ray_call__`)."""
+    return ray.get([ray.get_actor(n, namespace=NAMESPACE).__ray_call__.remote(lambda _self: os.getpid())
+                    for n in names])
+
+
+def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    tiny_package(root / "pkg", branchpoints=(0, 3), apps=("car",))
+    clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
+    print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
+    limit = decode_limit(clip, int(3 * FPS), 32)
+    print(f"decode limit {limit:.1f} frames/s per core", flush=True)
+    config = root / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+        "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
+        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
+        "ingest": {"cameras_per_actor": max(streams, 1), "num_cpus": 0.5, "backoff_base_s": 0.2, "backoff_cap_s": 1.0},
+    }))
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
+    try:
+        app = deploy(config)
+        print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+        with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.admin_token}"}, timeout=300) as http:
+            for i in range(streams):
+                http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
+                                                  "source": {"url": server.url(f"s{i}")}}).raise_for_status()
+            _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
+            time.sleep(2.0)  # warm: every reader past its first keyframe
+            pids = _pids(("stemcell-ingest-0", "stemcell-executor-0"))
+            cpu0, frames0 = sum(_cpu_s(p) for p in pids), _analysed(http, "cam0")
+            time.sleep(window_s)
+            cpu, frames = sum(_cpu_s(p) for p in pids) - cpu0, _analysed(http, "cam0") - frames0
+            fleet = _fleet(http)
+            server.stop()
+            _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
+            time.sleep(1.0)
+            before = _analysed(http, "cam0")
+            server.start()
+            reconnect_s = _wait(lambda: _analysed(http, "cam0") > before, 30)
+            bulk = [{"camera_id": f"bulk-{i:04d}", "apps": ["car"], "enabled": False,
+                     "source": {"url": f"rtsp://127.0.0.1:9/cam{i}"}} for i in range(1000)]
+            started = time.perf_counter()
+            http.post("/admin/cameras:bulk", json={"cameras": bulk}).raise_for_status()
+            bulk_s = time.perf_counter() - started
+    finally:
+        server.stop()
+        ray.shutdown()
+    per_core = frames / cpu if cpu > 0 else 0.0
+    return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
+            "frames_analysed": frames, "cpu_s": round(cpu, 2), "fps_analysed": round(frames / window_s, 2),
+            "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
+            "ratio_to_decode_limit": round(per_core / limit, 3), "reconnect_s": round(reconnect_s, 2),
+            "bulk_register_1000_s": round(bulk_s, 2), "event_webhook_p99_ms": None,
+            "frames_dropped": sum(c["frames_dropped"] for c in fleet),
+            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2 streams, 10 s window (< 90 s on 2 cores)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
+    parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    streams = args.streams or (2 if args.quick else 8)
+    window_s, clip_s = (10.0, 30.0) if args.quick else (60.0, 120.0)
+    with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
+        result = run(Path(tmp), streams, window_s, clip_s)
+    keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
+            "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped")
+    print_table([{"key": k, "value": result[k]} for k in keys], title=f"ingest: {streams} RTSP streams, 720p, 10 fps")
+    save_results(result, args.out)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(["decode limit", "ingested + analysed"], [result["decode_limit_fps_per_core"],
+                                                     result["fps_analysed_per_core"]], color=["grey", "tab:blue"])
+    ax.set_ylabel("frames per CPU-second")
+    ax.set_title(f"{streams} RTSP streams 720p: ratio {result['ratio_to_decode_limit']:.2f}")
+    save_plot(fig, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
