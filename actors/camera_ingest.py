@@ -210,7 +210,7 @@ class CameraIngestShell:
             log.warning("executor slot %d unavailable (%s); following the routes", index, type(exc).__name__)
             self._executors.pop(index, None)
             return
-        except Exception:  # noqa: BLE001 - the pump must outlive any one batch
+        except Exception:  # the pump must outlive any one batch (logged with its traceback)
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()

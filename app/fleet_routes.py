@@ -9,7 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from app.fleet_schemas import MAX_BULK, BulkAdded, BulkCameras, CameraState, FleetPage, PatchCamera
+from app.fleet_schemas import (
+    MAX_BULK,
+    BulkAdded,
+    BulkCameras,
+    CameraState,
+    FleetPage,
+    PatchCamera,
+)
 from app.images import json_body, openapi_json_body
 from app.schemas import CameraAdded
 from stemcell.state import validate_id

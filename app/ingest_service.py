@@ -13,13 +13,21 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 
 from actors.camera_ingest import ingest_actor_name, start_ingest
-from app.fleet_schemas import AppOut, BulkCameras, CameraState, FleetCamera, FleetPage, PatchCamera
+from app.fleet_schemas import (
+    AppOut,
+    BulkCameras,
+    CameraState,
+    FleetCamera,
+    FleetPage,
+    PatchCamera,
+)
 from app.schemas import AddCamera, AppSpec, SourceBody
 from app.service import StemcellService
 from stemcell.control.contracts import CameraSpec
@@ -29,7 +37,6 @@ from stemcell.state.records import CameraRecord
 
 log = logging.getLogger(__name__)
 _FLEET_TIMEOUT_S = 3.0  # an ingest actor slower than this (restarting) shows its cameras as reconnecting
-_CONCURRENCY = 32  # cameras registered at once by a bulk request
 
 
 class FleetService:
@@ -68,19 +75,31 @@ class FleetService:
         return name
 
     @staticmethod
-    def _counts(records: list[CameraRecord]) -> Counter[str]:
+    def _count(records: Iterable[CameraRecord]) -> Counter[str]:
+        """Cameras per ingest actor."""
         return Counter(r.config["ingest_actor"] for r in records if r.config.get("ingest_actor"))
 
-    async def _register(self, body: AddCamera, existing: CameraRecord | None, counts: Counter[str],
-                        replan: bool) -> dict[str, Any]:
+    async def _counts(self) -> Counter[str]:
+        return self._count(await self.service.store.list_cameras.remote())
+
+    def _extra(self, body: AddCamera, existing: CameraRecord | None, counts: Counter[str]) -> dict[str, Any]:
+        """What a camera stores besides its apps: `enabled`, and for a pulled one its checked source and
+        ingest actor (kept when it has one; a disabled camera takes no reader slot until enabled)."""
         extra: dict[str, Any] = {"enabled": body.enabled}
         if body.source is not None:
             actor = existing.config.get("ingest_actor") if existing is not None else None
-            if actor is None and body.enabled:  # a disabled camera takes no reader slot until enabled
+            if actor is None and body.enabled:
                 actor = self._assign(counts)
             extra |= {"source": self._source_config(body.source), "ingest_actor": actor}
-        added = await self.service.add_camera(body, extra, replan=replan)
-        await self._sync_ingest(body.camera_id, existing, extra)
+        return extra
+
+    async def _register(self, bodies: list[AddCamera], existing: dict[str, CameraRecord | None],
+                        counts: Counter[str]) -> list[dict[str, Any]]:
+        """Store the cameras (one plan), then attach or detach each one's stream."""
+        extras = [self._extra(b, existing.get(b.camera_id), counts) for b in bodies]
+        added = await self.service.add_cameras(list(zip(bodies, extras)), existing)
+        await asyncio.gather(*(self._sync_ingest(b.camera_id, existing.get(b.camera_id), x)
+                               for b, x in zip(bodies, extras)))
         return added
 
     async def _sync_ingest(self, camera_id: str, existing: CameraRecord | None, extra: dict[str, Any]) -> None:
@@ -94,13 +113,12 @@ class FleetService:
 
     async def add(self, body: AddCamera) -> dict[str, Any]:
         """`POST /admin/cameras`: register or replace one camera."""
-        records = await self.service.store.list_cameras.remote() if body.source is not None else []
         existing = await self.service.store.get_camera.remote(body.camera_id)
-        return await self._register(body, existing, self._counts(records), replan=True)
+        return (await self._register([body], {body.camera_id: existing}, await self._counts()))[0]
 
     async def bulk(self, body: BulkCameras) -> dict[str, Any]:
         """`POST /admin/cameras:bulk`: every source checked first (nothing stored if one is refused),
-        then the cameras registered concurrently, and the plan rebuilt once at the end."""
+        then all cameras registered at once (`StemcellService.add_cameras`: one plan)."""
         started = time.perf_counter()
         for cam in body.cameras:
             if cam.source is not None:
@@ -108,17 +126,9 @@ class FleetService:
                     self._source_config(cam.source)
                 except (ValueError, PermissionError) as exc:
                     raise type(exc)(f"camera {cam.camera_id}: {exc}") from exc
-        records = await self.service.store.list_cameras.remote()
-        existing = {r.camera_id: r for r in records}
-        counts = self._counts(records)
-        gate = asyncio.Semaphore(_CONCURRENCY)
-
-        async def one(cam: AddCamera) -> dict[str, Any]:
-            async with gate:
-                return await self._register(cam, existing.get(cam.camera_id), counts, replan=False)
-
-        added = await asyncio.gather(*(one(c) for c in body.cameras))
-        await self.service.save_plan()
+        records = {r.camera_id: r for r in await self.service.store.list_cameras.remote()}
+        existing = {c.camera_id: records.get(c.camera_id) for c in body.cameras}
+        added = await self._register(body.cameras, existing, self._count(records.values()))
         return {"cameras": added, "seconds": time.perf_counter() - started}
 
     async def patch(self, camera_id: str, body: PatchCamera) -> dict[str, Any]:
@@ -135,8 +145,7 @@ class FleetService:
         enabled = body.enabled if body.enabled is not None else bool(record.config.get("enabled", True))
         merged = AddCamera(camera_id=camera_id, apps=apps, fps=body.fps or spec.stream_fps, source=source,
                            enabled=enabled)
-        records = await self.service.store.list_cameras.remote()
-        return await self._register(merged, record, self._counts(records), replan=True)
+        return (await self._register([merged], {camera_id: record}, await self._counts()))[0]
 
     async def remove(self, camera_id: str) -> dict[str, Any]:
         """`DELETE /admin/cameras/{id}`: stop pulling it too."""

@@ -32,6 +32,7 @@ from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
 from stemcell.serve_config import ServeConfig
 from stemcell.state import CAMERAS, PLANNER, new_token
+from stemcell.state.records import CameraRecord
 
 log = logging.getLogger(__name__)
 
@@ -95,31 +96,41 @@ class StemcellService:
         """The apps as the HTTP answer shows them (what the executor runs; pins are the store's)."""
         return [{"app": a.app, "branchpoint": a.branchpoint, "fps": a.fps} for a in apps]
 
-    async def add_camera(self, body: AddCamera, extra: Mapping[str, Any] | None = None, *,
-                         replan: bool = True) -> dict[str, Any]:
+    async def add_camera(self, body: AddCamera, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Register or reconfigure a camera; a new camera without a token gets a random one, unless it
-        has a source (pulled cameras post nothing; hashing a token costs ~0.1 s, which bulk
-        registration of 1,000 cameras cannot afford). `extra` is stored with the camera's config (the
-        pulled camera's `source`, `enabled`, `ingest_actor`); `replan=False` leaves rebuilding the
-        plan to the caller (bulk registration plans once)."""
-        cam = body.camera_id
-        await self._require_registered([a.app for a in body.app_specs()])
-        existing = await self.store.get_camera.remote(cam)
-        stream_fps = body.fps or (existing.config.get("fps") if existing else None) or self.config.default_fps
+        has a source (pulled cameras post nothing). `extra` is stored with the camera's config (a
+        pulled camera's `source`, `enabled`, `ingest_actor`)."""
+        existing = await self.store.get_camera.remote(body.camera_id)
+        return (await self.add_cameras([(body, extra or {})], {body.camera_id: existing}))[0]
+
+    async def add_cameras(self, cameras: list[tuple[AddCamera, Mapping[str, Any]]],
+                          existing: Mapping[str, CameraRecord | None]) -> list[dict[str, Any]]:
+        """`add_camera` for many (body, extra) at once: apps checked and the plan read once, the executors
+        called concurrently, one store transaction, the plan rebuilt once (bulk registration). Pulled
+        cameras get no token by default: hashing one costs ~0.1 s, 1,000 of them over a minute."""
+        await self._require_registered(sorted({a.app for body, _ in cameras for a in body.app_specs()}))
         plan = await self._plan_dict()
-        requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
-        apps = resolve_apps(self.manifest, requests, cam, stream_fps, plan)
-        spec = CameraSpec(cam, float(stream_fps), tuple(apps))
-        await self.pool.add_camera(spec)  # ValueError here leaves no trace
-        keep = (existing is not None and existing.has_token) or body.source is not None
-        token = body.token or (None if keep else new_token())
-        config = spec.as_config() | dict(extra or {})  # pins kept for the Planner
-        await self.store.put_camera.remote(cam, config, token=token)
-        if replan:
-            await self.save_plan()
-        log.info("camera %s %s on %s: %s", cam, "updated" if existing else "added", self.pool.name(self.pool.index_of(cam)), config)
-        return {"camera_id": cam, "token": token, "executor": self.pool.name(self.pool.index_of(cam)),
-                "apps": self._wire_apps(apps)}
+        specs = []
+        for body, _ in cameras:
+            before = existing.get(body.camera_id)
+            stream_fps = body.fps or (before.config.get("fps") if before else None) or self.config.default_fps
+            requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
+            apps = resolve_apps(self.manifest, requests, body.camera_id, stream_fps, plan)
+            specs.append(CameraSpec(body.camera_id, float(stream_fps), tuple(apps)))
+        await asyncio.gather(*(self.pool.add_camera(spec) for spec in specs))  # ValueError here stores nothing
+        rows, answers = [], []
+        for (body, extra), spec in zip(cameras, specs):
+            before = existing.get(body.camera_id)
+            keep = (before is not None and before.has_token) or body.source is not None
+            token = body.token or (None if keep else new_token())
+            rows.append((body.camera_id, spec.as_config() | dict(extra), token))  # pins kept for the Planner
+            executor = self.pool.name(self.pool.index_of(body.camera_id))
+            answers.append({"camera_id": body.camera_id, "token": token, "executor": executor,
+                            "apps": self._wire_apps(list(spec.apps))})
+            log.info("camera %s %s on %s: %s", body.camera_id, "updated" if before else "added", executor, rows[-1][1])
+        await self.store.put_cameras.remote(rows)
+        await self.save_plan()
+        return answers
 
     async def remove_camera(self, camera_id: str) -> dict[str, Any]:
         if not await self.store.delete_camera.remote(camera_id):

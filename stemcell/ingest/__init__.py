@@ -6,7 +6,12 @@ frame of a stream. No Ray, no threads started here: the actor shell owns those.
 """
 from stemcell.ingest.policy import Backoff, CameraHealth, HealthSnapshot, State
 from stemcell.ingest.slot import NewestFrameSlot
-from stemcell.ingest.sources import ForbiddenSource, Source, UnsupportedSource, check_source
+from stemcell.ingest.sources import (
+           ForbiddenSource,
+           Source,
+           UnsupportedSource,
+           check_source,
+)
 
 __all__ = ["Backoff", "CameraHealth", "ForbiddenSource", "HealthSnapshot", "NewestFrameSlot", "Source", "State",
            "UnsupportedSource", "check_source"]

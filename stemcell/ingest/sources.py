@@ -70,7 +70,7 @@ def check_source(url: str, allowed_dirs: Sequence[Path], *, fps: float | None = 
     text = url.strip()
     if not text:
         raise UnsupportedSource("source url is empty")
-    if text.startswith("/") or text.startswith("~"):
+    if text.startswith(("/", "~")):
         return Source(text, "file", _allowed_file(text, allowed_dirs), fps, transport)
     parts = urlsplit(text)
     kind = _SCHEMES.get(parts.scheme.lower())

@@ -33,7 +33,7 @@ def _gst_rtsp_available() -> bool:
     probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer; "
              "from gi.repository import Gst; Gst.init(None); "
              "assert all(Gst.ElementFactory.find(e) for e in ('rtph264pay', 'qtdemux', 'h264parse'))")
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, check=False).returncode == 0
 
 
 RTSP_OK = shutil.which("ffmpeg") is not None and _gst_rtsp_available()
@@ -108,7 +108,7 @@ class MjpegServer:
         period = 1.0 / fps
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
@@ -138,4 +138,4 @@ class MjpegServer:
         self._httpd.server_close()
 
 
-__all__ = ["MjpegServer", "RTSP_OK", "RtspServer", "free_port", "h264_clip", "needs_rtsp", "world_frames"]
+__all__ = ["RTSP_OK", "MjpegServer", "RtspServer", "free_port", "h264_clip", "needs_rtsp", "world_frames"]

@@ -19,7 +19,14 @@ from ray import serve
 
 from app.serve_app import build_app
 from tests.helpers.builders import tiny_package
-from tests.helpers.streams import MjpegServer, RtspServer, free_port, h264_clip, needs_rtsp, world_frames
+from tests.helpers.streams import (
+    MjpegServer,
+    RtspServer,
+    free_port,
+    h264_clip,
+    needs_rtsp,
+    world_frames,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 

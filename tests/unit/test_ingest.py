@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from stemcell.ingest import Backoff, CameraHealth, ForbiddenSource, NewestFrameSlot, UnsupportedSource, check_source
+from stemcell.ingest import (
+    Backoff,
+    CameraHealth,
+    ForbiddenSource,
+    NewestFrameSlot,
+    UnsupportedSource,
+    check_source,
+)
 from stemcell.serve_config import IngestSection
 
 
