@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
 from ray.actor import ActorHandle
 
 from stemcell.learning.zoo import Expert, ModelZoo, Selection, ZooConfig, ZooStore, load_expert
+from stemcell.learning.zoo.store import ExpertMeta
 from stemcell.models import AppModel, make_app_model
 from stemcell.package import load_package
 
@@ -31,14 +33,44 @@ log = logging.getLogger(__name__)
 ACTOR_NAME = "stemcell-model-zoo"
 
 
+@dataclass(frozen=True)
+class ZooChoice:
+    """`select`'s answer: the winner of the safety check, and what it weighed."""
+
+    chosen: str  # id of the model to deploy
+    accuracy: float  # its accuracy on the fresh teacher-labelled frames
+    accuracies: Mapping[str, float]  # every shortlisted candidate's accuracy
+    from_zoo: bool  # a stored zoo expert won (model reuse)
+    expert: Expert  # the winner, ready to deploy (`StemExecutor.set_app_weights`)
+
+
+@dataclass(frozen=True)
+class ZooOffer:
+    """`offer`'s answer: the admission decision and the zoo's size after it."""
+
+    admit: bool  # promising: queued for the zoo (admitted at the next flush)
+    margin: float  # its accuracy minus the best other candidate's (inf without a rival)
+    queued: int  # models waiting for a flush
+    experts: int  # experts stored
+
+
+@dataclass(frozen=True)
+class ZooStats:
+    experts: int  # experts stored
+    queued: int  # models waiting for a flush
+    in_use: Mapping[str, str]  # camera -> id of the model it runs (its last selection)
+    apps: tuple[str, ...]  # apps with at least one expert
+
+
 class ModelZooService:
     """Plain class (wrapped by `ModelZooActor`) so the shell's conversions are testable without Ray."""
 
     def __init__(self, root: str, package_dir: str, config: ZooConfig | None = None) -> None:
         package = load_package(package_dir)
         config = config or ZooConfig()
-        if config.input_size != package.manifest.base.input_size:  # experts see frames as the package's models do
-            config = dataclasses.replace(config, input_size=package.manifest.base.input_size)
+        base = package.manifest.base  # experts see frames as the package's models do
+        config = dataclasses.replace(config, input_size=base.input_size, mean=base.normalization.mean,
+                                     std=base.normalization.std)
         self.base = package.base
         self.zoo = ModelZoo(ZooStore(root), self.base, config)
         self._last: dict[tuple[str, str], Selection] = {}
@@ -49,7 +81,7 @@ class ModelZooService:
         return load_expert(make_app_model(self.base, expert.meta.branchpoint, outputs), expert)
 
     def select(self, camera: str, app: str, frames: np.ndarray, labels: np.ndarray, *,
-               current: Expert | None = None, last_retrained: Expert | None = None) -> dict[str, Any]:
+               current: Expert | None = None, last_retrained: Expert | None = None) -> ZooChoice:
         """Gating top-K + current + last retrained, safety-checked on fresh teacher-labelled frames.
 
         Returns the winner as an `Expert` the caller deploys (e.g. `StemExecutor.set_app_weights`).
@@ -62,18 +94,16 @@ class ModelZooService:
         )
         self._last[(camera, app)] = selection
         chosen = given.get(selection.chosen) or self.zoo.store.get(selection.chosen)
-        return {"chosen": selection.chosen, "accuracy": selection.accuracy, "accuracies": dict(selection.accuracies),
-                "from_zoo": selection.from_zoo, "expert": chosen}
+        return ZooChoice(selection.chosen, selection.accuracy, dict(selection.accuracies), selection.from_zoo, chosen)
 
     def offer(self, camera: str, app: str, expert: Expert, train_frames: np.ndarray,
-              train_labels: np.ndarray) -> dict[str, Any]:
+              train_labels: np.ndarray) -> ZooOffer:
         """Admit `expert` (the `last_retrained` of this camera's last `select`) if it beat the rest by alpha."""
         selection = self._last.get((camera, app))
         if selection is None:
             raise KeyError(f"no selection for {camera}/{app} since this zoo started; call select first")
         decision = self.zoo.offer(selection, expert, train_frames, train_labels)
-        return {"admit": decision.admit, "queued": len(self.zoo.queue), "experts": len(self.zoo.store),
-                **{k: v for k, v in dataclasses.asdict(decision).items() if k != "admit"}}
+        return ZooOffer(decision.admit, decision.margin, len(self.zoo.queue), len(self.zoo.store))
 
     def flush(self) -> list[str]:
         return self.zoo.flush()
@@ -81,12 +111,12 @@ class ModelZooService:
     def prune(self) -> list[str]:
         return self.zoo.prune()
 
-    def experts(self, app: str | None = None) -> list[dict[str, Any]]:
-        return [dataclasses.asdict(m) for m in self.zoo.store.metas(app)]
+    def experts(self, app: str | None = None) -> list[ExpertMeta]:
+        return list(self.zoo.store.metas(app))
 
-    def stats(self) -> dict[str, Any]:
-        return {"experts": len(self.zoo.store), "queued": len(self.zoo.queue), "in_use": dict(self.zoo.in_use),
-                "apps": sorted({m.app for m in self.zoo.store.metas()})}
+    def stats(self) -> ZooStats:
+        return ZooStats(len(self.zoo.store), len(self.zoo.queue), dict(self.zoo.in_use),
+                        tuple(sorted({m.app for m in self.zoo.store.metas()})))
 
 
 ModelZooActor = ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=0)(ModelZooService)

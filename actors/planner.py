@@ -44,7 +44,7 @@ from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_ro
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling.planner import PlanDecision, PlannerContext, plan_round
-from stemcell.scheduling.shares import ShareContext, placeable_shares, placement_index, role_shares, stable_shares
+from stemcell.scheduling.shares import ShareContext, placement_index
 from stemcell.serve_config import PlannerSection, ServeConfig
 from stemcell.state import PLANNER
 
@@ -193,14 +193,14 @@ class Planner:
                      decision.objective)
             self.decision = planning.decision_view(decision)
             s, count = self.settings, self.config.executors.count
-            target = role_shares(ShareContext(
-                decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
-                tuple(self._kind(EXECUTOR)), job_roles, quantum=s.quantum, floor=s.floor, memory_floors=floors))
-            current = {r: st.share for r, st in self.roles.items()}
-            wanted = stable_shares(current, target, min_change=s.min_change, total=ctx.total_gpu, floors=floors)
+            split = ShareContext(decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
+                                 tuple(self._kind(EXECUTOR)), job_roles, quantum=s.quantum, floor=s.floor,
+                                 memory_floors=floors)
             down = self._stranded()
-            await self._apply(placeable_shares(current, wanted, free=self._free_gpu(down), quantum=s.quantum,
-                                               down=down), down=down)
+            shares = planning.decide_shares(split, {r: st.share for r, st in self.roles.items()},
+                                            min_change=s.min_change, total=ctx.total_gpu, free=self._free_gpu(down),
+                                            down=down)
+            await self._apply(shares.placeable, down=shares.down)
             await self._apply_cameras(decision)
             return self._view()
 

@@ -26,7 +26,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
@@ -36,12 +36,13 @@ import ray
 import torch
 
 from actors.gpu_share import enforce_share
-from stemcell.control.contracts import JobStats, WorkerStats
+from stemcell.control.contracts import AppRun, EdgeAdvice, JobStats, UpdateMeta, WorkerReady, WorkerStats
 from stemcell.control.errors import Moved
 from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payload_kind
 from stemcell.learning.versions import VersionStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
+from stemcell.package.manifest import AppEntry
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -78,7 +79,8 @@ class RetrainWorker:
         self._share = share
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._package = load_package(package_dir)
-        base_cfg = AmsConfig(input_size=self._package.manifest.base.input_size)
+        base = self._package.manifest.base  # frames reach the student as they did in training
+        base_cfg = AmsConfig(input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
         self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
@@ -99,11 +101,23 @@ class RetrainWorker:
     def _model(self, camera: str, app: str, spec: dict[str, Any]) -> AppModel:
         return self._package.app_model(app, int(spec["branchpoint"])).to(self._device)
 
-    def _target(self, app: str) -> int:
+    def _entry(self, app: str) -> AppEntry:
         entry = next((a for a in self._package.manifest.apps if a.name == app), None)
         if entry is None:
             raise ValueError(f"app {app!r} is not in the package")
-        return self._package.manifest.data.classes.index(entry.classes[0])  # the teacher's label column
+        return entry
+
+    def _target(self, app: str) -> int:
+        return self._package.manifest.data.classes.index(self._entry(app).classes[0])  # the teacher's label column
+
+    def _learnable(self, app: str) -> bool:
+        """AMS retrains presence apps of one class (a presence label column); others serve as trained."""
+        entry = self._entry(app)
+        if entry.task == "presence" and len(entry.classes) == 1:
+            return True
+        log.warning("app %s (%s of %s) is served as trained: continuous learning covers one-class presence apps",
+                    app, entry.task, entry.classes)
+        return False
 
     def _restore_from_store(self) -> None:
         assert self._store is not None
@@ -158,14 +172,13 @@ class RetrainWorker:
                              update=job.encoded.get(job.version))
 
     # ------------------------------------------------------------------ API
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> WorkerReady:
         self._ensure_loop()
-        return {"device": self._device.type, "share": self._share, "jobs": len(self._trainer.order),
-                "restored": self._restored,
-                "config": {k: v for k, v in asdict(self._trainer.config).items() if k != "rates"}}
+        config = {k: v for k, v in asdict(self._trainer.config).items() if k != "rates"}
+        return WorkerReady(self._device.type, self._share, len(self._trainer.order), self._restored, config)
 
-    async def set_camera(self, camera: str, apps: list[dict[str, Any]]) -> dict[str, int]:
-        """Make sure (camera, app) jobs exist for `apps` ([{"app", "branchpoint"}]); idempotent.
+    async def set_camera(self, camera: str, apps: Sequence[AppRun]) -> Mapping[str, int]:
+        """Make sure (camera, app) jobs exist for `apps` (their branchpoints); idempotent; the versions.
 
         An app whose branchpoint moved (the Planner re-planned the camera) gets a new job on the
         package's candidate for the new cut, its version continuing past the old one; edges then
@@ -175,17 +188,16 @@ class RetrainWorker:
 
         def add() -> dict[str, int]:
             for a in apps:
-                spec = {"branchpoint": int(a["branchpoint"])}
-                if self._trainer.has_job(camera, a["app"], spec):
+                spec = {"branchpoint": a.branchpoint}
+                if self._trainer.has_job(camera, a.app, spec) or not self._learnable(a.app):
                     continue
-                moved = self._trainer.has_job(camera, a["app"])
-                job = self._trainer.add_job(camera, a["app"], self._model(camera, a["app"], spec),
-                                            self._target(a["app"]), spec)
+                moved = self._trainer.has_job(camera, a.app)
+                job = self._trainer.add_job(camera, a.app, self._model(camera, a.app, spec), self._target(a.app), spec)
                 if moved:
-                    log.info("camera %s app %s: branchpoint moved to %d, version %d", camera, a["app"],
-                             spec["branchpoint"], job.version)
+                    log.info("camera %s app %s: branchpoint moved to %d, version %d", camera, a.app,
+                             a.branchpoint, job.version)
                     if self._store is not None:
-                        self._store.drop_updates(camera, a["app"])
+                        self._store.drop_updates(camera, a.app)
                     self._save_job(job)
             return self._trainer.advice(camera)["versions"]
 
@@ -198,18 +210,20 @@ class RetrainWorker:
             await self._on(self._save_checkpoint)  # a restart must not bring the camera back
         return removed
 
-    async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """Teacher-labelled samples of one camera -> {"accepted", "sampling_fps", "t_update_s", "versions"}."""
+    async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> EdgeAdvice:
+        """Teacher-labelled samples of one camera -> how many were taken, and what the edge does next."""
         if self._moving:
             # refusing (not buffering in a worker about to be killed) keeps the move lossless
             raise Moved(ray.get_runtime_context().get_actor_name() or "retrain worker")
         self._ensure_loop()
-        return await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames), np.asarray(labels))
+        answer = await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames),
+                                np.asarray(labels))
+        return EdgeAdvice(**answer)
 
-    async def advice(self, camera: str) -> dict[str, Any]:
-        return await self._on(self._trainer.advice, camera)
+    async def advice(self, camera: str) -> EdgeAdvice:
+        return EdgeAdvice(**await self._on(self._trainer.advice, camera))
 
-    async def run_pending(self) -> list[dict[str, Any]]:
+    async def run_pending(self) -> list[Published]:
         """One round-robin round now (tests, benchmarks, and callers running with auto=False)."""
         def run() -> list[Published]:
             out = []
@@ -220,22 +234,22 @@ class RetrainWorker:
                 out.append(p)
             return out
 
-        return [asdict(p) for p in await self._on(run)]
+        return await self._on(run)
 
-    async def update_since(self, camera: str, app: str, since: int | None) -> tuple[bytes, dict[str, Any]] | None:
+    async def update_since(self, camera: str, app: str, since: int | None) -> tuple[bytes, UpdateMeta] | None:
         """Encoded update taking an edge at `since` to the current version; None when it is current."""
-        def get() -> tuple[bytes, dict[str, Any]] | None:
+        def get() -> tuple[bytes, UpdateMeta] | None:
             found = self._trainer.job(camera, app).payload_since(since)
             if found is None:
                 return None
             payload, update = found
-            return payload, {"version": update.version, "base_version": update.base_version,
-                             "kind": payload_kind(update.version, update.base_version, since),
-                             "branchpoint": self._trainer.job(camera, app).branchpoint}
+            return payload, UpdateMeta(update.version, update.base_version,
+                                       payload_kind(update.version, update.base_version, since),
+                                       self._trainer.job(camera, app).branchpoint)
 
         return await self._on(get)
 
-    async def weights(self, camera: str, app: str) -> tuple[int, dict[str, torch.Tensor]]:
+    async def weights(self, camera: str, app: str) -> tuple[int, Mapping[str, torch.Tensor]]:
         """(version, upper segments + head incl. BN buffers): what `StemExecutor.set_app_weights` takes."""
         def get() -> tuple[int, dict[str, torch.Tensor]]:
             job = self._trainer.job(camera, app)

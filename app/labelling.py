@@ -66,7 +66,7 @@ def run_label(args: argparse.Namespace) -> int:
     objects = ", ".join(f"{c} {n}" for c, n in sorted(summary["objects"].items())) or "none"
     print(f"labelled {summary['frames_labelled']} frames of {summary['videos']} video(s) -> {summary['out']} "
           f"(objects: {objects})")
-    print("train on it with a `data: {kind: video_labels, labels: ..., labelled_frames: listed}` section: only the "
-          "frames listed in this file were labelled (every --every-th frame; a row with an empty class is a frame "
-          "with no objects)")
+    print(f"train on it with `data: {{kind: video_labels, videos: {args.source}, labels: {summary['out']}, "
+          f"labelled_frames: listed}}` in the training config: only the frames listed in this file were labelled "
+          f"(every {args.every}th; a row with an empty class is a frame with no objects)")
     return 0

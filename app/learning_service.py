@@ -15,6 +15,7 @@ pause) on the camera's next upload, so inference in the cluster and at the edge 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.routes import RouteFollower
 from app.service import read_manifest, read_routes
-from stemcell.control.contracts import Routes
+from stemcell.control.contracts import AppRun, CameraSpec, Routes
 from stemcell.control.errors import Moved, Overloaded, UnknownCamera
 from stemcell.control.roles import retrain_role
 from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, TeacherConfig
@@ -155,11 +156,11 @@ class LearningService:
             self.worker_name, self.worker = moved
         return await getattr(self.worker, method).remote(*args)
 
-    async def _camera_apps(self, camera_id: str) -> list[dict[str, Any]]:
+    async def _camera_apps(self, camera_id: str) -> tuple[AppRun, ...]:
         record = await self.store.get_camera.remote(camera_id)
         if record is None:
             raise UnknownCamera(camera_id)
-        return [{"app": a["app"], "branchpoint": a["branchpoint"]} for a in record.config["apps"]]
+        return CameraSpec.from_config(camera_id, record.config).apps
 
     async def samples(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float]) -> dict[str, Any]:
         """Label, buffer, answer the rates; then push newer versions to the serving executor."""
@@ -174,10 +175,10 @@ class LearningService:
         stack = np.stack(frames)
         labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
-        await self._push(camera_id, answer["versions"])
-        return {"camera_id": camera_id, **answer}
+        await self._push(camera_id, answer.versions)
+        return {"camera_id": camera_id, **asdict(answer)}  # the HTTP answer (`SamplesAnswer`)
 
-    async def _push(self, camera_id: str, versions: dict[str, int]) -> None:
+    async def _push(self, camera_id: str, versions: Mapping[str, int]) -> None:
         """Serve the newest weights in the cluster too; a failure here must not fail the upload."""
         for app, version in versions.items():
             if version <= self._pushed.get((camera_id, app), 0):
@@ -191,7 +192,7 @@ class LearningService:
 
     async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
         specs = await self._camera_apps(camera_id)
-        apps = [a["app"] for a in specs]
+        apps = [a.app for a in specs]
         if app is None:
             if len(apps) != 1:
                 raise ValueError(f"camera {camera_id!r} runs {sorted(apps)}: say which with ?app=")
@@ -203,4 +204,4 @@ class LearningService:
         if found is None:
             return None
         payload, meta = found
-        return ModelAnswer(payload, int(meta["version"]), meta["base_version"], str(meta["kind"]), meta["branchpoint"])
+        return ModelAnswer(payload, meta.version, meta.base_version, meta.kind, meta.branchpoint)

@@ -148,12 +148,13 @@ class StemcellService:
         record = await self.store.get_camera.remote(camera_id)
         if record is None:
             raise UnknownCamera(camera_id)
-        plan = camera_plan(self.manifest, CameraSpec.from_config(camera_id, record.config))
+        camera = CameraSpec.from_config(camera_id, record.config)
+        plan = camera_plan(self.manifest, camera)
         window = self.windows.get(camera_id)
         return {
             "camera_id": camera_id,
             "executor": self.pool.name(self.pool.index_of(camera_id)),
-            "stream_fps": record.config["fps"],
+            "stream_fps": camera.stream_fps,
             "apps": [{"app": name, **entry} for name, entry in plan["apps"].items()],
             "requests": window.snapshot() if window else RollingWindow().snapshot(),
             "executor_stats": (await self.pool.stats(camera_id)).as_dict(),

@@ -150,12 +150,13 @@ def node_fault(dep: Deployment, cluster: Any, name: str) -> Fault:
 def retrain_fault(package: Path, persist: Path, namespace: str) -> Fault:
     """A RetrainWorker that published two versions for one camera's app; an edge pulls updates meanwhile."""
     from actors.retrain_worker import RetrainWorker
+    from stemcell.control.contracts import AppRun
     from tests.helpers.builders import random_frames
 
     worker = RetrainWorker.options(name="stemcell-retrain-fault", namespace=namespace, num_cpus=0.25, num_gpus=0.1,
                                    max_restarts=-1, max_task_retries=-1).remote(
         str(package), persist_dir=str(persist), config={"iterations": 4, "batch_size": 4}, share=0.1, auto=False)
-    ray.get(worker.set_camera.remote("edge-1", [{"app": "car", "branchpoint": 0}]), timeout=120)
+    ray.get(worker.set_camera.remote("edge-1", [AppRun("car", 0, 10.0)]), timeout=120)
     for round_ in range(2):
         data = random_frames(12, seed=round_)
         stamps = [20.0 * round_ + i for i in range(12)]
@@ -164,7 +165,7 @@ def retrain_fault(package: Path, persist: Path, namespace: str) -> Fault:
 
     def versions() -> Any:
         found = ray.get(worker.update_since.remote("edge-1", "car", None), timeout=30)
-        return None if found is None else found[1]["version"]
+        return None if found is None else found[1].version
 
     def pull() -> Any:
         return worker.update_since.remote("edge-1", "car", 0)

@@ -33,8 +33,7 @@ from stemcell.eval.plotting import plt
 from stemcell.learning.autolabel import LabelRun, label_videos
 from stemcell.learning.teachers import HogPeopleTeacherConfig, OracleTeacher, build_teacher
 from stemcell.package.manifest import Manifest
-from stemcell.training.mtrainer import BASE_CACHE, train_package, world_config
-from stemcell.world import World
+from stemcell.training.mtrainer import BASE_CACHE, make_world, train_package
 from stemcell.world.export import export_camera
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -95,7 +94,7 @@ def round_trip(work: Path, s: dict[str, Any]) -> dict[str, Any]:
     """(b): world directly vs exported mp4 + oracle-labelled table, same base."""
     apps = [{"name": "car", "class": "car"}, {"name": "person", "class": "person"}]
     direct = _config({"kind": "synthetic"}, apps, s, size=32, world_s=s["world_s"])
-    world = World(world_config(direct))
+    world = make_world(direct)
     videos = work / "exported"
     for k in range(world.config.num_cameras):
         export_camera(world.camera(k), videos, name=f"cam{k}")

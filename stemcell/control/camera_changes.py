@@ -26,15 +26,15 @@ class CameraChange:
     before: CameraSpec
     after: CameraSpec
 
-    @property
-    def camera_id(self) -> str:
-        return self.after.camera_id
-
     def describe(self) -> str:
         """`car 3@10 -> 6@1.25, ...` for the log (only the apps that move)."""
         moved = [f"{b.app} {b.branchpoint}@{b.fps:g} -> {a.branchpoint}@{a.fps:g}"
                  for b, a in zip(self.before.apps, self.after.apps) if b != a]
         return ", ".join(moved)
+
+    @property
+    def camera_id(self) -> str:
+        return self.after.camera_id
 
     def as_dict(self) -> dict[str, Any]:
         return {"camera_id": self.camera_id, "before": self.before.as_config(), "after": self.after.as_config()}

@@ -165,14 +165,41 @@ class WorkerStats:
 
 
 @dataclass(frozen=True)
+class WorkerReady:
+    """A RetrainWorker's answer once it runs (`ready()`)."""
+
+    device: str  # where it trains: "cuda" or "cpu"
+    share: float  # GPU share it was created with
+    jobs: int  # (camera, app) retraining jobs it holds
+    restored: int  # jobs it resumed from a checkpoint when it started
+    config: Mapping[str, Any]  # the AMS settings it trains with (JSON)
+
+
+@dataclass(frozen=True)
+class EdgeAdvice:
+    """What an edge should do next (AMS: adaptive sampling and update rates, the newest versions)."""
+
+    sampling_fps: float  # frames per second to sample for the teacher
+    t_update_s: float  # seconds between uploads / update checks
+    versions: Mapping[str, int]  # app -> newest published model version
+    accepted: int = 0  # samples of this upload taken (older than the newest are dropped)
+
+
+@dataclass(frozen=True)
+class UpdateMeta:
+    """What an encoded model update takes an edge from and to."""
+
+    version: int  # the version it brings the edge to
+    base_version: int | None  # the version it applies on (None: a full update)
+    kind: str  # "full", "sparse" or "merged"
+    branchpoint: int  # the app's cut the update's tensors belong to
+
+
+@dataclass(frozen=True)
 class Routes:
     """Which actor serves each role (executor slot, retraining worker) now, as the Planner published it."""
 
-    actors: Mapping[str, str] = field(default_factory=dict)  # role -> actor name
-
-    def actor(self, role: str) -> str:
-        """The actor serving `role`: generation 0 is named like the role until a switch publishes another."""
-        return self.actors.get(role, role)
+    actors: Mapping[str, str] = field(default_factory=dict)  # role -> actor name (unlisted: its generation 0)
 
 
 @dataclass(frozen=True)

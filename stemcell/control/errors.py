@@ -1,8 +1,8 @@
 """The errors that cross actor calls, as classes (callers match the class, never the message).
 
-Each pickles with its fields (`__reduce__`), so it arrives intact whether an actor returns it as a
-value (`infer_many`'s per-item results) or raises it (Ray re-raises a raised one as a subclass of
-both `RayTaskError` and this class, so `except UnknownCamera` still matches).
+Each keeps its fields as attributes, which Exception's own pickling restores, so it arrives intact
+whether an actor returns it as a value (`infer_many`'s per-item results) or raises it (Ray re-raises
+a raised one as a subclass of both `RayTaskError` and this class, so `except UnknownCamera` matches).
 """
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ class UnknownCamera(LookupError):
     def __str__(self) -> str:
         return f"unknown camera {self.camera_id!r}"
 
-    def __reduce__(self) -> tuple[type[UnknownCamera], tuple[str]]:
-        return (type(self), (self.camera_id,))
-
 
 class Overloaded(RuntimeError):
     """No capacity right now (a full queue, every executor restarting, a worker moving): answer 503
@@ -28,9 +25,6 @@ class Overloaded(RuntimeError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[type[Overloaded], tuple[str, float | None]]:
-        return (type(self), (str(self), self.retry_after_s))
 
 
 class Moved(RuntimeError):
@@ -43,6 +37,3 @@ class Moved(RuntimeError):
 
     def __str__(self) -> str:
         return f"actor {self.actor!r} has moved its role to a successor; follow the routes"
-
-    def __reduce__(self) -> tuple[type[Moved], tuple[str]]:
-        return (type(self), (self.actor,))

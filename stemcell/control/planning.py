@@ -12,11 +12,11 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from stemcell.control.camera_changes import respect_pins
-from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, WorkerStats
+from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, ShareDecision, WorkerStats
 from stemcell.package.manifest import Manifest
 from stemcell.package.planning import DEFAULT_FRAME_RATES, problem_from_manifest
 from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext
-from stemcell.scheduling.shares import measured_latency, placeable_shares
+from stemcell.scheduling.shares import ShareContext, measured_latency, placeable_shares, role_shares, stable_shares
 from stemcell.scheduling.slicing import RetrainJob
 
 _EPS = 1e-9
@@ -122,6 +122,16 @@ def check_shares(current: Mapping[str, float], target: Mapping[str, float], tota
     if placeable_shares(current, target, free=free, quantum=quantum) != dict(target):
         raise ValueError(f"{dict(target)} cannot be placed make-before-break: the new actors need their "
                          f"share beside the old ones, and only {free:.2f} GPU is free")
+
+
+def decide_shares(split: ShareContext, current: Mapping[str, float], *, min_change: float, total: float,
+                  free: float, down: Collection[str] = ()) -> ShareDecision:
+    """A round's shares: the split of its decision over the roles, damped by hysteresis (`min_change`,
+    never below a memory floor), and the part make-before-break can place in `free` GPU now."""
+    target = stable_shares(current, role_shares(split), min_change=min_change, total=total,
+                           floors=split.memory_floors)
+    placeable = placeable_shares(current, target, free=free, quantum=split.quantum, down=down)
+    return ShareDecision(target, placeable, frozenset(down))
 
 
 def decision_view(decision: PlanDecision) -> dict[str, Any]:

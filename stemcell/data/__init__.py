@@ -12,7 +12,14 @@ from stemcell.data.dataset import (
     model_inputs,
     split_by_chunks,
 )
-from stemcell.data.registry import LoadRequest, list_sources, load_dataset, register_source
+from stemcell.data.registry import (
+    LoadRequest,
+    list_sources,
+    load_dataset,
+    model_input_batches,
+    register_source,
+    request_for,
+)
 
 __all__ = [
     "DataError",
@@ -23,7 +30,9 @@ __all__ = [
     "app_truth",
     "list_sources",
     "load_dataset",
+    "model_input_batches",
     "model_inputs",
     "register_source",
+    "request_for",
     "split_by_chunks",
 ]

@@ -15,9 +15,17 @@ import cv2
 import numpy as np
 
 from stemcell.config import CocoData
-from stemcell.data.dataset import DataError, DataFile, FrameDataset, VideoTimeline, even_sample, resize_square, sha256_of
+from stemcell.data.dataset import (
+    DataError,
+    DataFile,
+    FrameDataset,
+    VideoTimeline,
+    even_sample,
+    resize_square,
+)
 from stemcell.data.registry import LoadRequest, register_source
 from stemcell.data.video_labels import class_list
+from stemcell.package.store import file_sha256
 from stemcell.training.data import LabelledFrames
 
 
@@ -103,5 +111,5 @@ def load_coco(section: CocoData, request: LoadRequest) -> FrameDataset:
         raise DataError(f"{path}: no images")
     frames, cnt, cams, idx = (np.concatenate(p) for p in zip(*parts))
     samples = LabelledFrames(frames, cnt > 0, cams, idx, cnt)
-    return FrameDataset("coco", classes, section.fps, samples, tuple(timelines), (DataFile(str(path), sha256_of(path)),),
+    return FrameDataset("coco", classes, section.fps, samples, tuple(timelines), (DataFile(str(path), file_sha256(path)),),
                         str(path))

@@ -7,10 +7,8 @@ length) over the whole footage, not only over the frames sampled for training.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -58,14 +56,6 @@ class FrameDataset:
         """Objects per class over all labelled frames (what the manifest records)."""
         total = sum((t.counts.sum(0) for t in self.timelines), np.zeros(len(self.classes), np.int64))
         return {c: int(n) for c, n in zip(self.classes, total)}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resize_square(frame: np.ndarray, size: int) -> np.ndarray:

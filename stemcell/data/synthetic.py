@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from stemcell.config import SyntheticData
-from stemcell.data.dataset import FrameDataset, VideoTimeline, even_sample, resize_square
+from stemcell.data.dataset import (
+    FrameDataset,
+    VideoTimeline,
+    even_sample,
+    resize_square,
+)
 from stemcell.data.registry import LoadRequest, register_source
 from stemcell.training.data import LabelledFrames
 from stemcell.world import CLASSES, World

@@ -31,9 +31,9 @@ from stemcell.data.dataset import (
     VideoTimeline,
     even_sample,
     resize_square,
-    sha256_of,
 )
 from stemcell.data.registry import LoadRequest, register_source
+from stemcell.package.store import file_sha256
 from stemcell.training.data import LabelledFrames
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
     rows = parse_rows(section.labels, columns, infos)
     classes = class_list(section.classes, {r.cls for r in rows if r.cls is not None}, str(section.labels))
     camera_ids = columns.get("camera_id")
-    parts, timelines, files = [], [], [DataFile(str(section.labels), sha256_of(section.labels))]
+    parts, timelines, files = [], [], [DataFile(str(section.labels), file_sha256(section.labels))]
     for v, path in enumerate(paths):
         info = infos[path.name]
         mine = [r for r in rows if r.video == path.name]
@@ -246,7 +246,7 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
         pick = even_sample(len(frames), request.frames_per_video)
         parts.append((read_frames(info, frames[pick], request.input_size), counts[pick],
                       np.full(len(pick), len(timelines) - 1), frames[pick]))
-        files.append(DataFile(str(path), sha256_of(path)))
+        files.append(DataFile(str(path), file_sha256(path)))
     if not parts:
         raise DataError(f"{section.labels}: no video has labelled frames")
     fps = {info.fps for info in infos.values()}

@@ -25,14 +25,7 @@ import torch
 from stemcell.learning.buffer import SampleBuffer
 from stemcell.learning.codec import SparseUpdate, catch_up_update, decode, encode
 from stemcell.learning.coordinate_descent import Selection
-from stemcell.learning.rates import (
-    ASRState,
-    ATRState,
-    LabelledSample,
-    RatesConfig,
-    RatesState,
-    rates_init,
-)
+from stemcell.learning.rates import ASRState, ATRState, LabelledSample, RatesConfig, RatesState, rates_init
 from stemcell.learning.rates import step as rates_step
 from stemcell.learning.retrain import ContinualLearner, buffer_batches
 from stemcell.models import AppModel, segment_hash, to_input
@@ -59,6 +52,8 @@ class AmsConfig:
     selection: Selection = "cumulative"
     batch_size: int = 16
     input_size: int | None = None  # model input resolution (None = the frames' own)
+    mean: tuple[float, float, float] | None = None  # input normalisation as the package trained (None: ImageNet's)
+    std: tuple[float, float, float] | None = None
     adaptive: bool = True  # ASR + ATR; False = `fixed_fps` and T_update = rates.atr.base_s
     fixed_fps: float = 1.0
     rates: RatesConfig = field(default_factory=RatesConfig)
@@ -140,7 +135,7 @@ class AppJob:
 
     @torch.no_grad()
     def _accuracy(self, frames: np.ndarray, labels: np.ndarray) -> float:
-        logits = self.learner.model(to_input(frames, self.config.input_size).to(self.learner.device))[:, 0]
+        logits = self.learner.model(to_input(frames, self.config.input_size, mean=self.config.mean, std=self.config.std).to(self.learner.device))[:, 0]
         return float(((logits > 0).cpu().numpy() == (labels[:, self.target] > 0.5)).mean())
 
     def retrain(self, buffer: SampleBuffer) -> Published:
@@ -151,7 +146,8 @@ class AppJob:
         fresh_y = np.stack([it.labels for it in fresh]) if fresh else None
         before = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
         batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
-                                 targets=[self.target], input_size=self.config.input_size)
+                                 targets=[self.target], input_size=self.config.input_size,
+                                 mean=self.config.mean, std=self.config.std)
         result = self.learner.retrain(batches, self.config.iterations)
         after = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
         self._remember(result.update, result.update_bytes)

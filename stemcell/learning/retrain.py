@@ -181,10 +181,12 @@ def buffer_batches(
     rng: np.random.Generator,
     targets: Sequence[int],
     input_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> list[Batch]:
     """`count` uniform mini-batches from `buffer`, keeping label columns `targets` (the app's classes)."""
     out = []
     for _ in range(count):
         frames, labels = buffer.sample(batch_size, rng)
-        out.append((to_input(frames, input_size), torch.from_numpy(labels[:, list(targets)].copy())))
+        out.append((to_input(frames, input_size, mean=mean, std=std), torch.from_numpy(labels[:, list(targets)].copy())))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stemcell.config import AppSection, ImageFolderData, PretrainSection, TrainConfig
-from stemcell.data import DataError, FrameDataset, LoadRequest, app_truth, load_dataset, split_by_chunks
+from stemcell.data import DataError, FrameDataset, app_truth, load_dataset, request_for, split_by_chunks
 from stemcell.models import SegmentedNet, build_base, load_safetensors, save_safetensors
 from stemcell.package.build import TrainingInfo, app_entry, build_package
 from stemcell.package.manifest import DataEntry, DataFileEntry, Manifest, NormalizationEntry
@@ -23,7 +23,7 @@ from stemcell.training.finetune import CandidateResult, CandidateSpec, finetune_
 from stemcell.training.latency import profile_latency
 from stemcell.training.loop import training_device
 from stemcell.training.pretrain import pretrain_base
-from stemcell.world import World, WorldConfig
+from stemcell.world import World
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,7 @@ def log_trial(done: int, total: int, result: CandidateResult) -> None:
 
 def make_world(config: TrainConfig, seed: int | None = None) -> World:
     """The configured world, or the same world shape under another seed (a different domain)."""
-    return World(world_config(config, seed))
-
-
-def world_config(config: TrainConfig, seed: int | None = None) -> WorldConfig:
-    w = config.world
-    return WorldConfig(seed=w.seed if seed is None else seed, num_cameras=w.num_cameras, height=w.height,
-                       width=w.width, fps=w.fps, duration_s=w.duration_s)
+    return World(request_for(config, seed).world)
 
 
 def obtain_base(config: TrainConfig, cache_dir: Path, num_classes: int = 1) -> SegmentedNet:
@@ -89,8 +83,7 @@ def obtain_base(config: TrainConfig, cache_dir: Path, num_classes: int = 1) -> S
 def _pretrained(config: TrainConfig, pre: PretrainSection) -> SegmentedNet:
     base_cfg = config.base
     if pre.image_folder is not None:
-        request = LoadRequest(10**9, base_cfg.input_size, world_config(config))
-        data = load_dataset(ImageFolderData(kind="image_folder", root=pre.image_folder), request).samples
+        data = load_dataset(ImageFolderData(kind="image_folder", root=pre.image_folder), request_for(config)).samples
     else:
         seed = config.world.seed + 1000 if pre.world_seed is None else pre.world_seed
         source = make_world(config, seed)
@@ -139,8 +132,7 @@ def load_training_data(config: TrainConfig) -> FrameDataset:
     if isinstance(config.data, ImageFolderData):
         raise DataError("data.kind: image_folder is for pretraining a base only (base.pretrain.image_folder); "
                         "train apps on video_labels, coco or synthetic data")
-    request = LoadRequest(config.trainer.train_frames_per_camera, config.base.input_size, world_config(config))
-    data = load_dataset(config.data, request)
+    data = load_dataset(config.data, request_for(config))
     check_apps(config.apps, data, data.origin)
     return data
 

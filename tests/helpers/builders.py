@@ -21,23 +21,35 @@ def random_frames(n: int = 48, size: int = 32, classes: int = 5, seed: int = 0) 
     return LabelledFrames(frames, presence, np.zeros(n, int), np.arange(n))
 
 
-def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",)) -> Manifest:
-    """A real (tiny) M-Package: tiny_cnn base, one epoch per candidate, on random frames."""
-    return tiny_package_parts(root, branchpoints, apps)[0]
+def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",),
+                 count_apps: tuple[str, ...] = ()) -> Manifest:
+    """A real (tiny) M-Package: tiny_cnn base, one epoch per candidate, on random frames.
+
+    `count_apps` count objects of class 'car' (task: count, event at count >= 2); the random frames'
+    counts are a learnable function of brightness too.
+    """
+    return tiny_package_parts(root, branchpoints, apps, count_apps)[0]
 
 
-def tiny_package_parts(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",)
-                       ) -> tuple[Manifest, SegmentedNet, list[CandidateResult]]:
+def tiny_package_parts(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",),
+                       count_apps: tuple[str, ...] = ()) -> tuple[Manifest, SegmentedNet, list[CandidateResult]]:
     """`tiny_package`, plus the base and the trained candidates as they were before saving (what a
     round trip must give back)."""
     base = build_base("tiny_cnn")
     train, val = random_frames(seed=1), random_frames(seed=2)
-    results = [
-        finetune_candidate(base, CandidateSpec(app, (1,), b, epochs=1, lr=1e-3, batch_size=16, input_size=32), train, val)
-        for app in apps
-        for b in branchpoints
-    ]
+    specs = [CandidateSpec(app, (1,), b, epochs=1, lr=1e-3, batch_size=16, input_size=32) for app in apps for b in branchpoints]
+    specs += [CandidateSpec(app, (1,), b, epochs=1, lr=1e-3, batch_size=16, input_size=32, task="count", min_count=2)
+              for app in count_apps for b in branchpoints]
+    results = [finetune_candidate(base, spec, with_counts(train), with_counts(val)) for spec in specs]
     profile = profile_latency(base, 32, batch_sizes=(1, 4), repeats=2)
     entries = [app_entry(app, ["car"], val.presence[:, 1]) for app in apps]
+    entries += [app_entry(app, ["car"], with_counts(val).counts[:, 1] >= 2, task="count", min_count=2) for app in count_apps]
     info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
     return build_package(root, base, info, profile, entries, results), base, results
+
+
+def with_counts(data: LabelledFrames) -> LabelledFrames:
+    """Object counts for random frames: 0-3 'car's rising with brightness (0 where 'car' is absent)."""
+    counts = data.presence.astype(np.int32)
+    counts[:, 1] = np.where(data.presence[:, 1], 1 + (data.frames.mean(axis=(1, 2, 3)) > 170) * 2, 0)
+    return LabelledFrames(data.frames, data.presence, data.cameras, data.indices, counts)

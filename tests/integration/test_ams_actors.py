@@ -11,6 +11,7 @@ import torch
 
 from actors.retrain_worker import RetrainWorker, read_checkpoint
 from actors.teacher_labeler import TeacherLabeler
+from stemcell.control.contracts import AppRun, UpdateMeta
 from stemcell.control.errors import Moved
 from stemcell.learning import FrameMeta, decode
 from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, build_teacher, presence
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 WORLD = {"seed": 5, "num_cameras": 1, "height": 32, "width": 32, "fps": 10.0, "duration_s": 60.0}
 AMS = {"iterations": 4, "batch_size": 4}
-APPS = [{"app": "car", "branchpoint": 3}]
+APPS = [AppRun("car", 3, 10.0)]
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +86,14 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     assert ray.get(worker.set_camera.remote("cam-1", APPS)) == {"car": 0}
     stamps, frames = _samples(0.0, 12)
     advice = ray.get(worker.add_samples.remote("cam-1", stamps, frames, ray.get(oracle.label.remote(frames, 0, stamps))))
-    assert advice["accepted"] == 12 and advice["t_update_s"] == 10.0 and 0.1 <= advice["sampling_fps"] <= 1.0
+    assert advice.accepted == 12 and advice.t_update_s == 10.0 and 0.1 <= advice.sampling_fps <= 1.0
+    assert advice.versions == {"car": 0}
     published = ray.get(worker.run_pending.remote())
-    assert [(p["camera"], p["app"], p["version"]) for p in published] == [("cam-1", "car", 1)]
+    assert [(p.camera, p.app, p.version) for p in published] == [("cam-1", "car", 1)]
 
     payload, meta = ray.get(worker.update_since.remote("cam-1", "car", 0))
     update = decode(payload)
-    assert meta == {"version": 1, "base_version": 0, "kind": "sparse", "branchpoint": 3} and 0 < update.mask_fraction < 0.1
+    assert meta == UpdateMeta(version=1, base_version=0, kind="sparse", branchpoint=3) and 0 < update.mask_fraction < 0.1
     assert not any(s.name.startswith("stem.") for s in update.specs)
     assert ray.get(worker.update_since.remote("cam-1", "car", 1)) is None
     stats = ray.get(worker.stats.remote())
@@ -102,7 +104,7 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     # make-before-break: snapshot (training paused), start the new one from it, both train alike
     blob = ray.get(worker.checkpoint.remote(pause=True))
     moved = _worker(package, tmp_path / "models-moved", resume_from=blob)
-    assert ray.get(moved.ready.remote())["restored"] == 1
+    assert ray.get(moved.ready.remote()).restored == 1
     assert _same_adam(_adam(read_checkpoint(blob)), _adam(read_checkpoint(ray.get(moved.checkpoint.remote()))))
     stamps2, frames2 = _samples(12.0, 12)
     labels2 = ray.get(oracle.label.remote(frames2, 0, stamps2))
@@ -111,7 +113,7 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     ray.get(worker.resume.remote())  # as after a failed move: the old worker takes samples again
     for w in (worker, moved):
         ray.get(w.add_samples.remote("cam-1", stamps2, frames2, labels2))
-        assert [p["version"] for p in ray.get(w.run_pending.remote())] == [2]
+        assert [p.version for p in ray.get(w.run_pending.remote())] == [2]
     assert ray.get(worker.update_since.remote("cam-1", "car", 1))[0] == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
 
     # crash + restart: a new worker on the same folder comes back at the published version, with the
@@ -119,18 +121,18 @@ def test_worker_publishes_resumes_and_restarts(package: Path, oracle, tmp_path: 
     before = read_checkpoint(ray.get(worker.checkpoint.remote()))
     ray.kill(worker)
     restarted = _worker(package, tmp_path / "models")
-    assert ray.get(restarted.ready.remote())["restored"] == 1
+    assert ray.get(restarted.ready.remote()).restored == 1
     assert ray.get(restarted.stats.remote())["jobs"]["cam-1/car"]["version"] == 2
     after = read_checkpoint(ray.get(restarted.checkpoint.remote()))
     assert _same_adam(_adam(before), _adam(after))
     assert torch.equal(before["sessions"]["cam-1"]["t"], after["sessions"]["cam-1"]["t"])  # 24 buffered samples
     again, meta = ray.get(restarted.update_since.remote("cam-1", "car", 1))
-    assert meta["kind"] == "sparse" and again == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
-    assert ray.get(restarted.update_since.remote("cam-1", "car", None))[1]["kind"] == "full"
+    assert meta.kind == "sparse" and again == ray.get(moved.update_since.remote("cam-1", "car", 1))[0]
+    assert ray.get(restarted.update_since.remote("cam-1", "car", None))[1].kind == "full"
     # a removed camera stays removed across a crash (its versions and the checkpoint no longer hold it)
     assert ray.get(restarted.remove_camera.remote("cam-1")) is True
     ray.kill(restarted)
-    assert ray.get(_worker(package, tmp_path / "models").ready.remote())["restored"] == 0
+    assert ray.get(_worker(package, tmp_path / "models").ready.remote()).restored == 0
     ray.kill(moved)
 
 
@@ -139,21 +141,21 @@ def test_worker_follows_a_moved_branchpoint_across_a_restart(package: Path, orac
     ray.get(worker.set_camera.remote("cam-2", APPS))
     stamps, frames = _samples(0.0, 12)
     ray.get(worker.add_samples.remote("cam-2", stamps, frames, ray.get(oracle.label.remote(frames, 0, stamps))))
-    assert [p["version"] for p in ray.get(worker.run_pending.remote())] == [1]
+    assert [p.version for p in ray.get(worker.run_pending.remote())] == [1]
 
     # the Planner moved the app's cut: a new job on the package's candidate for it, version continuing
-    assert ray.get(worker.set_camera.remote("cam-2", [{"app": "car", "branchpoint": 4}])) == {"car": 2}
+    assert ray.get(worker.set_camera.remote("cam-2", [AppRun("car", 4, 10.0)])) == {"car": 2}
     payload, meta = ray.get(worker.update_since.remote("cam-2", "car", 1))
-    assert meta == {"version": 2, "base_version": None, "kind": "full", "branchpoint": 4}
+    assert meta == UpdateMeta(version=2, base_version=None, kind="full", branchpoint=4)
     expected = {n for n, p in load_package(package).app_model("car", 4).named_parameters() if p.requires_grad}
     assert {s.name for s in decode(payload).specs} == expected
     version, weights = ray.get(worker.weights.remote("cam-2", "car"))  # what the executor is sent
     assert version == 2 and weights.keys() == load_package(package).app_model("car", 4).trainable_state_dict().keys()
-    assert [p["version"] for p in ray.get(worker.run_pending.remote())] == [3]  # same buffer, trains at once
+    assert [p.version for p in ray.get(worker.run_pending.remote())] == [3]  # same buffer, trains at once
 
     ray.kill(worker)  # a crash must not bring the old cut back
     restarted = _worker(package, tmp_path / "models")
     assert ray.get(restarted.stats.remote())["jobs"]["cam-2/car"]["version"] == 3
-    assert ray.get(restarted.update_since.remote("cam-2", "car", None))[1]["branchpoint"] == 4
-    assert ray.get(restarted.set_camera.remote("cam-2", [{"app": "car", "branchpoint": 4}])) == {"car": 3}
+    assert ray.get(restarted.update_since.remote("cam-2", "car", None))[1].branchpoint == 4
+    assert ray.get(restarted.set_camera.remote("cam-2", [AppRun("car", 4, 10.0)])) == {"car": 3}
     ray.kill(restarted)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import yaml
 
+from actors.retrain_worker import RetrainWorker
 from stemcell.client import Admin, Camera
 from stemcell.config import TrainConfig
-from stemcell.data.dataset import sha256_of
+from stemcell.package.store import file_sha256
 from stemcell.training.mtrainer import train_package
 from stemcell.world import World, WorldConfig, export_video_labels
 from tests.helpers.serving import ADMIN_TOKEN, served_package
@@ -39,7 +41,7 @@ def test_count_app_trained_on_own_video_is_served_with_counts(tmp_path: Path) ->
 
     assert manifest.data.kind == "video_labels" and manifest.world is None
     assert {Path(f.path).name: f.sha256 for f in manifest.data.files} == {
-        p.name: sha256_of(p) for p in (labels, *videos)}
+        p.name: file_sha256(p) for p in (labels, *videos)}
     assert manifest.data.classes == ["bicycle", "bus", "car", "dog", "person"]
     counts = sum(world.camera(c).counts().sum(0) for c in range(2))
     assert manifest.data.label_counts == {"person": counts[0], "car": counts[1], "bus": counts[2],
@@ -62,3 +64,13 @@ def test_count_app_trained_on_own_video_is_served_with_counts(tmp_path: Path) ->
         assert by_app["vehicles"]["event_active"] == by_app["vehicles"]["label"] == (count >= 2)
         assert 0.0 <= by_app["vehicles"]["score"] <= 1.0
         assert by_app["person"]["count"] is None
+
+    # continuous learning retrains one-class presence apps; the count app keeps serving as trained
+    worker = RetrainWorker.options(num_cpus=0.25, num_gpus=0.1).remote(
+        str(tmp_path / "pkg"), persist_dir=str(tmp_path / "ams"), share=0.1, auto=False)
+    try:
+        versions = ray.get(worker.set_camera.remote("street", [{"app": "vehicles", "branchpoint": 6},
+                                                               {"app": "person", "branchpoint": 6}]))
+        assert set(versions) == {"person"}
+    finally:
+        ray.kill(worker)

@@ -20,7 +20,7 @@ from actors.state_store import get_or_create_state_store
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
 from app.service import StemcellService, read_manifest, read_routes
-from stemcell.control.contracts import CameraSpec, Routes
+from stemcell.control.contracts import AppRun, CameraSpec, Routes
 from stemcell.control.roles import PLANNER_ACTOR
 from stemcell.learning.teachers import ModelTeacherConfig
 from stemcell.serve_config import PlannerSection, ServeConfig
@@ -147,7 +147,7 @@ def test_retraining_worker_moves_with_its_state(config: ServeConfig, planner, tm
     kwargs = {"package_dir": str(config.package_dir), "persist_dir": str(tmp_path / "versions"), "auto": False}
     ray.get(planner.add_retrain_worker.remote("w0", kwargs, 0.05))
     old = ray.get_actor("retrain-w0", namespace=NAMESPACE)
-    ray.get(old.set_camera.remote("cam-a", [{"app": "car", "branchpoint": 3}, {"app": "person", "branchpoint": 6}]))
+    ray.get(old.set_camera.remote("cam-a", [AppRun("car", 3, 10.0), AppRun("person", 6, 10.0)]))
     before = ray.get(old.stats.remote())
     [report] = ray.get(planner.set_shares.remote({"retrain-w0": 0.1}))
     assert report.ok and report.new_actor == "retrain-w0-g1", report

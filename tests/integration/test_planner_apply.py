@@ -18,6 +18,7 @@ from actors.state_store import get_or_create_state_store
 from app.executors import ExecutorPool
 from app.schemas import AddCamera
 from app.service import StemcellService, read_manifest, read_routes
+from stemcell.control.contracts import ServedApp
 from stemcell.control.roles import PLANNER_ACTOR
 from stemcell.serve_config import PlannerSection, ServeConfig
 from tests.helpers.builders import tiny_package
@@ -39,6 +40,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> ServeConfig:
         "executors": {"count": 1, "num_gpus": 0.001, "num_cpus": 0.5, "namespace": NAMESPACE,
                       "name_prefix": "apply-test-exec", "max_wait_ms": 2, "coalesce_ms": 1},
     })
+
+
+def _running(apps: tuple[ServedApp, ...]) -> dict[str, tuple[int, float]]:
+    """What an executor serves, as (branchpoint, fps) per app."""
+    return {a.app: (a.branchpoint, a.fps) for a in apps}
 
 
 def _app_settings(apps: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
@@ -93,11 +99,11 @@ def test_planner_moves_unpinned_cameras_to_its_choice_under_traffic(config: Serv
     assert change["camera_id"] == FREE and change["outcome"] == "applied"
     assert out["log"]["failed"] == [] and out["log"]["ok"] > 10, out["log"]
     # the executor runs the choice, the store keeps it (unpinned), status and /admin/plan show it
-    assert {a.app: (a.branchpoint, a.fps) for a in out["running"][FREE]} == chosen
+    assert _running(out["running"][FREE]) == chosen
     stored = out["stored"]
     assert {a.app: (a.branchpoint, a.fps) for a in stored.apps} == chosen and not any(a.pinned for a in stored.apps)
     assert _app_settings(out["status"][FREE]["apps"]) == chosen
     assert _app_settings([{"app": a, **e} for a, e in out["admin_plan"]["cameras"][FREE]["apps"].items()]) == chosen
     # the pinned camera still runs what its admin asked for
-    assert _app_settings(out["running"][PINNED]) == _app_settings(EXPENSIVE)
+    assert _running(out["running"][PINNED]) == _app_settings(EXPENSIVE)
     assert all(a["pinned"] for a in out["status"][PINNED]["apps"])

@@ -89,6 +89,17 @@ def test_an_interrupted_run_resumes_where_it_stopped(clips: Path, tmp_path: Path
         label_videos(_Interrupted(), str(clips), _run(out), world_cameras=cameras)
 
 
+def test_classes_keeps_only_the_named_ones(clips: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cars.parquet"
+    label_videos(_Interrupted(), str(clips / "cam0.mp4"), _run(out, classes=("car",)), world_cameras={"cam0": 0})
+    rows = pq.read_table(out).to_pylist()
+    world = World(WORLD).camera(0)
+    for frame in range(0, 60, 3):
+        cars = sum(b.name == "car" for b in world.labels(frame).boxes)
+        got = [r["class"] for r in rows if r["frame"] == frame]
+        assert got == (["car"] * cars if cars else [None])  # other classes dropped; no car: an empty labelled frame
+
+
 def test_bad_label_arguments(clips: Path, tmp_path: Path) -> None:
     teacher = _Interrupted()
     with pytest.raises(ValueError, match=r"classes \['truck'\] are not among"):

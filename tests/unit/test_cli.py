@@ -42,3 +42,16 @@ def test_stream_without_a_token_is_a_clear_error(capsys: pytest.CaptureFixture[s
     monkeypatch.delenv("STEMCELL_CAMERA_TOKEN", raising=False)
     assert main(["stream", "--source", "synthetic:0", "--camera", "cam-1"]) == 2
     assert "STEMCELL_CAMERA_TOKEN" in capsys.readouterr().err
+
+
+def test_policy_flags_offer_every_registered_policy() -> None:
+    """The CLI's choices come from the registries: a newly registered policy is selectable at once."""
+    from stemcell.scheduling.registry import SCHEDULERS
+    from stemcell.scheduling.slicing import SLICING_POLICIES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    choices = {(name, a.dest): a.choices for name in ("plan", "planner")
+               for a in sub.choices[name]._actions if a.dest in ("policy", "scheduler", "slicing")}
+    assert choices == {("plan", "policy"): [*SCHEDULERS, "all"], ("planner", "scheduler"): list(SCHEDULERS),
+                       ("planner", "slicing"): list(SLICING_POLICIES)}

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stemcell.control import planning
 from stemcell.control.contracts import (AppRun, CameraSpec, ExecutorStats, JobStats, MemoryReport, SegmentLatency,
                                         WorkerStats)
-from stemcell.scheduling.planner import PlannerContext, plan_round
+from stemcell.scheduling.instances import random_problem
+from stemcell.scheduling.planner import CameraDemand, PlannerContext, plan_round
+from stemcell.scheduling.shares import ShareContext, role_shares
 from tests.helpers.builders import tiny_package
 
 GIB = 1 << 30
@@ -79,3 +82,19 @@ def test_check_shares_refuses_what_cannot_run() -> None:
                                 ({"ex-0": 0.8}, 1.0, "sum to <= 1.0"), ({"ex-0": 0.5}, 0.25, "make-before-break")):
         with pytest.raises(ValueError, match=match):
             planning.check_shares(current, target, 1.0, free=free, quantum=0.05)
+
+
+def test_decide_shares_damps_small_moves_and_places_what_fits() -> None:
+    cams = tuple(CameraDemand(f"cam{i}", random_problem(np.random.default_rng(i), num_apps=2, num_segments=4,
+                                                          candidates_per_app=3, num_rates=3)) for i in range(2))
+    decision = plan_round(PlannerContext(1.0, cams))
+    split = ShareContext(decision, {"cam0": "ex-0", "cam1": "ex-1"}, ("ex-0", "ex-1"), {}, quantum=0.05, floor=0.05)
+    wanted = role_shares(split)
+    assert sum(wanted.values()) <= 1.0 + 1e-9
+    near = {r: s + 0.05 for r, s in wanted.items()}  # running within min_change of the target: nobody moves
+    assert planning.decide_shares(split, near, min_change=0.1, total=2.0, free=1.0).placeable == near
+    far = {"ex-0": 0.05, "ex-1": 0.05}
+    roomy = planning.decide_shares(split, far, min_change=0.1, total=1.0, free=1.0)
+    assert roomy.target == wanted and roomy.placeable == wanted and roomy.down == frozenset()
+    cramped = planning.decide_shares(split, far, min_change=0.1, total=1.0, free=0.0)
+    assert cramped.target == wanted and cramped.placeable == far  # nothing fits beside the running actors

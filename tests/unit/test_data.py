@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+import torch
 
 from stemcell.config import CocoData, ImageFolderData, SyntheticData, VideoLabelsData
 from stemcell.data import DataError, LoadRequest, list_sources, load_dataset, split_by_chunks
@@ -170,3 +171,27 @@ def test_image_folder_is_one_hot_per_sub_folder(tmp_path: Path) -> None:
     data = load_dataset(ImageFolderData(kind="image_folder", root=tmp_path), REQUEST)
     assert data.classes == ("cat", "cow", "owl") and data.samples.frames.shape == (3, 32, 32, 3)
     assert data.samples.counts.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_model_input_batches_apply_the_configs_size_and_normalization(exported: Path) -> None:
+    from stemcell.config import TrainConfig
+    from stemcell.data import model_input_batches
+
+    config = TrainConfig.model_validate({
+        "data": {"kind": "video_labels", "videos": str(exported / "videos"), "labels": str(exported / "videos/labels.csv")},
+        "base": {"input_size": 16, "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}},
+        "apps": [{"name": "car", "class": "car"}], "trainer": {"train_frames_per_camera": 30}})
+    batches = list(model_input_batches(config, batch_size=25))
+    assert [tuple(x.shape) for x, _ in batches] == [(25, 3, 16, 16), (25, 3, 16, 16), (10, 3, 16, 16)]
+    assert all(c.shape == (len(x), 5) for x, c in batches)
+    x = torch.cat([b[0] for b in batches])
+    assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0  # (p - 0.5) / 0.5 for p in [0, 1]
+
+
+def test_registry_refuses_duplicates_and_unknown_kinds() -> None:
+    from stemcell.data import register_source
+
+    with pytest.raises(ValueError, match="data kind 'coco' is already registered"):
+        register_source("coco")(lambda section, request: None)
+    with pytest.raises(ValueError, match=r"unknown data kind 'kinetics'; choose one of \['coco', 'image_folder'"):
+        load_dataset(SyntheticData().model_copy(update={"kind": "kinetics"}), REQUEST)

@@ -96,3 +96,11 @@ def test_to_input_validates_and_resizes() -> None:
     assert to_input(frames[0]).shape == (1, 3, 48, 40)
     with pytest.raises(ValueError, match="uint8 RGB"):
         to_input(frames.astype(np.float32))
+
+
+def test_to_input_applies_the_given_normalization() -> None:
+    frames = np.full((1, 4, 4, 3), 255, np.uint8)
+    x = to_input(frames, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert torch.allclose(x, torch.full_like(x, 2.0))  # (1 - 0.5) / 0.25
+    assert torch.allclose(to_input(frames)[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224,
+                                                                    (1 - 0.406) / 0.225]))  # ImageNet by default

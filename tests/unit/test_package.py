@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,6 +98,9 @@ def test_missing_file_and_missing_manifest_are_clear(package_dir: Path, tmp_path
         (lambda m: m["candidates"][0].update(weights="../../etc/passwd.safetensors"), "weights"),
         (lambda m: m["candidates"][0].update(app="ghost"), "unknown app"),
         (lambda m: m.pop("base"), "base"),
+        (lambda m: m["apps"][0].update(classes=["unicorn"]), r"classes \['unicorn'\] are not among data.classes"),
+        (lambda m: m["apps"][0].update(task="size"), "task"),
+        (lambda m: m["base"]["normalization"].update(std=[1, 1]), "normalization.std"),
     ],
 )
 def test_invalid_manifest_is_refused(package_dir: Path, tmp_path: Path, edit, message: str) -> None:
@@ -128,3 +132,13 @@ def test_package_files_are_readable_by_another_user_whatever_the_umask(package_d
     modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
     assert modes == {".": 0o755, "candidates": 0o755, "candidates/car_b2.safetensors": 0o644, "manifest.json": 0o644}
     assert {stat.S_IMODE(p.stat().st_mode) for p in package_dir.rglob("*") if p.is_file()} == {0o644}
+
+
+def test_app_entry_describes_events_in_stream_frames() -> None:
+    """Labels every 5th frame: a run of 2 labelled frames spans 10 stream frames."""
+    from stemcell.package.build import app_entry
+
+    entry = app_entry("a", ["x", "y"], [np.array([1, 1, 0, 1], bool), np.array([0, 0], bool)], task="count",
+                      min_count=2, spacing=5.0)
+    assert (entry.mean_event_frames, entry.positive_fraction) == (7.5, 0.5)
+    assert (entry.classes, entry.task, entry.min_count) == (["x", "y"], "count", 2)

@@ -18,7 +18,6 @@ def test_sections_do_not_erase_each_other(tmp_path: Path) -> None:
         assert store.latest_plan().plan == {CAMERAS: {"cam-1": {"fps": 5.0}},
                                             PLANNER: {"routes": {"ex-0": "ex-0-g1"}, "roles": {}}}
         assert store.routes() == Routes({"ex-0": "ex-0-g1"})
-        assert store.routes().actor("ex-0") == "ex-0-g1" and store.routes().actor("ex-1") == "ex-1"
         # an unchanged section is not a new version (a retried or idle round writes nothing)
         assert store.save_plan_section(PLANNER, {"routes": {"ex-0": "ex-0-g1"}, "roles": {}}) == v3
 

@@ -286,3 +286,21 @@ def test_batcher_in_front_of_the_runtime(package: MPackage) -> None:
     for outcome, camera, b in ((c0, "c0", 4), (c1, "c1", 6)):
         want = _scores(package.app_model("car", b), frames[camera])
         np.testing.assert_allclose(_per_frame(outcome, "car"), want, atol=1e-5)
+
+
+def test_count_app_results_carry_count_and_event_at_min_count(tmp_path: Path) -> None:
+    """A count app's head is a log-rate: count = round(exp(output)); label = event_active = count >= min_count."""
+    tiny_package(tmp_path, branchpoints=(6,), apps=("car",), count_apps=("cars",))
+    package = load_package(tmp_path)
+    rt = StemRuntime(package)
+    rt.set_camera("c0", [{"app": "cars", "branchpoint": 6, "fps": 10}, {"app": "car", "branchpoint": 6, "fps": 10}])
+    frames = _frames(6, 7)
+    frames[:3] //= 4  # dark frames: few cars; bright ones: more
+    frames[3:] = 200 + frames[3:] // 5
+    outcome = rt.infer([InferRequest("c0", frames)])[0]
+    with torch.no_grad():
+        expected = np.rint(np.exp(package.app_model("cars", 6)(to_input(frames, 32))[:, 0].numpy())).astype(int)
+    assert _per_frame(outcome, "cars", "count") == expected.tolist()
+    assert _per_frame(outcome, "cars", "event_active") == _per_frame(outcome, "cars", "label") == (expected >= 2).tolist()
+    assert all(0.0 <= s <= 1.0 for s in _per_frame(outcome, "cars"))
+    assert _per_frame(outcome, "car", "count") == [None] * 6

@@ -15,6 +15,7 @@ from stemcell.learning.teachers import (
     FrameMeta,
     FrameObjects,
     ModelTeacher,
+    ModelTeacherConfig,
     OracleTeacher,
     OracleTeacherConfig,
     PythonTeacherConfig,
@@ -79,6 +80,20 @@ def test_model_teacher_thresholds_sigmoid_scores_per_class() -> None:
     assert scores[1, 2] > 0.9 and labels[1, 2] == 1.0
     with pytest.raises(ValueError, match="3 outputs for 2 classes"):
         ModelTeacher(_MeanColour(), classes=("r", "g")).label(frames)
+
+
+def test_model_teacher_from_a_pretrained_base_file(tmp_path: Path) -> None:
+    """`kind: model` with base + weights: the safetensors file is what labels (its sigmoid scores)."""
+    from stemcell.models import build_base, save_safetensors, to_input
+
+    base = build_base("tiny_cnn", num_classes=len(CLASSES), seed=7).eval()
+    save_safetensors(base.state_dict(), tmp_path / "teacher.safetensors")
+    teacher = build_teacher(ModelTeacherConfig(kind="model", base="tiny_cnn", weights=tmp_path / "teacher.safetensors",
+                                               input_size=32, thresholds=0.5))
+    frames = _world().camera(0).frames([0, 40, 80, 120])
+    with torch.no_grad():
+        expected = torch.sigmoid(base(to_input(frames, 32))).numpy() >= 0.5
+    assert np.array_equal(presence(teacher.label(frames), CLASSES), expected.astype(np.float32))
 
 
 def test_frame_objects_counts_and_checks() -> None:

@@ -49,6 +49,8 @@ class ZooConfig:
     eta: int = 4  # prune experts chosen fewer than eta times...
     q: int = 3000  # ...in the last q selections
     input_size: int = 64  # expert input resolution (to_input size)
+    mean: tuple[float, float, float] | None = None  # input normalisation as the package trained (None: ImageNet's)
+    std: tuple[float, float, float] | None = None
     gating_width: int = 16  # channels of the gating CNN's first block
     gating_capacity: int = 512  # frames kept to (re)train each app's gating network
     gating_steps: int = 150  # Adam steps when an app's gating network is trained from scratch
@@ -138,7 +140,7 @@ class ModelZoo:
         return self._models[expert_id]
 
     def _inputs(self, frames: np.ndarray) -> torch.Tensor:
-        return to_input(frames, size=self.config.input_size)
+        return to_input(frames, size=self.config.input_size, mean=self.config.mean, std=self.config.std)
 
     # -- selection --------------------------------------------------------------------------------
     def select(

@@ -1,0 +1,87 @@
+"""app/images.py: request bodies are read within their limits and every bad input is a 4xx."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from app.images import batch_frames, json_body, read_body, single_frame
+from stemcell.imaging import ImageLimits, encode_jpeg
+
+LIMITS = ImageLimits(64 * 1024, 256 * 256)
+
+
+def _request(body: bytes, headers: dict[str, str], query: str = "", chunk: int = 1024) -> Request:
+    chunks = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+
+    async def receive() -> dict[str, object]:
+        part = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": part, "more_body": bool(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": query.encode(),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    return Request(scope, receive)
+
+
+def _status(coro) -> int:  # noqa: ANN001 - an awaitable that should fail
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(coro)
+    return err.value.status_code
+
+
+def test_body_limits_hold_with_and_without_content_length() -> None:
+    assert asyncio.run(read_body(_request(b"x" * 100, {"content-length": "100"}), 100)) == b"x" * 100
+    assert _status(read_body(_request(b"x" * 10, {"content-length": "101"}), 100)) == 413  # refused before reading
+    assert _status(read_body(_request(b"x" * 5000, {}), 100)) == 413  # chunked: counted while reading
+    assert _status(read_body(_request(b"x", {"content-length": "-1"}), 100)) == 400
+
+
+class _Body(BaseModel):
+    name: str
+
+
+def test_json_body_names_the_problem() -> None:
+    assert asyncio.run(json_body(_request(b'{"name": "a"}', {}), _Body)).name == "a"
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(json_body(_request(b'{"nome": "a"}', {}), _Body))
+    assert err.value.status_code == 422 and "name" in err.value.detail
+
+
+def _jpeg(seed: int) -> bytes:
+    return encode_jpeg(np.random.default_rng(seed).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+
+
+def test_single_frame_and_its_timestamp() -> None:
+    decoded = asyncio.run(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=1.5"), LIMITS))
+    assert decoded.frames[0].shape == (32, 48, 3) and decoded.timestamps == [1.5]
+    assert _status(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=nan"), LIMITS)) == 422
+    assert _status(single_frame(_request(_jpeg(0)[:40], {"content-type": "image/jpeg"}), LIMITS)) == 400  # truncated
+    assert _status(single_frame(_request(b"not an image", {"content-type": "image/jpeg"}), LIMITS)) == 415
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, dict[str, str]]:
+    boundary = "b0undary"
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = "Content-Type: image/jpeg\r\n" if filename else ""
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_batch_frames_in_order_with_timestamps_and_limits() -> None:
+    body, headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("frames", "b.jpg", _jpeg(2)),
+                                ("ts", None, b"1"), ("ts", None, b"2")])
+    decoded = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20))
+    assert len(decoded.frames) == 2 and decoded.timestamps == [1.0, 2.0]
+    assert _status(batch_frames(_request(body, headers), LIMITS, max_frames=1, max_bytes=1 << 20)) == 413
+    assert _status(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=100)) == 413
+    odd, odd_headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("other", None, b"x")])
+    assert _status(batch_frames(_request(odd, odd_headers), LIMITS, max_frames=4, max_bytes=1 << 20)) == 400
+    few, few_headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("ts", None, b"1"), ("ts", None, b"2")])
+    assert _status(batch_frames(_request(few, few_headers), LIMITS, max_frames=4, max_bytes=1 << 20)) == 422
+    assert _status(batch_frames(_request(body, {"content-type": "image/jpeg"}), LIMITS, 4, 1 << 20)) == 415
