@@ -18,8 +18,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
 import cv2
@@ -31,7 +31,14 @@ from ray.exceptions import RayActorError
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.roles import executor_role
-from stemcell.ingest import Backoff, CameraHealth, NewestFrameSlot, Source, check_source
+from stemcell.ingest import (
+    Backoff,
+    CameraHealth,
+    HealthSnapshot,
+    NewestFrameSlot,
+    Source,
+    check_source,
+)
 from stemcell.models.inputs import to_input
 from stemcell.package.store import load_package
 from stemcell.scheduling.shares import placement_index
@@ -110,8 +117,8 @@ class _Reader:
         finally:
             cap.release()
 
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self.health.snapshot(time.monotonic(), self.slot.dropped))
+    def snapshot(self) -> HealthSnapshot:
+        return self.health.snapshot(time.monotonic(), self.slot.dropped)
 
 
 class CameraIngestShell:
@@ -141,7 +148,7 @@ class CameraIngestShell:
         threading.Thread(target=self._pump, daemon=True, name="ingest-pump").start()
 
     # ------------------------------------------------------------------ control
-    def attach(self, camera_id: str, config: dict[str, Any]) -> bool:
+    def attach(self, camera_id: str, config: Mapping[str, Any]) -> bool:
         """Start (or restart, when the source changed) pulling a camera stored with `config`."""
         raw = config["source"]
         try:
@@ -170,7 +177,7 @@ class CameraIngestShell:
             reader.stop()
         return reader is not None
 
-    def fleet(self) -> dict[str, dict[str, Any]]:
+    def fleet(self) -> Mapping[str, HealthSnapshot]:
         """Per camera pulled here: state, rates, drops, reconnects, last error (`GET /admin/cameras`)."""
         with self._lock:
             readers = list(self._readers.values())

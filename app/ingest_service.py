@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
@@ -32,7 +32,7 @@ from app.schemas import AddCamera, AppSpec, SourceBody
 from app.service import StemcellService
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import UnknownCamera
-from stemcell.ingest import check_source
+from stemcell.ingest import HealthSnapshot, check_source
 from stemcell.state.records import CameraRecord
 
 log = logging.getLogger(__name__)
@@ -156,36 +156,37 @@ class FleetService:
         return removed
 
     # ------------------------------------------------------------------ the fleet list
-    async def _health(self, names: set[str]) -> dict[str, dict[str, Any]]:
+    async def _health(self, names: set[str]) -> dict[str, HealthSnapshot]:
         """Every named ingest actor's cameras; an actor that does not answer in time contributes none."""
-        async def ask(name: str) -> dict[str, dict[str, Any]]:
+        async def ask(name: str) -> Mapping[str, HealthSnapshot]:
             try:
                 return await asyncio.wait_for(self._actor(name).fleet.remote(), _FLEET_TIMEOUT_S)
             except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:
                 log.warning("ingest actor %s did not answer: %r", name, exc)
                 return {}
 
-        merged: dict[str, dict[str, Any]] = {}
+        merged: dict[str, HealthSnapshot] = {}
         for part in await asyncio.gather(*(ask(n) for n in sorted(names))):
             merged |= part
         return merged
 
-    def _entry(self, record: CameraRecord, health: dict[str, Any] | None) -> FleetCamera:
+    def _entry(self, record: CameraRecord, health: HealthSnapshot | None) -> FleetCamera:
         cfg = record.config
         pool = self.service.pool
         window = self.service.windows.get(record.camera_id)
         source = cfg.get("source")
+        enabled = bool(cfg.get("enabled", True))
         state: CameraState = "push"
-        if source:
-            state = "stopped" if not cfg.get("enabled", True) else (health or {}).get("state", "reconnecting")
-        fps_push = window.snapshot().get("fps") if window is not None and not source else None
-        h = health or {}
+        if source:  # a pulled camera whose actor did not answer (restarting) is reconnecting
+            state = "stopped" if not enabled else health.state if health is not None else "reconnecting"
+        # a push camera's rate is what it posted to this replica (per replica, like /status)
+        fps_push = window.snapshot()["fps"] if window is not None and not source else None
         return FleetCamera(
             camera_id=record.camera_id, state=state, source=SourceBody(**source) if source else None,
-            enabled=bool(cfg.get("enabled", True)), last_frame_at=h.get("last_frame_at"),
-            fps_in=h.get("fps_in", fps_push), fps_analysed=h.get("fps_analysed", fps_push),
-            frames_dropped=h.get("frames_dropped", 0), reconnects=h.get("reconnects", 0),
-            last_error=h.get("last_error") if source else None,
+            enabled=enabled, last_frame_at=health.last_frame_at if health else None,
+            fps_in=health.fps_in if health else fps_push, fps_analysed=health.fps_analysed if health else fps_push,
+            frames_dropped=health.frames_dropped if health else 0, reconnects=health.reconnects if health else 0,
+            last_error=health.last_error if health and source else None,
             executor=pool.name(pool.index_of(record.camera_id)), ingest_actor=cfg.get("ingest_actor"),
             apps=[AppOut(**a.as_dict()) for a in CameraSpec.from_config(record.camera_id, cfg).apps])
 
