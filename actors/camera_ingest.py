@@ -236,7 +236,7 @@ class CameraIngestShell:
         handle = self._executors.get(index)
         if handle is None:
             role = executor_role(self.config.executors.name_prefix, index)
-            name = ray.get(self._store.routes.remote()).actor(role)
+            name = ray.get(self._store.routes.remote()).actors.get(role, role)  # unlisted: generation 0
             handle = self._executors[index] = ray.get_actor(name, namespace=self.config.executors.namespace)
         return handle
 
