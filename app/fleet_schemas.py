@@ -23,6 +23,7 @@ class FleetCamera(BaseModel):
     state: CameraState = Field(description="push: the camera posts frames itself; the others are pulled cameras")
     source: SourceBody | None
     enabled: bool
+    fps: float = Field(description="the camera's stream rate (each app analyses at its own fps, at most this)")
     last_frame_at: float | None = Field(description="wall-clock seconds of the newest frame read (pulled cameras)")
     fps_in: float | None = Field(description="frames/s read from the source over the last 5 s")
     fps_analysed: float | None = Field(description="frames/s the executor analysed over the last 5 s")

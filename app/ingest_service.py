@@ -183,7 +183,7 @@ class FleetService:
         fps_push = window.snapshot()["fps"] if window is not None and not source else None
         return FleetCamera(
             camera_id=record.camera_id, state=state, source=SourceBody(**source) if source else None,
-            enabled=enabled, last_frame_at=health.last_frame_at if health else None,
+            enabled=enabled, fps=float(cfg["fps"]), last_frame_at=health.last_frame_at if health else None,
             fps_in=health.fps_in if health else fps_push, fps_analysed=health.fps_analysed if health else fps_push,
             frames_dropped=health.frames_dropped if health else 0, reconnects=health.reconnects if health else 0,
             last_error=health.last_error if health and source else None,

@@ -149,13 +149,13 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 streams, 10 s window (< 90 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
     parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     streams = args.streams or (2 if args.quick else 8)
-    window_s, clip_s = (10.0, 30.0) if args.quick else (60.0, 120.0)
+    window_s, clip_s = (8.0, 20.0) if args.quick else (60.0, 120.0)
     with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
         result = run(Path(tmp), streams, window_s, clip_s)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",

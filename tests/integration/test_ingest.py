@@ -133,6 +133,22 @@ def test_mjpeg_source_over_http(http: httpx.Client) -> None:
         http.delete("/admin/cameras/mjpeg-1")
 
 
+def test_push_cameras_are_listed_as_push(http: httpx.Client) -> None:
+    added = http.post("/admin/cameras", json={"camera_id": "push-1", "apps": ["car"], "fps": 4})
+    assert added.status_code == 201 and added.json()["token"]  # push cameras still get their token
+    cam = _camera(http, "push-1")
+    assert (cam["state"], cam["source"], cam["ingest_actor"], cam["apps"][0]["app"]) == ("push", None, None, "car")
+    assert http.patch("/admin/cameras/push-1", json={"fps": 8}).status_code == 200
+    assert _camera(http, "push-1")["fps"] == 8 and _camera(http, "push-1")["apps"][0]["app"] == "car"
+    assert http.patch("/admin/cameras/nobody", json={"fps": 8}).status_code == 404
+    assert http.get("/admin/cameras", params={"state": "sleeping"}).status_code == 422
+    assert http.get("/admin/cameras", headers={"Authorization": "Bearer " + "c" * 32}).status_code == 403
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"get", "post"} <= set(paths["/admin/cameras"]) and "patch" in paths["/admin/cameras/{camera_id}"]
+    assert "post" in paths["/admin/cameras:bulk"]
+    http.delete("/admin/cameras/push-1")
+
+
 def test_bad_sources(http: httpx.Client, tmp_path: Path) -> None:
     def add(camera_id: str, url: str) -> httpx.Response:
         return http.post("/admin/cameras", json={"camera_id": camera_id, "apps": ["car"], "source": {"url": url}})
