@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from stemcell.config import TrainConfig
+from stemcell.data import request_for
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.learning.autolabel import LabelRun, label_videos
 from stemcell.learning.teachers import HogPeopleTeacherConfig, OracleTeacher, build_teacher
 from stemcell.package.manifest import Manifest
-from stemcell.training.mtrainer import BASE_CACHE, make_world, train_package
+from stemcell.training.mtrainer import BASE_CACHE, train_package
+from stemcell.world import World
 from stemcell.world.export import export_camera
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -94,7 +96,7 @@ def round_trip(work: Path, s: dict[str, Any]) -> dict[str, Any]:
     """(b): world directly vs exported mp4 + oracle-labelled table, same base."""
     apps = [{"name": "car", "class": "car"}, {"name": "person", "class": "person"}]
     direct = _config({"kind": "synthetic"}, apps, s, size=32, world_s=s["world_s"])
-    world = make_world(direct)
+    world = World(request_for(direct).world)
     videos = work / "exported"
     for k in range(world.config.num_cameras):
         export_camera(world.camera(k), videos, name=f"cam{k}")

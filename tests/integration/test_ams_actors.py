@@ -14,7 +14,13 @@ from actors.teacher_labeler import TeacherLabeler
 from stemcell.control.contracts import AppRun, UpdateMeta
 from stemcell.control.errors import Moved
 from stemcell.learning import FrameMeta, decode
-from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, build_teacher, presence
+from stemcell.learning.teachers import (
+    ModelTeacherConfig,
+    OracleTeacherConfig,
+    PythonTeacherConfig,
+    build_teacher,
+    presence,
+)
 from stemcell.models import segment_hash
 from stemcell.package import load_package
 from stemcell.world import CLASSES, World, WorldConfig
@@ -69,6 +75,20 @@ def test_model_teacher_from_the_package_base(package: Path) -> None:
     assert labels.shape == (6, 5) and set(np.unique(labels)) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="not both"):
         ModelTeacherConfig(kind="model", package_dir=package, base="tiny_cnn", weights=package / "w.safetensors")
+
+
+def test_labeler_runs_a_plug_in_teacher_in_the_workers_class_order() -> None:
+    """Any registry kind in the actor: a `python` teacher's counts become presence columns in the order
+    the learners read; a class the teacher does not know is never present."""
+    config = PythonTeacherConfig(kind="python", factory="tests.helpers.teachers:bright_counter", classes=["blob"])
+    teacher = TeacherLabeler.options(num_cpus=0.25, num_gpus=0.1).remote(share=0.1, teacher=config,
+                                                                         classes=["truck", "blob"])
+    try:
+        frames = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 20, 200)])  # counts 0, 0, 7
+        assert ray.get(teacher.label.remote(frames)).tolist() == [[0, 0], [0, 0], [0, 1]]
+        assert ray.get(teacher.ready.remote())["classes"] == ["blob"]
+    finally:
+        ray.kill(teacher)
 
 
 def _adam(state: dict) -> dict:

@@ -119,6 +119,16 @@ def test_non_json_manifest(package_dir: Path, tmp_path: Path) -> None:
         load_package(root)
 
 
+def test_app_entry_describes_events_in_stream_frames() -> None:
+    """Labels every 5th frame: a run of 2 labelled frames spans 10 stream frames."""
+    from stemcell.package.build import app_entry
+
+    entry = app_entry("a", ["x", "y"], [np.array([1, 1, 0, 1], bool), np.array([0, 0], bool)], task="count",
+                      min_count=2, spacing=5.0)
+    assert (entry.mean_event_frames, entry.positive_fraction) == (7.5, 0.5)
+    assert (entry.classes, entry.task, entry.min_count) == (["x", "y"], "count", 2)
+
+
 def test_package_files_are_readable_by_another_user_whatever_the_umask(package_dir: Path, tmp_path: Path) -> None:
     """safetensors writes 0600; a package built by one user must be servable by workers running as another."""
     manifest = load_package(package_dir).manifest
@@ -132,13 +142,3 @@ def test_package_files_are_readable_by_another_user_whatever_the_umask(package_d
     modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
     assert modes == {".": 0o755, "candidates": 0o755, "candidates/car_b2.safetensors": 0o644, "manifest.json": 0o644}
     assert {stat.S_IMODE(p.stat().st_mode) for p in package_dir.rglob("*") if p.is_file()} == {0o644}
-
-
-def test_app_entry_describes_events_in_stream_frames() -> None:
-    """Labels every 5th frame: a run of 2 labelled frames spans 10 stream frames."""
-    from stemcell.package.build import app_entry
-
-    entry = app_entry("a", ["x", "y"], [np.array([1, 1, 0, 1], bool), np.array([0, 0], bool)], task="count",
-                      min_count=2, spacing=5.0)
-    assert (entry.mean_event_frames, entry.positive_fraction) == (7.5, 0.5)
-    assert (entry.classes, entry.task, entry.min_count) == (["x", "y"], "count", 2)
