@@ -138,7 +138,8 @@ class CameraIngestShell:
         self._lock = threading.Lock()
         self._readers: dict[str, _Reader] = {}
         self._executors: dict[int, ActorHandle] = {}
-        self._send_pool = ThreadPoolExecutor(2, thread_name_prefix="ingest-send")
+        self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
+        self._sending: set[int] = set()  # executor slots with a call in flight
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -188,27 +189,50 @@ class CameraIngestShell:
 
     # ------------------------------------------------------------------ frames
     def _pump(self) -> None:
-        """Take each due camera's newest frame; one `infer_many` per executor for all of them."""
+        """Forever: `_pump_once`, or a short sleep when no camera was due."""
         while True:
-            now = time.monotonic()
-            with self._lock:
-                readers = list(self._readers.values())
-            due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
-            for r in readers:
-                if now < r.next_due:
-                    continue
-                taken = r.slot.take()
-                if taken is None:
-                    continue
-                r.next_due = max(r.next_due + 1.0 / r.fps, now)
-                index = placement_index(r.camera_id, self.config.executors.count)
-                due.setdefault(index, []).append((r, *taken))
-            for index, frames in due.items():
-                self._send_pool.submit(self._send, index, frames)
-            if not due:
+            try:
+                sent = self._pump_once()
+            except Exception:  # the pump must outlive any one bad round (logged with its traceback)
+                log.exception("ingest pump round failed")
+                sent = False
+            if not sent:
                 time.sleep(_IDLE_S)
 
+    def _pump_once(self) -> bool:
+        """Take each due camera's newest frame; one `infer_many` per executor for all of them.
+
+        An executor whose previous call still runs gets nothing new: its cameras' frames stay in
+        their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
+        backlog here. Returns whether anything was sent."""
+        now = time.monotonic()
+        with self._lock:
+            readers = list(self._readers.values())
+            busy = set(self._sending)
+        due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
+        for r in readers:
+            index = placement_index(r.camera_id, self.config.executors.count)
+            if now < r.next_due or index in busy:
+                continue
+            taken = r.slot.take()
+            if taken is None:
+                continue
+            r.next_due = max(r.next_due + 1.0 / r.fps, now)
+            due.setdefault(index, []).append((r, *taken))
+        with self._lock:
+            self._sending.update(due)
+        for index, frames in due.items():
+            self._send_pool.submit(self._send, index, frames)
+        return bool(due)
+
     def _send(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:
+        try:
+            self._deliver(index, frames)
+        finally:
+            with self._lock:
+                self._sending.discard(index)
+
+    def _deliver(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:
         try:
             items = [(r.camera_id, to_input(np.ascontiguousarray(f[..., ::-1]), self._size, mean=self._norm.mean,
                                             std=self._norm.std), [ts]) for r, f, ts in frames]
