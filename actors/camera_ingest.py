@@ -47,7 +47,7 @@ from stemcell.serve_config import ServeConfig
 log = logging.getLogger(__name__)
 _CAPTURE_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()  # FFmpeg reads its options from the environment while opening
-_IDLE_S = 0.005  # pump period when no camera is due
+_IDLE_S = 0.01  # pump period when no camera is due (10 ms: well under a frame at 30 fps)
 
 
 def ingest_actor_name(config: ServeConfig, index: int) -> str:
