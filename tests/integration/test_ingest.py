@@ -133,6 +133,22 @@ def test_mjpeg_source_over_http(http: httpx.Client) -> None:
         http.delete("/admin/cameras/mjpeg-1")
 
 
+def test_file_source_under_allowed_dirs_loops(http: httpx.Client) -> None:
+    from stemcell.world import World, WorldConfig
+    from stemcell.world.export import write_mp4
+
+    timeline = World(WorldConfig(seed=3, num_cameras=1, height=48, width=64, fps=10, duration_s=2)).camera(0)
+    video = write_mp4(timeline, http.root / "videos" / "loop.mp4", 0, 10)  # type: ignore[attr-defined]  # 1 s
+    assert http.post("/admin/cameras", json={"camera_id": "file-1", "apps": ["car"],
+                                             "source": {"url": str(video)}}).status_code == 201
+    _wait(http, "file-1", lambda c: c["state"] == "streaming")
+    time.sleep(2.5)  # past the end of the 1 s file: it loops, the camera keeps streaming
+    cam = _camera(http, "file-1")
+    assert cam["state"] == "streaming" and cam["fps_in"] > 3 and cam["reconnects"] == 0
+    http.delete("/admin/cameras/file-1")
+    assert all(c["camera_id"] != "file-1" for c in http.get("/admin/cameras").json()["cameras"])
+
+
 def test_push_cameras_are_listed_as_push(http: httpx.Client) -> None:
     added = http.post("/admin/cameras", json={"camera_id": "push-1", "apps": ["car"], "fps": 4})
     assert added.status_code == 201 and added.json()["token"]  # push cameras still get their token
