@@ -38,7 +38,7 @@ from actors.routed_executor import start_executor
 from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
-from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, WorkerStats
+from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
 from stemcell.package.manifest import Manifest
@@ -73,7 +73,7 @@ class Planner:
         self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs (JSON)
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
-        self.teacher: dict[str, Any] | None = None  # the TeacherLabeler's last stats (its share is fixed)
+        self.teacher: TeacherStats | None = None  # the TeacherLabeler's last stats (its share is fixed)
         orphans = self.realloc.kill_orphans(self.roles)
         log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
         self.metrics = PlannerMetrics()
@@ -131,15 +131,16 @@ class Planner:
             log.warning("%s.%s failed: %r", name, method, exc)
             return None
 
-    async def _teacher(self) -> dict[str, Any] | None:
+    async def _teacher(self) -> TeacherStats | None:
         """The TeacherLabeler's stats (frames, labelling seconds, share) when learning is on (unreachable:
         assume it still holds its share)."""
         c = self.config.learning
         running = c.enabled and self.realloc.handle(c.teacher_name) is not None
-        return (await self._ask(c.teacher_name, "stats") or {"share": c.teacher_num_gpus}) if running else None
+        unreachable = TeacherStats(0, 0.0, "unreachable", c.teacher_num_gpus)
+        return (await self._ask(c.teacher_name, "stats") or unreachable) if running else None
 
     def _teacher_share(self) -> float:  # the teacher's share is fixed: not the Planner's to hand out
-        return float((self.teacher or {}).get("share", 0.0))
+        return 0.0 if self.teacher is None else self.teacher.share
 
     async def _context(self) -> planning.RoundInputs | None:
         """This round's frozen inputs; None when there is nothing to plan (no camera)."""
@@ -280,7 +281,7 @@ class Planner:
     def _view(self) -> dict[str, Any]:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
-                "last_camera_changes": self.last_camera_changes, "teacher": self.teacher,
+                "last_camera_changes": self.last_camera_changes, "teacher": self.teacher and asdict(self.teacher),
                 "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time()}
 
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import ray
+from ray.util import metrics
 import torch
 
 from actors.gpu_share import enforce_share
@@ -83,6 +84,8 @@ class RetrainWorker:
         base_cfg = AmsConfig(input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
         self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
+        self._updates = metrics.Counter("stemcell_model_updates_total", "Model versions published by retraining",
+                                        tag_keys=("camera", "app"))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
         self._paused = not auto
         self._moving = False  # snapshotted for a move (checkpoint(pause=True)) until resume()
@@ -149,6 +152,7 @@ class RetrainWorker:
         published = self._trainer.run_next()
         if published is not None:
             self._persist(published)
+            self._updates.inc(1, tags={"camera": published.camera, "app": published.app})
             if time.monotonic() - self._checkpointed_at >= self._checkpoint_every_s:
                 self._save_checkpoint()
         return published

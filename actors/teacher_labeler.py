@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import ray
 import torch
 
 from actors.gpu_share import enforce_share
+from stemcell.control.contracts import TeacherReady, TeacherStats
 from stemcell.learning.teachers import FrameMeta, OracleTeacherConfig, TeacherConfig, build_teacher, presence
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ class TeacherLabeler:
         self._world_fps = teacher.world_config.fps if isinstance(teacher, OracleTeacherConfig) else None
         self._frames, self._seconds = 0, 0.0
 
-    def ready(self) -> dict[str, Any]:
-        return {"kind": self._kind, "device": self._device, "share": self._share,
-                "classes": [c for c in self._classes if c in self._teacher.classes]}
+    def ready(self) -> TeacherReady:
+        return TeacherReady(self._kind, self._device, self._share,
+                            tuple(c for c in self._classes if c in self._teacher.classes))
 
     def label(self, frames: np.ndarray, camera: int = 0, timestamps: list[float] | None = None) -> np.ndarray:
         """float32 (N, len(classes)) presence labels. The oracle needs the world camera and the
@@ -54,6 +54,6 @@ class TeacherLabeler:
         self._seconds += time.perf_counter() - started
         return labels
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TeacherStats:
         """Frames labelled and measured labelling seconds (the teacher's share of the GPU budget)."""
-        return {"frames": self._frames, "seconds": self._seconds, "device": self._device, "share": self._share}
+        return TeacherStats(self._frames, self._seconds, self._device, self._share)

@@ -84,3 +84,39 @@ class FrameResult(BaseModel):
 class BatchResult(BaseModel):
     camera_id: str
     frames: list[FrameResult]
+
+
+class CameraRemoved(BaseModel):
+    camera_id: str
+    removed: bool
+
+
+class AppRegistered(BaseModel):
+    app: str
+    package_dir: str = Field(description="absolute: a relative path is taken from the config's base_dir")
+    manifest_sha256: str
+    default_branchpoint: str
+    candidates: list[dict[str, Any]] = Field(description="per branchpoint: name, f1, precision, recall")
+
+
+class CameraStatus(BaseModel):
+    camera_id: str
+    executor: str
+    stream_fps: float
+    apps: list[dict[str, Any]] = Field(description="per app: branchpoint, fps, validation and modelled event F1")
+    requests: dict[str, float | int | None] = Field(description="this replica's window: fps, p50_ms, p99_ms, frames_total")
+    executor_stats: dict[str, Any] = Field(description="the executor's counters (ExecutorStats)")
+
+
+class PlanView(BaseModel):
+    model_config = ConfigDict(extra="allow")  # further sections of the saved plan are passed through
+    version: int | None
+    created_at: float | None
+    cameras: dict[str, Any] = Field(description="per camera, per app: branchpoint, fps, F1s")
+    planner: dict[str, Any] | None = Field(None, description="the Planner's section (its live view when it runs)")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    executors: list[dict[str, Any]] | None = Field(None, description="each executor's name and camera count (ready)")
+    reason: str | None = Field(None, description="why not ready (503)")

@@ -10,6 +10,7 @@ variable named in the config and passes only its sha256 digest.
 """
 # No `from __future__ import annotations` here: Serve's ingress copies these methods onto the
 # FastAPI app, and string annotations (`'Request'`) then no longer resolve to FastAPI's types.
+import asyncio
 import logging
 import math
 import time
@@ -21,15 +22,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
+from actors.event_hub import EventHub
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
-from app.schemas import AddCamera, BatchResult, CameraAdded, FrameResult, RegisterApp
+from app.openapi import serve_docs
+from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
+                         PlanView, Readiness, RegisterApp)
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -43,9 +48,12 @@ api = FastAPI(
     title="Stemcell",
     version="0.1.0",
     description="Many video-analytics apps for many cameras on shared GPUs. Cameras post frames with their "
-    "own bearer token; admin routes take the admin token (`Authorization: Bearer ...`).",
+    "own bearer token; admin routes take the admin token (`Authorization: Bearer ...`: Swagger's Authorize).",
+    docs_url=None, redoc_url=None,  # app.openapi serves /docs from local assets
 )
-_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+_TS = {"name": "ts", "in": "query", "required": False, "schema": {"type": "number"},
+       "description": "capture time of the frame, unix seconds (default: arrival time)"}
+_IMAGE_BODY = {"parameters": [_TS], "requestBody": {"required": True, "content": {
     t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")}}}
 _BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["frames"], "properties": {
@@ -91,6 +99,8 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
 
 
 api.add_middleware(ObserveMiddleware)
+api.include_router(events_router)
+serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
 api.include_router(fleet_router)  # GET/PATCH /admin/cameras, POST /admin/cameras:bulk (app.fleet_routes)
 
@@ -123,7 +133,7 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress(FleetRoutes):
+class StemcellIngress(FleetRoutes, EventRoutes):
     """Routes only; see `app.service` (and `app.ingest_service` for pulled cameras) for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
@@ -147,6 +157,9 @@ class StemcellIngress(FleetRoutes):
         await self.service.start()
         self.fleet = FleetService(self.service)
         await self.fleet.start()
+        self.events = EventHub(self.config.events, self.config.webhooks, store)
+        await self.events.refresh_webhooks()
+        self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
@@ -194,7 +207,8 @@ class StemcellIngress(FleetRoutes):
         """The replica's process answers (liveness)."""
         return {"status": "ok"}
 
-    @api.get("/readyz", tags=["probes"])
+    @api.get("/readyz", tags=["probes"], response_model=None,
+             responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "not ready"}})
     async def readyz(self) -> JSONResponse:
         """Every executor answers within 5 s (readiness); lists them with their camera counts."""
         try:
@@ -212,6 +226,7 @@ class StemcellIngress(FleetRoutes):
         decoded = await single_frame(request, self.limits)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
@@ -223,9 +238,10 @@ class StemcellIngress(FleetRoutes):
         decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
-    @api.get("/cameras/{camera_id}/status", tags=["cameras"])
+    @api.get("/cameras/{camera_id}/status", tags=["cameras"], response_model=CameraStatus)
     async def status(self, camera_id: str, request: Request) -> dict[str, Any]:
         """Apps and branchpoints, measured frame rate and latency (this replica), executor counters."""
         await self._require_camera(request, camera_id)
@@ -276,22 +292,24 @@ class StemcellIngress(FleetRoutes):
             self.tokens.forget(body.camera_id)
         return added
 
-    @api.delete("/admin/cameras/{camera_id}", tags=["admin"])
+    @api.delete("/admin/cameras/{camera_id}", tags=["admin"], response_model=CameraRemoved)
     async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
         self._require_admin(request)
         _checked_id("camera_id", camera_id)
         removed = await self._call(self.fleet.remove(camera_id))
         self.tokens.forget(camera_id)
+        self.events.close_camera(camera_id)
         return removed
 
-    @api.post("/admin/apps", status_code=201, tags=["admin"], openapi_extra=openapi_json_body(RegisterApp))
+    @api.post("/admin/apps", status_code=201, tags=["admin"], response_model=AppRegistered,
+              openapi_extra=openapi_json_body(RegisterApp))
     async def register_app(self, request: Request) -> dict[str, Any]:
         """Register an app of the served M-Package (checked against its manifest)."""
         self._require_admin(request)
         body = await json_body(request, RegisterApp)
         return await self._call(self.service.register_app(body.app, body.package_dir))
 
-    @api.get("/admin/plan", tags=["admin"])
+    @api.get("/admin/plan", tags=["admin"], response_model=PlanView)
     async def plan(self, request: Request) -> dict[str, Any]:
         """Per camera, per app: branchpoint, fps, validation frame F1 and modelled event F1."""
         self._require_admin(request)
@@ -311,7 +329,7 @@ def build_app(args: dict[str, str]) -> serve.Application:
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
     return StemcellIngress.options(
-        num_replicas=ing.num_replicas, max_ongoing_requests=ing.max_ongoing_requests,
+        **ing.replica_options(), max_ongoing_requests=ing.max_ongoing_requests,
         max_queued_requests=ing.max_queued_requests,
         ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},

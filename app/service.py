@@ -173,6 +173,9 @@ class StemcellService:
 
     # ------------------------------------------------------------------ apps and plan
     async def register_app(self, app: str, package_dir: str) -> dict[str, Any]:
+        """A relative `package_dir` is taken from the config's `base_dir` (where serve.yaml's own relative
+        paths were resolved), not from this replica's working folder."""
+        package_dir = str(self.config.resolve(package_dir))
         manifest, sha = read_manifest(Path(package_dir))
         names = sorted(a.name for a in manifest.apps)
         if app not in names:

@@ -137,7 +137,7 @@ def check_image(data: bytes, content_type: str | None, limits: ImageLimits = Ima
         raise ImageError("too_large", f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
     actual = sniff_format(data)
     if actual is None:
-        raise ImageError("unsupported", "body is not a JPEG or PNG image")
+        raise ImageError("corrupt", "body is not a JPEG or PNG image")  # bad bytes (400), not a bad type (415)
     if actual != declared:
         raise ImageError("unsupported", f"Content-Type says {declared} but the body is a {actual} image")
     width, height = header_size(data, actual)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from stemcell.config import _Strict, load_config
 from stemcell.learning.teachers.config import TeacherConfig, resolve_paths
@@ -25,6 +25,20 @@ class HttpSection(_Strict):
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
 
 
+class AutoscalingSection(_Strict):
+    """Serve autoscaling of the ingress replicas (Serve's `autoscaling_config`)."""
+
+    min_replicas: int = Field(1, ge=0, le=64)
+    max_replicas: int = Field(4, ge=1, le=64)
+    target_ongoing_requests: float = Field(32.0, gt=0)  # requests in flight per replica Serve aims for
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscalingSection":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        return self
+
+
 class IngressSection(_Strict):
     num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
@@ -34,6 +48,13 @@ class IngressSection(_Strict):
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
+    autoscaling: AutoscalingSection | None = None  # set: Serve scales replicas within it (num_replicas ignored)
+
+    def replica_options(self) -> dict[str, Any]:
+        """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": self.autoscaling.model_dump()}
 
 
 class ExecutorSection(_Strict):
@@ -149,10 +170,35 @@ class IngestSection(_Strict):
     open_timeout_s: float = Field(5.0, gt=0)  # FFmpeg's open and read timeouts: a silent source is a failure
 
 
+class EventsSection(_Strict):
+    """Event tracking on served results (`stemcell.events`): kept in the StateStore, streamed, sent to webhooks."""
+
+    enabled: bool = True  # off: no tracking, the event routes answer empty lists
+    snapshot_dir: Path | None = None  # JPEG at each event start; None = no snapshots
+    snapshot_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # whole folder; oldest snapshots go first
+    snapshot_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)  # older snapshots are deleted
+    stream_poll_s: float = Field(0.5, gt=0, le=10)  # how often GET /admin/events:stream asks the store for news
+
+
+class WebhooksSection(_Strict):
+    """Delivery of event starts and ends (`stemcell.events.webhooks`)."""
+
+    allow_private: bool = False  # true: loopback/private targets allowed (tests, in-cluster receivers)
+    queue_size: int = Field(1000, ge=1)  # deliveries waiting per webhook per replica; beyond: dropped, counted
+    max_attempts: int = Field(5, ge=1, le=20)  # posts per delivery before it counts as failed
+    backoff_s: float = Field(0.5, gt=0)  # first retry wait, doubled per retry
+    backoff_max_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)  # one POST
+    refresh_s: float = Field(2.0, gt=0)  # how often a replica re-reads the webhook list (others' changes)
+
+
 class ServeConfig(_Strict):
     """The Serve app: which package to serve, where state lives, how executors are placed."""
 
     package_dir: Path  # the M-Package the executors load (manifest.json inside)
+    # Relative paths (here and in POST /admin/apps) are taken from this folder; unset: the working folder of
+    # the process that loads the config (`stemcell serve`), recorded so replicas in other folders agree.
+    base_dir: Path | None = None
     state_path: Path  # SQLite StateStore: cameras (hashed tokens), apps, plan survive restarts
     admin_token_env: str = Field("STEMCELL_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     app_name: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -164,30 +210,41 @@ class ServeConfig(_Strict):
     learning: LearningSection = LearningSection()
     planner: PlannerSection = PlannerSection()
     ingest: IngestSection = IngestSection()
+    events: EventsSection = EventsSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @field_validator("package_dir", "state_path")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    def resolve(self, path: str | Path) -> Path:
+        """An absolute path: `path` as is when absolute, else taken from `base_dir` (the working folder when unset)."""
+        return ((self.base_dir or Path.cwd()) / Path(path).expanduser()).resolve()
+
 
 def load_serve_config(path: str | Path) -> ServeConfig:
-    """Read and validate `serve.yaml`; relative paths are made absolute against the working folder.
+    """Read and validate `serve.yaml`; relative paths are made absolute against `base_dir` (default: the
+    working folder), and `base_dir` is recorded so that POST /admin/apps resolves paths the same way.
 
     Absolute paths matter because the executors and replicas run in other processes (other
     working folders), and they must open the same package and the same state file.
     """
     config = load_config(path, ServeConfig)
+    base = (config.base_dir or Path.cwd()).expanduser().resolve()
+    config = config.model_copy(update={"base_dir": base})
     learning = config.learning
-    persist = (learning.persist_dir or config.state_path.parent / "models").expanduser().resolve()
+    persist = config.resolve(learning.persist_dir or config.state_path.parent / "models")
     teacher = resolve_paths(learning.teacher) if learning.teacher is not None else None
     engines = config.executors.engine_dir
+    snapshots = config.events.snapshot_dir
     return config.model_copy(update={
-        "package_dir": config.package_dir.resolve(), "state_path": config.state_path.resolve(),
-        "executors": config.executors.model_copy(update={"engine_dir": engines.expanduser().resolve() if engines else None}),
+        "package_dir": config.resolve(config.package_dir), "state_path": config.resolve(config.state_path),
+        "executors": config.executors.model_copy(update={"engine_dir": config.resolve(engines) if engines else None}),
         "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
         "ingest": config.ingest.model_copy(update={
-            "allowed_dirs": [d.expanduser().resolve() for d in config.ingest.allowed_dirs]}),
+            "allowed_dirs": [config.resolve(d) for d in config.ingest.allowed_dirs]}),
+        "events": config.events.model_copy(update={"snapshot_dir": config.resolve(snapshots) if snapshots else None}),
     })
 
 

@@ -196,6 +196,26 @@ class UpdateMeta:
 
 
 @dataclass(frozen=True)
+class TeacherReady:
+    """A TeacherLabeler's answer once its teacher is built (`ready()`)."""
+
+    kind: str  # the teacher's registry kind
+    device: str  # where it labels
+    share: float  # its fixed GPU share (left out of what the Planner splits)
+    classes: tuple[str, ...]  # the learners' classes this teacher can label
+
+
+@dataclass(frozen=True)
+class TeacherStats:
+    """What a TeacherLabeler did so far (`stats()`): its cost in the GPU budget."""
+
+    frames: int  # frames labelled
+    seconds: float  # measured labelling seconds
+    device: str
+    share: float  # its fixed GPU share
+
+
+@dataclass(frozen=True)
 class Routes:
     """Which actor serves each role (executor slot, retraining worker) now, as the Planner published it."""
 

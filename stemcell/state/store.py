@@ -32,6 +32,7 @@ from stemcell.state.records import (
     validate_sha256,
     validate_timestamp,
 )
+from stemcell.state.events import EventLog, ensure_event_tables
 from stemcell.state.sections import PlanSections
 from stemcell.state.schema import (
     APP_COLUMNS,
@@ -59,7 +60,7 @@ def default_state_path() -> Path:
     return Path.home() / ".stemcell" / "state.db"
 
 
-class StateStore(PlanSections):
+class StateStore(PlanSections, EventLog):
     """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
 
     Within a process one connection is shared under a lock; across processes SQLite's file
@@ -87,6 +88,7 @@ class StateStore(PlanSections):
         self._lock = threading.RLock()
         self._conn = connect(self.path)
         ensure_schema(self._conn, str(self.path))
+        ensure_event_tables(self._conn)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 from ray import serve
@@ -16,8 +17,9 @@ ADMIN_TOKEN = "admin-" + "y" * 26
 
 
 @contextmanager
-def served_package(root: Path, package_dir: Path, app_name: str) -> Iterator[str]:
-    """Deploy the Stemcell Serve app for `package_dir` (state under `root`); yields its base URL."""
+def served_package(root: Path, package_dir: Path, app_name: str, extra: dict[str, Any] | None = None) -> Iterator[str]:
+    """Deploy the Stemcell Serve app for `package_dir` (state under `root`, `extra` config sections added);
+    yields its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -27,6 +29,7 @@ def served_package(root: Path, package_dir: Path, app_name: str) -> Iterator[str
         "package_dir": str(package_dir), "state_path": str(root / "state.db"), "admin_token_env": env,
         "app_name": app_name, "ingress": {"num_cpus": 0.5},
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": app_name, "max_wait_ms": 2},
+        **(extra or {}),
     }))
     os.environ[env] = ADMIN_TOKEN
     serve.start(http_options={"host": "127.0.0.1", "port": port})

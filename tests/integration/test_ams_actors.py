@@ -64,7 +64,7 @@ def test_oracle_teacher_labels_ground_truth(oracle) -> None:
     labels = ray.get(oracle.label.remote(frames, 0, stamps))
     truth = World(WorldConfig(**WORLD)).camera(0).presence()[[int(t * 10) for t in stamps]]
     assert labels.dtype == np.float32 and np.array_equal(labels, truth.astype(np.float32))
-    assert ray.get(oracle.stats.remote())["frames"] == 12
+    assert ray.get(oracle.stats.remote()).frames == 12
 
 
 def test_model_teacher_from_the_package_base(package: Path) -> None:

@@ -12,6 +12,7 @@ import yaml
 from actors.retrain_worker import RetrainWorker
 from stemcell.client import Admin, Camera
 from stemcell.config import TrainConfig
+from stemcell.control.contracts import AppRun
 from stemcell.package.store import file_sha256
 from stemcell.training.mtrainer import train_package
 from stemcell.world import World, WorldConfig, export_video_labels
@@ -69,8 +70,8 @@ def test_count_app_trained_on_own_video_is_served_with_counts(tmp_path: Path) ->
     worker = RetrainWorker.options(num_cpus=0.25, num_gpus=0.1).remote(
         str(tmp_path / "pkg"), persist_dir=str(tmp_path / "ams"), share=0.1, auto=False)
     try:
-        versions = ray.get(worker.set_camera.remote("street", [{"app": "vehicles", "branchpoint": 6},
-                                                               {"app": "person", "branchpoint": 6}]))
+        versions = ray.get(worker.set_camera.remote("street", [AppRun("vehicles", 6, 10.0),
+                                                               AppRun("person", 6, 10.0)]))
         assert set(versions) == {"person"}
     finally:
         ray.kill(worker)

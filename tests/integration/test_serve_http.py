@@ -124,6 +124,17 @@ def test_probes_and_openapi(server: Server) -> None:
         assert {"/cameras/{camera_id}/frames", "/cameras/{camera_id}/frames:batch", "/cameras/{camera_id}/status",
                 "/admin/cameras", "/admin/cameras/{camera_id}", "/admin/apps", "/admin/plan"} <= set(paths)
         assert http.get("/docs").status_code == 200
+        assert http.get("/docs-assets/swagger-ui-bundle.js").status_code == 200  # served here, not from a CDN
+
+
+def test_webhook_targets_private_or_not_http_are_422(server: Server) -> None:
+    """This server keeps the default `webhooks.allow_private: false`."""
+    with server.http() as http:
+        for url, reason in [("http://127.0.0.1:9/hook", "allow_private"), ("http://10.0.0.8/hook", "allow_private"),
+                            ("ftp://example.com/hook", "http")]:
+            answer = http.post("/admin/webhooks", json={"url": url, "secret": "s" * 20})
+            assert answer.status_code == 422 and reason in answer.json()["detail"], (url, answer.text)
+        assert http.get("/admin/webhooks").json() == {"webhooks": []}
 
 
 def test_add_camera_resolves_apps_and_plan(admin: Admin, cam1: Camera) -> None:
@@ -155,7 +166,7 @@ def test_same_frame_gives_same_scores_single_and_batch(cam1: Camera) -> None:
 
 
 @pytest.mark.parametrize(("body", "content_type", "status", "message"), [
-    (b"definitely not an image", "image/jpeg", 415, "not a JPEG or PNG"),
+    (b"definitely not an image", "image/jpeg", 400, "not a JPEG or PNG"),
     (encode_jpeg(_frame(6)), "text/plain", 415, "Content-Type must be"),
     (encode_jpeg(_frame(6)), "image/png", 415, "says png but the body is a jpeg"),
     (encode_jpeg(_frame(6))[:300], "image/jpeg", 400, "truncated"),
@@ -195,7 +206,7 @@ def test_bad_batches(server: Server, cam1: Camera) -> None:
         r = http.post(url, files=[("frames", good)] * 9)
         assert r.status_code == 413 and "Too many files" in r.json()["detail"]
         r = http.post(url, files=[("frames", good), ("frames", ("x.jpg", b"nope", "image/jpeg"))])
-        assert r.status_code == 415 and "frames[1]" in r.json()["detail"]
+        assert r.status_code == 400 and "frames[1]" in r.json()["detail"]
         r = http.post(url, files=[("other", good)])
         assert r.status_code == 400 and "unexpected form field" in r.json()["detail"]
         r = http.post(url, files=[("frames", good)], data={"ts": ["1", "2"]})
@@ -274,6 +285,9 @@ def test_status_reports_apps_and_measurements(cam1: Camera) -> None:
 def test_register_app(server: Server, admin: Admin, tmp_path: Path) -> None:
     out = admin.register_app("person", str(server.package))
     assert out["app"] == "person" and {c["branchpoint"] for c in out["candidates"]} == {0, 3, 6}
+    # relative, as serve.yaml writes it: from the folder the config was loaded in, not the replica's
+    relative = admin.register_app("person", os.path.relpath(server.package))
+    assert relative["package_dir"] == str(server.package)
     with pytest.raises(StemcellError) as err:
         admin.register_app("unicorn", str(server.package))
     assert err.value.status == 422 and "not in the package" in err.value.message

@@ -60,7 +60,8 @@ def test_single_frame_and_its_timestamp() -> None:
     assert decoded.frames[0].shape == (32, 48, 3) and decoded.timestamps == [1.5]
     assert _status(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=nan"), LIMITS)) == 422
     assert _status(single_frame(_request(_jpeg(0)[:40], {"content-type": "image/jpeg"}), LIMITS)) == 400  # truncated
-    assert _status(single_frame(_request(b"not an image", {"content-type": "image/jpeg"}), LIMITS)) == 415
+    assert _status(single_frame(_request(b"not an image", {"content-type": "image/jpeg"}), LIMITS)) == 400  # README
+    assert _status(single_frame(_request(_jpeg(0), {"content-type": "text/plain"}), LIMITS)) == 415  # wrong type
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, dict[str, str]]:

@@ -72,11 +72,11 @@ def test_unsupported_content_types(content_type: str | None) -> None:
     assert err.value.reason == "unsupported"
 
 
-def test_non_image_bytes_are_unsupported() -> None:
+def test_non_image_bytes_are_corrupt_not_an_unsupported_type() -> None:
     for body in (b"hello world", b"", b"GIF89a" + b"\x00" * 40, b"\xff\xd8"):
         with pytest.raises(ImageError) as err:
             decode_image(body, "image/jpeg")
-        assert err.value.reason == "unsupported"
+        assert err.value.reason == "corrupt"  # HTTP 400: the README's status for bytes that are not an image
         assert sniff_format(body) is None
 
 

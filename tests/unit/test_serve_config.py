@@ -19,6 +19,30 @@ def test_shipped_serve_config_is_valid_and_absolute(monkeypatch: pytest.MonkeyPa
     assert config.package_dir.is_absolute() and config.package_dir == tmp_path / "pkg" / "demo"
     assert config.executors.placement == "spread" and config.executors.node_labels == {}
     assert config.ingress.node_labels == {} and config.ingress.access_log is False
+    assert config.ingress.replica_options() == {"num_replicas": 1}  # autoscaling is commented out
+    assert config.events.enabled and config.events.snapshot_dir is None
+    assert config.webhooks.allow_private is False  # private targets refused unless a config says otherwise
+
+
+def test_autoscaling_and_snapshot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "serve.yaml"
+    path.write_text("package_dir: pkg\nstate_path: state.db\nevents: {snapshot_dir: snaps}\n"
+                    "ingress: {autoscaling: {min_replicas: 2, max_replicas: 6, target_ongoing_requests: 8}}\n")
+    config = load_serve_config(path)
+    assert config.ingress.replica_options() == {
+        "autoscaling_config": {"min_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 8.0}}
+    assert config.events.snapshot_dir == tmp_path / "snaps"
+    assert config.base_dir == tmp_path and config.package_dir == tmp_path / "pkg"
+
+
+def test_relative_paths_follow_base_dir_wherever_the_process_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text(f"package_dir: pkg/demo\nstate_path: state.db\nbase_dir: {tmp_path / 'site'}\n")
+    config = load_serve_config(path)
+    monkeypatch.chdir(tmp_path)  # a replica runs elsewhere: the recorded base_dir still decides
+    assert config.package_dir == tmp_path / "site" / "pkg" / "demo"
+    assert config.resolve("pkg/demo") == config.package_dir and config.resolve("/abs/x") == Path("/abs/x")
 
 
 @pytest.mark.parametrize(
@@ -30,6 +54,9 @@ def test_shipped_serve_config_is_valid_and_absolute(monkeypatch: pytest.MonkeyPa
         ("http: {port: 0}", "http.port"),
         ("limits: {max_image_bytes: 10}", "limits.max_image_bytes"),
         ("executor: {count: 2}", "executor"),
+        ("ingress: {autoscaling: {min_replicas: 3, max_replicas: 2}}", "ingress.autoscaling"),
+        ("webhooks: {allow_privat: true}", "webhooks.allow_privat"),
+        ("events: {snapshot_max_bytes: 0}", "events.snapshot_max_bytes"),
         ("learning: {teacher: {kind: oracle, world: {sed: 1}, cameras: {a: 0}}}", "learning.teacher.oracle.world"),
         ("learning: {teacher: {kind: oracle, world: {num_cameras: 2}, cameras: {a: 2}}}", "learning.teacher.oracle"),
         ("learning: {teacher: {kind: oracle, world: {}, cameras: {}}}", "learning.teacher.oracle.cameras"),

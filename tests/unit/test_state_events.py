@@ -1,0 +1,41 @@
+"""StateStore events and webhooks: idempotent upserts, time-window queries, a change feed by seq."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from stemcell.events import Event, WebhookSpec
+from stemcell.state import StateStore
+
+
+def test_events_upsert_query_and_follow(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.db") as store:
+        start = Event("e1", "cam1", "car", 10.0, None, 0.8)
+        assert store.put_event(start) == 1 and store.put_event(start) == 1  # a retried call changes nothing
+        store.put_event(Event("e2", "cam2", "person", 20.0, 25.0, 0.6))
+        seq = store.put_event(Event("e1", "cam1", "car", 10.0, 30.0, 0.95))  # the end
+        assert seq == 3
+        assert [e.event_id for e in store.query_events()] == ["e2", "e1"]
+        assert [e.event_id for e in store.query_events(camera_id="cam1")] == ["e1"]
+        assert [e.event_id for e in store.query_events(app="person")] == ["e2"]
+        assert [e.event_id for e in store.query_events(since=26.0)] == ["e1"]  # e2 ended before
+        assert [e.event_id for e in store.query_events(until=15.0)] == ["e1"]  # e2 started after
+        assert store.query_events(camera_id="cam1")[0].end_ts == 30.0
+        assert [(s, e.event_id, e.end_ts) for s, e in store.events_after(0)] == [
+            (1, "e1", None), (2, "e2", 25.0), (3, "e1", 30.0)]  # e1's start stays in the feed after its end
+        assert store.last_event_seq() == 3
+
+
+def test_webhooks_round_trip_and_tables_appear_in_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    StateStore(path).close()
+    with sqlite3.connect(path) as conn:  # a database from before events existed
+        conn.execute("DROP TABLE events")
+        conn.execute("DROP TABLE webhooks")
+        conn.execute("DROP TABLE event_log")
+    with StateStore(path) as store:
+        spec = WebhookSpec("w1", "http://h/x", "secret" * 3, ("car",), ())
+        store.put_webhook(spec)
+        assert store.list_webhooks() == [spec]
+        assert store.delete_webhook("w1") and not store.delete_webhook("w1")
+        assert store.query_events() == []
