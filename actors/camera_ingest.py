@@ -6,7 +6,9 @@ frame at its analysis rate, turns it into model input with the frame path's one 
 (`stemcell.models.inputs.to_input`) and sends the frames of all due cameras to their executors in
 one `infer_many` call per executor: no HTTP, no JPEG round trip. A failed open or read is never an
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
-which picks the reconnect delay and the state the fleet list shows.
+which picks the reconnect delay and the state the fleet list shows. Events in the results (starts and
+ends, snapshots, webhooks) are found here through `actors.event_hub.EventHub`, as the ingress does
+for pushed frames.
 
 Restarts (`max_restarts=-1`) re-run the constructor, which re-attaches every camera the StateStore
 assigns to this actor's name (the camera's stored config keeps its `source` and `ingest_actor`).
@@ -28,6 +30,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from actors.event_hub import EventHub
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.roles import executor_role
@@ -140,6 +143,9 @@ class CameraIngestShell:
         self._executors: dict[int, ActorHandle] = {}
         self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
         self._sending: set[int] = set()  # executor slots with a call in flight
+        # Events of pulled cameras are found here, where their results arrive (`actors.event_hub`).
+        self._events = EventHub(self.config.events, self.config.webhooks, self._store)
+        self._webhooks_read_at = 0.0
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -176,6 +182,7 @@ class CameraIngestShell:
             reader = self._readers.pop(camera_id, None)
         if reader is not None:
             reader.stop()
+            self._events.close_camera(camera_id)
         return reader is not None
 
     def fleet(self) -> Mapping[str, HealthSnapshot]:
@@ -206,6 +213,9 @@ class CameraIngestShell:
         their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
         backlog here. Returns whether anything was sent."""
         now = time.monotonic()
+        if now - self._webhooks_read_at >= self.config.webhooks.refresh_s:  # others may add or remove one
+            self._webhooks_read_at = now
+            self._events.apply_webhooks(ray.get(self._store.list_webhooks.remote(), timeout=5.0))
         with self._lock:
             readers = list(self._readers.values())
             busy = set(self._sending)
@@ -245,7 +255,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for (reader, _, _), result in zip(frames, results):
+        for (reader, frame, _), result in zip(frames, results):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -254,6 +264,7 @@ class CameraIngestShell:
                 log.warning("camera %s: frame refused: %r", reader.camera_id, result)
             else:
                 reader.health.analysed(done, len(result))
+                self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""
