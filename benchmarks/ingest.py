@@ -17,17 +17,21 @@ physical limit of decoding them here.
 * `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
   disabled, so the box does not start 1,000 reader threads; everything else is the full path:
   source checks, executor registration, store writes, one plan).
-* `event_webhook_p99_ms`: null: events and webhooks (issue 16 part B, branch i16b) had not landed
-  when this benchmark was written.
+* `event_webhook_p99_ms`: a pulled file camera blinking (1 s bright, 1 s dark; the package's 'car'
+  app learnt brightness) makes events start and end; a webhook receiver on loopback timestamps
+  each signed delivery: p99 of receipt time minus the event's start (or end) frame time.
 
 Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,7 @@ from benchmarks.harness import deploy
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.models.inputs import to_input
-from tests.helpers.builders import tiny_package
+from tests.helpers.builders import decisive_package
 from tests.helpers.streams import RtspServer, h264_clip
 
 APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
@@ -99,9 +103,53 @@ def _pids(names: tuple[str, ...]) -> list[int]:
                     for n in names])
 
 
+def blink_clip(path: Path, seconds: int = 10) -> Path:
+    """1 s of bright noise, 1 s of dark noise, ... (mp4v, 64x64, 10 fps)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    rng = np.random.default_rng(0)
+    for i in range(seconds * FPS):
+        low = 128 if (i // FPS) % 2 == 0 else 0
+        writer.write(rng.integers(low, low + 128, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def webhook_latencies(http: httpx.Client, clip: Path, seconds: float) -> list[float]:
+    """Milliseconds from each event's start/end frame to its webhook delivery here, for `seconds`."""
+    got: list[tuple[float, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # http.server's name
+            got.append((time.time(), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        http.post("/admin/webhooks", json={"url": f"http://127.0.0.1:{server.server_port}/hook",
+                                           "secret": "bench-secret-0123456789", "apps": ["car"]}).raise_for_status()
+        time.sleep(1.0)  # the ingest actor re-reads the webhook list every webhooks.refresh_s
+        http.post("/admin/cameras", json={"camera_id": "blink", "apps": ["car"], "fps": FPS,
+                                          "source": {"url": str(clip)}}).raise_for_status()
+        time.sleep(seconds)
+    finally:
+        server.shutdown()
+    out = []
+    for received, body in got:
+        doc = json.loads(body)
+        event = doc["event"]
+        at = event["start_ts"] if doc["type"] == "event.start" else event["end_ts"]
+        out.append(1e3 * (received - at))
+    return out
+
+
 def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, Any]:
     started = time.perf_counter()
-    tiny_package(root / "pkg", branchpoints=(0, 3), apps=("car",))
+    decisive_package(root / "pkg")
     clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
     print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
     limit = decode_limit(clip, 10 * FPS, 32)
@@ -111,7 +159,9 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
         "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
         "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
-        "ingest": {"cameras_per_actor": max(streams, 1), "num_cpus": 0.5, "backoff_base_s": 0.2, "backoff_cap_s": 1.0},
+        "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
+                   "backoff_cap_s": 1.0, "allowed_dirs": [str(root)]},
+        "webhooks": {"allow_private": True, "refresh_s": 0.5},
     }))
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
@@ -141,6 +191,7 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
             started = time.perf_counter()
             http.post("/admin/cameras:bulk", json={"cameras": bulk}).raise_for_status()
             bulk_s = time.perf_counter() - started
+            webhook_ms = webhook_latencies(http, blink_clip(root / "blink.mp4"), window_s)
     finally:
         server.stop()
         ray.shutdown()
@@ -152,7 +203,9 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
             "ratio_to_decode_limit": round(per_core / limit, 3),
             # the ingest actor alone (decode, to_input, send) against the same limit: what ingestion adds
             "ratio_ingest_to_decode_limit": round(frames / split[0] / limit, 3) if split[0] > 0 else None, "reconnect_s": round(reconnect_s, 2),
-            "bulk_register_1000_s": round(bulk_s, 2), "event_webhook_p99_ms": None,
+            "bulk_register_1000_s": round(bulk_s, 2),
+            "event_webhook_p99_ms": round(float(np.percentile(webhook_ms, 99)), 1) if webhook_ms else None,
+            "event_webhook_deliveries": len(webhook_ms),
             "frames_dropped": sum(c["frames_dropped"] for c in fleet),
             "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet]}
 
@@ -171,7 +224,7 @@ def main() -> None:
         result = run(Path(tmp), streams, window_s, clip_s)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
-            "cpu_s_executor", "ratio_ingest_to_decode_limit")
+            "cpu_s_executor", "ratio_ingest_to_decode_limit", "event_webhook_deliveries")
     print_table([{"key": k, "value": result[k]} for k in keys], title=f"ingest: {streams} RTSP streams, 720p, 10 fps")
     save_results(result, args.out)
     fig, ax = plt.subplots(figsize=(5, 3.5))
