@@ -37,6 +37,8 @@ def _errors(path: str, method: str) -> dict[int, str]:
         out[404] = "unknown camera (only the admin token learns this) or webhook"
     if path.endswith(("/frames", "/frames:batch", "/samples")):
         out |= _FRAMES
+    if method in ("post", "patch") and path.startswith("/admin/cameras"):
+        out[403] = _COMMON[403] + "; or a file source outside ingest.allowed_dirs"
     if method == "post" and path.startswith("/admin"):
         out[409] = "the request contradicts how the server runs (e.g. another package than the served one)"
     return out

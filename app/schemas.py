@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API (they are what `/docs` shows)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,12 +21,24 @@ class AppSpec(_Body):
     fps: float | None = Field(None, gt=0, le=120, description="frames/s this app analyses; omitted = plan or stream rate")
 
 
+class SourceBody(_Body):
+    """Where the server pulls the camera's frames from (README "Cameras pulled by the server")."""
+
+    url: str = Field(min_length=1, max_length=4096, description="rtsp(s)://, http(s):// (MJPEG or any stream FFmpeg "
+                     "reads), or an absolute file path under ingest.allowed_dirs (looped)")
+    fps: float | None = Field(None, gt=0, le=120, description="frames/s to analyse; omitted = the camera's fps")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+
+
 class AddCamera(_Body):
     camera_id: str = Field(pattern=_ID)
     apps: list[AppSpec | str] = Field(min_length=1, max_length=64, description="app specs, or just app names")
     fps: float | None = Field(None, gt=0, le=120, description="the camera's stream rate; omitted = server default")
     token: str | None = Field(None, min_length=MIN_TOKEN_CHARS, max_length=MAX_TOKEN_CHARS,
-                              description="the camera's bearer token; omitted = a random one is generated")
+                              description="the camera's bearer token; omitted = a random one is generated "
+                              "(none for a new camera with a source: pulled cameras do not post frames)")
+    source: SourceBody | None = Field(None, description="pull the frames from here; omitted = the camera posts them")
+    enabled: bool = Field(True, description="false: registered but not pulled (state `stopped`)")
 
     @field_validator("apps")
     @classmethod

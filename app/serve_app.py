@@ -27,6 +27,8 @@ from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
+from app.fleet_routes import FleetRoutes, router as fleet_router
+from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
@@ -100,6 +102,7 @@ api.add_middleware(ObserveMiddleware)
 api.include_router(events_router)
 serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
+api.include_router(fleet_router)  # GET/PATCH /admin/cameras, POST /admin/cameras:bulk (app.fleet_routes)
 
 
 def _checked_id(kind: str, value: str) -> str:
@@ -121,6 +124,8 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
         return HTTPException(404, str(exc))
     if isinstance(exc, Conflict):
         return HTTPException(409, str(exc))
+    if isinstance(exc, PermissionError):  # a file source outside ingest.allowed_dirs
+        return HTTPException(403, str(exc))
     if isinstance(exc, ValueError):  # includes ExecutorRejected and pydantic's ValidationError
         return HTTPException(422, str(exc))
     raise exc
@@ -128,8 +133,8 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress(EventRoutes):
-    """Routes only; see `app.service` for what they do."""
+class StemcellIngress(FleetRoutes, EventRoutes):
+    """Routes only; see `app.service` (and `app.ingest_service` for pulled cameras) for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
         from actors.state_store import get_or_create_state_store
@@ -150,6 +155,8 @@ class StemcellIngress(EventRoutes):
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()
+        self.fleet = FleetService(self.service)
+        await self.fleet.start()
         self.events = EventHub(self.config.events, self.config.webhooks, store)
         await self.events.refresh_webhooks()
         self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
@@ -276,10 +283,11 @@ class StemcellIngress(EventRoutes):
     @api.post("/admin/cameras", status_code=201, response_model=CameraAdded, tags=["admin"],
               openapi_extra=openapi_json_body(AddCamera))
     async def add_camera(self, request: Request) -> dict[str, Any]:
-        """Register or reconfigure a camera. The token is returned once (new camera, or when one is given)."""
+        """Register or reconfigure a camera; with a `source` the server pulls its frames (403: a file outside
+        ingest.allowed_dirs; 422: an unsupported scheme). The token is returned once (new camera, or when one is given)."""
         self._require_admin(request)
         body = await json_body(request, AddCamera)
-        added = await self._call(self.service.add_camera(body))
+        added = await self._call(self.fleet.add(body))
         if added["token"] is not None:
             self.tokens.forget(body.camera_id)
         return added
@@ -288,7 +296,7 @@ class StemcellIngress(EventRoutes):
     async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
         self._require_admin(request)
         _checked_id("camera_id", camera_id)
-        removed = await self._call(self.service.remove_camera(camera_id))
+        removed = await self._call(self.fleet.remove(camera_id))
         self.tokens.forget(camera_id)
         self.events.close_camera(camera_id)
         return removed

@@ -155,6 +155,21 @@ class PlannerSection(_Strict):
         return name
 
 
+class IngestSection(_Strict):
+    """Pulled cameras (`source` in `POST /admin/cameras`): `CameraIngest` actors read the streams."""
+
+    # File sources must lie under one of these folders (403 otherwise); empty = no file sources.
+    allowed_dirs: list[Path] = Field(default_factory=list)
+    cameras_per_actor: int = Field(64, ge=1, le=1000)  # reader threads (one per camera) per CameraIngest actor
+    num_cpus: float = Field(1.0, ge=0)  # per CameraIngest actor: decoding is its whole cost
+    name_prefix: str = Field("stemcell-ingest", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    max_failures: int = Field(5, ge=1)  # failed opens/reads in a row before a camera is `offline`
+    offline_retry_s: float = Field(30.0, gt=0)  # how often an offline camera is tried again
+    backoff_base_s: float = Field(0.5, gt=0)  # first reconnect delay; doubles per failure ...
+    backoff_cap_s: float = Field(10.0, gt=0)  # ... up to this (each delay jittered down by up to half)
+    open_timeout_s: float = Field(5.0, gt=0)  # FFmpeg's open and read timeouts: a silent source is a failure
+
+
 class EventsSection(_Strict):
     """Event tracking on served results (`stemcell.events`): kept in the StateStore, streamed, sent to webhooks."""
 
@@ -194,6 +209,7 @@ class ServeConfig(_Strict):
     limits: LimitsSection = LimitsSection()
     learning: LearningSection = LearningSection()
     planner: PlannerSection = PlannerSection()
+    ingest: IngestSection = IngestSection()
     events: EventsSection = EventsSection()
     webhooks: WebhooksSection = WebhooksSection()
 
@@ -226,6 +242,8 @@ def load_serve_config(path: str | Path) -> ServeConfig:
         "package_dir": config.resolve(config.package_dir), "state_path": config.resolve(config.state_path),
         "executors": config.executors.model_copy(update={"engine_dir": config.resolve(engines) if engines else None}),
         "learning": learning.model_copy(update={"persist_dir": persist, "teacher": teacher}),
+        "ingest": config.ingest.model_copy(update={
+            "allowed_dirs": [config.resolve(d) for d in config.ingest.allowed_dirs]}),
         "events": config.events.model_copy(update={"snapshot_dir": config.resolve(snapshots) if snapshots else None}),
     })
 

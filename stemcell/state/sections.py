@@ -59,7 +59,7 @@ class PlanSections:
             record = self.get_camera(before.camera_id)
             if record is None or CameraSpec.from_config(record.camera_id, record.config) != before:
                 return False
-            self.put_camera(after.camera_id, after.as_config())
+            self.put_camera(after.camera_id, {**record.config, **after.as_config()})  # keeps e.g. `source`
             cameras = self.plan_section(CAMERAS) or {}
             self.save_plan_section(CAMERAS, cameras | {after.camera_id: dict(plan_entry)})
             return True

@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
@@ -134,23 +134,28 @@ class StateStore(PlanSections, EventLog):
     ) -> CameraRecord:
         """Insert or update a camera. ``token=None`` keeps the stored token hash (if any);
         a token replaces it (rotation). The raw token is hashed here and never stored."""
-        validate_id("camera_id", camera_id)
-        config_json = canonical_json("camera config", config or {})
-        token_hash = None if token is None else tokens.hash_token(token)  # slow: outside the lock
+        return self.put_cameras([(camera_id, config or {}, token)])[0]
+
+    def put_cameras(self, cameras: Sequence[tuple[str, Mapping[str, Any], str | None]]) -> list[CameraRecord]:
+        """`put_camera` for many (camera_id, config, token) in one transaction (bulk registration:
+        one commit instead of one per camera)."""
+        rows = []
+        for camera_id, config, token in cameras:
+            validate_id("camera_id", camera_id)
+            token_hash = None if token is None else tokens.hash_token(token)  # slow: outside the lock
+            rows.append((camera_id, canonical_json("camera config", config), token_hash))
         now = self._now()
         with self._transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO cameras (camera_id, config_json, token_hash, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(camera_id) DO UPDATE SET "
                 "config_json = excluded.config_json, "
                 "token_hash = COALESCE(excluded.token_hash, cameras.token_hash), "
                 "updated_at = excluded.updated_at",
-                (camera_id, config_json, token_hash, now, now),
+                [(cam, config_json, token_hash, now, now) for cam, config_json, token_hash in rows],
             )
-            row = conn.execute(
-                f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?", (camera_id,)
-            ).fetchone()
-        return camera_from_row(row)
+            return [camera_from_row(conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?",
+                                                 (cam,)).fetchone()) for cam, _, _ in rows]
 
     def get_camera(self, camera_id: str) -> CameraRecord | None:
         validate_id("camera_id", camera_id)

@@ -53,3 +53,15 @@ def with_counts(data: LabelledFrames) -> LabelledFrames:
     counts = data.presence.astype(np.int32)
     counts[:, 1] = np.where(data.presence[:, 1], 1 + (data.frames.mean(axis=(1, 2, 3)) > 170) * 2, 0)
     return LabelledFrames(data.frames, data.presence, data.cameras, data.indices, counts)
+
+
+def decisive_package(root: Path) -> None:
+    """A tiny package whose 'car' app is sure of itself (trained longer than `tiny_package`): bright
+    frames score near 1, dark ones near 0, so a test or benchmark can turn an event on and off at will."""
+    base = build_base("tiny_cnn")
+    train, val = random_frames(n=128, seed=1), random_frames(seed=2)
+    result = finetune_candidate(base, CandidateSpec("car", (1,), 0, epochs=30, lr=1e-2, batch_size=32, input_size=32),
+                                train, val)
+    info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
+    build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1),
+                  [app_entry("car", ["car"], val.presence[:, 1])], [result])

@@ -15,10 +15,7 @@ import numpy as np
 import pytest
 
 from stemcell.imaging import encode_jpeg
-from stemcell.models import build_base
-from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
-from stemcell.training import CandidateSpec, finetune_candidate, profile_latency
-from tests.helpers.builders import random_frames
+from tests.helpers.builders import decisive_package
 from tests.helpers.serving import ADMIN_TOKEN, served_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -60,18 +57,6 @@ def _follow_stream(url: str, seen: list[str], opened: threading.Event, stop: thr
         return
 
 
-def _decisive_package(root: Path) -> None:
-    """A tiny package whose 'car' app is sure of itself (trained longer than `tiny_package`): bright
-    frames score near 1, dark ones near 0, so the test can turn an event on and off at will."""
-    base = build_base("tiny_cnn")
-    train, val = random_frames(n=128, seed=1), random_frames(seed=2)
-    result = finetune_candidate(base, CandidateSpec("car", (1,), 0, epochs=30, lr=1e-2, batch_size=32, input_size=32),
-                                train, val)
-    info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
-    build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1),
-                  [app_entry("car", ["car"], val.presence[:, 1])], [result])
-
-
 def _post_until_start_and_end(http: httpx.Client, token: str) -> list[bool]:
     """Dark, bright, bright, dark frames (the 'car' app learnt brightness) until its event turned on and
     off again; returns the labels seen."""
@@ -88,7 +73,7 @@ def _post_until_start_and_end(http: httpx.Client, token: str) -> list[bool]:
 
 
 def test_events_reach_store_sse_and_a_signed_webhook(tmp_path: Path, receiver: str) -> None:
-    _decisive_package(tmp_path / "pkg")
+    decisive_package(tmp_path / "pkg")
     extra = {"webhooks": {"allow_private": True, "backoff_s": 0.05},
              "events": {"snapshot_dir": str(tmp_path / "snaps"), "stream_poll_s": 0.1}}
     with served_package(tmp_path, tmp_path / "pkg", "stemcell-events", extra) as url, \

@@ -308,3 +308,19 @@ def test_concurrent_writers_do_not_corrupt_or_lose_writes(db_path: Path) -> None
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     versions = [v for (v,) in conn.execute("SELECT version FROM plans ORDER BY version")]
     assert versions == list(range(1, 3 * per_writer + 1))
+
+
+def test_put_cameras_is_one_upsert_of_many(tmp_path: Path) -> None:
+    """Bulk registration writes many cameras in one transaction; tokens are hashed only where given."""
+    from stemcell.state import StateStore
+
+    with StateStore(tmp_path / "bulk.db") as store:
+        store.put_camera("c0", {"fps": 1}, token="t" * 32)
+        records = store.put_cameras([("c0", {"fps": 5}, None), ("c1", {"fps": 2}, None), ("c2", {}, "u" * 32)])
+        assert [(r.camera_id, r.config, r.has_token) for r in records] == [
+            ("c0", {"fps": 5}, True), ("c1", {"fps": 2}, False), ("c2", {}, True)]  # c0 keeps its token
+        assert store.verify_camera_token("c0", "t" * 32) and store.verify_camera_token("c2", "u" * 32)
+        assert [r.camera_id for r in store.list_cameras()] == ["c0", "c1", "c2"]
+        with pytest.raises(ValueError):
+            store.put_cameras([("ok", {}, None), ("bad id!", {}, None)])  # checked before anything is written
+        assert store.get_camera("ok") is None

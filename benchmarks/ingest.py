@@ -1,0 +1,239 @@
+"""Pulled cameras: N loopback RTSP streams (H.264, 720p, 10 fps) ingested and analysed, against the
+physical limit of decoding them here.
+
+    python benchmarks/ingest.py --quick --out out/ingest.json
+
+* `decode_limit_fps_per_core`: OpenCV/FFmpeg alone decoding the same H.264 720p stream (from the
+  file, as fast as it goes, CPU time of the whole process) and turning each frame into model input with the same
+  function the ingest actor uses (`stemcell.models.inputs.to_input`): frames per CPU-second.
+* `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
+  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
+  (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
+  (goal >= 0.8: ingestion and inference add little to the decoding itself);
+  `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone. The decode limit is measured
+  in this process just before the window, so on a shared box both move with its load.
+* `reconnect_s`: the RTSP server killed, restarted; seconds from its restart to the next analysed
+  frame (goal < 5).
+* `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
+  disabled, so the box does not start 1,000 reader threads; everything else is the full path:
+  source checks, executor registration, store writes, one plan).
+* `event_webhook_p99_ms`: a pulled file camera blinking (1 s bright, 1 s dark; the package's 'car'
+  app learnt brightness) makes events start and end; a webhook receiver on loopback timestamps
+  each signed delivery: p99 of receipt time minus the event's start (or end) frame time.
+
+Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import ray
+import torch
+import yaml
+
+from benchmarks.harness import deploy
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.plotting import plt
+from stemcell.models.inputs import to_input
+from tests.helpers.builders import decisive_package
+from tests.helpers.streams import RtspServer, h264_clip
+
+APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
+SIZE, FPS = (1280, 720), 10
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def decode_limit(clip: Path, frames: int, input_size: int) -> float:
+    """Frames decoded and made model input per CPU-second (this process, before Ray starts), as fast as it goes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
+    cap = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    started, done = time.process_time(), 0  # the process: FFmpeg decodes on threads of its own
+    while done < frames:
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        to_input(np.ascontiguousarray(frame[..., ::-1]), input_size)
+        done += 1
+    seconds = time.process_time() - started
+    cap.release()
+    torch.set_num_threads(threads)
+    return done / seconds
+
+
+def _analysed(http: httpx.Client, camera_id: str) -> int:
+    return http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]["frames"]
+
+
+def _fleet(http: httpx.Client) -> list[dict[str, Any]]:
+    return http.get("/admin/cameras", params={"limit": 1000}).json()["cameras"]
+
+
+def _wait(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> float:
+    """Seconds until `predicate()` holds (raises after `timeout_s`)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def _pids(names: tuple[str, ...]) -> list[int]:
+    """Process ids of the named actors (asked through Ray's `__ray_call__`)."""
+    return ray.get([ray.get_actor(n, namespace=NAMESPACE).__ray_call__.remote(lambda _self: os.getpid())
+                    for n in names])
+
+
+def blink_clip(path: Path, seconds: int = 10) -> Path:
+    """1 s of bright noise, 1 s of dark noise, ... (mp4v, 64x64, 10 fps)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    rng = np.random.default_rng(0)
+    for i in range(seconds * FPS):
+        low = 128 if (i // FPS) % 2 == 0 else 0
+        writer.write(rng.integers(low, low + 128, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def webhook_latencies(http: httpx.Client, clip: Path, seconds: float) -> list[float]:
+    """Milliseconds from each event's start/end frame to its webhook delivery here, for `seconds`."""
+    got: list[tuple[float, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # http.server's name
+            got.append((time.time(), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        http.post("/admin/webhooks", json={"url": f"http://127.0.0.1:{server.server_port}/hook",
+                                           "secret": "bench-secret-0123456789", "apps": ["car"]}).raise_for_status()
+        time.sleep(1.0)  # the ingest actor re-reads the webhook list every webhooks.refresh_s
+        http.post("/admin/cameras", json={"camera_id": "blink", "apps": ["car"], "fps": FPS,
+                                          "source": {"url": str(clip)}}).raise_for_status()
+        time.sleep(seconds)
+    finally:
+        server.shutdown()
+    out = []
+    for received, body in got:
+        doc = json.loads(body)
+        event = doc["event"]
+        at = event["start_ts"] if doc["type"] == "event.start" else event["end_ts"]
+        out.append(1e3 * (received - at))
+    return out
+
+
+def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    decisive_package(root / "pkg")
+    clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
+    print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
+    limit = decode_limit(clip, 10 * FPS, 32)
+    print(f"decode limit {limit:.1f} frames/s per core", flush=True)
+    config = root / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+        "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
+        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
+        "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
+                   "backoff_cap_s": 1.0, "allowed_dirs": [str(root)]},
+        "webhooks": {"allow_private": True, "refresh_s": 0.5},
+    }))
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
+    try:
+        app = deploy(config)
+        print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+        with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.admin_token}"}, timeout=300) as http:
+            for i in range(streams):
+                http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
+                                                  "source": {"url": server.url(f"s{i}")}}).raise_for_status()
+            _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
+            time.sleep(2.0)  # warm: every reader past its first keyframe
+            pids = _pids(("stemcell-ingest-0", "stemcell-executor-0"))
+            cpu0, frames0 = [_cpu_s(p) for p in pids], _analysed(http, "cam0")
+            time.sleep(window_s)
+            split = [_cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor
+            cpu, frames = sum(split), _analysed(http, "cam0") - frames0
+            fleet = _fleet(http)
+            server.stop()
+            _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
+            time.sleep(1.0)
+            before = _analysed(http, "cam0")
+            server.start()
+            reconnect_s = _wait(lambda: _analysed(http, "cam0") > before, 30)
+            bulk = [{"camera_id": f"bulk-{i:04d}", "apps": ["car"], "enabled": False,
+                     "source": {"url": f"rtsp://127.0.0.1:9/cam{i}"}} for i in range(1000)]
+            started = time.perf_counter()
+            http.post("/admin/cameras:bulk", json={"cameras": bulk}).raise_for_status()
+            bulk_s = time.perf_counter() - started
+            webhook_ms = webhook_latencies(http, blink_clip(root / "blink.mp4"), window_s)
+    finally:
+        server.stop()
+        ray.shutdown()
+    per_core = frames / cpu if cpu > 0 else 0.0
+    return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
+            "frames_analysed": frames, "cpu_s": round(cpu, 2),
+            "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2), "fps_analysed": round(frames / window_s, 2),
+            "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
+            "ratio_to_decode_limit": round(per_core / limit, 3),
+            # the ingest actor alone (decode, to_input, send) against the same limit: what ingestion adds
+            "ratio_ingest_to_decode_limit": round(frames / split[0] / limit, 3) if split[0] > 0 else None, "reconnect_s": round(reconnect_s, 2),
+            "bulk_register_1000_s": round(bulk_s, 2),
+            "event_webhook_p99_ms": round(float(np.percentile(webhook_ms, 99)), 1) if webhook_ms else None,
+            "event_webhook_deliveries": len(webhook_ms),
+            "frames_dropped": sum(c["frames_dropped"] for c in fleet),
+            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
+    parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    streams = args.streams or (2 if args.quick else 8)
+    window_s, clip_s = (8.0, 20.0) if args.quick else (60.0, 120.0)
+    with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
+        result = run(Path(tmp), streams, window_s, clip_s)
+    keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
+            "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
+            "cpu_s_executor", "ratio_ingest_to_decode_limit", "event_webhook_deliveries")
+    print_table([{"key": k, "value": result[k]} for k in keys], title=f"ingest: {streams} RTSP streams, 720p, 10 fps")
+    save_results(result, args.out)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(["decode limit", "ingested + analysed"], [result["decode_limit_fps_per_core"],
+                                                     result["fps_analysed_per_core"]], color=["grey", "tab:blue"])
+    ax.set_ylabel("frames per CPU-second")
+    ax.set_title(f"{streams} RTSP streams 720p: ratio {result['ratio_to_decode_limit']:.2f}")
+    save_plot(fig, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

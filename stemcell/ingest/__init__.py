@@ -1,0 +1,17 @@
+"""Server-side camera ingestion (pull cameras): pure policies the `CameraIngest` actor runs.
+
+`sources` checks where a camera's stream comes from (scheme, allowed folders, FFmpeg options),
+`policy` decides when to reconnect and which state a camera is in, `slot` keeps only the newest
+frame of a stream. No Ray, no threads started here: the actor shell owns those.
+"""
+from stemcell.ingest.policy import Backoff, CameraHealth, HealthSnapshot, State
+from stemcell.ingest.slot import NewestFrameSlot
+from stemcell.ingest.sources import (
+           ForbiddenSource,
+           Source,
+           UnsupportedSource,
+           check_source,
+)
+
+__all__ = ["Backoff", "CameraHealth", "ForbiddenSource", "HealthSnapshot", "NewestFrameSlot", "Source", "State",
+           "UnsupportedSource", "check_source"]
