@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ import yaml
 from ray import serve
 
 from app.serve_app import build_app
+from benchmarks.ports import reserved_port
 
 ADMIN_TOKEN = "admin-" + "y" * 26
 
@@ -18,9 +18,6 @@ ADMIN_TOKEN = "admin-" + "y" * 26
 @contextmanager
 def served_package(root: Path, package_dir: Path, app_name: str) -> Iterator[str]:
     """Deploy the Stemcell Serve app for `package_dir` (state under `root`); yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = f"STEMCELL_{app_name.upper().replace('-', '_')}_TOKEN"
     config = root / "serve.yaml"
     config.write_text(yaml.safe_dump({
@@ -29,10 +26,11 @@ def served_package(root: Path, package_dir: Path, app_name: str) -> Iterator[str
         "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": app_name, "max_wait_ms": 2},
     }))
     os.environ[env] = ADMIN_TOKEN
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app({"config_path": str(config)}), name=app_name, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        os.environ.pop(env, None)
+    with reserved_port() as port:  # held while Serve's proxy serves there (see benchmarks/ports.py)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            serve.run(build_app({"config_path": str(config)}), name=app_name, route_prefix="/")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            os.environ.pop(env, None)
