@@ -150,7 +150,7 @@ def merged_memory(size: int, device: torch.device, model: str = "resnet18", apps
         tree.add(("cam", f"app{i}"), m)
     rows = {key: torch.arange(batch) for key in tree.keys()}
     merged = cuda_peak_bytes(lambda: tree.forward(x, rows), device)
-    del tree
+    tree = None  # free the merged weights before measuring the separate models
     if device.type == "cuda":
         torch.cuda.empty_cache()
     # deepcopy: the app models share the base's stem objects; deployed alone each holds all its weights

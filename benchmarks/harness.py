@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from app.serve_app import build_app
+from benchmarks.ports import reserved_port, wait_listening
 from stemcell.client import Admin, Camera, RetryPolicy, StemcellError
 from stemcell.imaging import encode_jpeg
 
@@ -39,12 +39,6 @@ from stemcell.imaging import encode_jpeg
 # is declared dead after ~period * threshold (defaults 3 s x 5 = 15 s plus an initial delay).
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                           "health_check_timeout_ms": 500, "health_check_failure_threshold": 4}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 ROLE_LABEL = "stemcell-role"  # node label: "head" (ingress, state store) or "gpu" (executors)
@@ -165,7 +159,7 @@ class Deployment:
         raise RuntimeError(f"could not place {per_executor} cameras on each of {executors} executors: {counts}")
 
 
-def deploy(config_path: Path, *, port: int | None = None, proxy_location: str = "HeadOnly") -> Deployment:
+def deploy(config_path: Path, *, proxy_location: str = "HeadOnly") -> Deployment:
     """`serve.start` + `serve.run` of the app in `config_path` on the connected Ray; waits until it answers.
 
     HeadOnly: on a local multi-node cluster every "node" shares one network namespace, so one HTTP
@@ -174,9 +168,10 @@ def deploy(config_path: Path, *, port: int | None = None, proxy_location: str = 
     config = yaml.safe_load(config_path.read_text())
     token = os.environ.get(config["admin_token_env"]) or secrets.token_urlsafe(32)
     os.environ[config["admin_token_env"]] = token
-    port = port or free_port()
-    serve.start(proxy_location=proxy_location, http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"config_path": str(config_path)}), name=config["app_name"], route_prefix="/")
+    with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
+        serve.start(proxy_location=proxy_location, http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"config_path": str(config_path)}), name=config["app_name"], route_prefix="/")
+        wait_listening(port)
     return Deployment(f"http://127.0.0.1:{port}", token, config_path, config["app_name"],
                       config["executors"]["namespace"])
 

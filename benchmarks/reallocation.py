@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -57,12 +56,6 @@ Camera = Callable[[int, list[bytes]], Awaitable[Send]]  # camera index, its JPEG
 SHARES_FULL = (0.5, 0.25, 0.75, 0.25, 0.5)  # each old+new pair fits on one GPU (make-before-break needs both)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(root: Path, package: Path) -> Path:
     config_path = root / "serve.yaml"
     config_path.write_text(yaml.safe_dump({
@@ -79,13 +72,17 @@ def _apps(package: Path) -> list[str]:
 
 def _deploy_http(config_path: Path, package: Path, cameras: int) -> Camera:
     """The Serve app; returns one `send(camera, i)` per camera posting JPEG i over HTTP."""
+    # benchmarks/ is on sys.path when run as a script
+    from ports import reserved_port, wait_listening
+
     from app.serve_app import build_app
     from stemcell.client import Admin
 
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"config_path": str(config_path)}), name="stemcell-realloc", route_prefix="/")
+    with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"config_path": str(config_path)}), name="stemcell-realloc", route_prefix="/")
+        wait_listening(port)
     url = f"http://127.0.0.1:{port}"
     with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
         tokens = [admin.add_camera(f"cam-{c}", _apps(package), fps=10)["token"] for c in range(cameras)]

@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -75,12 +74,6 @@ def _speed_package(root: Path) -> Path:
                         world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
     build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jpegs(frames_per_camera: int) -> list[list[bytes]]:
@@ -222,7 +215,10 @@ async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], roun
     return {name: _summarise(w) for name, w in windows.items()}
 
 
-def _deploy(root: Path, package: Path, port: int, coalesce_ms: float) -> tuple[str, list[str]]:
+def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[str]]:
+    # benchmarks/ is on sys.path when run as a script
+    from ports import reserved_port, wait_listening
+
     from app.serve_app import build_app
     from stemcell.client import Admin
 
@@ -233,9 +229,11 @@ def _deploy(root: Path, package: Path, port: int, coalesce_ms: float) -> tuple[s
         "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
     }))
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
-    serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+    with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
+        serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+        wait_listening(port)
     url = f"http://127.0.0.1:{port}"
     with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
         apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
@@ -279,7 +277,7 @@ def main() -> None:
         print(f"package and frames ready after {time.perf_counter() - started:.1f} s", flush=True)
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
-            url, tokens = _deploy(root, package, _free_port(), args.coalesce_ms)
+            url, tokens = _deploy(root, package, args.coalesce_ms)
             print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
             results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench"))
         finally:

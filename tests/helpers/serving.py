@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 from ray import serve
 
 from app.serve_app import build_app
+from benchmarks.ports import reserved_port
 
 ADMIN_TOKEN = "admin-" + "y" * 26
 
@@ -20,9 +20,6 @@ ADMIN_TOKEN = "admin-" + "y" * 26
 def served_package(root: Path, package_dir: Path, app_name: str, extra: dict[str, Any] | None = None) -> Iterator[str]:
     """Deploy the Stemcell Serve app for `package_dir` (state under `root`, `extra` config sections added);
     yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = f"STEMCELL_{app_name.upper().replace('-', '_')}_TOKEN"
     config = root / "serve.yaml"
     config.write_text(yaml.safe_dump({
@@ -32,10 +29,11 @@ def served_package(root: Path, package_dir: Path, app_name: str, extra: dict[str
         **(extra or {}),
     }))
     os.environ[env] = ADMIN_TOKEN
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app({"config_path": str(config)}), name=app_name, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        os.environ.pop(env, None)
+    with reserved_port() as port:  # held while Serve's proxy serves there (see benchmarks/ports.py)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            serve.run(build_app({"config_path": str(config)}), name=app_name, route_prefix="/")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            os.environ.pop(env, None)

@@ -21,6 +21,7 @@ from ray import serve
 from actors.planner import get_or_create_planner
 from app.learning_service import register_learning_worker, worker_role
 from app.serve_app import build_app
+from benchmarks.ports import reserved_port
 from stemcell.client import Admin, Camera, StemcellError
 from stemcell.edge import EdgeClient, HttpTransport
 from stemcell.imaging import encode_jpeg
@@ -43,26 +44,27 @@ WORLD = {"seed": 2, "num_cameras": 1, "height": 32, "width": 32, "duration_s": 1
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("ams-serve")
-    srv = Server(root)
-    tiny_package(srv.package, branchpoints=(3,), apps=("car",))
-    srv.config_path.write_text(yaml.safe_dump({
-        "package_dir": str(srv.package), "state_path": str(root / "state.db"),
-        "admin_token_env": "STEMCELL_AMS_ADMIN_TOKEN", "app_name": APP_NAME,
-        "ingress": {"num_cpus": 0.25},
-        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": "stemcell-ams-test"},
-        "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
-                     "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
-                     "max_upload_frames": MAX_UPLOAD,
-                     "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0}}},
-    }))
-    os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
-    serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
-    serve.run(build_app({"config_path": str(srv.config_path)}), name=APP_NAME, route_prefix="/")
-    with Admin(srv.url, ADMIN_TOKEN, timeout=60.0) as admin:
-        admin.add_camera("edge-1", [{"app": "car", "branchpoint": 3}], fps=10, token=CAMERA_TOKEN)
-    yield srv
-    serve.shutdown()
-    os.environ.pop("STEMCELL_AMS_ADMIN_TOKEN", None)
+    with reserved_port() as port:  # held while Serve's proxy serves there (see benchmarks/ports.py)
+        srv = Server(root, port)
+        tiny_package(srv.package, branchpoints=(3,), apps=("car",))
+        srv.config_path.write_text(yaml.safe_dump({
+            "package_dir": str(srv.package), "state_path": str(root / "state.db"),
+            "admin_token_env": "STEMCELL_AMS_ADMIN_TOKEN", "app_name": APP_NAME,
+            "ingress": {"num_cpus": 0.25},
+            "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": "stemcell-ams-test"},
+            "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
+                         "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
+                         "max_upload_frames": MAX_UPLOAD,
+                         "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0}}},
+        }))
+        os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
+        serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
+        serve.run(build_app({"config_path": str(srv.config_path)}), name=APP_NAME, route_prefix="/")
+        with Admin(srv.url, ADMIN_TOKEN, timeout=60.0) as admin:
+            admin.add_camera("edge-1", [{"app": "car", "branchpoint": 3}], fps=10, token=CAMERA_TOKEN)
+        yield srv
+        serve.shutdown()
+        os.environ.pop("STEMCELL_AMS_ADMIN_TOKEN", None)
 
 
 def _frames(start_s: float, count: int) -> tuple[list[float], np.ndarray]:

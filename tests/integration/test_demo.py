@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,23 +9,19 @@ import pytest
 from ray import serve
 
 from app.cli import main
+from benchmarks.ports import reserved_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_demo_streams_cameras_over_http_and_scores_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        code = main(["demo", "--config", str(REPO / "configs" / "ci.yaml"), "--workdir", str(tmp_path),
-                     "--cameras", "1", "--duration", "6", "--port", str(_free_port())])
-    finally:
-        serve.shutdown()
+    with reserved_port() as port:
+        try:
+            code = main(["demo", "--config", str(REPO / "configs" / "ci.yaml"), "--workdir", str(tmp_path),
+                         "--cameras", "1", "--duration", "6", "--port", str(port)])
+        finally:
+            serve.shutdown()
     assert code == 0
     out = capsys.readouterr().out
     for step in range(1, 7):

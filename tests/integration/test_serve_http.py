@@ -24,6 +24,7 @@ from ray import serve
 
 from app.serve_app import build_app
 from app.streamer import run_stream
+from benchmarks.ports import reserved_port
 from stemcell.client import Admin, Camera, StemcellError
 from stemcell.imaging import encode_jpeg, encode_png
 from tests.helpers.builders import tiny_package
@@ -35,12 +36,6 @@ APP_NAME = "stemcell-test"
 MAX_IMAGE_BYTES = 256 * 1024
 MAX_PIXELS = 1_000_000
 MAX_QUEUED = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _frame(seed: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -58,9 +53,9 @@ def _png_bomb() -> bytes:
 
 
 class Server:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int) -> None:
         self.config_path = root / "serve.yaml"
-        self.port = _free_port()
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.package = root / "pkg"
 
@@ -75,22 +70,23 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serve")
-    srv = Server(root)
-    tiny_package(srv.package, branchpoints=(0, 3, 6), apps=("car", "person"))
-    srv.config_path.write_text(yaml.safe_dump({
-        "package_dir": str(srv.package), "state_path": str(root / "state.db"),
-        "admin_token_env": "STEMCELL_TEST_ADMIN_TOKEN", "app_name": APP_NAME,
-        "ingress": {"num_cpus": 0.5},
-        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": "stemcell-test", "max_wait_ms": 2},
-        "limits": {"max_image_bytes": MAX_IMAGE_BYTES, "max_pixels": MAX_PIXELS, "max_batch_frames": 8,
-                   "max_batch_bytes": 4 * MAX_IMAGE_BYTES, "max_queued_frames": MAX_QUEUED},
-    }))
-    os.environ["STEMCELL_TEST_ADMIN_TOKEN"] = ADMIN_TOKEN
-    serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
-    srv.deploy()
-    yield srv
-    serve.shutdown()
-    os.environ.pop("STEMCELL_TEST_ADMIN_TOKEN", None)
+    with reserved_port() as port:  # held while Serve's proxy serves there (see benchmarks/ports.py)
+        srv = Server(root, port)
+        tiny_package(srv.package, branchpoints=(0, 3, 6), apps=("car", "person"))
+        srv.config_path.write_text(yaml.safe_dump({
+            "package_dir": str(srv.package), "state_path": str(root / "state.db"),
+            "admin_token_env": "STEMCELL_TEST_ADMIN_TOKEN", "app_name": APP_NAME,
+            "ingress": {"num_cpus": 0.5},
+            "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": "stemcell-test", "max_wait_ms": 2},
+            "limits": {"max_image_bytes": MAX_IMAGE_BYTES, "max_pixels": MAX_PIXELS, "max_batch_frames": 8,
+                       "max_batch_bytes": 4 * MAX_IMAGE_BYTES, "max_queued_frames": MAX_QUEUED},
+        }))
+        os.environ["STEMCELL_TEST_ADMIN_TOKEN"] = ADMIN_TOKEN
+        serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
+        srv.deploy()
+        yield srv
+        serve.shutdown()
+        os.environ.pop("STEMCELL_TEST_ADMIN_TOKEN", None)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import email.utils
 import json
 import random
-import socket
 import time
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.streamer import run_stream
+from benchmarks.ports import reserved_port
 from stemcell.client import (
     Admin,
     Camera,
@@ -146,13 +146,11 @@ def test_admin_calls() -> None:
 
 
 def test_real_refused_connection_is_retried_then_reported() -> None:
-    with socket.socket() as s:  # grab a free port, then close it so nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     sleeps: list[float] = []
-    cam = Camera(f"http://127.0.0.1:{port}", "t" * 20, "cam-1", retries=1, sleep=sleeps.append)
-    with pytest.raises(StemcellError, match="ConnectError"):
-        cam.status()
+    with reserved_port() as port:  # held, never listening: nothing can answer there
+        cam = Camera(f"http://127.0.0.1:{port}", "t" * 20, "cam-1", retries=1, sleep=sleeps.append)
+        with pytest.raises(StemcellError, match="ConnectError"):
+            cam.status()
     assert len(sleeps) == 1
 
 

@@ -1,0 +1,44 @@
+"""A loopback port for a server in another process (Ray Serve's HTTP proxy), picked without a race.
+
+Binding port 0, closing the socket and handing the number to the server leaves a window in which
+another process (a parallel test, a client's ephemeral port) can take the port.  Instead the
+caller keeps a socket bound to the port, never listening, for as long as the server lives.  Serve's
+proxy binds its own socket with SO_REUSEADDR and SO_REUSEPORT (`SERVE_SOCKET_REUSE_PORT_ENABLED`,
+on by default; checked on Ray 2.60), so it can share the port with this reservation, while any
+process binding without SO_REUSEPORT gets EADDRINUSE.  A socket that does not listen is never
+handed a connection, so every connection reaches the server; with no server, the reserved port
+refuses connections (what a client's "nothing listens there" test needs).
+"""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A free TCP port on `host`, held (bound, not listening) until the block ends."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, 0))
+        yield s.getsockname()[1]
+
+
+def wait_listening(port: int, host: str = "127.0.0.1", timeout_s: float = 120.0) -> None:
+    """Block until a server accepts connections on `port`: after that the reservation may be released.
+
+    Serve starts its HTTP proxy asynchronously, so `serve.run` can return before the proxy has bound;
+    releasing the reservation then would reopen the race.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=5.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s") from None
+            time.sleep(0.1)
