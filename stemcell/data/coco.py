@@ -15,14 +15,7 @@ import cv2
 import numpy as np
 
 from stemcell.config import CocoData
-from stemcell.data.dataset import (
-    DataError,
-    DataFile,
-    FrameDataset,
-    VideoTimeline,
-    even_sample,
-    resize_square,
-)
+from stemcell.data.dataset import DataError, DataFile, FrameDataset, VideoTimeline, even_sample, resize_square
 from stemcell.data.registry import LoadRequest, register_source
 from stemcell.data.video_labels import class_list
 from stemcell.package.store import file_sha256

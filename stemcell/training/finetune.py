@@ -12,7 +12,7 @@ from stemcell.config import IMAGENET_MEAN, IMAGENET_STD
 from stemcell.models import SegmentedNet, make_app_model, to_input
 from stemcell.models.readout import counts_from_output, events_from_output
 from stemcell.training.data import LabelledFrames
-from stemcell.training.loop import batched, fit_bce, fit_counts, training_device
+from stemcell.training.loop import batched, count_loss, fit, fit_bce, training_device
 from stemcell.training.metrics import BinaryMetrics, binary_metrics
 
 
@@ -64,9 +64,11 @@ def finetune_candidate(base: SegmentedNet, spec: CandidateSpec, train: LabelledF
         with torch.no_grad():
             model.head.fc.bias.fill_(math.log(max(float(truth.mean()), 1e-3)))
     model.train()
-    fit = fit_counts if counting else fit_bce
-    fit(model.upper_forward, model.trainable_parameters(), x_train, y_train,
-        epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=spec.seed)
+    options = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
+    if counting:
+        fit(model.upper_forward, model.trainable_parameters(), x_train, y_train, count_loss(), **options)
+    else:
+        fit_bce(model.upper_forward, model.trainable_parameters(), x_train, y_train, **options)
     model.eval()
     output = batched(model, to_input(val.frames, spec.input_size, mean=spec.mean, std=spec.std).to(device)).cpu()[:, 0].numpy()
     val_truth = spec.truth(val)

@@ -39,15 +39,9 @@ def fit_bce(
     return fit(forward, params, inputs, targets, loss_fn, **options)  # type: ignore[arg-type]
 
 
-def fit_counts(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    params: Iterable[nn.Parameter],
-    inputs: torch.Tensor,
-    counts: torch.Tensor,
-    **options: object,
-) -> float:
-    """Train `forward(inputs) -> log(expected count)` against object counts (Poisson likelihood)."""
-    return fit(forward, params, inputs, counts, nn.PoissonNLLLoss(log_input=True), **options)  # type: ignore[arg-type]
+def count_loss() -> nn.Module:
+    """The count objective: `forward(inputs) -> log(expected count)` against object counts (Poisson likelihood)."""
+    return nn.PoissonNLLLoss(log_input=True)
 
 
 def fit(
