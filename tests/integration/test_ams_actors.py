@@ -86,7 +86,7 @@ def test_labeler_runs_a_plug_in_teacher_in_the_workers_class_order() -> None:
     try:
         frames = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 20, 200)])  # counts 0, 0, 7
         assert ray.get(teacher.label.remote(frames)).tolist() == [[0, 0], [0, 0], [0, 1]]
-        assert ray.get(teacher.ready.remote())["classes"] == ["blob"]
+        assert ray.get(teacher.ready.remote()).classes == ("blob",)
     finally:
         ray.kill(teacher)
 

@@ -114,7 +114,7 @@ def test_share_changes_under_traffic_fail_no_request(config: ServeConfig, store,
         await asyncio.gather(*streams)
         # the ingress's plan code: its own camera section is rewritten, the Planner's kept, the live view shown
         service = StemcellService(config, store, pool, *read_manifest(config.package_dir))
-        await service._save_plan()
+        await service.save_plan()
         return log, reports, await service.plan()
 
     log, reports, admin_plan = asyncio.run(main())
