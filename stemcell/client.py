@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from stemcell.imaging import encode_jpeg, sniff_format
+from stemcell.retry import jittered_backoff
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after_s: float | None
     The server's Retry-After is a floor (it knows when its queue drains); exponential backoff with
     jitter applies on top of it when ours is longer, and everything is capped at `max_delay_s`.
     """
-    exp = min(policy.max_delay_s, policy.base_delay_s * (2.0 ** attempt))
-    jittered = exp * (1.0 - policy.jitter * rng.random())
+    jittered = jittered_backoff(policy.base_delay_s, policy.max_delay_s, attempt, policy.jitter, rng.random())
     return min(policy.max_delay_s, max(jittered, retry_after_s or 0.0))
 
 

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from stemcell.retry import jittered_backoff
+
 State = Literal["streaming", "reconnecting", "offline", "stopped", "push"]
 
 
@@ -41,8 +43,7 @@ class Backoff:
         """Seconds to wait after the `failures`-th failure in a row; `draw` is uniform in [0, 1)."""
         if failures >= self.max_failures:
             return self.offline_retry_s
-        full = min(self.cap_s, self.base_s * 2.0 ** max(0, failures - 1))
-        return full * (1.0 - self.jitter * draw)
+        return jittered_backoff(self.base_s, self.cap_s, max(0, failures - 1), self.jitter, draw)
 
 
 class RateMeter:
