@@ -72,6 +72,9 @@ class AppResult(BaseModel):
     fresh: bool = Field(description="computed on this frame; false: repeated from the app's last analysed frame "
                         "(the app runs at a lower frame rate than the camera)")
     count: int | None = Field(None, description="count apps: objects counted; event_active is count >= min_count")
+    boxes: list[dict[str, Any]] | None = Field(None, description="detect apps: [{x0, y0, x1, y1, score, class}] "
+                                             "in the frame's own pixels")
+    counts: dict[str, int] | None = Field(None, description="detect apps: objects per class (in the app's zones, if any)")
 
 
 class FrameResult(BaseModel):

@@ -101,6 +101,8 @@ def build_package(
                 accuracy=r.metrics.accuracy,
                 train_seconds=r.train_seconds,
                 count_mae=r.count_mae,
+                map50=r.map50,
+                map50_95=r.map50_95,
                 weights=rel,
                 sha256=write_weights(r.trainable_state, root, rel),
             )

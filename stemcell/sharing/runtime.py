@@ -26,8 +26,8 @@ import torch
 from stemcell.accel import DevicePath
 from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
 from stemcell.control.errors import UnknownCamera
-from stemcell.models import make_app_model, to_input
-from stemcell.models.readout import read_app
+from stemcell.models import to_input
+from stemcell.models.readout import read_output
 from stemcell.package import MPackage
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
@@ -47,6 +47,7 @@ class InferRequest:
     camera: str  # camera id
     frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), any size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
+    frame_size: tuple[int, int] | None = None  # (height, width) as the camera sent them, when `frames` are resized
 
     @property
     def num_frames(self) -> int:
@@ -61,6 +62,8 @@ class AppResult:
     event_active: bool  # the app's event is on (its current label)
     fresh: bool  # computed on this frame (False: repeated from the app's last analysed frame)
     count: int | None = None  # count apps: objects counted (event_active = count >= the app's min_count)
+    boxes: tuple[dict[str, object], ...] | None = None  # detect apps: [{x0, y0, x1, y1, score, class}], frame pixels
+    counts: dict[str, int] | None = None  # detect apps: objects per class (in the app's zones, if any)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class _Branch:
     score: float = 0.0
     label: bool = False
     count: int | None = None
+    boxes: tuple[dict[str, object], ...] | None = None
+    counts: dict[str, int] | None = None
 
 
 @dataclass
@@ -95,6 +100,14 @@ class _Camera:
     stream_fps: float
     apps: dict[str, _Branch]
     frames_seen: int = 0
+
+
+def _frame_size(req: InferRequest, input_size: int) -> tuple[int, int]:
+    """(height, width) of the camera's frames: boxes are served in these pixels. Frames already
+    turned into model input (N, 3, S, S) carry the size they were sent at in `frame_size`."""
+    if req.frame_size is not None or isinstance(req.frames, torch.Tensor):
+        return req.frame_size or (input_size, input_size)
+    return (int(req.frames.shape[-3]), int(req.frames.shape[-2]))
 
 
 class StemRuntime:
@@ -118,7 +131,7 @@ class StemRuntime:
         self.input_size = package.manifest.base.input_size
         self.path.bind(package.base, self.input_size)
         self._normalization = package.manifest.base.normalization.model_dump()  # mean, std as trained
-        self._tasks = {a.name: (a.task, a.min_count) for a in package.manifest.apps}
+        self._tasks = {a.name: (a.task, a.min_count, tuple(a.classes)) for a in package.manifest.apps}
         self.threshold = threshold
         self.latency_alpha = latency_alpha
         # Timing each node synchronises the GPU, so on CUDA only every 8th batch is measured.
@@ -229,7 +242,7 @@ class StemRuntime:
                 if not targets:
                     raise ValueError(f"app {app!r} is not running on {camera_id or 'any camera'}")
                 targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version < version]
-            prepared = {b: self._prepare_weights(b, state) for b in {b for _, b in targets}}
+            prepared = {b: self._prepare_weights(app, b, state) for b in {b for _, b in targets}}
             with self._lock:
                 for cam, b in targets:
                     camera = self._cameras.get(cam)
@@ -240,8 +253,8 @@ class StemRuntime:
                 self._tree_changed()
         return len(targets)
 
-    def _prepare_weights(self, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
-        model = make_app_model(self.package.base, branchpoint, num_outputs=1)
+    def _prepare_weights(self, app: str, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
+        model = self.package.empty_app_model(app, branchpoint)
         try:
             model.load_trainable_state_dict(dict(state))
         except RuntimeError as exc:  # shape mismatch
@@ -278,7 +291,7 @@ class StemRuntime:
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
-                    outcome.extend(self._results(req.camera, *plan, logits, cursor))
+                    outcome.extend(self._results(req.camera, *plan, logits, cursor, _frame_size(req, self.input_size)))
             return outcomes
 
     def _plan(self, req: InferRequest) -> tuple[_Camera, list[float], list[list[str]], torch.Tensor]:
@@ -315,6 +328,7 @@ class StemRuntime:
         due: list[list[str]],
         logits: Mapping[LeafKey, torch.Tensor],
         cursor: dict[LeafKey, int],
+        frame_size: tuple[int, int],
     ) -> list[FrameResult]:
         """Frame by frame, in order: fresh scores where due, the app's last result elsewhere."""
         out = []
@@ -325,10 +339,13 @@ class StemRuntime:
                 fresh = app in due_apps
                 if fresh:
                     key = (camera_id, app)
-                    reading = read_app(*self._tasks[app], float(logits[key][cursor[key], 0]), self.threshold)
+                    reading = read_output(*self._tasks[app], logits[key][cursor[key]], frame_size, branch.config.zones,
+                                          self.threshold)
                     branch.score, branch.label, branch.count = reading.score, reading.label, reading.count
+                    branch.boxes, branch.counts = reading.boxes, reading.counts
                     cursor[key] += 1
-                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count))
+                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count,
+                                         branch.boxes, branch.counts))
             self.counters["app_runs"] += len(due_apps)
             self.counters["app_reuses"] += len(camera.apps) - len(due_apps)
             out.append(FrameResult(ts, tuple(results), versions))
