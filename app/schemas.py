@@ -19,6 +19,8 @@ class AppSpec(_Body):
     app: str = Field(pattern=_ID, description="app name from the M-Package")
     branchpoint: int | None = Field(None, ge=0, description="shared segments; omitted = from the current plan")
     fps: float | None = Field(None, gt=0, le=120, description="frames/s this app analyses; omitted = plan or stream rate")
+    zones: list[list[list[float]]] | None = Field(None, max_length=32, description="detect apps: polygons of [x, y] "
+                                                  "frame pixels; counts and events use boxes whose bottom-centre is in one")
 
 
 class SourceBody(_Body):

@@ -9,7 +9,7 @@ and converts with `CameraSpec.from_config` / `as_config`. Imports nothing (every
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ class AppRequest:
     app: str  # app name in the package
     branchpoint: int | None = None  # asked branchpoint, else the plan's or the default candidate's
     fps: float | None = None  # asked frame rate, else the plan's or the stream's
+    zones: tuple[Sequence[Sequence[float]], ...] = ()  # detect apps: polygons of [x, y] frame pixels (unchecked)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class LatencyEntry(_Frozen):
     segment_s: dict[str, list[float]]  # str(batch size) -> seconds per batch for each segment
     head_s: dict[str, float]  # str(batch size) -> seconds per batch for a binary head
     full_model_s: dict[str, float]  # str(batch size) -> seconds per batch, whole model in one call
+    detect_head_s: dict[str, float] | None = None  # str(batch size) -> seconds per batch for a detect app's head
 
     def per_frame_segment_s(self, batch_size: int) -> list[float]:
         return [t / batch_size for t in self.segment_s[str(batch_size)]]

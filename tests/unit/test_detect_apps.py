@@ -9,7 +9,12 @@ import torch
 
 from stemcell.models import to_input
 from stemcell.models.detection import DetectHead, decode
+from stemcell.control.camera_changes import plan_changes
+from stemcell.control.camera_plans import resolve_apps
+from stemcell.control.contracts import AppRequest, AppRun, CameraSpec
 from stemcell.package import MPackage, load_package
+from stemcell.package.planning import problem_from_manifest
+from stemcell.scheduling.problem import AppChoice, Schedule
 from stemcell.sharing import InferRequest, StemRuntime
 from tests.helpers.builders import detect_package, square_frames
 
@@ -70,3 +75,28 @@ def test_zones_from_the_app_config_restrict_counts(package: MPackage) -> None:
         z_app, f_app = z.as_dict()["results"][0], f.as_dict()["results"][0]
         assert z_app["boxes"] == f_app["boxes"]  # every box is served ...
         assert z_app["count"] == 0 and not z_app["event_active"]  # ... but none is in the zone
+
+
+def test_registration_zones_are_checked_and_survive_replanning(package: MPackage) -> None:
+    manifest = package.manifest
+    square = ((0, 0), (10, 0), (10, 10), (0, 10))
+    (run,) = resolve_apps(manifest, [AppRequest("cars", zones=(square,))], "c1", 10.0, {})
+    assert run.zones == (tuple((float(x), float(y)) for x, y in square),)
+    assert AppRun.parse(run.as_dict()) == run and "zones" not in resolve_apps(manifest, [AppRequest("cars")], "c1",
+                                                                                10.0, {})[0].as_dict()
+    with pytest.raises(ValueError, match=r"app 'cars': zones\[1\]: a zone is a polygon of at least 3"):
+        resolve_apps(manifest, [AppRequest("cars", zones=(square, ((0, 0), (1, 1))))], "c1", 10.0, {})
+    choice = AppChoice("cars", 1, 6, 5.0, 0.5, 0.5, 0.5)
+    moved = plan_changes({"c1": CameraSpec("c1", 10.0, (run,))}, {"c1": Schedule((choice,), 0.1, 1.0, 0.5, "greedy", True)})
+    assert moved[0].after.apps[0].branchpoint == 6 and moved[0].after.apps[0].zones == run.zones
+
+
+def test_planner_sees_count_event_quality_and_the_detect_heads_cost(package: MPackage) -> None:
+    manifest = package.manifest
+    problem = problem_from_manifest(manifest, ["cars"], 1.0, batch_size=1)
+    detect_head = manifest.latency.detect_head_s
+    assert detect_head is not None and problem.head_latency_s == pytest.approx(detect_head["1"])
+    assert detect_head["1"] != manifest.latency.head_s["1"]
+    by_b = {c.branchpoint: c for c in manifest.candidates_for("cars")}
+    for c in problem.apps[0].candidates:  # count-event precision/recall, as trained
+        assert (c.precision, c.recall) == (by_b[c.branchpoint].precision, by_b[c.branchpoint].recall)
