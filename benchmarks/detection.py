@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,14 +43,18 @@ from stemcell.sharing import StemTree
 from stemcell.training.loop import training_device
 from stemcell.training.mtrainer import train_package
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
+
+from benchmarks.sharing_throughput import _seconds  # noqa: E402  (one way to time a call on any device)
+
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 BATCH = 8
 
 
 def _settings(quick: bool) -> dict[str, Any]:
     return {
-        "every": 10 if quick else 2,  # HOG costs ~0.15 s per 768x576 frame on one core
-        "epochs": 8 if quick else 30,
+        "every": 5 if quick else 2,  # HOG costs ~0.15 s per 768x576 frame on one core
+        "epochs": 25 if quick else 60,
         "pretrain": {"epochs": 2, "frames_per_camera": 300, "batch_size": 64} if quick
         else {"epochs": 4, "frames_per_camera": 1200, "batch_size": 64},
         "world_s": 120.0 if quick else 600.0,
@@ -74,16 +79,8 @@ def _config(data: dict[str, Any], apps: list[dict[str, Any]], s: dict[str, Any],
 
 def _best_fps(fn: Callable[[], object], device: torch.device, rounds: int) -> float:
     """Frames/s of the fastest of `rounds` calls on BATCH frames (other processes only slow a call down)."""
-    best = float("inf")
-    for _ in range(rounds + 1):  # the first call warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return BATCH / best
+    fn()  # warm-up
+    return BATCH / min(_seconds(fn, device) for _ in range(rounds))
 
 
 def _detect(model: AppModel, x: torch.Tensor, classes: int) -> object:
@@ -139,7 +136,7 @@ def sharing(package: MPackage, app: str, device: torch.device, rounds: int, apps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer frames and epochs, vtest every 10th frame")
+    parser.add_argument("--quick", action="store_true", help="fewer frames and epochs, vtest every 5th frame")
     parser.add_argument("--out", type=Path, required=True, help="JSON output (Parquet and PNG are written beside it)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a busy box)")
     args = parser.parse_args()

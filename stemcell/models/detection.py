@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms
 
 DETECT_SCORE_THRESHOLD = 0.3  # a peak below this is not an object (served boxes and counts)
 NMS_IOU = 0.5  # same-class boxes overlapping more than this are one object
@@ -101,10 +101,10 @@ def normalised_boxes(output: torch.Tensor, num_classes: int) -> tuple[torch.Tens
     return heat, torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
 
 
-def to_frame_pixels(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Normalised (M, 4) boxes -> that frame's pixel coordinates, clipped to the frame."""
-    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-    return clip_boxes_to_image(boxes * scale, (height, width))
+def to_frame_pixels(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Normalised (M, 4) boxes -> pixels of each box's frame ((M, 2) height, width), clipped to it."""
+    scale = sizes.to(boxes)[:, [1, 0, 1, 0]]
+    return torch.minimum((boxes * scale).clamp(min=0), scale)
 
 
 def decode(
@@ -116,19 +116,22 @@ def decode(
     iou_threshold: float = NMS_IOU,
     max_detections: int = MAX_DETECTIONS,
 ) -> list[Detections]:
-    """Peaks of each class heatmap (3x3 local maxima) above `score_threshold`, NMS per class, and
-    boxes scaled to each frame's own (height, width)."""
+    """Peaks of each class heatmap (3x3 local maxima) above `score_threshold`, NMS per frame and
+    class, and boxes scaled to each frame's own (height, width). One NMS call serves the whole batch
+    (frame and class form the group), so many apps on many frames cost a few kernel calls."""
     if len(frame_sizes) != len(output):
         raise ValueError(f"{len(frame_sizes)} frame sizes for {len(output)} outputs")
     heat, boxes = normalised_boxes(output.float(), num_classes)
     n, k, h, w = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
     scores, flat = peaks.reshape(n, -1).topk(min(max_detections, k * h * w), dim=1)
-    out = []
-    for i, (height, width) in enumerate(frame_sizes):
-        keep = scores[i] >= score_threshold
-        cls, cell = flat[i][keep] // (h * w), flat[i][keep] % (h * w)
-        frame_boxes = to_frame_pixels(boxes[i].reshape(4, -1)[:, cell].T, int(height), int(width))
-        kept = batched_nms(frame_boxes, scores[i][keep], cls, iou_threshold)
-        out.append(Detections(frame_boxes[kept], scores[i][keep][kept], cls[kept]))
-    return out
+    frame, rank = torch.nonzero(scores >= score_threshold, as_tuple=True)  # one NMS call for the whole batch
+    cls, cell = flat[frame, rank] // (h * w), flat[frame, rank] % (h * w)
+    sizes = torch.tensor([list(hw) for hw in frame_sizes], dtype=boxes.dtype, device=boxes.device).reshape(-1, 2)
+    picked = to_frame_pixels(boxes.reshape(n, 4, -1)[frame, :, cell], sizes[frame])
+    confidence = scores[frame, rank]
+    kept = batched_nms(picked, confidence, frame * k + cls, iou_threshold)  # same frame and class only; best first
+    kept = kept[torch.argsort(frame[kept], stable=True)]  # grouped by frame, still best first within each
+    per_frame = torch.bincount(frame[kept], minlength=n).tolist()
+    parts = (picked[kept].split(per_frame), confidence[kept].split(per_frame), cls[kept].split(per_frame))
+    return [Detections(b, c, k_) for b, c, k_ in zip(*parts)]

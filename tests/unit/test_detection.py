@@ -64,7 +64,8 @@ def test_boxes_map_back_to_the_frames_own_resolution() -> None:
     # normalised box 1.5/8..3.5/8 x 3.5/8..5.5/8, scaled by 640 wide and 480 high
     assert large.boxes[0].tolist() == pytest.approx([120.0, 210.0, 280.0, 330.0])
     assert small.boxes[0].tolist() == pytest.approx([1.5, 3.5, 3.5, 5.5])
-    assert to_frame_pixels(torch.tensor([[-0.1, 0.5, 0.5, 1.2]]), 100, 200).tolist() == [[0.0, 50.0, 100.0, 100.0]]
+    clipped = to_frame_pixels(torch.tensor([[-0.1, 0.5, 0.5, 1.2], [0.5, 0.5, 1.5, 1.0]]), torch.tensor([[100, 200], [10, 20]]))
+    assert clipped.tolist() == [[0.0, 50.0, 100.0, 100.0], [10.0, 5.0, 20.0, 10.0]]
 
 
 def test_nms_merges_duplicate_peaks_of_one_object_but_not_other_classes() -> None:
@@ -124,3 +125,17 @@ def test_zones_restrict_counts_not_boxes() -> None:
     reading = read_detections(out, ("person", "car"), min_count=2, frame_size=(80, 80), zones=[left_half])
     assert len(reading.boxes) == 2 and reading.count == 1 and reading.counts == {"person": 1, "car": 0}
     assert not reading.label
+
+
+def test_a_batch_decodes_like_its_frames_one_by_one() -> None:
+    first, empty, third = blank_map(), blank_map(), blank_map()
+    put(first, 0, row=3, col=3, size_cells=(8.0, 8.0), logit=4.0)
+    put(first, 0, row=3, col=5, size_cells=(8.0, 8.0), logit=3.0)  # suppressed by the first in its frame
+    put(third, 0, row=3, col=5, size_cells=(8.0, 8.0), logit=3.0)  # the same box, another frame: kept
+    put(third, 1, row=6, col=1, size_cells=(1.0, 1.0), logit=2.0)
+    sizes = [(8, 8), (80, 80), (16, 32)]
+    together = decode(torch.stack([first, empty, third]), K, sizes)
+    alone = [decode(m[None], K, [size])[0] for m, size in zip((first, empty, third), sizes)]
+    assert [len(d.scores) for d in together] == [1, 0, 2]
+    for a, b in zip(together, alone):
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.classes, b.classes)
