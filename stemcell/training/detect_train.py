@@ -78,13 +78,19 @@ def predicted_boxes(model: AppModel, frames: np.ndarray, spec: CandidateSpec, sc
     return [torch.cat([d.classes[:, None].float(), d.boxes, d.scores[:, None]], dim=1).numpy() for d in found]
 
 
-def truth_boxes(data: LabelledFrames, spec: CandidateSpec) -> list[np.ndarray]:
-    """(M, 5) head channel, x0, y0, x1, y1 per frame in model-input pixels (the app's classes only)."""
+def boxes_of(data: LabelledFrames, spec: CandidateSpec) -> tuple[np.ndarray, ...]:
+    """The frames' boxes; data without boxes is an error naming the app (M-Trainer checks it earlier,
+    naming the data source)."""
     if data.boxes is None:
         raise ValueError(f"detect app {spec.app!r} needs boxes; the data has only per-frame counts")
+    return data.boxes
+
+
+def truth_boxes(data: LabelledFrames, spec: CandidateSpec) -> list[np.ndarray]:
+    """(M, 5) head channel, x0, y0, x1, y1 per frame in model-input pixels (the app's classes only)."""
     channel = {c: j for j, c in enumerate(spec.class_indices)}
     out = []
-    for frame_boxes in data.boxes:
+    for frame_boxes in boxes_of(data, spec):
         mine = [b for b in np.asarray(frame_boxes).reshape(-1, 5) if int(b[0]) in channel]
         rows = np.array([[channel[int(b[0])], *(b[1:] * spec.input_size)] for b in mine], np.float64).reshape(-1, 5)
         out.append(rows)
@@ -96,12 +102,12 @@ def finetune_detector(base: SegmentedNet, spec: CandidateSpec, train: LabelledFr
     started = time.perf_counter()
     device = training_device()
     torch.manual_seed(spec.seed)
+    train_boxes = boxes_of(train, spec)
     model = make_task_model(base.to(device), spec.branchpoint, "detect", len(spec.class_indices)).to(device)
-    truth_boxes(train, spec)  # no boxes: a clear error before any work
     x_train = batched(model.stem_features, to_input(train.frames, spec.input_size, mean=spec.mean, std=spec.std).to(device))
     with torch.no_grad():
         map_size = tuple(model.upper_forward(x_train[:1]).shape[-2:])
-    targets = detect_targets(train.boxes, spec.class_indices, map_size).to(device)  # type: ignore[arg-type]
+    targets = detect_targets(train_boxes, spec.class_indices, map_size).to(device)  # type: ignore[arg-type]
     model.train()
     fit(model.upper_forward, model.trainable_parameters(), x_train, targets, CenterNetLoss(len(spec.class_indices)),
         epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=spec.seed)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+import torch
 import yaml
 from pydantic import ValidationError
 
 from stemcell.config import TrainConfig
 from stemcell.data import DataError
 from stemcell.package import load_package
+from stemcell.training.detect_train import CenterNetLoss, detect_targets
 from stemcell.training.mtrainer import train_package
 from stemcell.world import World, WorldConfig, export_video_labels
 
@@ -60,3 +63,21 @@ def test_detect_app_on_labels_without_boxes_is_refused(tmp_path: Path) -> None:
 def test_empty_class_list_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match=r"apps.0.classes"):
         _config("[{name: people, classes: [], task: detect}]")
+
+
+def test_targets_put_each_object_at_its_centre_cell_and_the_loss_prefers_them() -> None:
+    # one watched object (data class 4 -> head channel 1) centred at (0.3, 0.6), 0.25 x 0.5 of the frame;
+    # an object of a class the app does not watch (2) is ignored
+    boxes = [np.array([[4, 0.175, 0.35, 0.425, 0.85], [2, 0.0, 0.0, 0.5, 0.5]], np.float32)]
+    target = detect_targets(boxes, (0, 4), (8, 8))
+    assert target.shape == (1, 2 + 5, 8, 8)
+    assert target[0, 0].max() == 0 and target[0, 1, 4, 2] == 1.0  # centre (2.4, 4.8) cells -> cell (row 4, col 2)
+    assert target[0, 6].sum() == 1 and target[0, 6, 4, 2] == 1  # the centre-cell mask
+    assert target[0, 2:4, 4, 2].tolist() == pytest.approx([0.4, 0.8], abs=1e-5)  # offset in the cell
+    assert target[0, 4:6, 4, 2].tolist() == pytest.approx([np.log(2.0), np.log(4.0)], abs=1e-5)  # 2 x 4 cells
+    loss = CenterNetLoss(2)
+    perfect = torch.full((1, 6, 8, 8), -9.0)
+    perfect[0, 1, 4, 2] = 9.0
+    perfect[0, 2:4, 4, 2] = torch.logit(torch.tensor([0.4, 0.8]))
+    perfect[0, 4:6, 4, 2] = torch.tensor([np.log(2.0), np.log(4.0)])
+    assert float(loss(perfect, target)) < 0.01 < float(loss(torch.zeros(1, 6, 8, 8), target))
