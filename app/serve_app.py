@@ -24,7 +24,7 @@ from ray import serve
 
 from actors.event_hub import EventHub
 from actors.gpu_share import label_options
-from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
@@ -151,7 +151,9 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
                             self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store))
         self.service = StemcellService(self.config, store, pool, manifest, sha)
-        self.tokens = CameraTokenCache(lambda cam, tok: store.verify_camera_token.remote(cam, tok))
+        self.tokens = CameraTokens(store.control_snapshot.remote, store.control_changes.remote,
+                                   store.verify_camera_token.remote)
+        await self.tokens.start()
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()
@@ -169,7 +171,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         return await self.service.camera_spec(camera_id)
 
     async def _routes(self) -> Routes:
-        return await self.service.executor_routes()
+        return self.tokens.routes()  # pushed by the store: reading them costs no store call
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -289,7 +291,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         body = await json_body(request, AddCamera)
         added = await self._call(self.fleet.add(body))
         if added["token"] is not None:
-            self.tokens.forget(body.camera_id)
+            await self.tokens.sync()  # this replica sees the new token at once (the others: pushed)
         return added
 
     @api.delete("/admin/cameras/{camera_id}", tags=["admin"], response_model=CameraRemoved)
@@ -297,7 +299,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self._require_admin(request)
         _checked_id("camera_id", camera_id)
         removed = await self._call(self.fleet.remove(camera_id))
-        self.tokens.forget(camera_id)
+        await self.tokens.sync()
         self.events.close_camera(camera_id)
         return removed
 

@@ -215,9 +215,6 @@ class StemcellService:
                 log.warning("camera %s left out of the plan: %s", c.camera_id, exc)
         await self.store.save_plan_section.remote(CAMERAS, plan["cameras"])
 
-    async def executor_routes(self) -> Routes:
-        return await read_routes(self.store)
-
     async def _live_planner_plan(self) -> dict[str, Any] | None:
         """The running Planner's own view (rounds, decision time, last switches); None without one."""
         try:
