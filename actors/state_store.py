@@ -16,7 +16,7 @@ from stemcell.state import StateStore
 
 ACTOR_NAME = "stemcell-state"
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's built-in marker resource of the head node
-MAX_CONCURRENCY = 256  # threads: one long-poll per ingress replica, plus room for ordinary calls
+MAX_CONCURRENCY = 1024  # threads (idle ones cost only memory): one long-poll per ingress replica, plus ordinary calls
 
 StateStoreActor = ray.remote(
     num_cpus=0,  # I/O-bound bookkeeping: must not take a CPU slot from models

@@ -202,7 +202,7 @@ class ExecutorPool:
         self._maybe_refresh()
         rerouted = failed_over = reregistered = False
         while True:
-            index = self._failover.host_for(home)
+            index = self._failover.host_for(home, camera_id)
             if index is None:
                 raise Overloaded("every executor is restarting")
             handle = self._handles[index]
@@ -220,7 +220,7 @@ class ExecutorPool:
                 log.warning("executor %s unavailable (%s); answering 503", self.name(index), type(exc).__name__)
                 raise Overloaded(f"executor {self.name(index)} is restarting") from exc
             except UnknownCamera as exc:
-                if self._failover.host_for(home) != index:  # its home came back meanwhile: go there
+                if self._failover.host_for(home, camera_id) != index:  # its home came back meanwhile: go there
                     continue
                 stored = await self._registry(camera_id)
                 if stored is None or reregistered:
