@@ -24,7 +24,7 @@ _EPS = 1e-9
 
 
 def _score(camera_id: str, slot: int) -> bytes:
-    return hashlib.blake2b(f"{camera_id}\x00{slot}".encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(f"{camera_id}\x00{slot}".encode(), digest_size=8).digest()
 
 
 def rendezvous_rank(camera_id: str, count: int) -> list[int]:

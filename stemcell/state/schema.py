@@ -118,7 +118,7 @@ def _split_legacy_plan(conn: sqlite3.Connection) -> None:
 
 def plan_digest(rest_json: str, has_cameras: bool) -> str:
     """What makes a plan row "the same plan": its sections other than `cameras`, and whether it has them."""
-    return hashlib.sha256(f"{int(has_cameras)}{rest_json}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{int(has_cameras)}{rest_json}".encode()).hexdigest()
 
 
 class SchemaVersionError(RuntimeError):

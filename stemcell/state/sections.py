@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
 
 CAMERAS = "cameras"  # section written by the ingress (app.service)
 PLANNER = "planner"  # section written by the Planner actor
+
+
+def _branchpoints(entry_json: str | None) -> list[tuple[str, int]]:
+    """(app, branchpoint) pairs of one stored camera plan entry."""
+    apps = json.loads(entry_json).get("apps", {}) if entry_json else {}
+    return [(app, int(a["branchpoint"])) for app, a in apps.items() if isinstance(a, Mapping) and "branchpoint" in a]
 
 
 def _routes_of(rest: Mapping[str, Any]) -> dict[str, str]:
@@ -82,7 +89,20 @@ class PlanSections:
         gone = [(cam,) for cam in stored if cam not in given] if replace else []
         conn.executemany("INSERT OR REPLACE INTO camera_plans (camera_id, plan_json) VALUES (?, ?)", changed)
         conn.executemany("DELETE FROM camera_plans WHERE camera_id = ?", gone)
+        for cam, entry in changed:
+            self._count_branchpoints(stored.get(cam), entry)
+        for (cam,) in gone:
+            self._count_branchpoints(stored[cam], None)
         return bool(changed or gone)
+
+    def _count_branchpoints(self: StateStore, old: str | None, new: str | None) -> None:
+        """Keep the (app, branchpoint) counts behind `shared_branchpoints` current, in O(one camera)."""
+        if self._shared is None:
+            return
+        for pair in _branchpoints(old):
+            self._shared[pair] -= 1
+        for pair in _branchpoints(new):
+            self._shared[pair] += 1
 
     # ------------------------------------------------------------------ whole plans
     def save_plan(self: StateStore, plan: Mapping[str, Any]) -> int:
@@ -139,14 +159,21 @@ class PlanSections:
         """Set the plan entries of the given cameras (others kept unless `replace`) in one transaction;
         a new plan version only when a row changed. Costs O(given cameras), not O(fleet)."""
         with self._transaction() as conn:
-            changed = self._write_camera_plans(conn, entries, replace=replace)
-            row = self._latest_row(conn)
-            rest = json.loads(row[3]) if row is not None else {}
-            return self._new_version(conn, rest, True, force=changed)
+            return self._camera_plans_in(conn, entries, replace=replace)
+
+    def _camera_plans_in(self: StateStore, conn: sqlite3.Connection, entries: Mapping[str, Mapping[str, Any]],
+                         *, replace: bool = False) -> int:
+        """`put_camera_plans` inside the caller's transaction."""
+        changed = self._write_camera_plans(conn, entries, replace=replace)
+        row = self._latest_row(conn)
+        return self._new_version(conn, json.loads(row[3]) if row is not None else {}, True, force=changed)
 
     def _drop_camera_plan(self: StateStore, conn: sqlite3.Connection, camera_id: str) -> None:
         """A removed camera leaves the plan (called inside `delete_camera`'s transaction)."""
-        if conn.execute("DELETE FROM camera_plans WHERE camera_id = ?", (camera_id,)).rowcount:
+        old = conn.execute("SELECT plan_json FROM camera_plans WHERE camera_id = ?", (camera_id,)).fetchone()
+        if old is not None:
+            conn.execute("DELETE FROM camera_plans WHERE camera_id = ?", (camera_id,))
+            self._count_branchpoints(old[0], None)
             row = self._latest_row(conn)
             self._new_version(conn, json.loads(row[3]) if row is not None else {}, True, force=True)
 
@@ -161,17 +188,20 @@ class PlanSections:
             return out
 
     def shared_branchpoints(self: StateStore) -> Mapping[str, int]:
-        """App -> the branchpoint most camera plans run it at (what a new camera shares by default);
-        one aggregate query in SQLite, not a read of the whole plan into Python."""
-        query = ("SELECT a.key, json_extract(a.value, '$.branchpoint') AS bp, COUNT(*) AS n "
-                 "FROM camera_plans, json_each(camera_plans.plan_json, '$.apps') AS a "
-                 "GROUP BY a.key, bp ORDER BY a.key, n DESC, bp")
-        out: dict[str, int] = {}
+        """App -> the branchpoint most camera plans run it at (what a new camera shares by default).
+
+        Counted once from the rows, then kept current by every write of this store, so a registration
+        does not read the fleet's plans (another process's writes are not counted: a default only)."""
         with self._lock:
-            for app, branchpoint, _ in self._conn.execute(query):
-                if branchpoint is not None:
-                    out.setdefault(app, int(branchpoint))
-        return out
+            if self._shared is None:
+                self._shared = Counter()
+                for (entry,) in self._conn.execute("SELECT plan_json FROM camera_plans"):
+                    self._count_branchpoints(None, entry)
+            best: dict[str, tuple[int, int]] = {}
+            for (app, branchpoint), n in self._shared.items():
+                if n > 0 and (app not in best or (-n, branchpoint) < (-best[app][1], best[app][0])):
+                    best[app] = (branchpoint, n)
+        return {app: bp for app, (bp, _) in sorted(best.items())}
 
     def routes(self: StateStore) -> Routes:
         """Role (executor slot or retraining worker) -> the actor serving it, as the Planner last
@@ -203,6 +233,6 @@ class PlanSections:
                 done.append(ok)
             if entries:
                 self.put_cameras([(cam, {**rec.config, **after.as_config()}, None)  # keeps e.g. `source`
-                                  for cam, (rec, after, _) in entries.items()])
-                self.put_camera_plans({cam: dict(entry) for cam, (_, _, entry) in entries.items()})
+                                  for cam, (rec, after, _) in entries.items()],
+                                 {cam: dict(entry) for cam, (_, _, entry) in entries.items()})
         return done

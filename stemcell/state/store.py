@@ -14,17 +14,26 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
+from stemcell.state.control import (
+    TOKEN,
+    Change,
+    ControlDelta,
+    ControlFeed,
+    ControlSnapshot,
+    check_mac,
+)
+from stemcell.state.events import EventLog, ensure_event_tables
 from stemcell.state.records import (
     AppRecord,
     CameraRecord,
     ModelVersionRecord,
-    PlanRecord,
     StateSnapshot,
     canonical_json,
     validate_id,
@@ -32,9 +41,6 @@ from stemcell.state.records import (
     validate_sha256,
     validate_timestamp,
 )
-from stemcell.state.control import TOKEN, Change, ControlDelta, ControlFeed, ControlSnapshot, check_mac
-from stemcell.state.events import EventLog, ensure_event_tables
-from stemcell.state.sections import PlanSections
 from stemcell.state.schema import (
     APP_COLUMNS,
     CAMERA_COLUMNS,
@@ -49,6 +55,7 @@ from stemcell.state.schema import (
     model_from_row,
     scope_of,
 )
+from stemcell.state.sections import PlanSections
 
 MAX_WAIT_S = 30.0  # longest long-poll of `control_changes` (a replica re-asks after it)
 
@@ -94,6 +101,7 @@ class StateStore(PlanSections, EventLog):
         ensure_event_tables(self._conn)
         self._key = ensure_control_tables(self._conn, tokens.new_key())
         self._feed = ControlFeed()
+        self._shared: Counter[tuple[str, int]] | None = None  # (app, branchpoint) -> camera plans; built on first use
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -141,9 +149,12 @@ class StateStore(PlanSections, EventLog):
         a token replaces it (rotation). The raw token is MACed here and never stored."""
         return self.put_cameras([(camera_id, config or {}, token)])[0]
 
-    def put_cameras(self, cameras: Sequence[tuple[str, Mapping[str, Any], str | None]]) -> list[CameraRecord]:
+    def put_cameras(self, cameras: Sequence[tuple[str, Mapping[str, Any], str | None]],
+                    plans: Mapping[str, Mapping[str, Any]] | None = None) -> list[CameraRecord]:
         """`put_camera` for many (camera_id, config, token) in one transaction (bulk registration:
-        one commit instead of one per camera); new tokens are pushed to the replicas."""
+        one commit instead of one per camera); new tokens are pushed to the replicas. `plans` (camera
+        -> plan entry) are written in the same transaction (`put_camera_plans`): one commit per
+        registration, whatever the fleet's size."""
         rows = []
         for camera_id, config, token in cameras:
             validate_id("camera_id", camera_id)
@@ -160,6 +171,8 @@ class StateStore(PlanSections, EventLog):
                 [(cam, config_json, token_hash, now, now) for cam, config_json, token_hash in rows],
             )
             self._feed.publish(Change(TOKEN, cam, mac) for cam, _, mac in rows if mac is not None)
+            if plans:
+                self._camera_plans_in(conn, plans)
             return [camera_from_row(conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?",
                                                  (cam,)).fetchone()) for cam, _, _ in rows]
 
