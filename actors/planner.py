@@ -3,7 +3,9 @@
 A thin shell (STYLE.md): it gathers what the StemExecutors measured (per-segment latency; memory
 held, which floors their shares since a share is also a memory cap), what the RetrainWorkers report
 (per-micro-window accuracy gains) and the TeacherLabeler's fixed share, builds the frozen
-`PlannerContext` with the pure `stemcell.control.planning`, calls `stemcell.scheduling.plan_round`,
+`PlannerContext` with the pure `stemcell.control.planning` (one problem per camera class), calls
+`stemcell.scheduling.plan_round` in two levels (`stemcell.control.two_level`: the GPU split across
+executors by demand, then Mainstream per executor over a schedule cache) in a worker thread,
 splits the decision into one share per role (`stemcell.scheduling.shares`) and hands the changes to
 `actors.reallocator.Reallocator`. Settings: serve.yaml's `planner` section.
 
@@ -33,17 +35,18 @@ from ray.actor import ActorHandle
 from actors.gpu_share import actor_options, label_options
 from actors.planner_metrics import PlannerMetrics
 from actors.reallocator import Reallocator, SwitchReport
-from actors.camera_push import push_camera_change
+from actors.camera_push import push_camera_changes
 from actors.routed_executor import start_executor
 from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
 from stemcell.control.reallocation import Op, RoleState, Step
+from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
-from stemcell.scheduling.planner import PlanDecision, PlannerContext, plan_round
+from stemcell.scheduling.planner import PlanDecision, PlannerContext
 from stemcell.scheduling.shares import ShareContext, placement_index
 from stemcell.serve_config import PlannerSection, ServeConfig
 from stemcell.state import PLANNER
@@ -62,6 +65,7 @@ class Planner:
         self.store = get_or_create_state_store(str(self.config.state_path), namespace=ex.namespace)
         self._gpus = ray.cluster_resources().get("GPU", 0) > 0
         self._lock = asyncio.Lock()
+        self.two_level = TwoLevelPlanner(s.scheduler)  # its schedule cache lives as long as this Planner
         self.realloc = Reallocator(namespace=ex.namespace, executor_factory=self._new_executor,
                                    worker_factory=self._new_worker, cameras_for=self._cameras_for,
                                    publish=self._publish, grace_s=s.grace_s, warm_timeout_s=s.warm_timeout_s,
@@ -160,14 +164,12 @@ class Planner:
         self.teacher = await self._teacher()
         total = planning.plannable(self._capacity(), headroom=s.headroom, teacher_share=self._teacher_share(),
                                    floor=s.floor)
-        rows = planning.latency_rows(stats)
-        ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()),
-                             cameras=tuple(planning.camera_demand(self.manifest, c, rows, correlation=s.correlation)
-                                           for c in cameras),
+        demands = camera_demands(self.manifest, cameras, planning.latency_rows(stats), correlation=s.correlation)
+        ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()), cameras=demands,
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
-        return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors)
+        return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors, tuple(cameras))
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -185,7 +187,10 @@ class Planner:
             if inputs is None:
                 return self._view()
             ctx, job_roles, floors = inputs.context, inputs.job_roles, inputs.memory_floors
-            decision = plan_round(ctx)
+            count = self.config.executors.count
+            roles = {c.camera_id: self.role(placement_index(c.camera_id, count)) for c in inputs.cameras}
+            # two levels (global split by executor demand, per-executor cached Mainstream), off the event loop
+            decision = await asyncio.to_thread(self.two_level.plan, ctx, inputs.cameras, roles)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
             self.metrics.decision_ms.observe(decision.decision_ms)
@@ -193,8 +198,8 @@ class Planner:
                      self.rounds, decision.decision_ms, decision.inference_share, decision.retrain_share,
                      decision.objective)
             self.decision = planning.decision_view(decision)
-            s, count = self.settings, self.config.executors.count
-            split = ShareContext(decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
+            s = self.settings
+            split = ShareContext(decision, roles,
                                  tuple(self._kind(EXECUTOR)), job_roles, quantum=s.quantum, floor=s.floor,
                                  memory_floors=floors)
             down = self._stranded()
@@ -243,10 +248,12 @@ class Planner:
         """Push the round's per-app choices to the cameras that run something else (fresh configs:
         an admin change since the round was planned is compared against, not overwritten)."""
         current = {c.camera_id: c for c in await self._cameras()}
+        changes = plan_changes(current, decision.schedules)
+        actors = [self.roles[self.role(placement_index(c.camera_id, self.config.executors.count))].actor for c in changes]
+        outcomes = await push_camera_changes(self.store, [(a, self.realloc.handle(a)) for a in actors],
+                                             self.manifest, changes)
         self.last_camera_changes = []
-        for change in plan_changes(current, decision.schedules):
-            actor = self.roles[self.role(placement_index(change.camera_id, self.config.executors.count))].actor
-            outcome = await push_camera_change(self.store, self.realloc.handle(actor), actor, self.manifest, change)
+        for change, outcome in zip(changes, outcomes):
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
             self.last_camera_changes.append({**change.as_dict(), "outcome": outcome})
 

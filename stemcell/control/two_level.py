@@ -28,7 +28,12 @@ from stemcell.control import planning
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.placement import camera_cost
 from stemcell.package.manifest import Manifest
-from stemcell.scheduling.planner import CameraDemand, PlanDecision, PlannerContext, plan_round
+from stemcell.scheduling.planner import (
+    CameraDemand,
+    PlanDecision,
+    PlannerContext,
+    plan_round,
+)
 from stemcell.scheduling.problem import Schedule, ScheduleProblem
 from stemcell.scheduling.registry import get_scheduler
 
