@@ -33,6 +33,7 @@ from ray.exceptions import RayActorError
 from actors.event_hub import EventHub
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
+from stemcell.control.placement import camera_slot
 from stemcell.control.roles import executor_role
 from stemcell.ingest import (
     Backoff,
@@ -140,6 +141,7 @@ class CameraIngestShell:
         self._store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         self._lock = threading.Lock()
         self._readers: dict[str, _Reader] = {}
+        self._slots: dict[str, int] = {}  # camera -> executor slot the store placed it on (from its config)
         self._executors: dict[int, ActorHandle] = {}
         self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
         self._sending: set[int] = set()  # executor slots with a call in flight
@@ -167,6 +169,7 @@ class CameraIngestShell:
         fps = float(source.fps or config["fps"])
         enabled = bool(config.get("enabled", True))
         with self._lock:
+            self._slots[camera_id] = camera_slot(camera_id, config, self.config.executors.count)  # the store's placement
             old = self._readers.get(camera_id)
             if old is not None and old.source == source and old.health.state != "stopped" and enabled:
                 old.fps = fps
@@ -180,6 +183,7 @@ class CameraIngestShell:
     def detach(self, camera_id: str) -> bool:
         with self._lock:
             reader = self._readers.pop(camera_id, None)
+            self._slots.pop(camera_id, None)
         if reader is not None:
             reader.stop()
             self._events.close_camera(camera_id)
@@ -221,7 +225,7 @@ class CameraIngestShell:
             busy = set(self._sending)
         due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
         for r in readers:
-            index = placement_index(r.camera_id, self.config.executors.count)
+            index = self._slots.get(r.camera_id, placement_index(r.camera_id, self.config.executors.count))
             if now < r.next_due or index in busy:
                 continue
             taken = r.slot.take()

@@ -41,6 +41,7 @@ from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
+from stemcell.control.placement import camera_slot
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
@@ -66,6 +67,7 @@ class Planner:
         self._gpus = ray.cluster_resources().get("GPU", 0) > 0
         self._lock = asyncio.Lock()
         self.two_level = TwoLevelPlanner(s.scheduler)  # its schedule cache lives as long as this Planner
+        self._slots: dict[str, int] = {}  # camera -> executor slot, as last read from the store
         self.realloc = Reallocator(namespace=ex.namespace, executor_factory=self._new_executor,
                                    worker_factory=self._new_worker, cameras_for=self._cameras_for,
                                    publish=self._publish, grace_s=s.grace_s, warm_timeout_s=s.warm_timeout_s,
@@ -118,11 +120,18 @@ class Planner:
 
     # ------------------------------------------------------------------ inputs
     async def _cameras(self) -> list[CameraSpec]:
-        return [CameraSpec.from_config(c.camera_id, c.config) for c in await self.store.list_cameras.remote()]
+        """The stored cameras; also notes each one's executor slot (where the store placed it)."""
+        records, n = await self.store.list_cameras.remote(), self.config.executors.count
+        self._slots = {c.camera_id: camera_slot(c.camera_id, c.config, n) for c in records}
+        return [CameraSpec.from_config(c.camera_id, c.config) for c in records]
+
+    def _camera_role(self, camera_id: str) -> str:
+        """The executor role hosting a camera (its stored slot, else its rendezvous hash)."""
+        slot = self._slots.get(camera_id)
+        return self.role(slot if slot is not None else placement_index(camera_id, self.config.executors.count))
 
     async def _cameras_for(self, role: str) -> list[CameraSpec]:
-        n = self.config.executors.count
-        return [c for c in await self._cameras() if self.role(placement_index(c.camera_id, n)) == role]
+        return [c for c in await self._cameras() if self._camera_role(c.camera_id) == role]
 
     async def _ask(self, name: str, method: str) -> Any:
         """`actor.method()` within the stats timeout; None when it is gone or fails (logged)."""
@@ -187,8 +196,7 @@ class Planner:
             if inputs is None:
                 return self._view()
             ctx, job_roles, floors = inputs.context, inputs.job_roles, inputs.memory_floors
-            count = self.config.executors.count
-            roles = {c.camera_id: self.role(placement_index(c.camera_id, count)) for c in inputs.cameras}
+            roles = {c.camera_id: self._camera_role(c.camera_id) for c in inputs.cameras}
             # two levels (global split by executor demand, per-executor cached Mainstream), off the event loop
             decision = await asyncio.to_thread(self.two_level.plan, ctx, inputs.cameras, roles)
             self.rounds += 1
@@ -249,7 +257,7 @@ class Planner:
         an admin change since the round was planned is compared against, not overwritten)."""
         current = {c.camera_id: c for c in await self._cameras()}
         changes = plan_changes(current, decision.schedules)
-        actors = [self.roles[self.role(placement_index(c.camera_id, self.config.executors.count))].actor for c in changes]
+        actors = [self.roles[self._camera_role(c.camera_id)].actor for c in changes]
         outcomes = await push_camera_changes(self.store, [(a, self.realloc.handle(a)) for a in actors],
                                              self.manifest, changes)
         self.last_camera_changes = []

@@ -148,12 +148,14 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         if opened != str(self.config.state_path):
             raise RuntimeError(f"the cluster's StateStore actor uses {opened}, not {self.config.state_path}; "
                                "use another executors.namespace or the same state_path")
-        pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
-                            self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store))
-        self.service = StemcellService(self.config, store, pool, manifest, sha)
         self.tokens = CameraTokens(store.control_snapshot.remote, store.control_changes.remote,
                                    store.verify_camera_token.remote)
+        await store.set_executor_count.remote(self.config.executors.count)  # before the table: slots placed
         await self.tokens.start()
+        pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
+                            self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store),
+                            slot_of=self.tokens.table.slot)
+        self.service = StemcellService(self.config, store, pool, manifest, sha)
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
         await self.service.start()

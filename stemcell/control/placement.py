@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from stemcell.control.contracts import CameraSpec
 from stemcell.scheduling.shares import placement_index, rendezvous_rank
@@ -28,6 +29,14 @@ def camera_cost(camera: CameraSpec) -> float:
     """A camera's weight for placement: app-frames per second (each due app runs its branch and head
     on each frame), at least one app's worth so a camera without apps still counts."""
     return max(1.0, sum(a.fps for a in camera.apps) / max(camera.stream_fps, _EPS))
+
+
+def camera_slot(camera_id: str, config: Mapping[str, Any], count: int) -> int:
+    """A stored camera's slot: the one the store placed it on (`"slot"` in its config) while it exists,
+    else its first-ranked slot. Every reader of stored configs (Planner, ingest) agrees with the
+    replicas, which get the same slots pushed."""
+    slot = config.get("slot")
+    return slot if isinstance(slot, int) and 0 <= slot < count else placement_index(camera_id, count)
 
 
 @dataclass

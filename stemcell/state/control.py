@@ -3,7 +3,8 @@
 Why: a request must never wait on the store. The store (one actor over SQLite) was asked for a
 token check whenever a replica's cache missed and for the routes every second by every replica;
 at 10,000 cameras both filled it. Now the store appends each change that matters to replicas
-(a camera's token MAC set, rotated or revoked; a role's serving actor) to a `ControlFeed` under a
+(a camera's token MAC set, rotated or revoked; a role's serving actor; a camera's executor slot,
+`stemcell.state.replicas`) to a `ControlFeed` under a
 growing version, and replicas follow it by long-poll (`StateStore.control_changes`, as Serve's
 controller pushes its config): a new replica loads one `ControlSnapshot`, then each change costs
 O(changed entries). A replica that fell behind the feed's bounded log, or whose store restarted
@@ -25,6 +26,7 @@ from stemcell.state import tokens
 
 TOKEN = "token"  # change kind: camera id -> its token MAC (None: no token, or camera removed)
 ROUTE = "route"  # change kind: role -> the actor serving it
+SLOT = "slot"  # change kind: camera id -> its executor slot (decimal; None: camera removed)
 FEED_LOG = 100_000  # changes a replica can catch up on before it must reload the snapshot
 
 
@@ -46,6 +48,7 @@ class ControlSnapshot:
     key: bytes  # the store's token HMAC key
     token_macs: Mapping[str, str]  # camera id -> encoded token hash (HMAC, or a legacy scrypt hash)
     routes: Mapping[str, str]  # role -> actor
+    slots: Mapping[str, int] = field(default_factory=dict)  # camera id -> executor slot (placed cameras)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class ControlTable:
     key: bytes = b""
     token_macs: dict[str, str] = field(default_factory=dict)
     route_table: dict[str, str] = field(default_factory=dict)
+    slot_table: dict[str, int] = field(default_factory=dict)
 
     @property
     def loaded(self) -> bool:
@@ -131,17 +135,19 @@ class ControlTable:
         """Replace everything with `snap` (start-up, a feed gap, a store restart)."""
         self.epoch, self.version, self.key = snap.epoch, snap.version, snap.key
         self.token_macs, self.route_table = dict(snap.token_macs), dict(snap.routes)
+        self.slot_table = dict(snap.slots)
 
     def apply(self, delta: ControlDelta) -> bool:
         """Apply a delta; False when it asks for a snapshot (nothing applied)."""
         if delta.changes is None or delta.epoch != self.epoch:
             return False
+        tables = {TOKEN: self.token_macs, ROUTE: self.route_table, SLOT: self.slot_table}
         for change in delta.changes:
-            table = self.token_macs if change.kind == TOKEN else self.route_table
+            table = tables[change.kind]
             if change.value is None:
                 table.pop(change.key, None)
             else:
-                table[change.key] = change.value
+                table[change.key] = int(change.value) if change.kind == SLOT else change.value
         self.version = max(self.version, delta.version)
         return True
 
@@ -152,3 +158,7 @@ class ControlTable:
 
     def routes(self) -> Routes:
         return Routes(dict(self.route_table))
+
+    def slot(self, camera_id: str) -> int | None:
+        """The camera's executor slot as the store placed it; None when not placed (use its hash)."""
+        return self.slot_table.get(camera_id)

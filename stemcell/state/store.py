@@ -17,18 +17,11 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
-from stemcell.state.control import (
-    TOKEN,
-    Change,
-    ControlDelta,
-    ControlFeed,
-    ControlSnapshot,
-    check_mac,
-)
+from stemcell.state.control import SLOT, TOKEN, Change, ControlFeed
 from stemcell.state.events import EventLog, ensure_event_tables
 from stemcell.state.records import (
     AppRecord,
@@ -55,9 +48,12 @@ from stemcell.state.schema import (
     model_from_row,
     scope_of,
 )
+from stemcell.state.replicas import ReplicaState
 from stemcell.state.sections import PlanSections
 
-MAX_WAIT_S = 30.0  # longest long-poll of `control_changes` (a replica re-asks after it)
+if TYPE_CHECKING:
+    from stemcell.control.placement import Placement
+
 
 
 class UnknownCameraError(UnknownCamera):
@@ -69,7 +65,7 @@ def default_state_path() -> Path:
     return Path.home() / ".stemcell" / "state.db"
 
 
-class StateStore(PlanSections, EventLog):
+class StateStore(PlanSections, ReplicaState, EventLog):
     """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
 
     Within a process one connection is shared under a lock; across processes SQLite's file
@@ -102,6 +98,7 @@ class StateStore(PlanSections, EventLog):
         self._key = ensure_control_tables(self._conn, tokens.new_key())
         self._feed = ControlFeed()
         self._shared: Counter[tuple[str, int]] | None = None  # (app, branchpoint) -> camera plans; built on first use
+        self._placement: Placement | None = None  # camera -> executor slot, once the executor count is known
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -162,6 +159,7 @@ class StateStore(PlanSections, EventLog):
             rows.append((camera_id, canonical_json("camera config", config), token_hash))
         now = self._now()
         with self._transaction() as conn:
+            rows = self._slot_configs(rows)
             conn.executemany(
                 "INSERT INTO cameras (camera_id, config_json, token_hash, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(camera_id) DO UPDATE SET "
@@ -171,6 +169,8 @@ class StateStore(PlanSections, EventLog):
                 [(cam, config_json, token_hash, now, now) for cam, config_json, token_hash in rows],
             )
             self._feed.publish(Change(TOKEN, cam, mac) for cam, _, mac in rows if mac is not None)
+            if self._placement is not None:
+                self._feed.publish(Change(SLOT, cam, str(self._placement.slots[cam])) for cam, _, _ in rows)
             if plans:
                 self._camera_plans_in(conn, plans)
             return [camera_from_row(conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?",
@@ -204,50 +204,8 @@ class StateStore(PlanSections, EventLog):
             self._drop_camera_plan(conn, camera_id)
             if deleted:
                 self._feed.publish([Change(TOKEN, camera_id, None)])
+                self._unplace(camera_id)
         return deleted > 0
-
-    def revoke_camera_token(self, camera_id: str) -> bool:
-        """Remove the camera's token (its requests are refused until a new one is set); every replica
-        learns it through the feed. False if the camera had none or does not exist."""
-        validate_id("camera_id", camera_id)
-        with self._transaction() as conn:
-            revoked = conn.execute("UPDATE cameras SET token_hash = NULL WHERE camera_id = ? AND token_hash IS NOT NULL",
-                                   (camera_id,)).rowcount
-            if revoked:
-                self._feed.publish([Change(TOKEN, camera_id, None)])
-        return revoked > 0
-
-    def verify_camera_token(self, camera_id: str, token: str) -> bool:
-        """True iff the camera exists, has a token, and ``token`` matches it (constant-time; unknown
-        cameras cost the same). Replicas check tokens themselves (`control_snapshot`); this answers
-        legacy scrypt hashes, and rewrites one as an HMAC once its token is known to be right."""
-        validate_id("camera_id", camera_id)
-        with self._lock:
-            row = self._conn.execute("SELECT token_hash FROM cameras WHERE camera_id = ?", (camera_id,)).fetchone()
-        stored = None if row is None else row[0]
-        matches = check_mac(self._key, camera_id, token, stored)
-        if matches is not None:
-            return matches
-        if not tokens.verify_token(token, stored):
-            return False
-        mac = tokens.token_mac(self._key, camera_id, token)
-        with self._transaction() as conn:
-            if conn.execute("UPDATE cameras SET token_hash = ? WHERE camera_id = ? AND token_hash = ?",
-                            (mac, camera_id, stored)).rowcount:
-                self._feed.publish([Change(TOKEN, camera_id, mac)])
-        return True
-
-    # ------------------------------------------------------------------ replicas' table
-    def control_snapshot(self) -> ControlSnapshot:
-        """A replica's whole table (token hashes, routes) at the feed's current version."""
-        with self._lock:
-            macs = dict(self._conn.execute("SELECT camera_id, token_hash FROM cameras WHERE token_hash IS NOT NULL"))
-            return ControlSnapshot(self._feed.epoch, self._feed.version, self._key, macs, self.routes().actors)
-
-    def control_changes(self, epoch: str, version: int, timeout_s: float) -> ControlDelta:
-        """The changes after `version`, waiting up to `timeout_s` (at most `MAX_WAIT_S`) for one: the
-        replicas' long-poll. Runs without the store's lock, so a waiting call blocks no other."""
-        return self._feed.wait(epoch, int(version), min(max(0.0, float(timeout_s)), MAX_WAIT_S))
 
     # ------------------------------------------------------------------ apps
     def put_app(

@@ -138,3 +138,43 @@ def test_a_plan_saved_before_camera_rows_is_split_on_open(tmp_path: Path) -> Non
     with StateStore(db) as store:
         assert store.plan_section(CAMERAS) == {"cam-1": {"fps": 5.0}}
         assert store.routes().actors == {"ex-0": "ex-0-g2"}
+
+
+def _spec(i: int) -> dict:
+    apps = [{"app": a, "branchpoint": 3, "fps": 10.0} for a in ("car", "person", "bus")[: 1 + i % 3]]
+    return {"fps": 10.0, "apps": apps}
+
+
+def test_the_store_places_cameras_with_a_load_bound_and_pushes_their_slots(tmp_path: Path) -> None:
+    from stemcell.control.contracts import CameraSpec
+    from stemcell.control.placement import camera_slot
+
+    db = tmp_path / "state.db"
+    with StateStore(db) as store:
+        store.put_camera("early", _spec(0))
+        assert "slot" not in store.get_camera("early").config  # nothing placed before the count is known
+        assert store.set_executor_count(8) == 1 and store.set_executor_count(8) == 0  # stored once; idempotent
+        assert store.get_camera("early").config["slot"] == camera_slot("early", {}, 8)
+        replica = ControlTable()
+        replica.load(store.control_snapshot())
+        reserved = store.place_cameras([CameraSpec.from_config(f"cam-{i}", _spec(i)) for i in range(400)])
+        store.put_cameras([(f"cam-{i}", _spec(i), None) for i in range(400)])
+        configs = {c.camera_id: c.config for c in store.list_cameras()}
+        assert all(configs[cam]["slot"] == slot for cam, slot in reserved.items())  # stored where reserved
+        replica.apply(store.control_changes(replica.epoch, replica.version, 0.0))
+        assert {cam: replica.slot(cam) for cam in reserved} == dict(reserved)
+        assert store._placement.max_load_over_mean() <= 1.25 + 1e-9
+        moved = store.set_executor_count(9)
+        assert 0 < moved <= 2 * 401 / 9
+        replica.apply(store.control_changes(replica.epoch, replica.version, 0.0))
+        now = {c.camera_id: c.config["slot"] for c in store.list_cameras()}
+        assert sum(now[c] != configs[c]["slot"] for c in now) == moved
+        assert all(replica.slot(cam) == slot for cam, slot in now.items())
+        assert store.place_cameras([CameraSpec.from_config("failed", _spec(1))]) and store.release_cameras(["failed", "cam-1"]) == 1
+        store.delete_camera("cam-1")
+        replica.apply(store.control_changes(replica.epoch, replica.version, 0.0))
+        assert replica.slot("cam-1") is None
+    with StateStore(db) as store:  # restart: the stored slots come back, nothing moves
+        assert store.set_executor_count(9) == 0
+        assert {c.camera_id: camera_slot(c.camera_id, c.config, 9) for c in store.list_cameras()} == \
+            {cam: slot for cam, slot in now.items() if cam != "cam-1"}
