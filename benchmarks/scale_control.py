@@ -5,8 +5,9 @@ What a Stemcell control plane does per camera and per request, timed on the clas
 `Placement`, `TwoLevelPlanner` over a real tiny M-Package with 3 apps), one process:
 
 - `register_one_ms_at_n`: adding one camera when n exist (what `StemcellService.add_cameras` does
-  for one: read its plan hints, resolve its apps, place it, its plan entry, one store commit with
-  its token MAC); goal < 20 ms at 10,000 (was 1,190 ms: the whole plan was rebuilt).
+  for one, but the executor call: read its plan hints, resolve its apps, the store places it, its
+  plan entry, one store commit with its token MAC and slot); goal < 20 ms at 10,000 (was 1,190 ms:
+  the whole plan was rebuilt).
 - `register_bulk_s`: registering the fleet in batches of 1,000 (`POST /admin/cameras:bulk`), each
   one store transaction; goal < 60 s for 10,000 (was ~6,370 s one by one).
 - `plan_round_s`: one Planner round once the schedule cache is warm (problems per camera class, the
@@ -30,7 +31,6 @@ import argparse
 import random
 import statistics
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -38,7 +38,7 @@ from typing import Any
 
 from stemcell.control.camera_plans import PlanHints, camera_plan, resolve_apps
 from stemcell.control.contracts import AppRequest, CameraSpec
-from stemcell.control.placement import Placement, camera_cost
+from stemcell.control.placement import Placement
 from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
@@ -47,8 +47,8 @@ from stemcell.scheduling.planner import PlannerContext
 from stemcell.scheduling.shares import placement_index
 from stemcell.scheduling.slicing import RetrainJob
 from stemcell.state import PLANNER, StateStore, new_token
-from stemcell.state.control import ControlTable
 from stemcell.state.tokens import hash_token, verify_token
+from tests.helpers.feed import Follower
 
 APPS = ("car", "person", "bus")
 BATCH = 1000  # cameras per bulk registration call
@@ -62,8 +62,9 @@ def _requests(i: int) -> list[AppRequest]:
 class Registrar:
     """What the ingress does to register cameras, without Ray: hints, resolve, place, plan entry, one commit."""
 
-    def __init__(self, manifest: Manifest, store: StateStore, placement: Placement) -> None:
-        self.manifest, self.store, self.placement = manifest, store, placement
+    def __init__(self, manifest: Manifest, store: StateStore, executors: int) -> None:
+        self.manifest, self.store = manifest, store
+        store.set_executor_count(executors)
 
     def register(self, ids: list[str], index: int) -> None:
         own = self.store.camera_plan_entries(ids)
@@ -72,27 +73,13 @@ class Registrar:
         for k, cam in enumerate(ids):
             apps = resolve_apps(self.manifest, _requests(index + k), 10.0, PlanHints(own.get(cam, {}), shared))
             specs.append(CameraSpec(cam, 10.0, tuple(apps)))
-        self.placement.place_many((s.camera_id, camera_cost(s)) for s in specs)
+        self.store.place_cameras(specs)  # (then each executor's add_camera, not timed here)
         plans = {s.camera_id: camera_plan(self.manifest, s) for s in specs}
         self.store.put_cameras([(s.camera_id, s.as_config(), new_token()) for s in specs], plans)
 
 
-class Replica(threading.Thread):
-    """An ingress replica's table, following the store's feed by long-poll."""
-
-    def __init__(self, store: StateStore) -> None:
-        super().__init__(daemon=True)
-        self.store, self.table, self.stop = store, ControlTable(), threading.Event()
-        self.table.load(store.control_snapshot())
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if not self.table.apply(self.store.control_changes(self.table.epoch, self.table.version, 0.5)):
-                self.table.load(self.store.control_snapshot())
-
-
-def _until_all(replicas: list[Replica], check: Any, timeout_s: float = 10.0) -> float:
-    start = time.perf_counter()
+def _until_all(replicas: list[Follower], check: Any, start: float, timeout_s: float = 10.0) -> float:
+    """Milliseconds from `start` (before the store's write) until every replica's table passes `check`."""
     while not all(check(r.table) for r in replicas):
         if time.perf_counter() - start > timeout_s:
             raise TimeoutError("a replica did not see the change")
@@ -126,7 +113,6 @@ def _register(reg: Registrar, n: int, marks: list[int], log: list[dict[str, Any]
                 reg.register([cam], k)
                 times.append((time.perf_counter() - t) * 1e3)
                 reg.store.delete_camera(cam)
-                reg.placement.remove(cam)
             one_ms[have] = statistics.median(times)
             log.append({"cameras": have, "register_one_ms": one_ms[have], "bulk_so_far_s": bulk_s})
             print(f"  {have:>7} cameras: one more {one_ms[have]:.1f} ms, bulk so far {bulk_s:.1f} s", flush=True)
@@ -162,12 +148,12 @@ def _placement_figures(n: int, executors: int) -> dict[str, float]:
             "failed_executor_spread": len(set(spread.values()))}
 
 
-def _tokens(store: StateStore, replicas: list[Replica]) -> dict[str, float]:
+def _tokens(store: StateStore, replicas: list[Follower]) -> dict[str, float]:
     table = replicas[0].table
     cams = list(table.token_macs)[:1000]
     tokens = {c: new_token() for c in cams[:10]}
     store.put_cameras([(c, store.get_camera(c).config, t) for c, t in tokens.items()])  # rotated
-    _until_all(replicas, lambda tb: all(tb.check_token(c, t) for c, t in tokens.items()))
+    _until_all(replicas, lambda tb: all(tb.check_token(c, t) for c, t in tokens.items()), time.perf_counter())
     probe = [(c, tokens.get(c, "x" * 43)) for c in cams] * 10
     t = time.perf_counter()
     for cam, tok in probe:
@@ -180,12 +166,14 @@ def _tokens(store: StateStore, replicas: list[Replica]) -> dict[str, float]:
     legacy_ms = (time.perf_counter() - t) / 3 * 1e3
     revoke = []
     for cam in cams[:5]:
+        start = time.perf_counter()
         store.revoke_camera_token(cam)
-        revoke.append(_until_all(replicas, lambda tb, c=cam: tb.check_token(c, tokens[c]) is False))
+        revoke.append(_until_all(replicas, lambda tb, c=cam: tb.check_token(c, tokens[c]) is False, start))
     routes = []
     for g in range(5):
+        start = time.perf_counter()
         store.save_plan_section(PLANNER, {"routes": {"ex-0": f"ex-0-g{g + 1}"}})
-        routes.append(_until_all(replicas, lambda tb, g=g: tb.route_table.get("ex-0") == f"ex-0-g{g + 1}"))
+        routes.append(_until_all(replicas, lambda tb, g=g: tb.route_table.get("ex-0") == f"ex-0-g{g + 1}", start))
     return {"token_check_us": check_us, "token_check_store_legacy_ms": legacy_ms,
             "token_revoke_ms": statistics.median(revoke), "route_update_ms": statistics.median(routes)}
 
@@ -221,10 +209,9 @@ def main() -> None:
         setup_s = time.perf_counter() - started
         print(f"package ready in {setup_s:.1f} s; registering {n} cameras", flush=True)
         with StateStore(root / "state.db") as store:
-            placement = Placement(args.executors)
             log: list[dict[str, Any]] = []
-            bulk_s, one_ms = _register(Registrar(manifest, store, placement), n, marks, log)
-            replicas = [Replica(store) for _ in range(args.replicas)]
+            bulk_s, one_ms = _register(Registrar(manifest, store, args.executors), n, marks, log)
+            replicas = [Follower(store, wait_s=0.5) for _ in range(args.replicas)]
             for r in replicas:
                 r.start()
             figures = {**_tokens(store, replicas), **_plan(manifest, store, args.executors)}

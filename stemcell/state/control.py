@@ -68,6 +68,7 @@ class ControlFeed:
         self.version = 0
         self._log: deque[tuple[int, Change]] = deque(maxlen=max_log)
         self._news = threading.Condition()
+        self._staged: list[Change] = []
 
     def publish(self, changes: Iterable[Change]) -> int:
         """Append `changes` (one version each) and wake the waiting replicas; returns the new version."""
@@ -77,6 +78,19 @@ class ControlFeed:
                 self._log.append((self.version, change))
             self._news.notify_all()
             return self.version
+
+    def stage(self, changes: Iterable[Change]) -> None:
+        """Hold `changes` of the store's open transaction until it commits (`commit`) or not (`discard`);
+        the store's lock makes the open transaction the only one."""
+        self._staged.extend(changes)
+
+    def commit(self) -> None:
+        staged, self._staged = self._staged, []
+        if staged:
+            self.publish(staged)
+
+    def discard(self) -> None:
+        self._staged = []
 
     def since(self, epoch: str, version: int) -> ControlDelta:
         """What changed after `version` (no wait)."""

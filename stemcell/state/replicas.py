@@ -56,7 +56,7 @@ class ReplicaState:
             revoked = conn.execute("UPDATE cameras SET token_hash = NULL WHERE camera_id = ? AND token_hash IS NOT NULL",
                                    (camera_id,)).rowcount
             if revoked:
-                self._feed.publish([Change(TOKEN, camera_id, None)])
+                self._feed.stage([Change(TOKEN, camera_id, None)])
         return revoked > 0
 
     def verify_camera_token(self: StateStore, camera_id: str, token: str) -> bool:
@@ -76,7 +76,7 @@ class ReplicaState:
         with self._transaction() as conn:
             if conn.execute("UPDATE cameras SET token_hash = ? WHERE camera_id = ? AND token_hash = ?",
                             (mac, camera_id, stored)).rowcount:
-                self._feed.publish([Change(TOKEN, camera_id, mac)])
+                self._feed.stage([Change(TOKEN, camera_id, mac)])
         return True
 
     # ------------------------------------------------------------------ the feed
@@ -109,7 +109,7 @@ class ReplicaState:
             for cam, slot in moved.items():
                 conn.execute("UPDATE cameras SET config_json = json_set(config_json, '$.slot', ?) WHERE camera_id = ?",
                              (slot, cam))
-            self._feed.publish(Change(SLOT, cam, str(slot)) for cam, slot in sorted(moved.items()))
+            self._feed.stage(Change(SLOT, cam, str(slot)) for cam, slot in sorted(moved.items()))
         if moved:
             log.info("%d camera(s) placed anew over %d executor slots", len(moved), count)
         return len(moved)
@@ -148,4 +148,4 @@ class ReplicaState:
         """A removed camera gives its slot's load back, and replicas forget its slot."""
         if self._placement is not None:
             self._placement.remove(camera_id)
-        self._feed.publish([Change(SLOT, camera_id, None)])
+        self._feed.stage([Change(SLOT, camera_id, None)])

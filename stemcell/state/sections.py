@@ -70,7 +70,7 @@ class PlanSections:
                      (version, self._now(), digest, rest_json, int(has_cameras)))
         conn.execute("DELETE FROM plans WHERE version <= ?", (version - self._max_plans,))
         before = {} if latest is None else _routes_of(json.loads(latest[3]))
-        self._feed.publish(route_changes(before, _routes_of(rest)))
+        self._feed.stage(route_changes(before, _routes_of(rest)))
         return version
 
     def _write_camera_plans(self: StateStore, conn: sqlite3.Connection, entries: Mapping[str, Any],

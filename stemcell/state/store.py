@@ -117,16 +117,19 @@ class StateStore(PlanSections, ReplicaState, EventLog):
     @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """All-or-nothing unit of work; ``BEGIN IMMEDIATE`` takes the write lock up front so a
-        reader-turned-writer cannot deadlock against another process."""
+        reader-turned-writer cannot deadlock against another process. The feed changes it staged are
+        published once it committed."""
         with self._lock:
             self._conn.execute(begin)
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
+                self._feed.discard()  # replicas never see a change that was rolled back
                 if self._conn.in_transaction:  # also when COMMIT itself failed
                     self._conn.execute("ROLLBACK")
                 raise
+            self._feed.commit()
 
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read across several statements (deferred: takes no write lock)."""
@@ -168,9 +171,9 @@ class StateStore(PlanSections, ReplicaState, EventLog):
                 "updated_at = excluded.updated_at",
                 [(cam, config_json, token_hash, now, now) for cam, config_json, token_hash in rows],
             )
-            self._feed.publish(Change(TOKEN, cam, mac) for cam, _, mac in rows if mac is not None)
+            self._feed.stage(Change(TOKEN, cam, mac) for cam, _, mac in rows if mac is not None)
             if self._placement is not None:
-                self._feed.publish(Change(SLOT, cam, str(self._placement.slots[cam])) for cam, _, _ in rows)
+                self._feed.stage(Change(SLOT, cam, str(self._placement.slots[cam])) for cam, _, _ in rows)
             if plans:
                 self._camera_plans_in(conn, plans)
             return [camera_from_row(conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?",
@@ -203,7 +206,7 @@ class StateStore(PlanSections, ReplicaState, EventLog):
             conn.execute("DELETE FROM model_versions WHERE camera_id = ?", (camera_id,))
             self._drop_camera_plan(conn, camera_id)
             if deleted:
-                self._feed.publish([Change(TOKEN, camera_id, None)])
+                self._feed.stage([Change(TOKEN, camera_id, None)])
                 self._unplace(camera_id)
         return deleted > 0
 

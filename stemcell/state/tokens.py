@@ -12,7 +12,6 @@ first successful check (`StateStore.verify_camera_token`), since only then is th
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import secrets
@@ -79,11 +78,3 @@ def verify_token(token: str, encoded: str) -> bool:
         raise ValueError(f"unknown token hash scheme {scheme!r}")
     key = _derive(token, bytes.fromhex(salt_hex), int(n), int(r), int(p))
     return hmac.compare_digest(key, bytes.fromhex(key_hex))
-
-
-@functools.cache
-def dummy_hash() -> str:
-    """A hash no real token matches; checking against it when a camera is unknown or has no
-    token makes that answer take as long as a wrong token, so timing does not reveal which
-    camera ids exist."""
-    return hash_token(secrets.token_urlsafe(32))

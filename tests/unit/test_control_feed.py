@@ -3,28 +3,13 @@ camera plans as rows."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from stemcell.state import CAMERAS, PLANNER, StateStore, new_token
 from stemcell.state.control import ROUTE, TOKEN, Change, ControlFeed, ControlTable
 from stemcell.state.tokens import hash_token
-
-
-class Follower(threading.Thread):
-    """What an ingress replica does: load the snapshot, then long-poll the feed and apply it."""
-
-    def __init__(self, store: StateStore) -> None:
-        super().__init__(daemon=True)
-        self.store, self.table, self.stop = store, ControlTable(), threading.Event()
-        self.table.load(store.control_snapshot())
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            delta = self.store.control_changes(self.table.epoch, self.table.version, 0.2)
-            if not self.table.apply(delta):
-                self.table.load(self.store.control_snapshot())
+from tests.helpers.feed import Follower
 
 
 def _until(check, timeout_s: float = 2.0) -> float:
