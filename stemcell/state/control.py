@@ -15,6 +15,7 @@ Pure Python; the store calls the feed under its own lock, replicas own a `Contro
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
 import threading
 from collections import deque
@@ -98,8 +99,8 @@ class ControlFeed:
             oldest = self._log[0][0] if self._log else self.version + 1
             if epoch != self.epoch or version > self.version or version + 1 < oldest:
                 return ControlDelta(self.epoch, self.version, None)
-            return ControlDelta(self.epoch, self.version,
-                                tuple(c for v, c in self._log if v > version) if version < self.version else ())
+            newer = list(itertools.takewhile(lambda vc: vc[0] > version, reversed(self._log)))  # O(changes)
+            return ControlDelta(self.epoch, self.version, tuple(c for _, c in reversed(newer)))
 
     def wait(self, epoch: str, version: int, timeout_s: float) -> ControlDelta:
         """`since`, waiting up to `timeout_s` for a change when there is none yet."""
