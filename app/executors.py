@@ -205,11 +205,12 @@ class ExecutorPool:
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
-        after a failover (its actor died or is restarting: the next live slot takes the camera) and
-        after a re-registration (the serving actor did not know the camera)."""
+        after a failover (its actor died or is restarting: the next live slot takes the camera), after
+        learning the camera's new slot (the store placed it since this replica last heard) and after a
+        re-registration (the serving actor did not know the camera)."""
         home = self.index_of(camera_id)
         self._maybe_refresh()
-        rerouted = failed_over = reregistered = False
+        rerouted = failed_over = reregistered = moved_home = False
         while True:
             index = self._failover.host_for(home, camera_id)
             if index is None:
@@ -234,6 +235,9 @@ class ExecutorPool:
                 stored = await self._registry(camera_id)
                 if stored is None or reregistered:
                     raise UnknownCamera(camera_id) from exc
+                if not moved_home and self.index_of(camera_id) != home:  # just placed elsewhere: now known here
+                    home, moved_home = self.index_of(camera_id), True
+                    continue
                 reregistered = True
                 log.warning("executor %s does not know camera %s (restarted, or taking it over); registering",
                             self.name(index), camera_id)

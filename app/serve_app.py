@@ -170,6 +170,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
             log.info("learning ready: %s", await self.learning.ready())
 
     async def _registry(self, camera_id: str) -> CameraSpec | None:
+        await self.tokens.sync()  # an executor did not know the camera: maybe it was just placed elsewhere
         return await self.service.camera_spec(camera_id)
 
     async def _routes(self) -> Routes:
