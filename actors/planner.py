@@ -78,6 +78,8 @@ class Planner:
         self.roles: dict[str, RoleState] = defaults | restored
         self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs (JSON)
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
+        if self.decision and "cameras" not in self.decision:  # stored one row per camera, beside the section
+            self.decision["cameras"] = dict(await self.store.decision_cameras.remote())
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
         self.teacher: TeacherStats | None = None  # the TeacherLabeler's last stats (its share is fixed)
         orphans = self.realloc.kill_orphans(self.roles)
@@ -107,12 +109,15 @@ class Planner:
         return worker.options(**opts).remote(**self.workers[step.role], share=step.share, resume_from=resume_from)
 
     # ------------------------------------------------------------------ durable state
-    def _section(self) -> dict[str, Any]:  # the plan's `planner` section (routes: what `StateStore.routes` reads)
+    def _section(self, *, cameras: bool = True) -> dict[str, Any]:
+        """The plan's `planner` section (routes: what `StateStore.routes` reads); as stored, without the
+        decision's per-camera part (`cameras=False`: rows of their own, so a save is O(executors))."""
+        decision = self.decision if cameras else {k: v for k, v in self.decision.items() if k != "cameras"}
         return {"roles": {r: asdict(st) for r, st in self.roles.items()}, "workers": self.workers,
-                "routes": {r: st.actor for r, st in self.roles.items()}, "decision": self.decision}
+                "routes": {r: st.actor for r, st in self.roles.items()}, "decision": decision}
 
     async def _persist(self) -> None:
-        await self.store.save_plan_section.remote(PLANNER, self._section())
+        await self.store.save_plan_section.remote(PLANNER, self._section(cameras=False))
 
     async def _publish(self, roles: Mapping[str, RoleState]) -> None:
         self.roles = dict(roles)
@@ -206,6 +211,7 @@ class Planner:
                      self.rounds, decision.decision_ms, decision.inference_share, decision.retrain_share,
                      decision.objective)
             self.decision = planning.decision_view(decision)
+            await self.store.put_decision_cameras.remote(self.decision["cameras"])  # changed rows only
             s = self.settings
             split = ShareContext(decision, roles,
                                  tuple(self._kind(EXECUTOR)), job_roles, quantum=s.quantum, floor=s.floor,

@@ -242,4 +242,6 @@ class StemcellService:
         live = await self._live_planner_plan()
         if live is not None:
             out[PLANNER] = {**live, "live": True}
+        elif isinstance(out.get(PLANNER, {}).get("decision"), dict):  # its per-camera part is stored beside it
+            out[PLANNER]["decision"]["cameras"] = dict(await self.store.decision_cameras.remote())
         return out

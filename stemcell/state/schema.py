@@ -72,10 +72,12 @@ CREATE TABLE model_versions (
 # Added after version 1, additively (like `stemcell.state.events`): older files gain them on open.
 # `camera_plans` holds each camera's plan entry as its own row (the plan's `cameras` section), so a
 # camera's change writes one row instead of a new copy of the whole plan; `plans.has_cameras` says
-# whether a plan version includes that section; `control_keys` holds the token HMAC key.
+# whether a plan version includes that section; `control_keys` holds the token HMAC key;
+# `decision_cameras` the Planner's last per-camera decision, one row each (out of its plan section).
 CONTROL_DDL = (
     "CREATE TABLE IF NOT EXISTS camera_plans (camera_id TEXT PRIMARY KEY, plan_json TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS control_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decision_cameras (camera_id TEXT PRIMARY KEY, decision_json TEXT NOT NULL)",
 )
 
 

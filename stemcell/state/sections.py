@@ -203,6 +203,25 @@ class PlanSections:
                     best[app] = (branchpoint, n)
         return {app: bp for app, (bp, _) in sorted(best.items())}
 
+    def put_decision_cameras(self: StateStore, entries: Mapping[str, Mapping[str, Any]]) -> int:
+        """Replace the Planner's per-camera decision (one row per camera, only changed rows written):
+        kept out of its plan section, whose every version would otherwise copy all cameras. Returns
+        how many rows changed."""
+        given = {cam: canonical_json("camera decision", entry) for cam, entry in entries.items()}
+        with self._transaction() as conn:
+            stored = dict(conn.execute("SELECT camera_id, decision_json FROM decision_cameras").fetchall())
+            changed = [(cam, entry) for cam, entry in given.items() if stored.get(cam) != entry]
+            gone = [(cam,) for cam in stored if cam not in given]
+            conn.executemany("INSERT OR REPLACE INTO decision_cameras (camera_id, decision_json) VALUES (?, ?)", changed)
+            conn.executemany("DELETE FROM decision_cameras WHERE camera_id = ?", gone)
+        return len(changed) + len(gone)
+
+    def decision_cameras(self: StateStore) -> Mapping[str, Any]:
+        """The Planner's last per-camera decision (a restarted Planner shows it again)."""
+        with self._lock:
+            return {cam: json.loads(entry) for cam, entry in
+                    self._conn.execute("SELECT camera_id, decision_json FROM decision_cameras ORDER BY camera_id")}
+
     def routes(self: StateStore) -> Routes:
         """Role (executor slot or retraining worker) -> the actor serving it, as the Planner last
         published in its section (empty: none published; every role is served by its generation 0)."""
