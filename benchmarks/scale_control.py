@@ -13,7 +13,8 @@ What a Stemcell control plane does per camera and per request, timed on the clas
 - `plan_round_s`: one Planner round once the schedule cache is warm (problems per camera class, the
   two-level split, per-executor Mainstream); goal < 1 s at 10,000 (the window is 10 s; was 12.3 s).
   `plan_round_cold_s` is the first round (empty cache); `plan_round_retrain_s` a warm round with
-  retraining jobs (five inference fractions tried).
+  retraining jobs (five inference fractions tried); `decision_rows_*_save_s` what storing a round's
+  per-camera decision costs (first time, and unchanged).
 - `token_check_us`: a replica's check of a camera token (HMAC + constant-time compare); goal < 100.
   `token_check_store_legacy_ms`: what the store's scrypt check cost per miss before (for contrast).
 - `route_update_ms` / `token_revoke_ms`: from the store's write to the change in the tables of
@@ -39,6 +40,7 @@ from typing import Any
 from stemcell.control.camera_plans import PlanHints, camera_plan, resolve_apps
 from stemcell.control.contracts import AppRequest, CameraSpec
 from stemcell.control.placement import Placement
+from stemcell.control.planning import decision_view
 from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
@@ -132,6 +134,11 @@ def _plan(manifest: Manifest, store: StateStore, executors: int) -> dict[str, fl
         out[key] = time.perf_counter() - t
         assert sum(s.budget for s in decision.schedules.values()) <= ctx.total_gpu + 1e-6
     out["schedule_cache_misses"] = planner.cache.misses
+    view = decision_view(decision)["cameras"]
+    for key in ("decision_rows_first_save_s", "decision_rows_unchanged_save_s"):  # what a round stores
+        t = time.perf_counter()
+        store.put_decision_cameras(view)
+        out[key] = time.perf_counter() - t
     return out
 
 
