@@ -111,18 +111,20 @@ class TwoLevelPlanner:
                   weights: Mapping[str, float]) -> Callable[[float], tuple[dict[str, Schedule], float]]:
         """The inference step of a round for `plan_round`: share -> (camera -> schedule, mean objective).
         `roles` maps each camera to its executor role, `weights` each camera to its demand."""
-        by_role: dict[str, list[CameraDemand]] = {}
+        # executor -> (problem, weight) group -> its cameras: cameras of one class and weight on one executor
+        # get one budget, so one schedule (and one cache lookup) serves them all
+        groups: dict[str, dict[tuple[int, float], list[CameraDemand]]] = {}
         for d in demands:
-            by_role.setdefault(roles[d.camera_id], []).append(d)
-        role_weight = {r: sum(weights[d.camera_id] for d in ds) for r, ds in by_role.items()}
+            groups.setdefault(roles[d.camera_id], {}).setdefault((id(d.problem), weights[d.camera_id]), []).append(d)
+        role_weight = {r: sum(w * len(ds) for (_, w), ds in g.items()) for r, g in groups.items()}
 
         def plans(share: float) -> tuple[dict[str, Schedule], float]:
             out: dict[str, Schedule] = {}
             for role, role_share in split_by_weight(share, role_weight).items():
-                cams = by_role[role]
-                budgets = split_by_weight(role_share, {d.camera_id: weights[d.camera_id] for d in cams})
-                for d in cams:
-                    out[d.camera_id] = self.cache.schedule(d.problem, _grid(budgets[d.camera_id], BUDGET_GRID, down=True))
+                for (_, weight), cams in groups[role].items():
+                    budget = role_share * weight / role_weight[role] if role_weight[role] > 0 else 0.0
+                    schedule = self.cache.schedule(cams[0].problem, _grid(budget, BUDGET_GRID, down=True))
+                    out.update((d.camera_id, schedule) for d in cams)
             return out, sum(s.objective for s in out.values()) / max(1, len(out))
 
         return plans

@@ -55,7 +55,7 @@ def test_schedules_are_cached_across_cameras_and_rounds(manifest) -> None:
     # nothing is re-planned
     again = PlannerContext(2.0, camera_demands(manifest, cameras, [("conv3", 3.94)], correlation=0.5))
     planner.plan(again, cameras, roles)
-    assert planner.cache.misses == first and planner.cache.hits >= len(cameras)
+    assert planner.cache.misses == first and planner.cache.hits >= first  # every group answered from the cache
     jobs = PlannerContext(2.0, ctx.cameras, retrain_jobs=(RetrainJob("j", (0.1,), 1),))
     assert planner.plan(jobs, cameras, roles).retrain_share >= 0.0  # the fraction search runs on the cache too
 
