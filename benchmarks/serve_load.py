@@ -23,7 +23,7 @@ from stemcell.world import World, WorldConfig
 
 RESOLUTIONS = {128: (128, 128), 720: (720, 1280), 1080: (1080, 1920)}  # --resolution -> (height, width)
 COMPONENTS = (("ProxyActor", "proxy"), ("StemcellIngress", "replica"), (":Echo", "replica"),
-              ("PlainModels", "replica"), ("StemExecutor", "executor"))
+              ("PlainModels", "replica"), ("StemExecutor", "executor"), ("RoutedExecutor", "executor"))
 
 Send = Callable[[int, int], Awaitable[int]]  # (camera, request index) -> frames answered
 

@@ -78,8 +78,8 @@ class Echo:
         return {"bytes": len(await request.body())}
 
 
-def _speed_package(root: Path, tenants: int = 2) -> Path:
-    """A small real M-Package (tiny_cnn, 64x64; apps car + person at 2 branchpoints, 1 epoch each).
+def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn") -> Path:
+    """A small real M-Package (`base_name`, 64x64; apps car + person at 2 branchpoints, 1 epoch each).
 
     With `tenants` > 2, more apps (the world's classes again, other seeds) with only their head
     above the shared base: `tenants` apps of one base, as many tenants would bring. Throughput is
@@ -87,7 +87,7 @@ def _speed_package(root: Path, tenants: int = 2) -> Path:
     """
     world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=120.0))
     train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
-    base = build_base("tiny_cnn")
+    base = build_base(base_name)
     apps = {"car": (CLASSES.index("car"), (3, base.num_segments)), "person": (CLASSES.index("person"), (3, base.num_segments))}
     for t in range(2, tenants):
         apps[f"tenant-{t}"] = (t % len(CLASSES), (base.num_segments,))
@@ -131,11 +131,14 @@ class Bench:
         return {name: summarise(w) for name, w in windows.items()}
 
     def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int) -> Send:
-        """Decoded frames straight to the executor actor, `per_call` per call."""
+        """Decoded frames straight to the executor actor, `per_call` per call. The stacks are put in
+        the object store once, beforehand: what is measured is the executor, not this client copying
+        (at 1080p, 8 frames are 50 MB)."""
+        stacks = [[ray.put(np.stack([cam[(i * per_call + k) % len(cam)] for k in range(per_call)]))
+                   for i in range(len(cam))] for cam in arrays]
+
         async def send(c: int, i: int) -> int:
-            n = len(arrays[c])
-            await self.executor.infer.remote(f"{camera}-{c}", np.stack([arrays[c][(i * per_call + k) % n]
-                                                                         for k in range(per_call)]))
+            await self.executor.infer.remote(f"{camera}-{c}", stacks[c][i % len(stacks[c])])
             return per_call
         return send
 
@@ -286,7 +289,8 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "ratio_to_plain_serve": results["http_10apps"]["fps"] / results["peer_plain_serve_10models"]["fps"],
         "cpu_ratio_to_plain_serve": (results["peer_plain_serve_10models"]["cpu_ms_total"]
                                      / results["http_10apps"]["cpu_ms_total"]),
-        "resolution": args.resolution, "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
+        "resolution": args.resolution, "base": load_package(args.package).manifest.base.name if args.package else args.base,
+        "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
         "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
     }
 
@@ -318,6 +322,9 @@ def main() -> None:
     parser.add_argument("--package", type=Path, help="M-Package to serve (default: build a tiny one in a temp dir)")
     parser.add_argument("--resolution", type=int, choices=(128, 720, 1080), default=128,
                         help="camera JPEGs of (a)-(d) and the 10-apps comparison (default 128: 128x128)")
+    parser.add_argument("--base", default="tiny_cnn",
+                        help="base of the package built when no --package is given (default tiny_cnn; mobilenet_v3_small "
+                        "makes the 10-apps comparison about models rather than HTTP)")
     parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.5 quick, 5 full)")
     parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
                         help="executors.coalesce_ms of the served app (default: the config default)")
@@ -332,7 +339,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
-        package = args.package or _speed_package(root / "pkg", tenants=TENANTS)
+        package = args.package or _speed_package(root / "pkg", tenants=TENANTS, base_name=args.base)
         print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
         # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
         ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
