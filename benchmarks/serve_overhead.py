@@ -39,7 +39,6 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +51,18 @@ from ray import serve
 from ray.actor import ActorHandle
 from starlette.requests import Request
 
-import plain_serve  # benchmarks/ is on sys.path when run as a script
-from serve_load import Send, camera_jpegs, closed_loop, summarise
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.imaging import decode_for_model, decode_image
 from stemcell.models import build_base
-from stemcell.serve_config import ExecutorSection
 from stemcell.package import load_package
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
+from stemcell.serve_config import ExecutorSection
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
+
+import plain_serve  # benchmarks/ is on sys.path when run as a script
+from serve_load import Send, camera_jpegs, closed_loop, summarise
 
 CAMERAS = 8
 BATCH = 8
@@ -88,7 +88,7 @@ def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn") ->
     world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=120.0))
     train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
     base = build_base(base_name)
-    apps = {"car": (CLASSES.index("car"), (3, base.num_segments)), "person": (CLASSES.index("person"), (3, base.num_segments))}
+    apps = {name: (CLASSES.index(name), (3, base.num_segments)) for name in ("car", "person")}
     for t in range(2, tenants):
         apps[f"tenant-{t}"] = (t % len(CLASSES), (base.num_segments,))
     results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32, input_size=64,
@@ -289,7 +289,8 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "ratio_to_plain_serve": results["http_10apps"]["fps"] / results["peer_plain_serve_10models"]["fps"],
         "cpu_ratio_to_plain_serve": (results["peer_plain_serve_10models"]["cpu_ms_total"]
                                      / results["http_10apps"]["cpu_ms_total"]),
-        "resolution": args.resolution, "base": load_package(args.package).manifest.base.name if args.package else args.base,
+        "resolution": args.resolution,
+        "base": load_package(args.package).manifest.base.name if args.package else args.base,
         "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
         "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
     }
@@ -323,8 +324,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, choices=(128, 720, 1080), default=128,
                         help="camera JPEGs of (a)-(d) and the 10-apps comparison (default 128: 128x128)")
     parser.add_argument("--base", default="tiny_cnn",
-                        help="base of the package built when no --package is given (default tiny_cnn; mobilenet_v3_small "
-                        "makes the 10-apps comparison about models rather than HTTP)")
+                        help="base of the package built when no --package is given (default tiny_cnn; "
+                        "mobilenet_v3_small makes the 10-apps comparison about models rather than HTTP)")
     parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.5 quick, 5 full)")
     parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
                         help="executors.coalesce_ms of the served app (default: the config default)")
