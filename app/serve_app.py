@@ -228,7 +228,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
     async def frames(self, camera_id: str, request: Request) -> JSONResponse:
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
-        decoded = await single_frame(request, self.limits)
+        decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
         self.events.on_results(camera_id, decoded.frames, results)
@@ -240,7 +240,8 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
-        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
+        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
+                                     self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
         self.events.on_results(camera_id, decoded.frames, results)
