@@ -30,12 +30,14 @@ from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
 from app.service import Conflict, StemcellService, read_manifest, read_routes
+from app.ui_routes import UiRoutes, router as ui_router
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.control.contracts import CameraSpec, Routes
@@ -103,6 +105,7 @@ api.include_router(events_router)
 serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
 api.include_router(fleet_router)  # GET/PATCH /admin/cameras, POST /admin/cameras:bulk (app.fleet_routes)
+api.include_router(ui_router)  # /ui, snapshots and latest results (app.ui_routes)
 
 
 def _checked_id(kind: str, value: str) -> str:
@@ -133,7 +136,7 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress(FleetRoutes, EventRoutes):
+class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     """Routes only; see `app.service` (and `app.ingest_service` for pulled cameras) for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
@@ -160,6 +163,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self.events = EventHub(self.config.events, self.config.webhooks, store)
         await self.events.refresh_webhooks()
         self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
+        self.latest = LatestFrames()  # each camera's newest analysed frame, for /ui and its snapshot route
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
@@ -227,6 +231,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
         self.events.on_results(camera_id, decoded.frames, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
@@ -239,6 +244,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
         self.events.on_results(camera_id, decoded.frames, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
     @api.get("/cameras/{camera_id}/status", tags=["cameras"], response_model=CameraStatus)
@@ -299,6 +305,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         removed = await self._call(self.fleet.remove(camera_id))
         self.tokens.forget(camera_id)
         self.events.close_camera(camera_id)
+        self.latest.forget(camera_id)
         return removed
 
     @api.post("/admin/apps", status_code=201, tags=["admin"], response_model=AppRegistered,

@@ -1,0 +1,137 @@
+"""The operator's page `/ui` and its pictures, against a real app on loopback with a small fleet.
+
+The HTTP half (snapshot routes, page files) always runs; the browser half drives Debian's headless
+Chromium with Selenium and is skipped where Chromium or its driver is not installed (`.ci/run`
+installs them when it can).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stemcell.imaging import decode_image
+from tests.helpers.serving import ADMIN_TOKEN
+from tests.helpers.ui_fleet import ADMIN, IDLE, PUSHED, STOPPED, Fleet, chromium, chromium_available, live_fleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+GATE, YARD = PUSHED
+
+
+@pytest.fixture(scope="module")
+def fleet(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with live_fleet(tmp_path_factory.mktemp("ui")) as running:
+        yield running
+
+
+def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
+    own = {"Authorization": f"Bearer {fleet.tokens[GATE]}"}
+    answer = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64}, headers=own)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    assert decode_image(answer.content, "image/jpeg").shape == (64, 64, 3)  # 96 px frame, longer side 64
+    assert answer.headers["cache-control"].startswith("private") and float(answer.headers["x-frame-ts"]) == 1010.0
+    again = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64},
+                           headers={**own, "If-None-Match": answer.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    full = fleet.http.get(f"/cameras/{GATE}/snapshot", headers=ADMIN)
+    assert full.status_code == 200 and decode_image(full.content, "image/jpeg").shape == (96, 96, 3)
+
+    other = {"Authorization": f"Bearer {fleet.tokens[YARD]}"}
+    assert fleet.http.get(f"/cameras/{GATE}/snapshot", headers=other).status_code == 403
+    assert fleet.http.get(f"/cameras/{GATE}/snapshot").status_code == 401
+    assert fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 10_000}, headers=ADMIN).status_code == 422
+    assert fleet.http.get(f"/cameras/{IDLE}/snapshot", headers=ADMIN).status_code == 404
+    assert fleet.http.get("/cameras/cam-nowhere/snapshot", headers=ADMIN).status_code == 404
+
+    latest = fleet.http.get(f"/cameras/{GATE}/latest", headers=own).json()
+    assert latest["frame_ts"] == 1010.0 and latest["results"][0]["label"] is True and latest["snapshot"]
+    assert fleet.http.get(f"/cameras/{IDLE}/latest", headers=ADMIN).json()["frame_ts"] is None
+
+
+def test_event_snapshots_are_served_to_the_admin(fleet: Fleet) -> None:
+    events = fleet.http.get("/admin/events", params={"camera": GATE}, headers=ADMIN).json()["events"]
+    shot = next(e for e in events if e["snapshot"])
+    answer = fleet.http.get(f"/admin/events/{shot['event_id']}/snapshot", headers=ADMIN)
+    assert answer.status_code == 200 and answer.content == Path(shot["snapshot"]).read_bytes()
+    assert "immutable" in answer.headers["cache-control"]
+    own = {"Authorization": f"Bearer {fleet.tokens[GATE]}"}
+    assert fleet.http.get(f"/admin/events/{shot['event_id']}/snapshot", headers=own).status_code == 403
+    assert fleet.http.get("/admin/events/..%2Fstate/snapshot", headers=ADMIN).status_code in (404, 422)
+    assert fleet.http.get("/admin/events/abc123/snapshot", headers=ADMIN).status_code == 404
+
+
+def test_page_files_are_served_with_a_strict_policy(fleet: Fleet) -> None:
+    assert fleet.http.get("/ui").headers["location"] == "ui/"
+    page = fleet.http.get("/ui/")
+    assert page.status_code == 200 and '<script src="app.js"' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert fleet.http.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
+    assert fleet.http.get("/ui/serve_app.py").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------- browser
+browser = pytest.mark.skipif(not chromium_available(), reason="no chromium + chromedriver (apt-get install "
+                             "chromium chromium-driver)")
+
+
+def _wait(driver, condition, timeout: float = 20.0):  # noqa: ANN001, ANN202 - selenium objects
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def _login(driver, url: str, token: str) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/ui/")
+    box = _wait(driver, lambda d: d.find_element(By.ID, "token"))
+    box.clear()
+    box.send_keys(token)
+    driver.find_element(By.ID, "login-button").click()
+
+
+@browser
+def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
+    from selenium.webdriver.common.by import By
+
+    css = By.CSS_SELECTOR
+    with chromium() as driver:
+        _login(driver, fleet.url, "wrong-" + "x" * 26)
+        error = _wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"))
+        assert "Wrong token" in error.text and "403" in error.text
+        assert driver.find_element(By.ID, "nav").is_displayed() is False
+
+        _login(driver, fleet.url, ADMIN_TOKEN)
+        cards = _wait(driver, lambda d: len(d.find_elements(css, ".camera-card")) == 4 and d.find_elements(css, ".camera-card"))
+        states = {c.get_attribute("data-camera"): c.find_element(css, ".state").text for c in cards}
+        assert states == {GATE: "push", YARD: "push", IDLE: "push", STOPPED: "stopped"}
+        gate = next(c for c in cards if c.get_attribute("data-camera") == GATE)
+        assert "car: yes" in gate.text and gate.find_element(css, "img.thumb").get_attribute("src").startswith("blob:")
+        assert driver.execute_script("return sessionStorage.getItem('stemcell.adminToken')") == ADMIN_TOKEN
+        assert ADMIN_TOKEN not in driver.current_url
+
+        gate.click()
+        apps = _wait(driver, lambda d: d.find_elements(By.ID, "apps-table") and d.find_element(By.ID, "apps-table"))
+        assert "car" in apps.text and "n/a" in apps.text  # F1 live: no live-learning numbers on this server
+        assert driver.find_elements(css, "#camera-events li[data-event]")  # the gate's past event is listed
+
+        driver.get(f"{fleet.url}/ui/#/events")
+        _wait(driver, lambda d: d.find_element(By.ID, "stream-state").text == "live")
+        before = {li.get_attribute("data-event") for li in driver.find_elements(css, "#events-list li[data-event]")}
+        started = time.monotonic()
+        fleet.event(YARD, 2000.0)  # the yard's scene turns bright, then dark: an event starts and ends
+        fresh = _wait(driver, lambda d: [li for li in d.find_elements(css, "#events-list li[data-event]")
+                                         if li.get_attribute("data-event") not in before])
+        assert fresh[0].get_attribute("data-camera") == YARD and time.monotonic() - started < 15
+
+        driver.get(f"{fleet.url}/ui/#/plan")
+        roles = _wait(driver, lambda d: d.find_elements(By.ID, "roles-table") and d.find_element(By.ID, "roles-table"))
+        assert roles.tag_name == "table" and "0.25" in roles.text  # the executor's GPU share (served_package)
+        executor = driver.find_element(css, ".executor")
+        assert GATE in executor.text and "shared stem" in executor.text
+
+        driver.get(f"{fleet.url}/ui/#/zoo")
+        zoo = _wait(driver, lambda d: d.find_elements(css, "#zoo-none, #zoo-table"))  # n/a without a zoo
+        assert zoo[0].text
