@@ -200,8 +200,10 @@
       byPoint.get(key).branches.push(`${app}@${cam}`);
     }
     const points = [...byPoint.values()].sort((a, b) => b.bp - a.bp);
-    return h("ul", { class: "tree" }, h("li", {}, "shared stem", h("ul", {}, points.map((p) => h("li", {},
-      `segments 1–${p.bp}${p.name ? ` (${p.name})` : ""} shared → branches: ${p.branches.join(", ")}`)))));
+    const shared = (p) => (p.bp > 0 ? `segments 1–${p.bp}${p.name ? ` (up to ${p.name})` : ""} shared`
+      : "nothing shared (branches at the input)");
+    return h("ul", { class: "tree" }, h("li", {}, "stem", h("ul", {}, points.map((p) => h("li", {},
+      `${shared(p)} → branches: ${p.branches.join(", ")}`)))));
   }
 
   views.plan = (ctx) => {
@@ -250,7 +252,7 @@
       const zoo = await optionalJson("admin/zoo");
       if (zoo === null) {
         ctx.root.replaceChildren(h("h2", {}, "Zoo"), h("p", { id: "zoo-none" },
-          "n/a: this server has no model zoo (GET /admin/zoo answered 404: continual learning is off)."));
+          "n/a: this server reports no model zoo (GET /admin/zoo answered 404)."));
         return;
       }
       ctx.root.replaceChildren(h("h2", {}, "Zoo"),

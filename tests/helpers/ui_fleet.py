@@ -8,6 +8,7 @@ seeing a car, one not), one registered without frames yet, one pulled camera tha
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Fleet:
     url: str
     tokens: dict[str, str]  # pushed camera -> its bearer token
     http: httpx.Client  # base_url = url, no auth
+    latest_ts: float  # frame time of the pushed cameras' latest frames (set up by `live_fleet`)
 
     def post(self, camera_id: str, bright: bool, ts: float, size: int = 96) -> dict:
         """One frame (random pixels, bright or dark) from a pushed camera; returns the answer's JSON."""
@@ -67,10 +69,10 @@ def live_fleet(root: Path) -> Iterator[Fleet]:
             http.post("/admin/cameras", headers=ADMIN, json={
                 "camera_id": STOPPED, "apps": ["car"], "enabled": False,
                 "source": {"url": "rtsp://127.0.0.1:8554/roof"}}).raise_for_status()
-            fleet = Fleet(url, tokens, http)
-            fleet.event(PUSHED[0], 1000.0)
-            fleet.post(PUSHED[0], True, 1010.0)  # the gate's latest frame shows a car; the yard's does not
-            fleet.post(PUSHED[1], False, 1010.0)
+            fleet = Fleet(url, tokens, http, latest_ts=float(round(time.time())))
+            fleet.event(PUSHED[0], fleet.latest_ts - 60)
+            fleet.post(PUSHED[0], True, fleet.latest_ts)  # the gate's latest frame shows a car; the yard's does not
+            fleet.post(PUSHED[1], False, fleet.latest_ts)
             yield fleet
         finally:
             ray.kill(planner)

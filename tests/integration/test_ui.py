@@ -14,7 +14,16 @@ import pytest
 
 from stemcell.imaging import decode_image
 from tests.helpers.serving import ADMIN_TOKEN
-from tests.helpers.ui_fleet import ADMIN, IDLE, PUSHED, STOPPED, Fleet, chromium, chromium_available, live_fleet
+from tests.helpers.ui_fleet import (
+    ADMIN,
+    IDLE,
+    PUSHED,
+    STOPPED,
+    Fleet,
+    chromium,
+    chromium_available,
+    live_fleet,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 GATE, YARD = PUSHED
@@ -31,7 +40,7 @@ def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     answer = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64}, headers=own)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
     assert decode_image(answer.content, "image/jpeg").shape == (64, 64, 3)  # 96 px frame, longer side 64
-    assert answer.headers["cache-control"].startswith("private") and float(answer.headers["x-frame-ts"]) == 1010.0
+    assert answer.headers["cache-control"].startswith("private") and float(answer.headers["x-frame-ts"]) == fleet.latest_ts
     again = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64},
                            headers={**own, "If-None-Match": answer.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
@@ -46,7 +55,7 @@ def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     assert fleet.http.get("/cameras/cam-nowhere/snapshot", headers=ADMIN).status_code == 404
 
     latest = fleet.http.get(f"/cameras/{GATE}/latest", headers=own).json()
-    assert latest["frame_ts"] == 1010.0 and latest["results"][0]["label"] is True and latest["snapshot"]
+    assert latest["frame_ts"] == fleet.latest_ts and latest["results"][0]["label"] is True and latest["snapshot"]
     assert fleet.http.get(f"/cameras/{IDLE}/latest", headers=ADMIN).json()["frame_ts"] is None
 
 
@@ -76,13 +85,13 @@ browser = pytest.mark.skipif(not chromium_available(), reason="no chromium + chr
                              "chromium chromium-driver)")
 
 
-def _wait(driver, condition, timeout: float = 20.0):  # noqa: ANN001, ANN202 - selenium objects
+def _wait(driver, condition, timeout: float = 20.0):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
 
 
-def _login(driver, url: str, token: str) -> None:  # noqa: ANN001
+def _login(driver, url: str, token: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{url}/ui/")
@@ -121,7 +130,7 @@ def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
         _wait(driver, lambda d: d.find_element(By.ID, "stream-state").text == "live")
         before = {li.get_attribute("data-event") for li in driver.find_elements(css, "#events-list li[data-event]")}
         started = time.monotonic()
-        fleet.event(YARD, 2000.0)  # the yard's scene turns bright, then dark: an event starts and ends
+        fleet.event(YARD, fleet.latest_ts + 1)  # the yard's scene turns bright, then dark: an event starts and ends
         fresh = _wait(driver, lambda d: [li for li in d.find_elements(css, "#events-list li[data-event]")
                                          if li.get_attribute("data-event") not in before])
         assert fresh[0].get_attribute("data-camera") == YARD and time.monotonic() - started < 15
@@ -130,8 +139,15 @@ def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
         roles = _wait(driver, lambda d: d.find_elements(By.ID, "roles-table") and d.find_element(By.ID, "roles-table"))
         assert roles.tag_name == "table" and "0.25" in roles.text  # the executor's GPU share (served_package)
         executor = driver.find_element(css, ".executor")
-        assert GATE in executor.text and "shared stem" in executor.text
+        assert f"car@{GATE}" in executor.text and "branches" in executor.text  # the stem tree
 
         driver.get(f"{fleet.url}/ui/#/zoo")
         zoo = _wait(driver, lambda d: d.find_elements(css, "#zoo-none, #zoo-table"))  # n/a without a zoo
         assert zoo[0].text
+
+        driver.execute_cdp_cmd("Network.enable", {})  # the server stops answering: the page says so
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        driver.execute_script("window.location.hash = '#/cameras'")
+        dead = _wait(driver, lambda d: "Cannot reach" in d.find_element(By.ID, "error").text and d.find_element(By.ID, "error"))
+        assert dead.is_displayed() and fleet.url.split("//")[1] in dead.text
