@@ -157,13 +157,13 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         self.tokens = CameraTokenCache(lambda cam, tok: store.verify_camera_token.remote(cam, tok))
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
+        self.latest = LatestFrames()  # each camera's newest analysed frame, for /ui and its snapshot route
         await self.service.start()
         self.fleet = FleetService(self.service)
         await self.fleet.start()
         self.events = EventHub(self.config.events, self.config.webhooks, store)
         await self.events.refresh_webhooks()
         self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
-        self.latest = LatestFrames()  # each camera's newest analysed frame, for /ui and its snapshot route
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
@@ -230,8 +230,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         decoded = await single_frame(request, self.limits)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
-        self.events.on_results(camera_id, decoded.frames, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
@@ -243,8 +243,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
-        self.events.on_results(camera_id, decoded.frames, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
     @api.get("/cameras/{camera_id}/status", tags=["cameras"], response_model=CameraStatus)

@@ -1,8 +1,9 @@
 """The operator's page at `/ui` and the pictures it shows: camera snapshots, latest results, event snapshots.
 
 A mixin of `app.serve_app.StemcellIngress` (Serve binds routes of every class in the ingress's MRO),
-using its `_require_camera`, `_require_admin`, `latest` (`app.latest_frames.LatestFrames`) and `events`
-(`actors.event_hub.EventHub`, whose `snapshots` folder holds the event pictures).
+using its `_require_camera`, `_require_admin`, `latest` (`app.latest_frames.LatestFrames`) and `config`
+(`events.snapshot_dir`, where event pictures are kept: read here from the ingress's node, so a shared
+folder when the ingress and the events run on different nodes).
 The page is three static files shipped in the package (`app/ui/`, package data): no CDN, no build
 step. It logs in with the admin token kept in the tab's sessionStorage and calls the public JSON routes
 with an `Authorization` header, so the token never appears in a URL (pictures are fetched the same way
@@ -76,13 +77,12 @@ class UiRoutes:
     async def event_snapshot(self, event_id: str, request: Request) -> Response:
         """The JPEG taken at the event's start (admin; `events.snapshot_dir`); it never changes, so it is cached."""
         self._require_admin(request)
-        snapshots = self.events.snapshots
-        if snapshots is None:
+        folder = self.config.events.snapshot_dir
+        if folder is None:
             raise HTTPException(404, "event snapshots are off on this server (events.snapshot_dir)")
-        try:
-            path = snapshots.path_of(event_id)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        if not event_id.isalnum():  # ids are hex: nothing that could leave the folder
+            raise HTTPException(422, f"bad event id {event_id!r}")
+        path = Path(folder) / f"{event_id}.jpg"  # `stemcell.events.SnapshotStore`'s name for it
         etag = f'"{event_id}"'
         if _not_modified(request, etag):
             return Response(status_code=304, headers={"ETag": etag})
