@@ -36,8 +36,8 @@ from app.metrics import metrics
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
-from app.service import Conflict, StemcellService, read_manifest, read_routes
 from app.ui_routes import UiRoutes, router as ui_router
+from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.control.contracts import CameraSpec, Routes

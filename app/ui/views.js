@@ -147,6 +147,7 @@
     e.end_ts === null ? h("strong", {}, "ongoing") : `lasted ${fmt(e.end_ts - e.start_ts, 1)} s`);
     if (e.snapshot) {
       row.classList.add("has-snapshot");
+      row.append(h("span", { class: "snap-mark" }, " · snapshot ▸"));
       row.addEventListener("click", async () => {
         if (row.querySelector("img, .missing")) return;
         try {

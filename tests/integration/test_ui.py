@@ -86,9 +86,12 @@ browser = pytest.mark.skipif(not chromium_available(), reason="no chromium + chr
 
 
 def _wait(driver, condition, timeout: float = 20.0):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    # the views redraw as data arrives: an element found a moment ago may be gone, so look again
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _login(driver, url: str, token: str) -> None:
@@ -113,41 +116,55 @@ def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
         assert driver.find_element(By.ID, "nav").is_displayed() is False
 
         _login(driver, fleet.url, ADMIN_TOKEN)
-        cards = _wait(driver, lambda d: len(d.find_elements(css, ".camera-card")) == 4 and d.find_elements(css, ".camera-card"))
-        states = {c.get_attribute("data-camera"): c.find_element(css, ".state").text for c in cards}
-        assert states == {GATE: "push", YARD: "push", IDLE: "push", STOPPED: "stopped"}
-        gate = next(c for c in cards if c.get_attribute("data-camera") == GATE)
-        assert "car: yes" in gate.text and gate.find_element(css, "img.thumb").get_attribute("src").startswith("blob:")
+        card = f".camera-card[data-camera='{GATE}']"
+
+        def shown(d) -> dict[str, tuple[str, str]] | None:  # camera -> (state, card text), once all are drawn
+            cards = d.find_elements(css, ".camera-card")
+            return {c.get_attribute("data-camera"): (c.find_element(css, ".state").text, c.text) for c in cards} \
+                if len(cards) == 4 and d.find_elements(css, card + " img.thumb") else None
+
+        cameras = _wait(driver, shown)  # the grid is redrawn every 5 s: read it in one go
+        assert {cam: state for cam, (state, _) in cameras.items()} == {GATE: "push", YARD: "push", IDLE: "push",
+                                                                          STOPPED: "stopped"}
+        assert "car: yes" in cameras[GATE][1] and "car: no" in cameras[YARD][1]
+        assert driver.execute_script("return document.querySelector(arguments[0]).src", card + " img.thumb") \
+            .startswith("blob:")  # fetched with the header, shown from memory
         assert driver.execute_script("return sessionStorage.getItem('stemcell.adminToken')") == ADMIN_TOKEN
         assert ADMIN_TOKEN not in driver.current_url
 
-        gate.click()
-        apps = _wait(driver, lambda d: d.find_elements(By.ID, "apps-table") and d.find_element(By.ID, "apps-table"))
-        assert "car" in apps.text and "n/a" in apps.text  # F1 live: no live-learning numbers on this server
+        driver.execute_script("document.querySelector(arguments[0]).click()", card)  # one step: no stale element
+        apps = _wait(driver, lambda d: d.find_element(By.ID, "apps-table").text)  # views redraw: read text at once
+        assert "car" in apps and "n/a" in apps  # F1 live: no live-learning numbers on this server
         assert driver.find_elements(css, "#camera-events li[data-event]")  # the gate's past event is listed
 
         driver.get(f"{fleet.url}/ui/#/events")
         _wait(driver, lambda d: d.find_element(By.ID, "stream-state").text == "live")
-        before = {li.get_attribute("data-event") for li in driver.find_elements(css, "#events-list li[data-event]")}
+        before = _wait(driver, lambda d: {li.get_attribute("data-event")  # the gate's events, loaded first
+                                          for li in d.find_elements(css, "#events-list li[data-event]")})
         started = time.monotonic()
         fleet.event(YARD, fleet.latest_ts + 1)  # the yard's scene turns bright, then dark: an event starts and ends
-        fresh = _wait(driver, lambda d: [li for li in d.find_elements(css, "#events-list li[data-event]")
+        fresh = _wait(driver, lambda d: [(li.get_attribute("data-event"), li.get_attribute("data-camera"))
+                                         for li in d.find_elements(css, "#events-list li[data-event]")
                                          if li.get_attribute("data-event") not in before])
-        assert fresh[0].get_attribute("data-camera") == YARD and time.monotonic() - started < 15
+        assert fresh[0][1] == YARD and time.monotonic() - started < 15
+        row = f"#events-list li[data-event='{fresh[0][0]}']"
+        _wait(driver, lambda d: d.find_elements(css, row + ":not(.open)"))  # its end came too: no more redraws
+        driver.find_element(css, row).click()  # its snapshot opens under it
+        shot = _wait(driver, lambda d: d.find_elements(css, row + " img.thumb"))[0]
+        assert _wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", shot)) == 96
 
         driver.get(f"{fleet.url}/ui/#/plan")
-        roles = _wait(driver, lambda d: d.find_elements(By.ID, "roles-table") and d.find_element(By.ID, "roles-table"))
-        assert roles.tag_name == "table" and "0.25" in roles.text  # the executor's GPU share (served_package)
-        executor = driver.find_element(css, ".executor")
-        assert f"car@{GATE}" in executor.text and "branches" in executor.text  # the stem tree
+        roles = _wait(driver, lambda d: d.find_element(css, "table#roles-table").text)
+        assert "0.25" in roles  # the executor's GPU share (served_package's executors.num_gpus)
+        executor = _wait(driver, lambda d: d.find_element(css, ".executor").text)
+        assert f"car@{GATE}" in executor and "branches" in executor  # the stem tree
 
         driver.get(f"{fleet.url}/ui/#/zoo")
-        zoo = _wait(driver, lambda d: d.find_elements(css, "#zoo-none, #zoo-table"))  # n/a without a zoo
-        assert zoo[0].text
+        assert _wait(driver, lambda d: d.find_element(css, "#zoo-none, #zoo-table").text)  # n/a without a zoo
 
         driver.execute_cdp_cmd("Network.enable", {})  # the server stops answering: the page says so
         driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
             "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
         driver.execute_script("window.location.hash = '#/cameras'")
-        dead = _wait(driver, lambda d: "Cannot reach" in d.find_element(By.ID, "error").text and d.find_element(By.ID, "error"))
-        assert dead.is_displayed() and fleet.url.split("//")[1] in dead.text
+        dead = _wait(driver, lambda d: "Cannot reach" in (text := d.find_element(By.ID, "error").text) and text)
+        assert fleet.url.split("//")[1] in dead  # shown (Selenium's text is only what is displayed)
