@@ -20,7 +20,7 @@ import numpy as np
 
 from stemcell.imaging import encode_jpeg
 
-SNAPSHOT_SIDES = (64, 2048)  # the smallest and largest longer side a snapshot may be asked at
+SNAPSHOT_SIDES = (16, 2048)  # the smallest and largest longer side a snapshot may be asked at
 SNAPSHOT_QUALITY = 80
 _SIDES_CACHED = 4  # encodings kept per frame (the page asks two sizes: thumbnail and full)
 
@@ -82,12 +82,15 @@ class LatestFrames:
                 self._bytes -= old.frame.nbytes
 
     def latest(self, camera_id: str) -> dict[str, Any]:
-        """The newest analysed frame's time and per-app results (`frame_ts` None: none seen here)."""
+        """The newest analysed frame's time, per-app results and size [w, h] as analysed (after the
+        ingress's resize, if any; what the snapshot shows at most) (`frame_ts` None: none seen here)."""
         with self._lock:
             entry = self._cameras.get(camera_id)
         if entry is None:
-            return {"camera_id": camera_id, "frame_ts": None, "results": [], "model_versions": {}, "snapshot": False}
-        return {**entry.result, "camera_id": camera_id, "snapshot": True}
+            return {"camera_id": camera_id, "frame_ts": None, "results": [], "model_versions": {}, "snapshot": False,
+                    "frame_size": None}
+        h, w = entry.frame.shape[:2]
+        return {**entry.result, "camera_id": camera_id, "snapshot": True, "frame_size": [w, h]}
 
     def etag(self, camera_id: str, side: int) -> str | None:
         """The tag `snapshot` would answer now, without encoding (a matching If-None-Match gets a 304)."""

@@ -88,7 +88,7 @@
       const learning = status.learning;
       const agreement = learning && learning.history ? learning.history.map((p) => [p.ts, p.agreement]) : [];
       body.replaceChildren(
-        h("div", { class: "row" }, boxed(frame, latest.results),
+        h("div", { class: "row" }, boxed(frame, latest.results, latest.frame_size),
           h("div", {}, h("p", {}, `executor ${status.executor}, stream ${fmt(status.stream_fps)} fps, `
             + `requests ${fmt(status.requests.fps)} /s, p99 ${fmt(status.requests.p99_ms, 1)} ms`),
           chart(latency, { label: "latency p50", unit: " ms" }),
@@ -113,15 +113,16 @@
     });
   };
 
-  // The snapshot with the detect apps' boxes (pixel coordinates of the frame; <= 1: fractions of it).
-  function boxed(img, results) {
+  // The snapshot with the detect apps' boxes: pixel coordinates of the analysed frame (`frame_size`),
+  // or fractions of it when every coordinate is <= 1.
+  function boxed(img, results, frameSize) {
     const boxes = results.flatMap((r) => (r.boxes || []).map((b) => ({ ...b, app: r.app })));
     if (!boxes.length || img.tagName !== "IMG") return h("div", { class: "frame" }, img);
     const wrap = h("div", { class: "frame" }, img);
     img.addEventListener("load", () => {
       for (const b of boxes) {
-        const scale = Math.max(b.x1, b.y1) <= 1 ? [img.width, img.height] : [img.width / img.naturalWidth,
-          img.height / img.naturalHeight];
+        const [fw, fh] = frameSize || [img.naturalWidth, img.naturalHeight];
+        const scale = Math.max(b.x1, b.y1) <= 1 ? [img.width, img.height] : [img.width / fw, img.height / fh];
         const el = h("div", { class: "box", title: `${b.app} ${b.class} ${fmt(b.score)}` }, `${b.class}`);
         el.style.left = `${b.x0 * scale[0]}px`;
         el.style.top = `${b.y0 * scale[1]}px`;

@@ -2,7 +2,8 @@
 
 The HTTP half (snapshot routes, page files) always runs; the browser half drives Debian's headless
 Chromium with Selenium and is skipped where Chromium or its driver is not installed (`.ci/run`
-installs them when it can).
+installs them when it can): wrong token, every camera with its state, a camera, an event arriving
+live with its snapshot, the plan's shares, the zoo, an empty fleet and a server that stops answering.
 """
 from __future__ import annotations
 
@@ -37,15 +38,21 @@ def fleet(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     own = {"Authorization": f"Bearer {fleet.tokens[GATE]}"}
-    answer = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64}, headers=own)
+    latest = fleet.http.get(f"/cameras/{GATE}/latest", headers=own).json()
+    assert latest["frame_ts"] == fleet.latest_ts and latest["results"][0]["label"] is True and latest["snapshot"]
+    width, height = latest["frame_size"]  # the frame as analysed (96 px posted; smaller if the ingress resizes)
+    full = fleet.http.get(f"/cameras/{GATE}/snapshot", headers=ADMIN)
+    assert full.status_code == 200 and float(full.headers["x-frame-ts"]) == fleet.latest_ts
+    picture = decode_image(full.content, "image/jpeg")
+    assert picture.shape == (height, width, 3) and picture.mean() > 150  # whole, and the bright frame (a car)
+
+    answer = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 16}, headers=own)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
-    assert decode_image(answer.content, "image/jpeg").shape == (64, 64, 3)  # 96 px frame, longer side 64
-    assert answer.headers["cache-control"].startswith("private") and float(answer.headers["x-frame-ts"]) == fleet.latest_ts
-    again = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 64},
+    assert max(decode_image(answer.content, "image/jpeg").shape[:2]) == 16
+    assert answer.headers["cache-control"].startswith("private") and answer.headers["etag"] != full.headers["etag"]
+    again = fleet.http.get(f"/cameras/{GATE}/snapshot", params={"side": 16},
                            headers={**own, "If-None-Match": answer.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
-    full = fleet.http.get(f"/cameras/{GATE}/snapshot", headers=ADMIN)
-    assert full.status_code == 200 and decode_image(full.content, "image/jpeg").shape == (96, 96, 3)
 
     other = {"Authorization": f"Bearer {fleet.tokens[YARD]}"}
     assert fleet.http.get(f"/cameras/{GATE}/snapshot", headers=other).status_code == 403
@@ -54,8 +61,6 @@ def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     assert fleet.http.get(f"/cameras/{IDLE}/snapshot", headers=ADMIN).status_code == 404
     assert fleet.http.get("/cameras/cam-nowhere/snapshot", headers=ADMIN).status_code == 404
 
-    latest = fleet.http.get(f"/cameras/{GATE}/latest", headers=own).json()
-    assert latest["frame_ts"] == fleet.latest_ts and latest["results"][0]["label"] is True and latest["snapshot"]
     assert fleet.http.get(f"/cameras/{IDLE}/latest", headers=ADMIN).json()["frame_ts"] is None
 
 
@@ -151,7 +156,7 @@ def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
         _wait(driver, lambda d: d.find_elements(css, row + ":not(.open)"))  # its end came too: no more redraws
         driver.find_element(css, row).click()  # its snapshot opens under it
         shot = _wait(driver, lambda d: d.find_elements(css, row + " img.thumb"))[0]
-        assert _wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", shot)) == 96
+        assert _wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", shot)) > 0  # decoded
 
         driver.get(f"{fleet.url}/ui/#/plan")
         roles = _wait(driver, lambda d: d.find_element(css, "table#roles-table").text)
@@ -162,9 +167,14 @@ def test_operator_page_in_a_real_browser(fleet: Fleet) -> None:
         driver.get(f"{fleet.url}/ui/#/zoo")
         assert _wait(driver, lambda d: d.find_element(css, "#zoo-none, #zoo-table").text)  # n/a without a zoo
 
+        for cam in (*PUSHED, IDLE, STOPPED):  # the last test of the module: the fleet may go
+            assert fleet.http.delete(f"/admin/cameras/{cam}", headers=ADMIN).status_code == 200
+        driver.execute_script("window.location.hash = '#/cameras'")
+        assert "fleet is empty" in _wait(driver, lambda d: d.find_element(By.ID, "fleet-summary").text)
+
         driver.execute_cdp_cmd("Network.enable", {})  # the server stops answering: the page says so
         driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
             "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
-        driver.execute_script("window.location.hash = '#/cameras'")
+        driver.execute_script("window.location.hash = '#/plan'")
         dead = _wait(driver, lambda d: "Cannot reach" in (text := d.find_element(By.ID, "error").text) and text)
         assert fleet.url.split("//")[1] in dead  # shown (Selenium's text is only what is displayed)
