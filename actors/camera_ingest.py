@@ -6,9 +6,9 @@ frame at its analysis rate, turns it into model input with the frame path's one 
 (`stemcell.models.inputs.to_input`) and sends the frames of all due cameras to their executors in
 one `infer_many` call per executor: no HTTP, no JPEG round trip. A failed open or read is never an
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
-which picks the reconnect delay and the state the fleet list shows. Events in the results (starts and
-ends, snapshots, webhooks) are found here through `actors.event_hub.EventHub`, as the ingress does
-for pushed frames.
+which picks the reconnect delay and the state the fleet list shows. Results go to the one event hub
+in batches (`actors.event_hub.EventForwarder`), as the ingress's do for pushed frames, so every
+camera's events are tracked and delivered in one place.
 
 Restarts (`max_restarts=-1`) re-run the constructor, which re-attaches every camera the StateStore
 assigns to this actor's name (the camera's stored config keeps its `source` and `ingest_actor`).
@@ -30,7 +30,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from actors.event_hub import EventHub
+from actors.event_hub import EventForwarder
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.roles import executor_role
@@ -143,9 +143,8 @@ class CameraIngestShell:
         self._executors: dict[int, ActorHandle] = {}
         self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
         self._sending: set[int] = set()  # executor slots with a call in flight
-        # Events of pulled cameras are found here, where their results arrive (`actors.event_hub`).
-        self._events = EventHub(self.config.events, self.config.webhooks, self._store)
-        self._webhooks_read_at = 0.0
+        self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
+        self._events.follow_in_thread()
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -213,9 +212,6 @@ class CameraIngestShell:
         their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
         backlog here. Returns whether anything was sent."""
         now = time.monotonic()
-        if now - self._webhooks_read_at >= self.config.webhooks.refresh_s:  # others may add or remove one
-            self._webhooks_read_at = now
-            self._events.apply_webhooks(ray.get(self._store.list_webhooks.remote(), timeout=5.0))
         with self._lock:
             readers = list(self._readers.values())
             busy = set(self._sending)
