@@ -31,6 +31,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.event_hub import EventForwarder
+from actors.ingest_metrics import REPORT_EVERY_S, IngestMetrics
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.roles import executor_role
@@ -152,6 +153,7 @@ class CameraIngestShell:
                 restored += 1
         log.info("%s: re-attached %d camera(s) from the StateStore", self._name, restored)
         threading.Thread(target=self._pump, daemon=True, name="ingest-pump").start()
+        threading.Thread(target=self._report, daemon=True, name="ingest-metrics").start()
 
     # ------------------------------------------------------------------ control
     def attach(self, camera_id: str, config: Mapping[str, Any]) -> bool:
@@ -192,6 +194,16 @@ class CameraIngestShell:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def _report(self) -> None:
+        """Forever: the cameras' health to Prometheus (`actors.ingest_metrics`) every few seconds."""
+        metrics = IngestMetrics()
+        while True:
+            time.sleep(REPORT_EVERY_S)
+            try:
+                metrics.report(self.fleet())
+            except Exception:  # a metrics hiccup must not end the reports (logged with its traceback)
+                log.exception("ingest metrics not reported")
 
     # ------------------------------------------------------------------ frames
     def _pump(self) -> None:
