@@ -4,8 +4,9 @@ physical limit of decoding them here.
     python benchmarks/ingest.py --quick --out out/ingest.json
 
 * `decode_limit_fps_per_core`: OpenCV/FFmpeg alone decoding the same H.264 720p stream (from the
-  file, as fast as it goes, CPU time of the whole process) and turning each frame into model input with the same
-  function the ingest actor uses (`stemcell.models.inputs.to_input`): frames per CPU-second.
+  file, as fast as it goes, CPU time of the whole process) and turning each frame into model input with the
+  same two functions the ingest actor uses (`stemcell.data.dataset.resize_square` on the decoded frame,
+  then `stemcell.models.inputs.to_input` at model size): frames per CPU-second.
 * `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
   streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
   (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
@@ -43,6 +44,7 @@ import torch
 import yaml
 
 from benchmarks.harness import deploy
+from stemcell.data.dataset import resize_square
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.models.inputs import to_input
@@ -71,7 +73,7 @@ def decode_limit(clip: Path, frames: int, input_size: int) -> float:
         if not ok:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
-        to_input(np.ascontiguousarray(frame[..., ::-1]), input_size)
+        to_input(np.ascontiguousarray(resize_square(frame, input_size)[None, ..., ::-1]), input_size)
         done += 1
     seconds = time.process_time() - started
     cap.release()
