@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
-from actors.event_hub import EventHub
+from actors.event_hub import EventForwarder
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
@@ -165,9 +165,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         await self.service.start()
         self.fleet = FleetService(self.service)
         await self.fleet.start()
-        self.events = EventHub(self.config.events, self.config.webhooks, store)
-        await self.events.refresh_webhooks()
-        self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
+        self.events = EventForwarder(self.config)  # results go to the one event hub in batches
+        self._forward_events = asyncio.create_task(self.events.follow())  # kept: tasks are weakly held
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
