@@ -31,6 +31,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.event_hub import EventHub
+from actors.live_feed import LiveFeed
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.roles import executor_role
@@ -146,6 +147,7 @@ class CameraIngestShell:
         # Events of pulled cameras are found here, where their results arrive (`actors.event_hub`).
         self._events = EventHub(self.config.events, self.config.webhooks, self._store)
         self._webhooks_read_at = 0.0
+        self._live = LiveFeed(self.config, self._size) if self.config.learning.enabled else None  # live continual learning
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -255,7 +257,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for (reader, frame, _), result in zip(frames, results):
+        for (reader, frame, ts), result in zip(frames, results):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -265,6 +267,8 @@ class CameraIngestShell:
             else:
                 reader.health.analysed(done, len(result))
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
+                if self._live is not None:  # live samples for the teacher (actors.live_feed)
+                    self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store, self._executor(index))
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""

@@ -41,6 +41,7 @@ from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
+from stemcell.learning.live_plan import Estimates, with_live_estimates
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling.planner import PlanDecision, PlannerContext, plan_round
@@ -161,13 +162,20 @@ class Planner:
         total = planning.plannable(self._capacity(), headroom=s.headroom, teacher_share=self._teacher_share(),
                                    floor=s.floor)
         rows = planning.latency_rows(stats)
+        live = await self._live_estimates(workers)  # precision/recall measured on the cameras' own samples
         ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()),
-                             cameras=tuple(planning.camera_demand(self.manifest, c, rows, correlation=s.correlation)
-                                           for c in cameras),
+                             cameras=tuple(with_live_estimates(
+                                 planning.camera_demand(self.manifest, c, rows, correlation=s.correlation),
+                                 live.get(c.camera_id, {}), self.config.learning.live_min_samples) for c in cameras),
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
         return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors)
+
+    async def _live_estimates(self, workers: list[str]) -> dict[str, Estimates]:
+        """camera -> app -> branchpoint -> live estimate (`stemcell.learning.live_plan`), from the workers."""
+        found = await asyncio.gather(*(self._ask(self.roles[r].actor, "live_estimates") for r in workers))
+        return {camera: apps for estimates in found if estimates for camera, apps in estimates.items()}
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
