@@ -15,6 +15,7 @@ from stemcell.learning.live_stats import Agreement, Confusion, Estimate, wilson
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import build_base, make_app_model
+from tests.helpers.builders import bright_dark_samples
 from stemcell.scheduling.planner import CameraDemand
 from stemcell.scheduling.problem import build_problem
 
@@ -22,15 +23,6 @@ SIZE = 16
 CFG = AmsConfig(input_size=SIZE, iterations=30, batch_size=8, lr=1e-2, gamma=None, adaptive=False)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _scene(count: int, start: float, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scene A: bright frames show a car; scene B (`flip`): dark ones do."""
-    bright = np.arange(count) % 2 == 0
-    frames = np.where(bright[:, None, None, None], 220, 30).astype(np.uint8) * np.ones((1, SIZE, SIZE, 3), np.uint8)
-    labels = np.zeros((count, 5), np.float32)
-    labels[:, 1] = bright != flip
-    return start + np.arange(count, dtype=np.float64), frames, labels
 
 
 def _live(root: Path, base) -> LiveLearning:  # noqa: ANN001 - a SegmentedNet
@@ -51,7 +43,7 @@ def _feed(live: LiveLearning, camera: str, t_s, frames, labels) -> list[str]:  #
 
 def _train(live: LiveLearning, camera: str, flip: bool, start: float) -> None:
     for phase in range(2):
-        _feed(live, camera, *_scene(16, start + 16 * phase, flip))
+        _feed(live, camera, *bright_dark_samples(16, start + 16 * phase, flip))
         for published in live.trainer.run_pending():
             if not published.kept_back:
                 live.offer(published)
@@ -87,13 +79,13 @@ def test_drift_switches_to_a_zoo_expert_and_restart_keeps_zoo_and_estimates(tmp_
     version = live.trainer.job("cam", "car").version
 
     for start in (40.0, 48.0, 56.0):
-        assert _feed(live, "cam", *_scene(8, start, flip=False)) == []
-    changed = _scene(8, 64.0, flip=True)  # the scene turns into B
+        assert _feed(live, "cam", *bright_dark_samples(8, start, flip=False)) == []
+    changed = bright_dark_samples(8, 64.0, flip=True)  # the scene turns into B
     assert _feed(live, "cam", *changed) == ["car"]
     assert live.switch("cam", "car", changed[1], changed[2])
     job = live.trainer.job("cam", "car")
     assert job.version == version + 1 and live.experts["cam"].startswith("other.car.")
-    assert (job.predict(_scene(8, 0.0, flip=True)[1]) > 0).tolist() == [False, True] * 4  # serves scene B now
+    assert (job.predict(bright_dark_samples(8, 0.0, flip=True)[1]) > 0).tolist() == [False, True] * 4  # serves scene B now
 
     view = live.zoo_view()
     assert view["cameras"] == {"cam": live.experts["cam"]} and view["switches"] == 1

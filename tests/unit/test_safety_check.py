@@ -9,6 +9,7 @@ import torch
 from stemcell.learning import AmsConfig, AmsTrainer
 from stemcell.learning.safety import holdout_count, safety_verdict
 from stemcell.models import build_base, make_app_model
+from tests.helpers.builders import bright_dark_samples
 
 SIZE = 16
 CFG = AmsConfig(input_size=SIZE, iterations=30, batch_size=8, lr=1e-2, gamma=None, adaptive=False,
@@ -31,22 +32,13 @@ def test_holdout_only_fresh_and_at_most_a_quarter() -> None:
     assert holdout_count(buffered=100, fresh=100, most=0) == 0
 
 
-def _samples(count: int, flip: bool, start: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bright frames show a car, dark ones do not; `flip` labels them the other way round."""
-    bright = np.arange(count) % 2 == 0
-    frames = np.where(bright[:, None, None, None], 220, 30).astype(np.uint8) * np.ones((1, SIZE, SIZE, 3), np.uint8)
-    labels = np.zeros((count, 5), np.float32)
-    labels[:, 1] = bright != flip
-    return start + np.arange(count, dtype=np.float64), frames, labels
-
-
 def _trained_job(flip_training: bool):
     trainer = AmsTrainer(CFG)
     base = build_base("tiny_cnn", num_classes=5, seed=0)
     job = trainer.add_job("cam", "car", make_app_model(base, 4, 1), 1, {"branchpoint": 4})
     before = {k: v.clone() for k, v in job.learner.trainable_state().items()}
-    trainer.add_samples("cam", *_samples(32, flip_training, 0.0))  # what the phase trains on
-    trainer.add_samples("cam", *_samples(8, False, 32.0))  # the newest: held out, labelled right
+    trainer.add_samples("cam", *bright_dark_samples(32, 0.0, flip=flip_training))  # what the phase trains on
+    trainer.add_samples("cam", *bright_dark_samples(8, 32.0, flip=False))  # the newest: held out, labelled right
     [published] = trainer.run_pending()
     return job, published, before
 
