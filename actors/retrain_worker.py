@@ -91,6 +91,11 @@ class RetrainWorker:
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._updates = metrics.Counter("stemcell_model_updates_total", "Model versions published by retraining",
                                         tag_keys=("camera", "app"))
+        self._agreement = metrics.Gauge("stemcell_learning_agreement",
+                                        "Deployed model's agreement with the teacher on live samples (EWMA)",
+                                        tag_keys=("camera", "app"))
+        self._buffered = metrics.Gauge("stemcell_learning_samples_buffered", "Teacher-labelled samples buffered",
+                                       tag_keys=("camera",))
         self._kept_back = metrics.Counter("stemcell_models_kept_back_total",
                                           "Retrained models the safety check refused (worse on held-out samples)",
                                           tag_keys=("camera", "app"))
@@ -265,10 +270,18 @@ class RetrainWorker:
         frames, labels = np.asarray(frames), np.asarray(labels)
         drifted = await self._on(self._live.measure, camera, [a.app for a in apps], t_s, frames, labels)
         answer = await self.add_samples(camera, t_s, frames, labels)
+        self._export(camera)
         switched = [app for app in drifted if await self._on(self._live.switch, camera, app, frames, labels)]
         for app in switched:
             await self._on(self._save_job, self._trainer.job(camera, app))
         return replace(answer, versions=(await self.advice(camera)).versions) if switched else answer
+
+    def _export(self, camera: str) -> None:
+        """Dashboard gauges of one camera's learning (its status block's numbers)."""
+        self._buffered.set(len(self._trainer.session(camera).buffer), tags={"camera": camera})
+        for (cam, app), agreement in list(self._live.stats.agreement.items()):
+            if cam == camera and agreement.now is not None:
+                self._agreement.set(agreement.now, tags={"camera": camera, "app": app})
 
     async def learning_status(self, camera: str) -> Mapping[str, Any] | None:
         """The `learning` block of the camera's status (None: it does not learn here)."""
