@@ -26,23 +26,17 @@ import torch
 from stemcell.learning.buffer import SampleBuffer
 from stemcell.learning.codec import SparseUpdate, catch_up_update, decode, encode
 from stemcell.learning.coordinate_descent import Selection
+from stemcell.learning.published import JobStats, Published, model_logits, payload_kind, stack_items  # noqa: F401 - payload_kind is re-exported (callers import it from here)
 from stemcell.learning.rates import ASRState, ATRState, LabelledSample, RatesConfig, RatesState, rates_init
 from stemcell.learning.rates import step as rates_step
 from stemcell.learning.retrain import ContinualLearner, buffer_batches
-from stemcell.learning.safety import SafetyVerdict, holdout_count, safety_verdict
-from stemcell.models import AppModel, segment_hash, to_input
+from stemcell.learning.safety import holdout_count, safety_verdict
+from stemcell.models import AppModel, segment_hash
 
 CHECKPOINT_FORMAT = 1
 JobKey = tuple[str, str]  # (camera id, app name)
 # (camera, app, spec) -> a fresh app model (package candidate, stem shared): used to rebuild on resume
 ModelFactory = Callable[[str, str, dict[str, Any]], AppModel]
-
-
-def payload_kind(version: int, base_version: int | None, since: int | None) -> str:
-    """How an update relates to the edge's version: "full", "sparse" (one step) or "merged"."""
-    if base_version is None:
-        return "full"
-    return "sparse" if since is not None and version == since + 1 else "merged"
 
 
 @dataclass(frozen=True)
@@ -63,46 +57,6 @@ class AmsConfig:
     safety_holdout: int = 0  # newest samples a retrained model must beat the deployed one on (0: no check)
     max_buffer: int = 4096  # samples per camera, whatever the rate
     seed: int = 0
-
-
-@torch.no_grad()
-def model_logits(model: AppModel, frames: np.ndarray, config: AmsConfig) -> np.ndarray:
-    """(N,) logits of a one-output app model on uint8 frames, preprocessed as the package trained."""
-    device = next(model.parameters()).device
-    model.eval()
-    return model(to_input(frames, config.input_size, mean=config.mean, std=config.std).to(device))[:, 0].cpu().numpy()
-
-
-@dataclass(frozen=True)
-class Published:
-    """One model update that a job published."""
-
-    camera: str
-    app: str
-    version: int  # version after the update
-    t_s: float  # video time of the newest sample it trained on
-    update_bytes: int  # encoded size (downlink cost of a current edge)
-    mask_fraction: float  # coordinates sent / trainable coordinates
-    loss_before: float
-    loss_after: float
-    fresh_accuracy_before: float | None  # accuracy on samples newer than the last update, before training
-    fresh_accuracy_after: float | None  # same samples after training (they were in the training set)
-    wall_s: float  # retraining wall time
-    cpu_s: float  # process CPU time spent retraining
-    kept_back: bool = False  # the safety check refused it: nothing was published, the version is unchanged
-    safety: SafetyVerdict | None = None  # both models on the held-out samples (None: no check)
-
-
-@dataclass
-class JobStats:
-    """Measured costs and recent gains of one job (what the Planner reads)."""
-
-    updates: int = 0
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-    recent_gains: list[float] = field(default_factory=list)  # accuracy after - before on fresh samples
-    last: dict[str, Any] | None = None
-    kept_back: int = 0  # retrained models the safety check refused
 
 
 class AppJob:
@@ -168,28 +122,26 @@ class AppJob:
         """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update,
         unless the safety check (`stemcell.learning.safety`) keeps the new model back."""
         started, cpu = time.perf_counter(), time.process_time()
-        fresh = buffer.items(self.last_trained_s)
-        fresh_x = np.stack([it.frame for it in fresh]) if fresh else None
-        fresh_y = np.stack([it.labels for it in fresh]) if fresh else None
-        before = self._scores(fresh_x, fresh_y)[0] if fresh_x is not None else None
-        held = fresh[len(fresh) - holdout_count(len(buffer), len(fresh), self.config.safety_holdout):]
-        held_x = np.stack([it.frame for it in held]) if held else None
-        held_y = np.stack([it.labels for it in held]) if held else None
-        deployed = self._scores(held_x, held_y) if held_x is not None else None
+        fresh_items = buffer.items(self.last_trained_s)
+        fresh = stack_items(fresh_items)
+        before = self._scores(*fresh)[0] if fresh is not None else None
+        held_items = fresh_items[len(fresh_items) - holdout_count(len(buffer), len(fresh_items), self.config.safety_holdout):]
+        held = stack_items(held_items)
+        deployed = self._scores(*held) if held is not None else None
         saved = copy.deepcopy(self.learner.state_dict()) if deployed is not None else None
         batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
-                                 targets=[self.target], input_size=self.config.input_size,
-                                 mean=self.config.mean, std=self.config.std, before_s=held[0].t_s if held else None)
+                                 targets=[self.target], input_size=self.config.input_size, mean=self.config.mean,
+                                 std=self.config.std, before_s=held_items[0].t_s if held_items else None)
         result = self.learner.retrain(batches, self.config.iterations)
         verdict = None
-        if deployed is not None and saved is not None and held_x is not None and held_y is not None:
-            new = self._scores(held_x, held_y)
-            verdict = safety_verdict(deployed[0], new[0], deployed[1], new[1], len(held))
+        if held is not None and deployed is not None and saved is not None:
+            new = self._scores(*held)
+            verdict = safety_verdict(deployed[0], new[0], deployed[1], new[1], len(held_items))
             if not verdict.deploy:  # kept back: the phase never happened, as far as anyone serving knows
                 self.learner.load_state_dict(saved)
                 self.stats.kept_back += 1
         kept_back = verdict is not None and not verdict.deploy
-        after = self._scores(fresh_x, fresh_y)[0] if fresh_x is not None else None
+        after = self._scores(*fresh)[0] if fresh is not None else None
         if not kept_back:
             self._remember(result.update, result.update_bytes)
         self.last_trained_s = buffer.latest_s

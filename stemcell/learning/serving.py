@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, model_logits
+from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published
 from stemcell.learning.live_stats import Estimate, LiveStats
+from stemcell.learning.published import model_logits
 from stemcell.learning.zoo import Expert, ModelZoo, expert_from_model
 from stemcell.models import AppModel
 

@@ -15,9 +15,9 @@ from stemcell.learning.live_stats import Agreement, Confusion, Estimate, wilson
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import build_base, make_app_model
-from tests.helpers.builders import bright_dark_samples
 from stemcell.scheduling.planner import CameraDemand
 from stemcell.scheduling.problem import build_problem
+from tests.helpers.builders import bright_dark_samples
 
 SIZE = 16
 CFG = AmsConfig(input_size=SIZE, iterations=30, batch_size=8, lr=1e-2, gamma=None, adaptive=False)
@@ -25,7 +25,7 @@ CFG = AmsConfig(input_size=SIZE, iterations=30, batch_size=8, lr=1e-2, gamma=Non
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _live(root: Path, base) -> LiveLearning:  # noqa: ANN001 - a SegmentedNet
+def _live(root: Path, base) -> LiveLearning:
     trainer = AmsTrainer(CFG)
     for camera in ("cam", "other"):
         trainer.add_job(camera, "car", make_app_model(base, 4, 1), 1, {"branchpoint": 4})
@@ -35,7 +35,7 @@ def _live(root: Path, base) -> LiveLearning:  # noqa: ANN001 - a SegmentedNet
     return LiveLearning(trainer, lambda app, bp: candidates[bp], lambda app: [2, 4], zoo=zoo, drift_threshold=0.1)
 
 
-def _feed(live: LiveLearning, camera: str, t_s, frames, labels) -> list[str]:  # noqa: ANN001
+def _feed(live: LiveLearning, camera: str, t_s, frames, labels) -> list[str]:
     drifted = live.measure(camera, ["car"], t_s, frames, labels)
     live.trainer.add_samples(camera, t_s, frames, labels)
     return drifted

@@ -2,7 +2,6 @@
 one on the newest teacher-labelled samples, which its phase did not train on."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
