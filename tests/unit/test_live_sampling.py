@@ -2,10 +2,15 @@
 teacher at the ASR rate, in batches, only for cameras whose learning is on."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from actors.live_feed import LiveFeed
 from stemcell.learning.live import LiveSampler, learning_apps
+from stemcell.serve_config import ServeConfig
+from stemcell.state.records import CameraRecord
 
 
 class Clock:
@@ -80,3 +85,37 @@ def test_prepare_runs_on_kept_frames_only() -> None:
 def test_learning_apps_from_registration_or_default(flag: object, default: bool, expected: tuple[str, ...]) -> None:
     config = {} if flag is None else {"learning": flag}
     assert learning_apps(config, ["car", "person"], default) == expected
+
+
+class _Teacher:
+    """Stands in for the TeacherLabeler's handle: records what `label.remote` was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.label = self
+
+    def remote(self, *args: object) -> str:
+        self.calls.append(args)
+        return "labels-ref"
+
+
+def _feed(tmp_path: Path, live: bool) -> LiveFeed:
+    config = ServeConfig.model_validate({"package_dir": str(tmp_path), "state_path": str(tmp_path / "s.db"),
+                                         "learning": {"enabled": True, "live": live, "live_batch": 2}})
+    return LiveFeed(config, input_size=4)
+
+
+def test_feed_sends_learning_cameras_to_the_teacher_and_mutes_the_others(tmp_path: Path) -> None:
+    apps = [{"app": "car", "branchpoint": 3, "fps": 1.0}, {"app": "person", "branchpoint": 3, "fps": 1.0}]
+    feed, teacher = _feed(tmp_path, live=False), _Teacher()
+    big = [np.zeros((12, 16, 3), np.uint8)] * 2
+    batch = feed.observe("cam", big, [0.0, 1.0])
+    assert batch is not None and batch.frames.shape == (2, 4, 4, 3)  # shrunk to the model's input on the way
+
+    learning = CameraRecord("cam", {"fps": 1.0, "apps": apps, "learning": ["person"]})
+    camera, run, stamps, frames, labels = feed.request(batch, learning, teacher)
+    assert (camera, [a.app for a in run], stamps, labels) == ("cam", ["person"], [0.0, 1.0], "labels-ref")
+    assert teacher.calls[0][1:] == (0, [0.0, 1.0]) and frames.shape == (2, 4, 4, 3)
+
+    assert feed.request(batch, CameraRecord("cam", {"fps": 1.0, "apps": apps}), teacher) is None  # live: false
+    assert feed.observe("cam", big, [5.0, 6.0]) is None and len(teacher.calls) == 1  # muted for a while
