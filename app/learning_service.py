@@ -199,16 +199,26 @@ class LearningService:
             except Exception as exc:  # noqa: BLE001 - the edge path works without it; retried next upload
                 log.warning("camera %s app %s: newest version not pushed to the executor: %s", camera_id, app, exc)
 
+    async def _optional(self, method: str, *args: Any) -> Any:
+        """A worker view that decorates another answer: None when the worker cannot answer now (moving,
+        restarting), so the camera's status or the plan is still served."""
+        try:
+            return await self._worker(method, *args)
+        except Exception as exc:  # noqa: BLE001 - see above; logged
+            log.warning("learning view %s unavailable: %r", method, exc)
+            return None
+
     async def status(self, camera_id: str) -> dict[str, Any] | None:
-        """The camera's `learning` status block (None: it does not learn)."""
-        return await self._worker("learning_status", camera_id)
+        """The camera's `learning` status block (None: it does not learn, or the worker cannot say now)."""
+        return await self._optional("learning_status", camera_id)
 
     async def zoo(self) -> dict[str, Any]:
         return await self._worker("zoo_view")
 
     async def annotate_plan(self, plan: dict[str, Any]) -> dict[str, Any]:
         """`GET /admin/plan` with each camera app's validation and live F1 side by side."""
-        return annotate_plan(plan, await self._worker("live_estimates"), self.config.learning.live_min_samples)
+        estimates = await self._optional("live_estimates")
+        return annotate_plan(plan, estimates or {}, self.config.learning.live_min_samples)
 
     async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
         specs = await self._camera_apps(camera_id)
