@@ -4,6 +4,11 @@
                                  answers the next sampling rate (ASR) and update period (ATR)
     GET  /cameras/{id}/model     the update taking an edge from `since` to the newest version
 
+Cameras that post frames for inference learn from them too (`observe`, from the frame routes:
+`actors.live_feed` samples at the ASR rate and sends batches off the request path); their
+learning state, the zoo and the live F1 estimates are the worker's views (`status`, `zoo`,
+`annotate_plan`).
+
 One TeacherLabeler and one RetrainWorker per Serve app (named actors: every ingress replica finds
 the same ones; `max_restarts=-1`, and the worker reloads published versions from `persist_dir`).
 When the Planner runs, the worker is its role `retrain-<learning.worker_name>` (`stemcell planner`
