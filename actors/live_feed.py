@@ -10,7 +10,7 @@ rate) and its newest versions, which the caller pushes to the serving executor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,7 +48,6 @@ class LiveFeed:
         self.sampler = LiveSampler(batch_size=c.live_batch, max_wait_s=c.live_max_wait_s,
                                    prepare=model_size(input_size))
         self._pushed: dict[tuple[str, str], int] = {}  # versions pushed to the executors from here
-        self.batches = 0
         self._thread: ThreadPoolExecutor | None = None  # the pull ingest's sends (`offer_pulled`)
         self._actors: tuple[ActorHandle, ActorHandle] | None = None
 
@@ -74,7 +73,6 @@ class LiveFeed:
             self.sampler.mute(batch.camera)
             return None
         labels = teacher.label.remote(batch.frames, world, stamps)
-        self.batches += 1
         return batch.camera, tuple(a for a in spec.apps if a.app in learn), stamps, batch.frames, labels
 
     def answered(self, camera: str, advice: EdgeAdvice) -> list[str]:
@@ -117,7 +115,3 @@ class LiveFeed:
             worker = ray.get(store.routes.remote()).actors.get(retrain_role(c.worker_name), c.worker_name)
             self._actors = (ray.get_actor(c.teacher_name, namespace=ns), ray.get_actor(worker, namespace=ns))
         return self._actors
-
-    def stats(self) -> Mapping[str, Any]:
-        s = self.sampler
-        return {"offered": s.offered, "kept": s.kept, "batches": self.batches}
