@@ -29,6 +29,7 @@ from stemcell.accel.decode import FrameDecoder
 from stemcell.accel.precision import Backend, Precision
 from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
 from stemcell.control.errors import UnknownCamera
+from stemcell.imaging import resize_frames
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
@@ -115,7 +116,12 @@ class StemExecutorShell:
                     ) -> list[FrameResult]:
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
-        request = InferRequest(camera_id, frames, timestamps)
+        size = self._runtime.input_size
+        sent = tuple(frames.shape[-3:-1]) if isinstance(frames, np.ndarray) else None  # detect apps' boxes: these pixels
+        if isinstance(frames, np.ndarray) and frames.shape[-3:-1] != (size, size):
+            # the direct API takes any size; the inference thread only ever sees model-size frames
+            frames = await self._on(self._decode_pool, resize_frames, frames, size)
+        request = InferRequest(camera_id, frames, timestamps, sent)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

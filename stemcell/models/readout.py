@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,3 +82,12 @@ def read_output(
     if task == "detect":
         return read_detections(output, classes, min_count, frame_size, zones)
     return read_app(task, min_count, float(output[0]), threshold)
+
+
+def sent_size(request: Any, input_size: int) -> tuple[int, int]:
+    """(height, width) of an inference request's frames as the camera sent them (detect apps' boxes
+    are served in these pixels): its `frame_size` when the frames were resized or turned into model
+    input (N, 3, S, S) on the way, else the frames' own size."""
+    if request.frame_size is not None or isinstance(request.frames, torch.Tensor):
+        return request.frame_size or (input_size, input_size)
+    return (int(request.frames.shape[-3]), int(request.frames.shape[-2]))

@@ -10,7 +10,11 @@ Pure (no Ray): the StemExecutor actor is a thin shell over it. What it adds to t
 
 Threading: `infer` and every commit hold one lock, so a forward always sees a consistent tree (old
 or new weights, never a mix). Slow preparation (reading weights, hashing, copying to the GPU) runs
-outside that lock, serialised by a second one, so reconfiguring does not stall inference.
+outside that lock, serialised by a second one, so reconfiguring does not stall inference. Frames
+are turned into model input (resized with `stemcell.imaging.resize_frames` when not already at
+`input_size`, normalised) before the lock is taken: a 1080p frame costs ~2 ms to resize, which under
+the lock would serialise with every forward. The executor resizes full frames even earlier, off its
+inference thread; the ingress sends frames already at `input_size`.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from stemcell.accel import DevicePath
 from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.models import to_input
-from stemcell.models.readout import read_output
+from stemcell.models.readout import AppReading, read_output, sent_size
 from stemcell.package import MPackage
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
@@ -45,7 +49,7 @@ def frame_stride(stream_fps: float, app_fps: float) -> int:
 @dataclass(frozen=True)
 class InferRequest:
     camera: str  # camera id
-    frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), any size; or model input (N,3,S,S)
+    frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), best at input_size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
     frame_size: tuple[int, int] | None = None  # (height, width) as the camera sent them, when `frames` are resized
 
@@ -88,11 +92,7 @@ class _Branch:
     stride: int
     version: int = 0  # 0 = the package's candidate; set_app_weights raises it
     next_due: int = 0  # camera frame index at which the app analyses next
-    score: float = 0.0
-    label: bool = False
-    count: int | None = None
-    boxes: tuple[dict[str, object], ...] | None = None
-    counts: dict[str, int] | None = None
+    reading: AppReading = AppReading(score=0.0, label=False, count=None)  # its answer on its last analysed frame
 
 
 @dataclass
@@ -100,14 +100,6 @@ class _Camera:
     stream_fps: float
     apps: dict[str, _Branch]
     frames_seen: int = 0
-
-
-def _frame_size(req: InferRequest, input_size: int) -> tuple[int, int]:
-    """(height, width) of the camera's frames: boxes are served in these pixels. Frames already
-    turned into model input (N, 3, S, S) carry the size they were sent at in `frame_size`."""
-    if req.frame_size is not None or isinstance(req.frames, torch.Tensor):
-        return req.frame_size or (input_size, input_size)
-    return (int(req.frames.shape[-3]), int(req.frames.shape[-2]))
 
 
 class StemRuntime:
@@ -266,15 +258,18 @@ class StemRuntime:
     def infer(self, requests: Sequence[InferRequest]) -> list[list[FrameResult] | Exception]:
         """One tree forward over all requests' frames; per request its results, or the error that
         concerns only it (unknown camera, bad frames), so one bad request never fails a batch."""
+        prepared = [self._input(req) for req in requests]  # resizing and normalising need no lock
         with self._lock:
             outcomes: list[list[FrameResult] | Exception] = []
             inputs: list[torch.Tensor] = []
             plans: list[tuple[_Camera, list[float], list[list[str]]] | None] = []
             rows: dict[LeafKey, list[int]] = {}
             offset = 0
-            for req in requests:
+            for req, x in zip(requests, prepared):
                 try:
-                    camera, stamps, due, x = self._plan(req)
+                    if isinstance(x, ValueError):
+                        raise x
+                    camera, stamps, due = self._plan(req, len(x))
                 except (ValueError, UnknownCamera) as exc:
                     outcomes.append(exc)
                     plans.append(None)
@@ -291,16 +286,23 @@ class StemRuntime:
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
-                    outcome.extend(self._results(req.camera, *plan, logits, cursor, _frame_size(req, self.input_size)))
+                    outcome.extend(self._results(req.camera, *plan, logits, cursor, sent_size(req, self.input_size)))
             return outcomes
 
-    def _plan(self, req: InferRequest) -> tuple[_Camera, list[float], list[list[str]], torch.Tensor]:
-        """Which apps analyse which of the request's frames; advances the camera's frame counter."""
+    def _input(self, req: InferRequest) -> torch.Tensor | ValueError:
+        """The request's model input (N,3,S,S), or the error that its frames are not frames."""
+        if isinstance(req.frames, torch.Tensor):
+            return req.frames
+        try:
+            return to_input(req.frames, self.input_size, **self._normalization)
+        except ValueError as exc:
+            return exc
+
+    def _plan(self, req: InferRequest, n: int) -> tuple[_Camera, list[float], list[list[str]]]:
+        """Which apps analyse which of the request's `n` frames; advances the camera's frame counter."""
         camera = self._cameras.get(req.camera)
         if camera is None:
             raise UnknownCamera(req.camera)
-        x = req.frames if isinstance(req.frames, torch.Tensor) else to_input(req.frames, self.input_size, **self._normalization)
-        n = len(x)
         stamps = list(req.timestamps) if req.timestamps is not None else [self._wall_clock()] * n
         if len(stamps) != n:
             raise ValueError(f"{len(stamps)} timestamps for {n} frames")
@@ -311,7 +313,7 @@ class StemRuntime:
             for app in due[-1]:
                 camera.apps[app].next_due = index + camera.apps[app].stride
         camera.frames_seen += n
-        return camera, stamps, due, x
+        return camera, stamps, due
 
     def _forward(self, inputs: list[torch.Tensor], rows: dict[LeafKey, list[int]]) -> dict[LeafKey, torch.Tensor]:
         if not rows:
@@ -339,13 +341,11 @@ class StemRuntime:
                 fresh = app in due_apps
                 if fresh:
                     key = (camera_id, app)
-                    reading = read_output(*self._tasks[app], logits[key][cursor[key]], frame_size, branch.config.zones,
-                                          self.threshold)
-                    branch.score, branch.label, branch.count = reading.score, reading.label, reading.count
-                    branch.boxes, branch.counts = reading.boxes, reading.counts
+                    branch.reading = read_output(*self._tasks[app], logits[key][cursor[key]], frame_size,
+                                                 branch.config.zones, self.threshold)
                     cursor[key] += 1
-                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count,
-                                         branch.boxes, branch.counts))
+                r = branch.reading
+                results.append(AppResult(app, r.label, r.score, r.label, fresh, r.count, r.boxes, r.counts))
             self.counters["app_runs"] += len(due_apps)
             self.counters["app_reuses"] += len(camera.apps) - len(due_apps)
             out.append(FrameResult(ts, tuple(results), versions))

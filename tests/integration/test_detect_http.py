@@ -1,10 +1,13 @@
-"""A detect app end to end over HTTP: registered with a zone, frames posted at their own resolution,
-boxes served in those pixels, counts and events restricted to the zone."""
+"""A detect app end to end over HTTP: registered with a zone, frames posted, boxes served in the
+frame's pixels, counts and events restricted to the zone.
+
+The ingress resizes posted frames to the model's input before the executor sees them, so frames are
+posted at that size (`input_size` in the registration answer, what the client-side resize sends);
+boxes in other frame sizes are checked where the size is known (tests/unit/test_detect_apps.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stemcell.client import Admin, Camera
@@ -13,7 +16,7 @@ from tests.helpers.serving import ADMIN_TOKEN, served_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
-HEIGHT, WIDTH = 128, 192  # frames are sent at 4x / 6x the model input (32 x 32)
+HEIGHT, WIDTH = 32, 32  # the model input
 LEFT_HALF = [[0, 0], [WIDTH / 2, 0], [WIDTH / 2, HEIGHT], [0, HEIGHT]]
 
 
@@ -23,9 +26,11 @@ def _bottom_centre_in_left_half(box: dict) -> bool:
 
 def test_detect_app_serves_boxes_counts_and_zoned_events(tmp_path: Path) -> None:
     detect_package(tmp_path / "pkg")
-    frames = np.repeat(np.repeat(square_frames(n=6, seed=3).frames, 4, axis=1), 6, axis=2)
+    frames = square_frames(n=6, seed=3).frames
     with served_package(tmp_path, tmp_path / "pkg", "stemcell-detect") as url, Admin(url, ADMIN_TOKEN, timeout=60) as admin:
-        free = admin.add_camera("street", [{"app": "cars", "branchpoint": 0}], fps=10)["token"]
+        added = admin.add_camera("street", [{"app": "cars", "branchpoint": 0}], fps=10)
+        assert added["input_size"] == WIDTH
+        free = added["token"]
         zoned = admin.add_camera("door", [{"app": "cars", "branchpoint": 0, "zones": [LEFT_HALF]}], fps=10)["token"]
         with pytest.raises(Exception, match="422"):  # a zone needs 3 points
             admin.add_camera("bad", [{"app": "cars", "zones": [[[0, 0], [1, 1]]]}], fps=10)

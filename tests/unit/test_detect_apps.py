@@ -10,7 +10,7 @@ import torch
 from stemcell.models import to_input
 from stemcell.models.detection import DetectHead, decode
 from stemcell.control.camera_changes import plan_changes
-from stemcell.control.camera_plans import resolve_apps
+from stemcell.control.camera_plans import PlanHints, resolve_apps
 from stemcell.control.contracts import AppRequest, AppRun, CameraSpec
 from stemcell.package import MPackage, load_package
 from stemcell.package.planning import problem_from_manifest
@@ -80,12 +80,12 @@ def test_zones_from_the_app_config_restrict_counts(package: MPackage) -> None:
 def test_registration_zones_are_checked_and_survive_replanning(package: MPackage) -> None:
     manifest = package.manifest
     square = ((0, 0), (10, 0), (10, 10), (0, 10))
-    (run,) = resolve_apps(manifest, [AppRequest("cars", zones=(square,))], "c1", 10.0, {})
+    (run,) = resolve_apps(manifest, [AppRequest("cars", zones=(square,))], 10.0, PlanHints())
     assert run.zones == (tuple((float(x), float(y)) for x, y in square),)
-    assert AppRun.parse(run.as_dict()) == run and "zones" not in resolve_apps(manifest, [AppRequest("cars")], "c1",
-                                                                                10.0, {})[0].as_dict()
+    assert AppRun.parse(run.as_dict()) == run and "zones" not in resolve_apps(manifest, [AppRequest("cars")], 10.0,
+                                                                                PlanHints())[0].as_dict()
     with pytest.raises(ValueError, match=r"app 'cars': zones\[1\]: a zone is a polygon of at least 3"):
-        resolve_apps(manifest, [AppRequest("cars", zones=(square, ((0, 0), (1, 1))))], "c1", 10.0, {})
+        resolve_apps(manifest, [AppRequest("cars", zones=(square, ((0, 0), (1, 1))))], 10.0, PlanHints())
     choice = AppChoice("cars", 1, 6, 5.0, 0.5, 0.5, 0.5)
     moved = plan_changes({"c1": CameraSpec("c1", 10.0, (run,))}, {"c1": Schedule((choice,), 0.1, 1.0, 0.5, "greedy", True)})
     assert moved[0].after.apps[0].branchpoint == 6 and moved[0].after.apps[0].zones == run.zones
