@@ -35,8 +35,10 @@ from ray.exceptions import RayActorError
 
 from actors.event_hub import EventForwarder
 from actors.ingest_metrics import REPORT_EVERY_S, IngestMetrics
+from actors.live_feed import LiveFeed
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
+from stemcell.control.placement import camera_slot
 from stemcell.control.roles import executor_role
 from stemcell.ingest import (
     Backoff,
@@ -145,11 +147,13 @@ class CameraIngestShell:
         self._store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         self._lock = threading.Lock()
         self._readers: dict[str, _Reader] = {}
+        self._slots: dict[str, int] = {}  # camera -> executor slot the store placed it on (from its config)
         self._executors: dict[int, ActorHandle] = {}
         self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
         self._sending: set[int] = set()  # executor slots with a call in flight
         self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
         self._events.follow_in_thread()
+        self._live = LiveFeed(self.config, self._size) if self.config.learning.enabled else None  # live continual learning
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -172,6 +176,7 @@ class CameraIngestShell:
         fps = float(source.fps or config["fps"])
         enabled = bool(config.get("enabled", True))
         with self._lock:
+            self._slots[camera_id] = camera_slot(camera_id, config, self.config.executors.count)  # the store's placement
             old = self._readers.get(camera_id)
             if old is not None and old.source == source and old.health.state != "stopped" and enabled:
                 old.fps = fps
@@ -185,6 +190,7 @@ class CameraIngestShell:
     def detach(self, camera_id: str) -> bool:
         with self._lock:
             reader = self._readers.pop(camera_id, None)
+            self._slots.pop(camera_id, None)
         if reader is not None:
             reader.stop()
             self._events.close_camera(camera_id)
@@ -233,7 +239,7 @@ class CameraIngestShell:
             busy = set(self._sending)
         due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
         for r in readers:
-            index = placement_index(r.camera_id, self.config.executors.count)
+            index = self._slots.get(r.camera_id, placement_index(r.camera_id, self.config.executors.count))
             if now < r.next_due or index in busy:
                 continue
             taken = r.slot.take()
@@ -270,7 +276,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for (reader, frame, _), result in zip(frames, results):
+        for (reader, frame, ts), result in zip(frames, results):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -280,6 +286,8 @@ class CameraIngestShell:
             else:
                 reader.health.analysed(done, len(result))
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
+                if self._live is not None:  # live samples for the teacher (actors.live_feed)
+                    self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store, self._executor(index))
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""
