@@ -11,6 +11,11 @@
   idle, bigger calls under load).
 * Back-pressure: that batcher's queue is bounded in frames; past it a request fails at once
   with `Overloaded` (HTTP 503 + Retry-After), as does a full queue inside the executor.
+* Frame size: each executor publishes its models' input side (`ExecutorReady.input_size`: every app
+  of the package shares its base's input, so it is also the largest among any camera's apps); the
+  pool learns it from the warm-up reports it already waits for, so the ingress decodes and resizes
+  each frame to it (`stemcell.imaging.decode_for_model`) without asking per frame, and only
+  model-size uint8 arrays (48 KB at 128 px, not 6 MB at 1080p) cross the object store.
 * Recovery: executors restart forever (`max_restarts=-1`) but come back empty; the first frame
   of a camera the executor no longer knows triggers a re-registration from durable state
   (`add_camera` is idempotent), then one retry.
@@ -88,6 +93,7 @@ class ExecutorPool:
         self._watch_interval_s = watch_interval_s
         self._watchers: set[asyncio.Task] = set()
         self._handles: list[ActorHandle] = [self._create(i) for i in range(config.count)]
+        self._input_sizes: list[int | None] = [None] * config.count  # from `ready`
         self._coalescers = [
             CrossCameraBatcher(functools.partial(self._run_many_at, i), max_batch=config.max_batch,
                                max_wait_ms=config.coalesce_ms, max_queue_frames=max_queued_frames)
@@ -157,7 +163,14 @@ class ExecutorPool:
 
     async def ready(self, timeout_s: float) -> list[ExecutorReady]:
         """Every executor's warm-up report; raises TimeoutError / RayActorError when not ready."""
-        return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
+        reports = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
+        self._input_sizes = [r.input_size for r in reports]
+        return reports
+
+    def input_size(self, camera_id: str) -> int | None:
+        """The square side the camera's executor takes frames at (None before `ready` reported it; a
+        failover host serves the same package, so the camera's home slot answers for it)."""
+        return self._input_sizes[self.index_of(camera_id)]
 
     async def ping(self, timeout_s: float) -> list[dict[str, Any]]:
         """Each executor's name and camera count, if all answer within `timeout_s` (cheap: no warm-up run)."""
@@ -192,16 +205,11 @@ class ExecutorPool:
         return await self.handle_for(camera_id).stats.remote()
 
     async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[FrameResult]:
-        """One result per frame, in order.  Frames of different sizes go in one item per size."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, f in enumerate(frames):
-            groups.setdefault(f.shape, []).append(i)
-        out: dict[int, FrameResult] = {}
-        for members in groups.values():
-            stack = np.stack([frames[i] for i in members])
-            stamps = None if timestamps is None else [timestamps[i] for i in members]
-            out |= zip(members, await self._submit(camera_id, stack, stamps))
-        return [out[i] for i in range(len(frames))]
+        """One result per frame, in order: all of the request's frames in one item (they arrive at the
+        executor's input size, or at least at one size; the executor resizes others off its lock)."""
+        if len({f.shape for f in frames}) > 1:
+            raise ExecutorRejected(f"frames of one request differ in size: {sorted({f.shape for f in frames})}")
+        return await self._submit(camera_id, np.stack(frames), timestamps)
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),

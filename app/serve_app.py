@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
-from actors.event_hub import EventHub
+from actors.event_hub import EventForwarder
 from actors.gpu_share import label_options
 from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
@@ -30,11 +30,13 @@ from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
+from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -103,6 +105,7 @@ api.include_router(events_router)
 serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
 api.include_router(fleet_router)  # GET/PATCH /admin/cameras, POST /admin/cameras:bulk (app.fleet_routes)
+api.include_router(ui_router)  # /ui, snapshots and latest results (app.ui_routes)
 
 
 def _checked_id(kind: str, value: str) -> str:
@@ -133,7 +136,7 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress(FleetRoutes, EventRoutes):
+class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     """Routes only; see `app.service` (and `app.ingest_service` for pulled cameras) for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
@@ -158,12 +161,12 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self.service = StemcellService(self.config, store, pool, manifest, sha)
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
+        self.latest = LatestFrames()  # each camera's newest analysed frame, for /ui and its snapshot route
         await self.service.start()
         self.fleet = FleetService(self.service)
         await self.fleet.start()
-        self.events = EventHub(self.config.events, self.config.webhooks, store)
-        await self.events.refresh_webhooks()
-        self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
+        self.events = EventForwarder(self.config)  # results go to the one event hub in batches
+        self._forward_events = asyncio.create_task(self.events.follow())  # kept: tasks are weakly held
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
@@ -228,9 +231,10 @@ class StemcellIngress(FleetRoutes, EventRoutes):
     async def frames(self, camera_id: str, request: Request) -> JSONResponse:
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
-        decoded = await single_frame(request, self.limits)
+        decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
@@ -240,9 +244,11 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
-        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
+        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
+                                     self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
@@ -304,6 +310,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         removed = await self._call(self.fleet.remove(camera_id))
         await self.tokens.sync()
         self.events.close_camera(camera_id)
+        self.latest.forget(camera_id)
         return removed
 
     @api.post("/admin/apps", status_code=201, tags=["admin"], response_model=AppRegistered,

@@ -135,7 +135,7 @@ class StemcellService:
             slot = slots.get(body.camera_id)
             executor = self.pool.name(self.pool.index_of(body.camera_id) if slot is None else slot)
             answers.append({"camera_id": body.camera_id, "token": token, "executor": executor,
-                            "apps": self._wire_apps(list(spec.apps))})
+                            "apps": self._wire_apps(list(spec.apps)), "input_size": self.input_size(body.camera_id)})
             log.info("camera %s %s on %s: %s", body.camera_id, "updated" if before else "added", executor, rows[-1][1])
         await self.store.put_cameras.remote(rows, self._camera_plans(specs))  # one commit, these cameras only
         return answers
@@ -148,6 +148,12 @@ class StemcellService:
         self.windows.pop(camera_id, None)
         log.info("camera %s removed", camera_id)
         return {"camera_id": camera_id, "removed": True}
+
+    def input_size(self, camera_id: str) -> int:
+        """The square side the camera's frames are analysed at: what its executor published, else the
+        package's (the same until the executors reported). A client that sends frames this size
+        (same resize rule, `stemcell.imaging.resize_frames`) uploads a few KB and saves the server the resize."""
+        return self.pool.input_size(camera_id) or self.manifest.base.input_size
 
     async def camera_exists(self, camera_id: str) -> bool:
         return await self.store.get_camera.remote(camera_id) is not None
@@ -163,6 +169,7 @@ class StemcellService:
             "camera_id": camera_id,
             "executor": self.pool.name(self.pool.index_of(camera_id)),
             "stream_fps": camera.stream_fps,
+            "input_size": self.input_size(camera_id),
             "apps": [{"app": name, **entry} for name, entry in plan["apps"].items()],
             "requests": window.snapshot() if window else RollingWindow().snapshot(),
             "executor_stats": (await self.pool.stats(camera_id)).as_dict(),
