@@ -39,6 +39,7 @@ from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
+from stemcell.control.memory_plans import ExecutorMemory, fit_changes
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
 from stemcell.package.manifest import Manifest
@@ -74,6 +75,7 @@ class Planner:
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
         self.teacher: TeacherStats | None = None  # the TeacherLabeler's last stats (its share is fixed)
+        self.memory: dict[str, MemoryReport | None] = {}  # executor role -> its last memory report
         orphans = self.realloc.kill_orphans(self.roles)
         log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
         self.metrics = PlannerMetrics()
@@ -167,6 +169,7 @@ class Planner:
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
+        self.memory = dict(zip(executors, memory))  # checked against the shares before camera changes
         return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors)
 
     # ------------------------------------------------------------------ the loop
@@ -243,8 +246,12 @@ class Planner:
         """Push the round's per-app choices to the cameras that run something else (fresh configs:
         an admin change since the round was planned is compared against, not overwritten)."""
         current = {c.camera_id: c for c in await self._cameras()}
-        self.last_camera_changes = []
-        for change in plan_changes(current, decision.schedules):
+        n = self.config.executors.count
+        fitted = fit_changes(plan_changes(current, decision.schedules), self.manifest,
+                             {r: ExecutorMemory(self.memory.get(r), st.share) for r, st in self.roles.items()},
+                             {c: self.role(placement_index(c, n)) for c in current})
+        self.last_camera_changes = list(fitted.refused)
+        for change in fitted.apply:
             actor = self.roles[self.role(placement_index(change.camera_id, self.config.executors.count))].actor
             outcome = await push_camera_change(self.store, self.realloc.handle(actor), actor, self.manifest, change)
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
