@@ -249,7 +249,9 @@ class JointMerger:
     def run(self) -> MergeResult:
         started = self.clock()
         units = [model_units(str(i), m) for i, m in enumerate(self.models)]
-        candidates = merge_candidates(units)
+        frozen = frozenset((i, u.path) for i, us in enumerate(units) for u in us  # e.g. a learner's shared stem
+                           if not any(p.requires_grad for p in get_unit(self.models[i], u.path).parameters()))
+        candidates = merge_candidates(units, exclude=frozen)
         if not candidates:
             log.info("no matching layers among %d models: nothing to merge, models left alone", len(self.models))
         groups: list[Candidate] = []

@@ -210,10 +210,13 @@ class StemRuntime:
                 for cam, c in self._cameras.items()
             }
 
-    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int) -> int:
+    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int,
+                        merged: bool = False) -> int:
         """Swap an app's upper segments + head atomically on one camera (or all running it).
 
-        Idempotent under retries: branches already at `version` or newer are left alone. Returns the
+        Idempotent under retries: branches already at `version` or newer are left alone, except that
+        `merged` weights (a joint merge of that version: same version, tied values) replace a branch
+        at `version` itself; a later learner version replaces them as usual. Returns the
         number of branches swapped. Weights that do not fit the branch's branchpoint raise ValueError
         before anything changes.
         """
@@ -228,7 +231,8 @@ class StemRuntime:
                 ]
                 if not targets:
                     raise ValueError(f"app {app!r} is not running on {camera_id or 'any camera'}")
-                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version < version]
+                newest = version if merged else version - 1  # the newest version these weights replace
+                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version <= newest]
             prepared = {b: self._prepare_weights(b, state) for b in {b for _, b in targets}}
             with self._lock:
                 for cam, b in targets:
