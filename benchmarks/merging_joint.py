@@ -51,11 +51,13 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
-    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 2700, 600 quick)")
+    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 2700, 450 quick)")
     p.add_argument("--size", type=int, help="input resolution (default 96, 64 with --quick)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 4 with --quick)")
-    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 3 quick)")
+    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
     p.add_argument("--init", choices=("mean", "medoid"), default="mean", help="where a tied segment starts")
+    p.add_argument("--presplit", type=float, default=2.0,
+                   help="split groups whose members form two clusters (across > this x within) before trying; 0: off")
     p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
     p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 20 quick)")
     return p.parse_args()
@@ -198,10 +200,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     q = args.quick
     size = args.size or (64 if q else 96)
-    frames = args.frames or (600 if q else 2700)
+    frames = args.frames or (450 if q else 2700)
     epochs = args.epochs or (4 if q else 10)
-    cfg = MergeConfig(max_epochs=args.merge_epochs or (3 if q else 4), budget_s=args.budget_s or (300 if q else 1800),
-                      init=args.init)
+    cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800),
+                      init=args.init, presplit_ratio=args.presplit or None)
     iters = args.swap_iters or (20 if q else 50)
     torch.manual_seed(0)
 

@@ -57,6 +57,7 @@ class MergeConfig:
     budget_s: float = 600.0  # wall-clock budget of the whole merge
     seed: int = 0
     init: Init = "medoid"  # a tied unit starts from the medoid member's weights or the members' mean
+    presplit_ratio: float | None = None  # split two-cluster groups before trying them (`presplit`); None: never
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,24 @@ def split_by_distance(candidate: Candidate, units: Sequence[nn.Module]) -> list[
     sides = ([m for m, n in zip(candidate.members, near_first) if n], [m for m, n in zip(candidate.members, near_first)
                                                                      if not n])
     return [Candidate(candidate.signature, tuple(side), candidate.unit_bytes) for side in sides if len(side) > 1]
+
+
+def presplit(candidate: Candidate, units: Sequence[nn.Module], ratio: float) -> list[Candidate]:
+    """`split_by_distance`'s halves straight away when the members form two clusters (mean distance
+    across > `ratio` x mean distance within: models fine-tuned from different bases), else the
+    candidate itself. Such a group would only be tried, fail and be split anyway, at the cost of a
+    whole joint retraining of every model in it."""
+    halves = split_by_distance(candidate, units)
+    if len(halves) < 2:
+        return [candidate]
+    flat = {m: _flat(u) for m, u in zip(candidate.members, units)}
+
+    def mean_dist(pairs: list[tuple[Member, Member]]) -> float:
+        return sum(float((flat[a] - flat[b]).norm()) for a, b in pairs) / max(1, len(pairs))
+
+    within = [(a, b) for h in halves for k, a in enumerate(h.members) for b in h.members[k + 1:]]
+    across = [(a, b) for a in halves[0].members for b in halves[1].members]
+    return halves if mean_dist(across) > ratio * mean_dist(within) else [candidate]
 
 
 def get_unit(model: nn.Module, path: str) -> nn.Module:
@@ -266,6 +285,10 @@ class JointMerger:
         frozen = frozenset((i, u.path) for i, us in enumerate(units) for u in us  # e.g. a learner's shared stem
                            if not any(p.requires_grad for p in get_unit(self.models[i], u.path).parameters()))
         candidates = merge_candidates(units, exclude=frozen)
+        if self.cfg.presplit_ratio is not None:
+            candidates = sorted((h for c in candidates for h in presplit(
+                c, [get_unit(self.models[i], p) for i, p in c.members], self.cfg.presplit_ratio)),
+                key=lambda c: -c.bytes_saved)  # stable: the greedy order is kept among equals
         if not candidates:
             log.info("no matching layers among %d models: nothing to merge, models left alone", len(self.models))
         groups: list[Candidate] = []
