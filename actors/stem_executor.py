@@ -173,8 +173,9 @@ class StemExecutorShell:
                             gpu_total_bytes=gpu_total, details=details)
 
     async def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor],
-                              version: int) -> None:
-        swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version)
+                              version: int, merged: bool = False) -> None:
+        swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version,
+                                 merged)
         log.info("app %s on %s: %d branches now at version %d", app, camera_id or "all cameras", swapped, version)
 
 

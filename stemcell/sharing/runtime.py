@@ -209,16 +209,16 @@ class StemRuntime:
 
     def cameras(self) -> dict[str, tuple[ServedApp, ...]]:
         with self._lock:
-            return {
-                cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
-                           for b in c.apps.values())
-                for cam, c in self._cameras.items()
-            }
+            return {cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
+                               for b in c.apps.values()) for cam, c in self._cameras.items()}
 
-    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int) -> int:
+    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int,
+                        merged: bool = False) -> int:
         """Swap an app's upper segments + head atomically on one camera (or all running it).
 
-        Idempotent under retries: branches already at `version` or newer are left alone. Returns the
+        Idempotent under retries: branches already at `version` or newer are left alone, except that
+        `merged` weights (a joint merge of that version: same version, tied values) replace a branch
+        at `version` itself; a later learner version replaces them as usual. Returns the
         number of branches swapped. Weights that do not fit the branch's branchpoint raise ValueError
         before anything changes.
         """
@@ -226,14 +226,12 @@ class StemRuntime:
             with self._lock:
                 if camera_id is not None and camera_id not in self._cameras:
                     raise UnknownCamera(camera_id)
-                targets = [
-                    (cam, c.apps[app].config.branchpoint)
-                    for cam, c in self._cameras.items()
-                    if app in c.apps and camera_id in (None, cam)
-                ]
+                targets = [(cam, c.apps[app].config.branchpoint) for cam, c in self._cameras.items()
+                           if app in c.apps and camera_id in (None, cam)]
                 if not targets:
                     raise ValueError(f"app {app!r} is not running on {camera_id or 'any camera'}")
-                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version < version]
+                newest = version if merged else version - 1  # the newest version these weights replace
+                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version <= newest]
             prepared = {b: self._prepare_weights(app, b, state) for b in {b for _, b in targets}}
             with self._lock:
                 for cam, b in targets:
