@@ -28,8 +28,8 @@ class HttpSection(_Strict):
 class AutoscalingSection(_Strict):
     """Serve autoscaling of the ingress replicas (Serve's `autoscaling_config`)."""
 
-    min_replicas: int = Field(1, ge=0, le=64)
-    max_replicas: int = Field(4, ge=1, le=64)
+    min_replicas: int = Field(1, ge=0)  # no constant cap: the cluster's CPUs bound replicas
+    max_replicas: int = Field(4, ge=1)
     target_ongoing_requests: float = Field(32.0, gt=0)  # requests in flight per replica Serve aims for
 
     @model_validator(mode="after")
@@ -40,7 +40,7 @@ class AutoscalingSection(_Strict):
 
 
 class IngressSection(_Strict):
-    num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
+    num_replicas: int = Field(1, ge=1)  # FastAPI replicas (HTTP decoding scales with these)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     max_ongoing_requests: int = Field(64, ge=1)  # per replica; must exceed the clients' concurrency
     max_queued_requests: int = Field(256, ge=-1)  # Serve answers 503 itself beyond this (-1 = unbounded)
@@ -58,7 +58,7 @@ class IngressSection(_Strict):
 
 
 class ExecutorSection(_Strict):
-    count: int = Field(1, ge=1, le=64)  # StemExecutor actors; cameras are spread over them by id
+    count: int = Field(1, ge=1)  # StemExecutor actors (no cap: the cluster's GPUs bound them); placed by rendezvous hash
     num_gpus: float = Field(0.25, ge=0, le=8)  # GPU share of each executor (logical on CPU nodes)
     num_cpus: float = Field(1.0, ge=0)
     detached: bool = False  # detached executors outlive the Serve app (and must be killed by hand)
@@ -178,6 +178,10 @@ class EventsSection(_Strict):
     snapshot_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # whole folder; oldest snapshots go first
     snapshot_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)  # older snapshots are deleted
     stream_poll_s: float = Field(0.5, gt=0, le=10)  # how often GET /admin/events:stream asks the store for news
+    max_rows: int = Field(1_000_000, ge=100)  # the events table keeps the newest this many (oldest deleted)
+    max_age_s: float = Field(90 * 24 * 3600.0, gt=0)  # ... and none that started longer ago than this
+    forward_interval_s: float = Field(0.05, gt=0, le=5)  # how often a producer sends its results to the event hub
+    reorder_s: float = Field(0.15, ge=0, le=10)  # the hub holds results this long to order a camera's frames
 
 
 class WebhooksSection(_Strict):
