@@ -235,7 +235,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_size))
         metrics().record_results(camera_id, results)
-        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)
         if self.learning is not None:  # live samples for the teacher, sent off this request's path
             self.learning.observe(camera_id, decoded.frames, decoded.timestamps)
@@ -252,7 +252,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_size))
         metrics().record_results(camera_id, results)
-        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)
         if self.learning is not None:
             self.learning.observe(camera_id, decoded.frames, decoded.timestamps)
