@@ -19,11 +19,13 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
 
 from actors.event_hub import EventHub
 from actors.gpu_share import label_options
+from app.backpressure import ROUTE_KEY, AdmissionMiddleware
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
@@ -36,6 +38,7 @@ from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
 from app.service import Conflict, StemcellService, read_manifest, read_routes
+from stemcell.admission import AdmissionGate, derive_limits
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.control.contracts import CameraSpec, Routes
@@ -61,9 +64,15 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "ts": {"type": "array", "items": {"type": "number"}}}}}}}}
 
 
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection first": no answer went out
+
+
 class ObserveMiddleware:
     """One metrics sample and one log line per request (pure ASGI: Starlette's BaseHTTPMiddleware
-    runs every request through an extra task group, measurably slower at hundreds of requests/s)."""
+    runs every request through an extra task group, measurably slower at hundreds of requests/s).
+
+    A client that goes away mid-request (`ClientDisconnect` while reading the body, or Serve
+    cancelling the request) is the client's doing, not a server error: status 499, like any 4xx."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -83,11 +92,16 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive, observed_send)
+        except ClientDisconnect:  # nobody is left to answer
+            status = CLIENT_CLOSED
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
         except Exception:  # a bug, not bad input: the exception handler below answers a JSON 500
             log.exception("%s %s failed", scope["method"], scope["path"])
             raise
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
+            template = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_KEY, "unmatched")
             ms = (time.perf_counter() - started) * 1000.0
             metrics().record_request(template, status, ms)
             log.log(logging.WARNING if status >= 400 else logging.DEBUG,
@@ -98,6 +112,7 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+api.add_middleware(AdmissionMiddleware)  # inside ObserveMiddleware (added last = outermost): refusals are observed
 api.add_middleware(ObserveMiddleware)
 api.include_router(events_router)
 serve_docs(api)
@@ -142,6 +157,9 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self.config = ServeConfig.model_validate(config)
         self._admin = bytes.fromhex(admin_digest_hex)
         self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
+        lim, ex = self.config.limits, self.config.executors
+        api.state.admission_gate = AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
+                                                 lim.answer_within_s, lim.retry_after_s)
         manifest, sha = read_manifest(self.config.package_dir)
         store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         opened = await store.location.remote()
@@ -328,9 +346,10 @@ def build_app(args: dict[str, str]) -> serve.Application:
     read_manifest(config.package_dir)
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
+    derived = derive_limits(config.limits.max_queued_frames, config.executors.count, config.executors.max_batch)
     return StemcellIngress.options(
-        **ing.replica_options(), max_ongoing_requests=ing.max_ongoing_requests,
-        max_queued_requests=ing.max_queued_requests,
+        **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
+        max_queued_requests=derived.max_queued_requests,
         ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)

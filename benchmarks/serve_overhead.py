@@ -225,7 +225,7 @@ def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[st
     config = root / "serve.yaml"
     config.write_text(yaml.safe_dump({
         "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
-        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 64},
+        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5},
         "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
     }))
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)

@@ -42,8 +42,6 @@ class AutoscalingSection(_Strict):
 class IngressSection(_Strict):
     num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
-    max_ongoing_requests: int = Field(64, ge=1)  # per replica; must exceed the clients' concurrency
-    max_queued_requests: int = Field(256, ge=-1)  # Serve answers 503 itself beyond this (-1 = unbounded)
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
@@ -93,7 +91,10 @@ class LimitsSection(_Strict):
     max_pixels: int = Field(4096 * 4096, ge=64)  # width*height from the header, before decoding (413 above)
     max_batch_frames: int = Field(32, ge=1)  # images in one frames:batch request
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # whole frames:batch body (413 above)
-    max_queued_frames: int = Field(512, ge=1)  # waiting per executor per replica; above -> 503 + Retry-After
+    # THE back-pressure setting: frames waiting per executor per replica (above -> 503 + Retry-After). Serve's
+    # max_ongoing_requests / max_queued_requests and each replica's door follow from it (stemcell.admission).
+    max_queued_frames: int = Field(512, ge=1)
+    answer_within_s: float = Field(2.0, gt=0, le=60)  # every frame request: its result or a 503 within this
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
 
 

@@ -5,6 +5,7 @@ their own camera ids.  The restart test runs last (pytest keeps file order).
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import ray
 import yaml
 from ray import serve
 
@@ -50,6 +52,12 @@ def _png_bomb() -> bytes:
     """~100 bytes that declare 50 000 x 50 000 pixels."""
     ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
+
+
+def _replica_log_lines() -> list[str]:
+    """Every line the Ray workers of this session logged so far (the ingress replica's included)."""
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())  # noqa: SLF001 - this session's logs
+    return [line for path in sorted(logs.glob("worker-*")) for line in path.read_text(errors="replace").splitlines()]
 
 
 class Server:
@@ -312,9 +320,53 @@ def test_overload_answers_503_with_retry_after(server: Server, cam1: Camera) -> 
         statuses += [r.status_code for r in answers]
         rejected = [r for r in answers if r.status_code == 503]
         if rejected:
-            assert rejected[0].headers["retry-after"] == "1" and "overloaded" in rejected[0].json()["detail"]
+            assert int(rejected[0].headers["retry-after"]) >= 1 and "overloaded" in rejected[0].json()["detail"]
             break
     assert 503 in statuses and set(statuses) <= {200, 503}
+
+
+def test_hundreds_of_clients_get_results_or_stemcells_503_in_time(server: Server, admin: Admin) -> None:
+    """Every request of a 200-client burst is answered: 200, or Stemcell's own 503 + Retry-After (not Serve's
+    bare 503, not a time-out), within limits.answer_within_s (2 s) plus slack for a shared CI box."""
+    body, clients = encode_jpeg(_frame(40)), 200
+    token = admin.add_camera("cam-burst", ["car"])["token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"}
+
+    async def one(http: httpx.AsyncClient) -> tuple[int, float, str | None, str]:
+        started = time.perf_counter()
+        r = await http.post("/cameras/cam-burst/frames", content=body, headers=headers)
+        return r.status_code, time.perf_counter() - started, r.headers.get("retry-after"), r.text
+
+    async def burst() -> list[tuple[int, float, str | None, str]]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits) as http:
+            return await asyncio.gather(*(one(http) for _ in range(clients)))
+
+    answers = asyncio.run(burst())
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {200, 503} and 200 in statuses, sorted(set(statuses))
+    refused = [a for a in answers if a[0] == 503]
+    assert all(a[2] is not None and a[2].isdigit() and "backpressure" not in a[3] for a in refused)
+    assert max(a[1] for a in answers) < 2.0 + 3.0, sorted(a[1] for a in answers)[-5:]
+
+
+def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -> None:
+    """A camera that goes away mid-upload is logged (and counted) as 499, client closed, not as a 500."""
+    def count(text: str) -> int:
+        return sum(text in line for line in _replica_log_lines())
+
+    closed, errors = count("/cameras/{camera_id}/frames -> 499"), count("ClientDisconnect") + count("-> 500")
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(f"POST /cameras/cam-1/frames HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                         f"Content-Type: image/jpeg\r\nContent-Length: 60000\r\n\r\n".encode() + b"\xff" * 1000)
+            time.sleep(0.3)
+    assert cam1.infer(_frame(41))["results"]  # still serving
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and count("/cameras/{camera_id}/frames -> 499") < closed + 3:
+        time.sleep(0.5)
+    assert count("/cameras/{camera_id}/frames -> 499") == closed + 3
+    assert count("ClientDisconnect") + count("-> 500") == errors
 
 
 def test_cameras_come_and_go_while_another_streams(server: Server, admin: Admin, cam1: Camera) -> None:
