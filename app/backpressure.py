@@ -38,6 +38,19 @@ async def answer_503(send: Send, retry_after_s: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class StatusSend:
+    """An ASGI `send` that remembers the status of the response it started (0 until one starts)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -54,25 +67,17 @@ class AdmissionMiddleware:
             await answer_503(send, retry_after, f"overloaded: {gate.inside} frame requests in this replica; "
                                                 f"retry after {retry_after} s")
             return
-        status = 0
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        tracked = StatusSend(send)
         budget = DEADLINE_SHARE * gate.answer_within_s
         try:
             async with asyncio.timeout(budget) as deadline:
-                await self.app(scope, receive, tracked_send)
+                await self.app(scope, receive, tracked)
         except TimeoutError:
             if not deadline.expired():
                 raise
-            if status == 0:  # nothing sent yet: the client still gets a proper refusal
-                status = 503
-                await answer_503(send, gate.retry_after(), f"not answered within {budget:.1f} s (overloaded); "
-                                                           "retry later")
+            if tracked.status == 0:  # nothing sent yet: the client still gets a proper refusal
+                await answer_503(tracked, gate.retry_after(), f"not answered within {budget:.1f} s (overloaded); "
+                                                              "retry later")
         finally:
-            gate.leave(completed=status == 200)
+            gate.leave(completed=tracked.status == 200)
 

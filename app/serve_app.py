@@ -20,12 +20,12 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from ray import serve
 
 from actors.event_hub import EventHub
 from actors.gpu_share import label_options
-from app.backpressure import ROUTE_KEY, AdmissionMiddleware
+from app.backpressure import ROUTE_KEY, AdmissionMiddleware, StatusSend
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
@@ -82,16 +82,10 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        observed = StatusSend(send)
+        status = 500  # unless a response starts (or the client left first)
         try:
-            await self.app(scope, receive, observed_send)
+            await self.app(scope, receive, observed)
         except ClientDisconnect:  # nobody is left to answer
             status = CLIENT_CLOSED
         except asyncio.CancelledError:
@@ -101,6 +95,7 @@ class ObserveMiddleware:
             log.exception("%s %s failed", scope["method"], scope["path"])
             raise
         finally:
+            status = observed.status or status
             template = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_KEY, "unmatched")
             ms = (time.perf_counter() - started) * 1000.0
             metrics().record_request(template, status, ms)
