@@ -9,9 +9,10 @@ So one setting, `limits.max_queued_frames`, decides everything here (`derive_lim
   call of up to `max_batch` frames it has in flight;
 * a replica therefore never holds more frame requests than `executors x (max_queued_frames +
   max_batch)` (every request carries at least one frame): more are refused at its door;
-* Serve hands a replica that many requests plus room for every other route (`max_ongoing_requests`),
-  so Serve itself never queues frames in front of a replica that could refuse them faster; and its
-  own queue (`max_queued_requests`) is only a buffer for replicas that are starting.
+* Serve hands a replica twice that many requests plus room for every other route
+  (`max_ongoing_requests`): as many again as it holds can be at its door being refused, so Serve
+  itself does not queue a burst (without a deadline) in front of a replica that refuses faster;
+  its own queue (`max_queued_requests`) is only a buffer for replicas that are starting.
 
 Inside that bound the `AdmissionGate` admits a frame request only while the ones already inside
 can be answered within the time budget (`limits.answer_within_s`), judged from the rate at which
@@ -39,7 +40,7 @@ class DerivedLimits:
     max_queued_frames: int  # per executor per replica: the coalescing queue's bound (503 beyond)
     max_frame_requests: int  # frame requests one replica holds at once (503 at its door beyond)
     cold_frame_requests: int  # the same while no completion rate is known yet (one batch per executor)
-    max_ongoing_requests: int  # Serve: requests handed to one replica at once
+    max_ongoing_requests: int  # Serve: requests handed to one replica at once (inside + at the door)
     max_queued_requests: int  # Serve: requests waiting for a replica (only while replicas start)
 
 
@@ -48,7 +49,7 @@ def derive_limits(max_queued_frames: int, executors: int, max_batch: int) -> Der
     if max_queued_frames < 1 or executors < 1 or max_batch < 1:
         raise ValueError("max_queued_frames, executors and max_batch must be >= 1")
     frame_requests = executors * (max_queued_frames + max_batch)
-    ongoing = frame_requests + OTHER_ROUTES_HEADROOM
+    ongoing = 2 * frame_requests + OTHER_ROUTES_HEADROOM
     return DerivedLimits(max_queued_frames=max_queued_frames, max_frame_requests=frame_requests,
                          cold_frame_requests=min(frame_requests, executors * max_batch),
                          max_ongoing_requests=ongoing, max_queued_requests=ongoing)

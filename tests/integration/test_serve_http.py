@@ -20,12 +20,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import ray
 import yaml
 from ray import serve
 
 from app.serve_app import build_app
 from app.streamer import run_stream
+from benchmarks.harness import worker_log_lines
 from benchmarks.ports import reserved_port
 from stemcell.client import Admin, Camera, StemcellError
 from stemcell.imaging import encode_jpeg, encode_png
@@ -52,12 +52,6 @@ def _png_bomb() -> bytes:
     """~100 bytes that declare 50 000 x 50 000 pixels."""
     ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
-
-
-def _replica_log_lines() -> list[str]:
-    """Every line the Ray workers of this session logged so far (the ingress replica's included)."""
-    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())  # noqa: SLF001 - this session's logs
-    return [line for path in sorted(logs.glob("worker-*")) for line in path.read_text(errors="replace").splitlines()]
 
 
 class Server:
@@ -353,7 +347,7 @@ def test_hundreds_of_clients_get_results_or_stemcells_503_in_time(server: Server
 def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -> None:
     """A camera that goes away mid-upload is logged (and counted) as 499, client closed, not as a 500."""
     def count(text: str) -> int:
-        return sum(text in line for line in _replica_log_lines())
+        return sum(text in line for line in worker_log_lines())
 
     closed, errors = count("/cameras/{camera_id}/frames -> 499"), count("ClientDisconnect") + count("-> 500")
     for _ in range(3):

@@ -17,9 +17,9 @@ class FakeClock:
 def test_derived_limits_cannot_contradict() -> None:
     for frames, executors, batch in [(1, 1, 1), (16, 1, 64), (512, 1, 64), (512, 4, 32), (64, 3, 8)]:
         d = derive_limits(frames, executors, batch)
-        # Serve hands a replica every frame request its queues could hold, plus room for other routes,
-        # so frames are never queued by Serve (bare 503) in front of a replica that refuses them itself
-        assert d.max_ongoing_requests > d.max_frame_requests >= executors * frames
+        # Serve hands a replica every frame request its queues could hold, as many again to refuse at its
+        # door, plus room for other routes: a burst is not queued by Serve in front of a replica that refuses it
+        assert d.max_ongoing_requests > 2 * d.max_frame_requests and d.max_frame_requests >= executors * frames
         assert d.max_frame_requests == executors * (frames + batch)
         assert 1 <= d.cold_frame_requests <= d.max_frame_requests
         assert d.max_queued_requests >= d.max_ongoing_requests - d.max_frame_requests
