@@ -342,10 +342,12 @@ def build_app(args: dict[str, str]) -> serve.Application:
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
     derived = derive_limits(config.limits.max_queued_frames, config.executors.count, config.executors.max_batch)
+    env = config.http.serve_env()  # replicas behind HAProxy drain differently: they read the flag too
+    ingress_env = {"runtime_env": {"env_vars": env}} if env else {}
     return StemcellIngress.options(
         **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
         max_queued_requests=derived.max_queued_requests,
-        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
+        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels), **ingress_env},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 
@@ -359,8 +361,10 @@ def run_serve(config_path: str, *, block: bool = True) -> None:
 
     config = load_serve_config(config_path)
     application = build_app({"config_path": str(config_path)})
-    ensure_ray()
-    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    env = config.http.serve_env()
+    ensure_ray(env_vars=env)
+    serve.start(http_options={"host": config.http.host, "port": config.http.port},
+                controller_options={"runtime_env": {"env_vars": env}} if env else None)  # ignored if Serve runs already
     serve.run(application, name=config.app_name, route_prefix=config.http.route_prefix)
     url = f"http://{config.http.host}:{config.http.port}{config.http.route_prefix.rstrip('/')}"
     print(f"Stemcell is serving {config.package_dir} at {url} (OpenAPI: {url}/docs)")

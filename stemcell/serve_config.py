@@ -19,10 +19,20 @@ from stemcell.scheduling.registry import get_scheduler, get_slicing
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Serve's feature flag, read when its controller and replicas start
+
+
 class HttpSection(_Strict):
     host: str = "0.0.0.0"  # where Serve's HTTP proxy listens
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
+    # haproxy: Serve's HAProxy ingress (a native proxy per node in front of the replicas' own HTTP servers);
+    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md, "Ingress").
+    ingress: Literal["haproxy", "proxy"] = "proxy"
+
+    def serve_env(self) -> dict[str, str]:
+        """Environment variables the Serve controller and the ingress replicas need for this ingress."""
+        return {HAPROXY_ENV: "1"} if self.ingress == "haproxy" else {}
 
 
 class AutoscalingSection(_Strict):
