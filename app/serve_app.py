@@ -22,10 +22,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from actors.event_hub import EventHub
 from actors.gpu_share import label_options
-from app.backpressure import ROUTE_KEY, AdmissionMiddleware, StatusSend
+from app.backpressure import FRAME_ROUTES, ROUTE_KEY, AdmissionMiddleware, FrameDoor, StatusSend
 from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
@@ -107,7 +108,15 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
-api.add_middleware(AdmissionMiddleware)  # inside ObserveMiddleware (added last = outermost): refusals are observed
+def _replica_door() -> FrameDoor | None:
+    """This replica's frame door (None while its constructor runs, or outside a replica)."""
+    try:
+        return getattr(serve.get_replica_context().servable_object, "door", None)
+    except RayServeException:
+        return None
+
+
+api.add_middleware(AdmissionMiddleware, door=_replica_door)  # inside ObserveMiddleware (added last = outermost)
 api.add_middleware(ObserveMiddleware)
 api.include_router(events_router)
 serve_docs(api)
@@ -153,8 +162,9 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self._admin = bytes.fromhex(admin_digest_hex)
         self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
         lim, ex = self.config.limits, self.config.executors
-        api.state.admission_gate = AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
-                                                 lim.answer_within_s, lim.retry_after_s)
+        self.door = FrameDoor(AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
+                                            lim.answer_within_s, lim.retry_after_s),
+                              {FRAME_ROUTES[""]: self.frames, FRAME_ROUTES[":batch"]: self.frames_batch})
         manifest, sha = read_manifest(self.config.package_dir)
         store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         opened = await store.location.remote()

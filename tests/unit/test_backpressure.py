@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 from typing import Any
 
-from app.backpressure import ROUTE_KEY, AdmissionMiddleware
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from app.backpressure import ROUTE_KEY, AdmissionMiddleware, FrameDoor
 from stemcell.admission import AdmissionGate, derive_limits
 
 
@@ -14,10 +17,12 @@ def _gate(answer_within_s: float = 2.0) -> AdmissionGate:
     return AdmissionGate(derive_limits(4, 1, 2), answer_within_s=answer_within_s, retry_after_s=1)
 
 
-def _call(middleware: AdmissionMiddleware, gate: AdmissionGate | None, path: str,
-          method: str = "POST") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _call(app: Any, gate: AdmissionGate | None, path: str, method: str = "POST",
+          handlers: dict[str, Any] | None = None, root_path: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "method": method, "path": path, "app": SimpleNamespace(state=SimpleNamespace(admission_gate=gate))}
+    door = None if gate is None else FrameDoor(gate, handlers or {})
+    middleware = AdmissionMiddleware(app, door=lambda: door)
+    scope = {"type": "http", "method": method, "path": path, "root_path": root_path, "headers": [], "query_string": b""}
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -36,10 +41,35 @@ async def _ok(_scope: Any, _receive: Any, send: Any) -> None:
 
 def test_admitted_requests_pass_and_are_counted_as_completions() -> None:
     gate = _gate()
-    sent, scope = _call(AdmissionMiddleware(_ok), gate, "/cameras/c1/frames")
+    sent, scope = _call(_ok, gate, "/cameras/c1/frames")
     assert sent[0]["status"] == 200 and gate.inside == 0 and scope[ROUTE_KEY] == "/cameras/{camera_id}/frames"
-    sent, scope = _call(AdmissionMiddleware(_ok), gate, "/prefix/cameras/c1/frames:batch")
+    sent, scope = _call(_ok, gate, "/prefix/cameras/c1/frames:batch", root_path="/prefix")
     assert sent[0]["status"] == 200 and scope[ROUTE_KEY] == "/cameras/{camera_id}/frames:batch"
+
+
+def test_frame_requests_go_straight_to_the_replicas_handler() -> None:
+    seen: list[str] = []
+
+    async def frames(camera_id: str, request: Request) -> JSONResponse:
+        seen.append(camera_id)
+        assert request.method == "POST"
+        if camera_id == "bad id":
+            raise HTTPException(400, "bad camera id", headers={"X-Why": "id"})
+        return JSONResponse({"camera_id": camera_id})
+
+    async def not_for_frames(*_: Any) -> None:
+        raise AssertionError("frame requests must not go through FastAPI's routing")
+
+    gate = _gate()
+    handlers = {"/cameras/{camera_id}/frames": frames}
+    sent, _ = _call(not_for_frames, gate, "/cameras/cam-7/frames", handlers=handlers)
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"camera_id": "cam-7"}
+    sent, _ = _call(not_for_frames, gate, "/cameras/bad id/frames", handlers=handlers)
+    assert sent[0]["status"] == 400 and (b"x-why", b"id") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {"detail": "bad camera id"}
+    assert seen == ["cam-7", "bad id"] and gate.inside == 0
+    sent, _ = _call(_ok, gate, "/other/cameras/c1/frames")  # not a route: FastAPI answers
+    assert sent[0]["status"] == 200 and seen == ["cam-7", "bad id"]
 
 
 def test_a_full_replica_refuses_at_the_door_without_calling_the_app() -> None:
@@ -49,7 +79,7 @@ def test_a_full_replica_refuses_at_the_door_without_calling_the_app() -> None:
     async def never(*_: Any) -> None:
         raise AssertionError("the app must not run for a refused request")
 
-    sent, _ = _call(AdmissionMiddleware(never), gate, "/cameras/c1/frames")
+    sent, _ = _call(never, gate, "/cameras/c1/frames")
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"2"
     assert "overloaded" in json.loads(sent[1]["body"])["detail"]
@@ -62,7 +92,7 @@ def test_a_request_past_its_deadline_is_answered_503_and_leaves() -> None:
     async def stuck(*_: Any) -> None:
         await asyncio.sleep(10)
 
-    sent, _ = _call(AdmissionMiddleware(stuck), gate, "/cameras/c1/frames")
+    sent, _ = _call(stuck, gate, "/cameras/c1/frames")
     assert sent[0]["status"] == 503 and dict(sent[0]["headers"])[b"retry-after"] == b"1"
     assert "not answered within" in json.loads(sent[1]["body"])["detail"] and gate.inside == 0
 
@@ -71,7 +101,7 @@ def test_other_routes_and_methods_pass_untouched() -> None:
     gate = _gate()
     gate.inside = 10_000  # would refuse any frame request
     for path, method in [("/cameras/c1/status", "GET"), ("/admin/cameras", "POST"), ("/cameras/c1/frames", "GET")]:
-        sent, scope = _call(AdmissionMiddleware(_ok), gate, path, method)
+        sent, scope = _call(_ok, gate, path, method)
         assert sent[0]["status"] == 200 and ROUTE_KEY not in scope
-    sent, _ = _call(AdmissionMiddleware(_ok), None, "/cameras/c1/frames")  # no gate yet (replica starting)
+    sent, _ = _call(_ok, None, "/cameras/c1/frames")  # no gate yet (replica starting)
     assert sent[0]["status"] == 200
