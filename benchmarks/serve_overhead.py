@@ -10,6 +10,9 @@ world, 128x128):
 (c) http_batch  - 8 JPEGs per `POST /cameras/{id}/frames:batch` (multipart).
 (d) echo        - an empty Serve deployment that reads the same JPEG body and answers: the
                   per-request ceiling of Serve itself on this machine.
+(e) http and echo again behind Serve's HAProxy ingress (`http.ingress: haproxy`; a second local Ray
+    started with RAY_SERVE_ENABLE_HA_PROXY=1): `fps_http_haproxy`, `rps_echo_haproxy` and their ratio
+    (goal >= 0.5: what is left once the proxy is fast is Stemcell's own Python work per frame).
 
 Ratios: http / echo (goal >= 0.8: the app adds little to Serve's own per-request cost) and
 http_batch / direct (goal >= 0.7: with batching, HTTP costs little next to the model).
@@ -24,6 +27,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +44,7 @@ from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.imaging import decode_image, encode_jpeg
 from stemcell.models import build_base
-from stemcell.serve_config import ExecutorSection
+from stemcell.serve_config import ExecutorSection, HttpSection
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
@@ -169,8 +173,9 @@ def _check(response: httpx.Response) -> None:
 
 
 async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], rounds: int, warmup_s: float,
-                     measure_s: float, namespace: str) -> dict[str, dict]:
-    """Every mode once per round, the order rotated each round, so load changes hit all modes alike."""
+                     measure_s: float, namespace: str, only: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Every mode (or those in `only`) once per round, the order rotated each round, so load changes hit all
+    modes alike."""
     executor = ray.get_actor("stemcell-executor-0", namespace=namespace)
     arrays = [[decode_image(j, "image/jpeg") for j in cam] for cam in jpegs]
     n = len(jpegs[0])
@@ -205,8 +210,8 @@ async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], roun
             "direct_single": lambda c, i: direct(c, i, 1),
             "http": single, "http_batch": batch, "echo": echo,
         }
-        windows: dict[str, list[dict]] = {name: [] for name in modes}
-        names = list(modes)
+        windows: dict[str, list[dict]] = {name: [] for name in modes if only is None or name in only}
+        names = [name for name in modes if only is None or name in only]
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 w = await _closed_loop(modes[name], warmup_s, measure_s)
@@ -239,6 +244,39 @@ def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[st
         apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
         tokens = [admin.add_camera(f"bench-{c}", apps, fps=30)["token"] for c in range(CAMERAS)]
     return url, tokens
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_behind_haproxy(package: Path, root: Path, jpegs: list[list[bytes]], rounds: int, warmup_s: float,
+                           measure_s: float, coalesce_ms: float) -> dict[str, float]:
+    """(e): single frames and the echo behind Serve's HAProxy ingress, on a fresh local Ray whose processes
+    all inherit the flag (as `stemcell serve` with `http.ingress: haproxy` starts one)."""
+    env = {**HttpSection(ingress="haproxy").serve_env(),  # HAProxy's stats and metrics ports: free ones, not
+           "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),  # 8404/9101 (another Serve on a shared box)
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        url, tokens = _deploy(root, package, coalesce_ms)
+        results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench",
+                                         only=("http", "echo")))
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"fps_http_haproxy": results["http"]["fps"], "rps_echo_haproxy": results["echo"]["rps"],
+            "p99_ms_http_haproxy": results["http"]["p99_ms"],
+            "ratio_http_haproxy_to_echo_haproxy": results["http"]["rps"] / results["echo"]["rps"]}
 
 
 def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
@@ -282,6 +320,7 @@ def main() -> None:
             results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench"))
         finally:
             ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
+        haproxy = measure_behind_haproxy(package, root / "haproxy", jpegs, rounds, warmup_s, measure_s, args.coalesce_ms)
 
     summary = {
         "fps_direct": results["direct"]["fps"],
@@ -298,6 +337,7 @@ def main() -> None:
         "cpu_ratio_http_batch_to_direct": results["direct"]["cpu_ms_total"] / results["http_batch"]["cpu_ms_total"],
         "cameras": CAMERAS, "batch": BATCH, "rounds": rounds, "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
         "jpeg_bytes_mean": float(np.mean([len(j) for c in jpegs for j in c])),
+        **haproxy,
     }
     rows = [{"mode": name, "frames_per_request": BATCH if name in ("direct", "http_batch") else 1, **r}
             for name, r in results.items()]
@@ -308,6 +348,8 @@ def main() -> None:
           f"{summary['cpu_ratio_http_to_echo']:.2f}); http_batch / direct = {summary['ratio_http_batch_to_direct']:.2f} "
           f"(goal >= 0.7; by CPU time {summary['cpu_ratio_http_batch_to_direct']:.2f}); "
           f"p99 http = {summary['p99_ms_http']:.1f} ms")
+    print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} req/s, "
+          f"http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
     out = save_results({**summary, "rows": rows}, args.out, rows=rows)
     _plot(results, summary, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
