@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stemcell.config import _Strict, load_config
+from stemcell.cores import core_defaults, node_cpus
 from stemcell.learning.teachers.config import TeacherConfig, resolve_paths
 from stemcell.scheduling.registry import get_scheduler, get_slicing
 
@@ -49,14 +50,28 @@ class AutoscalingSection(_Strict):
         return self
 
 
+def _ingress_replicas() -> int:
+    return core_defaults(node_cpus()).ingress_replicas
+
+
+def _executor_cpus(data: dict[str, Any]) -> float:
+    return core_defaults(node_cpus(), data.get("count", 1)).executor_cpus
+
+
 class IngressSection(_Strict):
-    num_replicas: int = Field(1, ge=1, le=64)  # FastAPI replicas (HTTP decoding scales with these)
+    # FastAPI replicas (HTTP decoding scales with these); auto (the default): from the node's cores (stemcell.cores)
+    num_replicas: int = Field(default_factory=_ingress_replicas, ge=1, le=64)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
     autoscaling: AutoscalingSection | None = None  # set: Serve scales replicas within it (num_replicas ignored)
+
+    @field_validator("num_replicas", mode="before")
+    @classmethod
+    def _auto_replicas(cls, value: Any) -> Any:
+        return _ingress_replicas() if value == "auto" else value
 
     def replica_options(self) -> dict[str, Any]:
         """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""
@@ -68,7 +83,8 @@ class IngressSection(_Strict):
 class ExecutorSection(_Strict):
     count: int = Field(1, ge=1, le=64)  # StemExecutor actors; cameras are spread over them by id
     num_gpus: float = Field(0.25, ge=0, le=8)  # GPU share of each executor (logical on CPU nodes)
-    num_cpus: float = Field(1.0, ge=0)
+    # Ray CPUs of each executor = its torch threads; auto (the default): from the node's cores (stemcell.cores)
+    num_cpus: float = Field(default_factory=_executor_cpus, ge=0)
     detached: bool = False  # detached executors outlive the Serve app (and must be killed by hand)
     namespace: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name_prefix: str = Field("stemcell-executor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -89,6 +105,11 @@ class ExecutorSection(_Strict):
     backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
     gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+
+    @field_validator("num_cpus", mode="before")
+    @classmethod
+    def _auto_cpus(cls, value: Any, info: ValidationInfo) -> Any:
+        return _executor_cpus(info.data) if value == "auto" else value
 
     def device_options(self) -> dict[str, Any]:
         """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
