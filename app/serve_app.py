@@ -352,12 +352,10 @@ def build_app(args: dict[str, str]) -> serve.Application:
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
     derived = derive_limits(config.limits.max_queued_frames, config.executors.count, config.executors.max_batch)
-    env = config.http.serve_env()  # replicas behind HAProxy drain differently: they read the flag too
-    ingress_env = {"runtime_env": {"env_vars": env}} if env else {}
     return StemcellIngress.options(
         **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
         max_queued_requests=derived.max_queued_requests,
-        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels), **ingress_env},
+        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 

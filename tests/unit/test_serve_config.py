@@ -54,6 +54,7 @@ def test_relative_paths_follow_base_dir_wherever_the_process_runs(tmp_path: Path
         ("executors: {node_labels: {stemcell-role: [gpu]}}", "executors.node_labels"),
         ("ingress: {node_labels: gpu}", "ingress.node_labels"),
         ("http: {port: 0}", "http.port"),
+        ("http: {ingress: nginx}", "http.ingress"),
         ("limits: {max_image_bytes: 10}", "limits.max_image_bytes"),
         ("executor: {count: 2}", "executor"),
         ("ingress: {autoscaling: {min_replicas: 3, max_replicas: 2}}", "ingress.autoscaling"),
