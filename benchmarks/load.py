@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -38,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks.harness` importable
 
 from benchmarks.harness import Deployment, deploy, jpeg_frames, worker_log_lines, write_serve_config  # noqa: E402
+from benchmarks.ports import haproxy_env  # noqa: E402
 
 BATCH = 8
 MAX_QUEUED_FRAMES = 64  # limits.max_queued_frames of the served app (per executor per replica)
@@ -285,6 +287,8 @@ def main() -> None:
     parser.add_argument("--burst-s", type=float, help="back-pressure phase length (default 3 quick, 10 full)")
     parser.add_argument("--clients", type=int, default=500, help="crowd phase: clients posting single frames")
     parser.add_argument("--clients-s", type=float, help="crowd phase length (default 5 quick, 15 full)")
+    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy",
+                        help="Serve's Python proxy or its HAProxy ingress (http.ingress) in front of the app")
     parser.add_argument("--leave-every", type=int, default=20, help="crowd: one request in this many is abandoned "
                         "after 50 ms (0: none)")
     args = parser.parse_args()
@@ -303,6 +307,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stemcell-load-") as tmp:
         root = Path(tmp)
         tiny_package(root / "pkg", branchpoints=(0, 6), apps=("car",))
+        if args.ingress == "haproxy":
+            os.environ.update(haproxy_env())  # inherited by every process of the local Ray started next
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
             dep = deploy(write_serve_config(
@@ -325,7 +331,7 @@ def main() -> None:
     b, c = (next(r for r in rows if r["phase"] == phase) for phase in ("burst", "crowd"))
     held = max((r["cameras"] for r in ramp_rows if r["within_slo"]), default=0)
     summary = {
-        "slo_ms": args.slo_ms, "fps_per_camera": args.fps, "max_cameras_held": held,
+        "ingress": args.ingress, "slo_ms": args.slo_ms, "fps_per_camera": args.fps, "max_cameras_held": held,
         "ramp_stopped_by": ("slo" if ramp_rows and not ramp_rows[-1]["within_slo"] else "bound"),
         "backpressure_503": b["status_503"], "backpressure_retry_after_on_all_503": b["retry_after_on_503"] == b["status_503"],
         "backpressure_other_errors": b["other_errors"], "executor_queue_max_frames": b["executor_queue_max_frames"],

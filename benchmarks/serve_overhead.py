@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +43,7 @@ from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.imaging import decode_image, encode_jpeg
 from stemcell.models import build_base
-from stemcell.serve_config import ExecutorSection, HttpSection
+from stemcell.serve_config import ExecutorSection
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
@@ -246,19 +245,13 @@ def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[st
     return url, tokens
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure_behind_haproxy(package: Path, root: Path, jpegs: list[list[bytes]], rounds: int, warmup_s: float,
                            measure_s: float, coalesce_ms: float) -> dict[str, float]:
     """(e): single frames and the echo behind Serve's HAProxy ingress, on a fresh local Ray whose processes
     all inherit the flag (as `stemcell serve` with `http.ingress: haproxy` starts one)."""
-    env = {**HttpSection(ingress="haproxy").serve_env(),  # HAProxy's stats and metrics ports: free ones, not
-           "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),  # 8404/9101 (another Serve on a shared box)
-           "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+    from ports import haproxy_env  # benchmarks/ is on sys.path when run as a script
+
+    env = haproxy_env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
