@@ -2,13 +2,16 @@
 
 One reader thread per camera decodes with OpenCV's FFmpeg backend (`cv2.CAP_FFMPEG`) into a
 newest-frame slot (`stemcell.ingest.NewestFrameSlot`); one pump thread takes each camera's newest
-frame at its analysis rate, turns it into model input with the frame path's one function
-(`stemcell.models.inputs.to_input`) and sends the frames of all due cameras to their executors in
-one `infer_many` call per executor: no HTTP, no JPEG round trip. A failed open or read is never an
+frame at its analysis rate and sends the frames of all due cameras to their executors in one
+`infer_many` call per executor: no HTTP, no JPEG round trip. Only frames taken are resized, straight
+from the decoded BGR frame to model size with the resize training uses
+(`stemcell.data.dataset.resize_square`, area-averaged, in OpenCV without the GIL), then made model
+input in one `to_input` call per batch: the full-size frame is never converted to float (that
+conversion cost more than the H.264 decoding of a 720p frame). A failed open or read is never an
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
-which picks the reconnect delay and the state the fleet list shows. Events in the results (starts and
-ends, snapshots, webhooks) are found here through `actors.event_hub.EventHub`, as the ingress does
-for pushed frames.
+which picks the reconnect delay and the state the fleet list shows. Results go to the one event hub
+in batches (`actors.event_hub.EventForwarder`), as the ingress's do for pushed frames, so every
+camera's events are tracked and delivered in one place.
 
 Restarts (`max_restarts=-1`) re-run the constructor, which re-attaches every camera the StateStore
 assigns to this actor's name (the camera's stored config keeps its `source` and `ingest_actor`).
@@ -30,9 +33,11 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from actors.event_hub import EventHub
+from actors.event_hub import EventForwarder
+from actors.ingest_metrics import REPORT_EVERY_S, IngestMetrics
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
+from stemcell.control.placement import camera_slot
 from stemcell.control.roles import executor_role
 from stemcell.ingest import (
     Backoff,
@@ -42,6 +47,7 @@ from stemcell.ingest import (
     Source,
     check_source,
 )
+from stemcell.data.dataset import resize_square
 from stemcell.models.inputs import to_input
 from stemcell.package.store import load_package
 from stemcell.scheduling.shares import placement_index
@@ -140,12 +146,12 @@ class CameraIngestShell:
         self._store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         self._lock = threading.Lock()
         self._readers: dict[str, _Reader] = {}
+        self._slots: dict[str, int] = {}  # camera -> executor slot the store placed it on (from its config)
         self._executors: dict[int, ActorHandle] = {}
         self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
         self._sending: set[int] = set()  # executor slots with a call in flight
-        # Events of pulled cameras are found here, where their results arrive (`actors.event_hub`).
-        self._events = EventHub(self.config.events, self.config.webhooks, self._store)
-        self._webhooks_read_at = 0.0
+        self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
+        self._events.follow_in_thread()
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -153,6 +159,7 @@ class CameraIngestShell:
                 restored += 1
         log.info("%s: re-attached %d camera(s) from the StateStore", self._name, restored)
         threading.Thread(target=self._pump, daemon=True, name="ingest-pump").start()
+        threading.Thread(target=self._report, daemon=True, name="ingest-metrics").start()
 
     # ------------------------------------------------------------------ control
     def attach(self, camera_id: str, config: Mapping[str, Any]) -> bool:
@@ -167,6 +174,7 @@ class CameraIngestShell:
         fps = float(source.fps or config["fps"])
         enabled = bool(config.get("enabled", True))
         with self._lock:
+            self._slots[camera_id] = camera_slot(camera_id, config, self.config.executors.count)  # the store's placement
             old = self._readers.get(camera_id)
             if old is not None and old.source == source and old.health.state != "stopped" and enabled:
                 old.fps = fps
@@ -180,6 +188,7 @@ class CameraIngestShell:
     def detach(self, camera_id: str) -> bool:
         with self._lock:
             reader = self._readers.pop(camera_id, None)
+            self._slots.pop(camera_id, None)
         if reader is not None:
             reader.stop()
             self._events.close_camera(camera_id)
@@ -193,6 +202,16 @@ class CameraIngestShell:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def _report(self) -> None:
+        """Forever: the cameras' health to Prometheus (`actors.ingest_metrics`) every few seconds."""
+        metrics = IngestMetrics()
+        while True:
+            time.sleep(REPORT_EVERY_S)
+            try:
+                metrics.report(self.fleet())
+            except Exception:  # a metrics hiccup must not end the reports (logged with its traceback)
+                log.exception("ingest metrics not reported")
 
     # ------------------------------------------------------------------ frames
     def _pump(self) -> None:
@@ -213,15 +232,12 @@ class CameraIngestShell:
         their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
         backlog here. Returns whether anything was sent."""
         now = time.monotonic()
-        if now - self._webhooks_read_at >= self.config.webhooks.refresh_s:  # others may add or remove one
-            self._webhooks_read_at = now
-            self._events.apply_webhooks(ray.get(self._store.list_webhooks.remote(), timeout=5.0))
         with self._lock:
             readers = list(self._readers.values())
             busy = set(self._sending)
         due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
         for r in readers:
-            index = placement_index(r.camera_id, self.config.executors.count)
+            index = self._slots.get(r.camera_id, placement_index(r.camera_id, self.config.executors.count))
             if now < r.next_due or index in busy:
                 continue
             taken = r.slot.take()
@@ -244,8 +260,11 @@ class CameraIngestShell:
 
     def _deliver(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:
         try:
-            items = [(r.camera_id, to_input(np.ascontiguousarray(f[..., ::-1]), self._size, mean=self._norm.mean,
-                                            std=self._norm.std), [ts]) for r, f, ts in frames]
+            small = np.stack([resize_square(f, self._size) for _, f, _ in frames])  # BGR at model size
+            inputs = to_input(np.ascontiguousarray(small[..., ::-1]), self._size, mean=self._norm.mean,
+                              std=self._norm.std)
+            # one tensor of its own per camera (a slice would pickle the whole batch's storage)
+            items = [(r.camera_id, inputs[i:i + 1].clone(), [ts]) for i, (r, _, ts) in enumerate(frames)]
             results = ray.get(self._executor(index).infer_many.remote(items))
         except (RayActorError, Moved) as exc:
             log.warning("executor slot %d unavailable (%s); following the routes", index, type(exc).__name__)

@@ -1,13 +1,17 @@
-"""Events in a process that produces results: track, persist, snapshot, deliver (over `stemcell.events`).
+"""The one event hub: every camera's events tracked in one place (over `stemcell.events`).
 
-`EventHub.on_results` is the one hook: the ingress calls it after each push request's inference, and a
-pull ingest actor calls the same method after each batch it analysed (it lives in `actors/` so both
-may import it; it is synchronous and thread-safe, so a threaded actor needs no event loop). The
-webhook list comes from the StateStore: the ingress follows it with `follow_webhooks()` (a task on its
-event loop), a threaded caller passes `apply_webhooks(ray.get(store.list_webhooks.remote()))` now and
-then. It never waits on the store or on a webhook receiver: store writes are sent without awaiting their answer (Ray runs them in order per
-caller, and `StateStore.put_event` is an idempotent upsert), webhook deliveries only enter a bounded
-queue. So events cost inference no more than a dictionary update per result.
+Producers of results (each ingress replica after a push request, each CameraIngest actor after a
+batch) hold an `EventForwarder`: `on_results` only appends compact records to a buffer (no Ray call,
+no encoding on the request's path), and a background loop sends the buffer to the hub every
+`events.forward_interval_s` (one call per producer per interval, whatever the frame rate). The hub
+(`EventHubActor`: one named, detached actor per namespace) puts each camera's records back in frame
+order (`stemcell.events.forward.Reorderer`), tracks starts and ends, saves snapshots, writes the store
+(not awaited: Ray runs one caller's calls in order and `StateStore.put_event` is an idempotent upsert)
+and delivers webhooks from bounded queues, so its webhook counters are the whole cluster's. It also
+caps the `events` table (`events.max_rows`, `events.max_age_s`).
+
+A restarted hub has lost its open events: they stay open in the store (their end is never seen) until
+the table's age cap removes them; events that start after the restart are tracked as before.
 """
 from __future__ import annotations
 
@@ -15,73 +19,109 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import ray
 from ray.actor import ActorHandle
 from ray.util.metrics import Counter
 
-from stemcell.events import EventChange, EventTracker, SnapshotStore, WebhookDispatcher, WebhookSpec
-from stemcell.events.webhooks import DeliveryPolicy
+from stemcell.events import EventChange, EventTracker, SnapshotStore, WebhookDispatcher
+from stemcell.events.forward import Observed, Reorderer, ResultBatcher
+from stemcell.events.webhooks import DeliveryPolicy, DeliveryStats
 from stemcell.imaging import encode_jpeg
-from stemcell.serve_config import EventsSection, WebhooksSection
+from stemcell.serve_config import ServeConfig, WebhooksSection
 
 log = logging.getLogger(__name__)
+_TICK_S = 0.02  # how often the hub releases held records (well under events.reorder_s)
+_PRUNE_EVERY_S = 60.0  # how often the events table is capped
 
 
 def delivery_policy(section: WebhooksSection) -> DeliveryPolicy:
     return DeliveryPolicy(queue_size=section.queue_size, max_attempts=section.max_attempts,
-                          backoff_s=section.backoff_s, backoff_max_s=section.backoff_max_s, timeout_s=section.timeout_s)
+                          backoff_s=section.backoff_s, backoff_max_s=section.backoff_max_s, timeout_s=section.timeout_s,
+                          allow_private=section.allow_private)
 
 
-class EventHub:
-    """One per result-producing process; holds the tracker, the snapshot folder and the webhook senders."""
+def event_hub_name(config: ServeConfig) -> str:
+    return f"{config.app_name}-events"
 
-    def __init__(self, events: EventsSection, webhooks: WebhooksSection, store: ActorHandle) -> None:
-        self.events, self.webhooks_config, self.store = events, webhooks, store
+
+class EventHubShell:
+    """The actor class; `EventHubActor` is its Ray actor (see `start_event_hub`)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from actors.state_store import get_or_create_state_store
+
+        cfg = ServeConfig.model_validate(config)
+        self.events, self.webhooks_config = cfg.events, cfg.webhooks
+        self.store = get_or_create_state_store(str(cfg.state_path), namespace=cfg.executors.namespace)
         self.tracker = EventTracker()
-        self.snapshots = (SnapshotStore(events.snapshot_dir, events.snapshot_max_bytes, events.snapshot_max_age_s)
-                          if events.snapshot_dir is not None else None)
-        self.dispatcher = WebhookDispatcher(delivery_policy(webhooks))
-        self._lock = threading.Lock()  # one tracker, possibly fed by several threads
+        self.snapshots = (SnapshotStore(cfg.events.snapshot_dir, cfg.events.snapshot_max_bytes,
+                                        cfg.events.snapshot_max_age_s) if cfg.events.snapshot_dir is not None else None)
+        self.dispatcher = WebhookDispatcher(delivery_policy(cfg.webhooks))
+        self.reorder = Reorderer(cfg.events.reorder_s)
+        self._lock = threading.Lock()  # the tracker and the dispatcher: actor calls and the release thread
         self._events_total = Counter("stemcell_events_total", "Event starts and ends found in served results.",
                                      tag_keys=("camera", "app", "kind"))
+        self.refresh_webhooks()
+        threading.Thread(target=self._run, daemon=True, name="event-hub").start()
 
-    def apply_webhooks(self, specs: list[WebhookSpec]) -> None:
-        """Deliver to exactly these webhooks from now on (as the StateStore lists them)."""
+    # ------------------------------------------------------------------ calls
+    def observe(self, items: list[Observed]) -> int:
+        """A producer's batch: held, then tracked in order by the release thread."""
+        with self._lock:
+            self.reorder.add(items, time.monotonic())
+        return len(items)
+
+    def refresh_webhooks(self) -> int:
+        """Deliver to exactly the webhooks the StateStore lists now; returns how many."""
+        specs = ray.get(self.store.list_webhooks.remote(), timeout=10.0)
         with self._lock:
             self.dispatcher.sync(specs)
+        return len(specs)
 
-    async def refresh_webhooks(self) -> None:
-        self.apply_webhooks(await self.store.list_webhooks.remote())
+    def webhook_stats(self) -> Mapping[str, DeliveryStats]:
+        """Delivery counters per webhook id (every camera's events are delivered here)."""
+        with self._lock:
+            return {webhook_id: self.dispatcher.stats(webhook_id) for webhook_id in self.dispatcher.webhook_ids()}
 
-    async def follow_webhooks(self) -> None:
-        """Re-read the webhook list every `webhooks.refresh_s` (another replica may add or remove one)."""
+    def hub_stats(self) -> Mapping[str, int]:
+        """Open events, records held for ordering, records dropped as too late (tests, operators)."""
+        with self._lock:
+            return {"open_events": len(self.tracker.open_events()), "held": self.reorder.held(), "late": self.reorder.late}
+
+    # ------------------------------------------------------------------ the release thread
+    def _run(self) -> None:
+        refreshed = pruned = time.monotonic()
         while True:
+            time.sleep(_TICK_S)
+            now = time.monotonic()
             try:
-                await self.refresh_webhooks()
-            except Exception as exc:  # noqa: BLE001 - a restarting store: keep the last list, try again
-                log.warning("webhook list not refreshed: %r", exc)
-            await asyncio.sleep(self.webhooks_config.refresh_s)
+                self._release(now)
+                if now - refreshed >= self.webhooks_config.refresh_s:  # another replica may add or remove one
+                    refreshed = now
+                    self.refresh_webhooks()
+                if now - pruned >= _PRUNE_EVERY_S:
+                    pruned = now
+                    self.store.prune_events.remote(self.events.max_rows, self.events.max_age_s)
+            except Exception:  # the hub must outlive any one bad round (a restarting store; logged)
+                log.exception("event hub round failed")
 
-    def on_results(self, camera_id: str, frames: Sequence[np.ndarray], results: Sequence[dict[str, Any]]) -> list[EventChange]:
-        """Track events in one camera's answered frames (in order); persist and deliver starts and ends."""
-        if not self.events.enabled:
-            return []
+    def _release(self, now: float) -> None:
         with self._lock:
-            changes = self.tracker.observe(camera_id, results, self._snapshotter(frames))
+            changes: list[EventChange] = []
+            for item in self.reorder.ready(now):
+                if item.results is None:
+                    changes += self.tracker.close_camera(item.camera_id, item.frame_ts)
+                else:
+                    changes += self.tracker.observe(item.camera_id, [item.as_frame()], self._snapshotter(item.frame))
             self._emit(changes)
-        return changes
-
-    def close_camera(self, camera_id: str) -> None:
-        """A camera was removed (or went offline): its open events end now."""
-        with self._lock:
-            self._emit(self.tracker.close_camera(camera_id, time.time()))
 
     def _emit(self, changes: list[EventChange]) -> None:
         for change in changes:
-            self.store.put_event.remote(change.event)  # not awaited: inference does not wait on the store
+            self.store.put_event.remote(change.event)  # not awaited: see the module docstring
             self._events_total.inc(1, tags={"camera": change.event.camera_id, "app": change.event.app,
                                             "kind": change.kind})
             log.info("event %s %s: camera %s app %s", change.kind, change.event.event_id, change.event.camera_id,
@@ -89,18 +129,82 @@ class EventHub:
         if changes:
             self.dispatcher.publish(changes)
 
-    def _snapshotter(self, frames: Sequence[np.ndarray]):  # noqa: ANN202 - the tracker's snapshot callback
+    def _snapshotter(self, jpeg: bytes | None):  # noqa: ANN202 - the tracker's snapshot callback
         snapshots = self.snapshots
-        if snapshots is None:
+        if snapshots is None or jpeg is None:
             return None
 
-        def save(event_id: str, index: int) -> str | None:
+        def save(event_id: str, _index: int) -> str | None:
             try:
-                return snapshots.save(event_id, encode_jpeg(frames[index], quality=85))
+                return snapshots.save(event_id, jpeg)
             except (OSError, ValueError) as exc:  # a full disk loses the picture, never the event
                 log.warning("snapshot of event %s not kept: %s", event_id, exc)
                 return None
         return save
 
-    def close(self) -> None:
-        self.dispatcher.close()
+
+EventHubActor = ray.remote(EventHubShell)
+
+
+def start_event_hub(config: ServeConfig) -> ActorHandle:
+    """Find or create the hub (detached: it outlives the replica or ingest actor that made it)."""
+    return EventHubActor.options(
+        name=event_hub_name(config), namespace=config.executors.namespace, get_if_exists=True,
+        lifetime="detached", num_cpus=0, max_restarts=-1, max_task_retries=-1,
+    ).remote(config.model_dump(mode="json"))
+
+
+class EventForwarder:
+    """A producer's side: buffer results (cheap, thread-safe), send them to the hub in batches."""
+
+    def __init__(self, config: ServeConfig, hub: ActorHandle | None = None) -> None:
+        self.enabled = config.events.enabled
+        self.interval_s = config.events.forward_interval_s
+        self.batcher = ResultBatcher(keep_frames=config.events.snapshot_dir is not None)
+        self.hub = hub if hub is not None else start_event_hub(config)
+
+    def on_results(self, camera_id: str, frames: Sequence[np.ndarray], results: Sequence[dict[str, Any]]) -> None:
+        """One camera's answered frames (in order); a dictionary copy per frame, nothing more."""
+        if self.enabled:
+            self.batcher.add(camera_id, frames, results)
+
+    def close_camera(self, camera_id: str) -> None:
+        """A camera was removed (or stopped): its open events end."""
+        if self.enabled:
+            self.batcher.close(camera_id, time.time())
+
+    def send(self) -> ray.ObjectRef | None:
+        """Send what is buffered (frames at candidate starts as JPEG); None when nothing was."""
+        items = [item if item.frame is None else Observed(item.camera_id, item.frame_ts, item.results,
+                                                          encode_jpeg(item.frame, quality=85))
+                 for item in self.batcher.drain()]
+        return self.hub.observe.remote(items) if items else None
+
+    async def follow(self) -> None:
+        """Forever (a task on the ingress's event loop): send every `interval_s`, off the request path."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                ref = await asyncio.to_thread(self.send)
+                if ref is not None:
+                    await ref
+            except Exception as exc:  # noqa: BLE001 - a restarting hub: that batch is lost, the next one goes
+                log.warning("event batch not delivered to the hub: %r", exc)
+
+    def follow_in_thread(self) -> threading.Thread:
+        """The same loop on a daemon thread (for a threaded actor without an event loop)."""
+        def run() -> None:
+            while True:
+                time.sleep(self.interval_s)
+                try:
+                    ref = self.send()
+                    if ref is not None:
+                        ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - as in `follow`
+                    log.warning("event batch not delivered to the hub: %r", exc)
+        thread = threading.Thread(target=run, daemon=True, name="event-forward")
+        thread.start()
+        return thread
+
+
+__all__ = ["EventForwarder", "EventHubActor", "EventHubShell", "delivery_policy", "event_hub_name", "start_event_hub"]

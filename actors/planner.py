@@ -3,7 +3,9 @@
 A thin shell (STYLE.md): it gathers what the StemExecutors measured (per-segment latency; memory
 held, which floors their shares since a share is also a memory cap), what the RetrainWorkers report
 (per-micro-window accuracy gains) and the TeacherLabeler's fixed share, builds the frozen
-`PlannerContext` with the pure `stemcell.control.planning`, calls `stemcell.scheduling.plan_round`,
+`PlannerContext` with the pure `stemcell.control.planning` (one problem per camera class), calls
+`stemcell.scheduling.plan_round` in two levels (`stemcell.control.two_level`: the GPU split across
+executors by demand, then Mainstream per executor over a schedule cache) in a worker thread,
 splits the decision into one share per role (`stemcell.scheduling.shares`) and hands the changes to
 `actors.reallocator.Reallocator`. Settings: serve.yaml's `planner` section.
 
@@ -33,17 +35,19 @@ from ray.actor import ActorHandle
 from actors.gpu_share import actor_options, label_options
 from actors.planner_metrics import PlannerMetrics
 from actors.reallocator import Reallocator, SwitchReport
-from actors.camera_push import push_camera_change
+from actors.camera_push import push_camera_changes
 from actors.routed_executor import start_executor
 from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
+from stemcell.control.placement import camera_slot
 from stemcell.control.reallocation import Op, RoleState, Step
+from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
-from stemcell.scheduling.planner import PlanDecision, PlannerContext, plan_round
+from stemcell.scheduling.planner import PlanDecision, PlannerContext
 from stemcell.scheduling.shares import ShareContext, placement_index
 from stemcell.serve_config import PlannerSection, ServeConfig
 from stemcell.state import PLANNER
@@ -62,6 +66,8 @@ class Planner:
         self.store = get_or_create_state_store(str(self.config.state_path), namespace=ex.namespace)
         self._gpus = ray.cluster_resources().get("GPU", 0) > 0
         self._lock = asyncio.Lock()
+        self.two_level = TwoLevelPlanner(s.scheduler)  # its schedule cache lives as long as this Planner
+        self._slots: dict[str, int] = {}  # camera -> executor slot, as last read from the store
         self.realloc = Reallocator(namespace=ex.namespace, executor_factory=self._new_executor,
                                    worker_factory=self._new_worker, cameras_for=self._cameras_for,
                                    publish=self._publish, grace_s=s.grace_s, warm_timeout_s=s.warm_timeout_s,
@@ -72,6 +78,8 @@ class Planner:
         self.roles: dict[str, RoleState] = defaults | restored
         self.workers: dict[str, dict[str, Any]] = dict(saved.get("workers", {}))  # role -> constructor kwargs (JSON)
         self.decision: dict[str, Any] = dict(saved.get("decision", {}))
+        if self.decision and "cameras" not in self.decision:  # stored one row per camera, beside the section
+            self.decision["cameras"] = dict(await self.store.decision_cameras.remote())
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
         self.teacher: TeacherStats | None = None  # the TeacherLabeler's last stats (its share is fixed)
         orphans = self.realloc.kill_orphans(self.roles)
@@ -101,12 +109,15 @@ class Planner:
         return worker.options(**opts).remote(**self.workers[step.role], share=step.share, resume_from=resume_from)
 
     # ------------------------------------------------------------------ durable state
-    def _section(self) -> dict[str, Any]:  # the plan's `planner` section (routes: what `StateStore.routes` reads)
+    def _section(self, *, cameras: bool = True) -> dict[str, Any]:
+        """The plan's `planner` section (routes: what `StateStore.routes` reads); as stored, without the
+        decision's per-camera part (`cameras=False`: rows of their own, so a save is O(executors))."""
+        decision = self.decision if cameras else {k: v for k, v in self.decision.items() if k != "cameras"}
         return {"roles": {r: asdict(st) for r, st in self.roles.items()}, "workers": self.workers,
-                "routes": {r: st.actor for r, st in self.roles.items()}, "decision": self.decision}
+                "routes": {r: st.actor for r, st in self.roles.items()}, "decision": decision}
 
     async def _persist(self) -> None:
-        await self.store.save_plan_section.remote(PLANNER, self._section())
+        await self.store.save_plan_section.remote(PLANNER, self._section(cameras=False))
 
     async def _publish(self, roles: Mapping[str, RoleState]) -> None:
         self.roles = dict(roles)
@@ -114,11 +125,18 @@ class Planner:
 
     # ------------------------------------------------------------------ inputs
     async def _cameras(self) -> list[CameraSpec]:
-        return [CameraSpec.from_config(c.camera_id, c.config) for c in await self.store.list_cameras.remote()]
+        """The stored cameras; also notes each one's executor slot (where the store placed it)."""
+        records, n = await self.store.list_cameras.remote(), self.config.executors.count
+        self._slots = {c.camera_id: camera_slot(c.camera_id, c.config, n) for c in records}
+        return [CameraSpec.from_config(c.camera_id, c.config) for c in records]
+
+    def _camera_role(self, camera_id: str) -> str:
+        """The executor role hosting a camera (its stored slot, else its rendezvous hash)."""
+        slot = self._slots.get(camera_id)
+        return self.role(slot if slot is not None else placement_index(camera_id, self.config.executors.count))
 
     async def _cameras_for(self, role: str) -> list[CameraSpec]:
-        n = self.config.executors.count
-        return [c for c in await self._cameras() if self.role(placement_index(c.camera_id, n)) == role]
+        return [c for c in await self._cameras() if self._camera_role(c.camera_id) == role]
 
     async def _ask(self, name: str, method: str) -> Any:
         """`actor.method()` within the stats timeout; None when it is gone or fails (logged)."""
@@ -160,14 +178,12 @@ class Planner:
         self.teacher = await self._teacher()
         total = planning.plannable(self._capacity(), headroom=s.headroom, teacher_share=self._teacher_share(),
                                    floor=s.floor)
-        rows = planning.latency_rows(stats)
-        ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()),
-                             cameras=tuple(planning.camera_demand(self.manifest, c, rows, correlation=s.correlation)
-                                           for c in cameras),
+        demands = camera_demands(self.manifest, cameras, planning.latency_rows(stats), correlation=s.correlation)
+        ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()), cameras=demands,
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
-        return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors)
+        return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors, tuple(cameras))
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -185,7 +201,9 @@ class Planner:
             if inputs is None:
                 return self._view()
             ctx, job_roles, floors = inputs.context, inputs.job_roles, inputs.memory_floors
-            decision = plan_round(ctx)
+            roles = {c.camera_id: self._camera_role(c.camera_id) for c in inputs.cameras}
+            # two levels (global split by executor demand, per-executor cached Mainstream), off the event loop
+            decision = await asyncio.to_thread(self.two_level.plan, ctx, inputs.cameras, roles)
             self.rounds += 1
             self.last_decision_ms = decision.decision_ms
             self.metrics.decision_ms.observe(decision.decision_ms)
@@ -193,8 +211,9 @@ class Planner:
                      self.rounds, decision.decision_ms, decision.inference_share, decision.retrain_share,
                      decision.objective)
             self.decision = planning.decision_view(decision)
-            s, count = self.settings, self.config.executors.count
-            split = ShareContext(decision, {c: self.role(placement_index(c, count)) for c in decision.schedules},
+            await self.store.put_decision_cameras.remote(self.decision["cameras"])  # changed rows only
+            s = self.settings
+            split = ShareContext(decision, roles,
                                  tuple(self._kind(EXECUTOR)), job_roles, quantum=s.quantum, floor=s.floor,
                                  memory_floors=floors)
             down = self._stranded()
@@ -243,10 +262,12 @@ class Planner:
         """Push the round's per-app choices to the cameras that run something else (fresh configs:
         an admin change since the round was planned is compared against, not overwritten)."""
         current = {c.camera_id: c for c in await self._cameras()}
+        changes = plan_changes(current, decision.schedules)
+        actors = [self.roles[self._camera_role(c.camera_id)].actor for c in changes]
+        outcomes = await push_camera_changes(self.store, [(a, self.realloc.handle(a)) for a in actors],
+                                             self.manifest, changes)
         self.last_camera_changes = []
-        for change in plan_changes(current, decision.schedules):
-            actor = self.roles[self.role(placement_index(change.camera_id, self.config.executors.count))].actor
-            outcome = await push_camera_change(self.store, self.realloc.handle(actor), actor, self.manifest, change)
+        for change, outcome in zip(changes, outcomes):
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
             self.last_camera_changes.append({**change.as_dict(), "outcome": outcome})
 

@@ -16,9 +16,13 @@ from stemcell.state import StateStore
 
 ACTOR_NAME = "stemcell-state"
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's built-in marker resource of the head node
+MAX_CONCURRENCY = 1024  # threads (idle ones cost only memory): one long-poll per ingress replica, plus ordinary calls
 
 StateStoreActor = ray.remote(
     num_cpus=0,  # I/O-bound bookkeeping: must not take a CPU slot from models
+    # Threaded: each ingress replica holds one `control_changes` long-poll open (it waits without the
+    # store's lock); the other calls still run one at a time under that lock. Bounds the replicas.
+    max_concurrency=MAX_CONCURRENCY,
     max_restarts=-1,
     max_task_retries=-1,
     resources={HEAD_NODE_RESOURCE: 0.001},

@@ -29,6 +29,7 @@ from stemcell.accel.decode import FrameDecoder
 from stemcell.accel.precision import Backend, Precision
 from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
 from stemcell.control.errors import UnknownCamera
+from stemcell.imaging import resize_frames
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
@@ -115,6 +116,10 @@ class StemExecutorShell:
                     ) -> list[FrameResult]:
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
+        size = self._runtime.input_size
+        if isinstance(frames, np.ndarray) and frames.shape[-3:-1] != (size, size):
+            # the direct API takes any size; the inference thread only ever sees model-size frames
+            frames = await self._on(self._decode_pool, resize_frames, frames, size)
         request = InferRequest(camera_id, frames, timestamps)
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -1,23 +1,24 @@
-"""Bearer-token checks for the HTTP layer.
+"""Bearer-token checks for the HTTP layer, in the replica.
 
-Camera tokens are stored as slow salted hashes (scrypt, ~90 ms per check, see
-`stemcell.state.tokens`): right for a leaked database, wrong for every frame.  So a replica
-remembers, per camera, a fast digest of the token that last verified and accepts it for
-`ttl_s`; a rotated or revoked token stops working on this replica at once (the admin route calls
-`forget`) and on other replicas within `ttl_s`.  Wrong tokens are remembered briefly too, so a
-misconfigured camera retrying in a loop does not turn each retry into a scrypt run.
-All comparisons are `hmac.compare_digest` on digests: constant time, whatever the input length.
+Camera tokens are stored as a keyed HMAC (`stemcell.state.tokens`); each replica holds the key and
+every camera's MAC, pushed by the store (`stemcell.state.control`), so a check never waits on the
+store, and a rotated or revoked token is refused by every replica as soon as the change arrives
+(milliseconds), not after a cache's time-to-live. All comparisons are `hmac.compare_digest`:
+constant time, whatever the input length.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-import time
-from collections import OrderedDict
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+from stemcell.control.contracts import Routes
+from stemcell.state.control import ControlDelta, ControlSnapshot, ControlTable
 from stemcell.state.tokens import MAX_TOKEN_CHARS
+
+log = logging.getLogger(__name__)
 
 
 class AuthError(Exception):
@@ -47,44 +48,54 @@ def is_admin(token: str, admin_digest: bytes) -> bool:
     return hmac.compare_digest(digest(token), admin_digest)
 
 
-@dataclass
-class _Entry:
-    token_digest: bytes
-    expires: float
+class CameraTokens:
+    """The replica's copy of every camera's token MAC and the routes, kept current by the store's feed.
 
+    `start` loads the snapshot once; a background task then long-polls `changes` and applies each
+    delta (a token set, rotated or revoked; a route moved), reloading the snapshot when the feed asks
+    (a gap, a restarted store). A check is one HMAC and a constant-time compare here (microseconds),
+    never a store call, except for a token still stored as a legacy scrypt hash, which the store
+    checks (and rewrites as an HMAC, which then arrives through the feed).
+    """
 
-class CameraTokenCache:
-    """Accept a camera's token without re-running scrypt while a recent check vouches for it."""
+    def __init__(self, snapshot: Callable[[], Awaitable[ControlSnapshot]],
+                 changes: Callable[[str, int, float], Awaitable[ControlDelta]],
+                 verify_legacy: Callable[[str, str], Awaitable[bool]], *, wait_s: float = 10.0,
+                 retry_s: float = 1.0) -> None:
+        self._snapshot, self._changes, self._verify_legacy = snapshot, changes, verify_legacy
+        self._wait_s, self._retry_s = wait_s, retry_s
+        self.table = ControlTable()
+        self._task: asyncio.Task | None = None
 
-    def __init__(self, verify: Callable[[str, str], Awaitable[bool]], *, ttl_s: float = 30.0,
-                 negative_ttl_s: float = 2.0, max_negative: int = 4096,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._verify = verify
-        self._ttl, self._negative_ttl, self._max_negative = ttl_s, negative_ttl_s, max_negative
-        self._clock = clock
-        self._good: dict[str, _Entry] = {}
-        self._bad: OrderedDict[bytes, float] = OrderedDict()
+    async def start(self) -> None:
+        self.table.load(await self._snapshot())
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.sync(self._wait_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store restarts: keep the table, ask again
+                log.warning("control feed unavailable (%r); retrying in %.1f s", exc, self._retry_s)
+                await asyncio.sleep(self._retry_s)
+
+    async def sync(self, wait_s: float = 0.0) -> None:
+        """Apply what changed since this replica's version (waiting up to `wait_s` for a change); the
+        admin routes call it after a write so this replica sees its own write at once."""
+        if not self.table.apply(await self._changes(self.table.epoch, self.table.version, wait_s)):
+            self.table.load(await self._snapshot())
 
     async def check(self, camera_id: str, token: str) -> bool:
-        """True iff `token` is `camera_id`'s token (cached, or verified against the store now)."""
-        now = self._clock()
-        token_digest = digest(token)
-        entry = self._good.get(camera_id)
-        if entry is not None and entry.expires > now and hmac.compare_digest(entry.token_digest, token_digest):
-            return True
-        bad_key = digest(camera_id + "\x00" + token)
-        if self._bad.get(bad_key, 0.0) > now:
-            return False
-        if await self._verify(camera_id, token):
-            self._good[camera_id] = _Entry(token_digest, now + self._ttl)
-            return True
-        self._bad[bad_key] = now + self._negative_ttl
-        self._bad.move_to_end(bad_key)
-        while len(self._bad) > self._max_negative:
-            self._bad.popitem(last=False)
-        return False
+        """True iff `token` is `camera_id`'s token."""
+        local = self.table.check_token(camera_id, token)
+        return local if local is not None else await self._verify_legacy(camera_id, token)
 
-    def forget(self, camera_id: str) -> None:
-        """Drop what this replica knows about `camera_id` (its token changed or it was removed)."""
-        self._good.pop(camera_id, None)
-        self._bad.clear()
+    def routes(self) -> Routes:
+        """Role -> serving actor, as last pushed."""
+        return self.table.routes()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -126,7 +126,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if not token:
         raise ValueError(f"no camera token: set ${args.token_env} to the token `POST /admin/cameras` returned")
     summary = run_stream(args.source, args.camera, args.url, token, args.fps, args.duration,
-                         concurrency=args.concurrency, report_every_s=args.report_every)
+                         concurrency=args.concurrency, report_every_s=args.report_every, resize=not args.no_resize)
     return 0 if summary["frames_sent"] else 1
 
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds to stream (default: until the source ends)")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight at once (default 2)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between progress lines (default 5)")
+    p.add_argument("--no-resize", action="store_true",
+                   help="send frames whole (default: resized to the camera's input_size before JPEG encoding)")
     p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser("demo", help="end to end on this machine: train, plan, serve, stream cameras, report",

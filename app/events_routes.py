@@ -1,14 +1,15 @@
 """HTTP routes of events and webhooks, mixed into the ingress (`StemcellIngress(EventRoutes)`).
 
 Serve binds these methods like the ingress's own (it walks the class's MRO), so they share its auth
-helpers and its `EventHub`. The SSE stream follows the StateStore (`events_after(seq)`), not this
+helpers and its `EventForwarder` (`self.events`, whose `hub` is the one event hub that tracks every
+camera and delivers every webhook: its counters are the cluster's). The SSE stream follows the StateStore (`events_after(seq)`), not this
 replica's tracker: events found by any replica (or a pull ingest) reach every stream.
 """
 import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from app.images import json_body, openapi_json_body
 from stemcell.events import Event, WebhookSpec, check_target
+from stemcell.events.webhooks import DeliveryStats
 
 router = APIRouter()
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -49,8 +51,7 @@ class WebhookOut(BaseModel):
     url: str
     apps: list[str]
     cameras: list[str]
-    stats: WebhookStats = Field(description="counters of the replica that answered (each replica delivers "
-                                "the events it found)")
+    stats: WebhookStats = Field(description="delivery counters of the event hub (every camera's events)")
 
 
 class WebhookList(BaseModel):
@@ -68,11 +69,12 @@ def _sse(seq: int, event: Event) -> str:
 
 
 class EventRoutes:
-    """Routes only; tracking and delivery live in `actors.event_hub.EventHub` (`self.events`)."""
+    """Routes only; tracking and delivery live in the event hub (`actors.event_hub`, `self.events.hub`)."""
 
-    def _webhook_out(self, spec: WebhookSpec) -> dict[str, Any]:
+    @staticmethod
+    def _webhook_out(spec: WebhookSpec, stats: Mapping[str, DeliveryStats]) -> dict[str, Any]:
         return {"webhook_id": spec.webhook_id, "url": spec.url, "apps": list(spec.apps), "cameras": list(spec.cameras),
-                "stats": self.events.dispatcher.stats(spec.webhook_id)}
+                "stats": stats.get(spec.webhook_id, DeliveryStats()).as_dict()}
 
     @router.get("/cameras/{camera_id}/events", tags=["events"], response_model=EventList)
     async def camera_events(self, camera_id: str, request: Request,
@@ -136,20 +138,21 @@ class EventRoutes:
             raise HTTPException(422, str(exc)) from exc
         spec = WebhookSpec(secrets.token_hex(8), url, body.secret, tuple(body.apps), tuple(body.cameras))
         await self.service.store.put_webhook.remote(spec)
-        await self.events.refresh_webhooks()
-        return self._webhook_out(spec)
+        await self.events.hub.refresh_webhooks.remote()
+        return self._webhook_out(spec, {})
 
     @router.get("/admin/webhooks", tags=["webhooks"], response_model=WebhookList)
     async def list_webhooks(self, request: Request) -> dict[str, Any]:
-        """Registered webhooks (secrets are never shown) with this replica's delivery counters."""
+        """Registered webhooks (secrets are never shown) with their delivery counters (all cameras)."""
         self._require_admin(request)
-        return {"webhooks": [self._webhook_out(s) for s in await self.service.store.list_webhooks.remote()]}
+        stats = await self.events.hub.webhook_stats.remote()
+        return {"webhooks": [self._webhook_out(s, stats) for s in await self.service.store.list_webhooks.remote()]}
 
     @router.delete("/admin/webhooks/{webhook_id}", tags=["webhooks"], responses={404: {"description": "no such webhook"}})
     async def delete_webhook(self, webhook_id: str, request: Request) -> dict[str, Any]:
-        """Stop delivering to a webhook (other replicas stop within `webhooks.refresh_s`)."""
+        """Stop delivering to a webhook (at once: the event hub re-reads the list)."""
         self._require_admin(request)
         if not await self.service.store.delete_webhook.remote(webhook_id):
             raise HTTPException(404, f"unknown webhook {webhook_id!r}")
-        await self.events.refresh_webhooks()
+        await self.events.hub.refresh_webhooks.remote()
         return {"webhook_id": webhook_id, "removed": True}

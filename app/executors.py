@@ -1,7 +1,8 @@
 """The ingress's view of the StemExecutor actors: placement, coalescing, back-pressure, recovery.
 
-* Placement: camera -> executor by a stable hash of its id, so every replica (and every restart)
-  sends a camera's frames to the same executor without asking anyone; executor -> node by Ray
+* Placement: camera -> executor slot as the store placed it (rendezvous hashing with a weighted load
+  bound, `stemcell.control.placement`), pushed to every replica, else by the rendezvous hash of its
+  id, so every replica (and every restart) sends a camera's frames to the same executor without asking; executor -> node by Ray
   (`executors.placement`: SPREAD over nodes by default, optionally only on labelled nodes).
 * Coalescing: a Ray actor call costs ~2 ms of CPU in the caller and more in the actor, about as
   much as Serve's whole per-request cost, so one call per HTTP request would halve throughput.
@@ -10,6 +11,11 @@
   idle, bigger calls under load).
 * Back-pressure: that batcher's queue is bounded in frames; past it a request fails at once
   with `Overloaded` (HTTP 503 + Retry-After), as does a full queue inside the executor.
+* Frame size: each executor publishes its models' input side (`ExecutorReady.input_size`: every app
+  of the package shares its base's input, so it is also the largest among any camera's apps); the
+  pool learns it from the warm-up reports it already waits for, so the ingress decodes and resizes
+  each frame to it (`stemcell.imaging.decode_for_model`) without asking per frame, and only
+  model-size uint8 arrays (48 KB at 128 px, not 6 MB at 1080p) cross the object store.
 * Recovery: executors restart forever (`max_restarts=-1`) but come back empty; the first frame
   of a camera the executor no longer knows triggers a re-registration from durable state
   (`add_camera` is idempotent), then one retry.
@@ -68,13 +74,16 @@ class ExecutorPool:
 
     def __init__(self, config: ExecutorSection, package_dir: str, registry: Registry, max_queued_frames: int,
                  *, routes: ReadRoutes | None = None, names: Routes | None = None,
-                 route_refresh_s: float = 1.0, watch_interval_s: float = 0.5) -> None:
+                 route_refresh_s: float = 1.0, watch_interval_s: float = 0.5,
+                 slot_of: Callable[[str], int | None] | None = None) -> None:
         """`routes` (optional) reads role -> current actor name as the Planner publishes it; `names`
         is its value at start-up, so a replica (re)starting after a reallocation finds the current
-        actors instead of re-creating the original ones."""
+        actors instead of re-creating the original ones. `slot_of` gives the slot the store placed a
+        camera on (pushed to the replica; None: not placed, its rendezvous hash decides)."""
         self.config = config
         self.package_dir = package_dir
         self._registry = registry
+        self._slot_of = slot_of
         self._follower = None if routes is None else RouteFollower(routes, config.namespace)
         self._names: dict[str, str] = dict(names.actors) if names is not None else {}
         self._route_refresh_s = route_refresh_s
@@ -84,6 +93,7 @@ class ExecutorPool:
         self._watch_interval_s = watch_interval_s
         self._watchers: set[asyncio.Task] = set()
         self._handles: list[ActorHandle] = [self._create(i) for i in range(config.count)]
+        self._input_sizes: list[int | None] = [None] * config.count  # from `ready`
         self._coalescers = [
             CrossCameraBatcher(functools.partial(self._run_many_at, i), max_batch=config.max_batch,
                                max_wait_ms=config.coalesce_ms, max_queue_frames=max_queued_frames)
@@ -108,7 +118,8 @@ class ExecutorPool:
         return await self._handles[index].infer_many.remote(items)  # the slot's actor *now*: routes may move
 
     def index_of(self, camera_id: str) -> int:
-        return placement_index(camera_id, self.config.count)
+        slot = self._slot_of(camera_id) if self._slot_of is not None else None
+        return slot if slot is not None and 0 <= slot < self.config.count else placement_index(camera_id, self.config.count)
 
     async def refresh_routes(self, index: int | None = None, failed: ActorHandle | None = None) -> bool:
         """Re-read the routes and swap the handles of slots that moved; True if slot `index` moved.
@@ -152,21 +163,32 @@ class ExecutorPool:
 
     async def ready(self, timeout_s: float) -> list[ExecutorReady]:
         """Every executor's warm-up report; raises TimeoutError / RayActorError when not ready."""
-        return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
+        reports = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self._handles)), timeout_s)
+        self._input_sizes = [r.input_size for r in reports]
+        return reports
+
+    def input_size(self, camera_id: str) -> int | None:
+        """The square side the camera's executor takes frames at (None before `ready` reported it; a
+        failover host serves the same package, so the camera's home slot answers for it)."""
+        return self._input_sizes[self.index_of(camera_id)]
 
     async def ping(self, timeout_s: float) -> list[dict[str, Any]]:
         """Each executor's name and camera count, if all answer within `timeout_s` (cheap: no warm-up run)."""
         cameras = await asyncio.wait_for(asyncio.gather(*(h.cameras.remote() for h in self._handles)), timeout_s)
         return [{"name": self.name(i), "cameras": len(c)} for i, c in enumerate(cameras)]
 
-    async def add_camera(self, camera: CameraSpec) -> None:
-        await self.handle_for(camera.camera_id).add_camera.remote(camera.camera_id, camera.apps, camera.stream_fps)
+    async def add_camera(self, camera: CameraSpec, index: int | None = None) -> None:
+        """Register on slot `index` (the store's placement, known before its replicas hear of it), else
+        on the camera's slot as this replica knows it."""
+        handle = self._handles[index] if index is not None else self.handle_for(camera.camera_id)
+        await handle.add_camera.remote(camera.camera_id, camera.apps, camera.stream_fps)
 
-    async def remove_camera(self, camera_id: str) -> bool:
+    async def remove_camera(self, camera_id: str, index: int | None = None) -> bool:
         host = self._failover.forget(camera_id)
         if host is not None:
             await self._evict(camera_id, host)
-        return await self.handle_for(camera_id).remove_camera.remote(camera_id)
+        handle = self._handles[index] if index is not None else self.handle_for(camera_id)
+        return await handle.remove_camera.remote(camera_id)
 
     async def close(self) -> None:
         """Stop the coalescers and failover watchers (the executors themselves live on)."""
@@ -183,26 +205,22 @@ class ExecutorPool:
         return await self.handle_for(camera_id).stats.remote()
 
     async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[FrameResult]:
-        """One result per frame, in order.  Frames of different sizes go in one item per size."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, f in enumerate(frames):
-            groups.setdefault(f.shape, []).append(i)
-        out: dict[int, FrameResult] = {}
-        for members in groups.values():
-            stack = np.stack([frames[i] for i in members])
-            stamps = None if timestamps is None else [timestamps[i] for i in members]
-            out |= zip(members, await self._submit(camera_id, stack, stamps))
-        return [out[i] for i in range(len(frames))]
+        """One result per frame, in order: all of the request's frames in one item (they arrive at the
+        executor's input size, or at least at one size; the executor resizes others off its lock)."""
+        if len({f.shape for f in frames}) > 1:
+            raise ExecutorRejected(f"frames of one request differ in size: {sorted({f.shape for f in frames})}")
+        return await self._submit(camera_id, np.stack(frames), timestamps)
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
-        after a failover (its actor died or is restarting: the next live slot takes the camera) and
-        after a re-registration (the serving actor did not know the camera)."""
+        after a failover (its actor died or is restarting: the next live slot takes the camera), after
+        learning the camera's new slot (the store placed it since this replica last heard) and after a
+        re-registration (the serving actor did not know the camera)."""
         home = self.index_of(camera_id)
         self._maybe_refresh()
-        rerouted = failed_over = reregistered = False
+        rerouted = failed_over = reregistered = moved_home = False
         while True:
-            index = self._failover.host_for(home)
+            index = self._failover.host_for(home, camera_id)
             if index is None:
                 raise Overloaded("every executor is restarting")
             handle = self._handles[index]
@@ -220,11 +238,14 @@ class ExecutorPool:
                 log.warning("executor %s unavailable (%s); answering 503", self.name(index), type(exc).__name__)
                 raise Overloaded(f"executor {self.name(index)} is restarting") from exc
             except UnknownCamera as exc:
-                if self._failover.host_for(home) != index:  # its home came back meanwhile: go there
+                if self._failover.host_for(home, camera_id) != index:  # its home came back meanwhile: go there
                     continue
                 stored = await self._registry(camera_id)
                 if stored is None or reregistered:
                     raise UnknownCamera(camera_id) from exc
+                if not moved_home and self.index_of(camera_id) != home:  # just placed elsewhere: now known here
+                    home, moved_home = self.index_of(camera_id), True
+                    continue
                 reregistered = True
                 log.warning("executor %s does not know camera %s (restarted, or taking it over); registering",
                             self.name(index), camera_id)

@@ -8,6 +8,7 @@ message: bad input must never become a 500 or reach an executor.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from stemcell.imaging import ImageError, ImageLimits, decode_image
+from stemcell.imaging import ImageError, ImageLimits, decode_for_model, decode_image
 
 STATUS_FOR_REASON = {"unsupported": 415, "corrupt": 400, "too_large": 413}
 DECODE_IN_THREAD_BYTES = 256 * 1024  # bigger images are decoded off the event loop
@@ -30,7 +31,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class Decoded:
     """Frames of one request, ready for an executor."""
 
-    frames: list[np.ndarray]  # RGB uint8 (H, W, 3), one per image, in request order
+    frames: list[np.ndarray]  # RGB uint8 (H, W, 3) (size x size when a size was given), in request order
     timestamps: list[float] | None  # client timestamps when given, one per frame
 
 
@@ -87,11 +88,14 @@ def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
-async def _decode(data: bytes, content_type: str | None, limits: ImageLimits, what: str) -> np.ndarray:
+async def _decode(data: bytes, content_type: str | None, limits: ImageLimits, what: str, size: int | None) -> np.ndarray:
+    """The whole image, or with `size` the model-size frame (DCT-scaled decode, then the one resize)."""
+    decode = functools.partial(decode_image, data, content_type, limits) if size is None else \
+        functools.partial(decode_for_model, data, content_type, size, limits)
     try:
         if len(data) > DECODE_IN_THREAD_BYTES:
-            return await asyncio.to_thread(decode_image, data, content_type, limits)
-        return decode_image(data, content_type, limits)
+            return await asyncio.to_thread(decode)
+        return decode()
     except ImageError as exc:
         raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
 
@@ -108,16 +112,19 @@ def _timestamp(text: str | None) -> float | None:
     return value
 
 
-async def single_frame(request: Request, limits: ImageLimits) -> Decoded:
-    """`POST .../frames`: the body is one JPEG/PNG; optional `?ts=` is the capture time."""
+async def single_frame(request: Request, limits: ImageLimits, size: int | None = None) -> Decoded:
+    """`POST .../frames`: the body is one JPEG/PNG; optional `?ts=` is the capture time. With `size`
+    the frame comes back at the model's input (size x size), else whole."""
     ts = _timestamp(request.query_params.get("ts"))
     data = await read_body(request, limits.max_bytes)
-    frame = await _decode(data, request.headers.get("content-type"), limits, "image")
+    frame = await _decode(data, request.headers.get("content-type"), limits, "image", size)
     return Decoded([frame], None if ts is None else [ts])
 
 
-async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int) -> Decoded:
-    """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`."""
+async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int,
+                       size: int | None = None) -> Decoded:
+    """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`
+    (`size` as in `single_frame`)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
         raise HTTPException(415, f"frames:batch takes multipart/form-data with repeated 'frames' files, got {media or 'nothing'!r}")
@@ -138,7 +145,8 @@ async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, m
         stamps = [_timestamp(t) for t in form.getlist("ts") if isinstance(t, str)]
         if stamps and len(stamps) != len(uploads):
             raise HTTPException(422, f"{len(stamps)} ts values for {len(uploads)} frames")
-        frames = [await _decode(await u.read(), u.content_type, limits, f"frames[{i}]") for i, u in enumerate(uploads)]
+        frames = [await _decode(await u.read(), u.content_type, limits, f"frames[{i}]", size)
+                  for i, u in enumerate(uploads)]
     finally:
         await form.close()
     return Decoded(frames, stamps or None)  # type: ignore[arg-type]

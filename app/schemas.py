@@ -57,6 +57,7 @@ class CameraAdded(BaseModel):
     token: str | None = Field(description="shown once, at creation or rotation; null when the token is unchanged")
     executor: str
     apps: list[dict[str, Any]]
+    input_size: int = Field(description="square side the camera's frames are analysed at: send frames resized to it")
 
 
 class RegisterApp(_Body):
@@ -103,6 +104,7 @@ class CameraStatus(BaseModel):
     camera_id: str
     executor: str
     stream_fps: float
+    input_size: int = Field(description="square side the camera's frames are analysed at: send frames resized to it")
     apps: list[dict[str, Any]] = Field(description="per app: branchpoint, fps, validation and modelled event F1")
     requests: dict[str, float | int | None] = Field(description="this replica's window: fps, p50_ms, p99_ms, frames_total")
     executor_stats: dict[str, Any] = Field(description="the executor's counters (ExecutorStats)")

@@ -24,20 +24,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
-from actors.event_hub import EventHub
+from actors.event_hub import EventForwarder
 from actors.gpu_share import label_options
 from app.backpressure import FRAME_ROUTES, ROUTE_KEY, AdmissionMiddleware, FrameDoor, StatusSend
-from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
+from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.admission import AdmissionGate, derive_limits
 from stemcell.imaging import ImageLimits
@@ -122,6 +124,7 @@ api.include_router(events_router)
 serve_docs(api)
 api.add_exception_handler(Exception, _internal_error)
 api.include_router(fleet_router)  # GET/PATCH /admin/cameras, POST /admin/cameras:bulk (app.fleet_routes)
+api.include_router(ui_router)  # /ui, snapshots and latest results (app.ui_routes)
 
 
 def _checked_id(kind: str, value: str) -> str:
@@ -152,7 +155,7 @@ def _http_error(exc: Exception, retry_after_s: int) -> HTTPException:
 
 @serve.deployment
 @serve.ingress(api)
-class StemcellIngress(FleetRoutes, EventRoutes):
+class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     """Routes only; see `app.service` (and `app.ingest_service` for pulled cameras) for what they do."""
 
     async def __init__(self, config: dict[str, Any], admin_digest_hex: str) -> None:
@@ -171,28 +174,33 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         if opened != str(self.config.state_path):
             raise RuntimeError(f"the cluster's StateStore actor uses {opened}, not {self.config.state_path}; "
                                "use another executors.namespace or the same state_path")
+        self.tokens = CameraTokens(store.control_snapshot.remote, store.control_changes.remote,
+                                   store.verify_camera_token.remote)
+        await store.set_executor_count.remote(self.config.executors.count)  # before the table: slots placed
+        await self.tokens.start()
         pool = ExecutorPool(self.config.executors, str(self.config.package_dir), self._registry,
-                            self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store))
+                            self.config.limits.max_queued_frames, routes=self._routes, names=await read_routes(store),
+                            slot_of=self.tokens.table.slot)
         self.service = StemcellService(self.config, store, pool, manifest, sha)
-        self.tokens = CameraTokenCache(lambda cam, tok: store.verify_camera_token.remote(cam, tok))
         reports = await pool.ready(self.config.executors.ready_timeout_s)
         log.info("executors ready: %s", reports)
+        self.latest = LatestFrames()  # each camera's newest analysed frame, for /ui and its snapshot route
         await self.service.start()
         self.fleet = FleetService(self.service)
         await self.fleet.start()
-        self.events = EventHub(self.config.events, self.config.webhooks, store)
-        await self.events.refresh_webhooks()
-        self._follow_webhooks = asyncio.create_task(self.events.follow_webhooks())  # kept: tasks are weakly held
+        self.events = EventForwarder(self.config)  # results go to the one event hub in batches
+        self._forward_events = asyncio.create_task(self.events.follow())  # kept: tasks are weakly held
         self.learning = (LearningService(self.config, store, pool, routes=await read_routes(store))
                          if self.config.learning.enabled else None)
         if self.learning is not None:
             log.info("learning ready: %s", await self.learning.ready())
 
     async def _registry(self, camera_id: str) -> CameraSpec | None:
+        await self.tokens.sync()  # an executor did not know the camera: maybe it was just placed elsewhere
         return await self.service.camera_spec(camera_id)
 
     async def _routes(self) -> Routes:
-        return await self.service.executor_routes()
+        return self.tokens.routes()  # pushed by the store: reading them costs no store call
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -246,9 +254,10 @@ class StemcellIngress(FleetRoutes, EventRoutes):
     async def frames(self, camera_id: str, request: Request) -> JSONResponse:
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
-        decoded = await single_frame(request, self.limits)
+        decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
@@ -258,9 +267,11 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
-        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes)
+        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
+                                     self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
         metrics().record_results(camera_id, results)
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
@@ -312,7 +323,7 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         body = await json_body(request, AddCamera)
         added = await self._call(self.fleet.add(body))
         if added["token"] is not None:
-            self.tokens.forget(body.camera_id)
+            await self.tokens.sync()  # this replica sees the new token at once (the others: pushed)
         return added
 
     @api.delete("/admin/cameras/{camera_id}", tags=["admin"], response_model=CameraRemoved)
@@ -320,8 +331,9 @@ class StemcellIngress(FleetRoutes, EventRoutes):
         self._require_admin(request)
         _checked_id("camera_id", camera_id)
         removed = await self._call(self.fleet.remove(camera_id))
-        self.tokens.forget(camera_id)
+        await self.tokens.sync()
         self.events.close_camera(camera_id)
+        self.latest.forget(camera_id)
         return removed
 
     @api.post("/admin/apps", status_code=201, tags=["admin"], response_model=AppRegistered,

@@ -24,8 +24,9 @@ from ray.actor import ActorHandle
 from app.executors import ExecutorPool
 from app.rolling import RollingWindow
 from app.schemas import AddCamera
-from stemcell.control.camera_plans import camera_plan, default_candidate, resolve_apps
+from stemcell.control.camera_plans import PlanHints, camera_plan, default_candidate, resolve_apps
 from stemcell.control.contracts import AppRequest, AppRun, CameraSpec, Routes
+from stemcell.control.placement import camera_slot
 from stemcell.control.errors import UnknownCamera
 from stemcell.control.roles import PLANNER_ACTOR
 from stemcell.package.manifest import Manifest
@@ -75,10 +76,11 @@ class StemcellService:
         """Register the package's apps, then put every stored camera back on its executor."""
         for entry in self.manifest.apps:
             await self._put_app(entry.name, str(self.config.package_dir), self.manifest, self.manifest_sha256)
-        restored = 0
+        restored, count = 0, self.config.executors.count
         for record in await self.store.list_cameras.remote():
             try:
-                await self.pool.add_camera(CameraSpec.from_config(record.camera_id, record.config))
+                await self.pool.add_camera(CameraSpec.from_config(record.camera_id, record.config),
+                                           camera_slot(record.camera_id, record.config, count))
                 restored += 1
             except ValueError as exc:  # e.g. the package changed under a stored camera: keep serving the rest
                 log.warning("camera %s not restored: %s", record.camera_id, exc)
@@ -106,40 +108,52 @@ class StemcellService:
     async def add_cameras(self, cameras: list[tuple[AddCamera, Mapping[str, Any]]],
                           existing: Mapping[str, CameraRecord | None]) -> list[dict[str, Any]]:
         """`add_camera` for many (body, extra) at once: apps checked and the plan read once, the executors
-        called concurrently, one store transaction, the plan rebuilt once (bulk registration). Pulled
-        cameras get no token by default: hashing one costs ~0.1 s, 1,000 of them over a minute."""
+        called concurrently on the slots the store placed them on, one store transaction with their plan
+        entries (bulk registration). Pulled cameras get no token by default (they post no frames)."""
         await self._require_registered(sorted({a.app for body, _ in cameras for a in body.app_specs()}))
-        plan = await self._plan_dict()
+        own = await self.store.camera_plan_entries.remote([body.camera_id for body, _ in cameras])
+        shared = await self.store.shared_branchpoints.remote()  # read O(these cameras), not the whole plan
         specs = []
         for body, _ in cameras:
             before = existing.get(body.camera_id)
             stream_fps = body.fps or (before.config.get("fps") if before else None) or self.config.default_fps
             requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
-            apps = resolve_apps(self.manifest, requests, body.camera_id, stream_fps, plan)
+            apps = resolve_apps(self.manifest, requests, stream_fps, PlanHints(own.get(body.camera_id, {}), shared))
             specs.append(CameraSpec(body.camera_id, float(stream_fps), tuple(apps)))
-        await asyncio.gather(*(self.pool.add_camera(spec) for spec in specs))  # ValueError here stores nothing
+        slots = await self.store.place_cameras.remote(specs)  # weighted, bounded: where each camera goes
+        try:
+            await asyncio.gather(*(self.pool.add_camera(spec, slots.get(spec.camera_id)) for spec in specs))
+        except BaseException:  # ValueError here stores nothing; the reserved slots are given back
+            await self.store.release_cameras.remote(list(slots))
+            raise
         rows, answers = [], []
         for (body, extra), spec in zip(cameras, specs):
             before = existing.get(body.camera_id)
             keep = (before is not None and before.has_token) or body.source is not None
             token = body.token or (None if keep else new_token())
             rows.append((body.camera_id, spec.as_config() | dict(extra), token))  # pins kept for the Planner
-            executor = self.pool.name(self.pool.index_of(body.camera_id))
+            slot = slots.get(body.camera_id)
+            executor = self.pool.name(self.pool.index_of(body.camera_id) if slot is None else slot)
             answers.append({"camera_id": body.camera_id, "token": token, "executor": executor,
-                            "apps": self._wire_apps(list(spec.apps))})
+                            "apps": self._wire_apps(list(spec.apps)), "input_size": self.input_size(body.camera_id)})
             log.info("camera %s %s on %s: %s", body.camera_id, "updated" if before else "added", executor, rows[-1][1])
-        await self.store.put_cameras.remote(rows)
-        await self.save_plan()
+        await self.store.put_cameras.remote(rows, self._camera_plans(specs))  # one commit, these cameras only
         return answers
 
     async def remove_camera(self, camera_id: str) -> dict[str, Any]:
+        index = self.pool.index_of(camera_id)  # before the store forgets (and un-pushes) its slot
         if not await self.store.delete_camera.remote(camera_id):
             raise UnknownCamera(camera_id)
-        await self.pool.remove_camera(camera_id)
+        await self.pool.remove_camera(camera_id, index)  # the store dropped its plan entry with it
         self.windows.pop(camera_id, None)
-        await self.save_plan()
         log.info("camera %s removed", camera_id)
         return {"camera_id": camera_id, "removed": True}
+
+    def input_size(self, camera_id: str) -> int:
+        """The square side the camera's frames are analysed at: what its executor published, else the
+        package's (the same until the executors reported). A client that sends frames this size
+        (same resize rule, `stemcell.imaging.resize_frames`) uploads a few KB and saves the server the resize."""
+        return self.pool.input_size(camera_id) or self.manifest.base.input_size
 
     async def camera_exists(self, camera_id: str) -> bool:
         return await self.store.get_camera.remote(camera_id) is not None
@@ -155,6 +169,7 @@ class StemcellService:
             "camera_id": camera_id,
             "executor": self.pool.name(self.pool.index_of(camera_id)),
             "stream_fps": camera.stream_fps,
+            "input_size": self.input_size(camera_id),
             "apps": [{"app": name, **entry} for name, entry in plan["apps"].items()],
             "requests": window.snapshot() if window else RollingWindow().snapshot(),
             "executor_stats": (await self.pool.stats(camera_id)).as_dict(),
@@ -200,23 +215,21 @@ class StemcellService:
         if missing:
             raise ValueError(f"app(s) {missing} not registered; registered: {sorted(registered)} (POST /admin/apps)")
 
-    async def _plan_dict(self) -> dict[str, Any]:
-        latest = await self.store.latest_plan.remote()
-        return dict(latest.plan) if latest is not None else {"cameras": {}}
-
-    async def save_plan(self) -> None:
-        """The plan's `cameras` section is rebuilt from every stored camera (not patched), so concurrent
-        replicas converge; the Planner's section is left as it is (one read-modify-write on the store)."""
-        plan: dict[str, Any] = {"cameras": {}}
-        for c in await self.store.list_cameras.remote():
+    def _camera_plans(self, cameras: list[CameraSpec]) -> dict[str, Any]:
+        """The plan entries of these cameras (one left out, logged, when the package no longer has its choice)."""
+        out = {}
+        for c in cameras:
             try:
-                plan["cameras"][c.camera_id] = camera_plan(self.manifest, CameraSpec.from_config(c.camera_id, c.config))
+                out[c.camera_id] = camera_plan(self.manifest, c)
             except ValueError as exc:
                 log.warning("camera %s left out of the plan: %s", c.camera_id, exc)
-        await self.store.save_plan_section.remote(CAMERAS, plan["cameras"])
+        return out
 
-    async def executor_routes(self) -> Routes:
-        return await read_routes(self.store)
+    async def save_plan(self) -> None:
+        """The plan's `cameras` section rebuilt from every stored camera (at start-up: the package may have
+        changed); registrations write their own cameras' entries only. The Planner's section is kept."""
+        cameras = [CameraSpec.from_config(c.camera_id, c.config) for c in await self.store.list_cameras.remote()]
+        await self.store.save_plan_section.remote(CAMERAS, self._camera_plans(cameras))
 
     async def _live_planner_plan(self) -> dict[str, Any] | None:
         """The running Planner's own view (rounds, decision time, last switches); None without one."""
@@ -236,4 +249,6 @@ class StemcellService:
         live = await self._live_planner_plan()
         if live is not None:
             out[PLANNER] = {**live, "live": True}
+        elif isinstance(out.get(PLANNER, {}).get("decision"), dict):  # its per-camera part is stored beside it
+            out[PLANNER]["decision"]["cameras"] = dict(await self.store.decision_cameras.remote())
         return out

@@ -100,16 +100,17 @@ class _Sender:
 
 def run_stream(source: str, camera: str, url: str, token: str, fps: float, duration_s: float | None = None, *,
                concurrency: int = 2, report_every_s: float = 5.0, out: Callable[[str], None] = print,
-               client: Camera | None = None, on_result: OnResult | None = None) -> dict[str, Any]:
+               client: Camera | None = None, on_result: OnResult | None = None, resize: bool = True) -> dict[str, Any]:
     """Stream `source` as camera `camera` to `url` at `fps` for `duration_s` (None: until the source ends).
 
     Prints a line every `report_every_s` (frames/s analysed, dropped, p50/p99 ms) and returns a
     summary.  `concurrency` requests may be in flight at once (more hides network latency).
-    `on_result(ts, latency_ms, answer)` sees every answer (from the sender threads).
+    `on_result(ts, latency_ms, answer)` sees every answer (from the sender threads). `resize` sends
+    frames at the camera's input size (`stemcell.client.Camera`); False sends them whole.
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    cam = client or Camera(url, token, camera, retries=1)
+    cam = client or Camera(url, token, camera, retries=1, resize=resize)
     box = LatestFrame()
     sender = _Sender(cam, box, concurrency, on_result)
     read = 0

@@ -3,9 +3,13 @@ physical limit of decoding them here.
 
     python benchmarks/ingest.py --quick --out out/ingest.json
 
-* `decode_limit_fps_per_core`: OpenCV/FFmpeg alone decoding the same H.264 720p stream (from the
-  file, as fast as it goes, CPU time of the whole process) and turning each frame into model input with the same
-  function the ingest actor uses (`stemcell.models.inputs.to_input`): frames per CPU-second.
+* `decode_limit_fps_per_core`: OpenCV/FFmpeg alone pulling the same N RTSP streams from the same
+  server (one reader thread each, the actor's FFmpeg options, CPU time of this whole process before
+  Ray starts) and turning each frame into model input with the same two functions the ingest actor
+  uses (`stemcell.data.dataset.resize_square` on the decoded frame, then `stemcell.models.inputs.to_input`
+  at model size): frames per CPU-second. Like with like: the same streams, demuxing and
+  depacketising included, at the same rate. `decode_limit_file_fps_per_core` is the same work reading
+  the clip from its file as fast as it goes (no network, no waiting: a higher bar, shown for reference).
 * `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
   streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
   (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
@@ -31,6 +35,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,10 @@ import torch
 import yaml
 
 from benchmarks.harness import deploy
+from stemcell.data.dataset import resize_square
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
+from stemcell.ingest import check_source
 from stemcell.models.inputs import to_input
 from tests.helpers.builders import decisive_package
 from tests.helpers.streams import RtspServer, h264_clip
@@ -60,10 +67,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def _model_input(frame: np.ndarray, input_size: int) -> None:
+    """The ingest actor's work on one decoded BGR frame (it batches the `to_input`; one frame here)."""
+    to_input(np.ascontiguousarray(resize_square(frame, input_size)[None, ..., ::-1]), input_size)
+
+
 def decode_limit(clip: Path, frames: int, input_size: int) -> float:
-    """Frames decoded and made model input per CPU-second (this process, before Ray starts), as fast as it goes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
+    """Frames decoded from the file and made model input per CPU-second (this process), as fast as it goes."""
     cap = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
     started, done = time.process_time(), 0  # the process: FFmpeg decodes on threads of its own
     while done < frames:
@@ -71,12 +81,41 @@ def decode_limit(clip: Path, frames: int, input_size: int) -> float:
         if not ok:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
-        to_input(np.ascontiguousarray(frame[..., ::-1]), input_size)
+        _model_input(frame, input_size)
         done += 1
     seconds = time.process_time() - started
     cap.release()
-    torch.set_num_threads(threads)
     return done / seconds
+
+
+def rtsp_decode_limit(urls: Sequence[str], seconds: float, input_size: int) -> float:
+    """Frames pulled from `urls` (a thread each, as the actor reads them) and made model input, per
+    CPU-second of this process, over `seconds` after every stream delivered its first frame."""
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = check_source(urls[0], []).capture_options()
+    caps = [cv2.VideoCapture(u, cv2.CAP_FFMPEG) for u in urls]
+    counts, stop = [0] * len(urls), threading.Event()
+
+    def read(i: int) -> None:
+        while not stop.is_set():
+            ok, frame = caps[i].read()
+            if ok:
+                _model_input(frame, input_size)
+                counts[i] += 1
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    _wait(lambda: min(counts) > 2 * FPS, 30)  # past the first keyframe and FFmpeg's probing
+    frames0, cpu0 = sum(counts), time.process_time()
+    time.sleep(seconds)
+    frames, cpu = sum(counts) - frames0, time.process_time() - cpu0
+    stop.set()
+    for t in threads:
+        t.join(5)
+    for cap in caps:
+        cap.release()
+    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+    return frames / cpu
 
 
 def _analysed(http: httpx.Client, camera_id: str) -> int:
@@ -152,20 +191,22 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
     decisive_package(root / "pkg")
     clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
     print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
-    limit = decode_limit(clip, 10 * FPS, 32)
-    print(f"decode limit {limit:.1f} frames/s per core", flush=True)
-    config = root / "serve.yaml"
-    config.write_text(yaml.safe_dump({
-        "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
-        "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
-        "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
-        "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
-                   "backoff_cap_s": 1.0, "allowed_dirs": [str(root)]},
-        "webhooks": {"allow_private": True, "refresh_s": 0.5},
-    }))
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
     try:
+        torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
+        file_limit = decode_limit(clip, 10 * FPS, 32)
+        limit = rtsp_decode_limit([server.url(f"s{i}") for i in range(streams)], min(window_s, 6.0), 32)
+        print(f"decode limit {limit:.1f} frames/s per core (RTSP), {file_limit:.1f} (file)", flush=True)
+        config = root / "serve.yaml"
+        config.write_text(yaml.safe_dump({
+            "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+            "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
+            "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
+            "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
+                       "backoff_cap_s": 1.0, "allowed_dirs": [str(root)]},
+            "webhooks": {"allow_private": True, "refresh_s": 0.5},
+        }))
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         app = deploy(config)
         print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
         with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.admin_token}"}, timeout=300) as http:
@@ -200,7 +241,8 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
             "frames_analysed": frames, "cpu_s": round(cpu, 2),
             "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2), "fps_analysed": round(frames / window_s, 2),
             "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
-            "ratio_to_decode_limit": round(per_core / limit, 3),
+            "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": round(per_core / limit, 3),
+            "ratio_to_file_decode_limit": round(per_core / file_limit, 3),
             # the ingest actor alone (decode, to_input, send) against the same limit: what ingestion adds
             "ratio_ingest_to_decode_limit": round(frames / split[0] / limit, 3) if split[0] > 0 else None, "reconnect_s": round(reconnect_s, 2),
             "bulk_register_1000_s": round(bulk_s, 2),
@@ -224,7 +266,8 @@ def main() -> None:
         result = run(Path(tmp), streams, window_s, clip_s)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
-            "cpu_s_executor", "ratio_ingest_to_decode_limit", "event_webhook_deliveries")
+            "cpu_s_executor", "ratio_ingest_to_decode_limit", "decode_limit_file_fps_per_core",
+            "ratio_to_file_decode_limit", "event_webhook_deliveries")
     print_table([{"key": k, "value": result[k]} for k in keys], title=f"ingest: {streams} RTSP streams, 720p, 10 fps")
     save_results(result, args.out)
     fig, ax = plt.subplots(figsize=(5, 3.5))

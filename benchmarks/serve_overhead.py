@@ -1,8 +1,8 @@
 """What the HTTP layer costs: frames/s through the StemExecutor with and without Serve in front.
 
 In one run, on one local Ray instance, with 8 concurrent loopback cameras (closed loop: each
-sends its next request when the previous answer arrives) and the same JPEG frames (synthetic
-world, 128x128):
+sends its next request when the previous answer arrives) and the same JPEG frames (the synthetic
+world at `--resolution`: 128x128, or scaled up to 720p / 1080p):
 
 (a) direct      - the cameras call the StemExecutor actor themselves (decoded frames, 8 per call;
                   also 1 per call for reference): the ceiling without HTTP.
@@ -10,13 +10,27 @@ world, 128x128):
 (c) http_batch  - 8 JPEGs per `POST /cameras/{id}/frames:batch` (multipart).
 (d) echo        - an empty Serve deployment that reads the same JPEG body and answers: the
                   per-request ceiling of Serve itself on this machine.
-(e) http and echo again behind Serve's HAProxy ingress (`http.ingress: haproxy`; a second local Ray
-    started with RAY_SERVE_ENABLE_HA_PROXY=1): `fps_http_haproxy`, `rps_echo_haproxy` and their ratio
-    (goal >= 0.5: what is left once the proxy is fast is Stemcell's own Python work per frame).
 
 Ratios: http / echo (goal >= 0.8: the app adds little to Serve's own per-request cost) and
 http_batch / direct (goal >= 0.7: with batching, HTTP costs little next to the model).
-The load generator runs in this process on the same cores as the server, in every mode alike.
+
+At camera resolutions, side by side in the same run (one function per measurement below):
+- `fps_http_720`, `fps_http_1080`: (b) with 720p / 1080p JPEGs (the ingress decodes at the DCT
+  scale of the model input and sends model-size arrays);
+- `decode_limit_fps_1080`: what libjpeg-turbo alone decodes and resizes per second (this process,
+  one thread per core the Ray session has): the physical limit of the push path here, and
+  `ratio_http_to_decode_limit_1080` (goal >= 0.6);
+- `executor_fps_1080_full` vs `executor_fps_1080_model_size`: the executor called directly with
+  decoded 1080p frames (it resizes them) vs with model-size arrays (what the ingress sends);
+- `fps_http_10apps` vs `fps_peer_plain_serve_10models`: every frame answered by 10 apps over HTTP,
+  vs plain Ray Serve running 10 separate models of the same base with `@serve.batch`
+  (`plain_serve.py`), same cameras and JPEGs, interleaved rounds: `ratio_to_plain_serve`.
+- `fps_http_haproxy`, `rps_echo_haproxy`: (b) and (d) again behind Serve's HAProxy ingress
+  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1), and
+  `ratio_http_haproxy_to_echo_haproxy` (goal >= 0.5: what is left once the proxy is fast is
+  Stemcell's own Python work per frame).
+The load generator runs in this process on the same cores as the server, in every mode alike;
+the machine is shared, so the CPU-time ratios are the steadier figures.
 
     python benchmarks/serve_overhead.py --quick --out out/serve_overhead.json
 """
@@ -29,7 +43,8 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -37,19 +52,25 @@ import numpy as np
 import ray
 import yaml
 from ray import serve
+from ray.actor import ActorHandle
 from starlette.requests import Request
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
-from stemcell.imaging import decode_image, encode_jpeg
+from stemcell.imaging import decode_for_model, decode_image
 from stemcell.models import build_base
-from stemcell.serve_config import ExecutorSection
+from stemcell.package import load_package
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
+from stemcell.serve_config import ExecutorSection
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
+import plain_serve  # benchmarks/ is on sys.path when run as a script
+from serve_load import Send, camera_jpegs, closed_loop, summarise
+
 CAMERAS = 8
 BATCH = 8
+TENANTS = 10  # apps per frame in the 10-apps comparison
 TOKEN_ENV = "STEMCELL_BENCH_ADMIN_TOKEN"
 
 
@@ -61,109 +82,27 @@ class Echo:
         return {"bytes": len(await request.body())}
 
 
-def _speed_package(root: Path) -> Path:
-    """A small real M-Package (tiny_cnn, 64x64, apps car + person at 2 branchpoints, 1 epoch each).
+def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn") -> Path:
+    """A small real M-Package (`base_name`, 64x64; apps car + person at 2 branchpoints, 1 epoch each).
 
-    Throughput is what is measured here, so the candidates are trained just enough to be real.
+    With `tenants` > 2, more apps (the world's classes again, other seeds) with only their head
+    above the shared base: `tenants` apps of one base, as many tenants would bring. Throughput is
+    what is measured here, so the candidates are trained just enough to be real.
     """
     world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=120.0))
     train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
-    base = build_base("tiny_cnn")
-    apps = {"car": CLASSES.index("car"), "person": CLASSES.index("person")}
-    results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32, input_size=64), train, val)
-               for app, k in apps.items() for b in (3, base.num_segments)]
-    entries = [app_entry(app, [app], val.presence[:, k]) for app, k in apps.items()]
+    base = build_base(base_name)
+    apps = {name: (CLASSES.index(name), (3, base.num_segments)) for name in ("car", "person")}
+    for t in range(2, tenants):
+        apps[f"tenant-{t}"] = (t % len(CLASSES), (base.num_segments,))
+    results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32, input_size=64,
+                                                      seed=i), train, val)
+               for i, (app, (k, branchpoints)) in enumerate(apps.items()) for b in branchpoints]
+    entries = [app_entry(app, [CLASSES[k]], val.presence[:, k]) for app, (k, _) in apps.items()]
     info = TrainingInfo(input_size=64, fps=world.config.fps, data=synthetic_data_entry(),
                         world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
     build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
-
-
-def _jpegs(frames_per_camera: int) -> list[list[bytes]]:
-    world = World(WorldConfig(seed=0, num_cameras=CAMERAS, height=128, width=128, duration_s=60.0))
-    return [[encode_jpeg(world.camera(c).frame(i * 7)) for i in range(frames_per_camera)] for c in range(CAMERAS)]
-
-
-async def _closed_loop(send: Callable[[int, int], Awaitable[int]], warmup_s: float, measure_s: float) -> dict:
-    """CAMERAS loops, each awaiting `send(camera, i) -> frames` back to back; counts the measured window."""
-    latencies: list[float] = []
-    frames = 0
-    cpu: dict[str, float] = {}
-    t_start = time.perf_counter()
-    t_measure, t_end = t_start + warmup_s, t_start + warmup_s + measure_s
-
-    async def camera(c: int) -> None:
-        nonlocal frames
-        i = 0
-        while (now := time.perf_counter()) < t_end:
-            n = await send(c, i)
-            done = time.perf_counter()
-            if now >= t_measure and done <= t_end:
-                frames += n
-                latencies.append((done - now) * 1000.0)
-            i += 1
-
-    async def account() -> None:  # CPU over exactly the measured window
-        await asyncio.sleep(warmup_s)
-        before = cpu_by_component()
-        await asyncio.sleep(measure_s)
-        cpu.update({k: v - before[k] for k, v in cpu_by_component().items()})
-
-    await asyncio.gather(account(), *(camera(c) for c in range(CAMERAS)))
-    per_request = {f"cpu_ms_{k}": 1e3 * v / max(len(latencies), 1) for k, v in cpu.items()}  # per request
-    return {"fps": frames / measure_s, "rps": len(latencies) / measure_s, "latencies_ms": latencies, **per_request}
-
-
-def _summarise(windows: list[dict]) -> dict:
-    """Median throughput over the rounds (robust to load drifting during the run); latency over all requests."""
-    lat = np.concatenate([w["latencies_ms"] for w in windows]) if windows else np.array([np.nan])
-    cpu = {k: float(np.median([w[k] for w in windows])) for k in windows[0] if k.startswith("cpu_ms_")}
-    return {"fps": float(np.median([w["fps"] for w in windows])), "rps": float(np.median([w["rps"] for w in windows])),
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "requests": int(lat.size), "rounds": len(windows), **cpu,
-            "cpu_ms_server": sum(cpu[f"cpu_ms_{k}"] for k in ("proxy", "replica", "executor")),
-            "cpu_ms_total": sum(cpu.values())}
-
-
-COMPONENTS = (("ProxyActor", "proxy"), ("StemcellIngress", "replica"), (":Echo", "replica"),
-              ("StemExecutor", "executor"))
-
-
-def _process_table() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, title, CPU seconds) from /proc (Linux); empty elsewhere."""
-    table = {}
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (int(fields[1]), title, (int(fields[11]) + int(fields[12])) / tick)
-    return table
-
-
-def cpu_by_component() -> dict[str, float]:
-    """CPU seconds used so far by this Ray session's processes, by role (this process = client).
-
-    Only descendants of this process count (the local Ray started here), so other Ray sessions on
-    the machine are not mixed in.  CPU time, unlike wall time, is little affected by other load.
-    """
-    table = _process_table()
-    me = os.getpid()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    totals = {"client": table.get(me, (0, "", 0.0))[2], "proxy": 0.0, "replica": 0.0, "executor": 0.0, "other": 0.0}
-    stack = list(children.get(me, []))
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        title = table[pid][1]
-        role = next((r for key, r in COMPONENTS if key in title), "other")
-        totals[role] += table[pid][2]
-    return totals
 
 
 def _check(response: httpx.Response) -> None:
@@ -171,56 +110,117 @@ def _check(response: httpx.Response) -> None:
         raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code} {response.text[:200]}")
 
 
-async def _run_modes(url: str, tokens: list[str], jpegs: list[list[bytes]], rounds: int, warmup_s: float,
-                     measure_s: float, namespace: str, only: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """Every mode (or those in `only`) once per round, the order rotated each round, so load changes hit all
-    modes alike."""
-    executor = ray.get_actor("stemcell-executor-0", namespace=namespace)
-    arrays = [[decode_image(j, "image/jpeg") for j in cam] for cam in jpegs]
-    n = len(jpegs[0])
-    limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
-        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+@dataclass
+class Bench:
+    """What every measurement uses: the served app, its cameras' tokens, the load settings."""
 
-        async def direct(c: int, i: int, size: int) -> int:
-            frames = np.stack([arrays[c][(i * size + k) % n] for k in range(size)])
-            await executor.infer.remote(f"bench-{c}", frames)
-            return size
+    http: httpx.AsyncClient
+    executor: ActorHandle
+    tokens: dict[str, str]  # camera id -> its token
+    input_size: int
+    rounds: int
+    warmup_s: float
+    measure_s: float
 
-        async def single(c: int, i: int) -> int:
-            r = await http.post(f"/cameras/bench-{c}/frames", content=jpegs[c][i % n],
-                                headers={**headers[c], "Content-Type": "image/jpeg"})
+    async def rounds_of(self, modes: dict[str, Send]) -> dict[str, dict]:
+        """Every mode once per round, the order rotated each round, so load changes hit all modes alike."""
+        windows: dict[str, list[dict]] = {name: [] for name in modes}
+        names = list(modes)
+        for r in range(self.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                w = await closed_loop(modes[name], CAMERAS, self.warmup_s, self.measure_s)
+                windows[name].append(w)
+                print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s",
+                      flush=True)
+        return {name: summarise(w) for name, w in windows.items()}
+
+    def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int, *, preput: bool = False) -> Send:
+        """Decoded frames straight to the executor actor, `per_call` per call, stacked and sent by the
+        caller each time; with `preput` the stacks are put in the object store once, beforehand, so
+        what is measured is the executor alone, not this client copying (8 frames at 1080p: 50 MB)."""
+        stacks = [[np.stack([cam[(i * per_call + k) % len(cam)] for k in range(per_call)]) for i in range(len(cam))]
+                  for cam in arrays]
+        stacks = [[ray.put(s) for s in cam] for cam in stacks] if preput else stacks
+
+        async def send(c: int, i: int) -> int:
+            await self.executor.infer.remote(f"{camera}-{c}", stacks[c][i % len(stacks[c])])
+            return per_call
+        return send
+
+    def single(self, jpegs: list[list[bytes]], camera: str, path: str = "/cameras/{camera}/frames") -> Send:
+        """One JPEG per POST to `path` (a camera's frames route, or another deployment's)."""
+        async def send(c: int, i: int) -> int:
+            cam = f"{camera}-{c}"
+            r = await self.http.post(path.format(camera=cam), content=jpegs[c][i % len(jpegs[c])],
+                                     headers={"Authorization": f"Bearer {self.tokens.get(cam, '')}",
+                                              "Content-Type": "image/jpeg"})
             _check(r)
             return 1
+        return send
 
-        async def batch(c: int, i: int) -> int:
+    def batch(self, jpegs: list[list[bytes]], camera: str) -> Send:
+        async def send(c: int, i: int) -> int:
+            cam, n = f"{camera}-{c}", len(jpegs[c])
             files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
-            r = await http.post(f"/cameras/bench-{c}/frames:batch", files=files, headers=headers[c])
+            r = await self.http.post(f"/cameras/{cam}/frames:batch", files=files,
+                                     headers={"Authorization": f"Bearer {self.tokens[cam]}"})
             _check(r)
             return BATCH
-
-        async def echo(c: int, i: int) -> int:
-            r = await http.post("/echo", content=jpegs[c][i % n], headers={"Content-Type": "image/jpeg"})
-            _check(r)
-            return 1
-
-        modes: dict[str, Callable[[int, int], Awaitable[int]]] = {
-            "direct": lambda c, i: direct(c, i, BATCH),
-            "direct_single": lambda c, i: direct(c, i, 1),
-            "http": single, "http_batch": batch, "echo": echo,
-        }
-        windows: dict[str, list[dict]] = {name: [] for name in modes if only is None or name in only}
-        names = [name for name in modes if only is None or name in only]
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                w = await _closed_loop(modes[name], warmup_s, measure_s)
-                windows[name].append(w)
-                print(f"  round {r + 1}/{rounds} {name:14s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s", flush=True)
-    return {name: _summarise(w) for name, w in windows.items()}
+        return send
 
 
-def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[str]]:
-    # benchmarks/ is on sys.path when run as a script
+async def measure_overhead(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict]:
+    """(a)-(d) at `--resolution`: the keys this benchmark always had."""
+    arrays = [[decode_for_model(j, "image/jpeg", b.input_size) for j in cam] for cam in jpegs]
+    return await b.rounds_of({"direct": b.direct(arrays, "bench", BATCH), "direct_single": b.direct(arrays, "bench", 1),
+                              "http": b.single(jpegs, "bench"), "http_batch": b.batch(jpegs, "bench"),
+                              "echo": b.single(jpegs, "bench", "/echo")})
+
+
+async def measure_http_resolutions(b: Bench, by_resolution: dict[int, list[list[bytes]]]) -> dict[str, dict]:
+    """(b) with 720p and 1080p JPEGs."""
+    return await b.rounds_of({f"http_{res}": b.single(by_resolution[res], "bench") for res in (720, 1080)})
+
+
+def measure_decode_limit(jpegs: list[list[bytes]], size: int, threads: int, seconds: float) -> dict[str, float]:
+    """JPEG -> model-size frames per second with libjpeg-turbo (DCT-scaled decode + the one resize)
+    on `threads` threads, nothing else: simplejpeg and torch release the GIL, so threads use the cores."""
+    flat = [j for cam in jpegs for j in cam]
+    deadline = time.perf_counter() + seconds
+
+    def work(k: int) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            decode_for_model(flat[(k + done) % len(flat)], "image/jpeg", size)
+            done += 1
+        return done
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        frames = sum(pool.map(work, range(threads)))
+    fps = frames / (time.perf_counter() - started)
+    return {"fps": fps, "rps": fps, "threads": threads}
+
+
+async def measure_executor_1080(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict]:
+    """The executor fed decoded 1080p frames (resized inside it) vs the model-size arrays of the same JPEGs."""
+    full = [[decode_image(j, "image/jpeg") for j in cam] for cam in jpegs]
+    small = [[decode_for_model(j, "image/jpeg", b.input_size) for j in cam] for cam in jpegs]
+    return await b.rounds_of({"executor_1080_full": b.direct(full, "bench", BATCH, preput=True),
+                              "executor_1080_model_size": b.direct(small, "bench", BATCH, preput=True)})
+
+
+async def measure_ten_apps(b: Bench, jpegs: list[list[bytes]], rounds: int) -> dict[str, dict]:
+    """10 apps per frame: Stemcell over HTTP vs plain Serve's 10 separate models, interleaved rounds."""
+    interleaved = Bench(b.http, b.executor, b.tokens, b.input_size, rounds, b.warmup_s, b.measure_s)
+    return await interleaved.rounds_of({"http_10apps": b.single(jpegs, "ten"),
+                                        "peer_plain_serve_10models": b.single(jpegs, "ten", "/plain")})
+
+
+def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
+            peer: bool = True) -> tuple[str, dict[str, str]]:
+    """Stemcell, the echo and (with `peer`) the plain-Serve peer on one Serve instance; 8 cameras with
+    car + person (`bench-*`) and 8 with every app at the last branchpoint, the whole stem shared (`ten-*`)."""
     from ports import reserved_port, wait_listening
 
     from app.serve_app import build_app
@@ -230,36 +230,55 @@ def _deploy(root: Path, package: Path, coalesce_ms: float) -> tuple[str, list[st
     config.write_text(yaml.safe_dump({
         "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
         "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5},
-        "executors": {"num_cpus": 1, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
+        "executors": {"num_cpus": threads, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
     }))
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
+    apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
+    shared = load_package(package).base.num_segments  # every app only its head above the base
+    ray.cloudpickle.register_pickle_by_value(plain_serve)  # the replica cannot import benchmarks/
     with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
         serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+        if peer:
+            models = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
+            serve.run(models.bind(str(package), [(a, shared) for a in apps], threads),
+                      name="plain", route_prefix="/plain")
         wait_listening(port)
     url = f"http://127.0.0.1:{port}"
+    tokens = {}
     with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
-        apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
-        tokens = [admin.add_camera(f"bench-{c}", apps, fps=30)["token"] for c in range(CAMERAS)]
+        for c in range(CAMERAS):
+            tokens[f"bench-{c}"] = admin.add_camera(f"bench-{c}", ["car", "person"], fps=30)["token"]
+            ten = [{"app": a, "branchpoint": shared} for a in apps]
+            tokens[f"ten-{c}"] = admin.add_camera(f"ten-{c}", ten, fps=30)["token"]
     return url, tokens
 
 
-def measure_behind_haproxy(package: Path, root: Path, jpegs: list[list[bytes]], rounds: int, warmup_s: float,
-                           measure_s: float, coalesce_ms: float) -> dict[str, float]:
-    """(e): single frames and the echo behind Serve's HAProxy ingress, on a fresh local Ray whose processes
-    all inherit the flag (as `stemcell serve` with `http.ingress: haproxy` starts one)."""
-    from ports import haproxy_env  # benchmarks/ is on sys.path when run as a script
+def measure_behind_haproxy(root: Path, package: Path, args: argparse.Namespace, rounds: int, warmup_s: float,
+                           measure_s: float, threads: int) -> dict[str, dict]:
+    """(b) and (d) behind Serve's HAProxy ingress, on a fresh local Ray whose processes all inherit the
+    flag (as `stemcell serve` with `http.ingress: haproxy` starts one); same cameras and JPEGs."""
+    from ports import haproxy_env
 
     env = haproxy_env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        url, tokens = _deploy(root, package, coalesce_ms)
-        results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench",
-                                         only=("http", "echo")))
+        url, tokens = _deploy(root, package, args.coalesce_ms, threads, peer=False)
+
+        async def run() -> dict[str, dict]:
+            limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
+            async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+                executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
+                b = Bench(http, executor, tokens, load_package(package).manifest.base.input_size, rounds, warmup_s,
+                          measure_s)
+                jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
+                return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
+                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
+        return asyncio.run(run())
     finally:
         ray.shutdown()
         for k, v in saved.items():
@@ -267,55 +286,26 @@ def measure_behind_haproxy(package: Path, root: Path, jpegs: list[list[bytes]], 
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return {"fps_http_haproxy": results["http"]["fps"], "rps_echo_haproxy": results["echo"]["rps"],
-            "p99_ms_http_haproxy": results["http"]["p99_ms"],
-            "ratio_http_haproxy_to_echo_haproxy": results["http"]["rps"] / results["echo"]["rps"]}
 
 
 def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
     names = list(results)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    bars = ax.bar(names, [results[n]["fps"] for n in names], color=["#4c72b0", "#8fa8d0", "#dd8452", "#c44e52", "#999999"])
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    bars = ax.bar(names, [results[n]["fps"] for n in names], color="#4c72b0")
     for bar, n in zip(bars, names):
-        ax.annotate(f"{results[n]['fps']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+        ax.annotate(f"{results[n]['fps']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize=8)
     ax.set_ylabel("frames/s (echo: requests/s)")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.set_title(f"{CAMERAS} cameras: http/echo = {summary['ratio_http_to_echo']:.2f} (goal 0.8), "
-                 f"batch/direct = {summary['ratio_http_batch_to_direct']:.2f} (goal 0.7)", fontsize=9)
+                 f"batch/direct = {summary['ratio_http_batch_to_direct']:.2f} (goal 0.7), "
+                 f"http/decode limit 1080p = {summary['ratio_http_to_decode_limit_1080']:.2f} (goal 0.6), "
+                 f"10 apps vs plain Serve = {summary['ratio_to_plain_serve']:.1f}x", fontsize=8)
     save_plot(fig, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short windows (< 60 s in all on 2 cores)")
-    parser.add_argument("--out", type=Path, required=True, help="JSON results (Parquet and PNG beside it)")
-    parser.add_argument("--package", type=Path, help="M-Package to serve (default: build a tiny one in a temp dir)")
-    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 2 quick, 5 full)")
-    parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
-                        help="executors.coalesce_ms of the served app (default: the config default)")
-    parser.add_argument("--rounds", type=int, help="rounds over all modes (default 1 quick, 5 full)")
-    args = parser.parse_args()
-    measure_s = args.seconds or (2.0 if args.quick else 5.0)
-    rounds = args.rounds or (1 if args.quick else 5)
-    warmup_s = 0.5 if args.quick else 1.0
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
-        root = Path(tmp)
-        package = args.package or _speed_package(root / "pkg")
-        jpegs = _jpegs(16)
-        print(f"package and frames ready after {time.perf_counter() - started:.1f} s", flush=True)
-        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-        try:
-            url, tokens = _deploy(root, package, args.coalesce_ms)
-            print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
-            results = asyncio.run(_run_modes(url, tokens, jpegs, rounds, warmup_s, measure_s, "stemcell-bench"))
-        finally:
-            ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
-        haproxy = measure_behind_haproxy(package, root / "haproxy", jpegs, rounds, warmup_s, measure_s, args.coalesce_ms)
-
-    summary = {
+def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, measure_s: float) -> dict:
+    return {
         "fps_direct": results["direct"]["fps"],
         "fps_direct_single": results["direct_single"]["fps"],
         "fps_http": results["http"]["fps"],
@@ -328,21 +318,101 @@ def main() -> None:
         # server keeps, and much less sensitive than throughput to other load on the machine.
         "cpu_ratio_http_to_echo": results["echo"]["cpu_ms_total"] / results["http"]["cpu_ms_total"],
         "cpu_ratio_http_batch_to_direct": results["direct"]["cpu_ms_total"] / results["http_batch"]["cpu_ms_total"],
-        "cameras": CAMERAS, "batch": BATCH, "rounds": rounds, "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
-        "jpeg_bytes_mean": float(np.mean([len(j) for c in jpegs for j in c])),
-        **haproxy,
+        "fps_http_720": results["http_720"]["fps"],
+        "fps_http_1080": results["http_1080"]["fps"],
+        "decode_limit_fps_1080": results["decode_limit_1080"]["fps"],
+        "ratio_http_to_decode_limit_1080": results["http_1080"]["fps"] / results["decode_limit_1080"]["fps"],
+        "executor_fps_1080_full": results["executor_1080_full"]["fps"],
+        "executor_fps_1080_model_size": results["executor_1080_model_size"]["fps"],
+        "fps_http_10apps": results["http_10apps"]["fps"],
+        "fps_peer_plain_serve_10models": results["peer_plain_serve_10models"]["fps"],
+        "ratio_to_plain_serve": results["http_10apps"]["fps"] / results["peer_plain_serve_10models"]["fps"],
+        "cpu_ratio_to_plain_serve": (results["peer_plain_serve_10models"]["cpu_ms_total"]
+                                     / results["http_10apps"]["cpu_ms_total"]),
+        "fps_http_haproxy": results["http_haproxy"]["fps"],
+        "rps_echo_haproxy": results["echo_haproxy"]["rps"],
+        "ratio_http_haproxy_to_echo_haproxy": results["http_haproxy"]["rps"] / results["echo_haproxy"]["rps"],
+        "resolution": args.resolution,
+        "base": load_package(args.package).manifest.base.name if args.package else args.base,
+        "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
+        "measure_s": measure_s, "coalesce_ms": args.coalesce_ms,
     }
-    rows = [{"mode": name, "frames_per_request": BATCH if name in ("direct", "http_batch") else 1, **r}
-            for name, r in results.items()]
-    print_table(rows, ["mode", "frames_per_request", "fps", "rps", "p50_ms", "p99_ms", "cpu_ms_proxy", "cpu_ms_replica",
-                       "cpu_ms_executor", "cpu_ms_server", "cpu_ms_client"],
+
+
+async def _measure(url: str, tokens: dict[str, str], package: Path, args: argparse.Namespace, rounds: int,
+                   warmup_s: float, measure_s: float, decode_threads: int) -> dict[str, dict]:
+    """Every measurement, one after another, on the same deployment."""
+    size = load_package(package).manifest.base.input_size
+    per_camera = {128: 16, 720: 4, 1080: 4}
+    jpegs = {res: camera_jpegs(CAMERAS, per_camera[res], res) for res in {args.resolution, 720, 1080}}
+    limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+        executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
+        bench = Bench(http, executor, tokens, size, rounds, warmup_s, measure_s)
+        results = await measure_overhead(bench, jpegs[args.resolution])
+        results |= await measure_http_resolutions(bench, jpegs)
+        results["decode_limit_1080"] = measure_decode_limit(jpegs[1080], size, decode_threads, measure_s)
+        print(f"  decode limit 1080p: {results['decode_limit_1080']['fps']:.1f} frames/s", flush=True)
+        results |= await measure_executor_1080(bench, jpegs[1080])
+        results |= await measure_ten_apps(bench, jpegs[args.resolution], max(2, rounds))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short windows (< 90 s in all on 2 cores)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results (Parquet and PNG beside it)")
+    parser.add_argument("--package", type=Path, help="M-Package to serve (default: build a tiny one in a temp dir)")
+    parser.add_argument("--resolution", type=int, choices=(128, 720, 1080), default=128,
+                        help="camera JPEGs of (a)-(d) and the 10-apps comparison (default 128: 128x128)")
+    parser.add_argument("--base", default="tiny_cnn",
+                        help="base of the package built when no --package is given (default tiny_cnn; "
+                        "mobilenet_v3_small makes the 10-apps comparison about models rather than HTTP)")
+    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.5 quick, 5 full)")
+    parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
+                        help="executors.coalesce_ms of the served app (default: the config default)")
+    parser.add_argument("--rounds", type=int, help="rounds over all modes (default 1 quick, 5 full)")
+    args = parser.parse_args()
+    measure_s = args.seconds or (1.5 if args.quick else 5.0)
+    rounds = args.rounds or (1 if args.quick else 5)
+    warmup_s = 0.5 if args.quick else 1.0
+    threads = 1  # the executor's (and the peer's) torch threads: one core each on this 2-core box
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
+        root = Path(tmp)
+        package = args.package or _speed_package(root / "pkg", tenants=TENANTS, base_name=args.base)
+        print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
+        # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
+        ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            url, tokens = _deploy(root, package, args.coalesce_ms, threads)
+            print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+            results = asyncio.run(_measure(url, tokens, package, args, rounds, warmup_s, measure_s,
+                                           decode_threads=os.cpu_count() or 1))
+        finally:
+            ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
+        results |= measure_behind_haproxy(root / "haproxy", package, args, rounds, warmup_s, measure_s, threads)
+
+    summary = _summary(results, args, rounds, measure_s) | {"seconds_total": time.perf_counter() - started}
+    rows = [{"mode": name, **{k: v for k, v in r.items() if k != "latencies_ms"}} for name, r in results.items()]
+    print_table(rows, ["mode", "fps", "rps", "p50_ms", "p99_ms", "cpu_ms_proxy", "cpu_ms_replica", "cpu_ms_executor",
+                       "cpu_ms_server", "cpu_ms_client"],
                 title=f"Serve overhead, {CAMERAS} concurrent cameras, median of {rounds} rounds x {measure_s:g} s")
     print(f"\nhttp / echo = {summary['ratio_http_to_echo']:.2f} (goal >= 0.8; by CPU time "
           f"{summary['cpu_ratio_http_to_echo']:.2f}); http_batch / direct = {summary['ratio_http_batch_to_direct']:.2f} "
           f"(goal >= 0.7; by CPU time {summary['cpu_ratio_http_batch_to_direct']:.2f}); "
           f"p99 http = {summary['p99_ms_http']:.1f} ms")
-    print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} req/s, "
-          f"http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
+    print(f"1080p: http {summary['fps_http_1080']:.1f} frames/s = {summary['ratio_http_to_decode_limit_1080']:.2f} of "
+          f"the decode limit {summary['decode_limit_fps_1080']:.1f} (goal >= 0.6); executor fed full frames "
+          f"{summary['executor_fps_1080_full']:.1f} vs model-size {summary['executor_fps_1080_model_size']:.1f}")
+    print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} "
+          f"req/s, http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
+    print(f"10 apps per frame: Stemcell {summary['fps_http_10apps']:.1f} vs plain Serve "
+          f"{summary['fps_peer_plain_serve_10models']:.1f} frames/s = {summary['ratio_to_plain_serve']:.2f}x "
+          f"(by CPU time {summary['cpu_ratio_to_plain_serve']:.2f}x); whole run {summary['seconds_total']:.0f} s")
     out = save_results({**summary, "rows": rows}, args.out, rows=rows)
     _plot(results, summary, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -3,6 +3,13 @@
     cam = Camera("http://host:8000", token, "cam-1")
     cam.infer(rgb_frame)            # -> {"camera_id", "frame_ts", "results": [...], "model_versions"}
 
+A camera's frames are analysed at its `input_size` (a square of 64-224 px), so by default arrays
+are resized to it here, with the server's own rule (`stemcell.imaging.resize_frames`), before
+JPEG encoding: a 1080p frame goes out as a few KB instead of a few hundred, and the server has
+nothing left to resize. The size comes from the registration answer (`input_size=`) or, failing
+that, from one `GET /cameras/{id}/status` before the first frame. `resize=False` sends frames whole
+(e.g. to keep full frames in event snapshots); JPEG/PNG bytes are always sent as they are.
+
 Overload is normal for a camera fleet (503 + Retry-After from the server's back-pressure, a Serve
 replica restarting, a dropped connection), so those are retried with capped exponential backoff
 and jitter (jitter keeps a fleet that failed together from retrying together).  Every other
@@ -23,7 +30,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from stemcell.imaging import encode_jpeg, sniff_format
+from stemcell.imaging import encode_jpeg, resize_frames, sniff_format
 from stemcell.retry import jittered_backoff
 
 log = logging.getLogger(__name__)
@@ -138,28 +145,40 @@ class _Client:
         self.close()
 
 
-def _encoded(frame: Frame) -> tuple[bytes, str]:
-    """(bytes, content type): arrays are JPEG-encoded; JPEG/PNG bytes are sent as they are."""
-    if isinstance(frame, (bytes, bytearray, memoryview)):
-        data = bytes(frame)
-        fmt = sniff_format(data)
-        if fmt is None:
-            raise ValueError("frame bytes are neither JPEG nor PNG; pass an RGB uint8 array instead")
-        return data, f"image/{fmt}"
-    return encode_jpeg(np.asarray(frame)), "image/jpeg"
-
-
 class Camera(_Client):
     """A camera's view of the server: post frames, read its own status (its token only opens its routes)."""
 
-    def __init__(self, base_url: str, token: str, camera_id: str, **kwargs: Any) -> None:
+    def __init__(self, base_url: str, token: str, camera_id: str, *, resize: bool = True,
+                 input_size: int | None = None, **kwargs: Any) -> None:
+        """`resize`: send arrays at the camera's input size (learned from `input_size`, the registration
+        answer's, or else asked once); False sends them whole."""
         super().__init__(base_url, token, **kwargs)
         self.camera_id = camera_id
         self._path_id = quote(camera_id, safe="")
+        self.resize = resize
+        self._input_size = input_size
+
+    def input_size(self) -> int | None:
+        """The side arrays are resized to before encoding; None when `resize` is off."""
+        if self.resize and self._input_size is None:
+            self._input_size = int(self.status()["input_size"])
+        return self._input_size if self.resize else None
+
+    def _encoded(self, frame: Frame) -> tuple[bytes, str]:
+        """(bytes, content type): arrays are JPEG-encoded (first resized to `input_size()` unless
+        `resize` is off); JPEG/PNG bytes are sent as they are."""
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            data = bytes(frame)
+            fmt = sniff_format(data)
+            if fmt is None:
+                raise ValueError("frame bytes are neither JPEG nor PNG; pass an RGB uint8 array instead")
+            return data, f"image/{fmt}"
+        rgb, size = np.asarray(frame), self.input_size()
+        return encode_jpeg(rgb if size is None else resize_frames(rgb, size)), "image/jpeg"
 
     def infer(self, frame: Frame, ts: float | None = None) -> dict:
         """One frame (RGB uint8 array, or JPEG/PNG bytes) -> that frame's per-app results."""
-        data, content_type = _encoded(frame)
+        data, content_type = self._encoded(frame)
         params = {"ts": ts} if ts is not None else None
         return self.request("POST", f"/cameras/{self._path_id}/frames", content=data,
                             headers={"Content-Type": content_type}, params=params)
@@ -168,7 +187,7 @@ class Camera(_Client):
         """Several frames in one request (far less per-request overhead); one result per frame, in order."""
         if timestamps is not None and len(timestamps) != len(frames):
             raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
-        files = [("frames", (f"frame{i}", *_encoded(frame))) for i, frame in enumerate(frames)]
+        files = [("frames", (f"frame{i}", *self._encoded(frame))) for i, frame in enumerate(frames)]
         data = {"ts": [str(t) for t in timestamps]} if timestamps is not None else None
         return self.request("POST", f"/cameras/{self._path_id}/frames:batch", files=files, data=data)["frames"]
 

@@ -12,6 +12,13 @@ Pillow's decoders both swallow them).
 
 Errors carry a `reason` the HTTP layer maps to a status code (415 / 400 / 413); this module knows
 nothing about HTTP.
+
+It also holds THE resize (`resize_frames`): every way a frame reaches a model (an HTTP upload, a
+batch, the executor's direct API, the pull ingest, training, a client shrinking its upload) goes
+through it, so a frame gives the same scores whichever way it came in. A frame for a model of
+`size` px is decoded straight at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides
+>= `size` (`decode_for_model`): libjpeg then skips most of the IDCT and the colour conversion, and
+the resize after it works on a few hundred pixels per side instead of 1920.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ from typing import Literal
 import cv2
 import numpy as np
 import simplejpeg
+import torch
+import torch.nn.functional as F
 
 ImageFormat = Literal["jpeg", "png"]
 Reason = Literal["unsupported", "corrupt", "too_large"]
@@ -115,18 +124,59 @@ def _check_complete(data: bytes, fmt: ImageFormat) -> None:
         raise ImageError("corrupt", f"{fmt.upper()} image is truncated (no end marker)")
 
 
-def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits(),
+                 *, min_side: int | None = None) -> np.ndarray:
     """Validate and decode one JPEG/PNG into an RGB uint8 array (H, W, 3).
 
     Order: declared type -> size -> magic bytes (must agree with the type) -> header dimensions
     (pixel limit) -> end marker (truncation) -> strict decode (JPEG: simplejpeg, straight to RGB;
-    PNG: OpenCV, BGR to RGB).
+    PNG: OpenCV, BGR to RGB). With `min_side`, a JPEG is decoded at the DCT scale `dct_factor`
+    picks (both sides still >= `min_side`); a PNG has no such scale and comes back whole.
     """
     actual, width, height = check_image(data, content_type, limits)
-    rgb = _decode_jpeg(data) if actual == "jpeg" else _decode_png(data)
-    if rgb is None or rgb.shape[:2] != (height, width):
+    factor = dct_factor(width, height, min_side) if actual == "jpeg" and min_side else 1
+    rgb = _decode_jpeg(data, -(-height // factor), -(-width // factor)) if actual == "jpeg" else _decode_png(data)
+    if rgb is None or rgb.shape[:2] != (-(-height // factor), -(-width // factor)):
         raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
     return rgb
+
+
+def decode_for_model(data: bytes, content_type: str | None, size: int, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """One JPEG/PNG -> the contiguous RGB uint8 (size, size, 3) a model of input `size` takes:
+    decoded at the DCT scale that keeps both sides >= `size`, then `resize_frames`."""
+    return resize_frames(decode_image(data, content_type, limits, min_side=size), size)
+
+
+def dct_factor(width: int, height: int, size: int) -> int:
+    """The largest libjpeg DCT scale-down (8, 4, 2 or 1) after which both sides are still >= `size`
+    (libjpeg rounds a scaled side up: ceil(side / factor)); 1920x1080 for 128 px -> 8 (240x135).
+    Only powers of two: libjpeg-turbo's 3/8, 5/8... scales have no SIMD IDCT and are slower."""
+    for factor in (8, 4, 2):
+        if -(-width // factor) >= size and -(-height // factor) >= size:
+            return factor
+    return 1
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """THE resize: uint8 RGB (N,H,W,3) or (H,W,3) -> contiguous uint8 of the same rank at (size, size).
+
+    The rule models were always trained with: the whole frame, stretched to the square input
+    (no crop, aspect not kept), bilinear with antialiasing (so a downscale averages every source
+    pixel instead of sampling a few), rounded to uint8 so the result can travel as bytes.
+    Frames already at (size, size) are returned as they are (contiguous).
+    """
+    if frames.dtype != np.uint8 or frames.shape[-1:] != (3,) or frames.ndim not in (3, 4):
+        raise ValueError(f"expected uint8 RGB frames (N,H,W,3) or (H,W,3), got {frames.dtype} {frames.shape}")
+    if frames.shape[-3:-1] == (size, size):
+        return np.ascontiguousarray(frames)
+    batch = frames if frames.ndim == 4 else frames[None]
+    # torch refuses to wrap read-only memory (frames from Ray's object store) without a copy.
+    batch = np.array(batch) if not batch.flags.writeable else batch
+    # channels-last uint8 has torch's vectorised antialiased kernel: no float copy of the full frame
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    out = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    resized = np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
+    return resized if frames.ndim == 4 else resized[0]
 
 
 def check_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits()) -> tuple[ImageFormat, int, int]:
@@ -149,9 +199,11 @@ def check_image(data: bytes, content_type: str | None, limits: ImageLimits = Ima
     return actual, width, height
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray:
+def _decode_jpeg(data: bytes, min_height: int = 0, min_width: int = 0) -> np.ndarray:
+    # simplejpeg picks the smallest M/8 scale meeting both minimums: the exact ceil(side/factor)
+    # of a power-of-two factor selects that factor and no other.
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, min_height=min_height, min_width=min_width)
     except ValueError as exc:  # libjpeg's error or (strict) warning, e.g. "premature end of data segment"
         raise ImageError("corrupt", f"JPEG image is corrupt: {str(exc)[:200]}") from exc
 

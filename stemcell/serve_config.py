@@ -39,8 +39,8 @@ class HttpSection(_Strict):
 class AutoscalingSection(_Strict):
     """Serve autoscaling of the ingress replicas (Serve's `autoscaling_config`)."""
 
-    min_replicas: int = Field(1, ge=0, le=64)
-    max_replicas: int = Field(4, ge=1, le=64)
+    min_replicas: int = Field(1, ge=0)  # no constant cap: the cluster's CPUs bound replicas
+    max_replicas: int = Field(4, ge=1)
     target_ongoing_requests: float = Field(32.0, gt=0)  # requests in flight per replica Serve aims for
 
     @model_validator(mode="after")
@@ -60,7 +60,7 @@ def _executor_cpus(data: dict[str, Any]) -> float:
 
 class IngressSection(_Strict):
     # FastAPI replicas (HTTP decoding scales with these); auto (the default): from the node's cores (stemcell.cores)
-    num_replicas: int = Field(default_factory=_ingress_replicas, ge=1, le=64)
+    num_replicas: int = Field(default_factory=_ingress_replicas, ge=1)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
@@ -81,7 +81,7 @@ class IngressSection(_Strict):
 
 
 class ExecutorSection(_Strict):
-    count: int = Field(1, ge=1, le=64)  # StemExecutor actors; cameras are spread over them by id
+    count: int = Field(1, ge=1)  # StemExecutor actors (no cap: the cluster's GPUs bound them); placed by rendezvous hash
     num_gpus: float = Field(0.25, ge=0, le=8)  # GPU share of each executor (logical on CPU nodes)
     # Ray CPUs of each executor = its torch threads; auto (the default): from the node's cores (stemcell.cores)
     num_cpus: float = Field(default_factory=_executor_cpus, ge=0)
@@ -210,6 +210,10 @@ class EventsSection(_Strict):
     snapshot_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # whole folder; oldest snapshots go first
     snapshot_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)  # older snapshots are deleted
     stream_poll_s: float = Field(0.5, gt=0, le=10)  # how often GET /admin/events:stream asks the store for news
+    max_rows: int = Field(1_000_000, ge=100)  # the events table keeps the newest this many (oldest deleted)
+    max_age_s: float = Field(90 * 24 * 3600.0, gt=0)  # ... and none that started longer ago than this
+    forward_interval_s: float = Field(0.05, gt=0, le=5)  # how often a producer sends its results to the event hub
+    reorder_s: float = Field(0.15, ge=0, le=10)  # the hub holds results this long to order a camera's frames
 
 
 class WebhooksSection(_Strict):

@@ -13,8 +13,8 @@ the same shape)::
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from stemcell.control.contracts import AppRequest, AppRun, CameraSpec
@@ -39,18 +39,26 @@ def default_candidate(manifest: Manifest, app: str) -> CandidateEntry:
     return max((c for c in candidates if c.f1 >= best - F1_TOLERANCE), key=lambda c: c.branchpoint)
 
 
-def _planned(plan: Mapping[str, Any], camera_id: str, app: str) -> Mapping[str, Any] | None:
+@dataclass(frozen=True)
+class PlanHints:
+    """What filling in a camera's open choices reads from the saved plan: the camera's own entry, and
+    per app the branchpoint most cameras run (`StateStore.shared_branchpoints`, kept as counts), so a
+    registration reads O(its camera), not the whole plan."""
+
+    own: Mapping[str, Any] = field(default_factory=dict)  # this camera's plan entry ({"fps", "apps"})
+    shared: Mapping[str, int] = field(default_factory=dict)  # app -> most shared branchpoint
+
+
+def _planned(hints: PlanHints, app: str) -> Mapping[str, Any] | None:
     """This camera's entry for `app` in the plan, else the branchpoint most other cameras use."""
-    cameras = plan.get("cameras", {})
-    own = cameras.get(camera_id, {}).get("apps", {}).get(app)
+    own = hints.own.get("apps", {}).get(app)
     if own is not None:
         return own
-    used = Counter(int(c["apps"][app]["branchpoint"]) for c in cameras.values() if app in c.get("apps", {}))
-    return {"branchpoint": used.most_common(1)[0][0]} if used else None
+    return {"branchpoint": hints.shared[app]} if app in hints.shared else None
 
 
-def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: str, stream_fps: float,
-                 plan: Mapping[str, Any]) -> list[AppRun]:
+def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], stream_fps: float,
+                 hints: PlanHints) -> list[AppRun]:
     """Fill in what the admin left open and check the rest against the package.
 
     Branchpoint: asked > this camera's current plan > what other cameras run (shares their stem)
@@ -66,7 +74,7 @@ def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], camera_id: 
     for req in requests:
         if req.app not in known:
             raise ValueError(f"unknown app {req.app!r}; the package has {sorted(known)}")
-        planned = _planned(plan, camera_id, req.app) or {}
+        planned = _planned(hints, req.app) or {}
         branchpoint = req.branchpoint if req.branchpoint is not None else planned.get("branchpoint")
         if branchpoint is None:
             branchpoint = default_candidate(manifest, req.app).branchpoint

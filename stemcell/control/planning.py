@@ -30,6 +30,7 @@ class RoundInputs:
     context: PlannerContext  # the frozen input of `plan_round`
     job_roles: Mapping[str, str]  # retraining job id -> the worker role running it
     memory_floors: Mapping[str, float]  # executor role -> least share its measured memory allows
+    cameras: tuple[CameraSpec, ...] = ()  # the cameras planned (their demands are `context.cameras`)
 
 
 def retrain_jobs(role: str, stats: WorkerStats | None) -> dict[str, tuple[str, RetrainJob]]:

@@ -4,22 +4,29 @@ Each webhook has its own bounded queue and one sender thread. `publish` only enq
 drops the delivery and counts it as overflow), so a slow or dead receiver delays nobody but itself:
 inference answers no later than without webhooks. Failed posts are retried with capped exponential
 backoff up to `max_attempts`, then counted as failed.
+
+The target is checked twice: when registered, and again at every delivery (`pinned_post`), because
+a name that resolved to a public address at registration may resolve to 127.0.0.1 or the cloud's
+metadata address later (DNS rebinding). The delivery resolves the host, refuses a private answer
+(unless `webhooks.allow_private`) and connects to exactly the address it checked, so no second
+lookup can swap it; redirects are not followed (a public receiver cannot bounce a post inward).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +42,28 @@ def _resolve(host: str) -> list[str]:
     return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
 
 
+class RefusedTarget(ValueError):
+    """A webhook host that resolves to an address it may not post to (not retried: it is a policy answer)."""
+
+
+def _allowed_addresses(host: str, allow_private: bool, resolve: Resolver) -> list[str]:
+    """The host's addresses; `RefusedTarget` when any is loopback, private, link-local or multicast
+    (unless `allow_private`), ValueError when it does not resolve."""
+    try:
+        addresses = resolve(host)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"webhook host {host!r} does not resolve: {exc}") from exc
+    if not addresses:
+        raise ValueError(f"webhook host {host!r} has no address")
+    if not allow_private:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            if not ip.is_global or ip.is_multicast:
+                raise RefusedTarget(f"webhook host {host!r} is a private or loopback address ({ip}); "
+                                    "set webhooks.allow_private: true to allow it")
+    return addresses
+
+
 def check_target(url: str, allow_private: bool, resolve: Resolver = _resolve) -> str:
     """The URL when a webhook may post to it; ValueError naming the problem otherwise.
 
@@ -48,15 +77,9 @@ def check_target(url: str, allow_private: bool, resolve: Resolver = _resolve) ->
         raise ValueError(f"webhook url has no host: {url!r}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-        addresses = resolve(parts.hostname)
-    except (OSError, UnicodeError) as exc:
-        raise ValueError(f"webhook host {parts.hostname!r} does not resolve: {exc}") from exc
-    if not allow_private:
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-            if not ip.is_global or ip.is_multicast:
-                raise ValueError(f"webhook host {parts.hostname!r} is a private or loopback address ({ip}); "
-                                 "set webhooks.allow_private: true to allow it")
+    except ValueError as exc:
+        raise ValueError(f"webhook url has a bad port: {url!r}") from exc
+    _allowed_addresses(parts.hostname, allow_private, resolve)
     return url
 
 
@@ -95,18 +118,68 @@ class DeliveryPolicy:
     backoff_s: float = 0.5  # wait after the first failure, doubled each retry
     backoff_max_s: float = 30.0
     timeout_s: float = 5.0  # one POST
+    allow_private: bool = False  # deliveries to loopback/private addresses (re-checked at each delivery)
 
 
 Post = Callable[[str, bytes, dict[str, str], float], int]  # url, body, headers, timeout -> HTTP status
 
 
-def http_post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to `host` (its Host header) over a socket to the one `address` already checked."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS likewise; the certificate is still verified against the host's name (SNI too)."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def pinned_post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, *, allow_private: bool = False,
+                resolve: Resolver = _resolve) -> int:
+    """POST `body` to `url` after re-checking where its host points now; returns the HTTP status.
+
+    Raises `RefusedTarget` when the host resolves to a refused address, OSError when unreachable."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RefusedTarget(f"webhook url must be http(s) with a host, got {url!r}")
+    address = _allowed_addresses(parts.hostname, allow_private, resolve)[0]
+    https = parts.scheme == "https"
+    kind = _PinnedHTTPS if https else _PinnedHTTP
+    conn = kind(parts.hostname, parts.port or (443 if https else 80), address, timeout_s)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310 - scheme checked
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                     headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """One webhook's delivery counters (what `GET /admin/webhooks` shows)."""
+
+    delivered: int = 0
+    failed: int = 0  # deliveries that failed every attempt (or were refused at delivery)
+    overflow: int = 0  # deliveries dropped because the queue was full
+    retries: int = 0
+    pending: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -121,9 +194,10 @@ class _Counters:
 class WebhookSender:
     """One webhook's queue and sender thread."""
 
-    def __init__(self, spec: WebhookSpec, policy: DeliveryPolicy, post: Post = http_post,
+    def __init__(self, spec: WebhookSpec, policy: DeliveryPolicy, post: Post | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.spec, self.policy, self._post, self._sleep = spec, policy, post, sleep
+        self.spec, self.policy, self._sleep = spec, policy, sleep
+        self._post = post or functools.partial(pinned_post, allow_private=policy.allow_private)
         self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(maxsize=policy.queue_size)
         self.counters = _Counters()
         self._thread = threading.Thread(target=self._run, name=f"webhook-{spec.webhook_id}", daemon=True)
@@ -159,7 +233,11 @@ class WebhookSender:
             try:
                 status = self._post(self.spec.url, body, headers, self.policy.timeout_s)
                 error = None if 200 <= status < 300 else f"HTTP {status}"
-            except (OSError, ValueError) as exc:  # refused, timed out, reset, bad answer
+            except RefusedTarget as exc:  # the host points inward now: no retry can make that right
+                self.counters.last_error, self.counters.failed = str(exc)[:300], self.counters.failed + 1
+                log.warning("webhook %s: delivery refused: %s", self.spec.webhook_id, exc)
+                return
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, reset, bad answer
                 error = f"{type(exc).__name__}: {exc}"[:300]
             if error is None:
                 self.counters.delivered += 1
@@ -177,7 +255,7 @@ class WebhookSender:
 class WebhookDispatcher:
     """The webhooks one process delivers to; `sync` follows the stored list, `publish` fans out."""
 
-    def __init__(self, policy: DeliveryPolicy, post: Post = http_post) -> None:
+    def __init__(self, policy: DeliveryPolicy, post: Post | None = None) -> None:
         self.policy, self._post = policy, post
         self._senders: dict[str, WebhookSender] = {}
 
@@ -202,14 +280,16 @@ class WebhookDispatcher:
                     sent += sender.submit(body, f"event.{change.kind}")
         return sent
 
-    def stats(self, webhook_id: str) -> dict[str, Any]:
+    def webhook_ids(self) -> list[str]:
+        return list(self._senders)
+
+    def stats(self, webhook_id: str) -> DeliveryStats:
         """This process's delivery counters for one webhook (zeros when it has no sender here yet)."""
         sender = self._senders.get(webhook_id)
         if sender is None:
-            return {"delivered": 0, "failed": 0, "overflow": 0, "retries": 0, "pending": 0, "last_error": None}
+            return DeliveryStats()
         c = sender.counters
-        return {"delivered": c.delivered, "failed": c.failed, "overflow": c.overflow, "retries": c.retries,
-                "pending": sender.pending(), "last_error": c.last_error}
+        return DeliveryStats(c.delivered, c.failed, c.overflow, c.retries, sender.pending(), c.last_error)
 
     def close(self) -> None:
         for sender in self._senders.values():

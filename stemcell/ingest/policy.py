@@ -77,6 +77,8 @@ class HealthSnapshot:
     frames_dropped: int  # frames overwritten before analysis (newest-frame-only)
     reconnects: int  # successful re-connections after a failure
     last_error: str | None  # why the last open or read failed
+    frames_in_total: int = 0  # frames read since the camera was attached (the metrics count these)
+    frames_analysed_total: int = 0  # frames the executor answered since then
 
 
 class CameraHealth:
@@ -92,6 +94,7 @@ class CameraHealth:
         self._ever_streamed = False
         self._stopped = not enabled
         self._in, self._analysed = RateMeter(), RateMeter()
+        self.frames_in = self.frames_analysed = 0
 
     def frame(self, now: float, wall: float) -> None:
         """A frame was read: the stream is up (a reconnect, when it had failed before)."""
@@ -101,6 +104,7 @@ class CameraHealth:
             self.failures = 0
             self._ever_streamed = True
             self.last_frame_at = wall
+            self.frames_in += 1
             self._in.add(now)
 
     def failed(self, error: str, draw: float) -> float:
@@ -112,6 +116,7 @@ class CameraHealth:
 
     def analysed(self, now: float, n: int = 1) -> None:
         with self._lock:
+            self.frames_analysed += n
             self._analysed.add(now, n)
 
     def stop(self) -> None:
@@ -129,4 +134,5 @@ class CameraHealth:
     def snapshot(self, now: float, dropped: int) -> HealthSnapshot:
         with self._lock:
             return HealthSnapshot(self.state, self.last_frame_at, round(self._in.rate(now), 2),
-                                  round(self._analysed.rate(now), 2), dropped, self.reconnects, self.last_error)
+                                  round(self._analysed.rate(now), 2), dropped, self.reconnects, self.last_error,
+                                  self.frames_in, self.frames_analysed)

@@ -64,19 +64,26 @@ def _inference_plans(ctx: PlannerContext, share: float) -> tuple[dict[str, Sched
     return plans, sum(s.objective for s in plans.values()) / len(plans)
 
 
-def plan_round(ctx: PlannerContext, clock: Callable[[], float] = time.perf_counter) -> PlanDecision:
+InferencePlans = Callable[[float], tuple[dict[str, Schedule], float]]  # share -> (schedules, mean objective)
+
+
+def plan_round(ctx: PlannerContext, clock: Callable[[], float] = time.perf_counter, *,
+               inference: InferencePlans | None = None) -> PlanDecision:
     """Smallest inference share within `tolerance` of the best objective; the rest retrains.
 
     Without retraining jobs all of the GPU goes to inference. With jobs, inference keeps the
     smallest tried fraction whose mean event F1 is within `tolerance` of what the full GPU would
-    give, so retraining gets GPU time only where inference barely notices.
+    give, so retraining gets GPU time only where inference barely notices. `inference` plans the
+    cameras on a share (default: an equal slice each; the Planner's is
+    `stemcell.control.two_level.TwoLevelPlanner`).
     """
     start = clock()
-    best_plans, best = _inference_plans(ctx, ctx.total_gpu)
+    infer = inference or (lambda share: _inference_plans(ctx, share))
+    best_plans, best = infer(ctx.total_gpu)
     share, plans, objective = ctx.total_gpu, best_plans, best
     if ctx.retrain_jobs:
         for fraction in ctx.inference_fractions:
-            candidate_plans, candidate = _inference_plans(ctx, fraction * ctx.total_gpu)
+            candidate_plans, candidate = infer(fraction * ctx.total_gpu)
             if candidate >= best - ctx.tolerance and all(s.feasible for s in candidate_plans.values()):
                 share, plans, objective = fraction * ctx.total_gpu, candidate_plans, candidate
                 break

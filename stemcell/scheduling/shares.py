@@ -11,9 +11,9 @@ because each move costs a make-before-break switch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import statistics
-import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +23,22 @@ from stemcell.scheduling.problem import ScheduleProblem
 _EPS = 1e-9
 
 
+def _score(camera_id: str, slot: int) -> bytes:
+    return hashlib.blake2b(f"{camera_id}\x00{slot}".encode(), digest_size=8).digest()
+
+
+def rendezvous_rank(camera_id: str, count: int) -> list[int]:
+    """Slots 0..count-1 in `camera_id`'s order of preference (rendezvous hashing: the same on every
+    replica; `stemcell.control.placement` says why)."""
+    return sorted(range(count), key=lambda slot: _score(camera_id, slot), reverse=True)
+
+
 def placement_index(camera_id: str, count: int) -> int:
-    """Executor slot of a camera: a stable hash, so every ingress replica agrees without asking."""
-    return zlib.crc32(camera_id.encode("utf-8")) % count
+    """Executor slot of a camera: its first-ranked slot by rendezvous hashing, a stable hash, so every
+    ingress replica agrees without asking, and adding a slot moves only ~1/count of the cameras."""
+    if count < 1:
+        raise ValueError(f"need at least one executor slot, got {count}")
+    return max(range(count), key=lambda slot: _score(camera_id, slot))
 
 
 def split_share(total: float, weights: Mapping[str, float], *, quantum: float, floor: float,

@@ -10,7 +10,9 @@ time, not a process restart's.
 
 Rules (pure bookkeeping; `app.executors.ExecutorPool` does the Ray calls):
 - a camera goes to its home slot (stable hash) unless that slot is marked down;
-- a down slot's cameras go to the next slot, cyclically, that is up; none up -> no host;
+- a down slot's cameras go each to its own next-ranked slot that is up (rendezvous order,
+  `stemcell.scheduling.shares.rendezvous_rank`), so they spread over all the others instead of
+  doubling one neighbour's load (without a camera id: the next slot, cyclically); none up -> no host;
 - a camera registered on a host that is not its home is a *guest* there;
 - a slot marked up again hands back its cameras: the guests whose home it is are returned so the
   caller removes them from their hosts (the executor's memory and the Planner's cost view should
@@ -20,6 +22,8 @@ Rules (pure bookkeeping; `app.executors.ExecutorPool` does the Ray calls):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from stemcell.scheduling.shares import rendezvous_rank
 
 
 @dataclass
@@ -37,13 +41,13 @@ class FailoverRoutes:
     def is_down(self, slot: int) -> bool:
         return slot in self._down
 
-    def host_for(self, home: int) -> int | None:
-        """The slot that should serve a camera whose home is `home`; None when every slot is down."""
-        for step in range(self.slots):
-            slot = (home + step) % self.slots
-            if slot not in self._down:
-                return slot
-        return None
+    def host_for(self, home: int, camera: str | None = None) -> int | None:
+        """The slot that should serve `camera` (home slot `home`); None when every slot is down."""
+        if home not in self._down:
+            return home
+        order = rendezvous_rank(camera, self.slots) if camera is not None else \
+            [(home + step) % self.slots for step in range(self.slots)]
+        return next((slot for slot in order if slot not in self._down), None)
 
     def mark_down(self, slot: int) -> bool:
         """Record `slot` as down; True if it was up (the caller then starts watching for its return)."""

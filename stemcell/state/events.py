@@ -5,7 +5,9 @@ existed gains them without a schema-version change (additive: older code never r
 Every write is an idempotent upsert, because Ray may retry a call whose answer was lost. Each change
 of an event (its start, its end) is also appended to `event_log` under a growing `seq`, so a follower
 (the SSE stream) asks "what changed after seq N" and sees the start even when the end came before it
-asked (the `events` row then already holds the end). The log keeps the newest `LOG_ROWS` changes.
+asked (the `events` row then already holds the end). The log keeps the newest `LOG_ROWS` changes; the
+`events` table is capped by `prune_events` (rows and age, `events.max_rows` / `events.max_age_s`), which
+the event hub calls now and then.
 """
 from __future__ import annotations
 
@@ -61,6 +63,20 @@ class EventLog:
                              (seq, event.event_id, *row))
             conn.execute("DELETE FROM event_log WHERE seq <= ?", (seq - LOG_ROWS,))
             return seq
+
+    def prune_events(self: StateStore, max_rows: int, max_age_s: float) -> int:
+        """Delete events that started more than `max_age_s` ago, then all but the newest `max_rows`
+        (by start); returns how many went. The event log is capped on its own (`LOG_ROWS`)."""
+        if max_rows < 1 or max_age_s <= 0:
+            raise ValueError(f"event limits must be positive, got {max_rows} rows, {max_age_s} s")
+        with self._transaction() as conn:
+            removed = conn.execute("DELETE FROM events WHERE start_ts < ?", (self._now() - max_age_s,)).rowcount
+            cutoff = conn.execute("SELECT start_ts, seq FROM events ORDER BY start_ts DESC, seq DESC LIMIT 1 OFFSET ?",
+                                  (int(max_rows) - 1,)).fetchone()
+            if cutoff is not None:
+                removed += conn.execute("DELETE FROM events WHERE start_ts < ? OR (start_ts = ? AND seq < ?)",
+                                        (cutoff[0], cutoff[0], cutoff[1])).rowcount
+        return removed
 
     def query_events(self: StateStore, camera_id: str | None = None, app: str | None = None, since: float | None = None,
                      until: float | None = None, limit: int = 100) -> list[Event]:

@@ -5,6 +5,7 @@ could corrupt it silently, so opening a database stamped with a different versio
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -68,6 +69,60 @@ CREATE TABLE model_versions (
 """
 
 
+# Added after version 1, additively (like `stemcell.state.events`): older files gain them on open.
+# `camera_plans` holds each camera's plan entry as its own row (the plan's `cameras` section), so a
+# camera's change writes one row instead of a new copy of the whole plan; `plans.has_cameras` says
+# whether a plan version includes that section; `control_keys` holds the token HMAC key;
+# `decision_cameras` the Planner's last per-camera decision, one row each (out of its plan section).
+CONTROL_DDL = (
+    "CREATE TABLE IF NOT EXISTS camera_plans (camera_id TEXT PRIMARY KEY, plan_json TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS control_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decision_cameras (camera_id TEXT PRIMARY KEY, decision_json TEXT NOT NULL)",
+)
+
+
+def ensure_control_tables(conn: sqlite3.Connection, new_key: bytes) -> bytes:
+    """Create the additive tables and column if missing, and return the token HMAC key (stored now
+    when the file has none: `new_key`). One transaction, so two processes opening a file agree."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in CONTROL_DDL:
+            conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(plans)")}
+        if "has_cameras" not in columns:
+            conn.execute("ALTER TABLE plans ADD COLUMN has_cameras INTEGER NOT NULL DEFAULT 0")
+        conn.execute("INSERT OR IGNORE INTO control_keys (name, key) VALUES ('token_hmac', ?)", (new_key,))
+        key = conn.execute("SELECT key FROM control_keys WHERE name = 'token_hmac'").fetchone()[0]
+        _split_legacy_plan(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return bytes(key)
+
+
+def _split_legacy_plan(conn: sqlite3.Connection) -> None:
+    """A file from before `camera_plans` keeps the cameras inside its latest plan: move them to rows."""
+    latest = conn.execute("SELECT version, plan_json, has_cameras FROM plans ORDER BY version DESC LIMIT 1").fetchone()
+    if latest is None or latest[2]:
+        return
+    plan = json.loads(latest[1])
+    cameras = plan.pop("cameras", None)
+    if not isinstance(cameras, dict):
+        return
+    conn.executemany("INSERT OR REPLACE INTO camera_plans (camera_id, plan_json) VALUES (?, ?)",
+                     [(cam, json.dumps(entry, sort_keys=True, separators=(",", ":"))) for cam, entry in cameras.items()])
+    rest = json.dumps(plan, sort_keys=True, separators=(",", ":"))
+    conn.execute("UPDATE plans SET plan_json = ?, sha256 = ?, has_cameras = 1 WHERE version = ?",
+                 (rest, plan_digest(rest, True), latest[0]))
+    log.info("moved %d camera plan entries of plan version %d to rows", len(cameras), latest[0])
+
+
+def plan_digest(rest_json: str, has_cameras: bool) -> str:
+    """What makes a plan row "the same plan": its sections other than `cameras`, and whether it has them."""
+    return hashlib.sha256(f"{int(has_cameras)}{rest_json}".encode()).hexdigest()
+
+
 class SchemaVersionError(RuntimeError):
     """The database was written by a Stemcell with a different schema version."""
 
@@ -127,7 +182,7 @@ APP_COLUMNS = (
     "name, camera_id, package_path, manifest_sha256, branchpoint, config_json, "
     "created_at, updated_at"
 )
-PLAN_COLUMNS = "version, created_at, sha256, plan_json"
+PLAN_COLUMNS = "version, created_at, sha256, plan_json, has_cameras"
 MODEL_COLUMNS = "app, camera_id, version, path, sha256, created_at"
 
 
@@ -145,9 +200,13 @@ def app_from_row(row: tuple[Any, ...]) -> AppRecord:
     )
 
 
-def plan_from_row(row: tuple[Any, ...]) -> PlanRecord:
-    version, created_at, digest, plan_json = row
-    return PlanRecord(version, created_at, digest, json.loads(plan_json))
+def plan_from_row(row: tuple[Any, ...], cameras: dict[str, Any] | None = None) -> PlanRecord:
+    """A plan row as a record; `cameras` (the current camera plan rows) is added when the row has them."""
+    version, created_at, digest, plan_json, has_cameras = row
+    plan = json.loads(plan_json)
+    if has_cameras:
+        plan["cameras"] = cameras or {}
+    return PlanRecord(version, created_at, digest, plan)
 
 
 def model_from_row(row: tuple[Any, ...]) -> ModelVersionRecord:

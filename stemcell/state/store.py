@@ -5,26 +5,28 @@ whatever must survive lives on disk; one file with WAL journaling gives crash-sa
 without running a database server. Why idempotent writes: ``max_task_retries`` re-sends a call
 whose reply was lost, so every method here may run twice with the same arguments and must
 leave the same state (upserts; ``save_plan`` and ``record_model_version`` recognise a repeat of
-their latest row instead of adding another).
+their latest row instead of adding another). What replicas need per request (token MACs, routes) is
+also pushed to them (`stemcell.state.control`), so no request waits on this store.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from stemcell.control.errors import UnknownCamera
 from stemcell.state import tokens
+from stemcell.state.control import SLOT, TOKEN, Change, ControlFeed
+from stemcell.state.events import EventLog, ensure_event_tables
 from stemcell.state.records import (
     AppRecord,
     CameraRecord,
     ModelVersionRecord,
-    PlanRecord,
     StateSnapshot,
     canonical_json,
     validate_id,
@@ -32,23 +34,26 @@ from stemcell.state.records import (
     validate_sha256,
     validate_timestamp,
 )
-from stemcell.state.events import EventLog, ensure_event_tables
-from stemcell.state.sections import PlanSections
 from stemcell.state.schema import (
     APP_COLUMNS,
     CAMERA_COLUMNS,
     GLOBAL_SCOPE,
     MODEL_COLUMNS,
-    PLAN_COLUMNS,
     SCHEMA_VERSION,
     app_from_row,
     camera_from_row,
     connect,
+    ensure_control_tables,
     ensure_schema,
     model_from_row,
-    plan_from_row,
     scope_of,
 )
+from stemcell.state.replicas import ReplicaState
+from stemcell.state.sections import PlanSections
+
+if TYPE_CHECKING:
+    from stemcell.control.placement import Placement
+
 
 
 class UnknownCameraError(UnknownCamera):
@@ -60,7 +65,7 @@ def default_state_path() -> Path:
     return Path.home() / ".stemcell" / "state.db"
 
 
-class StateStore(PlanSections, EventLog):
+class StateStore(PlanSections, ReplicaState, EventLog):
     """Durable, thread-safe, retry-safe store; one instance per process, any number per file.
 
     Within a process one connection is shared under a lock; across processes SQLite's file
@@ -73,12 +78,13 @@ class StateStore(PlanSections, EventLog):
         path: str | os.PathLike[str] | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        max_plans: int = 1000,
+        max_plans: int = 16,
     ) -> None:
         """Open (creating if needed) the database at ``path`` (default ``~/.stemcell/state.db``).
 
         ``max_plans`` bounds the plan history: the planner saves every window, so without a
-        bound the file would grow for as long as the cluster runs.
+        bound the file would grow for as long as the cluster runs (versions hold the sections other
+        than the cameras', which are one row each: a few versions are enough to look back).
         """
         if max_plans < 1:
             raise ValueError(f"max_plans must be >= 1, got {max_plans}")
@@ -89,6 +95,10 @@ class StateStore(PlanSections, EventLog):
         self._conn = connect(self.path)
         ensure_schema(self._conn, str(self.path))
         ensure_event_tables(self._conn)
+        self._key = ensure_control_tables(self._conn, tokens.new_key())
+        self._feed = ControlFeed()
+        self._shared: Counter[tuple[str, int]] | None = None  # (app, branchpoint) -> camera plans; built on first use
+        self._placement: Placement | None = None  # camera -> executor slot, once the executor count is known
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -107,16 +117,19 @@ class StateStore(PlanSections, EventLog):
     @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """All-or-nothing unit of work; ``BEGIN IMMEDIATE`` takes the write lock up front so a
-        reader-turned-writer cannot deadlock against another process."""
+        reader-turned-writer cannot deadlock against another process. The feed changes it staged are
+        published once it committed."""
         with self._lock:
             self._conn.execute(begin)
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
+                self._feed.discard()  # replicas never see a change that was rolled back
                 if self._conn.in_transaction:  # also when COMMIT itself failed
                     self._conn.execute("ROLLBACK")
                 raise
+            self._feed.commit()
 
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read across several statements (deferred: takes no write lock)."""
@@ -133,19 +146,23 @@ class StateStore(PlanSections, EventLog):
         self, camera_id: str, config: Mapping[str, Any] | None = None, *, token: str | None = None
     ) -> CameraRecord:
         """Insert or update a camera. ``token=None`` keeps the stored token hash (if any);
-        a token replaces it (rotation). The raw token is hashed here and never stored."""
+        a token replaces it (rotation). The raw token is MACed here and never stored."""
         return self.put_cameras([(camera_id, config or {}, token)])[0]
 
-    def put_cameras(self, cameras: Sequence[tuple[str, Mapping[str, Any], str | None]]) -> list[CameraRecord]:
+    def put_cameras(self, cameras: Sequence[tuple[str, Mapping[str, Any], str | None]],
+                    plans: Mapping[str, Mapping[str, Any]] | None = None) -> list[CameraRecord]:
         """`put_camera` for many (camera_id, config, token) in one transaction (bulk registration:
-        one commit instead of one per camera)."""
+        one commit instead of one per camera); new tokens are pushed to the replicas. `plans` (camera
+        -> plan entry) are written in the same transaction (`put_camera_plans`): one commit per
+        registration, whatever the fleet's size."""
         rows = []
         for camera_id, config, token in cameras:
             validate_id("camera_id", camera_id)
-            token_hash = None if token is None else tokens.hash_token(token)  # slow: outside the lock
+            token_hash = None if token is None else tokens.token_mac(self._key, camera_id, token)
             rows.append((camera_id, canonical_json("camera config", config), token_hash))
         now = self._now()
         with self._transaction() as conn:
+            rows = self._slot_configs(rows)
             conn.executemany(
                 "INSERT INTO cameras (camera_id, config_json, token_hash, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(camera_id) DO UPDATE SET "
@@ -154,6 +171,11 @@ class StateStore(PlanSections, EventLog):
                 "updated_at = excluded.updated_at",
                 [(cam, config_json, token_hash, now, now) for cam, config_json, token_hash in rows],
             )
+            self._feed.stage(Change(TOKEN, cam, mac) for cam, _, mac in rows if mac is not None)
+            if self._placement is not None:
+                self._feed.stage(Change(SLOT, cam, str(self._placement.slots[cam])) for cam, _, _ in rows)
+            if plans:
+                self._camera_plans_in(conn, plans)
             return [camera_from_row(conn.execute(f"SELECT {CAMERA_COLUMNS} FROM cameras WHERE camera_id = ?",
                                                  (cam,)).fetchone()) for cam, _, _ in rows]
 
@@ -182,19 +204,11 @@ class StateStore(PlanSections, EventLog):
             deleted = conn.execute("DELETE FROM cameras WHERE camera_id = ?", (camera_id,)).rowcount
             conn.execute("DELETE FROM apps WHERE camera_id = ?", (camera_id,))
             conn.execute("DELETE FROM model_versions WHERE camera_id = ?", (camera_id,))
+            self._drop_camera_plan(conn, camera_id)
+            if deleted:
+                self._feed.stage([Change(TOKEN, camera_id, None)])
+                self._unplace(camera_id)
         return deleted > 0
-
-    def verify_camera_token(self, camera_id: str, token: str) -> bool:
-        """True iff the camera exists, has a token, and ``token`` matches it. Unknown cameras
-        cost the same scrypt work as a wrong token, so timing does not reveal which ids exist."""
-        validate_id("camera_id", camera_id)
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT token_hash FROM cameras WHERE camera_id = ?", (camera_id,)
-            ).fetchone()
-        stored = None if row is None else row[0]
-        matches = tokens.verify_token(token, stored or tokens.dummy_hash())
-        return matches and stored is not None
 
     # ------------------------------------------------------------------ apps
     def put_app(
@@ -267,50 +281,6 @@ class StateStore(PlanSections, EventLog):
                 "DELETE FROM model_versions WHERE app = ? AND camera_id = ?", (name, scope)
             )
         return deleted > 0
-
-    # ------------------------------------------------------------------ plans
-    def save_plan(self, plan: Mapping[str, Any]) -> int:
-        """Store ``plan`` as the next version and return that version.
-
-        If ``plan`` equals the latest saved plan, its version is returned and nothing is written:
-        a retried call (or a planner round that changed nothing) does not create a new version.
-        History beyond ``max_plans`` versions is dropped in the same transaction.
-        """
-        plan_json = canonical_json("plan", plan)
-        digest = hashlib.sha256(plan_json.encode("utf-8")).hexdigest()
-        now = self._now()
-        with self._transaction() as conn:
-            latest = conn.execute(
-                "SELECT version, sha256 FROM plans ORDER BY version DESC LIMIT 1"
-            ).fetchone()
-            if latest is not None and latest[1] == digest:
-                return int(latest[0])
-            version = 1 if latest is None else int(latest[0]) + 1
-            conn.execute(
-                "INSERT INTO plans (version, created_at, sha256, plan_json) VALUES (?, ?, ?, ?)",
-                (version, now, digest, plan_json),
-            )
-            conn.execute("DELETE FROM plans WHERE version <= ?", (version - self._max_plans,))
-        return version
-
-    def latest_plan(self) -> PlanRecord | None:
-        with self._lock:
-            return self._latest_plan(self._conn)
-
-    @staticmethod
-    def _latest_plan(conn: sqlite3.Connection) -> PlanRecord | None:
-        row = conn.execute(
-            f"SELECT {PLAN_COLUMNS} FROM plans ORDER BY version DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else plan_from_row(row)
-
-    def get_plan(self, version: int) -> PlanRecord | None:
-        """A specific version, or None if it never existed or was pruned."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {PLAN_COLUMNS} FROM plans WHERE version = ?", (int(version),)
-            ).fetchone()
-        return None if row is None else plan_from_row(row)
 
     # ------------------------------------------------------------------ model versions
     def record_model_version(

@@ -1,17 +1,24 @@
-"""Salted, slow hashing for per-camera bearer tokens.
+"""Per-camera bearer tokens: stored as a keyed HMAC, checked in the ingress replicas.
 
-A leaked state database must not hand out working camera tokens, so only a scrypt digest with a
-per-token random salt is stored. The cost parameters travel inside the encoded string, so they
-can be raised later without invalidating tokens already issued.
+A leaked state database must not hand out working camera tokens, so only a digest is stored. Tokens
+are 256-bit random (`new_token`), so a slow hash buys nothing against guessing, and it cost the
+store 40-90 ms per check (a replica missing its cache ran scrypt in the store: ~25 checks/s for a
+whole fleet). So a token is stored as ``hmac-sha256$<hex>``: HMAC-SHA256 under the store's random
+key of the camera id and the token (the camera id salts it: one token on two cameras differs).
+Replicas hold the key and every camera's MAC (`stemcell.state.control.TokenTable`) and check a
+token in microseconds, comparing in constant time. Databases written before keep their
+``scrypt$...`` hashes: those still verify (slowly, in the store) and are rewritten as HMACs on their
+first successful check (`StateStore.verify_camera_token`), since only then is the raw token known.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import secrets
 
-SCHEME = "scrypt"
+SCHEME = "scrypt"  # legacy hashes (migrated to HMAC on their first successful check)
+HMAC_SCHEME = "hmac-sha256"
+KEY_BYTES_HMAC = 32  # the store's HMAC key
 SCRYPT_N = 2**14  # CPU/memory cost: ~16 MiB and tens of milliseconds per check
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -38,8 +45,25 @@ def _derive(token: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(token.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=KEY_BYTES)
 
 
+def new_key() -> bytes:
+    """A fresh HMAC key for a new database."""
+    return secrets.token_bytes(KEY_BYTES_HMAC)
+
+
+def token_mac(key: bytes, camera_id: str, token: str) -> str:
+    """``hmac-sha256$<hex>`` of (camera id, token) under ``key``: what the store keeps for a token."""
+    message = camera_id.encode("utf-8") + b"\x00" + _check_token(token).encode("utf-8")
+    return f"{HMAC_SCHEME}${hmac.new(key, message, hashlib.sha256).hexdigest()}"
+
+
+def is_legacy(encoded: str) -> bool:
+    """True for a hash from before HMAC tokens (scrypt), which only the store can check."""
+    return not encoded.startswith(HMAC_SCHEME + "$")
+
+
 def hash_token(token: str) -> str:
-    """Encode ``token`` as ``scrypt$n$r$p$salt_hex$key_hex`` with a fresh random salt."""
+    """Encode ``token`` as ``scrypt$n$r$p$salt_hex$key_hex`` with a fresh random salt (legacy format,
+    kept so databases and tests holding such hashes can be checked and migrated)."""
     salt = secrets.token_bytes(SALT_BYTES)
     key = _derive(_check_token(token), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     return f"{SCHEME}${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
@@ -54,11 +78,3 @@ def verify_token(token: str, encoded: str) -> bool:
         raise ValueError(f"unknown token hash scheme {scheme!r}")
     key = _derive(token, bytes.fromhex(salt_hex), int(n), int(r), int(p))
     return hmac.compare_digest(key, bytes.fromhex(key_hex))
-
-
-@functools.cache
-def dummy_hash() -> str:
-    """A hash no real token matches; checking against it when a camera is unknown or has no
-    token makes that answer take as long as a wrong token, so timing does not reveal which
-    camera ids exist."""
-    return hash_token(secrets.token_urlsafe(32))

@@ -204,9 +204,12 @@ def test_killed_ingest_actor_resumes_its_cameras(http: httpx.Client, clip: Path)
         http.delete("/admin/cameras/rtsp-2")
 
 
-def test_bulk_registration_of_1000_cameras(http: httpx.Client) -> None:
-    cams = [{"camera_id": f"bulk-{i:04d}", "apps": ["car"], "enabled": False,
-             "source": {"url": f"rtsp://127.0.0.1:9/cam{i}"}} for i in range(1000)]
+def test_bulk_registration_of_1000_cameras(http: httpx.Client, clip: Path) -> None:
+    """1,000 pulled cameras in one request; the first ENABLED of them (the looped file, two ingest actors
+    of `cameras_per_actor: 4`) really stream, the rest are registered disabled."""
+    enabled = 6
+    cams = [{"camera_id": f"bulk-{i:04d}", "apps": ["car"], "enabled": i < enabled,
+             "source": {"url": str(clip) if i < enabled else f"rtsp://127.0.0.1:9/cam{i}"}} for i in range(1000)]
     dup = http.post("/admin/cameras:bulk", json={"cameras": cams[:3] + [cams[1]]})
     assert dup.status_code == 422 and "bulk-0001" in dup.text
     started = time.perf_counter()
@@ -215,5 +218,11 @@ def test_bulk_registration_of_1000_cameras(http: httpx.Client) -> None:
     assert answer.status_code == 201, answer.text[:500]
     assert len(answer.json()["cameras"]) == 1000
     page = http.get("/admin/cameras", params={"state": "stopped", "offset": 990, "limit": 100}).json()
-    assert page["total"] >= 1000 and len(page["cameras"]) == page["total"] - 990
+    assert page["total"] >= 1000 - enabled and len(page["cameras"]) == page["total"] - 990
     assert seconds < 60
+    for i in range(enabled):
+        cam = _wait(http, f"bulk-{i:04d}", lambda c: c["state"] == "streaming" and (c["fps_analysed"] or 0) > 0)
+        assert cam["ingest_actor"] is not None
+    assert len({_camera(http, f"bulk-{i:04d}")["ingest_actor"] for i in range(enabled)}) >= 2  # spread over actors
+    for i in range(enabled):  # the module's last cameras: stop their readers
+        assert http.delete(f"/admin/cameras/bulk-{i:04d}").status_code == 200

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from app.streamer import run_stream
 from benchmarks.harness import worker_log_lines
 from benchmarks.ports import reserved_port
 from stemcell.client import Admin, Camera, StemcellError
-from stemcell.imaging import encode_jpeg, encode_png
+from stemcell.imaging import decode_image, encode_jpeg, encode_png, resize_frames
 from tests.helpers.builders import tiny_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 ADMIN_TOKEN = "admin-" + "x" * 26
 APP_NAME = "stemcell-test"
 MAX_IMAGE_BYTES = 256 * 1024
-MAX_PIXELS = 1_000_000
+MAX_PIXELS = 2_100_000  # a 1080p frame fits
 MAX_QUEUED = 16
 
 
@@ -170,7 +171,7 @@ def test_same_frame_gives_same_scores_single_and_batch(cam1: Camera) -> None:
     (encode_jpeg(_frame(6))[:300], "image/jpeg", 400, "truncated"),
     (encode_png(_frame(6))[:20], "image/png", 400, "IHDR"),
     (_png_bomb(), "image/png", 413, "50000x50000"),
-    (encode_png(np.zeros((1100, 1000, 3), np.uint8)), "image/png", 413, "pixels"),
+    (encode_png(np.zeros((1500, 1500, 3), np.uint8)), "image/png", 413, "pixels"),
     (encode_png(_frame(7, (320, 320))), "image/png", 413, "limit"),
 ])
 def test_bad_images_are_4xx_with_a_message(server: Server, cam1: Camera, body: bytes, content_type: str,
@@ -406,6 +407,49 @@ def test_stream_sender_end_to_end(server: Server, admin: Admin) -> None:
     assert summary["frames_sent"] >= 20 and summary["frames_read"] == summary["frames_sent"] + summary["frames_dropped"]
     assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
     assert any("fps analysed" in line for line in lines)
+
+
+def _scene(height: int, width: int) -> np.ndarray:
+    """Gradients and blocks: compresses like a camera view (1080p in ~200 KB)."""
+    y, x = np.mgrid[0:height, 0:width]
+    blocks = np.random.default_rng(height).integers(0, 120, (height // 40 + 1, width // 40 + 1))[y // 40, x // 40]
+    return np.stack([x * 255 // width, y * 255 // height, blocks + (x + y) % 90], axis=-1).astype(np.uint8)
+
+
+def _grey_jpeg(height: int, width: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", _scene(height, width)[..., 1])  # one channel: a greyscale JPEG
+    assert ok
+    return data.tobytes()
+
+
+def test_http_scores_equal_direct_scores_of_the_frame_resized_the_same_way(server: Server, admin: Admin) -> None:
+    """Real resolutions through HTTP (decoded at a DCT scale and resized in the ingress) give exactly the
+    scores of the same decoded frame given to the executor directly (resized there, off its lock), and
+    of that frame resized beforehand by the same function."""
+    import ray
+
+    added = admin.add_camera("cam-sizes", ["car", "person"], fps=10)  # every app on every frame
+    size, executor = added["input_size"], ray.get_actor(added["executor"], namespace="stemcell-test")
+    uploads = [(encode_jpeg(_scene(1080, 1920)), "image/jpeg"), (encode_jpeg(_scene(720, 1280)), "image/jpeg"),
+               (encode_jpeg(_scene(481, 643)), "image/jpeg"), (_grey_jpeg(361, 487), "image/jpeg"),
+               (encode_png(_scene(150, 203)), "image/png"), (encode_png(_scene(17, 23)), "image/png")]
+    with Camera(server.url, added["token"], "cam-sizes", resize=False) as cam:
+        assert cam.status()["input_size"] == size == 32  # the tiny package's input
+        over_http = [cam.infer(data) for data, _ in uploads]
+        batch = cam.infer_batch([data for data, _ in uploads])
+
+    def scores(answer: dict) -> dict[str, float]:
+        assert all(r["fresh"] for r in answer["results"])
+        return {r["app"]: r["score"] for r in answer["results"]}
+
+    for (data, content_type), answer, in_batch in zip(uploads, over_http, batch):
+        frame = decode_image(data, content_type, min_side=size)  # what the ingress decoded
+        direct = ray.get(executor.infer.remote("cam-sizes", frame[None]))
+        resized = ray.get(executor.infer.remote("cam-sizes", resize_frames(frame, size)[None]))
+        assert scores(answer) == scores(direct[0].as_dict()) == scores(resized[0].as_dict())
+        # six frames in one forward: float32 sums in another order than one at a time, so one ulp apart
+        assert scores(in_batch) == pytest.approx(scores(answer), abs=1e-6)
+    admin.remove_camera("cam-sizes")
 
 
 def test_restart_keeps_cameras_tokens_and_plan(server: Server, admin: Admin, cam1: Camera) -> None:

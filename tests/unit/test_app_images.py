@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from app.images import batch_frames, json_body, read_body, single_frame
-from stemcell.imaging import ImageLimits, encode_jpeg
+from stemcell.imaging import ImageLimits, decode_for_model, encode_jpeg
 
 LIMITS = ImageLimits(64 * 1024, 256 * 256)
 
@@ -86,3 +86,14 @@ def test_batch_frames_in_order_with_timestamps_and_limits() -> None:
     few, few_headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("ts", None, b"1"), ("ts", None, b"2")])
     assert _status(batch_frames(_request(few, few_headers), LIMITS, max_frames=4, max_bytes=1 << 20)) == 422
     assert _status(batch_frames(_request(body, {"content-type": "image/jpeg"}), LIMITS, 4, 1 << 20)) == 415
+
+
+def test_frames_come_out_at_the_model_size_when_given_one() -> None:
+    """The ingress asks for the executor's input size: the DCT-scaled decode, then the one resize."""
+    big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
+    single = asyncio.run(single_frame(_request(big, {"content-type": "image/jpeg"}), LIMITS, 24))
+    assert np.array_equal(single.frames[0], decode_for_model(big, "image/jpeg", 24))
+    body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", _jpeg(1))])
+    batch = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
+    assert [f.shape for f in batch.frames] == [(24, 24, 3)] * 2  # one size: one stacked item for the executor
+    assert np.array_equal(batch.frames[0], single.frames[0])

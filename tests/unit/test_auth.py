@@ -1,11 +1,13 @@
-"""app/auth.py: bearer parsing, the admin check, and the per-replica camera-token cache."""
+"""app/auth.py: bearer parsing, the admin check, and the replica-side camera-token table."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from app.auth import AuthError, CameraTokenCache, bearer_token, digest, is_admin
+from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
+from stemcell.state import StateStore, new_token
 from stemcell.state.tokens import MAX_TOKEN_CHARS
 
 
@@ -23,34 +25,39 @@ def test_bearer_token_and_admin() -> None:
     assert is_admin("the-admin-token-123", admin) and not is_admin("the-admin-token-12", admin)
 
 
-class _Store:
-    """What the cache verifies against: counts the (slow, scrypt) checks it would cost."""
+def test_replica_checks_tokens_without_the_store_and_follows_revocations(tmp_path: Path) -> None:
+    """The replica's table answers every check; the store is asked only for a legacy scrypt hash."""
+    token = new_token()
 
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self.tokens, self.calls = tokens, 0
+    async def scenario() -> None:
+        with StateStore(tmp_path / "state.db") as store:
+            store.put_camera("cam", {}, token=token)
+            legacy_calls: list[str] = []
 
-    async def verify(self, camera: str, token: str) -> bool:
-        self.calls += 1
-        return self.tokens.get(camera) == token
+            async def snapshot():
+                return store.control_snapshot()
 
+            async def changes(epoch: str, version: int, wait_s: float):
+                return await asyncio.to_thread(store.control_changes, epoch, version, wait_s)
 
-def test_cache_spares_repeated_checks_until_ttl_or_forget() -> None:
-    now = [0.0]
-    store = _Store({"cam": "good"})
-    cache = CameraTokenCache(store.verify, ttl_s=30.0, negative_ttl_s=2.0, clock=lambda: now[0])
+            async def verify(camera: str, tok: str) -> bool:
+                legacy_calls.append(camera)
+                return store.verify_camera_token(camera, tok)
 
-    async def check(camera: str, token: str) -> bool:
-        return await cache.check(camera, token)
+            replica = CameraTokens(snapshot, changes, verify, wait_s=0.2)
+            await replica.start()
+            assert await replica.check("cam", token) and not await replica.check("cam", "w" * 43)
+            assert not await replica.check("ghost", token)
+            store.revoke_camera_token("cam")
+            for _ in range(100):  # pushed by the long-poll, within milliseconds
+                if not await replica.check("cam", token):
+                    break
+                await asyncio.sleep(0.01)
+            assert not await replica.check("cam", token)
+            store.save_plan_section("planner", {"routes": {"ex-0": "ex-0-g1"}})
+            await replica.sync()
+            assert replica.routes().actors == {"ex-0": "ex-0-g1"}
+            assert legacy_calls == []
+            await replica.close()
 
-    run = asyncio.run
-    assert run(check("cam", "good")) and run(check("cam", "good")) and store.calls == 1
-    assert not run(check("cam", "bad")) and not run(check("cam", "bad")) and store.calls == 2  # wrong: remembered
-    now[0] = 3.0
-    assert not run(check("cam", "bad")) and store.calls == 3  # the negative entry expired
-    now[0] = 31.0
-    assert run(check("cam", "good")) and store.calls == 4  # the positive entry expired: verified again
-    store.tokens["cam"] = "rotated"
-    assert run(check("cam", "good")) and store.calls == 4  # still cached on this replica ...
-    cache.forget("cam")
-    assert not run(check("cam", "good")) and store.calls == 5  # ... until the admin route forgets it
-    assert run(check("cam", "rotated")) and not run(check("other", "rotated"))
+    asyncio.run(scenario())

@@ -22,7 +22,7 @@ from stemcell.client import (
     backoff_delay,
     parse_retry_after,
 )
-from stemcell.imaging import encode_png
+from stemcell.imaging import encode_jpeg, encode_png, resize_frames
 
 Handler = Callable[[httpx.Request], httpx.Response]
 RESULT = {"camera_id": "cam-1", "frame_ts": 1.5, "results": [], "model_versions": {}}
@@ -44,8 +44,43 @@ class Recorder:
 
 
 def _camera(handler: Handler, sleeps: list[float], **kwargs: object) -> Camera:
+    """A camera that sends arrays whole unless a test says otherwise (these tests look at the wire)."""
+    kwargs.setdefault("resize", False)
     return Camera("http://stemcell.test/", "cam-token-0123456789", "cam-1", transport=httpx.MockTransport(handler),
                   sleep=sleeps.append, rng=random.Random(0), clock=lambda: 1_000_000.0, **kwargs)
+
+
+def _frame(height: int, width: int) -> np.ndarray:
+    """A smooth frame with detail at every scale (resizing it changes it, encoding keeps it)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x * 255 // width), (y * 255 // height), ((x + y) % 64) * 4], axis=-1).astype(np.uint8)
+
+
+def test_camera_resizes_arrays_to_the_input_size_it_asks_for_once() -> None:
+    status = httpx.Response(200, json={"camera_id": "cam-1", "input_size": 24})
+    rec = Recorder(status, httpx.Response(200, json=RESULT), httpx.Response(200, json={"frames": [RESULT, RESULT]}))
+    frame = _frame(90, 160)
+    cam = _camera(rec, [], resize=True)
+    cam.infer(frame)
+    cam.infer_batch([frame, frame])
+    assert [(r.method, r.url.path) for r in rec.requests] == [
+        ("GET", "/cameras/cam-1/status"), ("POST", "/cameras/cam-1/frames"), ("POST", "/cameras/cam-1/frames:batch")]
+    # the server's resize rule, then JPEG: exactly what a camera with that size should send
+    assert rec.requests[1].content == encode_jpeg(resize_frames(frame, 24))
+    assert rec.requests[2].content.count(encode_jpeg(resize_frames(frame, 24))) == 2
+    assert len(rec.requests[1].content) < len(encode_jpeg(frame)) / 3
+
+
+def test_camera_given_its_input_size_asks_nothing_and_bytes_are_never_resized() -> None:
+    rec = Recorder(*[httpx.Response(200, json=RESULT)] * 3)
+    jpeg = encode_jpeg(_frame(90, 160))
+    _camera(rec, [], resize=True).infer(jpeg)  # bytes: no status call, sent as they are
+    _camera(rec, [], resize=True, input_size=32).infer(_frame(90, 160))
+    _camera(rec, []).infer(_frame(90, 160))  # resize=False: whole
+    assert [r.method for r in rec.requests] == ["POST"] * 3
+    assert rec.requests[0].content == jpeg
+    assert rec.requests[1].content == encode_jpeg(resize_frames(_frame(90, 160), 32))
+    assert rec.requests[2].content == encode_jpeg(_frame(90, 160))
 
 
 def test_infer_sends_a_jpeg_of_the_rgb_frame_with_bearer_auth() -> None:
@@ -176,7 +211,7 @@ def test_stream_sender_drops_frames_instead_of_queueing() -> None:
         time.sleep(0.05)
         return httpx.Response(200, json={**RESULT, "results": [{"app": "car", "label": True, "score": 0.9, "event_active": True}]})
 
-    cam = Camera("http://x", "t" * 20, "cam-1", transport=httpx.MockTransport(slow))
+    cam = Camera("http://x", "t" * 20, "cam-1", transport=httpx.MockTransport(slow), input_size=16)
     lines: list[str] = []
     summary = run_stream("synthetic:0?size=32x32&fps=100&duration=60", "cam-1", "http://x", "t" * 20, fps=100,
                          duration_s=1.0, concurrency=1, report_every_s=0.5, out=lines.append, client=cam)

@@ -12,7 +12,7 @@ from torch import nn
 
 from stemcell.accel import DevicePath
 from stemcell.accel.decode import FrameDecoder
-from stemcell.imaging import ImageError, decode_image, encode_jpeg
+from stemcell.imaging import ImageError, decode_for_model, encode_jpeg
 from stemcell.models import build_base, to_input
 from stemcell.package import MPackage, load_package
 from stemcell.sharing import CrossCameraBatcher, DeviceOutOfMemory, InferRequest, Overloaded, StemRuntime
@@ -100,13 +100,13 @@ def test_exported_segment_is_batch_dynamic_and_matches_torch() -> None:
 
 
 def test_gpu_decode_falls_back_on_the_cpu_with_the_cpu_paths_checks_and_result(caplog: pytest.LogCaptureFixture) -> None:
-    rgb = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(0).integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
     jpeg = encode_jpeg(rgb)
     with caplog.at_level("WARNING", logger="stemcell.accel"):
         decoder = FrameDecoder("cpu", gpu=True)
     assert not decoder.gpu and len(caplog.records) == 1
     x = decoder.to_input([jpeg, jpeg], 32)
-    want = to_input(np.stack([decode_image(jpeg, "image/jpeg")] * 2), 32)
+    want = to_input(np.stack([decode_for_model(jpeg, "image/jpeg", 32)] * 2), 32)  # what the ingress sends
     assert x.shape == (2, 3, 32, 32) and torch.equal(x, want)
     with pytest.raises(ImageError, match="truncated"):
         decoder.decode([jpeg, jpeg[: len(jpeg) // 2]])  # refused before anything is decoded

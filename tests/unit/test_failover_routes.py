@@ -53,3 +53,14 @@ def test_forget_returns_the_host_of_a_removed_guest() -> None:
 def test_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one"):
         FailoverRoutes(0)
+
+
+def test_a_down_slots_cameras_spread_over_every_other_slot() -> None:
+    from stemcell.scheduling.shares import placement_index
+
+    routes = FailoverRoutes(6)
+    homeless = [c for c in (f"cam-{i}" for i in range(600)) if placement_index(c, 6) == 2]
+    routes.mark_down(2)
+    hosts = {routes.host_for(2, c) for c in homeless}
+    assert hosts == {0, 1, 3, 4, 5}  # not all on slot 3, as `home + 1` did
+    assert routes.host_for(4, homeless[0]) == 4  # an up home serves its own cameras

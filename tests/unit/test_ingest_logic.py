@@ -1,4 +1,4 @@
-"""Pulled cameras' pure logic: source checks, backoff and states, the newest-frame slot."""
+"""Pulled cameras' pure logic: source checks, backoff and states, the newest-frame slot, metric reports."""
 from __future__ import annotations
 
 import threading
@@ -14,6 +14,7 @@ from stemcell.ingest import (
     UnsupportedSource,
     check_source,
 )
+from stemcell.ingest.report import CounterDeltas, Totals, state_gauge
 from stemcell.serve_config import IngestSection
 
 
@@ -91,3 +92,20 @@ def test_ingest_section_defaults() -> None:
     assert section.allowed_dirs == [] and section.cameras_per_actor == 64 and section.max_failures == 5
     with pytest.raises(ValueError):
         IngestSection(cameras_per_actor=0)
+
+
+def test_metric_reports_advance_counters_by_differences_and_zero_gone_cameras() -> None:
+    h = CameraHealth(Backoff())
+    for t in range(3):
+        h.frame(now=float(t), wall=100.0 + t)
+    h.analysed(3.0, 2)
+    deltas = CounterDeltas()
+    first = deltas.step({"a": Totals.of(h.snapshot(3.0, dropped=1))})
+    assert first == {"a": Totals(frames_in=3, frames_analysed=2, frames_dropped=1, reconnects=0)}
+    h.frame(now=4.0, wall=104.0)
+    assert deltas.step({"a": Totals.of(h.snapshot(4.0, dropped=1))}) == {"a": Totals(frames_in=1)}
+    # re-attached: its totals start again from 0, and the new totals are the increment (never negative)
+    assert deltas.step({"a": Totals(frames_in=2)}) == {"a": Totals(frames_in=2)}
+    assert deltas.step({}) == {} and deltas.step({"a": Totals(frames_in=5)}) == {"a": Totals(frames_in=5)}
+    assert state_gauge("offline") == {"streaming": 0.0, "reconnecting": 0.0, "offline": 1.0, "stopped": 0.0}
+    assert set(state_gauge(None).values()) == {0.0}

@@ -50,3 +50,15 @@ def test_camera_commit_is_a_compare_and_set_that_keeps_the_token(tmp_path: Path)
         assert CameraSpec.from_config("cam-1", store.get_camera("cam-1").config) == admin
         assert not store.compare_and_set_camera(_camera("gone", *before.apps), _camera("gone", *after.apps), entry)
         assert store.get_camera("gone") is None
+
+
+def test_the_planners_per_camera_decision_is_rows_beside_its_section(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "state.db") as store:
+        decision = {f"cam-{i}": {"budget": 0.01, "apps": {"car": {"branchpoint": 3}}} for i in range(50)}
+        assert store.put_decision_cameras(decision) == 50
+        assert store.put_decision_cameras(decision) == 0  # a retry (or an unchanged round) writes nothing
+        changed = decision | {"cam-1": {"budget": 0.02, "apps": {}}}
+        del changed["cam-2"]
+        assert store.put_decision_cameras(changed) == 2  # one changed, one gone
+    with StateStore(tmp_path / "state.db") as store:
+        assert store.decision_cameras() == changed

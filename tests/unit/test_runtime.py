@@ -304,3 +304,29 @@ def test_count_app_results_carry_count_and_event_at_min_count(tmp_path: Path) ->
     assert _per_frame(outcome, "cars", "event_active") == _per_frame(outcome, "cars", "label") == (expected >= 2).tolist()
     assert all(0.0 <= s <= 1.0 for s in _per_frame(outcome, "cars"))
     assert _per_frame(outcome, "car", "count") == [None] * 6
+
+
+def test_direct_frames_of_any_size_score_as_frames_resized_where_they_entered(package: MPackage) -> None:
+    """The direct API resizes with the same function the ingress and the clients use, before its lock:
+    a full frame and the same frame already at model size give identical scores."""
+    from stemcell.imaging import resize_frames
+
+    rt = StemRuntime(package)
+    rt.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 10}, {"app": "person", "branchpoint": 6, "fps": 10}])
+    full = _frames(2, 7, size=300)
+    out_full, out_small = rt.infer([InferRequest("c0", full), InferRequest("c0", resize_frames(full, rt.input_size))])
+    for app in ("car", "person"):
+        assert _per_frame(out_full, app) == _per_frame(out_small, app)
+    prepare, prepared = rt._input, threading.Event()
+
+    def observed(req: InferRequest) -> torch.Tensor | ValueError:
+        x = prepare(req)
+        prepared.set()
+        return x
+
+    rt._input = observed  # type: ignore[method-assign]
+    with rt._lock:  # a batch is running: the next one's frames are resized meanwhile, not after it
+        worker = threading.Thread(target=rt.infer, args=([InferRequest("c0", full)],))
+        worker.start()
+        assert prepared.wait(10.0)
+    worker.join()

@@ -39,3 +39,17 @@ def test_webhooks_round_trip_and_tables_appear_in_an_older_database(tmp_path: Pa
         assert store.list_webhooks() == [spec]
         assert store.delete_webhook("w1") and not store.delete_webhook("w1")
         assert store.query_events() == []
+
+
+def test_prune_events_caps_rows_and_age(tmp_path: Path) -> None:
+    now = [1000.0]
+    with StateStore(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        for i, start in enumerate([100.0, 200.0, 300.0, 300.0, 500.0, 600.0]):  # e2 and e3 share a start
+            store.put_event(Event(f"e{i}", "cam", "car", start, None, 0.5))
+        assert store.prune_events(max_rows=100, max_age_s=850.0) == 1  # e0 started 900 s ago
+        assert store.prune_events(max_rows=3, max_age_s=850.0) == 2  # newest three by start (ties: newer seq)
+        assert sorted(e.event_id for e in store.query_events()) == ["e3", "e4", "e5"]
+        assert store.prune_events(max_rows=3, max_age_s=850.0) == 0
+        now[0] = 1200.0
+        assert store.prune_events(max_rows=3, max_age_s=850.0) == 1  # e3 (300) is now too old
+        assert [e.event_id for e in store.query_events()] == ["e5", "e4"]

@@ -1,0 +1,68 @@
+"""Events tracked once per camera: results from several producers, put back in frame order by the hub."""
+from __future__ import annotations
+
+from stemcell.events import EventTracker
+from stemcell.events.forward import Observed, Reorderer, ResultBatcher
+
+
+def _answer(ts: float, active: bool, score: float = 0.9) -> dict:
+    return {"frame_ts": ts, "results": [{"app": "car", "score": score, "event_active": active, "extra": [1] * 100}]}
+
+
+def _track(items: list[Observed]) -> list[tuple[str, float | None]]:
+    tracker, changes = EventTracker(), []
+    for item in items:
+        if item.results is None:
+            changes += tracker.close_camera(item.camera_id, item.frame_ts)
+        else:
+            changes += tracker.observe(item.camera_id, [item.as_frame()])
+    return [(c.kind, c.event.end_ts if c.kind == "end" else c.event.start_ts) for c in changes]
+
+
+def test_frames_spread_over_two_replicas_make_one_event_at_the_hub() -> None:
+    pattern = [False, True, True, True, True, True, False, False]  # one event: frames 1..5
+    replicas = [ResultBatcher(keep_frames=True), ResultBatcher(keep_frames=True)]
+    for ts, active in enumerate(pattern):  # round robin, as Serve spreads requests
+        replicas[ts % 2].add("cam", [f"frame{ts}"], [_answer(float(ts), active)])
+    batches = [r.drain() for r in replicas]
+    # a tracker per replica (the old way) splits it: replica 1 alone sees frames 1, 3, 5 active, 7 not
+    assert _track(batches[1]) == [("start", 1.0), ("end", 7.0)] and _track(batches[0]) == [("start", 2.0), ("end", 6.0)]
+    hub = Reorderer(hold_s=0.25)
+    hub.add(batches[1], now=10.0)  # the second replica's batch arrives first
+    hub.add(batches[0], now=10.1)
+    assert hub.ready(now=10.2) == []  # still held
+    released = hub.ready(now=10.4)
+    assert [i.frame_ts for i in released] == [float(t) for t in range(8)] and hub.held() == 0
+    assert _track(released) == [("start", 1.0), ("end", 6.0)]
+
+
+def test_only_candidate_starts_carry_a_frame_and_results_are_compact() -> None:
+    batcher = ResultBatcher(keep_frames=True)
+    batcher.add("cam", ["f0", "f1", "f2", "f3", "f4"],
+                [_answer(0, False), _answer(1, True), _answer(2, True), _answer(3, False), _answer(4, True)])
+    items = batcher.drain()
+    assert [i.frame for i in items] == [None, "f1", None, None, "f4"]
+    assert items[1].results == ({"app": "car", "score": 0.9, "event_active": True},)  # no boxes, no extras
+    assert batcher.drain() == []
+    no_snapshots = ResultBatcher(keep_frames=False)
+    no_snapshots.add("cam", ["f0"], [_answer(0, True)])
+    assert no_snapshots.drain()[0].frame is None
+
+
+def test_late_records_are_dropped_and_a_close_ends_the_camera_last() -> None:
+    hub = Reorderer(hold_s=0.0)
+    hub.add([Observed("cam", 5.0, ({"app": "car", "score": 1.0, "event_active": True},))], now=0.0)
+    assert [i.frame_ts for i in hub.ready(now=0.0)] == [5.0]
+    hub.add([Observed("cam", 4.0, ({"app": "car", "score": 1.0, "event_active": False},)),  # too late to place
+             Observed("cam", 1.0, None), Observed("cam", 6.0, ({"app": "car", "score": 1.0, "event_active": True},))],
+            now=1.0)
+    released = hub.ready(now=1.0)
+    assert [(i.frame_ts, i.results is None) for i in released] == [(6.0, False), (1.0, True)] and hub.late == 1
+    hub.add([Observed("cam", 0.5, ({"app": "car", "score": 1.0, "event_active": True},))], now=2.0)
+    assert len(hub.ready(now=2.0)) == 1  # after its close, a camera starts afresh (a re-added camera)
+
+
+def test_a_batcher_the_hub_never_drains_stays_bounded() -> None:
+    batcher = ResultBatcher(keep_frames=False, max_pending=3)
+    batcher.add("cam", [None] * 5, [_answer(float(t), False) for t in range(5)])
+    assert [i.frame_ts for i in batcher.drain()] == [2.0, 3.0, 4.0] and batcher.dropped == 2
