@@ -35,6 +35,7 @@ from ray.exceptions import RayActorError
 
 from actors.event_hub import EventForwarder
 from actors.ingest_metrics import REPORT_EVERY_S, IngestMetrics
+from actors.live_feed import LiveFeed
 from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.placement import camera_slot
@@ -152,6 +153,7 @@ class CameraIngestShell:
         self._sending: set[int] = set()  # executor slots with a call in flight
         self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
         self._events.follow_in_thread()
+        self._live = LiveFeed(self.config, self._size) if self.config.learning.enabled else None  # live continual learning
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
             if record.config.get("ingest_actor") == self._name and record.config.get("source"):
@@ -274,7 +276,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for (reader, frame, _), result in zip(frames, results):
+        for (reader, frame, ts), result in zip(frames, results):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -284,6 +286,8 @@ class CameraIngestShell:
             else:
                 reader.health.analysed(done, len(result))
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
+                if self._live is not None:  # live samples for the teacher (actors.live_feed)
+                    self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store, self._executor(index))
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""

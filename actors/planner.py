@@ -45,6 +45,7 @@ from stemcell.control.placement import camera_slot
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.two_level import TwoLevelPlanner, camera_demands
 from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_role, retrain_role
+from stemcell.learning.live_plan import Estimates, with_live_estimates
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
 from stemcell.scheduling.planner import PlanDecision, PlannerContext
@@ -179,11 +180,19 @@ class Planner:
         total = planning.plannable(self._capacity(), headroom=s.headroom, teacher_share=self._teacher_share(),
                                    floor=s.floor)
         demands = camera_demands(self.manifest, cameras, planning.latency_rows(stats), correlation=s.correlation)
+        live = await self._live_estimates(workers)  # precision/recall measured on the cameras' own samples
+        demands = tuple(with_live_estimates(d, live.get(d.camera_id, {}), self.config.learning.live_min_samples)
+                        for d in demands)
         ctx = PlannerContext(total_gpu=total, retrain_jobs=tuple(job for _, job in jobs.values()), cameras=demands,
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
         return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors, tuple(cameras))
+
+    async def _live_estimates(self, workers: list[str]) -> dict[str, Estimates]:
+        """camera -> app -> branchpoint -> live estimate (`stemcell.learning.live_plan`), from the workers."""
+        found = await asyncio.gather(*(self._ask(self.roles[r].actor, "live_estimates") for r in workers))
+        return {camera: apps for estimates in found if estimates for camera, apps in estimates.items()}
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:

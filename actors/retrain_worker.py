@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,7 +41,10 @@ from actors.gpu_share import enforce_share
 from stemcell.control.contracts import AppRun, EdgeAdvice, JobStats, UpdateMeta, WorkerReady, WorkerStats
 from stemcell.control.errors import Moved
 from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payload_kind
+from stemcell.learning.live_stats import Estimate
+from stemcell.learning.serving import LiveLearning
 from stemcell.learning.versions import VersionStore
+from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
 from stemcell.package.manifest import AppEntry
@@ -73,7 +77,8 @@ def newest_checkpoint(*blobs: bytes | dict[str, Any] | None) -> dict[str, Any] |
 class RetrainWorker:
     def __init__(self, package_dir: str, *, persist_dir: str | None = None, config: dict[str, Any] | None = None,
                  share: float = 0.0, resume_from: bytes | dict[str, Any] | None = None, auto: bool = True,
-                 poll_s: float = 0.25, checkpoint_every_s: float = 60.0) -> None:
+                 poll_s: float = 0.25, checkpoint_every_s: float = 60.0, zoo: dict[str, Any] | None = None) -> None:
+        """`zoo`: serve.yaml's `learning.zoo` (JSON); enabled, RECL's zoo lives in `persist_dir`/zoo."""
         enforce_share(share)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
@@ -86,15 +91,27 @@ class RetrainWorker:
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._updates = metrics.Counter("stemcell_model_updates_total", "Model versions published by retraining",
                                         tag_keys=("camera", "app"))
+        self._agreement = metrics.Gauge("stemcell_learning_agreement",
+                                        "Deployed model's agreement with the teacher on live samples (EWMA)",
+                                        tag_keys=("camera", "app"))
+        self._buffered = metrics.Gauge("stemcell_learning_samples_buffered", "Teacher-labelled samples buffered",
+                                       tag_keys=("camera",))
+        self._kept_back = metrics.Counter("stemcell_models_kept_back_total",
+                                          "Retrained models the safety check refused (worse on held-out samples)",
+                                          tag_keys=("camera", "app"))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="retrain")  # the one thread touching the trainer
         self._paused = not auto
         self._moving = False  # snapshotted for a move (checkpoint(pause=True)) until resume()
         self._poll_s = poll_s
         self._restored = 0
         self._checkpoint_every_s, self._checkpointed_at = checkpoint_every_s, time.monotonic()
+        self._candidates: dict[tuple[str, int], AppModel] = {}  # the package's models, scored on live samples
+        self._live = LiveLearning(self._trainer, self._candidate, self._branchpoints, zoo=self._open_zoo(zoo, persist_dir),
+                                  drift_threshold=float((zoo or {}).get("drift_threshold", 0.1)))
         state = newest_checkpoint(resume_from, self._store.load_checkpoint() if self._store else None)
         if state is not None:
             self._trainer.load_state_dict(state, self._model)
+            self._live.load_state_dict(state.get("live", {}))
             self._restored = len(self._trainer.order)
         if self._store is not None:  # after a crash Ray re-runs this with the same resume_from: newer wins
             self._restore_from_store()
@@ -103,6 +120,23 @@ class RetrainWorker:
     # ------------------------------------------------------------------ plumbing
     def _model(self, camera: str, app: str, spec: dict[str, Any]) -> AppModel:
         return self._package.app_model(app, int(spec["branchpoint"])).to(self._device)
+
+    def _candidate(self, app: str, branchpoint: int) -> AppModel:
+        key = (app, branchpoint)
+        if key not in self._candidates:
+            self._candidates[key] = self._model("", app, {"branchpoint": branchpoint}).eval()
+        return self._candidates[key]
+
+    def _branchpoints(self, app: str) -> list[int]:
+        return [c.branchpoint for c in self._package.manifest.candidates_for(app)]
+
+    def _open_zoo(self, zoo: dict[str, Any] | None, persist_dir: str | None) -> ModelZoo | None:
+        if not zoo or not zoo.get("enabled") or persist_dir is None:
+            return None
+        base = self._package.manifest.base  # experts see frames as the package's models do
+        config = ZooConfig(k=zoo["k"], alpha=zoo["alpha"], gamma=zoo["gamma"], eta=zoo["eta"], q=zoo["q"],
+                           input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
+        return ModelZoo(ZooStore(Path(persist_dir) / "zoo"), self._package.base, config)
 
     def _entry(self, app: str) -> AppEntry:
         entry = next((a for a in self._package.manifest.apps if a.name == app), None)
@@ -150,15 +184,18 @@ class RetrainWorker:
 
     def _run_next(self) -> Published | None:
         published = self._trainer.run_next()
-        if published is not None:
+        if published is not None and published.kept_back:  # the safety check refused it: nothing to save
+            self._kept_back.inc(1, tags={"camera": published.camera, "app": published.app})
+        elif published is not None:
             self._persist(published)
             self._updates.inc(1, tags={"camera": published.camera, "app": published.app})
+            self._live.offer(published)
             if time.monotonic() - self._checkpointed_at >= self._checkpoint_every_s:
                 self._save_checkpoint()
         return published
 
     def _snapshot(self) -> bytes:
-        return checkpoint_bytes({**self._trainer.state_dict(), "saved_at": time.time()})
+        return checkpoint_bytes({**self._trainer.state_dict(), "live": self._live.state_dict(), "saved_at": time.time()})
 
     def _save_checkpoint(self) -> None:
         """On the trainer thread (a consistent snapshot); cheap enough every minute, not every phase."""
@@ -209,6 +246,7 @@ class RetrainWorker:
 
     async def remove_camera(self, camera: str) -> bool:
         removed = await self._on(self._trainer.remove_camera, camera)
+        await self._on(self._live.forget, camera)
         if self._store is not None:
             await self._on(self._store.delete_camera, camera)
             await self._on(self._save_checkpoint)  # a restart must not bring the camera back
@@ -223,6 +261,38 @@ class RetrainWorker:
         answer = await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames),
                                 np.asarray(labels))
         return EdgeAdvice(**answer)
+
+    async def live_samples(self, camera: str, apps: Sequence[AppRun], t_s: list[float], frames: np.ndarray,
+                           labels: np.ndarray) -> EdgeAdvice:
+        """Samples the serving path took from a camera's own frames (`actors.live_feed`): the camera's
+        jobs exist for `apps` (the ones that learn), then the samples enter its buffer."""
+        await self.set_camera(camera, apps)
+        frames, labels = np.asarray(frames), np.asarray(labels)
+        drifted = await self._on(self._live.measure, camera, [a.app for a in apps], t_s, frames, labels)
+        answer = await self.add_samples(camera, t_s, frames, labels)
+        self._export(camera)
+        switched = [app for app in drifted if await self._on(self._live.switch, camera, app, frames, labels)]
+        for app in switched:
+            await self._on(self._save_job, self._trainer.job(camera, app))
+        return replace(answer, versions=(await self.advice(camera)).versions) if switched else answer
+
+    def _export(self, camera: str) -> None:
+        """Dashboard gauges of one camera's learning (its status block's numbers)."""
+        self._buffered.set(len(self._trainer.session(camera).buffer), tags={"camera": camera})
+        for (cam, app), agreement in list(self._live.stats.agreement.items()):
+            if cam == camera and agreement.now is not None:
+                self._agreement.set(agreement.now, tags={"camera": camera, "app": app})
+
+    async def learning_status(self, camera: str) -> Mapping[str, Any] | None:
+        """The `learning` block of the camera's status (None: it does not learn here)."""
+        return await self._on(self._live.learning_status, camera)
+
+    async def zoo_view(self) -> Mapping[str, Any]:
+        return await self._on(self._live.zoo_view)
+
+    async def live_estimates(self) -> Mapping[str, Mapping[str, Mapping[int, Estimate]]]:
+        """camera -> app -> branchpoint -> running precision/recall against the teacher (with CIs)."""
+        return await self._on(self._live.estimates)
 
     async def advice(self, camera: str) -> EdgeAdvice:
         return EdgeAdvice(**await self._on(self._trainer.advice, camera))

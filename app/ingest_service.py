@@ -86,6 +86,8 @@ class FleetService:
         """What a camera stores besides its apps: `enabled`, and for a pulled one its checked source and
         ingest actor (kept when it has one; a disabled camera takes no reader slot until enabled)."""
         extra: dict[str, Any] = {"enabled": body.enabled}
+        if body.learning is not None:  # live continual learning (stemcell.learning.live.learning_apps)
+            extra["learning"] = body.learning
         if body.source is not None:
             actor = existing.config.get("ingest_actor") if existing is not None else None
             if actor is None and body.enabled:

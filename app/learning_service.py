@@ -4,6 +4,11 @@
                                  answers the next sampling rate (ASR) and update period (ATR)
     GET  /cameras/{id}/model     the update taking an edge from `since` to the newest version
 
+Cameras that post frames for inference learn from them too (`observe`, from the frame routes:
+`actors.live_feed` samples at the ASR rate and sends batches off the request path); their
+learning state, the zoo and the live F1 estimates are the worker's views (`status`, `zoo`,
+`annotate_plan`).
+
 One TeacherLabeler and one RetrainWorker per Serve app (named actors: every ingress replica finds
 the same ones; `max_restarts=-1`, and the worker reloads published versions from `persist_dir`).
 When the Planner runs, the worker is its role `retrain-<learning.worker_name>` (`stemcell planner`
@@ -14,8 +19,9 @@ pause) on the camera's next upload, so inference in the cluster and at the edge 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +32,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options
+from actors.live_feed import LiveFeed
 from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
@@ -34,7 +41,9 @@ from app.service import read_manifest, read_routes
 from stemcell.control.contracts import AppRun, CameraSpec, Routes
 from stemcell.control.errors import Moved, Overloaded, UnknownCamera
 from stemcell.control.roles import retrain_role
-from stemcell.learning.teachers import ModelTeacherConfig, OracleTeacherConfig, TeacherConfig
+from stemcell.learning.live import LiveBatch, world_camera
+from stemcell.learning.live_plan import annotate_plan
+from stemcell.learning.teachers import ModelTeacherConfig, TeacherConfig
 from stemcell.serve_config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -84,9 +93,9 @@ def learning_worker_kwargs(config: ServeConfig) -> dict[str, Any]:
     re-creates it with these when it moves the worker to a new GPU share. JSON only."""
     c = config.learning
     ams = {"horizon_s": c.horizon_s, "iterations": c.iterations, "lr": c.lr, "gamma": c.gamma,
-           "batch_size": c.batch_size, "adaptive": c.adaptive}
+           "batch_size": c.batch_size, "adaptive": c.adaptive, "safety_holdout": c.safety_holdout}
     return {"package_dir": str(config.package_dir), "persist_dir": str(c.persist_dir), "config": ams,
-            "checkpoint_every_s": c.checkpoint_every_s}
+            "checkpoint_every_s": c.checkpoint_every_s, "zoo": c.zoo.model_dump(mode="json")}
 
 
 def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[str, Any]:
@@ -97,21 +106,6 @@ def register_learning_worker(planner: ActorHandle, config: ServeConfig) -> dict[
     state = ray.get(planner.add_retrain_worker.remote(c.worker_name, learning_worker_kwargs(config), c.num_gpus,
                                                       actor=c.worker_name))
     return {"role": worker_role(config), **asdict(state)}
-
-
-def world_camera(teacher: TeacherConfig | None, camera_id: str, timestamps: list[float]) -> int:
-    """The synthetic-world camera an oracle teacher looks labels up in (other teachers ignore it);
-    the samples' video times are checked against its timeline here, so a bad `ts` is a clear 422."""
-    if not isinstance(teacher, OracleTeacherConfig):
-        return 0
-    if camera_id not in teacher.cameras:
-        raise ValueError(f"camera {camera_id!r} has no world camera for the oracle teacher: "
-                         f"add it to learning.teacher.cameras")
-    world = teacher.world_config
-    if min(timestamps) < 0 or round(max(timestamps) * world.fps) >= world.num_frames:
-        raise ValueError(f"the oracle teacher labels video times in [0, {world.duration_s:g}) s of the world "
-                         f"camera; got ts {min(timestamps):g}..{max(timestamps):g}")
-    return teacher.cameras[camera_id]
 
 
 class LearningService:
@@ -138,7 +132,8 @@ class LearningService:
                 c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
                 num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
             )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
-        self._pushed: dict[tuple[str, str], int] = {}  # versions this replica pushed to the executors
+        self.feed = LiveFeed(config, read_manifest(config.package_dir)[0].base.input_size)
+        self._live_tasks: set[asyncio.Task] = set()  # batches on their way (kept: tasks are weakly held)
 
     async def ready(self) -> dict[str, Any]:
         return {"teacher": await self.teacher.ready.remote(), "worker": await self._worker("ready")}
@@ -175,20 +170,60 @@ class LearningService:
         stack = np.stack(frames)
         labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
-        await self._push(camera_id, answer.versions)
+        await self._push(camera_id, self.feed.answered(camera_id, answer))
         return {"camera_id": camera_id, **asdict(answer)}  # the HTTP answer (`SamplesAnswer`)
 
-    async def _push(self, camera_id: str, versions: Mapping[str, int]) -> None:
+    def observe(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> None:
+        """After inference, from the frame routes: sample for the teacher (ASR rate); a full batch goes
+        out in a task of its own, so the request answers without waiting for the teacher."""
+        stamps = timestamps if timestamps is not None else [time.time()] * len(frames)
+        batch = self.feed.observe(camera_id, frames, stamps)
+        if batch is not None:
+            task = asyncio.get_running_loop().create_task(self._live(batch))
+            self._live_tasks.add(task)
+            task.add_done_callback(self._live_tasks.discard)
+
+    async def _live(self, batch: LiveBatch) -> None:
+        """Teacher labels -> the worker's buffer -> newer versions into the executor; logged, never raised
+        (a lost batch costs some samples, and the next one comes at the ASR rate)."""
+        try:
+            args = self.feed.request(batch, await self.store.get_camera.remote(batch.camera), self.teacher)
+            if args is not None:
+                answer = await self._worker("live_samples", *args)
+                await self._push(batch.camera, self.feed.answered(batch.camera, answer))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("camera %s: %d live samples lost: %r", batch.camera, len(batch.timestamps), exc)
+
+    async def _push(self, camera_id: str, apps: list[str]) -> None:
         """Serve the newest weights in the cluster too; a failure here must not fail the upload."""
-        for app, version in versions.items():
-            if version <= self._pushed.get((camera_id, app), 0):
-                continue
+        for app in apps:
             try:
                 v, state = await self._worker("weights", camera_id, app)
                 await self.pool.handle_for(camera_id).set_app_weights.remote(app, camera_id, state, v)
-                self._pushed[(camera_id, app)] = v
+                self.feed.pushed(camera_id, app, v)
             except Exception as exc:  # noqa: BLE001 - the edge path works without it; retried next upload
-                log.warning("camera %s app %s: version %d not pushed to the executor: %s", camera_id, app, version, exc)
+                log.warning("camera %s app %s: newest version not pushed to the executor: %s", camera_id, app, exc)
+
+    async def _optional(self, method: str, *args: Any) -> Any:
+        """A worker view that decorates another answer: None when the worker cannot answer now (moving,
+        restarting), so the camera's status or the plan is still served."""
+        try:
+            return await self._worker(method, *args)
+        except Exception as exc:  # noqa: BLE001 - see above; logged
+            log.warning("learning view %s unavailable: %r", method, exc)
+            return None
+
+    async def status(self, camera_id: str) -> dict[str, Any] | None:
+        """The camera's `learning` status block (None: it does not learn, or the worker cannot say now)."""
+        return await self._optional("learning_status", camera_id)
+
+    async def zoo(self) -> dict[str, Any]:
+        return await self._worker("zoo_view")
+
+    async def annotate_plan(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """`GET /admin/plan` with each camera app's validation and live F1 side by side."""
+        estimates = await self._optional("live_estimates")
+        return annotate_plan(plan, estimates or {}, self.config.learning.live_min_samples)
 
     async def model(self, camera_id: str, app: str | None, since: int | None) -> ModelAnswer | None:
         specs = await self._camera_apps(camera_id)

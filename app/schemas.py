@@ -39,6 +39,8 @@ class AddCamera(_Body):
                               "(none for a new camera with a source: pulled cameras do not post frames)")
     source: SourceBody | None = Field(None, description="pull the frames from here; omitted = the camera posts them")
     enabled: bool = Field(True, description="false: registered but not pulled (state `stopped`)")
+    learning: bool | list[str] | None = Field(None, description="learn from this camera's frames: true, false, or "
+                                              "the apps that learn; omitted = serve.yaml's learning.live")
 
     @field_validator("apps")
     @classmethod
@@ -108,6 +110,9 @@ class CameraStatus(BaseModel):
     apps: list[dict[str, Any]] = Field(description="per app: branchpoint, fps, validation and modelled event F1")
     requests: dict[str, float | int | None] = Field(description="this replica's window: fps, p50_ms, p99_ms, frames_total")
     executor_stats: dict[str, Any] = Field(description="the executor's counters (ExecutorStats)")
+    learning: dict[str, Any] | None = Field(None, description="live continual learning: samples buffered, last update, "
+                                            "version, agreement with the teacher now and at version 0, zoo expert, "
+                                            "models kept back, agreement history (null: the camera does not learn)")
 
 
 class PlanView(BaseModel):

@@ -259,6 +259,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         metrics().record_results(camera_id, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
+        if self.learning is not None:  # live samples for the teacher, sent off this request's path
+            self.learning.observe(camera_id, decoded.frames, decoded.timestamps)
         return JSONResponse({"camera_id": camera_id, **results[0]})  # built by us: no response-model pass
 
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
@@ -273,13 +275,18 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         metrics().record_results(camera_id, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1])
         self.events.on_results(camera_id, decoded.frames, results)
+        if self.learning is not None:
+            self.learning.observe(camera_id, decoded.frames, decoded.timestamps)
         return JSONResponse({"camera_id": camera_id, "frames": [{"camera_id": camera_id, **r} for r in results]})
 
     @api.get("/cameras/{camera_id}/status", tags=["cameras"], response_model=CameraStatus)
     async def status(self, camera_id: str, request: Request) -> dict[str, Any]:
         """Apps and branchpoints, measured frame rate and latency (this replica), executor counters."""
         await self._require_camera(request, camera_id)
-        return await self._call(self.service.status(camera_id))
+        status = await self._call(self.service.status(camera_id))
+        if self.learning is not None:
+            status["learning"] = await self._call(self.learning.status(camera_id))
+        return status
 
     # ------------------------------------------------------------------ learning (app.learning_service)
     @api.get("/cameras/{camera_id}/model", tags=["learning"], response_model=None, responses={
@@ -348,7 +355,17 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     async def plan(self, request: Request) -> dict[str, Any]:
         """Per camera, per app: branchpoint, fps, validation frame F1 and modelled event F1."""
         self._require_admin(request)
-        return await self._call(self.service.plan())
+        plan = await self._call(self.service.plan())
+        return plan if self.learning is None else await self._call(self.learning.annotate_plan(plan))
+
+    @api.get("/admin/zoo", tags=["admin"])
+    async def zoo(self, request: Request) -> dict[str, Any]:
+        """RECL's model zoo: experts (id, base, size, admitted at, uses, cameras), admissions, prunings,
+        which camera runs which expert."""
+        self._require_admin(request)
+        if self.learning is None:
+            raise HTTPException(404, "continual learning is not enabled on this server (learning.enabled)")
+        return await self._call(self.learning.zoo())
 
 
 def build_app(args: dict[str, str]) -> serve.Application:

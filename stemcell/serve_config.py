@@ -129,6 +129,18 @@ class LimitsSection(_Strict):
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
 
 
+class ZooSection(_Strict):
+    """RECL's model zoo in the serving path (`learning.zoo`): experts in `persist_dir`/zoo, shared by all cameras."""
+
+    enabled: bool = False  # drift -> gating top-K experts -> safety check -> deploy; retrained models offered
+    drift_threshold: float = Field(0.1, gt=0, le=1)  # agreement with the teacher falling by more: drift
+    k: int = Field(5, ge=0, le=100)  # gating picks the safety check weighs
+    alpha: float = Field(0.02, ge=0, le=1)  # admission margin over the best other candidate
+    gamma: int = Field(2, ge=1, le=64)  # admission queue flushes at this many models
+    eta: int = Field(4, ge=0)  # prune experts chosen fewer than eta times in the last q selections
+    q: int = Field(3000, ge=1)
+
+
 class LearningSection(_Strict):
     """Continual learning (AMS): teacher labelling, retraining, `/model` and `/samples` routes."""
 
@@ -151,6 +163,12 @@ class LearningSection(_Strict):
     adaptive: bool = True  # ASR + ATR (false: 1 fps, T_update 10 s)
     max_upload_frames: int = Field(64, ge=1, le=1024)  # samples in one POST .../samples (413 above)
     checkpoint_every_s: float = Field(60.0, gt=0)  # trainer state (Adam, buffers) saved this often: a crash loses at most this
+    live: bool = False  # cameras learn from the frames they are served with, unless registered with `learning`
+    live_batch: int = Field(8, ge=1, le=256)  # sampled frames per teacher call
+    live_max_wait_s: float = Field(10.0, gt=0)  # a partial batch goes to the teacher after this long
+    live_min_samples: int = Field(200, ge=1)  # live precision/recall replace validation figures from here
+    safety_holdout: int = Field(8, ge=0, le=256)  # newest samples a retrained model must win on (0: no check)
+    zoo: ZooSection = ZooSection()
 
 
 class PlannerSection(_Strict):

@@ -13,6 +13,7 @@ time) and in simulation. The RetrainWorker actor is a shell around this class.
 """
 from __future__ import annotations
 
+import copy
 import time
 import zlib
 from collections.abc import Callable
@@ -25,22 +26,17 @@ import torch
 from stemcell.learning.buffer import SampleBuffer
 from stemcell.learning.codec import SparseUpdate, catch_up_update, decode, encode
 from stemcell.learning.coordinate_descent import Selection
+from stemcell.learning.published import JobStats, Published, model_logits, payload_kind, stack_items  # noqa: F401 - payload_kind is re-exported (callers import it from here)
 from stemcell.learning.rates import ASRState, ATRState, LabelledSample, RatesConfig, RatesState, rates_init
 from stemcell.learning.rates import step as rates_step
 from stemcell.learning.retrain import ContinualLearner, buffer_batches
-from stemcell.models import AppModel, segment_hash, to_input
+from stemcell.learning.safety import holdout_count, safety_verdict
+from stemcell.models import AppModel, segment_hash
 
 CHECKPOINT_FORMAT = 1
 JobKey = tuple[str, str]  # (camera id, app name)
 # (camera, app, spec) -> a fresh app model (package candidate, stem shared): used to rebuild on resume
 ModelFactory = Callable[[str, str, dict[str, Any]], AppModel]
-
-
-def payload_kind(version: int, base_version: int | None, since: int | None) -> str:
-    """How an update relates to the edge's version: "full", "sparse" (one step) or "merged"."""
-    if base_version is None:
-        return "full"
-    return "sparse" if since is not None and version == since + 1 else "merged"
 
 
 @dataclass(frozen=True)
@@ -58,37 +54,9 @@ class AmsConfig:
     fixed_fps: float = 1.0
     rates: RatesConfig = field(default_factory=RatesConfig)
     history: int = 32  # published updates kept per job, for merged catch-up updates
+    safety_holdout: int = 0  # newest samples a retrained model must beat the deployed one on (0: no check)
     max_buffer: int = 4096  # samples per camera, whatever the rate
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Published:
-    """One model update that a job published."""
-
-    camera: str
-    app: str
-    version: int  # version after the update
-    t_s: float  # video time of the newest sample it trained on
-    update_bytes: int  # encoded size (downlink cost of a current edge)
-    mask_fraction: float  # coordinates sent / trainable coordinates
-    loss_before: float
-    loss_after: float
-    fresh_accuracy_before: float | None  # accuracy on samples newer than the last update, before training
-    fresh_accuracy_after: float | None  # same samples after training (they were in the training set)
-    wall_s: float  # retraining wall time
-    cpu_s: float  # process CPU time spent retraining
-
-
-@dataclass
-class JobStats:
-    """Measured costs and recent gains of one job (what the Planner reads)."""
-
-    updates: int = 0
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-    recent_gains: list[float] = field(default_factory=list)  # accuracy after - before on fresh samples
-    last: dict[str, Any] | None = None
 
 
 class AppJob:
@@ -133,29 +101,55 @@ class AppJob:
         since = self.last_trained_s if self.last_trained_s is not None else oldest_s
         return latest_s > since and latest_s - since >= t_update_s - slack_s
 
-    @torch.no_grad()
-    def _accuracy(self, frames: np.ndarray, labels: np.ndarray) -> float:
-        logits = self.learner.model(to_input(frames, self.config.input_size, mean=self.config.mean, std=self.config.std).to(self.learner.device))[:, 0]
-        return float(((logits > 0).cpu().numpy() == (labels[:, self.target] > 0.5)).mean())
+    def predict(self, frames: np.ndarray) -> np.ndarray:
+        """Logits of the deployed model on uint8 frames (N,): what the executor would answer."""
+        return model_logits(self.learner.model, frames, self.config)
+
+    def adopt(self, weights: dict[str, torch.Tensor]) -> None:
+        """Serve another model's trainable weights (a zoo expert) as a new version; no update history
+        leads there, so edges catch up with a full update (as after `succeed`)."""
+        self.learner.model.load_trainable_state_dict({k: v.to(self.learner.device) for k, v in weights.items()})
+        self.learner.version += 1
+        self.history, self.encoded = {}, {}
+
+    def _scores(self, frames: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """(accuracy, BCE loss) against the teacher's labels of this app's column."""
+        logits, target = self.predict(frames), labels[:, self.target] > 0.5
+        loss = self.learner.loss_fn(torch.from_numpy(logits), torch.from_numpy(target.astype(np.float32)))
+        return float(((logits > 0) == target).mean()), float(loss)
 
     def retrain(self, buffer: SampleBuffer) -> Published:
-        """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update."""
+        """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update,
+        unless the safety check (`stemcell.learning.safety`) keeps the new model back."""
         started, cpu = time.perf_counter(), time.process_time()
-        fresh = buffer.items(self.last_trained_s)
-        fresh_x = np.stack([it.frame for it in fresh]) if fresh else None
-        fresh_y = np.stack([it.labels for it in fresh]) if fresh else None
-        before = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
+        fresh_items = buffer.items(self.last_trained_s)
+        fresh = stack_items(fresh_items)
+        before = self._scores(*fresh)[0] if fresh is not None else None
+        held_items = fresh_items[len(fresh_items) - holdout_count(len(buffer), len(fresh_items), self.config.safety_holdout):]
+        held = stack_items(held_items)
+        deployed = self._scores(*held) if held is not None else None
+        saved = copy.deepcopy(self.learner.state_dict()) if deployed is not None else None
         batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
-                                 targets=[self.target], input_size=self.config.input_size,
-                                 mean=self.config.mean, std=self.config.std)
+                                 targets=[self.target], input_size=self.config.input_size, mean=self.config.mean,
+                                 std=self.config.std, before_s=held_items[0].t_s if held_items else None)
         result = self.learner.retrain(batches, self.config.iterations)
-        after = self._accuracy(fresh_x, fresh_y) if fresh_x is not None else None
-        self._remember(result.update, result.update_bytes)
+        verdict = None
+        if held is not None and deployed is not None and saved is not None:
+            new = self._scores(*held)
+            verdict = safety_verdict(deployed[0], new[0], deployed[1], new[1], len(held_items))
+            if not verdict.deploy:  # kept back: the phase never happened, as far as anyone serving knows
+                self.learner.load_state_dict(saved)
+                self.stats.kept_back += 1
+        kept_back = verdict is not None and not verdict.deploy
+        after = self._scores(*fresh)[0] if fresh is not None else None
+        if not kept_back:
+            self._remember(result.update, result.update_bytes)
         self.last_trained_s = buffer.latest_s
         published = Published(
-            self.camera, self.app, result.version, float(buffer.latest_s or 0.0), len(result.update_bytes),
-            result.mask_fraction, result.loss_before, result.loss_after, before, after,
-            time.perf_counter() - started, time.process_time() - cpu)
+            self.camera, self.app, self.version, float(buffer.latest_s or 0.0),
+            0 if kept_back else len(result.update_bytes), 0.0 if kept_back else result.mask_fraction,
+            result.loss_before, result.loss_after, before, after,
+            time.perf_counter() - started, time.process_time() - cpu, kept_back, verdict)
         self._account(published)
         return published
 
@@ -167,7 +161,7 @@ class AppJob:
 
     def _account(self, p: Published) -> None:
         s = self.stats
-        s.updates += 1
+        s.updates += int(not p.kept_back)
         s.wall_s += p.wall_s
         s.cpu_s += p.cpu_s
         if p.fresh_accuracy_before is not None and p.fresh_accuracy_after is not None:
@@ -208,7 +202,7 @@ class AppJob:
             "learner": self.learner.state_dict(),
             "history": {str(v): torch.frombuffer(bytearray(b), dtype=torch.uint8) for v, b in self.encoded.items()},
             "stats": {"updates": self.stats.updates, "wall_s": self.stats.wall_s, "cpu_s": self.stats.cpu_s,
-                      "recent_gains": list(self.stats.recent_gains)},
+                      "recent_gains": list(self.stats.recent_gains), "kept_back": self.stats.kept_back},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -217,7 +211,8 @@ class AppJob:
         self.restore_published(self.version, self.learner.trainable_state(), updates, state["last_trained_s"])
         self.rng.bit_generator.state = state["rng"]
         st = state["stats"]
-        self.stats = JobStats(int(st["updates"]), float(st["wall_s"]), float(st["cpu_s"]), list(st["recent_gains"]))
+        self.stats = JobStats(int(st["updates"]), float(st["wall_s"]), float(st["cpu_s"]), list(st["recent_gains"]),
+                              kept_back=int(st.get("kept_back", 0)))
 
 
 class CameraSession:
@@ -371,6 +366,7 @@ class AmsTrainer:
                 "stem_hashes": [segment_hash(s) for s in job.learner.model.stem],  # proof the stem stays shared
                 "wall_s": job.stats.wall_s, "cpu_s": job.stats.cpu_s, "recent_gains": list(job.stats.recent_gains),
                 "sampling_fps": session.sampling_fps, "t_update_s": session.t_update_s, "buffer": len(session.buffer),
+                "kept_back": job.stats.kept_back,
             }
         return out
 

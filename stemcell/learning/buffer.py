@@ -62,17 +62,20 @@ class SampleBuffer:
         while self._items and (self._items[0].t_s < cutoff or len(self._items) > self.max_items):
             self._items.popleft()
 
-    def sample_items(self, batch_size: int, rng: np.random.Generator) -> list[BufferItem]:
+    def sample_items(self, batch_size: int, rng: np.random.Generator, before_s: float | None = None) -> list[BufferItem]:
         """`batch_size` items drawn uniformly: without replacement when the buffer holds enough,
-        with replacement otherwise, so a young buffer still yields full batches."""
-        if not self._items:
+        with replacement otherwise, so a young buffer still yields full batches. `before_s`: only
+        items older than it (the newest are held out for the safety check)."""
+        pool = self._items if before_s is None else [it for it in self._items if it.t_s < before_s]
+        if not pool:
             raise ValueError("the buffer is empty")
-        n = len(self._items)
-        return [self._items[i] for i in rng.choice(n, size=batch_size, replace=batch_size > n)]
+        n = len(pool)
+        return [pool[i] for i in rng.choice(n, size=batch_size, replace=batch_size > n)]
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, batch_size: int, rng: np.random.Generator,
+               before_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A uniform random batch: frames (B,H,W,3) uint8 and labels (B,C) float32."""
-        items = self.sample_items(batch_size, rng)
+        items = self.sample_items(batch_size, rng, before_s)
         return np.stack([it.frame for it in items]), np.stack([it.labels for it in items])
 
     def timestamps(self) -> np.ndarray:

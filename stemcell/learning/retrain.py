@@ -183,10 +183,12 @@ def buffer_batches(
     input_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    before_s: float | None = None,
 ) -> list[Batch]:
-    """`count` uniform mini-batches from `buffer`, keeping label columns `targets` (the app's classes)."""
+    """`count` uniform mini-batches from `buffer` (items older than `before_s` when given), keeping
+    label columns `targets` (the app's classes)."""
     out = []
     for _ in range(count):
-        frames, labels = buffer.sample(batch_size, rng)
+        frames, labels = buffer.sample(batch_size, rng, before_s)
         out.append((to_input(frames, input_size, mean=mean, std=std), torch.from_numpy(labels[:, list(targets)].copy())))
     return out

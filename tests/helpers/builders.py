@@ -65,3 +65,13 @@ def decisive_package(root: Path) -> None:
     info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
     build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1),
                   [app_entry("car", ["car"], val.presence[:, 1])], [result])
+
+
+def bright_dark_samples(count: int, start: float, flip: bool, size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(timestamps 1 s apart, frames, labels) of a trivially learnable scene: bright frames show a car
+    (label column 1), dark ones do not; `flip` labels them the other way round (another scene)."""
+    bright = np.arange(count) % 2 == 0
+    frames = np.where(bright[:, None, None, None], 220, 30).astype(np.uint8) * np.ones((1, size, size, 3), np.uint8)
+    labels = np.zeros((count, 5), np.float32)
+    labels[:, 1] = bright != flip
+    return start + np.arange(count, dtype=np.float64), frames, labels

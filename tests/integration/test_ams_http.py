@@ -54,8 +54,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 0.5, "namespace": "stemcell-ams-test"},
             "learning": {"enabled": True, "num_cpus": 0.25, "teacher_num_cpus": 0.25, "num_gpus": 0.1,
                          "teacher_num_gpus": 0.1, "iterations": 3, "batch_size": 4, "adaptive": False,
-                         "max_upload_frames": MAX_UPLOAD,
-                         "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0}}},
+                         "max_upload_frames": MAX_UPLOAD, "live_batch": 4, "live_max_wait_s": 2.0,
+                         "teacher": {"kind": "oracle", "world": WORLD, "cameras": {"edge-1": 0, "live-1": 0}}},
         }))
         os.environ["STEMCELL_AMS_ADMIN_TOKEN"] = ADMIN_TOKEN
         serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -140,6 +140,39 @@ def test_samples_route_refuses_bad_uploads(server: Server) -> None:
     with pytest.raises(StemcellError) as err:
         HttpTransport(server.url, "wrong-token-" + "w" * 20).upload("edge-1", stamps, [jpeg, jpeg])
     assert err.value.status == 403
+
+
+def test_served_frames_reach_the_teacher_without_uploads(server: Server) -> None:
+    """A camera registered with `learning: true` only posts frames for inference; the ingress samples
+    them (ASR rate, 1 fps to start), the teacher labels them and they fill the worker's buffer."""
+    ns = load_serve_config(server.config_path).executors.namespace
+    teacher = ray.get_actor("stemcell-teacher", namespace=ns)
+    labelled = ray.get(teacher.stats.remote()).frames
+    with server.http(ADMIN_TOKEN) as http:
+        body = {"camera_id": "live-1", "apps": [{"app": "car", "branchpoint": 3}], "fps": 10,
+                "token": CAMERA_TOKEN + "l", "learning": True}
+        assert http.post("/admin/cameras", json=body).status_code == 201
+    stamps, frames = _frames(0.0, 8)
+    with Camera(server.url, CAMERA_TOKEN + "l", "live-1") as cam:
+        for t, frame in zip(stamps, frames):  # 1 s apart: every frame is a sample at 1 fps
+            cam.infer(frame, ts=t)
+    worker = ray.get_actor("stemcell-retrain", namespace=ns)
+    deadline, jobs = time.monotonic() + 30, {}
+    while time.monotonic() < deadline and jobs.get("live-1/car", {}).get("buffer", 0) < 8:
+        time.sleep(0.3)
+        jobs = ray.get(worker.stats.remote())["jobs"]
+    assert jobs["live-1/car"]["buffer"] == 8  # two batches of 4, no POST /samples
+    assert ray.get(teacher.stats.remote()).frames == labelled + 8
+    with server.http(ADMIN_TOKEN) as http:
+        learning = http.get("/cameras/live-1/status").json()["learning"]
+        assert learning["enabled"] and learning["samples_buffered"] == 8 and learning["version"] == 0
+        assert 0.0 <= learning["agreement_now"] <= 1.0 and len(learning["history"]) == 2
+        car = http.get("/admin/plan").json()["cameras"]["live-1"]["apps"]["car"]
+        assert car["f1_live"] is None and car["live_samples"] == 8 and car["f1_validation"] == car["frame_f1"]
+        zoo = http.get("/admin/zoo").json()
+        assert zoo["enabled"] is False and zoo["experts"] == [] and zoo["cameras"] == {}
+    with server.http(CAMERA_TOKEN) as http:
+        assert http.get("/admin/zoo").status_code == 403
 
 
 def test_the_planner_moves_the_learning_worker_and_edges_follow(server: Server) -> None:

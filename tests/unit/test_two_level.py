@@ -1,7 +1,6 @@
 """Two-level planning: problems per class, a global split by executor demand, cached per-executor schedules."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

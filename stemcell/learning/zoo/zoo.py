@@ -78,8 +78,10 @@ class _AppGating:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits on the CPU, the model run where it lives (a RetrainWorker's models are on its GPU)."""
     model.eval()
-    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, len(inputs), batch_size)])
 
 
 def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> float:

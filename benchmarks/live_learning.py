@@ -1,0 +1,337 @@
+"""Live continual learning: drifting cameras the package never saw, learning off / live AMS / AMS + zoo.
+
+The learning side of the serving path, in one process and on video time: every camera's frames go
+through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
+teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
+candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
+and in zoo mode drift switches to a zoo expert and retrained models are offered to the zoo: the
+same objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path
+is covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
+after a hot swap.
+
+Modes, same teacher and the same frames: (a) `off` (the package's model as trained; the samples are
+still labelled, for the live estimates), (b) `ams`, (c) `zoo`. Accuracy against ground truth on
+every frame. Keys (issue 17): rows [{mode, minute, accuracy, event_f1}], gain_learning (b - a, points),
+gain_zoo ((c) - (b) over the minutes after each scene change), plan_f1_error_validation / _live
+(|predicted - measured event F1| of the deployed candidate, predicted from the package's validation
+precision/recall or from the live estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off
+(inference latency per frame with a retraining thread running beside it, or not),
+real_agreement_start/end (vtest.avi, OpenCV HOG people teacher; the teacher labels the full frame,
+the student sees it at model size). `slicing_gain_over_round_robin` is not measured here (null):
+benchmarks/recl_slicing.py measures slicing (`--static-cameras`), with static cameras that start
+unadapted, which is not yet the fleet issue 17 asks for.
+
+    python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ams_common import Setup, build_world, fresh_app, pretrained_base
+
+from stemcell.eval import print_table, save_plot, save_results
+from stemcell.eval.event_metrics import event_score
+from stemcell.eval.plotting import plt
+from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
+from stemcell.learning.live import LiveSampler
+from stemcell.learning.published import model_logits
+from stemcell.learning.serving import LiveLearning
+from stemcell.learning.teachers import (
+    FrameMeta,
+    HogPeopleTeacherConfig,
+    build_teacher,
+    presence,
+)
+from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
+from stemcell.models import SegmentedNet
+from stemcell.scheduling.event_f1 import event_f1
+from stemcell.training import binary_metrics, world_frames
+from stemcell.world import CLASSES, World
+
+MODES = ("off", "ams", "zoo")
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+@dataclass
+class ModeRun:
+    predictions: dict[str, np.ndarray]  # camera -> served answer on every frame
+    live: LiveLearning
+    retrain_s: float
+    infer_s: float
+
+
+def ams_config(args: argparse.Namespace) -> AmsConfig:
+    return AmsConfig(input_size=args.size, iterations=args.iters, batch_size=args.batch, lr=args.lr,
+                     safety_holdout=args.holdout)
+
+
+def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace,
+             zoo_root: Path) -> ModeRun:
+    """Stream every camera frame by frame through the live-learning components in `mode`."""
+    target, app = CLASSES.index(args.app), args.app
+    trainer = AmsTrainer(ams_config(args))
+    ids = {f"cam{c}": c for c in cams}
+    for cid in ids:
+        trainer.add_job(cid, app, fresh_app(base, args.branchpoint, app), target, {"branchpoint": args.branchpoint})
+    zoo = ModelZoo(ZooStore(zoo_root), base, ZooConfig(k=args.zoo_k, gamma=2, input_size=args.size)) \
+        if mode == "zoo" else None
+    # one candidate (the app's at --branchpoint): the other candidates' estimates are not measured here
+    live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint], zoo=zoo,
+                        drift_threshold=args.drift)
+    now = [0.0]
+    sampler = LiveSampler(batch_size=args.live_batch, max_wait_s=args.live_batch, clock=lambda: now[0])
+    teacher = OracleTeacher(world)
+    n = int(args.duration_s * args.fps)
+    predictions = {cid: np.zeros(n, bool) for cid in ids}
+    retrain_s = infer_s = 0.0
+    for i in range(n):
+        now[0] = t = i / args.fps
+        for cid, cam in ids.items():
+            frame = world.camera(cam).frame(i)
+            started = time.perf_counter()
+            predictions[cid][i] = trainer.job(cid, app).predict(frame[None])[0] > 0
+            infer_s += time.perf_counter() - started
+            batch = sampler.offer(cid, [frame], [t])
+            if batch is None:
+                continue
+            indices = np.rint(np.asarray(batch.timestamps) * args.fps).astype(np.int64)
+            labels = presence(teacher.label(batch.frames, FrameMeta(cam, indices)), CLASSES)
+            drifted = live.measure(cid, [app], batch.timestamps, batch.frames, labels)
+            if mode == "off":
+                continue
+            advice = trainer.add_samples(cid, np.asarray(batch.timestamps), batch.frames, labels)
+            sampler.set_rate(cid, advice["sampling_fps"])
+            for a in drifted:
+                live.switch(cid, a, batch.frames, labels)
+            started = time.perf_counter()
+            for published in trainer.run_pending():
+                if not published.kept_back:
+                    live.offer(published)
+            retrain_s += time.perf_counter() - started
+    return ModeRun(predictions, live, retrain_s, infer_s)
+
+
+def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: argparse.Namespace) -> list[dict]:
+    span, target, rows = int(60 * args.fps), CLASSES.index(args.app), []
+    n = len(next(iter(run.predictions.values())))
+    for m in range(max(1, n // span)):
+        accs, f1s = [], []
+        for c in cams:
+            pred = run.predictions[f"cam{c}"][m * span:(m + 1) * span]
+            truth = world.camera(c).presence()[m * span:(m + 1) * span, target].astype(bool)
+            accs.append(float((pred == truth).mean()))
+            f1s.append(event_score(pred, truth).f1)
+        rows.append({"mode": mode, "minute": m, "accuracy": float(np.mean(accs)), "event_f1": float(np.mean(f1s))})
+    return rows
+
+
+def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(camera, first frame, last frame) of the minute after each scene change inside the run."""
+    n, span = int(args.duration_s * args.fps), int(60 * args.fps)
+    out = []
+    for c in cams:
+        scenes = world.camera(c).scene_ids()[:n]
+        out += [(c, int(s), min(n, int(s) + span)) for s in np.flatnonzero(np.diff(scenes)) + 1]
+    return out
+
+
+def accuracy_over(run: ModeRun, world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
+    if not spans:
+        return None
+    hits = [float((run.predictions[f"cam{c}"][a:b] == world.camera(c).presence()[a:b, target].astype(bool)).mean())
+            for c, a, b in spans]
+    return float(np.mean(hits))
+
+
+def plan_errors(off: ModeRun, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace) -> dict:
+    """|predicted - measured event F1| of the deployed candidate, predicted from validation or live figures."""
+    target = CLASSES.index(args.app)
+    source = build_world(setup_of(args), 2, args.seed + 1000)  # the package's validation data: its own world
+    data, _ = world_frames(source, range(2), 200, seed=args.seed + 7)
+    model = fresh_app(base, args.branchpoint, args.app)
+    val = binary_metrics(model_logits(model, data.frames, ams_config(args)) > 0, data.presence[:, target])
+    truth_all = source.camera(0).presence()[:, target].astype(bool)
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, truth_all.astype(int), 0])))[::2]
+    event_frames = float(np.mean(runs)) if len(runs) else 10.0
+    errors_val, errors_live = [], []
+    for c in cams:
+        pred = off.predictions[f"cam{c}"]
+        measured = event_score(pred, world.camera(c).presence()[:len(pred), target].astype(bool)).f1
+        est = off.live.stats.estimates(f"cam{c}", args.app)[args.branchpoint]
+        errors_val.append(abs(float(event_f1(val.precision, val.recall, event_frames, 1, 0.5)) - measured))
+        if est.precision is not None and est.recall is not None:
+            errors_live.append(abs(float(event_f1(est.precision, est.recall, event_frames, 1, 0.5)) - measured))
+    return {"plan_f1_error_validation": float(np.mean(errors_val)),
+            "plan_f1_error_live": float(np.mean(errors_live)) if errors_live else None}
+
+
+def latency_p99(run: ModeRun, world: World, cams: list[int], args: argparse.Namespace, learning: bool) -> float:
+    """p99 ms of one frame's inference, with a retraining thread running beside it (learning) or not."""
+    trainer = run.live.trainer
+    cid, cam = f"cam{cams[0]}", cams[0]
+    stop = threading.Event()
+
+    def retrain_forever() -> None:
+        session = trainer.session(cid)
+        while not stop.is_set():
+            session.jobs[args.app].retrain(session.buffer)
+
+    worker = threading.Thread(target=retrain_forever, daemon=True) if learning else None
+    if worker is not None:
+        worker.start()
+    times = []
+    for i in range(args.latency_frames):
+        frame = world.camera(cam).frame(i)
+        started = time.perf_counter()
+        trainer.job(cid, args.app).predict(frame[None])
+        times.append((time.perf_counter() - started) * 1000)
+    stop.set()
+    if worker is not None:
+        worker.join()
+    return float(np.percentile(times, 99))
+
+
+def real_clip(base: SegmentedNet, args: argparse.Namespace) -> dict[str, Any]:
+    """vtest.avi (people walking) with OpenCV's HOG people teacher: student agreement, first vs last part."""
+    if not VTEST.is_file():
+        return {"real_agreement_start": None, "real_agreement_end": None, "real_clip": f"{VTEST} missing"}
+    import cv2
+
+    from stemcell.world.video_io import open_source
+
+    teacher = build_teacher(HogPeopleTeacherConfig(kind="opencv_hog_people"))
+    trainer = AmsTrainer(ams_config(args))
+    trainer.add_job("vtest", "person", fresh_app(base, args.branchpoint, "person"), 0, {"branchpoint": args.branchpoint})
+    live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint])
+    full, small, stamps = [], [], []
+    with open_source(VTEST) as source:
+        for index, (frame, _) in enumerate(source):
+            if index % 10 == 0:  # 1 fps of the 10 fps clip, the ASR start rate
+                full.append(frame)
+                small.append(cv2.resize(frame, (args.size, args.size), interpolation=cv2.INTER_AREA))
+                stamps.append(index / 10.0)
+    positives = []
+    for k in range(0, len(small), args.live_batch):
+        ts, frames = stamps[k:k + args.live_batch], np.stack(small[k:k + args.live_batch])
+        labels = presence(teacher.label(np.stack(full[k:k + args.live_batch])), ("person",))
+        positives += labels[:, 0].tolist()
+        live.measure("vtest", ["person"], ts, frames, labels)
+        trainer.add_samples("vtest", np.asarray(ts), frames, labels)
+        trainer.run_pending()
+    history = live.stats.agreement[("vtest", "person")].history
+    third = max(1, len(history) // 3)
+    return {"real_agreement_start": float(np.mean([a for _, a in history[:third]])),
+            "real_agreement_end": float(np.mean([a for _, a in history[-third:]])),
+            "real_teacher_positive_fraction": float(np.mean(positives)),  # near 1: agreement says little
+            "real_clip": f"{VTEST.name}: {len(small)} samples at 1 fps, teacher labels the full frame"}
+
+
+def setup_of(args: argparse.Namespace) -> Setup:
+    return Setup(size=args.size, fps=args.fps, duration_s=args.duration_s, app_class=args.app,
+                 branchpoint=args.branchpoint, pretrain_frames=args.pretrain_frames, pretrain_epochs=2, seed=args.seed)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for mode in MODES:
+        mine = [r for r in rows if r["mode"] == mode]
+        ax.plot([r["minute"] for r in mine], [r["accuracy"] for r in mine], marker="o", label=mode)
+    ax.set_xlabel("minute of video")
+    ax.set_ylabel("accuracy vs ground truth")
+    ax.set_title("Live continual learning on unseen drifting cameras")
+    ax.legend()
+    save_plot(fig, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 cameras, 4 minutes of video (< 3 min on 2 cores)")
+    parser.add_argument("--out", type=Path, default=Path("out/live_learning.json"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cameras", type=int, help="drifting cameras (default 3 quick / 6 full)")
+    parser.add_argument("--duration-s", type=float, help="video seconds per camera (default 240 / 900)")
+    parser.add_argument("--fps", type=float, default=2.0, help="stream rate")
+    parser.add_argument("--size", type=int, default=32, help="frame side = model input")
+    parser.add_argument("--app", default="car")
+    parser.add_argument("--branchpoint", type=int, default=4)
+    parser.add_argument("--iters", type=int, help="Adam steps per retraining phase (default 10 / 20)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--holdout", type=int, default=8, help="safety check: newest samples held out")
+    parser.add_argument("--live-batch", type=int, default=8, help="sampled frames per teacher call")
+    parser.add_argument("--drift", type=float, default=0.1, help="zoo.drift_threshold")
+    parser.add_argument("--zoo-k", type=int, default=5)
+    parser.add_argument("--pretrain-frames", type=int, help="source-world frames per camera (default 200 / 600)")
+    parser.add_argument("--latency-frames", type=int, default=200)
+    args = parser.parse_args(argv)
+    for name, quick, full in (("cameras", 3, 6), ("duration_s", 240.0, 900.0), ("iters", 10, 20),
+                              ("pretrain_frames", 200, 600)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    setup = setup_of(args)
+    base = pretrained_base(setup)
+    world = build_world(setup, args.cameras)
+    cams = list(range(args.cameras))
+    runs, rows = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in MODES:
+            runs[mode] = run_mode(mode, world, base, cams, args, Path(tmp) / mode)
+            rows += minute_rows(mode, runs[mode], world, cams, args)
+        zoo_view = runs["zoo"].live.zoo_view()  # while its directory exists
+    target = CLASSES.index(args.app)
+    mean = {m: float(np.mean([r["accuracy"] for r in rows if r["mode"] == m])) for m in MODES}
+    spans = after_changes(world, cams, args)
+    ams_after, zoo_after = accuracy_over(runs["ams"], world, spans, target), accuracy_over(runs["zoo"], world, spans, target)
+    b = runs["ams"]
+    result: dict[str, Any] = {
+        "benchmark": "live_learning", "quick": args.quick, "rows": rows,
+        "gain_learning": 100 * (mean["ams"] - mean["off"]),
+        "gain_zoo": None if ams_after is None or zoo_after is None else 100 * (zoo_after - ams_after),
+        "scene_changes": len(spans),
+        **plan_errors(runs["off"], world, base, cams, args),
+        "learning_gpu_fraction": b.retrain_s / (b.retrain_s + b.infer_s),
+        "p99_ms_learning_on": latency_p99(b, world, cams, args, learning=True),
+        "p99_ms_learning_off": latency_p99(b, world, cams, args, learning=False),
+        "slicing_gain_over_round_robin": None,
+        "slicing_per_seed": None,
+        **real_clip(base, args),
+        "kept_back": {m: sum(j.stats.kept_back for s in runs[m].live.trainer.sessions.values() for j in s.jobs.values())
+                      for m in MODES},
+        "zoo": {**{k: v for k, v in zoo_view.items() if k != "experts"}, "experts": len(zoo_view["experts"])},
+        "mean_accuracy": mean,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "goals": {"gain_learning >= 5 points (full mode)": None, "gain_zoo > 0": None,
+                  "plan_f1_error_live <= plan_f1_error_validation / 2": None},
+    }
+    result["goals"] = {
+        "gain_learning >= 5 points (full mode)": result["gain_learning"] >= 5,
+        "gain_zoo > 0": result["gain_zoo"] is not None and result["gain_zoo"] > 0,
+        "plan_f1_error_live <= plan_f1_error_validation / 2": result["plan_f1_error_live"] is not None
+        and result["plan_f1_error_live"] <= result["plan_f1_error_validation"] / 2}
+    result["elapsed_s"] = time.perf_counter() - started
+    print_table([{k: v for k, v in r.items()} for r in rows], title="accuracy per minute and mode")
+    print_table([{k: result[k] for k in ("gain_learning", "gain_zoo", "plan_f1_error_validation", "plan_f1_error_live",
+                                         "learning_gpu_fraction", "p99_ms_learning_on", "p99_ms_learning_off",
+                                         "real_agreement_start", "real_agreement_end", "elapsed_s")}],
+                title="live learning")
+    save_results(result, args.out)
+    plot(rows, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

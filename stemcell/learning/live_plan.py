@@ -1,0 +1,61 @@
+"""Plans from live accuracy: the Planner's candidates carry the precision/recall measured against the
+teacher on the camera's own samples, once there are enough of them, instead of the package's
+validation figures (which, on a camera the package never saw, are far off).
+
+Estimates come from the RetrainWorker (`stemcell.learning.live_stats.Estimate`): camera -> app ->
+branchpoint -> estimate. A candidate with fewer than
+`min_samples` live samples, or without a defined precision or recall yet (no positive sample or no
+positive prediction), keeps its validation figures.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from stemcell.learning.live_stats import Estimate
+from stemcell.scheduling.planner import CameraDemand
+from stemcell.scheduling.problem import AppSpec
+
+Estimates = Mapping[str, Mapping[int, Estimate]]  # app -> branchpoint -> estimate
+
+
+def usable(estimate: Estimate | None, min_samples: int) -> bool:
+    return (estimate is not None and estimate.samples >= min_samples
+            and estimate.precision is not None and estimate.recall is not None)
+
+
+def live_app(spec: AppSpec, estimates: Mapping[int, Estimate], min_samples: int) -> AppSpec:
+    """The app with live precision/recall on every candidate that has enough live samples."""
+    candidates = tuple(
+        dataclasses.replace(c, precision=float(e.precision), recall=float(e.recall))  # type: ignore[arg-type]
+        if usable(e := estimates.get(c.branchpoint), min_samples) and e is not None else c
+        for c in spec.candidates)
+    return dataclasses.replace(spec, candidates=candidates)
+
+
+def with_live_estimates(demand: CameraDemand, estimates: Estimates, min_samples: int) -> CameraDemand:
+    """One camera's planning problem with its live estimates in place of validation figures."""
+    if not estimates:
+        return demand
+    apps = tuple(live_app(s, estimates[s.name], min_samples) if s.name in estimates else s for s in demand.problem.apps)
+    return dataclasses.replace(demand, problem=dataclasses.replace(demand.problem, apps=apps))
+
+
+def plan_fields(validation_f1: float | None, estimate: Estimate | None, min_samples: int) -> dict[str, Any]:
+    """`GET /admin/plan`'s per camera app figures: validation F1 beside the live one (null until
+    `min_samples` live samples; then with its interval)."""
+    live = estimate if usable(estimate, min_samples) and estimate is not None and estimate.f1 is not None else None
+    return {"f1_validation": validation_f1,
+            "f1_live": round(float(live.f1), 4) if live is not None and live.f1 is not None else None,
+            "f1_live_ci": [round(float(x), 4) for x in live.f1_ci] if live is not None and live.f1_ci else None,
+            "live_samples": estimate.samples if estimate is not None else 0}
+
+
+def annotate_plan(plan: dict[str, Any], estimates: Mapping[str, Estimates], min_samples: int) -> dict[str, Any]:
+    """Add `plan_fields` to every camera app of a stored plan (`cameras` -> id -> `apps` -> app)."""
+    for camera, entry in plan.get("cameras", {}).items():
+        for app, row in entry.get("apps", {}).items():
+            found = estimates.get(camera, {}).get(app, {}).get(int(row["branchpoint"]))
+            row.update(plan_fields(row.get("frame_f1"), found, min_samples))
+    return plan

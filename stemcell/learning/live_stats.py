@@ -1,0 +1,163 @@
+"""What live samples say about the deployed models: agreement with the teacher, drift, and running
+precision/recall estimates with confidence intervals.
+
+Why: validation figures from training time describe the package's data, not this camera; on a
+camera the package never saw they are far off (the Planner then plans on fiction). Every live
+sample is a teacher-labelled frame the deployed model is measured on *before* it trains on it, so
+the RetrainWorker gets, for free:
+
+- per (camera, app) the deployed model's *agreement* with the teacher: a fast EWMA ("now"), the
+  level drift is measured from (it follows "now" up at once, as retraining improves the model, and
+  down only at the slow EWMA rate), the value while version 0 served, and a short history for the
+  status page. Drift (RECL's trigger for a zoo switch) = "now" falls more than `threshold` below
+  that level;
+- per (camera, app, candidate branchpoint) running frame precision and recall against the teacher
+  over the last `window` samples, with Wilson 95 % intervals; the deployed candidate is measured as
+  it serves, the package's other candidates of the app on the same samples (they share the stem).
+  F1's interval is [F1(P_lo, R_lo), F1(P_hi, R_hi)] (F1 grows with both; conservative).
+
+All state is plain numbers and lists (`state_dict`), so it rides in the worker's checkpoint and a
+restarted worker keeps its estimates.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Z95 = 1.959963984540054
+# per sample: 2 * predicted + teacher (0: tn, 1: fn, 2: fp, 3: tp)
+_TN, _FN, _FP, _TP = 0, 1, 2, 3
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion; None without trials."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    denom = 1.0 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def f1_of(precision: float, recall: float) -> float:
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Running frame precision/recall of one candidate against the teacher."""
+
+    samples: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    precision_ci: tuple[float, float] | None
+    recall_ci: tuple[float, float] | None
+    f1_ci: tuple[float, float] | None
+
+
+@dataclass
+class Confusion:
+    """The last `window` (prediction, teacher) pairs of one candidate."""
+
+    window: int = 1000
+    codes: deque[int] = field(default_factory=deque)
+
+    def add(self, predicted: np.ndarray, teacher: np.ndarray) -> None:
+        for code in (2 * np.asarray(predicted, bool).astype(int) + np.asarray(teacher, bool).astype(int)).tolist():
+            self.codes.append(code)
+        while len(self.codes) > self.window:
+            self.codes.popleft()
+
+    def estimate(self) -> Estimate:
+        counts = np.bincount(np.asarray(self.codes, dtype=np.int64), minlength=4)
+        tp, fp, fn = int(counts[_TP]), int(counts[_FP]), int(counts[_FN])
+        p_ci, r_ci = wilson(tp, tp + fp), wilson(tp, tp + fn)
+        p = tp / (tp + fp) if tp + fp else None
+        r = tp / (tp + fn) if tp + fn else None
+        f1 = f1_of(p, r) if p is not None and r is not None else None
+        f1_ci = (f1_of(p_ci[0], r_ci[0]), f1_of(p_ci[1], r_ci[1])) if p_ci and r_ci else None
+        return Estimate(len(self.codes), p, r, f1, p_ci, r_ci, f1_ci)
+
+
+@dataclass
+class Agreement:
+    """The deployed model's agreement with the teacher on one camera app's live samples."""
+
+    fast: float = 0.3  # EWMA weight of a new batch in `now`
+    slow: float = 0.05  # ... in `reference`
+    keep: int = 120  # history points kept
+    now: float | None = None
+    reference: float | None = None
+    v0: float | None = None  # `now` while version 0 served
+    history: list[tuple[float, float]] = field(default_factory=list)  # (ts, now)
+
+    def add(self, ts: float, agreement: float, version: int) -> None:
+        self.now = agreement if self.now is None else (1 - self.fast) * self.now + self.fast * agreement
+        # the level drift is measured from: follows improvements at once (retraining), falls only slowly
+        self.reference = self.now if self.reference is None else max(
+            self.now, (1 - self.slow) * self.reference + self.slow * agreement)
+        if version == 0:
+            self.v0 = self.now
+        self.history = [*self.history, (float(ts), float(self.now))][-self.keep:]
+
+    def drifted(self, threshold: float) -> bool:
+        return self.now is not None and self.reference is not None and self.reference - self.now > threshold
+
+    def switched(self) -> None:
+        """Another model serves now: the levels measured on the old one no longer apply."""
+        self.now = self.reference = None
+
+
+class LiveStats:
+    """All cameras' agreement and estimates (one per RetrainWorker)."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.window = window
+        self.agreement: dict[tuple[str, str], Agreement] = {}
+        self.confusion: dict[tuple[str, str, int], Confusion] = {}
+        self.deployed: dict[tuple[str, str], int] = {}  # (camera, app) -> branchpoint of the model serving
+
+    def observe(self, camera: str, app: str, branchpoint: int, version: int, ts: float, teacher: np.ndarray,
+                deployed: np.ndarray, others: dict[int, np.ndarray] | None = None) -> None:
+        """One batch: `teacher` presence (N,), the deployed model's predictions (N,), and the app's other
+        candidates' predictions on the same frames (branchpoint -> (N,))."""
+        teacher = np.asarray(teacher, bool)
+        self.agreement.setdefault((camera, app), Agreement()).add(
+            ts, float((np.asarray(deployed, bool) == teacher).mean()), version)
+        if self.deployed.get((camera, app)) != branchpoint:
+            self.confusion.pop((camera, app, branchpoint), None)  # measured as a non-deployed candidate until now
+            self.deployed[(camera, app)] = branchpoint
+        for bp, predicted in {**(others or {}), branchpoint: deployed}.items():
+            self.confusion.setdefault((camera, app, bp), Confusion(self.window)).add(predicted, teacher)
+
+    def estimates(self, camera: str, app: str) -> dict[int, Estimate]:
+        """Branchpoint -> running estimate of each candidate of the camera's app."""
+        return {bp: c.estimate() for (cam, a, bp), c in self.confusion.items() if (cam, a) == (camera, app)}
+
+    def forget(self, camera: str) -> None:
+        self.agreement = {k: v for k, v in self.agreement.items() if k[0] != camera}
+        self.confusion = {k: v for k, v in self.confusion.items() if k[0] != camera}
+        self.deployed = {k: v for k, v in self.deployed.items() if k[0] != camera}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists: `torch.load(weights_only=True)` reads it back."""
+        return {
+            "agreement": [[c, a, g.now, g.reference, g.v0, [list(p) for p in g.history]]
+                          for (c, a), g in self.agreement.items()],
+            "confusion": [[c, a, bp, list(k.codes)] for (c, a, bp), k in self.confusion.items()],
+            "deployed": [[c, a, bp] for (c, a), bp in self.deployed.items()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for c, a, now, ref, v0, history in state.get("agreement", []):
+            self.agreement[(c, a)] = Agreement(now=now, reference=ref, v0=v0, history=[(t, g) for t, g in history])
+        for c, a, bp, codes in state.get("confusion", []):
+            self.confusion[(c, a, int(bp))] = Confusion(self.window, deque(int(x) for x in codes))
+        for c, a, bp in state.get("deployed", []):
+            self.deployed[(c, a)] = int(bp)

@@ -1,0 +1,171 @@
+"""Continual learning in the serving path, without Ray: what the RetrainWorker does with live samples.
+
+Per batch of teacher-labelled live samples of a camera (`measure`, before they enter the buffer, so
+nothing is measured on what it trained on):
+1. the deployed model of each learning app, and the package's other candidates of the app (they
+   share the stem), are scored against the teacher (`stemcell.learning.live_stats`);
+2. drift (agreement falling by more than `drift_threshold`) triggers RECL's zoo switch (`switch`):
+   the app's gating network proposes its top-K experts of the shared zoo, the safety check weighs
+   them with the deployed model on the camera's newest teacher-labelled samples, and a better expert
+   is deployed at once, as a new version (edges catch up in full), before retraining catches up;
+3. every retrained model the safety check let through is offered to the zoo (`offer`): admitted by
+   RECL's rule (it beat every other candidate by alpha), the zoo pruned as RECL specifies.
+
+The zoo lives on disk (`stemcell.learning.zoo.ZooStore`: experts and gating networks survive a
+restart); the counters, the experts cameras run and the estimates ride in the worker's checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published
+from stemcell.learning.live_stats import Estimate, LiveStats
+from stemcell.learning.published import model_logits
+from stemcell.learning.zoo import Expert, ModelZoo, expert_from_model
+from stemcell.models import AppModel
+
+log = logging.getLogger(__name__)
+
+FRESH_SAMPLES = 32  # newest buffered samples the zoo's safety check and admission weigh
+PRUNE_EVERY = 20  # offers between two pruning passes
+
+
+class LiveLearning:
+    def __init__(self, trainer: AmsTrainer, candidate: Callable[[str, int], AppModel],
+                 branchpoints: Callable[[str], Sequence[int]], *, zoo: ModelZoo | None = None,
+                 drift_threshold: float = 0.1, window: int = 1000) -> None:
+        """`candidate(app, bp)`: the package's model of the app at `bp` (cached by the caller);
+        `branchpoints(app)`: the app's candidates."""
+        self.trainer, self.candidate, self.branchpoints = trainer, candidate, branchpoints
+        self.zoo, self.drift_threshold = zoo, drift_threshold
+        self.stats = LiveStats(window)
+        self.counts = {"admissions": 0, "prunings": 0, "switches": 0, "offers": 0}
+        self.experts: dict[str, str] = {}  # camera -> zoo expert a switch deployed (until it retrains away)
+        self.updated_at: dict[tuple[str, str], float] = {}  # wall time of the last deployed version
+
+    @property
+    def config(self) -> AmsConfig:
+        return self.trainer.config
+
+    def _jobs(self, camera: str, apps: Sequence[str]) -> list[AppJob]:
+        return [self.trainer.job(camera, a) for a in apps if self.trainer.has_job(camera, a)]
+
+    def measure(self, camera: str, apps: Sequence[str], t_s: Sequence[float], frames: np.ndarray,
+                labels: np.ndarray) -> list[str]:
+        """Score the deployed model and the other candidates of each app on a new batch; the apps that drifted."""
+        drifted = []
+        for job in self._jobs(camera, apps):
+            teacher = labels[:, job.target] > 0.5
+            others = {bp: model_logits(self.candidate(job.app, bp), frames, self.config) > 0
+                      for bp in self.branchpoints(job.app) if bp != job.branchpoint}
+            self.stats.observe(camera, job.app, int(job.branchpoint or 0), job.version, float(t_s[-1]), teacher,
+                               job.predict(frames) > 0, others)
+            if self.zoo is not None and self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold):
+                drifted.append(job.app)
+        return drifted
+
+    def _fresh(self, job: AppJob) -> tuple[np.ndarray, np.ndarray]:
+        items = self.trainer.session(job.camera).buffer.items()[-FRESH_SAMPLES:]
+        return np.stack([it.frame for it in items]), np.stack([it.labels[[job.target]] for it in items])
+
+    def _expert_of(self, job: AppJob, created_at: float = 0.0) -> Expert:
+        return expert_from_model(job.learner.model, expert_id=f"{job.camera}.{job.app}.v{job.version}", app=job.app,
+                                 version=job.version, created_from=job.camera, created_at=created_at)
+
+    def switch(self, camera: str, app: str, frames: np.ndarray, labels: np.ndarray) -> bool:
+        """Drift seen on this batch: deploy the zoo expert the safety check prefers to the deployed model
+        on it (the samples since the scene changed; older ones would vote for the old scene), if any."""
+        assert self.zoo is not None
+        job = self.trainer.job(camera, app)
+        current = self._expert_of(job)
+        selection = self.zoo.select(camera, app, frames, labels[:, [job.target]],
+                                    current=(current.meta.expert_id, job.learner.model))
+        self.stats.agreement[(camera, app)].switched()  # measure afresh, whatever serves now
+        if not selection.from_zoo:
+            return False
+        expert = self.zoo.store.get(selection.chosen)
+        if expert.meta.branchpoint != job.branchpoint:
+            return False
+        job.adopt(expert.state)
+        self.experts[camera] = selection.chosen
+        self.counts["switches"] += 1
+        self.updated_at[(camera, app)] = time.time()
+        log.info("camera %s app %s drifted: zoo expert %s deployed as version %d (%.2f on fresh samples)",
+                 camera, app, selection.chosen, job.version, selection.accuracy)
+        return True
+
+    def offer(self, published: Published) -> None:
+        """A retrained model was deployed: offer it to the zoo (RECL admission), prune now and then."""
+        self.updated_at[(published.camera, published.app)] = time.time()
+        self.experts.pop(published.camera, None)  # it runs its own retrained model now
+        if self.zoo is None:
+            return
+        job = self.trainer.job(published.camera, published.app)
+        frames, labels = self._fresh(job)
+        expert = self._expert_of(job, time.time())
+        before = len(self.zoo.store)
+        selection = self.zoo.select(job.camera, job.app, frames, labels,
+                                    last_retrained=(expert.meta.expert_id, job.learner.model))
+        self.zoo.offer(selection, expert, frames, labels)
+        self.counts["offers"] += 1
+        self.counts["admissions"] += max(0, len(self.zoo.store) - before)
+        if self.counts["offers"] % PRUNE_EVERY == 0:
+            self.counts["prunings"] += len(self.zoo.prune())
+
+    # ------------------------------------------------------------------ views
+    def zoo_view(self) -> dict[str, Any]:
+        """`GET /admin/zoo` (the contract in the common brief)."""
+        experts = []
+        if self.zoo is not None:
+            recent = list(self.zoo.history.recent)
+            for meta in sorted(self.zoo.store.metas(), key=lambda m: m.expert_id):
+                state = self.zoo.store.get(meta.expert_id).state
+                experts.append({
+                    "id": meta.expert_id, "app": meta.app, "branchpoint": meta.branchpoint, "base": meta.base_hash,
+                    "size_bytes": int(sum(t.numel() * t.element_size() for t in state.values())),
+                    "admitted_at": meta.created_at, "uses": recent.count(meta.expert_id),
+                    "cameras": sorted(c for c, e in self.experts.items() if e == meta.expert_id)})
+        return {"enabled": self.zoo is not None, "experts": experts, "admissions": self.counts["admissions"],
+                "prunings": self.counts["prunings"], "switches": self.counts["switches"], "cameras": dict(self.experts)}
+
+    def learning_status(self, camera: str) -> dict[str, Any] | None:
+        """The `learning` block of `GET /cameras/{id}/status` (its first learning app); None: not learning."""
+        if camera not in self.trainer.sessions or not self.trainer.sessions[camera].jobs:
+            return None
+        session = self.trainer.sessions[camera]
+        app, job = next(iter(session.jobs.items()))
+        agreement = self.stats.agreement.get((camera, app))
+        return {"enabled": True, "app": app, "samples_buffered": len(session.buffer),
+                "last_update_at": self.updated_at.get((camera, app)), "version": job.version,
+                "agreement_now": agreement.now if agreement else None,
+                "agreement_v0": agreement.v0 if agreement else None,
+                "expert": self.experts.get(camera), "kept_back": job.stats.kept_back,
+                "history": [{"ts": t, "agreement": a} for t, a in (agreement.history if agreement else [])]}
+
+    def estimates(self) -> dict[str, dict[str, dict[int, Estimate]]]:
+        """camera -> app -> branchpoint -> running estimate."""
+        out: dict[str, dict[str, dict[int, Estimate]]] = {}
+        for camera, app, _ in self.stats.confusion:
+            out.setdefault(camera, {})[app] = self.stats.estimates(camera, app)
+        return out
+
+    def forget(self, camera: str) -> None:
+        self.stats.forget(camera)
+        self.experts.pop(camera, None)
+        self.updated_at = {k: v for k, v in self.updated_at.items() if k[0] != camera}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stats": self.stats.state_dict(), "counts": dict(self.counts), "experts": dict(self.experts),
+                "updated_at": [[c, a, t] for (c, a), t in self.updated_at.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state.get("stats", {}))
+        self.counts.update({k: int(v) for k, v in state.get("counts", {}).items()})
+        self.experts.update(state.get("experts", {}))
+        self.updated_at.update({(c, a): float(t) for c, a, t in state.get("updated_at", [])})
+
