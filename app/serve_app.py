@@ -19,14 +19,12 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from actors.event_hub import EventForwarder
 from actors.gpu_share import label_options
-from app.backpressure import FRAME_ROUTES, ROUTE_KEY, AdmissionMiddleware, FrameDoor, StatusSend
+from app.backpressure import FRAME_ROUTES, AdmissionMiddleware, FrameDoor
 from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
@@ -36,6 +34,7 @@ from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
+from app.observe import ObserveMiddleware
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
@@ -65,45 +64,6 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "type": "object", "required": ["frames"], "properties": {
         "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "ts": {"type": "array", "items": {"type": "number"}}}}}}}}
-
-
-CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection first": no answer went out
-
-
-class ObserveMiddleware:
-    """One metrics sample and one log line per request (pure ASGI: Starlette's BaseHTTPMiddleware
-    runs every request through an extra task group, measurably slower at hundreds of requests/s).
-
-    A client that goes away mid-request (`ClientDisconnect` while reading the body, or Serve
-    cancelling the request) is the client's doing, not a server error: status 499, like any 4xx."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        observed = StatusSend(send)
-        status = 500  # unless a response starts (or the client left first)
-        try:
-            await self.app(scope, receive, observed)
-        except ClientDisconnect:  # nobody is left to answer
-            status = CLIENT_CLOSED
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED
-            raise
-        except Exception:  # a bug, not bad input: the exception handler below answers a JSON 500
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            raise
-        finally:
-            status = observed.status or status
-            template = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_KEY, "unmatched")
-            ms = (time.perf_counter() - started) * 1000.0
-            metrics().record_request(template, status, ms)
-            log.log(logging.WARNING if status >= 400 else logging.DEBUG,
-                    "%s %s -> %d in %.1f ms", scope["method"], template, status, ms)
 
 
 async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
