@@ -5,6 +5,7 @@ import asyncio
 import logging
 import time
 
+from ray.exceptions import TaskCancelledError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,8 +21,10 @@ class ObserveMiddleware:
     """One metrics sample and one log line per request (pure ASGI: Starlette's BaseHTTPMiddleware
     runs every request through an extra task group, measurably slower at hundreds of requests/s).
 
-    A client that goes away mid-request (`ClientDisconnect` while reading the body, or Serve
-    cancelling the request) is the client's doing, not a server error: status 499, like any 4xx."""
+    A client that goes away mid-request is the client's doing, not a server error: status 499, like
+    any 4xx. Serve shows it three ways: `ClientDisconnect` while the body is read, the body's
+    `receive` raising `TaskCancelledError` (Serve cancelled the task that fetches it), or the request
+    itself cancelled."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,7 +38,7 @@ class ObserveMiddleware:
         status = 500  # unless a response starts (or the client left first)
         try:
             await self.app(scope, receive, observed)
-        except ClientDisconnect:  # nobody is left to answer
+        except (ClientDisconnect, TaskCancelledError):  # nobody is left to answer
             status = CLIENT_CLOSED
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
