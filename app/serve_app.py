@@ -19,11 +19,12 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from actors.event_hub import EventForwarder
 from actors.gpu_share import label_options
+from app.backpressure import FRAME_ROUTES, AdmissionMiddleware, FrameDoor
 from app.auth import AuthError, CameraTokens, bearer_token, digest, is_admin
 from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
@@ -33,11 +34,13 @@ from app.images import batch_frames, json_body, openapi_json_body, single_frame
 from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
+from app.observe import ObserveMiddleware
 from app.openapi import serve_docs
 from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, CameraRemoved, CameraStatus, FrameResult,
                          PlanView, Readiness, RegisterApp)
 from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
+from stemcell.admission import AdmissionGate, derive_limits
 from stemcell.imaging import ImageLimits
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.control.contracts import CameraSpec, Routes
@@ -63,43 +66,19 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "ts": {"type": "array", "items": {"type": "number"}}}}}}}}
 
 
-class ObserveMiddleware:
-    """One metrics sample and one log line per request (pure ASGI: Starlette's BaseHTTPMiddleware
-    runs every request through an extra task group, measurably slower at hundreds of requests/s)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        except Exception:  # a bug, not bad input: the exception handler below answers a JSON 500
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            raise
-        finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
-            ms = (time.perf_counter() - started) * 1000.0
-            metrics().record_request(template, status, ms)
-            log.log(logging.WARNING if status >= 400 else logging.DEBUG,
-                    "%s %s -> %d in %.1f ms", scope["method"], template, status, ms)
-
-
 async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+def _replica_door() -> FrameDoor | None:
+    """This replica's frame door (None while its constructor runs, or outside a replica)."""
+    try:
+        return getattr(serve.get_replica_context().servable_object, "door", None)
+    except RayServeException:
+        return None
+
+
+api.add_middleware(AdmissionMiddleware, door=_replica_door)  # inside ObserveMiddleware (added last = outermost)
 api.add_middleware(ObserveMiddleware)
 api.include_router(events_router)
 serve_docs(api)
@@ -145,6 +124,10 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         self.config = ServeConfig.model_validate(config)
         self._admin = bytes.fromhex(admin_digest_hex)
         self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
+        lim, ex = self.config.limits, self.config.executors
+        self.door = FrameDoor(AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
+                                            lim.answer_within_s, lim.retry_after_s),
+                              {FRAME_ROUTES[""]: self.frames, FRAME_ROUTES[":batch"]: self.frames_batch})
         manifest, sha = read_manifest(self.config.package_dir)
         store = get_or_create_state_store(str(self.config.state_path), namespace=self.config.executors.namespace)
         opened = await store.location.remote()
@@ -359,9 +342,10 @@ def build_app(args: dict[str, str]) -> serve.Application:
     read_manifest(config.package_dir)
     admin_hex = digest(admin_token_from_env(config)).hex()
     ing = config.ingress
+    derived = derive_limits(config.limits.max_queued_frames, config.executors.count, config.executors.max_batch)
     return StemcellIngress.options(
-        **ing.replica_options(), max_ongoing_requests=ing.max_ongoing_requests,
-        max_queued_requests=ing.max_queued_requests,
+        **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
+        max_queued_requests=derived.max_queued_requests,
         ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
@@ -376,8 +360,10 @@ def run_serve(config_path: str, *, block: bool = True) -> None:
 
     config = load_serve_config(config_path)
     application = build_app({"config_path": str(config_path)})
-    ensure_ray()
-    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    env = config.http.serve_env()
+    ensure_ray(env_vars=env)
+    serve.start(http_options={"host": config.http.host, "port": config.http.port},
+                controller_options={"runtime_env": {"env_vars": env}} if env else None)  # ignored if Serve runs already
     serve.run(application, name=config.app_name, route_prefix=config.http.route_prefix)
     url = f"http://{config.http.host}:{config.http.port}{config.http.route_prefix.rstrip('/')}"
     print(f"Stemcell is serving {config.package_dir} at {url} (OpenAPI: {url}/docs)")

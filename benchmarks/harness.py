@@ -176,6 +176,13 @@ def deploy(config_path: Path, *, proxy_location: str = "HeadOnly") -> Deployment
                       config["executors"]["namespace"])
 
 
+def worker_log_lines() -> list[str]:
+    """Every line the Ray workers of the connected session logged so far (ingress replicas included):
+    how a test or a benchmark sees what the server logged, e.g. its `-> 500` request lines."""
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())  # noqa: SLF001 - this session's logs
+    return [line for path in sorted(logs.glob("worker-*")) for line in path.read_text(errors="replace").splitlines()]
+
+
 def jpeg_frames(n: int, size: tuple[int, int] = (48, 64), seed: int = 0) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [encode_jpeg(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(n)]

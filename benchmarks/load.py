@@ -12,6 +12,12 @@ httpx, no client retries so every refusal is seen).
     --burst-s seconds.  Expected: the bounded queues answer 503 with Retry-After at once (no
     unbounded queueing: the executor's queue depth stays under its limit, answered latency stays
     bounded), and nothing else fails.
+(3) Crowd: --clients N clients (500 in --quick) post single frames for --clients-s seconds, each
+    honouring Retry-After like `stemcell.client` does; one in --leave-every requests is abandoned
+    after 50 ms (a camera that goes away mid-request).  Reported: `answered_within_2s` (share of the
+    others answered with 200 or Stemcell's 503 + Retry-After within 2 s; goal 1.0), `serve_bare_503`
+    (Serve's own 503, no Retry-After; goal 0), `timeouts` (no answer within 10 s; goal 0) and
+    `false_500` (500 answers plus `-> 500` lines the ingress logged; abandoned requests must be 499s; goal 0).
 
     python benchmarks/load.py --quick --out out/reliability/load_quick.json
 """
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
 import sys
 import tempfile
 import time
@@ -30,10 +38,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks.harness` importable
 
-from benchmarks.harness import Deployment, deploy, jpeg_frames, write_serve_config  # noqa: E402
+from benchmarks.harness import Deployment, deploy, jpeg_frames, worker_log_lines, write_serve_config  # noqa: E402
+from benchmarks.ports import haproxy_env  # noqa: E402
 
 BATCH = 8
 MAX_QUEUED_FRAMES = 64  # limits.max_queued_frames of the served app (per executor per replica)
+ANSWER_WITHIN_S = 2.0  # limits.answer_within_s of the served app, and the crowd's goal
+CROWD_TIMEOUT_S = 10.0  # a crowd request not answered by then counts as a time-out
+LEAVER_TIMEOUT_S = 0.05  # an abandoned request is dropped by its client after this
+RETRY_AFTER_CAP_S = 5.0  # like stemcell.client.RetryPolicy.max_delay_s
 
 
 @dataclass
@@ -155,6 +168,86 @@ async def burst(dep: Deployment, frames: list[bytes], *, clients: int, seconds: 
             "executor_queue_max_frames": max(depths, default=None), "statuses": dict(sorted(window.statuses.items()))}
 
 
+@dataclass
+class Crowd:
+    """What the clients of the crowd phase saw."""
+
+    latencies_s: list[float] = field(default_factory=list)  # answered requests (not abandoned ones)
+    ok: int = 0
+    stemcell_503: int = 0  # 503 with Retry-After: Stemcell's own refusal
+    serve_bare_503: int = 0  # 503 without Retry-After: Serve's "dropped due to backpressure"
+    status_500: int = 0
+    other: int = 0
+    timeouts: int = 0
+    abandoned: int = 0
+    within: int = 0  # 200 or Stemcell's 503 within ANSWER_WITHIN_S
+
+    def add(self, status: int, seconds: float, retry_after: str | None) -> None:
+        self.latencies_s.append(seconds)
+        honest = status == 503 and retry_after is not None and retry_after.isdigit()
+        self.ok += status == 200
+        self.stemcell_503 += honest
+        self.serve_bare_503 += status == 503 and not honest
+        self.status_500 += status == 500
+        self.other += status not in (200, 500, 503)
+        self.within += (status == 200 or honest) and seconds <= ANSWER_WITHIN_S
+
+
+async def crowd(dep: Deployment, frames: list[bytes], *, clients: int, seconds: float, leave_every: int) -> dict:
+    """`clients` cameras' worth of clients posting single frames, honouring Retry-After; see (3) above."""
+    cams = sorted(dep.camera_tokens)
+    seen = Crowd()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    errors_logged = sum("-> 500" in line for line in worker_log_lines())
+    closed_logged = sum("-> 499" in line for line in worker_log_lines())
+    rng = random.Random(0)
+    until = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=dep.url, timeout=CROWD_TIMEOUT_S, limits=limits) as http:
+        async def client(k: int) -> None:
+            cam = cams[k % len(cams)]
+            headers = {"Authorization": f"Bearer {dep.camera_tokens[cam]}", "Content-Type": "image/jpeg"}
+            sent = 0
+            await asyncio.sleep(rng.uniform(0, 0.2))  # a burst, not one instant: 500 connects within 200 ms
+            while time.perf_counter() < until:
+                sent += 1
+                leave = leave_every > 0 and (k * 7 + sent) % leave_every == 0
+                started = time.perf_counter()
+                try:
+                    r = await http.post(f"/cameras/{cam}/frames", content=frames[sent % len(frames)], headers=headers,
+                                        timeout=LEAVER_TIMEOUT_S if leave else CROWD_TIMEOUT_S)
+                except httpx.TimeoutException:
+                    if leave:
+                        seen.abandoned += 1
+                    else:
+                        seen.timeouts += 1
+                    continue
+                except httpx.HTTPError:
+                    seen.timeouts += 1  # reset or refused: no answer either
+                    continue
+                retry_after = r.headers.get("retry-after")
+                seen.add(r.status_code, time.perf_counter() - started, retry_after)
+                if r.status_code == 503:
+                    wait = min(RETRY_AFTER_CAP_S, float(retry_after)) if retry_after and retry_after.isdigit() else 1.0
+                    await asyncio.sleep(rng.uniform(wait, 1.5 * wait))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(clients)))
+        elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # the ingress logs its last lines
+    answered = len(seen.latencies_s)
+    lat = np.asarray(seen.latencies_s or [np.nan]) * 1000.0
+    return {"phase": "crowd", "cameras": len(cams), "clients": clients, "requests": answered + seen.timeouts,
+            "achieved_fps": seen.ok / elapsed, "p50_ms": float(np.nanpercentile(lat, 50)),
+            "p99_ms": float(np.nanpercentile(lat, 99)), "max_answer_ms": float(np.nanmax(lat)),
+            "errors": answered - seen.ok + seen.timeouts, "status_503": seen.stemcell_503 + seen.serve_bare_503,
+            "no_answer": seen.timeouts, "ok": seen.ok, "stemcell_503": seen.stemcell_503,
+            "answered_within_2s": seen.within / max(1, answered + seen.timeouts),
+            "serve_bare_503": seen.serve_bare_503, "timeouts": seen.timeouts,
+            "false_500": max(seen.status_500, sum("-> 500" in line for line in worker_log_lines()) - errors_logged),
+            "other_status": seen.other, "abandoned": seen.abandoned,
+            "client_closed_499_logged": sum("-> 499" in line for line in worker_log_lines()) - closed_logged}
+
+
 def _plot(rows: list[dict], slo_ms: float, path: Path) -> None:
     from stemcell.eval import save_plot
     from stemcell.eval.plotting import plt
@@ -174,7 +267,7 @@ def _plot(rows: list[dict], slo_ms: float, path: Path) -> None:
     ax2.set_ylim(0, max(1, *(r["errors"] for r in ramp_rows)) * 1.2)
     ax2.set_ylabel("errors (bars)", color="#777777")
     ax.legend(fontsize=8, loc="upper left")
-    b = rows[-1]
+    b = next(r for r in rows if r["phase"] == "burst")
     ax.set_title(f"burst of {b['clients']} clients: {b['status_503']} x 503 + Retry-After, {b['other_errors']} other "
                  f"errors, p99 to refuse {b['p99_503_ms'] or 0:.0f} ms", fontsize=9)
     save_plot(fig, path)
@@ -192,11 +285,18 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, help="ramp time bound (default 25 quick, 180 full)")
     parser.add_argument("--burst", type=int, default=32, help="back-pressure clients (8-frame batches, no think time)")
     parser.add_argument("--burst-s", type=float, help="back-pressure phase length (default 3 quick, 10 full)")
+    parser.add_argument("--clients", type=int, default=500, help="crowd phase: clients posting single frames")
+    parser.add_argument("--clients-s", type=float, help="crowd phase length (default 5 quick, 15 full)")
+    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy",
+                        help="Serve's Python proxy or its HAProxy ingress (http.ingress) in front of the app")
+    parser.add_argument("--leave-every", type=int, default=20, help="crowd: one request in this many is abandoned "
+                        "after 50 ms (0: none)")
     args = parser.parse_args()
     step_s = args.step_s or (2.5 if args.quick else 8.0)
     max_cameras = args.max_cameras or (32 if args.quick else 128)
     max_seconds = args.max_seconds or (25.0 if args.quick else 180.0)
     burst_s = args.burst_s or (3.0 if args.quick else 10.0)
+    crowd_s = args.clients_s or (5.0 if args.quick else 15.0)
 
     import ray
 
@@ -207,40 +307,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stemcell-load-") as tmp:
         root = Path(tmp)
         tiny_package(root / "pkg", branchpoints=(0, 6), apps=("car",))
+        if args.ingress == "haproxy":
+            os.environ.update(haproxy_env())  # inherited by every process of the local Ray started next
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
             dep = deploy(write_serve_config(
                 root, root / "pkg", app_name="stemcell-load", namespace="stemcell-load",
-                token_env="STEMCELL_LOAD_ADMIN_TOKEN", ingress={"max_ongoing_requests": 64, "max_queued_requests": 128},
-                limits={"max_queued_frames": MAX_QUEUED_FRAMES, "retry_after_s": 1}), proxy_location="EveryNode")
+                token_env="STEMCELL_LOAD_ADMIN_TOKEN",
+                limits={"max_queued_frames": MAX_QUEUED_FRAMES, "retry_after_s": 1, "answer_within_s": ANSWER_WITHIN_S}),
+                proxy_location="EveryNode")
             print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
             frames = jpeg_frames(16, size=(96, 128))
             rows = asyncio.run(ramp(dep, frames, fps=args.fps, step_s=step_s, slo_ms=args.slo_ms,
                                     max_cameras=max_cameras, deadline=time.monotonic() + max_seconds))
             executor = ray.get_actor("stemcell-executor-0", namespace=dep.namespace)
             rows.append(asyncio.run(burst(dep, frames, clients=args.burst, seconds=burst_s, executor=executor)))
+            rows.append(asyncio.run(crowd(dep, frames, clients=args.clients, seconds=crowd_s,
+                                          leave_every=args.leave_every)))
             executor_queue_limit = ray.get(executor.__ray_call__.remote(lambda s: s._batcher.max_queue_frames))  # noqa: SLF001
         finally:
             ray.shutdown()
-    ramp_rows, b = [r for r in rows if r["phase"] == "ramp"], rows[-1]
+    ramp_rows = [r for r in rows if r["phase"] == "ramp"]
+    b, c = (next(r for r in rows if r["phase"] == phase) for phase in ("burst", "crowd"))
     held = max((r["cameras"] for r in ramp_rows if r["within_slo"]), default=0)
     summary = {
-        "slo_ms": args.slo_ms, "fps_per_camera": args.fps, "max_cameras_held": held,
+        "ingress": args.ingress, "slo_ms": args.slo_ms, "fps_per_camera": args.fps, "max_cameras_held": held,
         "ramp_stopped_by": ("slo" if ramp_rows and not ramp_rows[-1]["within_slo"] else "bound"),
         "backpressure_503": b["status_503"], "backpressure_retry_after_on_all_503": b["retry_after_on_503"] == b["status_503"],
         "backpressure_other_errors": b["other_errors"], "executor_queue_max_frames": b["executor_queue_max_frames"],
         "executor_queue_limit_frames": executor_queue_limit, "replica_queue_limit_frames": MAX_QUEUED_FRAMES,
         "backpressure_ok": b["status_503"] > 0 and b["retry_after_on_503"] == b["status_503"] and b["other_errors"] == 0
         and (b["executor_queue_max_frames"] or 0) <= executor_queue_limit,
+        "clients": c["clients"], **{k: c[k] for k in ("answered_within_2s", "serve_bare_503", "timeouts", "false_500")},
         "wall_s": time.perf_counter() - started,
     }
     print_table(rows, ["phase", "cameras", "offered_fps", "achieved_fps", "p50_ms", "p99_ms", "requests", "errors",
                        "status_503", "no_answer", "within_slo"],
-                title=f"load ramp at {args.fps:g} fps/camera (SLO p99 <= {args.slo_ms:g} ms), then a {args.burst}-client burst")
+                title=f"load ramp at {args.fps:g} fps/camera (SLO p99 <= {args.slo_ms:g} ms), then a {args.burst}-client "
+                      f"burst and a {args.clients}-client crowd")
     print(f"\nheld {held} cameras within the SLO; burst: {b['status_503']} x 503 ({b['retry_after_on_503']} with "
           f"Retry-After, p99 {b['p99_503_ms'] or 0:.1f} ms to refuse), {b['other_errors']} other errors, executor queue "
           f"max {b['executor_queue_max_frames']} / limit {executor_queue_limit} frames; back-pressure ok: "
           f"{summary['backpressure_ok']}")
+    print(f"crowd of {c['clients']} clients: answered_within_2s {c['answered_within_2s']:.3f} ({c['ok']} x 200, "
+          f"{c['stemcell_503']} x Stemcell 503, p99 {c['p99_ms']:.0f} ms, max {c['max_answer_ms']:.0f} ms), serve_bare_503 "
+          f"{c['serve_bare_503']}, timeouts {c['timeouts']}, false_500 {c['false_500']} ({c['abandoned']} abandoned, "
+          f"{c['client_closed_499_logged']} logged as 499)")
     out = save_results({**summary, "rows": rows}, args.out,
                        rows=[{k: v for k, v in r.items() if k != "statuses"} for r in rows])
     _plot(rows, args.slo_ms, out.with_suffix(".png"))

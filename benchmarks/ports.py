@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from stemcell.serve_config import HttpSection
+
 
 @contextmanager
 def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
@@ -42,3 +44,16 @@ def wait_listening(port: int, host: str = "127.0.0.1", timeout_s: float = 120.0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s") from None
             time.sleep(0.1)
+
+
+def haproxy_env() -> dict[str, str]:
+    """Environment for a local Ray whose Serve runs behind its HAProxy ingress (`http.ingress: haproxy`), with
+    HAProxy's stats and metrics pages on free ports rather than 8404/9101 (another Serve may run on a shared
+    box; a benchmark can live with the bind-close race there: nothing connects to them)."""
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return {**HttpSection(ingress="haproxy").serve_env(), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}

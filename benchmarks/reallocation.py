@@ -60,7 +60,7 @@ def _config(root: Path, package: Path) -> Path:
     config_path = root / "serve.yaml"
     config_path.write_text(yaml.safe_dump({
         "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
-        "app_name": "stemcell-realloc", "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 64},
+        "app_name": "stemcell-realloc", "ingress": {"num_cpus": 0.5},
         "executors": {"num_cpus": 0.5, "num_gpus": 0.25, "namespace": NAMESPACE, "max_wait_ms": 2},
     }))
     return config_path

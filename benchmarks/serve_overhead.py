@@ -25,6 +25,10 @@ At camera resolutions, side by side in the same run (one function per measuremen
 - `fps_http_10apps` vs `fps_peer_plain_serve_10models`: every frame answered by 10 apps over HTTP,
   vs plain Ray Serve running 10 separate models of the same base with `@serve.batch`
   (`plain_serve.py`), same cameras and JPEGs, interleaved rounds: `ratio_to_plain_serve`.
+- `fps_http_haproxy`, `rps_echo_haproxy`: (b) and (d) again behind Serve's HAProxy ingress
+  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1), and
+  `ratio_http_haproxy_to_echo_haproxy` (goal >= 0.5: what is left once the proxy is fast is
+  Stemcell's own Python work per frame).
 The load generator runs in this process on the same cores as the server, in every mode alike;
 the machine is shared, so the CPU-time ratios are the steadier figures.
 
@@ -213,9 +217,10 @@ async def measure_ten_apps(b: Bench, jpegs: list[list[bytes]], rounds: int) -> d
                                         "peer_plain_serve_10models": b.single(jpegs, "ten", "/plain")})
 
 
-def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int) -> tuple[str, dict[str, str]]:
-    """Stemcell, the echo and the plain-Serve peer on one Serve instance; 8 cameras with car + person
-    (`bench-*`) and 8 with every app at the last branchpoint, the whole stem shared (`ten-*`)."""
+def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
+            peer: bool = True) -> tuple[str, dict[str, str]]:
+    """Stemcell, the echo and (with `peer`) the plain-Serve peer on one Serve instance; 8 cameras with
+    car + person (`bench-*`) and 8 with every app at the last branchpoint, the whole stem shared (`ten-*`)."""
     from ports import reserved_port, wait_listening
 
     from app.serve_app import build_app
@@ -224,7 +229,7 @@ def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int) -> tupl
     config = root / "serve.yaml"
     config.write_text(yaml.safe_dump({
         "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
-        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 64},
+        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5},
         "executors": {"num_cpus": threads, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
     }))
     os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
@@ -235,9 +240,10 @@ def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int) -> tupl
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
         serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-        peer = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
-        serve.run(peer.bind(str(package), [(a, shared) for a in apps], threads),
-                  name="plain", route_prefix="/plain")
+        if peer:
+            models = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
+            serve.run(models.bind(str(package), [(a, shared) for a in apps], threads),
+                      name="plain", route_prefix="/plain")
         wait_listening(port)
     url = f"http://127.0.0.1:{port}"
     tokens = {}
@@ -247,6 +253,39 @@ def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int) -> tupl
             ten = [{"app": a, "branchpoint": shared} for a in apps]
             tokens[f"ten-{c}"] = admin.add_camera(f"ten-{c}", ten, fps=30)["token"]
     return url, tokens
+
+
+def measure_behind_haproxy(root: Path, package: Path, args: argparse.Namespace, rounds: int, warmup_s: float,
+                           measure_s: float, threads: int) -> dict[str, dict]:
+    """(b) and (d) behind Serve's HAProxy ingress, on a fresh local Ray whose processes all inherit the
+    flag (as `stemcell serve` with `http.ingress: haproxy` starts one); same cameras and JPEGs."""
+    from ports import haproxy_env
+
+    env = haproxy_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        url, tokens = _deploy(root, package, args.coalesce_ms, threads, peer=False)
+
+        async def run() -> dict[str, dict]:
+            limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
+            async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+                executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
+                b = Bench(http, executor, tokens, load_package(package).manifest.base.input_size, rounds, warmup_s,
+                          measure_s)
+                jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
+                return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
+                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
+        return asyncio.run(run())
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
@@ -290,6 +329,9 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "ratio_to_plain_serve": results["http_10apps"]["fps"] / results["peer_plain_serve_10models"]["fps"],
         "cpu_ratio_to_plain_serve": (results["peer_plain_serve_10models"]["cpu_ms_total"]
                                      / results["http_10apps"]["cpu_ms_total"]),
+        "fps_http_haproxy": results["http_haproxy"]["fps"],
+        "rps_echo_haproxy": results["echo_haproxy"]["rps"],
+        "ratio_http_haproxy_to_echo_haproxy": results["http_haproxy"]["rps"] / results["echo_haproxy"]["rps"],
         "resolution": args.resolution,
         "base": load_package(args.package).manifest.base.name if args.package else args.base,
         "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
@@ -352,6 +394,7 @@ def main() -> None:
                                            decode_threads=os.cpu_count() or 1))
         finally:
             ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
+        results |= measure_behind_haproxy(root / "haproxy", package, args, rounds, warmup_s, measure_s, threads)
 
     summary = _summary(results, args, rounds, measure_s) | {"seconds_total": time.perf_counter() - started}
     rows = [{"mode": name, **{k: v for k, v in r.items() if k != "latencies_ms"}} for name, r in results.items()]
@@ -365,6 +408,8 @@ def main() -> None:
     print(f"1080p: http {summary['fps_http_1080']:.1f} frames/s = {summary['ratio_http_to_decode_limit_1080']:.2f} of "
           f"the decode limit {summary['decode_limit_fps_1080']:.1f} (goal >= 0.6); executor fed full frames "
           f"{summary['executor_fps_1080_full']:.1f} vs model-size {summary['executor_fps_1080_model_size']:.1f}")
+    print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} "
+          f"req/s, http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
     print(f"10 apps per frame: Stemcell {summary['fps_http_10apps']:.1f} vs plain Serve "
           f"{summary['fps_peer_plain_serve_10models']:.1f} frames/s = {summary['ratio_to_plain_serve']:.2f}x "
           f"(by CPU time {summary['cpu_ratio_to_plain_serve']:.2f}x); whole run {summary['seconds_total']:.0f} s")

@@ -10,19 +10,30 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stemcell.config import _Strict, load_config
+from stemcell.cores import core_defaults, node_cpus
 from stemcell.learning.teachers.config import TeacherConfig, resolve_paths
 from stemcell.scheduling.registry import get_scheduler, get_slicing
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Serve's feature flag, read when its controller and replicas start
+
+
 class HttpSection(_Strict):
     host: str = "0.0.0.0"  # where Serve's HTTP proxy listens
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
+    # haproxy: Serve's HAProxy ingress (a native proxy per node in front of the replicas' own HTTP servers);
+    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md, "Ingress").
+    ingress: Literal["haproxy", "proxy"] = "proxy"
+
+    def serve_env(self) -> dict[str, str]:
+        """Environment variables the Serve controller and the ingress replicas need for this ingress."""
+        return {HAPROXY_ENV: "1"} if self.ingress == "haproxy" else {}
 
 
 class AutoscalingSection(_Strict):
@@ -39,16 +50,28 @@ class AutoscalingSection(_Strict):
         return self
 
 
+def _ingress_replicas() -> int:
+    return core_defaults(node_cpus()).ingress_replicas
+
+
+def _executor_cpus(data: dict[str, Any]) -> float:
+    return core_defaults(node_cpus(), data.get("count", 1)).executor_cpus
+
+
 class IngressSection(_Strict):
-    num_replicas: int = Field(1, ge=1)  # FastAPI replicas (HTTP decoding scales with these)
+    # FastAPI replicas (HTTP decoding scales with these); auto (the default): from the node's cores (stemcell.cores)
+    num_replicas: int = Field(default_factory=_ingress_replicas, ge=1)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
-    max_ongoing_requests: int = Field(64, ge=1)  # per replica; must exceed the clients' concurrency
-    max_queued_requests: int = Field(256, ge=-1)  # Serve answers 503 itself beyond this (-1 = unbounded)
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
     autoscaling: AutoscalingSection | None = None  # set: Serve scales replicas within it (num_replicas ignored)
+
+    @field_validator("num_replicas", mode="before")
+    @classmethod
+    def _auto_replicas(cls, value: Any) -> Any:
+        return _ingress_replicas() if value == "auto" else value
 
     def replica_options(self) -> dict[str, Any]:
         """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""
@@ -60,7 +83,8 @@ class IngressSection(_Strict):
 class ExecutorSection(_Strict):
     count: int = Field(1, ge=1)  # StemExecutor actors (no cap: the cluster's GPUs bound them); placed by rendezvous hash
     num_gpus: float = Field(0.25, ge=0, le=8)  # GPU share of each executor (logical on CPU nodes)
-    num_cpus: float = Field(1.0, ge=0)
+    # Ray CPUs of each executor = its torch threads; auto (the default): from the node's cores (stemcell.cores)
+    num_cpus: float = Field(default_factory=_executor_cpus, ge=0)
     detached: bool = False  # detached executors outlive the Serve app (and must be killed by hand)
     namespace: str = Field("stemcell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name_prefix: str = Field("stemcell-executor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -82,6 +106,11 @@ class ExecutorSection(_Strict):
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
     gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
 
+    @field_validator("num_cpus", mode="before")
+    @classmethod
+    def _auto_cpus(cls, value: Any, info: ValidationInfo) -> Any:
+        return _executor_cpus(info.data) if value == "auto" else value
+
     def device_options(self) -> dict[str, Any]:
         """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
         return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
@@ -93,7 +122,10 @@ class LimitsSection(_Strict):
     max_pixels: int = Field(4096 * 4096, ge=64)  # width*height from the header, before decoding (413 above)
     max_batch_frames: int = Field(32, ge=1)  # images in one frames:batch request
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # whole frames:batch body (413 above)
-    max_queued_frames: int = Field(512, ge=1)  # waiting per executor per replica; above -> 503 + Retry-After
+    # THE back-pressure setting: frames waiting per executor per replica (above -> 503 + Retry-After). Serve's
+    # max_ongoing_requests / max_queued_requests and each replica's door follow from it (stemcell.admission).
+    max_queued_frames: int = Field(512, ge=1)
+    answer_within_s: float = Field(2.0, gt=0, le=60)  # every frame request: its result or a 503 within this
     retry_after_s: int = Field(1, ge=1)  # what 503 answers tell clients to wait
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stemcell.control.contracts import AppRun, CameraSpec
+from stemcell.control.contracts import CameraSpec
 from stemcell.scheduling.problem import Schedule, ScheduleProblem
 
 

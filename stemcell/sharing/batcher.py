@@ -126,7 +126,8 @@ class CrossCameraBatcher(Generic[T, R]):
                 await self._arrived.wait()
             await self._fill(self._clock() + self.max_wait_s)
             batch = self._take()
-            await self._dispatch(batch)
+            if batch:
+                await self._dispatch(batch)
 
     async def _fill(self, deadline: float) -> None:
         """Wait until `max_batch` frames are queued or the deadline (from the first request) passes."""
@@ -141,13 +142,19 @@ class CrossCameraBatcher(Generic[T, R]):
                 return
 
     def _take(self) -> list[_Pending[T, R]]:
-        """FIFO requests up to `max_batch` frames (always at least one; requests are never split)."""
-        batch = [self._queue.popleft()]
-        frames = batch[0].frames
-        while self._queue and frames + self._queue[0].frames <= self.max_batch:
-            frames += self._queue[0].frames
-            batch.append(self._queue.popleft())
-        self._queued_frames -= frames
+        """FIFO requests up to `max_batch` frames (at least one while any waits; requests are never split).
+
+        Requests whose caller went away while queued (cancelled: a deadline passed, the client left)
+        are dropped here: under overload, running them would only delay the ones still awaited."""
+        batch: list[_Pending[T, R]] = []
+        frames = 0
+        while self._queue and (not batch or frames + self._queue[0].frames <= self.max_batch):
+            pending = self._queue.popleft()
+            self._queued_frames -= pending.frames
+            if pending.future.done():
+                continue
+            frames += pending.frames
+            batch.append(pending)
         return batch
 
     async def _dispatch(self, batch: list[_Pending[T, R]]) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import stemcell.serve_config
 from stemcell.config import ConfigError
 from app.learning_service import teacher_config, world_camera
 from stemcell.learning.teachers import DetectorTeacherConfig, ModelTeacherConfig, OracleTeacherConfig
@@ -15,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_shipped_serve_config_is_valid_and_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stemcell.serve_config, "node_cpus", lambda: 2)  # replicas and threads are `auto`
     config = load_serve_config(REPO / "configs" / "serve.yaml")
     assert config.package_dir.is_absolute() and config.package_dir == tmp_path / "pkg" / "demo"
     assert config.executors.placement == "spread" and config.executors.node_labels == {}
@@ -52,6 +54,7 @@ def test_relative_paths_follow_base_dir_wherever_the_process_runs(tmp_path: Path
         ("executors: {node_labels: {stemcell-role: [gpu]}}", "executors.node_labels"),
         ("ingress: {node_labels: gpu}", "ingress.node_labels"),
         ("http: {port: 0}", "http.port"),
+        ("http: {ingress: nginx}", "http.ingress"),
         ("limits: {max_image_bytes: 10}", "limits.max_image_bytes"),
         ("executor: {count: 2}", "executor"),
         ("ingress: {autoscaling: {min_replicas: 3, max_replicas: 2}}", "ingress.autoscaling"),

@@ -1,0 +1,43 @@
+"""Defaults that use the machine: replica counts and threads from the node's CPU cores.
+
+With fixed defaults (one ingress replica, one executor thread) a 2-core box and a 32-core node ran
+the same way, and the big node stayed mostly idle under load.  Settings that accept `auto` (the
+default for these) take their value from `core_defaults(node_cpus(), ...)`, on the machine that
+loads `serve.yaml`; a number in the file overrides it.  The rule, per node of C usable cores:
+
+* inference gets half the cores, split over the node's executors: each executor's torch threads
+  (`executors.num_cpus`, its Ray CPU reservation too) = max(1, C // (2 x executors.count));
+* the ingress gets the other half: HTTP, token checks and JPEG decoding run in Python, about one
+  core per replica, so `ingress.num_replicas` = max(1, C // 4) (each replica also decodes large
+  images on threads, which run in parallel outside the GIL).
+
+On the 2-core CI box that is one replica and one executor thread, as before.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def node_cpus() -> int:
+    """Cores this process may run on (cgroup/taskset affinity where the OS tells, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CoreDefaults:
+    """What `auto` means on a node with `cpus` cores."""
+
+    cpus: int  # usable cores of the node
+    ingress_replicas: int  # Serve replicas of the HTTP ingress
+    executor_cpus: float  # per executor: Ray CPUs and torch threads
+
+
+def core_defaults(cpus: int, executors: int = 1) -> CoreDefaults:
+    if cpus < 1 or executors < 1:
+        raise ValueError("cpus and executors must be >= 1")
+    return CoreDefaults(cpus=cpus, ingress_replicas=max(1, cpus // 4),
+                        executor_cpus=float(max(1, cpus // (2 * executors))))
