@@ -17,9 +17,10 @@ gain_zoo ((c) - (b) over the minutes after each scene change), plan_f1_error_val
 precision/recall or from the live estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off
 (inference latency per frame with a retraining thread running beside it, or not),
 real_agreement_start/end (vtest.avi, OpenCV HOG people teacher; the teacher labels the full frame,
-the student sees it at model size). `slicing_gain_over_round_robin` is not measured here (null):
-benchmarks/recl_slicing.py measures slicing (`--static-cameras`), with static cameras that start
-unadapted, which is not yet the fleet issue 17 asks for.
+the student sees it at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
+gain-driven slicing minus round-robin, mean live accuracy in points, on item 5's mixed fleet of
+benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static and adapted to their
+scene before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
 """
@@ -244,15 +245,20 @@ def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
     and adapted to their scene before the run, the others drifting and unadapted."""
     parser = argparse.ArgumentParser()
     add_fleet_arguments(parser)
-    per_seed, static_share = [], []
+    per_seed, drop_per_seed, static_share = [], [], []
     for seed in range(args.slicing_seeds):
-        fleet = parser.parse_args([*args.slicing_fleet.split(), "--seed", str(seed), "--policies", "gain,round_robin"])
+        policies = "gain,gain_drop,round_robin"
+        fleet = parser.parse_args([*args.slicing_fleet.split(), "--seed", str(seed), "--policies", policies])
         finish_fleet_arguments(parser, fleet, args.quick)
         summary, _ = measure(fleet)
         by_policy = {s["policy"]: s for s in summary}
         per_seed.append(float(by_policy["gain"]["vs_round_robin_points"]))
+        drop_per_seed.append(float(by_policy["gain_drop"]["vs_round_robin_points"]))
         static_share.append({p: int(s["static_micro_windows"]) for p, s in by_policy.items()})
     return {"slicing_gain_over_round_robin": float(np.mean(per_seed)), "slicing_per_seed": per_seed,
+            # item 5's fix: expected gain = agreement drop since the last update, not the probe's gain
+            "slicing_drop_prior_over_round_robin": float(np.mean(drop_per_seed)),
+            "slicing_drop_prior_per_seed": drop_per_seed,
             "slicing_static_micro_windows": static_share, "slicing_fleet": args.slicing_fleet}
 
 
