@@ -154,6 +154,15 @@ def start_event_hub(config: ServeConfig) -> ActorHandle:
     ).remote(config.model_dump(mode="json"))
 
 
+def _snapshot_jpeg(frame: np.ndarray) -> bytes | None:
+    """The frame as JPEG; None (the event keeps no picture, the batch still goes) when it cannot be encoded."""
+    try:
+        return encode_jpeg(frame, quality=85)
+    except (ValueError, TypeError, AttributeError) as exc:  # not an RGB uint8 array
+        log.warning("event snapshot not encoded: %s", exc)
+        return None
+
+
 class EventForwarder:
     """A producer's side: buffer results (cheap, thread-safe), send them to the hub in batches."""
 
@@ -176,7 +185,7 @@ class EventForwarder:
     def send(self) -> ray.ObjectRef | None:
         """Send what is buffered (frames at candidate starts as JPEG); None when nothing was."""
         items = [item if item.frame is None else Observed(item.camera_id, item.frame_ts, item.results,
-                                                          encode_jpeg(item.frame, quality=85))
+                                                          _snapshot_jpeg(item.frame))
                  for item in self.batcher.drain()]
         return self.hub.observe.remote(items) if items else None
 

@@ -41,6 +41,7 @@ from actors.state_store import get_or_create_state_store
 from stemcell.control import planning
 from stemcell.control.camera_changes import plan_changes
 from stemcell.control.contracts import CameraSpec, ExecutorStats, MemoryReport, TeacherStats, WorkerStats
+from stemcell.control.memory_plans import ExecutorMemory, fit_changes
 from stemcell.control.placement import camera_slot
 from stemcell.control.reallocation import Op, RoleState, Step
 from stemcell.control.two_level import TwoLevelPlanner, camera_demands
@@ -83,6 +84,7 @@ class Planner:
             self.decision["cameras"] = dict(await self.store.decision_cameras.remote())
         self.rounds, self.last_decision_ms, self.last_switches, self.last_camera_changes = 0, None, [], []
         self.teacher: TeacherStats | None = None  # the TeacherLabeler's last stats (its share is fixed)
+        self.memory: dict[str, MemoryReport | None] = {}  # executor role -> its last memory report
         orphans = self.realloc.kill_orphans(self.roles)
         log.info("planner up: %d roles (%s restored), killed orphans %s", len(self.roles), len(restored), orphans)
         self.metrics = PlannerMetrics()
@@ -187,6 +189,7 @@ class Planner:
                              window_s=s.retrain_window_s, round_s=s.window_s or 10.0, scheduler=s.scheduler,
                              slicing=s.slicing)
         floors = {role: planning.memory_floor(report) for role, report in zip(executors, memory)}
+        self.memory = dict(zip(executors, memory))  # checked against the shares before camera changes
         return planning.RoundInputs(ctx, {job_id: role for job_id, (role, _) in jobs.items()}, floors, tuple(cameras))
 
     async def _live_estimates(self, workers: list[str]) -> dict[str, Estimates]:
@@ -271,11 +274,14 @@ class Planner:
         """Push the round's per-app choices to the cameras that run something else (fresh configs:
         an admin change since the round was planned is compared against, not overwritten)."""
         current = {c.camera_id: c for c in await self._cameras()}
-        changes = plan_changes(current, decision.schedules)
+        fitted = fit_changes(plan_changes(current, decision.schedules), self.manifest,
+                             {r: ExecutorMemory(self.memory.get(r), st.share) for r, st in self.roles.items()},
+                             {c: self._camera_role(c) for c in current})
+        changes = list(fitted.apply)
         actors = [self.roles[self._camera_role(c.camera_id)].actor for c in changes]
         outcomes = await push_camera_changes(self.store, [(a, self.realloc.handle(a)) for a in actors],
                                              self.manifest, changes)
-        self.last_camera_changes = []
+        self.last_camera_changes = list(fitted.refused)
         for change, outcome in zip(changes, outcomes):
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
             self.last_camera_changes.append({**change.as_dict(), "outcome": outcome})

@@ -117,10 +117,11 @@ class StemExecutorShell:
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
         size = self._runtime.input_size
+        sent = tuple(frames.shape[-3:-1]) if isinstance(frames, np.ndarray) else None  # detect apps' boxes: these pixels
         if isinstance(frames, np.ndarray) and frames.shape[-3:-1] != (size, size):
             # the direct API takes any size; the inference thread only ever sees model-size frames
             frames = await self._on(self._decode_pool, resize_frames, frames, size)
-        request = InferRequest(camera_id, frames, timestamps)
+        request = InferRequest(camera_id, frames, timestamps, sent)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -172,8 +173,9 @@ class StemExecutorShell:
                             gpu_total_bytes=gpu_total, details=details)
 
     async def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor],
-                              version: int) -> None:
-        swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version)
+                              version: int, merged: bool = False) -> None:
+        swapped = await self._on(self._control_pool, self._runtime.set_app_weights, app, camera_id, state, version,
+                                 merged)
         log.info("app %s on %s: %d branches now at version %d", app, camera_id or "all cameras", swapped, version)
 
 

@@ -11,7 +11,8 @@ def print_manifest_summary(manifest: Manifest) -> None:
     rows = [
         {"app": c.app, "branchpoint": c.branchpoint, "cut": c.branchpoint_name, "trainable_params": c.trainable_params,
          "precision": c.precision, "recall": c.recall, "f1": c.f1, "accuracy": c.accuracy,
-         "count_mae": "-" if c.count_mae is None else round(c.count_mae, 3)}
+         "count_mae": "-" if c.count_mae is None else round(c.count_mae, 3),
+         "map50": "-" if c.map50 is None else round(c.map50, 3)}
         for c in manifest.candidates
     ]
     data = manifest.data

@@ -19,6 +19,8 @@ class AppSpec(_Body):
     app: str = Field(pattern=_ID, description="app name from the M-Package")
     branchpoint: int | None = Field(None, ge=0, description="shared segments; omitted = from the current plan")
     fps: float | None = Field(None, gt=0, le=120, description="frames/s this app analyses; omitted = plan or stream rate")
+    zones: list[list[list[float]]] | None = Field(None, max_length=32, description="detect apps: polygons of [x, y] "
+                                                  "frame pixels; counts and events use boxes whose bottom-centre is in one")
 
 
 class SourceBody(_Body):
@@ -75,6 +77,9 @@ class AppResult(BaseModel):
     fresh: bool = Field(description="computed on this frame; false: repeated from the app's last analysed frame "
                         "(the app runs at a lower frame rate than the camera)")
     count: int | None = Field(None, description="count apps: objects counted; event_active is count >= min_count")
+    boxes: list[dict[str, Any]] | None = Field(None, description="detect apps: [{x0, y0, x1, y1, score, class}] "
+                                             "in the frame's own pixels")
+    counts: dict[str, int] | None = Field(None, description="detect apps: objects per class (in the app's zones, if any)")
 
 
 class FrameResult(BaseModel):

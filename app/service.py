@@ -117,7 +117,7 @@ class StemcellService:
         for body, _ in cameras:
             before = existing.get(body.camera_id)
             stream_fps = body.fps or (before.config.get("fps") if before else None) or self.config.default_fps
-            requests = [AppRequest(a.app, a.branchpoint, a.fps) for a in body.app_specs()]
+            requests = [AppRequest(a.app, a.branchpoint, a.fps, tuple(a.zones or ())) for a in body.app_specs()]
             apps = resolve_apps(self.manifest, requests, stream_fps, PlanHints(own.get(body.camera_id, {}), shared))
             specs.append(CameraSpec(body.camera_id, float(stream_fps), tuple(apps)))
         slots = await self.store.place_cameras.remote(specs)  # weighted, bounded: where each camera goes

@@ -6,7 +6,12 @@ fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) fro
 Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
 and keeps a merge only if every model stays within 1 point of its unmerged held-out accuracy.
-Accuracy is checked on a validation split during the merge and *reported* on a separate test split.
+Accuracy is checked on a validation split during the merge and *reported* on a separate test split:
+two thirds of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
+its first 10 s to validation and its last 10 s to test, so both splits cover the same scenes and a
+decision taken on validation carries over to test. Drops are reported with a 95% interval from a
+bootstrap over the test split's 10 s chunks (neighbouring frames are near-duplicates: resampling
+frames one by one would understate the noise).
 
 Swapping: under a memory cap of half the merged bytes, layer swapping (most-used layers resident,
 the rest copied per batch in execution order, prefetching) against whole-model swapping (the seed's
@@ -32,9 +37,10 @@ from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
 from stemcell.sharing import StemTree, module_bytes
 from stemcell.sharing.joint_merge import JointMerger, MergeConfig, MergeResult, ModelData, accuracy_points
 from stemcell.sharing.matching import match_report
+from stemcell.sharing.merge_jobs import store_bytes
 from stemcell.sharing.swapping import MemoryCapTooSmall, ModelSwapExecutor, SwappingStemTree
 from stemcell.training import LabelledFrames, pretrain_base, world_frames
-from stemcell.training.loop import fit_bce
+from stemcell.training.loop import batched, fit_bce
 from stemcell.world import CLASSES, World, WorldConfig
 
 APPS = ("car", "person")
@@ -45,23 +51,49 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
-    p.add_argument("--frames", type=int, help="frames per camera (default 900, 200 with --quick)")
+    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 2700, 450 quick)")
     p.add_argument("--size", type=int, help="input resolution (default 96, 64 with --quick)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 4 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
+    p.add_argument("--init", choices=("mean", "medoid"), default="mean", help="where a tied segment starts")
+    p.add_argument("--presplit", type=float, default=2.0,
+                   help="split groups whose members form two clusters (across > this x within) before trying; 0: off")
     p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
     p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 20 quick)")
     return p.parse_args()
 
 
 def _split(frames: LabelledFrames, chunk: int) -> tuple[LabelledFrames, LabelledFrames]:
-    """Held-out frames into validation (merge decisions) and test (reported), by whole time chunks."""
+    """Held-out frames into validation (merge decisions) and test (reported), by alternate time chunks."""
     even = (frames.indices // chunk) % 2 == 0
     return frames.subset(even), frames.subset(~even)
 
 
+def _drop_ci(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], chunks: Sequence[np.ndarray],
+             draws: int = 2000) -> list[tuple[float, float]]:
+    """95% interval of each model's test accuracy drop (points), resampling whole test chunks."""
+    rng = np.random.default_rng(0)
+    out = []
+    for b, a, ch in zip(before, after, chunks):
+        diff = (b.float() - a.float()).numpy()
+        ids, inverse = np.unique(ch, return_inverse=True)
+        sums, counts = np.bincount(inverse, diff), np.bincount(inverse)
+        pick = rng.integers(0, len(ids), size=(draws, len(ids)))
+        drops = 100.0 * sums[pick].sum(1) / counts[pick].sum(1)
+        out.append((float(np.percentile(drops, 2.5)), float(np.percentile(drops, 97.5))))
+    return out
+
+
+@torch.no_grad()
+def _correct(model: AppModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-frame correctness (the mean is `accuracy_points` / 100)."""
+    model.eval()
+    return ((batched(model, x) > 0).float() == y).all(1)
+
+
 def _model_data(train: LabelledFrames, val: LabelledFrames, test: LabelledFrames, camera: int, app: str,
-                size: int) -> tuple[ModelData, tuple[torch.Tensor, torch.Tensor]]:
+                size: int, chunk: int) -> tuple[ModelData, tuple[torch.Tensor, torch.Tensor], np.ndarray]:
+    """The model's train/validation data, its test (x, y) and each test frame's chunk (for the CI)."""
     c = CLASSES.index(app)
 
     def xy(f: LabelledFrames) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +101,7 @@ def _model_data(train: LabelledFrames, val: LabelledFrames, test: LabelledFrames
         return to_input(mine.frames, size), torch.from_numpy(mine.presence[:, c].astype(np.float32))[:, None]
 
     (tx, ty), (vx, vy) = xy(train), xy(val)
-    return ModelData(tx, ty, vx, vy), xy(test)
+    return ModelData(tx, ty, vx, vy), xy(test), test.indices[test.cameras == camera] // chunk
 
 
 def _finetune(base: SegmentedNet, data: ModelData, epochs: int, seed: int) -> AppModel:
@@ -80,14 +112,6 @@ def _finetune(base: SegmentedNet, data: ModelData, epochs: int, seed: int) -> Ap
     model.train()
     fit_bce(model, model.parameters(), data.train_x, data.train_y, epochs=epochs, lr=1e-3, batch_size=32, seed=seed)
     return model.eval()
-
-
-def _store_bytes(models: Sequence[AppModel]) -> int:
-    """What a stem tree's content-addressed store holds for these models (executors' accounting)."""
-    tree = StemTree(models[0].branchpoint + len(models[0].upper))
-    for i, m in enumerate(models):
-        tree.add((f"cam{i}", "app"), m)
-    return tree.store.bytes()
 
 
 def _fps(runs: dict[str, Callable[[], object]], frames: int, iters: int, device: torch.device) -> dict[str, float]:
@@ -149,15 +173,20 @@ def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: 
 
 
 def _row(n: int, unmerged: Sequence[AppModel], result: MergeResult, tests: Sequence[tuple[torch.Tensor, ...]],
-         test_before: Sequence[float]) -> dict[str, object]:
-    test_after = [accuracy_points(m, x, y) for m, (x, y) in zip(result.models, tests)]
-    drops = [b - a for b, a in zip(test_before, test_after)]
+         chunks: Sequence[np.ndarray]) -> dict[str, object]:
+    before = [_correct(m, x, y) for m, (x, y) in zip(unmerged, tests)]
+    after = [_correct(m, x, y) for m, (x, y) in zip(result.models, tests)]
+    drops = [100.0 * float(b.float().mean() - a.float().mean()) for b, a in zip(before, after)]
+    worst = max(range(n), key=lambda k: drops[k])
     return {
         "models": n,
         "bytes_unmerged": sum(module_bytes(m) for m in unmerged),
-        "bytes_identical_only": _store_bytes(unmerged),
-        "bytes_joint": _store_bytes(result.models),
-        "accuracy_drop_max": max(drops),
+        "bytes_identical_only": store_bytes(unmerged),
+        "bytes_joint": store_bytes(result.models),
+        "accuracy_drop_max": drops[worst],
+        "accuracy_drop_max_ci": list(_drop_ci(before, after, chunks)[worst]),
+        "accuracy_drops": drops,
+        "test_frames_min": min(len(x) for x, _ in tests),
         "accuracy_drop_max_val": max(b - a for b, a in zip(result.baseline, result.accuracy)),
         "merges_accepted": len(result.groups),
         "merges_rolled_back": len(result.failed),
@@ -171,23 +200,26 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     q = args.quick
     size = args.size or (64 if q else 96)
-    frames = args.frames or (200 if q else 900)
+    frames = args.frames or (450 if q else 2700)
     epochs = args.epochs or (4 if q else 10)
-    cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800))
+    cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800),
+                      init=args.init, presplit_ratio=args.presplit or None)
     iters = args.swap_iters or (20 if q else 50)
     torch.manual_seed(0)
 
     world = World(WorldConfig(seed=0, num_cameras=CAMERAS))
-    train, held = world_frames(world, range(CAMERAS), frames, val_fraction=0.5, seed=0)
-    val, test = _split(held, chunk=int(20 * world.config.fps))
+    chunk = int(10 * world.config.fps)  # half of world_frames' 20 s split chunk
+    train, held = world_frames(world, range(CAMERAS), frames, val_fraction=2 / 3, seed=0)
+    val, test = _split(held, chunk)
     bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if q else 8, lr=1e-3, batch_size=32, seed=s)
              for s in (0, 1)]
     specs = [(cam, app) for cam in range(CAMERAS) for app in APPS]
-    data, tests, models = [], [], []
+    data, tests, chunks, models = [], [], [], []
     for k, (cam, app) in enumerate(specs):
-        d, t = _model_data(train, val, test, cam, app, size)
+        d, t, ch = _model_data(train, val, test, cam, app, size, chunk)
         data.append(d)
         tests.append(t)
+        chunks.append(ch)
         models.append(_finetune(bases[APPS.index(app)], d, epochs, seed=k))
     names = [f"cam{c}/{a}" for c, a in specs]
     test_before = [accuracy_points(m, x, y) for m, (x, y) in zip(models, tests)]
@@ -200,7 +232,7 @@ def main() -> None:
     rows, results = [], {}
     for n in ((6,) if q else (2, 4, 6)):
         results[n] = JointMerger(models[:n], data[:n], cfg).run()  # merges its own copies
-        rows.append(_row(n, models[:n], results[n], tests[:n], test_before[:n]))
+        rows.append(_row(n, models[:n], results[n], tests[:n], chunks[:n]))
     main_row, final = rows[-1], results[len(models)]
     swap = _swapping(final.models, [(f"cam{c}", a) for c, a in specs], main_row["bytes_joint"] // 2, iters, size)
     out = {
@@ -208,6 +240,7 @@ def main() -> None:
         "savings_joint": 1 - main_row["bytes_joint"] / main_row["bytes_unmerged"],
         "savings_identical_only": 1 - main_row["bytes_identical_only"] / main_row["bytes_unmerged"],
         "accuracy_drop_max": main_row["accuracy_drop_max"],
+        "accuracy_drop_max_ci": main_row["accuracy_drop_max_ci"],
         "merge_s": main_row["merge_s"],
         **swap,
         "layer_swap_speedup": swap["fps_layer_swap"] / swap["fps_model_swap"],
@@ -220,15 +253,17 @@ def main() -> None:
                    "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in final.steps],
         "match_report": {g: {"workload": asdict(r.workload), "pairs": [asdict(p) for p in r.pairs]}
                          for g, r in report.items()},
-        "config": {"quick": q, "size": size, "frames_per_camera": frames, "finetune_epochs": epochs,
-                   "merge": asdict(cfg), "swap_iters": iters},
+        "config": {"quick": q, "size": size, "frames_per_camera": frames, "held_out_fraction": 2 / 3,
+                   "finetune_epochs": epochs, "merge": asdict(cfg), "swap_iters": iters},
     }
-    print_table([{k: (v / 2**20 if k.startswith("bytes") else v) for k, v in r.items()} for r in rows],
+    print_table([{k: (v / 2**20 if k.startswith("bytes") else v) for k, v in r.items() if k != "accuracy_drops"}
+                 for r in rows],
                 title="joint-retraining merge (MiB; accuracy drops in points, test split)")
     print_table([{k: swap[k] for k in ("device", "fps_resident", "fps_layer_swap", "fps_model_swap")}],
                 title=f"swapping under a cap of {swap['swap_cap_bytes'] / 2**20:.2f} MiB (half the merged bytes)")
     print(f"savings_joint {out['savings_joint']:.3f} (goal >= 0.6 in full mode), identical-only "
-          f"{out['savings_identical_only']:.3f}; accuracy_drop_max {out['accuracy_drop_max']:.2f} points (goal <= 1); "
+          f"{out['savings_identical_only']:.3f}; accuracy_drop_max {out['accuracy_drop_max']:.2f} points "
+          f"(95% CI {out['accuracy_drop_max_ci'][0]:.2f}..{out['accuracy_drop_max_ci'][1]:.2f}; goal <= 1); "
           f"layer swap {out['layer_swap_speedup']:.2f}x whole-model swap (goal >= 2)")
     path = save_results(out, args.out, rows=rows)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything of Stemcell that needs a GPU, in one run (< 8 minutes on one GPU): the `gpu` tests, then
-# benchmarks/gpu_path.py. Results go to ${OUT:-runs/device_check}/ (gpu_path.json/.parquet/.png,
+# Everything of Stemcell that needs a GPU, in one run (time limits add up to 540 s: one 600 s device call): the `gpu` tests, then
+# benchmarks/gpu_path.py, then benchmarks/merging_joint.py --quick (its swap figures: the CUDA copy path).
+# Results go to ${OUT:-runs/device_check}/ (gpu_path.json/.parquet/.png, merging_joint.json/.png,
 # pytest.txt, env.txt). Exits non-zero if a GPU test fails; the benchmark itself exits 0 without CUDA.
 #   bash scripts/device_check.sh            # PYTHON=... to pick the interpreter (default python3)
 set -uo pipefail
@@ -17,11 +18,16 @@ started=$(date +%s)
   "$PY" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>/dev/null || echo "tensorrt: not installed (TensorRT rows and test skipped)"
 } 2>&1 | tee "$OUT/env.txt"
 
-timeout 240 "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt"
+timeout 150 "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt"
 tests_rc=${PIPESTATUS[0]}
 
-timeout 330 "$PY" benchmarks/gpu_path.py --out "$OUT/gpu_path.json" 2>&1 | tee "$OUT/gpu_path.txt"
+timeout 270 "$PY" benchmarks/gpu_path.py --out "$OUT/gpu_path.json" 2>&1 | tee "$OUT/gpu_path.txt"
 bench_rc=${PIPESTATUS[0]}
 
-echo "device_check: gpu tests rc=$tests_rc, gpu_path rc=$bench_rc, $(( $(date +%s) - started )) s"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+# layer vs whole-model swapping on the CUDA path (pinned memory, copy stream): fps_layer_swap, fps_model_swap
+timeout 120 "$PY" benchmarks/merging_joint.py --quick --budget-s 30 --swap-iters 50 \
+  --out "$OUT/merging_joint.json" 2>&1 | tee "$OUT/merging_joint.txt"
+swap_rc=${PIPESTATUS[0]}
+
+echo "device_check: gpu tests rc=$tests_rc, gpu_path rc=$bench_rc, swapping rc=$swap_rc, $(( $(date +%s) - started )) s"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$swap_rc" -eq 0 ]

@@ -65,12 +65,12 @@ class BaseSection(_Strict):
 
 
 class AppSection(_Strict):
-    """One app: which class(es) it watches and what it answers (presence, or how many)."""
+    """One app: which class(es) it watches and what it answers (presence, how many, or where)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     target_class: str | None = Field(None, alias="class")
     classes: list[str] | None = Field(None, min_length=1)
-    task: Literal["presence", "count"] = "presence"
+    task: Literal["presence", "count", "detect"] = "presence"  # detect: boxes per class (trained from boxes)
     min_count: int = Field(1, ge=1)  # the event is on while count >= min_count
     cameras: list[int] | None = None
 
@@ -81,7 +81,7 @@ class AppSection(_Strict):
         if (self.target_class is None) == (self.classes is None):
             raise ValueError(f"app {self.name!r}: give exactly one of `class` or `classes`")
         if self.task == "presence" and self.min_count != 1:
-            raise ValueError(f"app {self.name!r}: min_count is for task: count")
+            raise ValueError(f"app {self.name!r}: min_count is for task: count or detect")
         return self
 
     @property

@@ -29,8 +29,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import simplejpeg
-import torch
-import torch.nn.functional as F
 
 ImageFormat = Literal["jpeg", "png"]
 Reason = Literal["unsupported", "corrupt", "too_large"]
@@ -158,25 +156,24 @@ def dct_factor(width: int, height: int, size: int) -> int:
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """THE resize: uint8 RGB (N,H,W,3) or (H,W,3) -> contiguous uint8 of the same rank at (size, size).
+    """THE resize: uint8 (N,H,W,3) or (H,W,3) -> contiguous uint8 of the same rank at (size, size).
 
-    The rule models were always trained with: the whole frame, stretched to the square input
-    (no crop, aspect not kept), bilinear with antialiasing (so a downscale averages every source
-    pixel instead of sampling a few), rounded to uint8 so the result can travel as bytes.
-    Frames already at (size, size) are returned as they are (contiguous).
+    The rule the training data sources apply (`stemcell.data.dataset.resize_square` is this
+    function): the whole frame stretched to the square input (no crop, aspect not kept),
+    area-averaged (OpenCV's INTER_AREA: a downscale averages every source pixel instead of sampling a
+    few), in uint8 so the result travels as bytes. Channel order is the caller's (RGB or BGR alike).
+    Frames already at (size, size) come back as they are (made contiguous).
     """
     if frames.dtype != np.uint8 or frames.shape[-1:] != (3,) or frames.ndim not in (3, 4):
         raise ValueError(f"expected uint8 RGB frames (N,H,W,3) or (H,W,3), got {frames.dtype} {frames.shape}")
     if frames.shape[-3:-1] == (size, size):
         return np.ascontiguousarray(frames)
-    batch = frames if frames.ndim == 4 else frames[None]
-    # torch refuses to wrap read-only memory (frames from Ray's object store) without a copy.
-    batch = np.array(batch) if not batch.flags.writeable else batch
-    # channels-last uint8 has torch's vectorised antialiased kernel: no float copy of the full frame
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
-    out = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    resized = np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
-    return resized if frames.ndim == 4 else resized[0]
+    if frames.ndim == 3:
+        return np.ascontiguousarray(cv2.resize(frames, (size, size), interpolation=cv2.INTER_AREA))
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, frame in enumerate(frames):  # OpenCV resizes one image at a time (and without the GIL)
+        cv2.resize(frame, (size, size), dst=out[i], interpolation=cv2.INTER_AREA)
+    return out
 
 
 def check_image(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits()) -> tuple[ImageFormat, int, int]:

@@ -58,7 +58,7 @@ def plan_changes(current: Mapping[str, CameraSpec], decided: Mapping[str, Schedu
             if app.pinned or choice is None or app.same_choice(choice.branchpoint, fps):
                 apps.append(app)
             else:
-                apps.append(AppRun(app.app, int(choice.branchpoint), fps))
+                apps.append(dataclasses.replace(app, branchpoint=int(choice.branchpoint), fps=fps))  # zones stay
         after = dataclasses.replace(before, apps=tuple(apps))
         if after != before:
             changes.append(CameraChange(before, after))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemcell.control.contracts import AppRequest, AppRun, CameraSpec
+from stemcell.models.zones import Polygon, check_polygon
 from stemcell.package.manifest import CandidateEntry, Manifest
 from stemcell.scheduling.event_f1 import event_f1
 
@@ -85,8 +86,16 @@ def resolve_apps(manifest: Manifest, requests: Sequence[AppRequest], stream_fps:
         if fps > stream_fps:
             raise ValueError(f"app {req.app!r}: fps {fps} exceeds the camera's stream rate {stream_fps}")
         pinned = req.branchpoint is not None or req.fps is not None
-        out.append(AppRun(req.app, int(branchpoint), float(fps), pinned))
+        out.append(AppRun(req.app, int(branchpoint), float(fps), pinned, app_zones(manifest, req)))
     return out
+
+
+def app_zones(manifest: Manifest, req: AppRequest) -> tuple[Polygon, ...]:
+    """The app's zones, checked: polygons of at least 3 [x, y] points, and only for detect apps."""
+    task = next(a.task for a in manifest.apps if a.name == req.app)
+    if req.zones and task != "detect":
+        raise ValueError(f"app {req.app!r}: zones restrict detect apps' counts; this app's task is {task}")
+    return tuple(check_polygon(z, f"app {req.app!r}: zones[{k}]") for k, z in enumerate(req.zones))
 
 
 def camera_plan(manifest: Manifest, camera: CameraSpec) -> dict[str, Any]:

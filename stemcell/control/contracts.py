@@ -9,7 +9,7 @@ and converts with `CameraSpec.from_config` / `as_config`. Imports nothing (every
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ class AppRequest:
     app: str  # app name in the package
     branchpoint: int | None = None  # asked branchpoint, else the plan's or the default candidate's
     fps: float | None = None  # asked frame rate, else the plan's or the stream's
+    zones: tuple[Sequence[Sequence[float]], ...] = ()  # detect apps: polygons of [x, y] frame pixels (unchecked)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class AppRun:
     branchpoint: int  # frozen shared segments of the chosen candidate (0..S)
     fps: float  # frames per second the app analyses
     pinned: bool = False  # set explicitly by an admin: the Planner never moves it
+    # detect apps: polygons of (x, y) frame pixels; counts and events use boxes whose bottom-centre is in one
+    zones: tuple[tuple[tuple[float, float], ...], ...] = ()
 
     @classmethod
     def parse(cls, raw: AppRun | Mapping[str, Any]) -> AppRun:
@@ -41,7 +44,8 @@ class AppRun:
         if isinstance(raw, AppRun):
             return raw
         try:
-            return cls(str(raw["app"]), int(raw["branchpoint"]), float(raw["fps"]), bool(raw.get("pinned", False)))
+            zones = tuple(tuple((float(x), float(y)) for x, y in zone) for zone in raw.get("zones") or ())
+            return cls(str(raw["app"]), int(raw["branchpoint"]), float(raw["fps"]), bool(raw.get("pinned", False)), zones)
         except KeyError as exc:
             raise ValueError(f"app config {dict(raw)} lacks {exc.args[0]!r} (needs app, branchpoint, fps)") from exc
 
@@ -49,8 +53,11 @@ class AppRun:
         return self.branchpoint == branchpoint and math.isclose(self.fps, fps, rel_tol=1e-9, abs_tol=1e-9)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form (stored configs, HTTP answers)."""
-        return asdict(self)
+        """The JSON form (stored configs, HTTP answers); `zones` only when the app has some."""
+        out = asdict(self)
+        if not self.zones:
+            del out["zones"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,11 @@ def _index(path: Path, items: list[dict[str, object]], what: str, required: tupl
 
 
 def _object_counts(path: Path, raw: dict[str, list[dict[str, object]]], images: dict[object, dict[str, object]],
-                   names: dict[object, str], classes: tuple[str, ...]) -> dict[object, np.ndarray]:
-    """Objects per class per image id; dangling ids and boxes outside the image are errors."""
+                   names: dict[object, str], classes: tuple[str, ...]) -> tuple[dict[object, np.ndarray], dict[object, list]]:
+    """Objects per class and pixel boxes (class column, x0, y0, x1, y1) per image id; dangling ids
+    and boxes outside the image are errors."""
     counts = {i: np.zeros(len(classes), np.int32) for i in images}
+    boxes: dict[object, list] = {i: [] for i in images}
     for k, ann in enumerate(raw["annotations"]):
         where = f"{path}: annotations[{k}] (id {ann.get('id')!r})"
         if ann.get("image_id") not in images:
@@ -65,16 +67,23 @@ def _object_counts(path: Path, raw: dict[str, list[dict[str, object]]], images: 
                     height is not None and y + h > float(height) + 0.5):  # type: ignore[arg-type]
                 raise DataError(f"{where}: bbox {ann['bbox']} lies outside the {width}x{height} image "
                                 f"{image.get('file_name')} (or is empty)")
+            boxes[ann["image_id"]].append([classes.index(names[ann["category_id"]]), x, y, x + w, y + h])
         counts[ann["image_id"]][classes.index(names[ann["category_id"]])] += 1
-    return counts
+    return counts, boxes
 
 
-def _read_image(root: Path, image: dict[str, object], size: int, path: Path) -> np.ndarray:
+def _normalised(boxes: list, image: np.ndarray) -> np.ndarray:
+    """Pixel boxes of one image -> (M, 5) class column, x0, y0, x1, y1 normalised by its size."""
+    h, w = image.shape[:2]
+    return (np.array(boxes, np.float32).reshape(-1, 5) / np.array([1, w, h, w, h], np.float32)).clip(0, None)
+
+
+def _read_image(root: Path, image: dict[str, object], path: Path) -> np.ndarray:
     file = root / str(image["file_name"])
     bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DataError(f"{path}: image id {image['id']!r}: cannot read {file} (missing or corrupt)")
-    return resize_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 @register_source("coco")
@@ -85,24 +94,31 @@ def load_coco(section: CocoData, request: LoadRequest) -> FrameDataset:
     categories = _index(path, raw["categories"], "categories", ("id", "name"))
     names = {cid: str(c["name"]) for cid, c in categories.items()}
     used = {names[a["category_id"]] for a in raw["annotations"] if a.get("category_id") in names}
+    for k, ann in enumerate(raw["annotations"]):
+        if section.classes is not None and names.get(ann.get("category_id")) not in (*section.classes, None):
+            raise DataError(f"{path}: annotations[{k}] (id {ann.get('id')!r}): class "
+                            f"{names[ann['category_id']]!r} is not in data.classes {section.classes}")
     classes = class_list(section.classes or list(dict.fromkeys(names.values())), used, str(path))
-    counts = _object_counts(path, raw, images, names, classes)
+    counts, pixel_boxes = _object_counts(path, raw, images, names, classes)
     sequences: dict[str, list[dict[str, object]]] = defaultdict(list)
     for image in images.values():
         sequences[str(image.get("video_id", "images"))].append(image)
     root = section.images or path.parent
-    parts, timelines = [], []
+    parts, timelines, boxes = [], [], []
     for v, (name, members) in enumerate(sorted(sequences.items())):
         members.sort(key=lambda im: (im.get("frame_id", 0), str(im["id"])))  # type: ignore[arg-type]
         frames = np.array([int(im.get("frame_id", j)) for j, im in enumerate(members)], np.int64)  # type: ignore[call-overload]
         seq_counts = np.stack([counts[im["id"]] for im in members])
         timelines.append(VideoTimeline(name, name, frames, seq_counts))
         pick = even_sample(len(members), request.frames_per_video)
-        pixels = np.stack([_read_image(root, members[j], request.input_size, path) for j in pick])
+        originals = [_read_image(root, members[j], path) for j in pick]
+        boxes += [_normalised(pixel_boxes[members[j]["id"]], im) for j, im in zip(pick, originals)]
+        pixels = np.stack([resize_square(im, request.input_size) for im in originals])
         parts.append((pixels, seq_counts[pick], np.full(len(pick), v), frames[pick]))
     if not parts:
         raise DataError(f"{path}: no images")
     frames, cnt, cams, idx = (np.concatenate(p) for p in zip(*parts))
-    samples = LabelledFrames(frames, cnt > 0, cams, idx, cnt)
+    complete = all("bbox" in a for a in raw["annotations"])  # else boxes are unknown (counts still are)
+    samples = LabelledFrames(frames, cnt > 0, cams, idx, cnt, tuple(boxes) if complete else None)
     return FrameDataset("coco", classes, section.fps, samples, tuple(timelines), (DataFile(str(path), file_sha256(path)),),
                         str(path))

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
+from stemcell.imaging import resize_frames
 from stemcell.models import to_input
 from stemcell.training.data import LabelledFrames
 
@@ -59,10 +59,9 @@ class FrameDataset:
 
 
 def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> (size, size, 3), area-averaged (what the model sees; keeps memory small)."""
-    if frame.shape[:2] == (size, size):
-        return frame
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    """uint8 RGB (H, W, 3) -> (size, size, 3), area-averaged (what the model sees; keeps memory small):
+    `stemcell.imaging.resize_frames`, the one resize of training, serving and clients."""
+    return resize_frames(frame, size)
 
 
 def even_sample(count: int, budget: int) -> np.ndarray:

@@ -58,6 +58,7 @@ class LabelRow:
     video: str
     frame: int
     cls: str | None  # None: a labelled frame without objects
+    box: tuple[float, float, float, float] | None = None  # pixel x0, y0, x1, y1 (None: the table has none)
 
 
 def video_files(videos: list[Path] | Path) -> list[Path]:
@@ -135,16 +136,17 @@ def _frame_of(columns: dict[str, list[object]], i: int, fps: float, where: str) 
     return int(frame)  # type: ignore[arg-type]
 
 
-def _check_box(columns: dict[str, list[object]], i: int, info: VideoInfo, where: str) -> None:
+def _check_box(columns: dict[str, list[object]], i: int, info: VideoInfo, where: str) -> tuple[float, ...] | None:
     values = [columns[c][i] for c in _BOX]
     if all(v is None for v in values):
-        return
+        return None
     if any(v is None for v in values):
         raise DataError(f"{where}: box {dict(zip(_BOX, values))} is partly empty")
     x0, y0, x1, y1 = (float(v) for v in values)  # type: ignore[arg-type]
     if not (0 <= x0 < x1 <= info.width and 0 <= y0 < y1 <= info.height):
         raise DataError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {info.width}x{info.height} "
                         f"frame of {info.path.name} (or is empty)")
+    return (x0 / info.width, y0 / info.height, x1 / info.width, y1 / info.height)
 
 
 def parse_rows(table_path: Path, columns: dict[str, list[object]], videos: dict[str, VideoInfo]) -> list[LabelRow]:
@@ -161,9 +163,8 @@ def parse_rows(table_path: Path, columns: dict[str, list[object]], videos: dict[
             raise DataError(f"{where}: frame {frame} is past the end of {info.path.name} ({info.num_frames} frames)")
         cls = columns["class"][i]
         cls = None if cls is None or (isinstance(cls, float) and math.isnan(cls)) or str(cls).strip() == "" else str(cls)
-        if has_box and cls is not None:
-            _check_box(columns, i, info, where)
-        rows.append(LabelRow(i + 1, str(name), frame, cls))
+        box = _check_box(columns, i, info, where) if has_box and cls is not None else None
+        rows.append(LabelRow(i + 1, str(name), frame, cls, box))  # type: ignore[arg-type]
     return rows
 
 
@@ -204,8 +205,16 @@ def read_frames(info: VideoInfo, wanted: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
+def frame_boxes(rows: list[LabelRow], frame: int, classes: tuple[str, ...]) -> np.ndarray:
+    """(M, 5) class column, normalised x0, y0, x1, y1 of the boxed objects in one frame."""
+    found = [[classes.index(r.cls), *r.box] for r in rows if r.frame == frame and r.cls is not None and r.box]
+    return np.array(found, np.float32).reshape(-1, 5)
+
+
 def class_list(configured: list[str] | None, found: set[str], where: str) -> tuple[str, ...]:
     """The configured class order (every found class must be in it), else the found classes sorted."""
+    if configured is not None and not configured:
+        raise DataError(f"{where}: data.classes is empty (give the class names, or leave it out)")
     if configured is None:
         if not found:
             raise DataError(f"{where}: no objects at all (every class is empty)")
@@ -225,9 +234,13 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
         raise DataError(f"data.labelled: {unknown_ranges} are not among data.videos")
     infos = {p.name: probe_video(p) for p in paths}
     rows = parse_rows(section.labels, columns, infos)
+    unknown = next((r for r in rows if section.classes and r.cls not in (*section.classes, None)), None)
+    if unknown is not None:
+        raise DataError(f"{section.labels}: row {unknown.row}: class {unknown.cls!r} is not in data.classes {section.classes}")
     classes = class_list(section.classes, {r.cls for r in rows if r.cls is not None}, str(section.labels))
     camera_ids = columns.get("camera_id")
     parts, timelines, files = [], [], [DataFile(str(section.labels), file_sha256(section.labels))]
+    boxes: list[np.ndarray] = []
     for v, path in enumerate(paths):
         info = infos[path.name]
         mine = [r for r in rows if r.video == path.name]
@@ -244,6 +257,7 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
             raise DataError(f"{section.labels}: video {path.name} has several camera_id values {sorted(cams)}")
         timelines.append(VideoTimeline(path.name, cams.pop() if cams else path.stem, frames, counts))
         pick = even_sample(len(frames), request.frames_per_video)
+        boxes += [frame_boxes(mine, int(f), classes) for f in frames[pick]]
         parts.append((read_frames(info, frames[pick], request.input_size), counts[pick],
                       np.full(len(pick), len(timelines) - 1), frames[pick]))
         files.append(DataFile(str(path), file_sha256(path)))
@@ -253,6 +267,7 @@ def load_video_labels(section: VideoLabelsData, request: LoadRequest) -> FrameDa
     if len(fps) > 1:
         log.warning("videos have different frame rates %s; event lengths use the first video's", sorted(fps))
     frames, counts, cams, idx = (np.concatenate(p) for p in zip(*parts))
-    samples = LabelledFrames(frames, counts > 0, cams, idx, counts)
+    complete = all(r.box is not None for r in rows if r.cls is not None)  # else boxes are unknown
+    samples = LabelledFrames(frames, counts > 0, cams, idx, counts, tuple(boxes) if complete else None)
     return FrameDataset("video_labels", classes, infos[paths[0].name].fps, samples, tuple(timelines), tuple(files),
                         str(section.labels))

@@ -3,7 +3,7 @@
 An app model (Mainstream) = a frozen *stem* (the base's first b segments, shared with every other
 app fine-tuned from the same base) + trainable copies of the remaining segments + a per-app head.
 """
-from stemcell.models.app_model import AppModel, make_app_model
+from stemcell.models.app_model import AppModel, make_app_model, make_task_model
 from stemcell.models.hashing import segment_hash
 from stemcell.models.inputs import normalised, to_input
 from stemcell.models.registry import build_base, list_bases, register_base
@@ -19,6 +19,7 @@ __all__ = [
     "load_safetensors",
     "load_torchvision_checkpoint",
     "make_app_model",
+    "make_task_model",
     "register_base",
     "save_safetensors",
     "segment_hash",

@@ -6,6 +6,7 @@ import copy
 import torch
 from torch import nn
 
+from stemcell.models.detection import DetectHead
 from stemcell.models.segmented import ClassifierHead, SegmentedNet
 
 
@@ -61,16 +62,28 @@ class AppModel(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
-def make_app_model(base: SegmentedNet, branchpoint: int, num_outputs: int) -> AppModel:
-    """Cut `base` after `branchpoint` segments: share [0, b), deep-copy [b, S) for fine-tuning."""
+def make_app_model(base: SegmentedNet, branchpoint: int, num_outputs: int, head: nn.Module | None = None) -> AppModel:
+    """Cut `base` after `branchpoint` segments: share [0, b), deep-copy [b, S) for fine-tuning.
+
+    The head is a `num_outputs` classifier unless another `head` (reading the base's last map) is given.
+    """
     if not 0 <= branchpoint <= base.num_segments:
         raise ValueError(f"branchpoint must be in [0, {base.num_segments}], got {branchpoint}")
     stem = list(base.segments[:branchpoint])
     upper = [copy.deepcopy(s) for s in base.segments[branchpoint:]]
-    head = ClassifierHead(base.feature_dim, num_outputs)
-    if num_outputs == base.num_classes:
-        head.load_state_dict(base.head.state_dict())
+    if head is None:
+        head = ClassifierHead(base.feature_dim, num_outputs)
+        if num_outputs == base.num_classes:
+            head.load_state_dict(base.head.state_dict())
     model = AppModel(stem, upper, head, branchpoint)
     for p in model.upper.parameters():
         p.requires_grad_(True)
     return model.eval()
+
+
+def make_task_model(base: SegmentedNet, branchpoint: int, task: str, num_classes: int = 1) -> AppModel:
+    """The model an app's task needs: one output (presence logit, count log-rate) or, for `detect`,
+    a CenterNet head with one heatmap per app class."""
+    if task == "detect":
+        return make_app_model(base, branchpoint, 1, head=DetectHead(base.feature_dim, num_classes))
+    return make_app_model(base, branchpoint, num_outputs=1)

@@ -38,8 +38,9 @@ def normalised(
 ) -> torch.Tensor:
     """uint8 RGB (N,3,H,W) on any device (e.g. decoded on the GPU) -> the model input, on that device.
 
-    A `size` other than the images' own is resized here in float (CUDA has no uint8 antialiased
-    kernel): the GPU-decode path only; every CPU path resizes with `resize_frames` first."""
+    A `size` other than the images' own is resized here, on that device, in float (bilinear with
+    antialiasing: close to, not exactly, `stemcell.imaging.resize_frames`' area average): the
+    GPU-decode path only; every CPU path resizes with `resize_frames` first."""
     x = images.float().div_(255.0)
     if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

@@ -71,6 +71,7 @@ def latency_entry(profile: LatencyProfile) -> LatencyEntry:
         segment_s={str(b): list(t) for b, t in profile.segment_s.items()},
         head_s={str(b): t for b, t in profile.head_s.items()},
         full_model_s={str(b): t for b, t in profile.full_model_s.items()},
+        detect_head_s=None if profile.detect_head_s is None else {str(b): t for b, t in profile.detect_head_s.items()},
     )
 
 
@@ -101,6 +102,8 @@ def build_package(
                 accuracy=r.metrics.accuracy,
                 train_seconds=r.train_seconds,
                 count_mae=r.count_mae,
+                map50=r.map50,
+                map50_95=r.map50_95,
                 weights=rel,
                 sha256=write_weights(r.trainable_state, root, rel),
             )

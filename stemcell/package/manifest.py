@@ -43,6 +43,7 @@ class LatencyEntry(_Frozen):
     segment_s: dict[str, list[float]]  # str(batch size) -> seconds per batch for each segment
     head_s: dict[str, float]  # str(batch size) -> seconds per batch for a binary head
     full_model_s: dict[str, float]  # str(batch size) -> seconds per batch, whole model in one call
+    detect_head_s: dict[str, float] | None = None  # str(batch size) -> seconds per batch for a detect app's head
 
     def per_frame_segment_s(self, batch_size: int) -> list[float]:
         return [t / batch_size for t in self.segment_s[str(batch_size)]]
@@ -63,7 +64,8 @@ class DataEntry(_Frozen):
 class AppEntry(_Frozen):
     name: str  # app id
     classes: list[str] = Field(min_length=1)  # the classes it watches (an object of any of them counts)
-    task: Literal["presence", "count"]  # presence: a logit head; count: a log(expected count) head
+    task: Literal["presence", "count", "detect"]  # presence: a logit head; count: a log(expected count) head;
+    # detect: a CenterNet head (stemcell.models.detection), one heatmap per class in `classes` order
     min_count: int = Field(ge=1)  # the event is on while count >= min_count (1 for presence)
     positive_fraction: float  # share of labelled frames where the event is on (base rate)
     mean_event_frames: float  # mean event length in frames at the manifest's fps (event-F1 model input)
@@ -80,6 +82,8 @@ class CandidateEntry(_Frozen):
     accuracy: float = Field(ge=0, le=1)  # held-out frame accuracy
     train_seconds: float = Field(ge=0)  # fine-tune wall time
     count_mae: float | None = Field(None, ge=0)  # count apps: held-out mean absolute count error
+    map50: float | None = Field(None, ge=0, le=1)  # detect apps: held-out COCO mAP@0.5 (faster-coco-eval)
+    map50_95: float | None = Field(None, ge=0, le=1)  # detect apps: held-out COCO mAP@[.5:.95]
     weights: str = Field(pattern=_REL_PATH)  # trainable part, relative path
     sha256: str = Field(pattern=_SHA256)  # hash of that file
 

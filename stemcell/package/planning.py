@@ -20,6 +20,15 @@ def instance_names(apps: Sequence[str]) -> list[str]:
     return names
 
 
+def head_latency_s(manifest: Manifest, task: str, batch_size: int) -> float:
+    """Per-frame latency of one app's head at `batch_size`: the detect head's for detect apps (when the
+    package measured it), else the linear head's."""
+    latency = manifest.latency
+    if task == "detect" and latency.detect_head_s is not None:
+        return latency.detect_head_s[str(batch_size)] / batch_size
+    return latency.head_s[str(batch_size)] / batch_size
+
+
 def problem_from_manifest(
     manifest: Manifest,
     apps: Sequence[str],
@@ -32,7 +41,9 @@ def problem_from_manifest(
     """Candidates' validation precision/recall + the measured per-segment latency at `batch_size`.
 
     Latency is per frame at the batch size the executor typically runs (cross-camera batching),
-    so the budget is in GPU-seconds per second of that executor.
+    so the budget is in GPU-seconds per second of that executor. The problem has one head cost: the
+    mean of its apps' heads (a detect app's CenterNet head costs far more than a linear head), exact
+    when all apps have the same task.
     """
     known = {a.name: a for a in manifest.apps}
     unknown = [a for a in apps if a not in known]
@@ -52,7 +63,7 @@ def problem_from_manifest(
     return build_problem(
         rows,
         segment_latency_s=manifest.latency.per_frame_segment_s(batch_size),
-        head_latency_s=manifest.latency.head_s[str(batch_size)] / batch_size,
+        head_latency_s=sum(head_latency_s(manifest, known[a].task, batch_size) for a in apps) / len(apps),
         frame_rates=rates,
         stream_fps=manifest.fps,
         budget=budget,

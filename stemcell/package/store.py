@@ -15,7 +15,7 @@ from stemcell.models import (
     SegmentedNet,
     build_base,
     load_safetensors,
-    make_app_model,
+    make_task_model,
     save_safetensors,
     segment_hash,
 )
@@ -75,9 +75,17 @@ class MPackage:
         if entry is None:
             have = [c.branchpoint for c in self.manifest.candidates_for(app)]
             raise KeyError(f"no candidate for app {app!r} at branchpoint {branchpoint}; have {have}")
-        model = make_app_model(self.base, branchpoint, num_outputs=1)
+        model = self.empty_app_model(app, branchpoint)
         model.load_trainable_state_dict(load_safetensors(self.root / entry.weights))
         return model.eval()
+
+
+    def empty_app_model(self, app: str, branchpoint: int) -> AppModel:
+        """The app's architecture at `branchpoint` (its task's head), before its weights are loaded."""
+        entry = next((a for a in self.manifest.apps if a.name == app), None)
+        if entry is None:
+            raise KeyError(f"no app {app!r} in the package; have {[a.name for a in self.manifest.apps]}")
+        return make_task_model(self.base, branchpoint, entry.task, len(entry.classes))
 
 
 def _verified(root: Path, relative: str, sha256: str) -> Path:

@@ -6,7 +6,7 @@ different weights, so they cannot be stored once as they are. Gemel's answer, fo
 2. greedy: try the candidate that saves the most bytes first (memory is dominated by few big layers);
    a group that fails is split in two by weight distance and its halves go back into the queue;
 3. tie: every member points at one module (one `nn.Parameter` per tensor, one copy in memory),
-   initialised from the medoid member's weights;
+   initialised from the medoid member's weights or the members' mean (`MergeConfig.init`);
 4. retrain jointly every model that shares anything with the group, for at most `max_epochs`,
    checking held-out accuracy after each epoch; keep the merge as soon as every model is within
    `tolerance_points` of its unmerged accuracy (or its explicit target), otherwise roll back to the
@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ from stemcell.training.loop import balanced_pos_weight, batched
 
 log = logging.getLogger(__name__)
 Member = tuple[int, str]  # (model index, unit path)
+Init = Literal["medoid", "mean"]  # where a tied unit's weights start (`tie`)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class MergeConfig:
     batch_size: int = 32
     budget_s: float = 600.0  # wall-clock budget of the whole merge
     seed: int = 0
+    init: Init = "medoid"  # a tied unit starts from the medoid member's weights or the members' mean
+    presplit_ratio: float | None = None  # split two-cluster groups before trying them (`presplit`); None: never
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,24 @@ def split_by_distance(candidate: Candidate, units: Sequence[nn.Module]) -> list[
     return [Candidate(candidate.signature, tuple(side), candidate.unit_bytes) for side in sides if len(side) > 1]
 
 
+def presplit(candidate: Candidate, units: Sequence[nn.Module], ratio: float) -> list[Candidate]:
+    """`split_by_distance`'s halves straight away when the members form two clusters (mean distance
+    across > `ratio` x mean distance within: models fine-tuned from different bases), else the
+    candidate itself. Such a group would only be tried, fail and be split anyway, at the cost of a
+    whole joint retraining of every model in it."""
+    halves = split_by_distance(candidate, units)
+    if len(halves) < 2:
+        return [candidate]
+    flat = {m: _flat(u) for m, u in zip(candidate.members, units)}
+
+    def mean_dist(pairs: list[tuple[Member, Member]]) -> float:
+        return sum(float((flat[a] - flat[b]).norm()) for a, b in pairs) / max(1, len(pairs))
+
+    within = [(a, b) for h in halves for k, a in enumerate(h.members) for b in h.members[k + 1:]]
+    across = [(a, b) for a in halves[0].members for b in halves[1].members]
+    return halves if mean_dist(across) > ratio * mean_dist(within) else [candidate]
+
+
 def get_unit(model: nn.Module, path: str) -> nn.Module:
     return model.get_submodule(path)
 
@@ -142,16 +164,27 @@ def _flat(unit: nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().float().flatten() for t in unit.state_dict().values()])
 
 
-def tie(models: Sequence[nn.Module], candidate: Candidate) -> nn.Module:
+def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid") -> nn.Module:
     """Point every member at one member's module: afterwards they are one set of tensors.
 
-    The member kept is the medoid (least summed weight distance to the others): the starting point
-    that the other models need to move least from, so joint retraining has the least to repair.
+    The module kept is the medoid's (least summed weight distance to the others): the starting point
+    that the other models need to move least from, so joint retraining has the least to repair. With
+    `init="mean"` its floating-point tensors (weights, BatchNorm statistics) then take the members'
+    average: models fine-tuned from one base stay in one basin, where the average serves all of them
+    better than any one member does (weight averaging, "model soups"); integer counters stay the medoid's.
     """
-    flat = [_flat(get_unit(models[i], p)) for i, p in candidate.members]
+    units = [get_unit(models[i], p) for i, p in candidate.members]
+    flat = [_flat(u) for u in units]
     medoid = min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))
-    i0, p0 = candidate.members[medoid]
-    shared = get_unit(models[i0], p0)
+    shared = units[medoid]
+    if init == "mean":
+        states = [u.state_dict() for u in units]
+        mean = {k: torch.stack([st[k] for st in states]).mean(0) for k, t in states[medoid].items()
+                if t.is_floating_point()}
+        with torch.no_grad():
+            for k, t in shared.state_dict().items():
+                if k in mean:
+                    t.copy_(mean[k])
     for i, path in candidate.members:
         set_unit(models[i], path, shared)
     return shared
@@ -249,7 +282,13 @@ class JointMerger:
     def run(self) -> MergeResult:
         started = self.clock()
         units = [model_units(str(i), m) for i, m in enumerate(self.models)]
-        candidates = merge_candidates(units)
+        frozen = frozenset((i, u.path) for i, us in enumerate(units) for u in us  # e.g. a learner's shared stem
+                           if not any(p.requires_grad for p in get_unit(self.models[i], u.path).parameters()))
+        candidates = merge_candidates(units, exclude=frozen)
+        if self.cfg.presplit_ratio is not None:
+            candidates = sorted((h for c in candidates for h in presplit(
+                c, [get_unit(self.models[i], p) for i, p in c.members], self.cfg.presplit_ratio)),
+                key=lambda c: -c.bytes_saved)  # stable: the greedy order is kept among equals
         if not candidates:
             log.info("no matching layers among %d models: nothing to merge, models left alone", len(self.models))
         groups: list[Candidate] = []
@@ -279,7 +318,7 @@ class JointMerger:
         t0 = self.clock()
         ids = sharing_closure([*groups, candidate], {i for i, _ in candidate.members})
         checkpoint = copy.deepcopy([self.models[i] for i in ids])  # one deepcopy keeps ties among them
-        tie(self.models, candidate)
+        tie(self.models, candidate, self.cfg.init)
         models = [self.models[i] for i in ids]
         data = [self.data[i] for i in ids]
         targets = tuple(self.targets[i] for i in ids)

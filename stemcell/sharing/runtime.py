@@ -30,8 +30,8 @@ import torch
 from stemcell.accel import DevicePath
 from stemcell.control.contracts import AppRun, SegmentLatency, ServedApp
 from stemcell.control.errors import UnknownCamera
-from stemcell.models import make_app_model, to_input
-from stemcell.models.readout import read_app
+from stemcell.models import to_input
+from stemcell.models.readout import AppReading, read_output, sent_size
 from stemcell.package import MPackage
 from stemcell.sharing.memory import MemoryReport, memory_report
 from stemcell.sharing.stem_tree import LeafKey, PreparedBranch, StemTree, TreeNode
@@ -51,6 +51,7 @@ class InferRequest:
     camera: str  # camera id
     frames: np.ndarray | torch.Tensor  # uint8 RGB (N,H,W,3) or one (H,W,3), best at input_size; or model input (N,3,S,S)
     timestamps: Sequence[float] | None = None  # one per frame; arrival wall time when absent
+    frame_size: tuple[int, int] | None = None  # (height, width) as the camera sent them, when `frames` are resized
 
     @property
     def num_frames(self) -> int:
@@ -65,6 +66,8 @@ class AppResult:
     event_active: bool  # the app's event is on (its current label)
     fresh: bool  # computed on this frame (False: repeated from the app's last analysed frame)
     count: int | None = None  # count apps: objects counted (event_active = count >= the app's min_count)
+    boxes: tuple[dict[str, object], ...] | None = None  # detect apps: [{x0, y0, x1, y1, score, class}], frame pixels
+    counts: dict[str, int] | None = None  # detect apps: objects per class (in the app's zones, if any)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,7 @@ class _Branch:
     stride: int
     version: int = 0  # 0 = the package's candidate; set_app_weights raises it
     next_due: int = 0  # camera frame index at which the app analyses next
-    score: float = 0.0
-    label: bool = False
-    count: int | None = None
+    reading: AppReading = AppReading(score=0.0, label=False, count=None)  # its answer on its last analysed frame
 
 
 @dataclass
@@ -122,7 +123,7 @@ class StemRuntime:
         self.input_size = package.manifest.base.input_size
         self.path.bind(package.base, self.input_size)
         self._normalization = package.manifest.base.normalization.model_dump()  # mean, std as trained
-        self._tasks = {a.name: (a.task, a.min_count) for a in package.manifest.apps}
+        self._tasks = {a.name: (a.task, a.min_count, tuple(a.classes)) for a in package.manifest.apps}
         self.threshold = threshold
         self.latency_alpha = latency_alpha
         # Timing each node synchronises the GPU, so on CUDA only every 8th batch is measured.
@@ -208,16 +209,16 @@ class StemRuntime:
 
     def cameras(self) -> dict[str, tuple[ServedApp, ...]]:
         with self._lock:
-            return {
-                cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
-                           for b in c.apps.values())
-                for cam, c in self._cameras.items()
-            }
+            return {cam: tuple(ServedApp(b.config.app, b.config.branchpoint, b.config.fps, b.stride, b.version)
+                               for b in c.apps.values()) for cam, c in self._cameras.items()}
 
-    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int) -> int:
+    def set_app_weights(self, app: str, camera_id: str | None, state: Mapping[str, torch.Tensor], version: int,
+                        merged: bool = False) -> int:
         """Swap an app's upper segments + head atomically on one camera (or all running it).
 
-        Idempotent under retries: branches already at `version` or newer are left alone. Returns the
+        Idempotent under retries: branches already at `version` or newer are left alone, except that
+        `merged` weights (a joint merge of that version: same version, tied values) replace a branch
+        at `version` itself; a later learner version replaces them as usual. Returns the
         number of branches swapped. Weights that do not fit the branch's branchpoint raise ValueError
         before anything changes.
         """
@@ -225,15 +226,13 @@ class StemRuntime:
             with self._lock:
                 if camera_id is not None and camera_id not in self._cameras:
                     raise UnknownCamera(camera_id)
-                targets = [
-                    (cam, c.apps[app].config.branchpoint)
-                    for cam, c in self._cameras.items()
-                    if app in c.apps and camera_id in (None, cam)
-                ]
+                targets = [(cam, c.apps[app].config.branchpoint) for cam, c in self._cameras.items()
+                           if app in c.apps and camera_id in (None, cam)]
                 if not targets:
                     raise ValueError(f"app {app!r} is not running on {camera_id or 'any camera'}")
-                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version < version]
-            prepared = {b: self._prepare_weights(b, state) for b in {b for _, b in targets}}
+                newest = version if merged else version - 1  # the newest version these weights replace
+                targets = [(cam, b) for cam, b in targets if self._cameras[cam].apps[app].version <= newest]
+            prepared = {b: self._prepare_weights(app, b, state) for b in {b for _, b in targets}}
             with self._lock:
                 for cam, b in targets:
                     camera = self._cameras.get(cam)
@@ -244,8 +243,8 @@ class StemRuntime:
                 self._tree_changed()
         return len(targets)
 
-    def _prepare_weights(self, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
-        model = make_app_model(self.package.base, branchpoint, num_outputs=1)
+    def _prepare_weights(self, app: str, branchpoint: int, state: Mapping[str, torch.Tensor]) -> PreparedBranch:
+        model = self.package.empty_app_model(app, branchpoint)
         try:
             model.load_trainable_state_dict(dict(state))
         except RuntimeError as exc:  # shape mismatch
@@ -285,7 +284,7 @@ class StemRuntime:
             cursor = dict.fromkeys(rows, 0)
             for req, plan, outcome in zip(requests, plans, outcomes):
                 if plan is not None and isinstance(outcome, list):
-                    outcome.extend(self._results(req.camera, *plan, logits, cursor))
+                    outcome.extend(self._results(req.camera, *plan, logits, cursor, sent_size(req, self.input_size)))
             return outcomes
 
     def _input(self, req: InferRequest) -> torch.Tensor | ValueError:
@@ -329,6 +328,7 @@ class StemRuntime:
         due: list[list[str]],
         logits: Mapping[LeafKey, torch.Tensor],
         cursor: dict[LeafKey, int],
+        frame_size: tuple[int, int],
     ) -> list[FrameResult]:
         """Frame by frame, in order: fresh scores where due, the app's last result elsewhere."""
         out = []
@@ -339,10 +339,11 @@ class StemRuntime:
                 fresh = app in due_apps
                 if fresh:
                     key = (camera_id, app)
-                    reading = read_app(*self._tasks[app], float(logits[key][cursor[key], 0]), self.threshold)
-                    branch.score, branch.label, branch.count = reading.score, reading.label, reading.count
+                    branch.reading = read_output(*self._tasks[app], logits[key][cursor[key]], frame_size,
+                                                 branch.config.zones, self.threshold)
                     cursor[key] += 1
-                results.append(AppResult(app, branch.label, branch.score, branch.label, fresh, branch.count))
+                r = branch.reading
+                results.append(AppResult(app, r.label, r.score, r.label, fresh, r.count, r.boxes, r.counts))
             self.counters["app_runs"] += len(due_apps)
             self.counters["app_reuses"] += len(camera.apps) - len(due_apps)
             out.append(FrameResult(ts, tuple(results), versions))

@@ -153,9 +153,12 @@ class ControlTable:
         self.slot_table = dict(snap.slots)
 
     def apply(self, delta: ControlDelta) -> bool:
-        """Apply a delta; False when it asks for a snapshot (nothing applied)."""
+        """Apply a delta (its changes in order, up to its version: a newer delta that starts earlier
+        still ends at the right values); False when it asks for a snapshot (nothing applied)."""
         if delta.changes is None or delta.epoch != self.epoch:
             return False
+        if delta.version <= self.version:  # a slower, older answer (two syncs overlapped): all applied already
+            return True
         tables = {TOKEN: self.token_macs, ROUTE: self.route_table, SLOT: self.slot_table}
         for change in delta.changes:
             table = tables[change.kind]

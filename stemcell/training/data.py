@@ -16,6 +16,8 @@ class LabelledFrames:
     cameras: np.ndarray  # int (N,) camera of each frame
     indices: np.ndarray  # int (N,) frame index within its camera's timeline
     counts: np.ndarray | None = None  # int (N, num_classes) objects per class; None: only presence is known
+    # per frame float32 (M, 5): class column, x0, y0, x1, y1 normalised to [0, 1] of the frame; None: no boxes
+    boxes: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -26,7 +28,9 @@ class LabelledFrames:
 
     def subset(self, mask: np.ndarray) -> LabelledFrames:
         counts = None if self.counts is None else self.counts[mask]
-        return LabelledFrames(self.frames[mask], self.presence[mask], self.cameras[mask], self.indices[mask], counts)
+        boxes = None if self.boxes is None else tuple(self.boxes[i] for i in np.arange(len(self))[mask])
+        return LabelledFrames(self.frames[mask], self.presence[mask], self.cameras[mask], self.indices[mask], counts,
+                              boxes)
 
 
 def world_frames(

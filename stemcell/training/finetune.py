@@ -3,47 +3,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from stemcell.config import IMAGENET_MEAN, IMAGENET_STD
 from stemcell.models import SegmentedNet, make_app_model, to_input
 from stemcell.models.readout import counts_from_output, events_from_output
+from stemcell.training.candidate import CandidateResult, CandidateSpec
 from stemcell.training.data import LabelledFrames
+from stemcell.training.detect_train import finetune_detector
 from stemcell.training.loop import batched, count_loss, fit, fit_bce, training_device
-from stemcell.training.metrics import BinaryMetrics, binary_metrics
+from stemcell.training.metrics import binary_metrics
 
-
-@dataclass(frozen=True)
-class CandidateSpec:
-    app: str  # app name (the candidate belongs to this app's model set)
-    class_indices: tuple[int, ...]  # the classes the app watches (an object of any of them counts)
-    branchpoint: int  # number of frozen, shared base segments (0..S)
-    epochs: int  # passes over the training frames
-    lr: float  # Adam learning rate for the layers above the branchpoint
-    batch_size: int  # mini-batch size
-    input_size: int  # square model input resolution
-    seed: int = 0  # makes the fine-tune reproducible
-    task: str = "presence"  # "presence" (logit head, BCE) or "count" (log-rate head, Poisson)
-    min_count: int = 1  # the event condition: count >= min_count
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation (the manifest's)
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def truth(self, data: LabelledFrames) -> np.ndarray:
-        """int (N,) objects of the app's classes per frame."""
-        return data.object_counts()[:, list(self.class_indices)].sum(axis=1)
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    spec: CandidateSpec  # what was trained
-    trainable_state: dict[str, torch.Tensor]  # upper segments + head only (the stem is the base's)
-    trainable_params: int  # parameter count of the app-specific part
-    metrics: BinaryMetrics  # held-out frame-level metrics of the event condition
-    train_seconds: float  # wall time of feature extraction + training
-    count_mae: float | None = None  # count apps: held-out mean absolute count error
+__all__ = ["CandidateResult", "CandidateSpec", "finetune_candidate"]
 
 
 def finetune_candidate(base: SegmentedNet, spec: CandidateSpec, train: LabelledFrames, val: LabelledFrames) -> CandidateResult:
@@ -51,7 +23,10 @@ def finetune_candidate(base: SegmentedNet, spec: CandidateSpec, train: LabelledF
 
     The stem's activation at the branchpoint is computed once (the stem is frozen and in eval mode,
     so it is a fixed function), which makes deep branchpoints almost free to train, as on a GPU.
+    Detect apps train a CenterNet head from boxes (`detect_train.finetune_detector`).
     """
+    if spec.task == "detect":
+        return finetune_detector(base, spec, train, val)
     started = time.perf_counter()
     device = training_device()
     torch.manual_seed(spec.seed)

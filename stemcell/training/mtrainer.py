@@ -96,9 +96,13 @@ def _pretrained(config: TrainConfig, pre: PretrainSection) -> SegmentedNet:
 
 
 def check_apps(apps: Sequence[AppSection], data: FrameDataset, source: str) -> None:
-    """Every app's classes exist in the data and its event occurs at least once (else nothing to learn)."""
+    """Every app's classes exist in the data and its event occurs at least once (else nothing to learn);
+    detect apps need a box on every object."""
     for i, app in enumerate(apps):
         field = "class" if app.target_class is not None else "classes"
+        if app.task == "detect" and data.samples.boxes is None:
+            raise DataError(f"apps[{i}].task ({app.name}): a detect app learns from boxes, but {source} has objects "
+                            f"without a box (x0, y0, x1, y1 in a labels table; bbox in COCO)")
         unknown = [c for c in app.app_classes if c not in data.classes]
         if unknown:
             raise DataError(f"apps[{i}].{field} ({app.name}): unknown class {unknown}; the data ({source}) has "

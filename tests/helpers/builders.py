@@ -67,6 +67,35 @@ def decisive_package(root: Path) -> None:
                   [app_entry("car", ["car"], val.presence[:, 1])], [result])
 
 
+def square_frames(n: int = 48, size: int = 32, seed: int = 0) -> LabelledFrames:
+    """Dark random frames with 0-2 bright squares ('car', class column 1) whose boxes are known exactly."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 60, size=(n, size, size, 3), dtype=np.uint8)
+    boxes, counts = [], np.zeros((n, 5), np.int32)
+    for i in range(n):
+        mine = []
+        for _ in range(rng.integers(0, 3)):
+            side = int(rng.integers(size // 4, size // 2))
+            x0, y0 = (int(v) for v in rng.integers(0, size - side, 2))
+            frames[i, y0 : y0 + side, x0 : x0 + side] = 230
+            mine.append([1, x0 / size, y0 / size, (x0 + side) / size, (y0 + side) / size])
+        boxes.append(np.array(mine, np.float32).reshape(-1, 5))
+        counts[i, 1] = len(mine)
+    return LabelledFrames(frames, counts > 0, np.zeros(n, int), np.arange(n), counts, tuple(boxes))
+
+
+def detect_package(root: Path, branchpoints: tuple[int, ...] = (0, 6), epochs: int = 20) -> Manifest:
+    """A tiny package with one detect app 'cars' (class 'car', event at count >= 1) trained on squares."""
+    base = build_base("tiny_cnn")
+    train, val = square_frames(seed=1), square_frames(n=16, seed=2)
+    specs = [CandidateSpec("cars", (1,), b, epochs=epochs, lr=3e-3, batch_size=16, input_size=32, task="detect")
+             for b in branchpoints]
+    results = [finetune_candidate(base, spec, train, val) for spec in specs]
+    info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
+    return build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1),
+                         [app_entry("cars", ["car"], val.counts[:, 1] >= 1, task="detect")], results)
+
+
 def bright_dark_samples(count: int, start: float, flip: bool, size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(timestamps 1 s apart, frames, labels) of a trivially learnable scene: bright frames show a car
     (label column 1), dark ones do not; `flip` labels them the other way round (another scene)."""

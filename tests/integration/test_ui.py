@@ -64,9 +64,21 @@ def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     assert fleet.http.get(f"/cameras/{IDLE}/latest", headers=ADMIN).json()["frame_ts"] is None
 
 
+def _event_with_snapshot(fleet: Fleet, camera_id: str, timeout_s: float = 15.0) -> dict:
+    """The camera's first event with a snapshot, once the event hub has it: results reach the one hub in
+    batches and are held `events.reorder_s` before tracking, so an event is stored a moment after its frames."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = fleet.http.get("/admin/events", params={"camera": camera_id}, headers=ADMIN).json()["events"]
+        found = [e for e in events if e["snapshot"]]
+        if found or time.monotonic() > deadline:
+            assert found, f"no event with a snapshot on {camera_id} after {timeout_s} s: {events}"
+            return found[0]
+        time.sleep(0.2)
+
+
 def test_event_snapshots_are_served_to_the_admin(fleet: Fleet) -> None:
-    events = fleet.http.get("/admin/events", params={"camera": GATE}, headers=ADMIN).json()["events"]
-    shot = next(e for e in events if e["snapshot"])
+    shot = _event_with_snapshot(fleet, GATE)
     answer = fleet.http.get(f"/admin/events/{shot['event_id']}/snapshot", headers=ADMIN)
     assert answer.status_code == 200 and answer.content == Path(shot["snapshot"]).read_bytes()
     assert "immutable" in answer.headers["cache-control"]

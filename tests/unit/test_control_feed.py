@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from stemcell.state import CAMERAS, PLANNER, StateStore, new_token
-from stemcell.state.control import ROUTE, TOKEN, Change, ControlFeed, ControlTable
+from stemcell.state.control import ROUTE, TOKEN, Change, ControlDelta, ControlFeed, ControlTable
 from stemcell.state.tokens import hash_token
 from tests.helpers.feed import Follower
 
@@ -68,6 +68,10 @@ def test_a_gap_or_a_restarted_store_asks_for_the_snapshot() -> None:
     assert feed.since(feed.epoch, 3).changes == (Change(TOKEN, "c3", "m"), Change(TOKEN, "c4", "m"))
     table = ControlTable()
     assert not table.apply(feed.since("another-epoch", 5))
+    table.epoch, table.version = feed.epoch, 3
+    newer, older = feed.since(feed.epoch, 3), ControlDelta(feed.epoch, 4, (Change(TOKEN, "c3", "stale"),))
+    assert table.apply(newer) and table.apply(older)  # two overlapping syncs answered out of order
+    assert table.token_macs == {"c3": "m", "c4": "m"} and table.version == 5
     started = time.monotonic()
     assert feed.wait(feed.epoch, 5, 0.05).changes == () and time.monotonic() - started >= 0.04  # waited
 

@@ -14,6 +14,7 @@ import torch
 from stemcell.config import CocoData, ImageFolderData, SyntheticData, VideoLabelsData
 from stemcell.data import DataError, LoadRequest, list_sources, load_dataset, split_by_chunks
 from stemcell.data.dataset import even_sample
+from stemcell.world import CLASSES as WORLD_CLASSES
 from stemcell.world import World, WorldConfig, export_coco, export_video_labels
 
 WORLD = WorldConfig(seed=3, num_cameras=2, height=32, width=32, fps=10, duration_s=30)
@@ -70,6 +71,36 @@ def test_coco_reads_back_the_same_frames_and_counts(exported: Path) -> None:
     assert np.array_equal(data.samples.frames, world.samples.frames)  # PNG is lossless
 
 
+def test_every_source_gives_the_worlds_exact_boxes(exported: Path) -> None:
+    """Boxes normalised to the frame: the world's exact ones, and the same read back from CSV and COCO."""
+    world = World(WORLD)
+    synthetic = load_dataset(SyntheticData(), REQUEST)
+    first = world.camera(0).labels(int(synthetic.samples.indices[0])).boxes
+    assert synthetic.samples.boxes is not None and len(synthetic.samples.boxes) == len(synthetic.samples)
+    expected = np.array([[b.cls, b.x0 / 32, b.y0 / 32, b.x1 / 32, b.y1 / 32] for b in first]).reshape(-1, 5)
+    np.testing.assert_allclose(synthetic.samples.boxes[0], expected, atol=1e-6)
+    per_frame = [len(b) for b in synthetic.samples.boxes]
+    assert per_frame == synthetic.samples.counts.sum(axis=1).tolist()
+    coco = load_dataset(CocoData(kind="coco", annotations=exported / "coco" / "annotations.json", fps=10), REQUEST)
+    videos = load_dataset(_videos(exported), REQUEST)
+    order = np.array([videos.classes.index(c) for c in WORLD_CLASSES])
+    for got, want in zip(coco.samples.boxes, synthetic.samples.boxes):  # type: ignore[arg-type]
+        np.testing.assert_allclose(_sorted(got), _sorted(want), atol=1e-6)
+    for got, want in zip(videos.samples.boxes, synthetic.samples.boxes):  # type: ignore[arg-type]
+        np.testing.assert_allclose(_sorted(got), _sorted(np.column_stack([order[want[:, 0].astype(int)], want[:, 1:]])),
+                                   atol=1e-6)
+
+
+def _sorted(boxes: np.ndarray) -> np.ndarray:
+    return boxes[np.lexsort(boxes.T[::-1])]
+
+
+def test_labels_without_boxes_give_no_boxes(tmp_path: Path, exported: Path) -> None:
+    rows = [{"video": "camera00.mp4", "frame": 5, "class": "car"}]
+    data = load_dataset(_bad_rows(tmp_path, exported, rows), REQUEST)
+    assert data.samples.boxes is None and data.samples.counts.sum() == 1
+
+
 def test_labelled_frames_rules(tmp_path: Path, exported: Path) -> None:
     """until_last: frames 0..last listed are labelled (unlisted = negatives); listed: only listed frames;
     a `labelled` range overrides both for its video."""
@@ -115,6 +146,9 @@ def _bad_rows(tmp_path: Path, exported: Path, rows: list[dict[str, object]]) -> 
          r"bad.csv: row 2: frame 300 is past the end of camera00.mp4 \(300 frames\)"),
         ([{"video": "camera00.mp4", "frame": 3, "class": "car", "x0": 0, "y0": 0, "x1": 40, "y1": 8}],
          r"bad.csv: row 1: box \(0, 0, 40, 8\) lies outside the 32x32 frame of camera00.mp4"),
+        ([{"video": "camera00.mp4", "frame": 3, "class": "car", "x0": 0, "y0": 0, "x1": 9, "y1": 8},
+          {"video": "camera00.mp4", "frame": 4, "class": "car", "x0": 9, "y0": 0, "x1": 9, "y1": 8}],
+         r"bad.csv: row 2: box \(9, 0, 9, 8\) lies outside the 32x32 frame of camera00.mp4 \(or is empty\)"),
         ([{"video": "other.mp4", "frame": 3, "class": "car"}], r"bad.csv: row 1: video 'other.mp4' is not among data.videos"),
         ([{"video": "camera00.mp4", "frame": 3, "label": "car"}], r"bad.csv: missing columns \['class'\]"),
         ([{"video": "camera00.mp4", "frame": 2.5, "class": "car"}], r"bad.csv: row 1: frame 2.5 is not a whole number"),
@@ -139,8 +173,11 @@ def test_missing_and_corrupt_videos(tmp_path: Path, exported: Path) -> None:
 def test_labelled_range_and_class_list_errors(tmp_path: Path, exported: Path) -> None:
     with pytest.raises(DataError, match=r"data.labelled.camera00.mp4: \[0, 400\] is outside the video's 300 frames"):
         load_dataset(_videos(exported, labelled={"camera00.mp4": (0, 400)}), REQUEST)
-    with pytest.raises(DataError, match=r"labels.csv: classes \['bicycle', 'bus', 'dog'\] are not in data.classes"):
+    with pytest.raises(DataError, match=r"labels.csv: row \d+: class '(bicycle|bus|dog)' is not in data.classes "
+                                         r"\['person', 'car'\]"):
         load_dataset(_videos(exported, classes=["person", "car"]), REQUEST)
+    with pytest.raises(DataError, match=r"labels.csv: data.classes is empty"):
+        load_dataset(_videos(exported, classes=[]), REQUEST)
 
 
 def test_coco_dangling_ids_and_bad_boxes(tmp_path: Path, exported: Path) -> None:
@@ -149,6 +186,7 @@ def test_coco_dangling_ids_and_bad_boxes(tmp_path: Path, exported: Path) -> None
         ({"image_id": 9999}, r"annotations\[0\] \(id 1\): image_id 9999 is not among the images"),
         ({"category_id": 42}, r"annotations\[0\] \(id 1\): category_id 42 is not among the categories"),
         ({"bbox": [30, 0, 10, 10]}, r"annotations\[0\] \(id 1\): bbox \[30, 0, 10, 10\] lies outside the 32x32 image"),
+        ({"bbox": [3, 0, 0, 10]}, r"annotations\[0\] \(id 1\): bbox \[3, 0, 0, 10\] lies outside .* \(or is empty\)"),
     ]
     for change, message in cases:
         bad = {**raw, "annotations": [{**raw["annotations"][0], **change}, *raw["annotations"][1:]]}
@@ -195,3 +233,10 @@ def test_registry_refuses_duplicates_and_unknown_kinds() -> None:
         register_source("coco")(lambda section, request: None)
     with pytest.raises(ValueError, match=r"unknown data kind 'kinetics'; choose one of \['coco', 'image_folder'"):
         load_dataset(SyntheticData().model_copy(update={"kind": "kinetics"}), REQUEST)
+
+
+def test_coco_unknown_class_names_the_annotation(exported: Path) -> None:
+    with pytest.raises(DataError, match=r"annotations.json: annotations\[\d+\] \(id \d+\): class '\w+' is not in "
+                                        r"data.classes \['person'\]"):
+        load_dataset(CocoData(kind="coco", annotations=exported / "coco" / "annotations.json", classes=["person"]),
+                     REQUEST)

@@ -1,8 +1,14 @@
 """Events tracked once per camera: results from several producers, put back in frame order by the hub."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
+from actors.event_hub import EventForwarder
 from stemcell.events import EventTracker
 from stemcell.events.forward import Observed, Reorderer, ResultBatcher
+from stemcell.serve_config import ServeConfig
 
 
 def _answer(ts: float, active: bool, score: float = 0.9) -> dict:
@@ -66,3 +72,32 @@ def test_a_batcher_the_hub_never_drains_stays_bounded() -> None:
     batcher = ResultBatcher(keep_frames=False, max_pending=3)
     batcher.add("cam", [None] * 5, [_answer(float(t), False) for t in range(5)])
     assert [i.frame_ts for i in batcher.drain()] == [2.0, 3.0, 4.0] and batcher.dropped == 2
+
+
+class _Hub:
+    """Stands in for the hub's actor handle: records what `observe.remote` was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Observed]] = []
+        self.observe = self
+
+    def remote(self, items: list[Observed]) -> str:
+        self.sent.append(items)
+        return "ref"
+
+
+def test_forwarder_sends_one_batch_with_jpeg_snapshots_and_survives_a_bad_frame(tmp_path: Path) -> None:
+    config = ServeConfig.model_validate({"package_dir": str(tmp_path), "state_path": str(tmp_path / "s.db"),
+                                         "events": {"snapshot_dir": str(tmp_path / "snaps")}})
+    hub = _Hub()
+    forwarder = EventForwarder(config, hub=hub)
+    assert forwarder.send() is None and hub.sent == []  # nothing buffered: no call
+    frame = np.zeros((8, 8, 3), np.uint8)
+    forwarder.on_results("a", [frame, frame], [_answer(1.0, True), _answer(2.0, True)])
+    forwarder.on_results("b", [b"not an array"], [_answer(1.5, True)])
+    forwarder.close_camera("a")
+    assert forwarder.send() == "ref"
+    (batch,) = hub.sent
+    assert [(i.camera_id, i.results is None) for i in batch] == [("a", False), ("a", False), ("b", False), ("a", True)]
+    assert batch[0].frame[:2] == b"\xff\xd8" and batch[1].frame is None  # JPEG at the candidate start only
+    assert batch[2].frame is None  # could not be encoded: the event goes without a picture

@@ -18,7 +18,9 @@ from stemcell.sharing.joint_merge import (
     MergeConfig,
     ModelData,
     merge_candidates,
+    presplit,
     split_by_distance,
+    tie,
 )
 from stemcell.sharing.matching import layer_signature, match_report, model_units, package_models
 from stemcell.sharing.merger import module_bytes
@@ -197,3 +199,34 @@ def test_incremental_update_keeps_shared_units_and_undo_gives_own_copies() -> No
     assert torch.equal(live.models[2].upper[5][0].weight, live.models[0].upper[5][0].weight)
     assert all(len(g.members) == 2 for g in live.groups)
     assert live.counts().updates == 1 and live.counts().checks == 1
+
+
+def test_mean_init_starts_a_tied_unit_from_the_members_average() -> None:
+    models = _models(3, seeds=(0, 1))
+    units = [m.upper[2] for m in models]
+    want = {k: torch.stack([u.state_dict()[k] for u in units]).mean(0) for k, t in units[0].state_dict().items()
+            if t.is_floating_point()}
+    counters = {k: t.clone() for k, t in units[0].state_dict().items() if not t.is_floating_point()}
+    candidate = next(c for c in merge_candidates([model_units(str(i), m) for i, m in enumerate(models)])
+                     if c.members[0][1] == "upper.2")
+    shared = tie(models, candidate, "mean")
+    assert models[0].upper[2] is models[1].upper[2] is models[2].upper[2] is shared
+    for k, t in shared.state_dict().items():
+        torch.testing.assert_close(t, want[k] if k in want else counters[k])
+
+
+def test_presplit_separates_models_of_two_bases_before_trying_them() -> None:
+    models = _models(4, seeds=(0, 1))  # bases alternate: models 0, 2 on one, 1, 3 on the other
+    with torch.no_grad():  # fine-tuning moves each model a little from its base
+        for k, m in enumerate(models):
+            for p in m.parameters():
+                p.add_(1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
+    candidate = next(c for c in merge_candidates([model_units(str(i), m) for i, m in enumerate(models)])
+                     if c.members[0][1] == "upper.5")
+    units = [m.upper[5] for m in models]
+    halves = presplit(candidate, units, ratio=2.0)
+    assert sorted(tuple(i for i, _ in h.members) for h in halves) == [(0, 2), (1, 3)]
+    same_base = _models(4)
+    one = next(c for c in merge_candidates([model_units(str(i), m) for i, m in enumerate(same_base)])
+               if c.members[0][1] == "upper.5")
+    assert presplit(one, [m.upper[5] for m in same_base], ratio=2.0) == [one]  # one cluster: tried whole

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import simplejpeg
 import torch
-import torch.nn.functional as F
 
+from stemcell.data.dataset import resize_square
 from stemcell.imaging import dct_factor, decode_for_model, decode_image, encode_jpeg, encode_png, resize_frames
 from stemcell.models import normalised, to_input
 
@@ -60,21 +60,21 @@ def test_png_and_grey_jpeg_come_whole_then_resized() -> None:
     assert frame.shape == (32, 32, 3) and np.array_equal(frame[..., 0], frame[..., 2])
 
 
-def test_resize_keeps_the_rule_models_were_trained_with() -> None:
-    """Bilinear with antialiasing over the whole frame, stretched to the square: the float rule of
-    before, now in uint8 (at most one grey level of rounding apart)."""
-    frames = np.stack([_scene(135, 240, seed) for seed in range(3)])
+def test_resize_is_the_area_average_the_training_data_gets() -> None:
+    """The whole frame, stretched to the square, each output pixel the mean of the source pixels it
+    covers (exactly the 4x4 block means at a 4x reduction), as the training data sources resize."""
+    frames = np.stack([_scene(256, 192, seed) for seed in range(3)])
     out = resize_frames(frames, 64)
     assert out.shape == (3, 64, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
-    as_float = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(64, 64), mode="bilinear",
-                             align_corners=False, antialias=True).permute(0, 2, 3, 1).numpy()
-    assert np.abs(out - as_float).max() <= 1.0
+    square = frames[:, :192, :, :]  # 192x192 -> 48: 4x4 blocks exactly
+    means = square.reshape(3, 48, 4, 48, 4, 3).mean(axis=(2, 4))
+    assert np.abs(resize_frames(square, 48).astype(float) - means).max() <= 0.5 + 1e-9  # rounded, never further
     assert np.array_equal(out[1], resize_frames(frames[1], 64))  # a frame alone == the same frame in a batch
+    assert np.array_equal(out[1], resize_square(frames[1], 64))  # what training frames get
     read_only = frames.copy()
     read_only.flags.writeable = False  # as frames arrive from Ray's object store
     assert np.array_equal(resize_frames(read_only, 64), out)
-    small = resize_frames(frames[0], 300)  # smaller than the model: upscaled by the same rule
-    assert small.shape == (300, 300, 3)
+    assert resize_frames(frames[0], 300).shape == (300, 300, 3)  # smaller than the model: upscaled too
     assert resize_frames(out, 64) is out  # already at size: no copy, no change
     with pytest.raises(ValueError, match="uint8 RGB"):
         resize_frames(frames.astype(np.float32), 64)

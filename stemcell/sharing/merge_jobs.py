@@ -1,0 +1,112 @@
+"""A joint merge over what a learner already holds: its per-camera models and their sample buffers.
+
+The MergeWorker actor (`actors.merge_worker`) is a shell over this: it reads a RetrainWorker
+checkpoint (the learner's models, Adam state and teacher-labelled buffers, `AmsTrainer.state_dict`),
+builds one `ModelData` per (camera, app) job from the buffer (every `holdout_every`-th sample held
+out for the accuracy targets), runs `JointMerger`, and ships each merged model's upper segments +
+head to the executor (`set_app_weights`). Tied units are byte-identical there, so the executor's
+content-addressed `ModuleStore` stores them once; `store_bytes` computes the same accounting here.
+The plan view's per-executor `merge` entry (`merge_view`) counts bytes, re-merges and undone merges.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stemcell.learning.ams import AmsTrainer
+from stemcell.models import AppModel, to_input
+from stemcell.sharing.joint_merge import ModelData
+from stemcell.sharing.remerge import RemergeCounts
+from stemcell.sharing.stem_tree import StemTree
+
+log = logging.getLogger(__name__)
+JobKey = tuple[str, str]  # (camera, app)
+
+
+@dataclass
+class LearnerWorkload:
+    """The learner's jobs that have enough samples to merge, with their data."""
+
+    keys: list[JobKey]
+    models: list[AppModel]
+    data: list[ModelData]
+    versions: list[int]  # the learner's version of each model (the executor serves it)
+    newest_s: dict[str, float]  # per camera, the newest sample used: fresher ones check the merge
+
+
+def learner_workload(trainer: AmsTrainer, *, holdout_every: int = 3, min_samples: int = 12,
+                     since_s: dict[str, float] | None = None) -> LearnerWorkload:
+    """One `ModelData` per job from its camera's buffer (samples after `since_s[camera]` only, when given).
+
+    Jobs with fewer than `min_samples` labelled samples are left out with a log line: their held-out
+    accuracy would be too noisy to hold a merge to its target.
+    """
+    cfg = trainer.config
+    out = LearnerWorkload([], [], [], [], {})
+    for camera, app in trainer.order:
+        job = trainer.job(camera, app)
+        items = trainer.session(camera).buffer.items((since_s or {}).get(camera))
+        if len(items) < min_samples:
+            log.info("job %s/%s has %d samples (< %d): left out of the merge", camera, app, len(items), min_samples)
+            continue
+        x = to_input(np.stack([it.frame for it in items]), cfg.input_size, mean=cfg.mean, std=cfg.std)
+        y = torch.from_numpy((np.stack([it.labels for it in items])[:, job.target] > 0.5).astype(np.float32))[:, None]
+        held = torch.arange(len(items)) % holdout_every == 0
+        out.keys.append((camera, app))
+        out.models.append(job.learner.model)
+        out.data.append(ModelData(x[~held], y[~held], x[held], y[held]))
+        out.versions.append(job.version)
+        out.newest_s[camera] = max(it.t_s for it in items)
+    return out
+
+
+def store_bytes(models: Sequence[AppModel]) -> int:
+    """What a stem tree's content-addressed store holds for these models: the executors' accounting
+    (a unit tied by the merge is one module, so it is counted once)."""
+    if not models:
+        return 0
+    tree = StemTree(max(m.branchpoint + len(m.upper) for m in models))
+    for i, m in enumerate(models):
+        tree.add((str(i), "app"), m)
+    return tree.store.bytes()
+
+
+@dataclass(frozen=True)
+class MergeView:
+    """Per executor in `GET /admin/plan`: what the merge saves and how it has been kept up."""
+
+    merged_bytes: int  # the merged models as the executor's store holds them
+    unmerged_bytes: int  # the same models before merging
+    remerges: int  # merges re-run on this executor after its models changed
+    undone: int  # merges undone because a member fell below target on fresh samples
+
+    def as_dict(self) -> dict[str, int]:
+        return {"merged_bytes": self.merged_bytes, "unmerged_bytes": self.unmerged_bytes,
+                "remerges": self.remerges, "undone": self.undone}
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    """What one `MergeWorker.merge` did."""
+
+    executor: str
+    models: int  # learner jobs merged (those with enough samples)
+    groups: int  # merges kept
+    rolled_back: int  # merge steps that missed a target and were rolled back
+    stopped: str  # "no candidates" | "budget"
+    seconds: float
+    view: MergeView
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    """What one `MergeWorker.check` did on the samples newer than the merge."""
+
+    executor: str
+    checked: int  # models with fresh samples
+    undone: int  # merges undone by this check
+    counts: RemergeCounts
