@@ -17,9 +17,10 @@ gain_zoo ((c) - (b) over the minutes after each scene change), plan_f1_error_val
 precision/recall or from the live estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off
 (inference latency per frame with a retraining thread running beside it, or not),
 real_agreement_start/end (vtest.avi, OpenCV HOG people teacher; the teacher labels the full frame,
-the student sees it at model size). `slicing_gain_over_round_robin` is not measured here (null):
-benchmarks/recl_slicing.py measures slicing (`--static-cameras`), with static cameras that start
-unadapted, which is not yet the fleet issue 17 asks for.
+the student sees it at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
+gain-driven slicing minus round-robin, mean live accuracy in points, on item 5's mixed fleet of
+benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static and adapted to their
+scene before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
 """
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from ams_common import Setup, build_world, fresh_app, pretrained_base
+from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.event_metrics import event_score
@@ -57,6 +59,9 @@ from stemcell.training import binary_metrics, world_frames
 from stemcell.world import CLASSES, World
 
 MODES = ("off", "ams", "zoo")
+# Item 5's mixed fleet: 4 of 8 cameras static and adapted to their scene before the run (200 Adam steps).
+SLICING_FULL = "--static-cameras 4 --adapt-static 200"
+SLICING_QUICK = SLICING_FULL + " --windows 4 --pretrain-frames 200 --size 32"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
@@ -234,6 +239,29 @@ def real_clip(base: SegmentedNet, args: argparse.Namespace) -> dict[str, Any]:
             "real_clip": f"{VTEST.name}: {len(small)} samples at 1 fps, teacher labels the full frame"}
 
 
+def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    """Item 5: gain-driven slicing minus round-robin (mean live accuracy, points) on the mixed fleet of
+    benchmarks/slicing_fleet.py, one value per seed: `--slicing-fleet` flags, half the cameras static
+    and adapted to their scene before the run, the others drifting and unadapted."""
+    parser = argparse.ArgumentParser()
+    add_fleet_arguments(parser)
+    per_seed, drop_per_seed, static_share = [], [], []
+    for seed in range(args.slicing_seeds):
+        policies = "gain,gain_drop,round_robin"
+        fleet = parser.parse_args([*args.slicing_fleet.split(), "--seed", str(seed), "--policies", policies])
+        finish_fleet_arguments(parser, fleet, args.quick)
+        summary, _ = measure(fleet)
+        by_policy = {s["policy"]: s for s in summary}
+        per_seed.append(float(by_policy["gain"]["vs_round_robin_points"]))
+        drop_per_seed.append(float(by_policy["gain_drop"]["vs_round_robin_points"]))
+        static_share.append({p: int(s["static_micro_windows"]) for p, s in by_policy.items()})
+    return {"slicing_gain_over_round_robin": float(np.mean(per_seed)), "slicing_per_seed": per_seed,
+            # item 5's fix: expected gain = agreement drop since the last update, not the probe's gain
+            "slicing_drop_prior_over_round_robin": float(np.mean(drop_per_seed)),
+            "slicing_drop_prior_per_seed": drop_per_seed,
+            "slicing_static_micro_windows": static_share, "slicing_fleet": args.slicing_fleet}
+
+
 def setup_of(args: argparse.Namespace) -> Setup:
     return Setup(size=args.size, fps=args.fps, duration_s=args.duration_s, app_class=args.app,
                  branchpoint=args.branchpoint, pretrain_frames=args.pretrain_frames, pretrain_epochs=2, seed=args.seed)
@@ -271,9 +299,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zoo-k", type=int, default=5)
     parser.add_argument("--pretrain-frames", type=int, help="source-world frames per camera (default 200 / 600)")
     parser.add_argument("--latency-frames", type=int, default=200)
+    parser.add_argument("--slicing-seeds", type=int, help="seeds of the mixed slicing fleet (default 2 / 5)")
+    parser.add_argument("--slicing-fleet", help="benchmarks/slicing_fleet.py flags of the mixed fleet "
+                        f"(default quick {SLICING_QUICK!r}, full {SLICING_FULL!r})")
     args = parser.parse_args(argv)
     for name, quick, full in (("cameras", 3, 6), ("duration_s", 240.0, 900.0), ("iters", 10, 20),
-                              ("pretrain_frames", 200, 600)):
+                              ("pretrain_frames", 200, 600), ("slicing_seeds", 2, 5),
+                              ("slicing_fleet", SLICING_QUICK, SLICING_FULL)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     return args
@@ -307,8 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         "learning_gpu_fraction": b.retrain_s / (b.retrain_s + b.infer_s),
         "p99_ms_learning_on": latency_p99(b, world, cams, args, learning=True),
         "p99_ms_learning_off": latency_p99(b, world, cams, args, learning=False),
-        "slicing_gain_over_round_robin": None,
-        "slicing_per_seed": None,
+        **slicing_on_mixed_fleet(args),
         **real_clip(base, args),
         "kept_back": {m: sum(j.stats.kept_back for s in runs[m].live.trainer.sessions.values() for j in s.jobs.values())
                       for m in MODES},

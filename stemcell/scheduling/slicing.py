@@ -87,6 +87,18 @@ def last_gain_estimate(gains: Sequence[float], prior_rate: float = 0.7) -> GainC
 
 GainEstimator = Callable[[Sequence[float], float], GainCurve | None]
 ESTIMATORS: dict[str, GainEstimator] = {"curve": fit_gain_curve, "last": last_gain_estimate}
+# "prior": a job's expected gain comes from its `prior_gain` (e.g. how far its agreement with the
+# teacher dropped since its last update), decaying by `prior_rate` per window it is granted; the
+# probes' measured gains are ignored (too noisy to rank jobs, see benchmarks/recl_slicing.py). A job
+# without a prior falls back to the curve fit.
+ESTIMATOR_NAMES = (*ESTIMATORS, "prior")
+
+
+def expected_gain_curve(job: RetrainJob, estimator: str, prior_rate: float) -> GainCurve | None:
+    """The gain curve the gain-driven policy plans `job` with, by estimator name."""
+    if estimator == "prior" and job.prior_gain is not None:
+        return GainCurve(next=job.prior_gain * prior_rate**job.windows_used, rate=prior_rate)
+    return ESTIMATORS["curve" if estimator == "prior" else estimator](job.recent_gains, prior_rate)
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,8 @@ class SlicingContext:
         ids = [j.job_id for j in self.jobs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"job ids must be unique, got {ids}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATORS)}")
+        if self.estimator not in ESTIMATOR_NAMES:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATOR_NAMES)}")
 
 
 @dataclass(frozen=True)
@@ -154,14 +166,13 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
     earlier job, so a flat tie is shared rather than handed to the first job every time. A job known
     only by `prior_gain` is planned with that prior after its probe.
     """
-    estimate = ESTIMATORS[ctx.estimator]
     order: list[str] = []
     expected = 0.0
     heap: list[tuple[float, int, int, int]] = []  # (-expected gain, windows so far, job position, windows ahead)
     curves: dict[int, GainCurve | None] = {}
     budget = ctx.windows_available
     for pos, job in enumerate(ctx.jobs):
-        curve = estimate(job.recent_gains, ctx.prior_rate)
+        curve = expected_gain_curve(job, ctx.estimator, ctx.prior_rate)
         used = job.windows_used
         if used == 0 and budget > 0:
             order.append(job.job_id)
@@ -243,6 +254,7 @@ class JobGainTracker:
 
     history: int = 8
     keep_best: bool = False
+    priors: Mapping[str, float] = field(default_factory=dict)  # prior_gain per job (estimator "prior")
     _accuracy: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def start(self, job_id: str, accuracy: float) -> None:
@@ -269,7 +281,7 @@ class JobGainTracker:
 
     def job(self, job_id: str) -> RetrainJob:
         gains = self.gains(job_id)
-        return RetrainJob(job_id, gains[-self.history :], windows_used=len(gains))
+        return RetrainJob(job_id, gains[-self.history :], windows_used=len(gains), prior_gain=self.priors.get(job_id))
 
     def expected_next_gain(self, job_id: str, prior_rate: float = 0.7) -> float | None:
         curve = fit_gain_curve(self.job(job_id).recent_gains, prior_rate)
@@ -315,6 +327,7 @@ def run_micro_windows(
     estimator: str = "curve",
     prior_rate: float = 0.7,
     checkpoints: Checkpoints | None = None,
+    prior_gains: Mapping[str, float] | None = None,
 ) -> SlicingRun:
     """Execute one update window in-band: plan, train `order[0]` for one micro-window, re-plan.
 
@@ -328,8 +341,10 @@ def run_micro_windows(
     on the held-out frames (RECL's safety checker likewise deploys a retrained model only when it
     beats the current one on the labelled frames). The policy then sees each window's gain over
     the best so far (0 for a rolled-back window). This is job mechanics, the same for every policy.
+
+    `prior_gains[job]` is the job's `prior_gain` in every planning context (estimator "prior").
     """
-    tracker = JobGainTracker(keep_best=checkpoints is not None)
+    tracker = JobGainTracker(keep_best=checkpoints is not None, priors=dict(prior_gains or {}))
     for job_id, acc in initial_accuracy.items():
         tracker.start(job_id, acc)
         if checkpoints is not None:

@@ -12,6 +12,7 @@ from stemcell.scheduling.slicing import (
     RetrainJob,
     SlicingContext,
     equal_share_slicing,
+    expected_gain_curve,
     fit_gain_curve,
     gain_driven_slicing,
     last_gain_estimate,
@@ -276,3 +277,26 @@ def test_keep_best_never_deploys_a_model_worse_than_the_start(name: str) -> None
     assert all(jobs.current[j] >= start[j] for j in start)
     assert run.final_accuracy == pytest.approx(jobs.current)
     assert sum(run.gains) == pytest.approx(sum(run.final_accuracy.values()) - sum(start.values()))
+
+
+def test_prior_estimator_decays_the_prior_and_ignores_noisy_probes() -> None:
+    # A job whose probe measured a loss but whose agreement dropped a lot since its last update is
+    # still expected to gain: the prior, decayed once per window already granted.
+    job = RetrainJob("drifted", recent_gains=(-0.1,), windows_used=1, prior_gain=0.2)
+    curve = expected_gain_curve(job, "prior", 0.5)
+    assert curve is not None and curve.next == pytest.approx(0.1) and curve.rate == 0.5
+    # Without a prior the "prior" estimator falls back to the curve fit of the measured gains.
+    bare = RetrainJob("new", recent_gains=(0.04,), windows_used=1)
+    assert expected_gain_curve(bare, "prior", 0.5) == fit_gain_curve((0.04,), 0.5)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        SlicingContext((job,), 3, estimator="nope")
+
+
+def test_prior_gains_steer_the_in_band_run_to_the_drifted_job() -> None:
+    # Both jobs' probes gain the same; only the drop since the last update tells them apart.
+    flat = {"static": (0.8, 0.9, 0.5), "drifted": (0.8, 0.9, 0.5)}
+    run = _run("gain", flat, 8, estimator="prior", prior_gains={"static": 0.0, "drifted": 0.3})
+    assert run.order[:2] == ("static", "drifted")  # Algorithm 1's probes, in context order
+    assert run.windows_for("drifted") > run.windows_for("static") + 2
+    plain = _run("gain", flat, 8)
+    assert plain.windows_for("drifted") == plain.windows_for("static")
