@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,18 @@ class ExecutorRejected(ValueError):
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "cause", None) or exc).strip()
     return text.splitlines()[-1][:300] if text else type(exc).__name__
+
+
+def same_size_runs(keys: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """[start, stop) runs of consecutive equal keys: the executor items of a request whose frames
+    differ in shape or own size (kept in request order, so timestamps and events stay ordered)."""
+    runs: list[tuple[int, int]] = []
+    for i, key in enumerate(keys):
+        if runs and keys[runs[-1][0]] == key:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 class ExecutorPool:
@@ -206,13 +218,18 @@ class ExecutorPool:
         return await self.handle_for(camera_id).stats.remote()
 
     async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None,
-                    frame_size: tuple[int, int] | None = None) -> list[FrameResult]:
-        """One result per frame, in order: all of the request's frames in one item (they arrive at the
-        executor's input size, or at least at one size; the executor resizes others off its lock).
-        `frame_size`: (height, width) the camera sent them at, when they were resized on the way."""
-        if len({f.shape for f in frames}) > 1:
-            raise ExecutorRejected(f"frames of one request differ in size: {sorted({f.shape for f in frames})}")
-        return await self._submit(camera_id, np.stack(frames), timestamps, frame_size)
+                    frame_sizes: Sequence[tuple[int, int]] | None = None) -> list[FrameResult]:
+        """One result per frame, in order. `frame_sizes`: each frame's (height, width) as the camera sent
+        it (the pixels its detect boxes are served in). Frames that share an array shape and an own size
+        go in one item (the usual case: all of a request); a request mixing sizes is sent as one item
+        per size, one after another so the camera's frames stay in order."""
+        sizes = list(frame_sizes) if frame_sizes else [None] * len(frames)
+        groups = same_size_runs([(f.shape, s) for f, s in zip(frames, sizes)])
+        results: list[FrameResult] = []
+        for start, stop in groups:
+            stamps = timestamps[start:stop] if timestamps else None
+            results += await self._submit(camera_id, np.stack(frames[start:stop]), stamps, sizes[start])
+        return results
 
     async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None,
                       frame_size: tuple[int, int] | None) -> list[FrameResult]:

@@ -34,7 +34,12 @@ class Decoded:
 
     frames: list[np.ndarray]  # RGB uint8 (H, W, 3) (size x size when a size was given), in request order
     timestamps: list[float] | None  # client timestamps when given, one per frame
-    frame_size: tuple[int, int] | None = None  # (height, width) the camera sent, when `frames` were resized
+    frame_sizes: list[tuple[int, int]] | None = None  # per frame (height, width) as the camera sent it
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The last frame's own size (the one `/latest` shows)."""
+        return self.frame_sizes[-1] if self.frame_sizes else None
 
 
 def _declared_length(request: Request, limit: int) -> None:
@@ -119,15 +124,6 @@ def _declared_size(request: Request) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-def _one_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
-    """The request's one frame size: a batch of differently sized images is refused (one size per
-    request keeps each frame's boxes in its own pixels without splitting the executor call)."""
-    if len(set(sizes)) > 1:
-        raise HTTPException(422, f"frames of one request differ in size (height, width): {sorted(set(sizes))}; "
-                                 "send one size per request")
-    return sizes[0]
-
-
 def _timestamp(text: str | None) -> float | None:
     if text is None:
         return None
@@ -148,13 +144,13 @@ async def single_frame(request: Request, limits: ImageLimits, size: int | None =
     declared = _declared_size(request)
     data = await read_body(request, limits.max_bytes)
     frame = await _decode(data, request.headers.get("content-type"), limits, "image", size)
-    return Decoded([frame], None if ts is None else [ts], declared or _own_size(data))
+    return Decoded([frame], None if ts is None else [ts], [declared or _own_size(data)])
 
 
 async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int,
                        size: int | None = None) -> Decoded:
     """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`
-    (`size`, `?w=&h=` as in `single_frame`; the images must share one size)."""
+    (`size`, `?w=&h=` as in `single_frame`; images of different sizes keep each its own)."""
     declared = _declared_size(request)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
@@ -183,4 +179,4 @@ async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, m
             sizes.append(_own_size(data))
     finally:
         await form.close()
-    return Decoded(frames, stamps or None, declared or _one_size(sizes))  # type: ignore[arg-type]
+    return Decoded(frames, stamps or None, [declared] * len(frames) if declared else sizes)  # type: ignore[arg-type]

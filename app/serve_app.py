@@ -216,7 +216,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         await self._require_camera(request, camera_id)
         decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
-                                                       decoded.frame_size))
+                                                       decoded.frame_sizes))
         metrics().record_results(camera_id, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)
@@ -233,7 +233,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
                                      self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
-                                                       decoded.frame_size))
+                                                       decoded.frame_sizes))
         metrics().record_results(camera_id, results)
         self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +177,12 @@ class StemcellService:
 
     # ------------------------------------------------------------------ frames
     async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None,
-                    frame_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`); `frame_size` (height,
-        width) is the frames' size as the camera sent them, the pixels detect apps' boxes are served in."""
+                    frame_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`); `frame_sizes` (height,
+        width per frame) are the frames' sizes as the camera sent them, the pixels detect apps' boxes are
+        served in."""
         started = time.perf_counter()
-        results = await self.pool.infer(camera_id, frames, timestamps, frame_size)
+        results = await self.pool.infer(camera_id, frames, timestamps, frame_sizes)
         window = self.windows.get(camera_id)
         if window is None:
             window = self.windows[camera_id] = RollingWindow()

@@ -9,6 +9,7 @@ from fastapi import HTTPException
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from app.executors import same_size_runs
 from app.images import batch_frames, json_body, read_body, single_frame
 from stemcell.imaging import ImageLimits, decode_for_model, encode_jpeg
 
@@ -101,13 +102,19 @@ def test_frames_come_out_at_the_model_size_when_given_one() -> None:
     assert np.array_equal(batch.frames[0], single.frames[0]) and batch.frame_size == (200, 250)
 
 
-def test_a_batch_of_images_of_different_sizes_is_refused() -> None:
-    """One request, one frame size: each frame's boxes stay in its own pixels without splitting the call."""
+def test_a_batch_of_images_of_different_sizes_keeps_each_its_own_size() -> None:
+    """Each frame of a batch keeps its own (height, width): the pool sends one executor item per size."""
     big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
     body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", _jpeg(1))])
-    with pytest.raises(HTTPException) as err:
-        asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
-    assert err.value.status_code == 422 and "(32, 48)" in err.value.detail and "(200, 250)" in err.value.detail
+    batch = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
+    assert batch.frame_sizes == [(200, 250), (32, 48)] and batch.frame_size == (32, 48)
+    assert [f.shape for f in batch.frames] == [(24, 24, 3)] * 2
+
+
+def test_same_size_runs_split_a_request_in_order() -> None:
+    assert same_size_runs(["a", "a", "b", "a"]) == [(0, 2), (2, 3), (3, 4)]
+    assert same_size_runs([((24, 24, 3), (10, 20))] * 3) == [(0, 3)]
+    assert same_size_runs([]) == []
 
 
 def test_declared_size_is_the_frames_own_size_when_the_client_resized() -> None:
