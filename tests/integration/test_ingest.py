@@ -19,6 +19,7 @@ import ray
 import yaml
 from ray import serve
 
+from actors.state_store import get_or_create_state_store
 from app.serve_app import build_app
 from tests.helpers.builders import tiny_package
 from tests.helpers.streams import (
@@ -159,6 +160,14 @@ def test_file_source_under_allowed_dirs_loops(http: httpx.Client) -> None:
     assert shot.headers["etag"] and shot.headers["cache-control"] == "private, max-age=2"
     again = http.get("/cameras/file-1/snapshot", params={"side": 32}, headers={"If-None-Match": shot.headers["etag"]})
     assert again.status_code == 304 and again.headers["etag"] == shot.headers["etag"]
+    # an ingest actor that is not there: a clear 503, not a 500 (the stored name pointed elsewhere, then back)
+    store = get_or_create_state_store(str(http.root / "state.db"), namespace=NAMESPACE)  # type: ignore[attr-defined]
+    config = dict(ray.get(store.get_camera.remote("file-1")).config)
+    ray.get(store.put_camera.remote("file-1", config | {"ingest_actor": "stemcell-ingest-gone"}))
+    for route in ("snapshot", "latest"):
+        gone = http.get(f"/cameras/file-1/{route}")
+        assert gone.status_code == 503 and "stemcell-ingest-gone" in gone.json()["detail"]
+    ray.get(store.put_camera.remote("file-1", config))
     http.delete("/admin/cameras/file-1")
     assert all(c["camera_id"] != "file-1" for c in http.get("/admin/cameras").json()["cameras"])
 
