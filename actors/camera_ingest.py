@@ -286,7 +286,8 @@ class CameraIngestShell:
             inputs = to_input(np.ascontiguousarray(small[..., ::-1]), self._size, mean=self._norm.mean,
                               std=self._norm.std)
             # one tensor of its own per camera (a slice would pickle the whole batch's storage)
-            items = [(r.camera_id, inputs[i:i + 1].clone(), [ts]) for i, (r, _, ts) in enumerate(frames)]
+            # with each frame's decoded (height, width): detect apps' boxes come back in the camera's pixels
+            items = [(r.camera_id, inputs[i:i + 1].clone(), [ts], f.shape[:2]) for i, (r, f, ts) in enumerate(frames)]
             results = ray.get(self._executor(index).infer_many.remote(items))
         except (RayActorError, Moved) as exc:
             log.warning("executor slot %d unavailable (%s); following the routes", index, type(exc).__name__)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
+import torch
 from ray.actor import ActorHandle
 
 from actors.gpu_share import actor_options, placement_options
@@ -26,7 +27,8 @@ from stemcell.control.errors import Moved
 from stemcell.serve_config import ExecutorSection
 from stemcell.sharing import FrameResult
 
-Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
+# (camera, frames (N,H,W,3) or model input (N,3,S,S), timestamps, (height, width) as sent when resized)
+Item = tuple[str, np.ndarray | torch.Tensor, list[float] | None, tuple[int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class _RoutedExecutor(StemExecutorShell):
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await asyncio.gather(*(self.infer(c, f, t) for c, f, t in items), return_exceptions=True)
+            return await asyncio.gather(*(self.infer(*item) for item in items), return_exceptions=True)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

@@ -113,11 +113,13 @@ class StemExecutorShell:
             return self._decoder.to_input(images, size, mean=norm.mean, std=norm.std)
 
     async def infer(self, camera_id: str, frames: np.ndarray | torch.Tensor, timestamps: list[float] | None = None,
-                    ) -> list[FrameResult]:
+                    frame_size: tuple[int, int] | None = None) -> list[FrameResult]:
+        """`frame_size`: (height, width) the camera sent the frames at when they were resized on the
+        way (the ingress, the pull ingest); detect apps' boxes are served in those pixels."""
         if not self._runtime.has_camera(camera_id):
             raise UnknownCamera(camera_id)
         size = self._runtime.input_size
-        sent = tuple(frames.shape[-3:-1]) if isinstance(frames, np.ndarray) else None  # detect apps' boxes: these pixels
+        sent = frame_size or (tuple(frames.shape[-3:-1]) if isinstance(frames, np.ndarray) else None)
         if isinstance(frames, np.ndarray) and frames.shape[-3:-1] != (size, size):
             # the direct API takes any size; the inference thread only ever sees model-size frames
             frames = await self._on(self._decode_pool, resize_frames, frames, size)

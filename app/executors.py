@@ -57,7 +57,8 @@ from stemcell.sharing.failover import FailoverRoutes
 log = logging.getLogger(__name__)
 
 Registry = Callable[[str], Awaitable[CameraSpec | None]]  # camera id -> what it runs, None if unknown
-Item = tuple[str, np.ndarray, list[float] | None]  # (camera, frames (N,H,W,3), timestamps)
+# (camera, frames (N,H,W,3), timestamps, (height, width) the camera sent them at, when resized)
+Item = tuple[str, np.ndarray, list[float] | None, tuple[int, int] | None]
 
 
 class ExecutorRejected(ValueError):
@@ -204,14 +205,17 @@ class ExecutorPool:
     async def stats(self, camera_id: str) -> ExecutorStats:
         return await self.handle_for(camera_id).stats.remote()
 
-    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None) -> list[FrameResult]:
+    async def infer(self, camera_id: str, frames: list[np.ndarray], timestamps: list[float] | None,
+                    frame_size: tuple[int, int] | None = None) -> list[FrameResult]:
         """One result per frame, in order: all of the request's frames in one item (they arrive at the
-        executor's input size, or at least at one size; the executor resizes others off its lock)."""
+        executor's input size, or at least at one size; the executor resizes others off its lock).
+        `frame_size`: (height, width) the camera sent them at, when they were resized on the way."""
         if len({f.shape for f in frames}) > 1:
             raise ExecutorRejected(f"frames of one request differ in size: {sorted({f.shape for f in frames})}")
-        return await self._submit(camera_id, np.stack(frames), timestamps)
+        return await self._submit(camera_id, np.stack(frames), timestamps, frame_size)
 
-    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None) -> list[FrameResult]:
+    async def _submit(self, camera_id: str, frames: np.ndarray, timestamps: list[float] | None,
+                      frame_size: tuple[int, int] | None) -> list[FrameResult]:
         """One retry each after a reroute (the slot's actor drained or died and the routes moved it),
         after a failover (its actor died or is restarting: the next live slot takes the camera), after
         learning the camera's new slot (the store placed it since this replica last heard) and after a
@@ -225,7 +229,7 @@ class ExecutorPool:
                 raise Overloaded("every executor is restarting")
             handle = self._handles[index]
             try:
-                return await self._coalescers[index].submit((camera_id, frames, timestamps), len(frames))
+                return await self._coalescers[index].submit((camera_id, frames, timestamps, frame_size), len(frames))
             except QueueFull as exc:
                 raise Overloaded(f"executor {self.name(index)} queue is full", exc.retry_after_s) from exc
             except (RayActorError, Moved) as exc:  # replaced, died or restarting

@@ -19,11 +19,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from stemcell.imaging import ImageError, ImageLimits, decode_for_model, decode_image
+from stemcell.imaging import ImageError, ImageLimits, decode_for_model, decode_image, header_size, sniff_format
 
 STATUS_FOR_REASON = {"unsupported": 415, "corrupt": 400, "too_large": 413}
 DECODE_IN_THREAD_BYTES = 256 * 1024  # bigger images are decoded off the event loop
 JSON_BODY_LIMIT = 64 * 1024  # admin JSON bodies are a few hundred bytes
+MAX_SIDE = 65535  # the largest side a JPEG header can declare: bound of a client-declared `?w=&h=`
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -33,6 +34,7 @@ class Decoded:
 
     frames: list[np.ndarray]  # RGB uint8 (H, W, 3) (size x size when a size was given), in request order
     timestamps: list[float] | None  # client timestamps when given, one per frame
+    frame_size: tuple[int, int] | None = None  # (height, width) the camera sent, when `frames` were resized
 
 
 def _declared_length(request: Request, limit: int) -> None:
@@ -100,6 +102,32 @@ async def _decode(data: bytes, content_type: str | None, limits: ImageLimits, wh
         raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
 
 
+def _own_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of an image `_decode` accepted, from its header alone (no second decode)."""
+    width, height = header_size(data, sniff_format(data))  # type: ignore[arg-type]
+    return height, width
+
+
+def _declared_size(request: Request) -> tuple[int, int] | None:
+    """`?w=&h=`: the frame's own size when the client resized it before upload (detect apps' boxes
+    and zones are in these pixels); both or neither, integers 1..65535 (JPEG's largest side)."""
+    w, h = request.query_params.get("w"), request.query_params.get("h")
+    if w is None and h is None:
+        return None
+    if w is None or h is None or not all(v.isascii() and v.isdigit() and 1 <= int(v) <= MAX_SIDE for v in (w, h)):
+        raise HTTPException(422, f"w and h must be given together as integers 1..{MAX_SIDE}, got w={w!r} h={h!r}")
+    return int(h), int(w)
+
+
+def _one_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The request's one frame size: a batch of differently sized images is refused (one size per
+    request keeps each frame's boxes in its own pixels without splitting the executor call)."""
+    if len(set(sizes)) > 1:
+        raise HTTPException(422, f"frames of one request differ in size (height, width): {sorted(set(sizes))}; "
+                                 "send one size per request")
+    return sizes[0]
+
+
 def _timestamp(text: str | None) -> float | None:
     if text is None:
         return None
@@ -114,17 +142,20 @@ def _timestamp(text: str | None) -> float | None:
 
 async def single_frame(request: Request, limits: ImageLimits, size: int | None = None) -> Decoded:
     """`POST .../frames`: the body is one JPEG/PNG; optional `?ts=` is the capture time. With `size`
-    the frame comes back at the model's input (size x size), else whole."""
+    the frame comes back at the model's input (size x size), else whole; `frame_size` is its own
+    size, or the `?w=&h=` the client declared."""
     ts = _timestamp(request.query_params.get("ts"))
+    declared = _declared_size(request)
     data = await read_body(request, limits.max_bytes)
     frame = await _decode(data, request.headers.get("content-type"), limits, "image", size)
-    return Decoded([frame], None if ts is None else [ts])
+    return Decoded([frame], None if ts is None else [ts], declared or _own_size(data))
 
 
 async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int,
                        size: int | None = None) -> Decoded:
     """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`
-    (`size` as in `single_frame`)."""
+    (`size`, `?w=&h=` as in `single_frame`; the images must share one size)."""
+    declared = _declared_size(request)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
         raise HTTPException(415, f"frames:batch takes multipart/form-data with repeated 'frames' files, got {media or 'nothing'!r}")
@@ -145,8 +176,11 @@ async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, m
         stamps = [_timestamp(t) for t in form.getlist("ts") if isinstance(t, str)]
         if stamps and len(stamps) != len(uploads):
             raise HTTPException(422, f"{len(stamps)} ts values for {len(uploads)} frames")
-        frames = [await _decode(await u.read(), u.content_type, limits, f"frames[{i}]", size)
-                  for i, u in enumerate(uploads)]
+        frames, sizes = [], []
+        for i, upload in enumerate(uploads):
+            data = await upload.read()
+            frames.append(await _decode(data, upload.content_type, limits, f"frames[{i}]", size))
+            sizes.append(_own_size(data))
     finally:
         await form.close()
-    return Decoded(frames, stamps or None)  # type: ignore[arg-type]
+    return Decoded(frames, stamps or None, declared or _one_size(sizes))  # type: ignore[arg-type]

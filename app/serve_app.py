@@ -215,9 +215,10 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
         decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
-        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
+        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
+                                                       decoded.frame_size))
         metrics().record_results(camera_id, results)
-        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)
         if self.learning is not None:  # live samples for the teacher, sent off this request's path
             self.learning.observe(camera_id, decoded.frames, decoded.timestamps)
@@ -231,9 +232,10 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         lim = self.config.limits
         decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
                                      self.service.pool.input_size(camera_id))
-        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps))
+        results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
+                                                       decoded.frame_size))
         metrics().record_results(camera_id, results)
-        self.latest.keep(camera_id, decoded.frames[-1], results[-1])
+        self.latest.keep(camera_id, decoded.frames[-1], results[-1], decoded.frame_size)
         self.events.on_results(camera_id, decoded.frames, results)
         if self.learning is not None:
             self.learning.observe(camera_id, decoded.frames, decoded.timestamps)

@@ -176,10 +176,12 @@ class StemcellService:
         }
 
     # ------------------------------------------------------------------ frames
-    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None) -> list[dict[str, Any]]:
-        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`)."""
+    async def infer(self, camera_id: str, frames: list, timestamps: list[float] | None,
+                    frame_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+        """Per frame its results as JSON (the HTTP edge: `FrameResult.as_dict`); `frame_size` (height,
+        width) is the frames' size as the camera sent them, the pixels detect apps' boxes are served in."""
         started = time.perf_counter()
-        results = await self.pool.infer(camera_id, frames, timestamps)
+        results = await self.pool.infer(camera_id, frames, timestamps, frame_size)
         window = self.windows.get(camera_id)
         if window is None:
             window = self.windows[camera_id] = RollingWindow()

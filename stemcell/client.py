@@ -8,7 +8,9 @@ are resized to it here, with the server's own rule (`stemcell.imaging.resize_fra
 JPEG encoding: a 1080p frame goes out as a few KB instead of a few hundred, and the server has
 nothing left to resize. The size comes from the registration answer (`input_size=`) or, failing
 that, from one `GET /cameras/{id}/status` before the first frame. `resize=False` sends frames whole
-(e.g. to keep full frames in event snapshots); JPEG/PNG bytes are always sent as they are.
+(e.g. to keep full frames in event snapshots); JPEG/PNG bytes are always sent as they are. A resized
+frame goes with `?w=&h=`, its size as given here, so the server serves detect apps' boxes (and tests
+their zones) in the pixels of the frame the caller passed, not in the uploaded one's.
 
 Overload is normal for a camera fleet (503 + Retry-After from the server's back-pressure, a Serve
 replica restarting, a dropped connection), so those are retried with capped exponential backoff
@@ -91,6 +93,20 @@ def _error_message(response: httpx.Response) -> str:
     return detail if isinstance(detail, str) else str(detail)[:500]
 
 
+def own_size_params(sizes: Sequence[tuple[int, int] | None]) -> dict[str, int]:
+    """`?w=&h=` for a request whose frames were resized here (sizes: each frame's (height, width) as
+    given, None for one sent as it is); the server takes it as every frame's own size, so the frames
+    of one request must all have been resized from one size."""
+    resized = set(sizes) - {None}
+    if not resized:
+        return {}
+    if len(resized) > 1 or None in sizes:
+        raise ValueError(f"frames resized from different sizes ({sorted(resized)}) or mixed with frames sent as "
+                         "they are cannot share one request: send one size per batch")
+    (height, width), = resized
+    return {"w": width, "h": height}
+
+
 class _Client:
     """One HTTP connection pool plus the retry loop; subclasses only say which routes to call."""
 
@@ -164,32 +180,38 @@ class Camera(_Client):
             self._input_size = int(self.status()["input_size"])
         return self._input_size if self.resize else None
 
-    def _encoded(self, frame: Frame) -> tuple[bytes, str]:
-        """(bytes, content type): arrays are JPEG-encoded (first resized to `input_size()` unless
-        `resize` is off); JPEG/PNG bytes are sent as they are."""
+    def _encoded(self, frame: Frame) -> tuple[bytes, str, tuple[int, int] | None]:
+        """(bytes, content type, (height, width) of the frame as given when it was resized here, else
+        None): arrays are JPEG-encoded (first resized to `input_size()` unless `resize` is off);
+        JPEG/PNG bytes are sent as they are."""
         if isinstance(frame, (bytes, bytearray, memoryview)):
             data = bytes(frame)
             fmt = sniff_format(data)
             if fmt is None:
                 raise ValueError("frame bytes are neither JPEG nor PNG; pass an RGB uint8 array instead")
-            return data, f"image/{fmt}"
+            return data, f"image/{fmt}", None
         rgb, size = np.asarray(frame), self.input_size()
-        return encode_jpeg(rgb if size is None else resize_frames(rgb, size)), "image/jpeg"
+        if size is None or rgb.shape[:2] == (size, size):
+            return encode_jpeg(rgb), "image/jpeg", None
+        return encode_jpeg(resize_frames(rgb, size)), "image/jpeg", (int(rgb.shape[0]), int(rgb.shape[1]))
 
     def infer(self, frame: Frame, ts: float | None = None) -> dict:
-        """One frame (RGB uint8 array, or JPEG/PNG bytes) -> that frame's per-app results."""
-        data, content_type = self._encoded(frame)
-        params = {"ts": ts} if ts is not None else None
+        """One frame (RGB uint8 array, or JPEG/PNG bytes) -> that frame's per-app results (detect
+        apps' boxes in the given frame's pixels)."""
+        data, content_type, own = self._encoded(frame)
+        params: dict[str, Any] = {"ts": ts} if ts is not None else {}
         return self.request("POST", f"/cameras/{self._path_id}/frames", content=data,
-                            headers={"Content-Type": content_type}, params=params)
+                            headers={"Content-Type": content_type}, params={**params, **own_size_params([own])})
 
     def infer_batch(self, frames: Sequence[Frame], timestamps: Sequence[float] | None = None) -> list[dict]:
         """Several frames in one request (far less per-request overhead); one result per frame, in order."""
         if timestamps is not None and len(timestamps) != len(frames):
             raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
-        files = [("frames", (f"frame{i}", *self._encoded(frame))) for i, frame in enumerate(frames)]
+        encoded = [self._encoded(frame) for frame in frames]
+        files = [("frames", (f"frame{i}", data, kind)) for i, (data, kind, _) in enumerate(encoded)]
         data = {"ts": [str(t) for t in timestamps]} if timestamps is not None else None
-        return self.request("POST", f"/cameras/{self._path_id}/frames:batch", files=files, data=data)["frames"]
+        return self.request("POST", f"/cameras/{self._path_id}/frames:batch", files=files, data=data,
+                            params=own_size_params([own for _, _, own in encoded]))["frames"]
 
     def status(self) -> dict:
         return self.request("GET", f"/cameras/{self._path_id}/status")

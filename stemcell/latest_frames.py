@@ -31,6 +31,7 @@ class _Latest:
     frame: np.ndarray  # RGB uint8 (H, W, 3), the array the request decoded (not copied)
     result: dict[str, Any]  # the frame's answer as the frames route returned it (frame_ts, results, ...)
     seq: int  # bumps per kept frame: part of the ETag
+    source_size: tuple[int, int] | None = None  # (height, width) as the camera sent it, when `frame` was resized
     jpegs: dict[int, bytes] = field(default_factory=dict)  # longer side -> encoded snapshot of `frame`
 
 
@@ -62,14 +63,16 @@ class LatestFrames:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def keep(self, camera_id: str, frame: np.ndarray, result: dict[str, Any]) -> None:
-        """Remember `frame` (the last one a request analysed) and its answer; evict past `max_bytes`."""
+    def keep(self, camera_id: str, frame: np.ndarray, result: dict[str, Any],
+             source_size: tuple[int, int] | None = None) -> None:
+        """Remember `frame` (the last one a request analysed) and its answer; evict past `max_bytes`.
+        `source_size`: (height, width) the camera sent it at, the pixels of its detect boxes."""
         with self._lock:
             self._seq += 1
             old = self._cameras.pop(camera_id, None)
             if old is not None:
                 self._bytes -= old.frame.nbytes
-            self._cameras[camera_id] = _Latest(frame, result, self._seq)
+            self._cameras[camera_id] = _Latest(frame, result, self._seq, source_size=source_size)
             self._bytes += frame.nbytes
             while self._bytes > self.max_bytes and len(self._cameras) > 1:
                 _, evicted = self._cameras.popitem(last=False)
@@ -84,14 +87,16 @@ class LatestFrames:
 
     def latest(self, camera_id: str) -> dict[str, Any]:
         """The newest analysed frame's time, per-app results and size [w, h] as analysed (after the
-        ingress's resize, if any; what the snapshot shows at most) (`frame_ts` None: none seen here)."""
+        ingress's resize, if any; what the snapshot shows at most), and `source_size` [w, h] as the camera
+        sent it, the pixels detect apps' boxes are in (`frame_ts` None: none seen here)."""
         with self._lock:
             entry = self._cameras.get(camera_id)
         if entry is None:
             return {"camera_id": camera_id, "frame_ts": None, "results": [], "model_versions": {}, "snapshot": False,
-                    "frame_size": None}
+                    "frame_size": None, "source_size": None}
         h, w = entry.frame.shape[:2]
-        return {**entry.result, "camera_id": camera_id, "snapshot": True, "frame_size": [w, h]}
+        sh, sw = entry.source_size or (h, w)
+        return {**entry.result, "camera_id": camera_id, "snapshot": True, "frame_size": [w, h], "source_size": [sw, sh]}
 
     def etag(self, camera_id: str, side: int) -> str | None:
         """The tag `snapshot` would answer now, without encoding (a matching If-None-Match gets a 304)."""

@@ -92,7 +92,7 @@
       const learning = status.learning;
       const agreement = learning && learning.history ? learning.history.map((p) => [p.ts, p.agreement]) : [];
       body.replaceChildren(
-        h("div", { class: "row" }, boxed(frame, latest.results, latest.frame_size),
+        h("div", { class: "row" }, boxed(frame, latest.results, latest.source_size || latest.frame_size),
           h("div", {}, h("p", {}, `executor ${status.executor}, stream ${fmt(status.stream_fps)} fps, `
             + `requests ${fmt(status.requests.fps)} /s, p99 ${fmt(status.requests.p99_ms, 1)} ms`),
           chart(latency, { label: "latency p50", unit: " ms" }),
@@ -117,8 +117,8 @@
     });
   };
 
-  // The snapshot with the detect apps' boxes: pixel coordinates of the analysed frame (`frame_size`),
-  // or fractions of it when every coordinate is <= 1.
+  // The snapshot with the detect apps' boxes: pixel coordinates of the frame as the camera sent it
+  // (`source_size`; the snapshot is that frame as analysed), or fractions of it when every coordinate is <= 1.
   function boxed(img, results, frameSize) {
     const boxes = results.flatMap((r) => (r.boxes || []).map((b) => ({ ...b, app: r.app })));
     if (!boxes.length || img.tagName !== "IMG") return h("div", { class: "frame" }, img);

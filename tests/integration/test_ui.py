@@ -41,6 +41,7 @@ def test_snapshot_is_the_latest_frame_with_cache_headers(fleet: Fleet) -> None:
     latest = fleet.http.get(f"/cameras/{GATE}/latest", headers=own).json()
     assert latest["frame_ts"] == fleet.latest_ts and latest["results"][0]["label"] is True and latest["snapshot"]
     width, height = latest["frame_size"]  # the frame as analysed (96 px posted; smaller if the ingress resizes)
+    assert latest["source_size"] == [96, 96]  # as posted: the pixels detect boxes are served in
     full = fleet.http.get(f"/cameras/{GATE}/snapshot", headers=ADMIN)
     assert full.status_code == 200 and float(full.headers["x-frame-ts"]) == fleet.latest_ts
     picture = decode_image(full.content, "image/jpeg")

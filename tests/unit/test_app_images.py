@@ -93,7 +93,31 @@ def test_frames_come_out_at_the_model_size_when_given_one() -> None:
     big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
     single = asyncio.run(single_frame(_request(big, {"content-type": "image/jpeg"}), LIMITS, 24))
     assert np.array_equal(single.frames[0], decode_for_model(big, "image/jpeg", 24))
-    body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", _jpeg(1))])
+    assert single.frame_size == (200, 250)  # its own size, read from the header: detect boxes come back in it
+    other = encode_jpeg(np.random.default_rng(4).integers(0, 256, (200, 250, 3), dtype=np.uint8))
+    body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", other)])
     batch = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
     assert [f.shape for f in batch.frames] == [(24, 24, 3)] * 2  # one size: one stacked item for the executor
-    assert np.array_equal(batch.frames[0], single.frames[0])
+    assert np.array_equal(batch.frames[0], single.frames[0]) and batch.frame_size == (200, 250)
+
+
+def test_a_batch_of_images_of_different_sizes_is_refused() -> None:
+    """One request, one frame size: each frame's boxes stay in its own pixels without splitting the call."""
+    big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
+    body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", _jpeg(1))])
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
+    assert err.value.status_code == 422 and "(32, 48)" in err.value.detail and "(200, 250)" in err.value.detail
+
+
+def test_declared_size_is_the_frames_own_size_when_the_client_resized() -> None:
+    """`?w=&h=`: a client that resized before upload names the size it had; both or neither, positive, bounded."""
+    jpeg = {"content-type": "image/jpeg"}
+    declared = asyncio.run(single_frame(_request(_jpeg(0), jpeg, "w=1920&h=1080"), LIMITS, 24))
+    assert declared.frames[0].shape == (24, 24, 3) and declared.frame_size == (1080, 1920)
+    assert asyncio.run(single_frame(_request(_jpeg(0), jpeg), LIMITS, 24)).frame_size == (32, 48)
+    body, headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("frames", "b.jpg", _jpeg(2))])
+    batch = asyncio.run(batch_frames(_request(body, headers, "w=480&h=320"), LIMITS, 4, 1 << 20, 24))
+    assert batch.frame_size == (320, 480)
+    for query in ("w=1920", "h=5", "w=0&h=5", "w=-3&h=5", "w=1.5&h=5", "w=x&h=5", "w=65536&h=5", "w=%C2%B2&h=5"):
+        assert _status(single_frame(_request(_jpeg(0), jpeg, query), LIMITS, 24)) == 422, query

@@ -20,6 +20,7 @@ from stemcell.client import (
     RetryPolicy,
     StemcellError,
     backoff_delay,
+    own_size_params,
     parse_retry_after,
 )
 from stemcell.imaging import encode_jpeg, encode_png, resize_frames
@@ -81,6 +82,32 @@ def test_camera_given_its_input_size_asks_nothing_and_bytes_are_never_resized() 
     assert rec.requests[0].content == jpeg
     assert rec.requests[1].content == encode_jpeg(resize_frames(_frame(90, 160), 32))
     assert rec.requests[2].content == encode_jpeg(_frame(90, 160))
+
+
+def test_a_resized_frame_tells_the_server_its_own_size_so_boxes_come_back_in_its_pixels() -> None:
+    """Resized arrays go with `?w=&h=` (the size the caller gave), so the server serves detect boxes and
+    tests zones in those pixels; bytes and frames sent whole carry no declaration (their own header says it)."""
+    rec = Recorder(*[httpx.Response(200, json=RESULT)] * 4, httpx.Response(200, json={"frames": [RESULT, RESULT]}))
+    cam = _camera(rec, [], resize=True, input_size=24)
+    cam.infer(_frame(90, 160), ts=2.0)
+    cam.infer(_frame(24, 24))  # already at the input size: nothing resized, nothing declared
+    cam.infer(encode_jpeg(_frame(90, 160)))
+    _camera(rec, []).infer(_frame(90, 160))  # resize=False
+    cam.infer_batch([_frame(90, 160), _frame(90, 160)])
+    params = [dict(r.url.params) for r in rec.requests]
+    assert params == [{"ts": "2.0", "w": "160", "h": "90"}, {}, {}, {}, {"w": "160", "h": "90"}]
+
+
+def test_own_size_params_need_one_size_per_request() -> None:
+    assert own_size_params([None, None]) == {}
+    assert own_size_params([(1080, 1920), (1080, 1920)]) == {"w": 1920, "h": 1080}
+    for mixed in ([(1080, 1920), (720, 1280)], [(1080, 1920), None]):
+        with pytest.raises(ValueError, match="one size per batch"):
+            own_size_params(mixed)
+    rec = Recorder()
+    with pytest.raises(ValueError, match="one size per batch"):  # refused before anything is sent
+        _camera(rec, [], resize=True, input_size=24).infer_batch([_frame(90, 160), _frame(60, 80)])
+    assert rec.requests == []
 
 
 def test_infer_sends_a_jpeg_of_the_rgb_frame_with_bearer_auth() -> None:

@@ -31,13 +31,15 @@ def test_snapshot_is_the_newest_frame_downscaled_and_cached_until_a_newer_one() 
     latest.keep("cam", _frame(90), _answer(3.0))
     assert latest.etag("cam", 100) != shot.etag
     assert latest.latest("cam")["frame_ts"] == 3.0 and latest.latest("cam")["results"][0]["label"] is True
-    assert latest.latest("cam")["frame_size"] == [200, 120]
+    assert latest.latest("cam")["frame_size"] == [200, 120] == latest.latest("cam")["source_size"]
+    latest.keep("cam", _frame(90), _answer(4.0), source_size=(1080, 1920))  # resized on the way: boxes in 1920 x 1080
+    assert latest.latest("cam")["frame_size"] == [200, 120] and latest.latest("cam")["source_size"] == [1920, 1080]
 
 
 def test_latest_without_a_frame_says_so() -> None:
     answer = LatestFrames().latest("cam")
     assert answer["frame_ts"] is None and answer["results"] == [] and answer["snapshot"] is False
-    assert answer["frame_size"] is None
+    assert answer["frame_size"] is None and answer["source_size"] is None
 
 
 def test_memory_bound_evicts_the_camera_updated_longest_ago() -> None:
