@@ -11,7 +11,9 @@ conversion cost more than the H.264 decoding of a 720p frame). A failed open or 
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
 which picks the reconnect delay and the state the fleet list shows. Results go to the one event hub
 in batches (`actors.event_hub.EventForwarder`), as the ingress's do for pushed frames, so every
-camera's events are tracked and delivered in one place.
+camera's events are tracked and delivered in one place. Each camera's newest analysed frame and its
+results are kept as references (`stemcell.latest_frames.LatestFrames`, no encoding on the frame path)
+for `GET /cameras/{id}/snapshot` and `/latest`, which ask this actor for pulled cameras.
 
 Restarts (`max_restarts=-1`) re-run the constructor, which re-attaches every camera the StateStore
 assigns to this actor's name (the camera's stored config keeps its `source` and `ingest_actor`).
@@ -49,6 +51,7 @@ from stemcell.ingest import (
     check_source,
 )
 from stemcell.data.dataset import resize_square
+from stemcell.latest_frames import LatestFrames, Snapshot
 from stemcell.models.inputs import to_input
 from stemcell.package.store import load_package
 from stemcell.scheduling.shares import placement_index
@@ -153,6 +156,9 @@ class CameraIngestShell:
         self._sending: set[int] = set()  # executor slots with a call in flight
         self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
         self._events.follow_in_thread()
+        # newest analysed frame per camera: the decoded frame (the picture an operator wants, not the
+        # square-squeezed model input), a reference the events already share, so no copy; bounded in bytes
+        self._latest = LatestFrames(self.config.ingest.latest_max_bytes)
         self._live = LiveFeed(self.config, self._size) if self.config.learning.enabled else None  # live continual learning
         restored = 0
         for record in ray.get(self._store.list_cameras.remote()):
@@ -191,6 +197,7 @@ class CameraIngestShell:
         with self._lock:
             reader = self._readers.pop(camera_id, None)
             self._slots.pop(camera_id, None)
+        self._latest.forget(camera_id)
         if reader is not None:
             reader.stop()
             self._events.close_camera(camera_id)
@@ -201,6 +208,19 @@ class CameraIngestShell:
         with self._lock:
             readers = list(self._readers.values())
         return {r.camera_id: r.snapshot() for r in readers}
+
+    def latest(self, camera_id: str) -> dict[str, Any]:
+        """The camera's newest analysed frame's results (`GET /cameras/{id}/latest`; `frame_ts` None: none yet)."""
+        return self._latest.latest(camera_id)
+
+    def snapshot(self, camera_id: str, side: int, not_if: tuple[str, ...] = ()) -> Snapshot | str | None:
+        """The newest analysed frame as JPEG at most `side` px (`GET /cameras/{id}/snapshot`), encoded here
+        on request (cached per frame and side); just its ETag when that is one of `not_if` (the caller's
+        If-None-Match: a 304 without the picture crossing); None when nothing analysed yet."""
+        etag = self._latest.etag(camera_id, side)
+        if etag is None or etag in not_if:
+            return etag
+        return self._latest.snapshot(camera_id, side)
 
     def pid(self) -> int:
         return os.getpid()
@@ -286,6 +306,7 @@ class CameraIngestShell:
                 log.warning("camera %s: frame refused: %r", reader.camera_id, result)
             else:
                 reader.health.analysed(done, len(result))
+                self._latest.keep(reader.camera_id, frame[..., ::-1], result[-1].as_dict())  # a view: no copy
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
                 if self._live is not None:  # live samples for the teacher (actors.live_feed)
                     self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store, self._executor(index))

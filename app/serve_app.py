@@ -31,7 +31,6 @@ from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
 from app.images import batch_frames, json_body, openapi_json_body, single_frame
-from app.latest_frames import LatestFrames
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.observe import ObserveMiddleware
@@ -42,6 +41,7 @@ from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
 from stemcell.admission import AdmissionGate, derive_limits
 from stemcell.imaging import ImageLimits
+from stemcell.latest_frames import LatestFrames
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
 from stemcell.control.contracts import CameraSpec, Routes
 from stemcell.control.errors import Overloaded, UnknownCamera

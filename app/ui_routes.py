@@ -1,9 +1,12 @@
 """The operator's page at `/ui` and the pictures it shows: camera snapshots, latest results, event snapshots.
 
 A mixin of `app.serve_app.StemcellIngress` (Serve binds routes of every class in the ingress's MRO),
-using its `_require_camera`, `_require_admin`, `latest` (`app.latest_frames.LatestFrames`) and `config`
-(`events.snapshot_dir`, where event pictures are kept: read here from the ingress's node, so a shared
-folder when the ingress and the events run on different nodes).
+using its `_require_camera`, `_require_admin`, `latest` (`stemcell.latest_frames.LatestFrames`), `service.store`
+and `config` (`events.snapshot_dir`, where event pictures are kept: read here from the ingress's node, so a
+shared folder when the ingress and the events run on different nodes).
+A pulled camera's frames are analysed in its `CameraIngest` actor, never here: for a camera this replica has
+no frame of, the snapshot and latest routes ask the actor its stored config names (`ingest_actor`), which
+keeps them the same way; an actor that does not answer within `INGEST_TIMEOUT_S` is a 503.
 The page is three static files shipped in the package (`app/ui/`, package data): no CDN, no build
 step. It logs in with the admin token kept in the tab's sessionStorage and calls the public JSON routes
 with an `Authorization` header, so the token never appears in a URL (pictures are fetched the same way
@@ -11,14 +14,19 @@ and shown as blob URLs). A strict Content-Security-Policy allows only this origi
 """
 # No `from __future__ import annotations`: FastAPI must resolve these annotations (see serve_app).
 import asyncio
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import ray
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from ray.actor import ActorHandle
 
-from app.latest_frames import SNAPSHOT_SIDES
+from stemcell.latest_frames import SNAPSHOT_SIDES, Snapshot
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 _JPEG = {200: {"content": {"image/jpeg": {}}, "description": "JPEG"}, 304: {"description": "unchanged (If-None-Match)"}}
@@ -29,6 +37,8 @@ _PAGE_HEADERS = {
                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 EVENT_SNAPSHOT_MAX_BYTES = 8 * 1024 * 1024  # an event snapshot is a frame's JPEG: far below this
+INGEST_TIMEOUT_S = 3.0  # a pulled camera's ingest actor slower than this (restarting, gone) -> 503
+_INGEST_ACTORS: dict[tuple[str, str], ActorHandle] = {}  # (namespace, name) -> handle; dropped when it fails
 
 
 def _ui_file(name: str) -> bytes:
@@ -40,37 +50,68 @@ def _jpeg(body: bytes, etag: str, cache: str) -> Response:
                                                              "X-Content-Type-Options": "nosniff"})
 
 
+def _if_none_match(request: Request) -> tuple[str, ...]:
+    return tuple(t.strip() for t in request.headers.get("if-none-match", "").split(","))
+
+
 def _not_modified(request: Request, etag: str) -> bool:
-    return etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
+    return etag in _if_none_match(request)
 
 
 class UiRoutes:
     """Routes only; the frames are kept by `LatestFrames`, the event pictures by `stemcell.events.SnapshotStore`."""
 
     @router.get("/cameras/{camera_id}/snapshot", tags=["cameras"], response_class=Response, responses={
-        **_JPEG, 404: {"description": "no frame of this camera analysed by this replica yet"}})
+        **_JPEG, 404: {"description": "no frame of this camera analysed yet"},
+        503: {"description": "a pulled camera's ingest actor did not answer"}})
     async def snapshot(self, camera_id: str, request: Request, side: int = Query(
             640, ge=SNAPSHOT_SIDES[0], le=SNAPSHOT_SIDES[1], description="longest side in pixels (smaller frames "
             "are not enlarged)")) -> Response:
         """The camera's latest analysed frame as JPEG (camera or admin token); `ETag` + a 2 s private cache."""
         await self._require_camera(request, camera_id)
         etag = self.latest.etag(camera_id, side)
-        if etag is None:
-            raise HTTPException(404, f"no frame of camera {camera_id!r} analysed here yet")
-        if _not_modified(request, etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        shot = await asyncio.to_thread(self.latest.snapshot, camera_id, side)  # encoding stays off the event loop
-        if shot is None:  # the camera was removed meanwhile
-            raise HTTPException(404, f"no frame of camera {camera_id!r} analysed here yet")
+        shot: Snapshot | str | None = etag  # None, or the ETag alone when the client has it (304)
+        if etag is None:  # none analysed here: a pulled camera's ingest actor may have one
+            shot = await self._ask_ingest(camera_id, "snapshot", side, _if_none_match(request))
+        elif not _not_modified(request, etag):
+            shot = await asyncio.to_thread(self.latest.snapshot, camera_id, side)  # encoding stays off the loop
+        if isinstance(shot, str):
+            return Response(status_code=304, headers={"ETag": shot})
+        if shot is None:  # none analysed yet, or the camera was removed meanwhile
+            raise HTTPException(404, f"no frame of camera {camera_id!r} analysed yet")
         answer = _jpeg(shot.jpeg, shot.etag, "private, max-age=2")
         answer.headers["X-Frame-Ts"] = repr(shot.frame_ts)
         return answer
 
     @router.get("/cameras/{camera_id}/latest", tags=["cameras"])
     async def latest_result(self, camera_id: str, request: Request) -> dict[str, Any]:
-        """The camera's latest analysed frame's answer (`frame_ts` null: none analysed by this replica yet)."""
+        """The camera's latest analysed frame's answer (`frame_ts` null: none analysed yet, by this replica for a
+        pushed camera, by its ingest actor for a pulled one)."""
         await self._require_camera(request, camera_id)
-        return self.latest.latest(camera_id)
+        answer = self.latest.latest(camera_id)
+        if answer["frame_ts"] is None:
+            answer = await self._ask_ingest(camera_id, "latest") or answer
+        return answer
+
+    async def _ask_ingest(self, camera_id: str, method: str, *args: Any) -> Any:
+        """`method(camera_id, *args)` of the pulled camera's ingest actor; None for a pushed camera.
+
+        An actor that is gone, restarting or slow is a 503 that says so (the page shows it), never a 500."""
+        record = await self.service.store.get_camera.remote(camera_id)
+        name = record.config.get("ingest_actor") if record is not None else None
+        if not name:
+            return None
+        key = (self.config.executors.namespace, name)
+        try:
+            if key not in _INGEST_ACTORS:
+                _INGEST_ACTORS[key] = await asyncio.to_thread(ray.get_actor, name, namespace=key[0])
+            return await asyncio.wait_for(getattr(_INGEST_ACTORS[key], method).remote(camera_id, *args),
+                                          INGEST_TIMEOUT_S)
+        except (asyncio.TimeoutError, ValueError, ray.exceptions.RayError) as exc:
+            _INGEST_ACTORS.pop(key, None)  # looked up afresh next time (it may have been re-created)
+            log.warning("ingest actor %s did not answer for camera %s: %r", name, camera_id, exc)
+            raise HTTPException(503, f"the ingest actor {name!r} of camera {camera_id!r} did not answer "
+                                     f"({type(exc).__name__}); try again shortly") from exc
 
     @router.get("/admin/events/{event_id}/snapshot", tags=["events"], response_class=Response, responses={
         **_JPEG, 404: {"description": "no snapshot kept for this event (none taken, pruned, or another node's disk)"}})

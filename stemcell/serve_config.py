@@ -218,6 +218,7 @@ class IngestSection(_Strict):
     backoff_base_s: float = Field(0.5, gt=0)  # first reconnect delay; doubles per failure ...
     backoff_cap_s: float = Field(10.0, gt=0)  # ... up to this (each delay jittered down by up to half)
     open_timeout_s: float = Field(5.0, gt=0)  # FFmpeg's open and read timeouts: a silent source is a failure
+    latest_max_bytes: int = Field(256 * 1024 * 1024, ge=1)  # per actor: newest analysed frames kept for snapshots
 
 
 class EventsSection(_Strict):

@@ -88,6 +88,7 @@ const Stemcell = (() => {
       return img;
     } catch (err) {
       if (err.status === 404) return h("div", { class: `${cls || "snapshot"} missing` }, "no picture yet");
+      if (err.status === 503) return h("div", { class: `${cls || "snapshot"} missing` }, err.message); // actor away
       throw err;
     }
   }

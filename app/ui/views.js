@@ -53,10 +53,14 @@
   };
 
   async function card(c) {
-    const latest = await getJson(`cameras/${enc(c.camera_id)}/latest`);
+    // a pulled camera whose ingest actor does not answer (503) shows why on its own card, not over the grid
+    const latest = await getJson(`cameras/${enc(c.camera_id)}/latest`).catch((err) => {
+      if (err.status !== 503) throw err;
+      return { snapshot: false, frame_ts: null, results: [], unavailable: err.message };
+    });
     const thumb = latest.snapshot
       ? await picture(`cameras/${enc(c.camera_id)}/snapshot?side=240`, `latest frame of ${c.camera_id}`, "thumb")
-      : h("div", { class: "thumb missing" }, "no frame yet");
+      : h("div", { class: "thumb missing" }, latest.unavailable || "no frame yet");
     const lastFrame = c.last_frame_at ?? latest.frame_ts;
     return h("a", { class: "camera-card", href: `#/camera/${enc(c.camera_id)}`, "data-camera": c.camera_id },
       thumb,

@@ -11,12 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import ray
 import yaml
 from ray import serve
 
+from actors.state_store import get_or_create_state_store
 from app.serve_app import build_app
 from tests.helpers.builders import tiny_package
 from tests.helpers.streams import (
@@ -145,6 +148,26 @@ def test_file_source_under_allowed_dirs_loops(http: httpx.Client) -> None:
     time.sleep(2.5)  # past the end of the 1 s file: it loops, the camera keeps streaming
     cam = _camera(http, "file-1")
     assert cam["state"] == "streaming" and cam["fps_in"] > 3 and cam["reconnects"] == 0
+    # its newest analysed frame and results, kept by its ingest actor, through the ingress's routes
+    latest = http.get("/cameras/file-1/latest").json()
+    assert latest["camera_id"] == "file-1" and latest["frame_ts"] > time.time() - 10 and latest["snapshot"]
+    assert latest["frame_size"] == [64, 48] and [r["app"] for r in latest["results"]] == ["car"]
+    assert http.patch("/admin/cameras/file-1", json={"enabled": False}).status_code == 200
+    time.sleep(0.5)  # a frame in flight lands: the snapshot stops changing
+    shot = http.get("/cameras/file-1/snapshot", params={"side": 32})
+    assert shot.status_code == 200 and shot.headers["content-type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(shot.content, np.uint8), cv2.IMREAD_COLOR).shape == (24, 32, 3)
+    assert shot.headers["etag"] and shot.headers["cache-control"] == "private, max-age=2"
+    again = http.get("/cameras/file-1/snapshot", params={"side": 32}, headers={"If-None-Match": shot.headers["etag"]})
+    assert again.status_code == 304 and again.headers["etag"] == shot.headers["etag"]
+    # an ingest actor that is not there: a clear 503, not a 500 (the stored name pointed elsewhere, then back)
+    store = get_or_create_state_store(str(http.root / "state.db"), namespace=NAMESPACE)  # type: ignore[attr-defined]
+    config = dict(ray.get(store.get_camera.remote("file-1")).config)
+    ray.get(store.put_camera.remote("file-1", config | {"ingest_actor": "stemcell-ingest-gone"}))
+    for route in ("snapshot", "latest"):
+        gone = http.get(f"/cameras/file-1/{route}")
+        assert gone.status_code == 503 and "stemcell-ingest-gone" in gone.json()["detail"]
+    ray.get(store.put_camera.remote("file-1", config))
     http.delete("/admin/cameras/file-1")
     assert all(c["camera_id"] != "file-1" for c in http.get("/admin/cameras").json()["cameras"])
 

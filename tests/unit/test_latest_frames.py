@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.latest_frames import LatestFrames
+from stemcell.latest_frames import LatestFrames
 from stemcell.imaging import decode_image
 
 

@@ -5,7 +5,8 @@ looked at, so the frame path only stores the decoded array it already holds (a d
 the JPEG is encoded when someone asks, once per frame and size (the answer is cached until a newer
 frame arrives). Memory is bounded by `max_bytes`: past it, the cameras updated longest ago lose their
 frame first. Each ingress replica keeps the frames it analysed itself (a camera's posts usually reach
-one replica; a pulled camera's frames never reach the ingress, so it has none here).
+one replica); a pulled camera's frames never reach the ingress, so its `CameraIngest` actor keeps them
+in one of these too and the routes ask it (`app.ui_routes`). Pure logic (no Ray, no web) so both can use it.
 """
 from __future__ import annotations
 
