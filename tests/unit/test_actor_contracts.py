@@ -24,6 +24,7 @@ DICT = re.compile(r"(?<![\w.])(dict|Dict|typing\.Dict)\b")
 JSON_VIEWS = {
     "actors.state_store.StateStore.plan_section",  # one section of the saved plan, as saved
     "actors.retrain_worker.RetrainWorker.stats",  # operators' and tests' per-job counters, shown as they are
+    "actors.camera_ingest.CameraIngestShell.latest",  # a pulled camera's `GET /cameras/{id}/latest` body, as served
 }
 
 
