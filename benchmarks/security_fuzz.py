@@ -7,11 +7,13 @@ normalises the path, the headers or the framing):
   odd_images     valid but unusual images: 1x1, 1x4000, gray, RGBA, 16-bit, progressive, mixed sizes
   bombs          tiny PNG/JPEG files declaring huge dimensions, zlib bombs in IDAT/zTXt, lying sizes
   path_ids       `..`, `%2F`, `%00`, unicode, RTL marks, very long camera ids, on every camera route
+                 (frames, status, snapshot, latest) and on event snapshots
   headers        huge header values, thousands of headers, lying Content-Length, bad framing
   multipart      too many parts, oversized parts, broken boundaries, stray fields
   tokens         no token, wrong token, another camera's token, malformed Authorization headers
   json           random and deeply nested JSON on the admin routes
-  methods        every route with the wrong methods and random query strings
+  methods        every route with the wrong methods and random query strings; the fleet page's routes
+                 with odd `side`, `?w=&h=`, static-file traversal and admin-only views
   races          cameras added, used, removed concurrently with requests for them
 
 A case *fails* when the answer is a 5xx, or when no answer comes back for a well-formed request
@@ -231,7 +233,11 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
         for token_name, token in (("admin", tokens.admin), ("camera", tokens.good)):
             add("path_ids", f"frames_{token_name}_{i}_{ident[:24]}", "POST", f"/cameras/{ident}/frames",
                 [_auth(token), ("Content-Type", "image/jpeg")], jpeg)
-            add("path_ids", f"status_{token_name}_{i}_{ident[:24]}", "GET", f"/cameras/{ident}/status", [_auth(token)])
+            for route in ("status", "snapshot", "latest"):
+                add("path_ids", f"{route}_{token_name}_{i}_{ident[:24]}", "GET", f"/cameras/{ident}/{route}",
+                    [_auth(token)])
+        add("path_ids", f"event_snapshot_{i}_{ident[:24]}", "GET", f"/admin/events/{ident}/snapshot",
+            [_auth(tokens.admin)])
         add("path_ids", f"delete_{i}_{ident[:24]}", "DELETE", f"/admin/cameras/{ident}", [_auth(tokens.admin)])
         add("path_ids", f"add_{i}_{ident[:24]}", "POST", "/admin/cameras", [_auth(tokens.admin), ("Content-Type", "application/json")],
             json.dumps({"camera_id": ident, "apps": ["car"]}).encode())
@@ -347,6 +353,14 @@ def generate_cases(tokens: Tokens, rng: random.Random, *, mutations: int, random
     for query in ["ts=1e400", "ts=-0", "ts=0x10", "ts=" + "9" * 5000, "ts=1&ts=2", "ts=%00", "ts=%FF", "ts", "=", "&&&",
                   "ts=" + "%41" * 3000, "ts=1;ts=2"]:
         add("methods", f"query_{query[:20]}", "POST", f"{good_path}?{query}", [cam, ("Content-Type", "image/jpeg")], jpeg)
+    # the operator page's routes: odd sizes, declared frame sizes, static-file traversal, admin-only views
+    for query in ["side=0", "side=-1", "side=99999", "side=1e3", "side=%00", "side=16&side=32", "side="]:
+        add("methods", f"snapshot_{query}", "GET", f"/cameras/{GOOD}/snapshot?{query}", [cam])
+    for query in ["w=0&h=5", "w=1e9&h=5", "w=5", "w=%C2%B2&h=5", "w=-1&h=-1", "w=65536&h=1"]:
+        add("methods", f"declared_{query}", "POST", f"{good_path}?{query}", [cam, ("Content-Type", "image/jpeg")], jpeg)
+    for path in ["/ui/../serve_app.py", "/ui/%2E%2E/serve_app.py", "/ui/app.js%00.html", "/ui/" + "x" * 3000,
+                 "/admin/zoo", "/admin/events/%2E%2E%2Fstate/snapshot"]:
+        add("methods", f"page_{path[:30]}", "GET", path, [cam])
     rng.shuffle(cases)  # categories interleave: concurrent hostile requests also probe shared state
     return cases
 
