@@ -42,6 +42,7 @@ from stemcell.control.contracts import CameraSpec
 from stemcell.control.errors import Moved, UnknownCamera
 from stemcell.control.placement import camera_slot
 from stemcell.control.roles import executor_role
+from stemcell.data.dataset import resize_square
 from stemcell.ingest import (
     Backoff,
     CameraHealth,
@@ -50,7 +51,6 @@ from stemcell.ingest import (
     Source,
     check_source,
 )
-from stemcell.data.dataset import resize_square
 from stemcell.latest_frames import LatestFrames, Snapshot
 from stemcell.models.inputs import to_input
 from stemcell.package.store import load_package
@@ -297,7 +297,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for (reader, frame, ts), result in zip(frames, results):
+        for i, ((reader, frame, ts), result) in enumerate(zip(frames, results)):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -309,7 +309,8 @@ class CameraIngestShell:
                 self._latest.keep(reader.camera_id, frame[..., ::-1], result[-1].as_dict())  # a view: no copy
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
                 if self._live is not None:  # live samples for the teacher (actors.live_feed)
-                    self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store, self._executor(index))
+                    self._live.offer_pulled(reader.camera_id, small[i, ..., ::-1], ts, self._store,  # already model size
+                                            self._executor(index))
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""

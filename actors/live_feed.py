@@ -14,13 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
 import numpy as np
 import ray
 from ray.actor import ActorHandle
 
 from stemcell.control.contracts import CameraSpec, EdgeAdvice
 from stemcell.control.roles import retrain_role
+from stemcell.imaging import resize_frames
 from stemcell.learning.live import LiveBatch, LiveSampler, learning_apps, world_camera
 from stemcell.serve_config import ServeConfig
 from stemcell.state.records import CameraRecord
@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def model_size(input_size: int | None) -> Callable[[np.ndarray], np.ndarray]:
-    """Shrink a kept frame to the model's input size (the teacher and the buffer see what the
-    student sees; a pending batch stays small whatever the camera's resolution)."""
+    """Shrink a kept frame to the model's input size with the frame path's one resize
+    (`stemcell.imaging.resize_frames`): the teacher and the buffer see what the student sees, and a
+    pending batch stays small whatever the camera's resolution."""
     def prepare(frame: np.ndarray) -> np.ndarray:
-        if input_size is None or frame.shape[:2] == (input_size, input_size):
-            return frame
-        return cv2.resize(frame, (input_size, input_size), interpolation=cv2.INTER_AREA)
+        return frame if input_size is None else resize_frames(frame, input_size)
 
     return prepare
 
