@@ -35,22 +35,30 @@ def _trees(cap: int) -> tuple[StemTree, SwappingStemTree]:
     return plain, swapping
 
 
+def _copied(items: list[LayerUse], swapped: set[str] | frozenset[str]) -> int:
+    return sum(i.bytes * i.uses for i in items if i.key in swapped)
+
+
 def test_plan_keeps_most_used_resident_within_the_cap() -> None:
     items = [LayerUse("stem", 100, 5), LayerUse("a", 400, 1), LayerUse("b", 150, 1), LayerUse("c", 50, 3),
              LayerUse("d", 60, 2)]
-    plan = plan_residency(items, cap_bytes=700)
-    assert plan.resident == {"stem", "c"} and plan.swapped == {"a", "b", "d"}
-    assert plan.peak_bytes == 150 + 400 + 150 <= 700  # resident + the two largest swapped in flight
-    # brute force: no resident set with more uses fits beside its staging buffers
-    best = 0
-    for r in range(len(items) + 1):
-        for chosen in itertools.combinations(items, r):
-            rest = sorted((i.bytes for i in items if i not in chosen), reverse=True)[:2]
-            if sum(i.bytes for i in chosen) + sum(rest) <= 700:
-                best = max(best, sum(i.uses for i in chosen))
-    assert sum(i.uses for i in items if i.key in plan.resident) == best
-    one = plan_residency(items, cap_bytes=500)  # two in flight (400 + 150) do not fit: one at a time
-    assert one.slots == 1 and one.peak_bytes <= 500 and one.resident == {"stem"}
+    assert plan_residency(items, cap_bytes=760).swapped == frozenset()  # everything fits: nothing to stage
+    same = [LayerUse("stem", 100, 5), *(LayerUse(k, 100, 1) for k in "xyz")]
+    plan = plan_residency(same, cap_bytes=350)  # two slots beside the most used layer; one more would not fit
+    assert plan.slots == 2 and plan.resident == {"stem"} and plan.swapped == {"x", "y", "z"}
+    assert plan.peak_bytes == 100 + 2 * 100 <= 350
+    # one slot when it copies less than half as much: two 150-byte slots would leave only "a" resident
+    one = plan_residency(items, cap_bytes=700)
+    assert one.slots == 1 and one.swapped == {"b", "d"} and one.peak_bytes == 550 + 150 <= 700
+    # brute force over every resident set and slot count: nothing within the cap copies fewer bytes
+    for cap in (700, 740):
+        plan = plan_residency(items, cap)
+        best = min(_copied(items, {i.key for i in items} - {i.key for i in chosen})
+                   for r in range(len(items) + 1) for chosen in itertools.combinations(items, r)
+                   for slots in (1, 2)
+                   if sum(i.bytes for i in chosen) + slots * max((i.bytes for i in items if i not in chosen),
+                                                                 default=0) <= cap)
+        assert plan.peak_bytes <= cap and _copied(items, plan.swapped) == best == 270
     with pytest.raises(MemoryCapTooSmall):
         plan_residency(items, cap_bytes=350)  # the largest layer alone exceeds the cap
 
