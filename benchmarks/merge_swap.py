@@ -30,7 +30,8 @@ import torch
 from stemcell.eval import print_table, save_results
 from stemcell.models import AppModel, build_base
 from stemcell.sharing import StemTree, module_bytes, perturbed_app_model
-from stemcell.sharing.swapping import MemoryCapTooSmall, ModelSwapExecutor, SwappingStemTree
+from stemcell.sharing.swap_plan import MemoryCapTooSmall
+from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree
 
 MODES = ("fps_resident", "fps_layer_swap", "fps_model_swap")
 

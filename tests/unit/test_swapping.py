@@ -8,13 +8,8 @@ import torch
 
 from stemcell.models import build_base
 from stemcell.sharing import StemTree
-from stemcell.sharing.swapping import (
-    LayerUse,
-    MemoryCapTooSmall,
-    ModelSwapExecutor,
-    SwappingStemTree,
-    plan_residency,
-)
+from stemcell.sharing.swap_plan import LayerUse, MemoryCapTooSmall, plan_residency
+from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree
 from stemcell.sharing.synthetic import perturbed_app_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
