@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from torch import nn
 from stemcell.models import AppModel
 from stemcell.sharing.stem_tree import LeafKey, Observer, PreparedBranch, Rows, StemTree, TreeNode
 from stemcell.sharing.swap_plan import ResidencyPlan, Ready, Swapper, then
+
+if TYPE_CHECKING:
+    from stemcell.accel import DevicePath
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class SwappingStemTree(StemTree):
     @property
     def copied_bytes(self) -> int:
         return self._copied_before + (0 if self._swapper is None else self._swapper.slots.copied_bytes)
+
+    def swapped_bytes(self) -> int:
+        """Weights kept on the host under the current plan (each copied in whenever it runs)."""
+        return 0 if self._swapper is None else sum(f.weight_bytes for f in self._swapper.flats.values())
 
     def add(self, key: LeafKey, branch: PreparedBranch | AppModel) -> None:
         super().add(key, branch)
@@ -190,3 +197,22 @@ class ModelSwapExecutor:
 
 def _unit(key: LeafKey) -> str:
     return f"{key[0]}/{key[1]}"
+
+
+def stem_tree_for(num_segments: int, path: DevicePath, weight_cap_bytes: int | None) -> StemTree:
+    """An executor's tree: a plain `StemTree`, or under a weight cap one that keeps what does not fit
+    on the host and swaps it in per batch (its segments run in torch: an engine per segment would
+    hold every segment's weights on the device, which is what the cap is there to prevent)."""
+    if weight_cap_bytes is None:
+        return StemTree(num_segments, path.device, path.dtype, path.runner)
+    return SwappingStemTree(num_segments, path.device, weight_cap_bytes, path.dtype)
+
+
+def swap_view(tree: StemTree) -> dict[str, int] | None:
+    """What a swapping tree keeps where (the plan view's and the Planner's `swap` entry); None otherwise."""
+    if not isinstance(tree, SwappingStemTree):
+        return None
+    plan = tree.plan or tree.replan()
+    return {"cap_bytes": tree.cap_bytes, "resident_bytes": plan.resident_bytes, "staging_bytes": plan.staging_bytes,
+            "resident_layers": len(plan.resident), "swapped_layers": len(plan.swapped), "slots": plan.slots,
+            "swapped_bytes": tree.swapped_bytes(), "copied_bytes": tree.copied_bytes}

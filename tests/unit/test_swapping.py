@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from stemcell.models import build_base
-from stemcell.sharing import StemTree
+from stemcell.package import load_package
+from stemcell.sharing import InferRequest, StemRuntime, StemTree, module_bytes
 from stemcell.sharing.swap_plan import LayerUse, MemoryCapTooSmall, plan_residency
-from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree
+from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree, swap_view
 from stemcell.sharing.synthetic import perturbed_app_model
+from tests.helpers.builders import tiny_package
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -102,3 +106,37 @@ def test_model_swap_baseline_equals_resident_and_copies_whole_models() -> None:
         t.numel() * t.element_size() for n in plain.path(k) for t in (*n.module.parameters(), *n.module.buffers()))
         for k in plain.keys()}
     assert swap.copied_bytes == sum(b for k, b in per_model.items() if k in swap.plan.swapped)
+
+
+def _serving(package: object, cap: int | None) -> StemRuntime:
+    runtime = StemRuntime(package, weight_cap_bytes=cap)  # type: ignore[arg-type]
+    runtime.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 10}, {"app": "person", "branchpoint": 6, "fps": 5}])
+    runtime.set_camera("c1", [{"app": "car", "branchpoint": 4, "fps": 10}])
+    return runtime
+
+
+def test_runtime_under_a_tiny_weight_cap_serves_what_an_uncapped_one_serves(tmp_path: Path) -> None:
+    tiny_package(tmp_path, branchpoints=(4, 6), apps=("car", "person"))
+    package = load_package(tmp_path)
+    plain = _serving(package, None)
+    assert swap_view(plain.tree) is None
+    largest = max(module_bytes(n.module) for n in plain.tree.nodes())
+    with pytest.raises(MemoryCapTooSmall):
+        swap_view(_serving(package, largest // 2).tree)  # not even one layer's slot: the Planner must refuse this
+    cap = largest * 11 // 10  # one slot and little else: nearly every layer is copied in per batch
+    capped = _serving(package, cap)
+    view = swap_view(capped.tree)
+    assert view is not None and view["slots"] == 1 and view["swapped_bytes"] > plain.tree.store.bytes() // 2
+    assert view["resident_bytes"] + view["staging_bytes"] <= cap
+    rng = np.random.default_rng(0)
+    for step in range(3):  # app strides differ: some frames reuse the last result
+        frames = [rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+        want, got = ([rt.infer([InferRequest("c0", frames[0], [step] * 3), InferRequest("c1", frames[1])])
+                      for rt in (plain, capped)])
+        for w, g in zip(want, got):
+            assert isinstance(w, list) and isinstance(g, list)
+            for fw, fg in zip(w, g):
+                assert [(r.app, r.label, r.fresh) for r in fw.results] == [(r.app, r.label, r.fresh) for r in fg.results]
+                assert [r.score for r in fw.results] == pytest.approx([r.score for r in fg.results], abs=1e-6)
+    assert capped.tree.copied_bytes > 0  # it really swapped
+    assert capped.memory_report(4).bytes_merged == plain.memory_report(4).bytes_merged
