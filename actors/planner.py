@@ -284,7 +284,9 @@ class Planner:
         self.last_camera_changes = list(fitted.refused)
         for change, outcome in zip(changes, outcomes):
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
-            self.last_camera_changes.append({**change.as_dict(), "outcome": outcome})
+            swap = fitted.swapped.get(change.camera_id)  # runs with layer swapping (memory_plans)
+            self.last_camera_changes.append({**change.as_dict(), "outcome": outcome,
+                                             **({"memory": swap} if swap else {})})
 
     # ------------------------------------------------------------------ retraining workers
     async def add_retrain_worker(self, name: str, kwargs: Mapping[str, Any], share: float,

@@ -105,6 +105,10 @@ class ExecutorSection(_Strict):
     backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
     gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+    # Layer swapping (issue 20): weights past this many MiB stay in host memory and are copied in per batch,
+    # the most-used layers kept on the device; null: every weight on the device. The Planner may then accept
+    # camera plans whose merged weights exceed the share (memory_fit's "swap").
+    weight_cap_mb: float | None = Field(None, gt=0)
 
     @field_validator("num_cpus", mode="before")
     @classmethod
@@ -112,9 +116,10 @@ class ExecutorSection(_Strict):
         return _executor_cpus(info.data) if value == "auto" else value
 
     def device_options(self) -> dict[str, Any]:
-        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
+        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache, weight cap)."""
         return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
-                "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
+                "engine_dir": None if self.engine_dir is None else str(self.engine_dir),
+                **({} if self.weight_cap_mb is None else {"weight_cap_bytes": int(self.weight_cap_mb * 2**20)})}
 
 
 class LimitsSection(_Strict):
