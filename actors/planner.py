@@ -320,7 +320,8 @@ class Planner:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
                 "last_camera_changes": self.last_camera_changes, "teacher": self.teacher and asdict(self.teacher),
-                "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time()}
+                "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time(),
+                "swap": {r: m.details["swap"] for r, m in self.memory.items() if m and m.details.get("swap")}}
 
 
 PlannerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Planner)
