@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import ray
+from ray.actor import ActorHandle
 from actors.retrain_worker import read_checkpoint
 from actors.state_store import get_or_create_state_store
 from stemcell.learning.ams import AmsConfig, AmsTrainer
@@ -48,6 +49,7 @@ from stemcell.sharing.merge_jobs import (
     merge_due,
     store_bytes,
 )
+from stemcell.serve_config import ServeConfig
 from stemcell.sharing.remerge import LiveMerge
 
 log = logging.getLogger(__name__)
@@ -231,3 +233,16 @@ class MergeWorker:
         """The plan's `executors` section: `{actor: {"merge": {merged_bytes, unmerged_bytes, remerges, undone}}}`."""
         section = {ex: {"merge": m.view.as_dict()} for ex, m in self._merges.items()}
         await self._store.save_plan_section.remote(SECTION, section)
+
+
+def start_merge_schedule(config: ServeConfig, executors: Sequence[str], learner: str) -> ActorHandle:
+    """The Serve app's MergeWorker (`<learning.worker_name>-merge`, one per app: replicas find it by
+    name), started on its timer over `executors` with the learner `learner` (`learning.merge_poll_s`)."""
+    c, ns = config.learning, config.executors.namespace
+    assert c.merge_poll_s is not None
+    worker = MergeWorker.options(name=f"{c.worker_name}-merge", namespace=ns, get_if_exists=True,
+                                 num_cpus=c.num_cpus, max_restarts=-1).remote(
+        str(config.package_dir), state_path=str(config.state_path), namespace=ns,
+        schedule={"poll_s": c.merge_poll_s, "every_s": c.merge_every_s})
+    worker.start.remote({name: config.executors.num_gpus for name in executors}, learner)
+    return worker

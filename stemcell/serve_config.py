@@ -174,6 +174,10 @@ class LearningSection(_Strict):
     live_min_samples: int = Field(200, ge=1)  # live precision/recall replace validation figures from here
     safety_holdout: int = Field(8, ge=0, le=256)  # newest samples a retrained model must win on (0: no check)
     zoo: ZooSection = ZooSection()
+    # Scheduled merging (issue 20): a MergeWorker looks at the executors and the learner this often (null: off),
+    # keeps merged models merged through the learner's updates, and (re-)merges tight executors every merge_every_s.
+    merge_poll_s: float | None = Field(None, gt=0)
+    merge_every_s: float = Field(1800.0, gt=0)
 
 
 class PlannerSection(_Strict):
