@@ -83,6 +83,8 @@ class SwappingStemTree(StemTree):
     def _changed(self) -> None:
         if self._swapper is not None:
             self._copied_before += self._swapper.slots.copied_bytes
+            if self.compute_device.type == "cuda":  # kernels in flight may still read the slots being freed
+                torch.cuda.synchronize(self.compute_device)
         self._swapper = None
 
     def replan(self) -> ResidencyPlan:
