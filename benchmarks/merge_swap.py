@@ -102,7 +102,8 @@ def swap_figures(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], ca
     }
 
 
-def merged_workload(cameras: int = 3, apps: Sequence[str] = ("car", "person")) -> tuple[list[AppModel], list[tuple[str, str]]]:
+def merged_workload(cameras: int = 3,
+                    apps: Sequence[str] = ("car", "person")) -> tuple[list[AppModel], list[tuple[str, str]]]:
     """Per-camera apps on one tiny_cnn whose conv5 and conv6 are merged (shared by all) and whose
     conv1-conv4 and heads are their own."""
     torch.manual_seed(0)

@@ -103,6 +103,15 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+def flat_bytes(module: nn.Module) -> int:
+    """The size of `module`'s flat buffer (its tensors, each starting aligned)."""
+    return sum(_padded(_nbytes(t)) for t in module_tensors(module).values())
+
+
 @dataclass(frozen=True)
 class FlatLayer:
     """A module's weights packed into one host buffer (one copy per swap), and where each tensor lies in it."""
@@ -122,7 +131,7 @@ class FlatLayer:
         layout, offset = [], 0
         for name, t in tensors.items():
             layout.append((name, t.dtype, t.shape, offset))
-            offset += -(-_nbytes(t) // _ALIGN) * _ALIGN
+            offset += _padded(_nbytes(t))
         host = torch.zeros(offset, dtype=torch.uint8, pin_memory=pin)
         flat = cls(module, host, tuple(layout), sum(_nbytes(t) for t in tensors.values()))
         for (name, *_), view in zip(layout, flat.views(host)):
@@ -131,7 +140,7 @@ class FlatLayer:
 
     def views(self, buffer: torch.Tensor) -> Iterator[torch.Tensor]:
         for _, dtype, shape, offset in self.layout:
-            size = max(1, shape.numel()) * torch.empty((), dtype=dtype).element_size()
+            size = max(1, shape.numel()) * dtype.itemsize
             yield buffer[offset:offset + size].view(dtype).view(shape)
 
     def bound(self, buffer: torch.Tensor) -> nn.Module:
@@ -155,7 +164,7 @@ class Slots:
     """Preallocated device buffers that swapped layers are copied into, used round-robin.
 
     On CUDA the copy runs on a side stream from pinned memory and first waits until the compute
-    that last read the slot is done (`release`); on the CPU it is a memcpy in line.
+    that last read the slot is done (recorded by `run`); on the CPU it is a memcpy in line.
     """
 
     def __init__(self, device: torch.device, count: int, nbytes: int) -> None:
@@ -208,11 +217,9 @@ class Swapper:
 
     def __init__(self, items: Mapping[str, nn.Module], uses: Mapping[str, int], device: torch.device,
                  cap_bytes: int) -> None:
-        pin = device.type == "cuda"
-        flats = {key: FlatLayer.pack(m, pin) for key, m in items.items()}
-        self.plan = plan_residency([LayerUse(k, f.nbytes, uses[k]) for k, f in flats.items()], cap_bytes)
+        self.plan = plan_residency([LayerUse(k, flat_bytes(m), uses[k]) for k, m in items.items()], cap_bytes)
         self.resident = {k: copy.deepcopy(items[k]).to(device) for k in self.plan.resident}
-        self.flats = {k: flats[k] for k in self.plan.swapped}
+        self.flats = {k: FlatLayer.pack(items[k], pin=device.type == "cuda") for k in self.plan.swapped}
         size = max((f.nbytes for f in self.flats.values()), default=0)
         self.slots = Slots(device, self.plan.slots, size)
         self.bound = {k: [f.bound(b) for b in self.slots.buffers] for k, f in self.flats.items()}
@@ -224,7 +231,11 @@ class Swapper:
         return self.slots.run(slot, self.bound[key][slot])
 
 
-def then(module: Callable[[torch.Tensor], torch.Tensor], after: Callable[[], None]) -> Callable[[torch.Tensor], torch.Tensor]:
+Layer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def then(module: Layer, after: Callable[[], None]) -> Layer:
+    """`module`, then `after` once its compute is queued (with one slot the next copy must come after it)."""
     def call(x: torch.Tensor) -> torch.Tensor:
         out = module(x)
         after()

@@ -110,7 +110,8 @@ def test_model_swap_baseline_equals_resident_and_copies_whole_models() -> None:
 
 def _serving(package: object, cap: int | None) -> StemRuntime:
     runtime = StemRuntime(package, weight_cap_bytes=cap)  # type: ignore[arg-type]
-    runtime.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 10}, {"app": "person", "branchpoint": 6, "fps": 5}])
+    runtime.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 10},
+                              {"app": "person", "branchpoint": 6, "fps": 5}])
     runtime.set_camera("c1", [{"app": "car", "branchpoint": 4, "fps": 10}])
     return runtime
 
@@ -136,7 +137,8 @@ def test_runtime_under_a_tiny_weight_cap_serves_what_an_uncapped_one_serves(tmp_
         for w, g in zip(want, got):
             assert isinstance(w, list) and isinstance(g, list)
             for fw, fg in zip(w, g):
-                assert [(r.app, r.label, r.fresh) for r in fw.results] == [(r.app, r.label, r.fresh) for r in fg.results]
+                assert [(r.app, r.label, r.fresh) for r in fw.results] == [
+                    (r.app, r.label, r.fresh) for r in fg.results]
                 assert [r.score for r in fw.results] == pytest.approx([r.score for r in fg.results], abs=1e-6)
     assert capped.tree.copied_bytes > 0  # it really swapped
     assert capped.memory_report(4).bytes_merged == plain.memory_report(4).bytes_merged
