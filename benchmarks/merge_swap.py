@@ -30,7 +30,7 @@ import torch
 from stemcell.eval import print_table, save_results
 from stemcell.models import AppModel, build_base
 from stemcell.sharing import StemTree, module_bytes, perturbed_app_model
-from stemcell.sharing.swap_plan import MemoryCapTooSmall
+from stemcell.sharing.swap_plan import MemoryCapTooSmall, flat_bytes
 from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree
 
 MODES = ("fps_resident", "fps_layer_swap", "fps_model_swap")
@@ -70,7 +70,7 @@ def swap_figures(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], ca
         model_swap = ModelSwapExecutor(host, device, cap)
         model_cap = cap
     except MemoryCapTooSmall:  # not one whole model fits: the baseline needs at least the largest model
-        model_cap = max(sum(module_bytes(n.module) for n in host.path(k)) for k in host.keys())
+        model_cap = max(sum(flat_bytes(n.module) for n in host.path(k)) for k in host.keys())
         model_swap = ModelSwapExecutor(host, device, model_cap)
     want, got_layer, got_model = resident.forward(x, rows), layer.forward(x, rows), model_swap.forward(x, rows)
     for key in want:
