@@ -1,9 +1,12 @@
 """Camera changes against the executor's memory cap: kept, made to fit by a deeper branchpoint, or refused."""
 from __future__ import annotations
 
+import pytest
+
 from stemcell.control.camera_changes import CameraChange
 from stemcell.control.contracts import AppRun, CameraSpec, MemoryReport
 from stemcell.control.memory_plans import ExecutorMemory, fit_changes
+from stemcell.control.planning import memory_floor
 from stemcell.package.manifest import CandidateEntry, Manifest
 
 GPU = 10_000_000
@@ -75,3 +78,11 @@ def test_an_executor_that_swaps_takes_a_change_past_its_share_when_enough_stays_
     tight = fit_changes([_change(4, 0)], MANIFEST, _swapping(1_000_000, 0.3, 1_000_000), {"c1": "ex-0"},
                         max_accuracy_cost=0.2)
     assert tight.apply == () and "swap:" in tight.refused[0]["reason"]
+
+
+def test_a_swapping_executors_memory_floor_counts_only_what_it_keeps_on_the_device() -> None:
+    swap = {"cap_bytes": 2_000_000, "resident_bytes": 1_500_000, "staging_bytes": 400_000}
+    swapping = MemoryReport(5_000_000, 100_000, 8, None, GPU, {"swap": swap})
+    resident = MemoryReport(5_000_000, 100_000, 8, None, GPU)
+    assert memory_floor(resident) == pytest.approx(1.25 * 5_100_000 / GPU)
+    assert memory_floor(swapping) == pytest.approx(1.25 * 2_000_000 / GPU)  # 1.5 + 0.4 MB weights + 0.1 MB
