@@ -1,4 +1,4 @@
-"""Camera changes against the executor's memory cap: kept, made to fit by a deeper branchpoint or by swapping, or refused."""
+"""Camera changes against the executor's memory cap: kept, made to fit (deeper branchpoint, swapping), or refused."""
 from __future__ import annotations
 
 import pytest
