@@ -50,7 +50,8 @@ class SwappingStemTree(StemTree):
         super().__init__(num_segments, "cpu", dtype)
         self.compute_device = torch.device(device)
         self.cap_bytes = cap_bytes
-        self.swap_log: list[TreeNode] = []  # swapped nodes in the order their copies were issued
+        # the last swapped nodes in the order their copies were issued (bounded: executors run for months)
+        self.swap_log: deque[TreeNode] = deque(maxlen=4096)
         self._swapper: Swapper | None = None
         self._queue: deque[TreeNode] = deque()
         self._inflight: dict[TreeNode, tuple[int, Ready]] = {}

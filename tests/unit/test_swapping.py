@@ -77,7 +77,7 @@ def test_swap_order_is_the_execution_order_and_results_equal_resident(fraction: 
     assert swapping.plan is not None and swapping.plan.swapped and swapping.plan.resident
     assert swapping.plan.slots == slots  # a quarter of the bytes leaves room for one copy in flight only
     assert swapping.plan.peak_bytes <= cap
-    assert swapping.swap_log == [n for n in executed if n.digest in swapping.plan.swapped]
+    assert list(swapping.swap_log) == [n for n in executed if n.digest in swapping.plan.swapped]
     assert len(executed) == sum(1 for _ in swapping.nodes())  # every node ran once
     assert set(got) == set(want)
     for key in want:
