@@ -48,6 +48,7 @@ import torch
 import yaml
 
 from benchmarks.harness import deploy
+from benchmarks.procstat import PySpy, ThreadCpu, cpu_s, top_functions
 from stemcell.data.dataset import resize_square
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
@@ -58,13 +59,6 @@ from tests.helpers.streams import RtspServer, h264_clip
 
 APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
 SIZE, FPS = (1280, 720), 10
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _model_input(frame: np.ndarray, input_size: int) -> None:
@@ -186,7 +180,7 @@ def webhook_latencies(http: httpx.Client, clip: Path, seconds: float) -> list[fl
     return out
 
 
-def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, Any]:
+def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     decisive_package(root / "pkg")
     clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
@@ -215,11 +209,16 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
                                                   "source": {"url": server.url(f"s{i}")}}).raise_for_status()
             _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
             time.sleep(2.0)  # warm: every reader past its first keyframe
-            pids = _pids(("stemcell-ingest-0", "stemcell-executor-0"))
-            cpu0, frames0 = [_cpu_s(p) for p in pids], _analysed(http, "cam0")
+            names = ("stemcell-ingest-0", "stemcell-executor-0", f"{APP_NAME}-events")
+            pids = _pids(names)
+            threads = [ThreadCpu(p) for p in pids]
+            spies = [PySpy(p, window_s, profile / f"{n}.txt") for n, p in zip(names, pids)] if profile else []
+            cpu0, frames0 = [cpu_s(p) for p in pids], _analysed(http, "cam0")
             time.sleep(window_s)
-            split = [_cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor
-            cpu, frames = sum(split), _analysed(http, "cam0") - frames0
+            split = [cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor, event hub
+            by_thread = {n: t.top() for n, t in zip(names, threads)}
+            hot = {n: top_functions(spy.out) for n, spy in zip(names, spies) if spy.wait()}
+            cpu, frames = split[0] + split[1], _analysed(http, "cam0") - frames0
             fleet = _fleet(http)
             server.stop()
             _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
@@ -239,7 +238,8 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
     per_core = frames / cpu if cpu > 0 else 0.0
     return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
             "frames_analysed": frames, "cpu_s": round(cpu, 2),
-            "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2), "fps_analysed": round(frames / window_s, 2),
+            "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2),
+            "cpu_s_event_hub": round(split[2], 2), "fps_analysed": round(frames / window_s, 2),
             "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
             "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": round(per_core / limit, 3),
             "ratio_to_file_decode_limit": round(per_core / file_limit, 3),
@@ -249,7 +249,8 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
             "event_webhook_p99_ms": round(float(np.percentile(webhook_ms, 99)), 1) if webhook_ms else None,
             "event_webhook_deliveries": len(webhook_ms),
             "frames_dropped": sum(c["frames_dropped"] for c in fleet),
-            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet]}
+            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet],
+            "cpu_by_thread": by_thread, "profile_top": hot, "load_average": os.getloadavg()}
 
 
 def main() -> None:
@@ -258,12 +259,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
     parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    parser.add_argument("--profile", type=Path, help="py-spy both actors over the window into this folder "
+                        "(raw stacks; the top functions go in the JSON's profile_top)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     streams = args.streams or (2 if args.quick else 8)
     window_s, clip_s = (8.0, 20.0) if args.quick else (60.0, 120.0)
     with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
-        result = run(Path(tmp), streams, window_s, clip_s)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        result = run(Path(tmp), streams, window_s, clip_s, args.profile)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
             "cpu_s_executor", "ratio_ingest_to_decode_limit", "decode_limit_file_fps_per_core",

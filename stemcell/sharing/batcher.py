@@ -108,16 +108,30 @@ class CrossCameraBatcher(Generic[T, R]):
 
     async def submit(self, item: T, frames: int) -> R:
         """Queue `item` (worth `frames` frames) and wait for its result."""
-        if self._queued_frames + frames > self.max_queue_frames and self._queue:
+        (future,) = self._enqueue([item], [frames])
+        return await future
+
+    async def submit_many(self, items: Sequence[T], frames: Sequence[int]) -> list[R | BaseException]:
+        """Queue several items at once (one caller's batch, e.g. an interval's pulled frames of many
+        cameras) and wait for all: one check against the queue bound, no task per item, and each
+        item's result or its own exception in its slot (one bad camera fails only itself)."""
+        return await asyncio.gather(*self._enqueue(items, frames), return_exceptions=True)
+
+    def _enqueue(self, items: Sequence[T], frames: Sequence[int]) -> list[asyncio.Future[R]]:
+        """Queue `items` (all or none: `Overloaded` past the bound) and start the serving loop if needed."""
+        total = sum(frames)
+        if self._queued_frames + total > self.max_queue_frames and self._queue:
             drain = self._queued_frames * self._seconds_per_frame
             raise Overloaded(self._queued_frames, max(drain, self.max_wait_s, 0.05))
+        loop = asyncio.get_running_loop()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, frames, future, self._clock()))
-        self._queued_frames += frames
+            self._loop_task = loop.create_task(self._serve())
+        now = self._clock()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._queue.extend(_Pending(item, n, future, now) for item, n, future in zip(items, frames, futures))
+        self._queued_frames += total
         self._arrived.set()
-        return await future
+        return futures
 
     async def _serve(self) -> None:
         while True:
