@@ -27,6 +27,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -63,6 +64,9 @@ from stemcell.serve_config import ServeConfig
 log = logging.getLogger(__name__)
 _CAPTURE_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()  # FFmpeg reads its options from the environment while opening
+# calls in flight per executor: a second one rides out a slow call (a load spike) without dropping
+# the next interval's frames; more would only queue in the executor
+_IN_FLIGHT = 2
 _IDLE_S = 0.01  # pump pause after a failed round (10 ms: well under a frame at 30 fps)
 
 
@@ -163,8 +167,9 @@ class CameraIngestShell:
         self._readers: dict[str, _Reader] = {}
         self._slots: dict[str, int] = {}  # camera -> executor slot the store placed it on (from its config)
         self._executors: dict[int, ActorHandle] = {}
-        self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
-        self._sending: set[int] = set()  # executor slots with a call in flight
+        self._send_pool = ThreadPoolExecutor(min(8, _IN_FLIGHT * self.config.executors.count),
+                                             thread_name_prefix="ingest-send")
+        self._sending: Counter[int] = Counter()  # calls in flight per executor slot
         self._arrived = threading.Event()  # a new frame, or a call finished: the pump looks again
         self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
         self._events.follow_in_thread()
@@ -262,14 +267,14 @@ class CameraIngestShell:
     def _pump_once(self) -> float:
         """Send each executor one batch with every camera of it that is due (`stemcell.ingest.schedule`).
 
-        An executor whose previous call still runs gets nothing new: its cameras' frames stay in
-        their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
+        An executor with `_IN_FLIGHT` calls still running gets nothing new: its cameras' frames stay
+        in their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
         backlog here. Returns the seconds until the pump should look again."""
         now, wall = time.monotonic(), time.time()
         with self._lock:
             readers = [r for r in self._readers.values() if r.health.state != "stopped"]
             groups = [self._slots.get(r.camera_id) for r in readers]
-            busy = set(self._sending)
+            busy = {index for index, n in self._sending.items() if n >= _IN_FLIGHT}
         groups = [placement_index(r.camera_id, self.config.executors.count) if g is None else g
                   for r, g in zip(readers, groups)]
         views = [r.view(g, now, wall) for r, g in zip(readers, groups)]
@@ -283,7 +288,7 @@ class CameraIngestShell:
             r.next_due = next_due(r.next_due, now, r.fps)
             due.setdefault(groups[i], []).append((r, *taken))
         with self._lock:
-            self._sending.update(due)
+            self._sending.update(due.keys())
         for index, frames in due.items():
             self._send_pool.submit(self._send, index, frames)
         return wait
@@ -293,7 +298,7 @@ class CameraIngestShell:
             self._deliver(index, frames)
         finally:
             with self._lock:
-                self._sending.discard(index)
+                self._sending[index] -= 1
             self._arrived.set()  # the executor is free: frames that waited for it go now
 
     def _deliver(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:

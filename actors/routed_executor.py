@@ -55,6 +55,7 @@ class _RoutedExecutor(StemExecutorShell):
         async with self._call():
             return await asyncio.gather(*(self.infer(*item) for item in items), return_exceptions=True)
 
+    @ray.method(enable_task_events=False)  # ~10 calls/s per ingest actor: no task-state events to the GCS
     async def infer_pulled(self, batch: PulledBatch) -> list[FrameResult | BaseException]:
         """The pull ingest's call: one interval's frames of its cameras here (`stemcell.ingest.PulledBatch`,
         one uint8 array); per frame its result or its camera's error (`Moved` for all while draining)."""

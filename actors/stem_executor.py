@@ -147,7 +147,7 @@ class StemExecutorShell:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            answers = await self._batcher.submit_many(requests, [1] * len(requests))
+            answers = await self._batcher.submit_many(requests, [1] * len(requests), complete=True)
         finally:
             self._queue_depth.set(self._batcher.queued_frames)
         latency_ms = 1e3 * (loop.time() - started)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -59,6 +60,7 @@ from tests.helpers.streams import RtspServer, h264_clip
 
 APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
 SIZE, FPS = (1280, 720), 10
+IDLE_S = 2.0  # the executor's CPU is measured this long before any camera is registered
 
 
 def _model_input(frame: np.ndarray, input_size: int) -> None:
@@ -180,11 +182,22 @@ def webhook_latencies(http: httpx.Client, clip: Path, seconds: float) -> list[fl
     return out
 
 
-def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path | None = None) -> dict[str, Any]:
-    started = time.perf_counter()
-    decisive_package(root / "pkg")
-    clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
-    print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
+def inputs(home: Path, clip_s: float) -> tuple[Path, Path]:
+    """The package and the clip, built in `home` unless already there (`--cache`: built once, reused)."""
+    package, clip = home / "pkg", home / f"clip-{clip_s:g}s.mp4"
+    if not (package / "manifest.json").is_file():
+        shutil.rmtree(package, ignore_errors=True)  # an interrupted build
+        decisive_package(package)
+    if not clip.is_file():
+        h264_clip(clip, clip_s, size=SIZE, fps=FPS)
+    return package, clip
+
+
+def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path | None = None,
+        cache: Path | None = None) -> dict[str, Any]:
+    began = time.perf_counter()
+    package, clip = inputs(cache or root, clip_s)
+    print(f"package and clip ready after {time.perf_counter() - began:.1f} s", flush=True)
     server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
     try:
         torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
@@ -193,7 +206,7 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
         print(f"decode limit {limit:.1f} frames/s per core (RTSP), {file_limit:.1f} (file)", flush=True)
         config = root / "serve.yaml"
         config.write_text(yaml.safe_dump({
-            "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+            "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
             "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
             "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
             "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
@@ -202,8 +215,12 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
         }))
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         app = deploy(config)
-        print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"serving after {time.perf_counter() - began:.1f} s", flush=True)
         with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.admin_token}"}, timeout=300) as http:
+            (executor,) = _pids(("stemcell-executor-0",))  # its CPU with no camera: the fixed cost of a Ray actor
+            idle0 = cpu_s(executor)
+            time.sleep(IDLE_S)
+            executor_idle = (cpu_s(executor) - idle0) / IDLE_S
             for i in range(streams):
                 http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
                                                   "source": {"url": server.url(f"s{i}")}}).raise_for_status()
@@ -236,10 +253,11 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
         server.stop()
         ray.shutdown()
     per_core = frames / cpu if cpu > 0 else 0.0
+    run_s = time.perf_counter() - began
     return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
             "frames_analysed": frames, "cpu_s": round(cpu, 2),
             "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2),
-            "cpu_s_event_hub": round(split[2], 2), "fps_analysed": round(frames / window_s, 2),
+            "cpu_s_event_hub": round(split[2], 2), "cpu_s_per_s_executor_idle": round(executor_idle, 3), "fps_analysed": round(frames / window_s, 2),
             "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
             "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": round(per_core / limit, 3),
             "ratio_to_file_decode_limit": round(per_core / file_limit, 3),
@@ -250,7 +268,7 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
             "event_webhook_deliveries": len(webhook_ms),
             "frames_dropped": sum(c["frames_dropped"] for c in fleet),
             "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet],
-            "cpu_by_thread": by_thread, "profile_top": hot, "load_average": os.getloadavg()}
+            "run_s": round(run_s, 1), "cpu_by_thread": by_thread, "profile_top": hot, "load_average": os.getloadavg()}
 
 
 def main() -> None:
@@ -259,6 +277,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
     parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    parser.add_argument("--cache", type=Path, help="build the package and the clip here once and reuse them "
+                        "(the benchmark's inputs only: the measurement is the same)")
     parser.add_argument("--profile", type=Path, help="py-spy both actors over the window into this folder "
                         "(raw stacks; the top functions go in the JSON's profile_top)")
     args = parser.parse_args()
@@ -268,7 +288,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-        result = run(Path(tmp), streams, window_s, clip_s, args.profile)
+        result = run(Path(tmp), streams, window_s, clip_s, args.profile, args.cache)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
             "cpu_s_executor", "ratio_ingest_to_decode_limit", "decode_limit_file_fps_per_core",

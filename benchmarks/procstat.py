@@ -48,7 +48,7 @@ class ThreadCpu:
         self.pid = pid
         self._start = _threads(pid)
 
-    def top(self, n: int = 8) -> list[dict[str, object]]:
+    def top(self, n: int = 16) -> list[dict[str, object]]:
         end = _threads(self.pid)
         rows = [{"thread": f"{name} ({tid})", "cpu_s": round(cpu - self._start.get(tid, (name, 0.0))[1], 3)}
                 for tid, (name, cpu) in end.items()]

@@ -101,6 +101,7 @@ class CrossCameraBatcher(Generic[T, R]):
         self._latencies_ms: deque[float] = deque(maxlen=window)
         self._seconds_per_frame = 0.0  # EWMA of run time per frame (for Retry-After)
         self._requests = self._frames = self._batches = 0
+        self._flush = False  # a complete batch is queued: `_fill` stops waiting for more
 
     @property
     def queued_frames(self) -> int:
@@ -111,11 +112,16 @@ class CrossCameraBatcher(Generic[T, R]):
         (future,) = self._enqueue([item], [frames])
         return await future
 
-    async def submit_many(self, items: Sequence[T], frames: Sequence[int]) -> list[R | BaseException]:
+    async def submit_many(self, items: Sequence[T], frames: Sequence[int], *,
+                          complete: bool = False) -> list[R | BaseException]:
         """Queue several items at once (one caller's batch, e.g. an interval's pulled frames of many
         cameras) and wait for all: one check against the queue bound, no task per item, and each
-        item's result or its own exception in its slot (one bad camera fails only itself)."""
-        return await asyncio.gather(*self._enqueue(items, frames), return_exceptions=True)
+        item's result or its own exception in its slot (one bad camera fails only itself).
+        `complete`: the items are a whole batch already (the caller gathered them), so the batch
+        that takes them runs at once instead of waiting `max_wait_ms` for more."""
+        futures = self._enqueue(items, frames)
+        self._flush = self._flush or complete
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     def _enqueue(self, items: Sequence[T], frames: Sequence[int]) -> list[asyncio.Future[R]]:
         """Queue `items` (all or none: `Overloaded` past the bound) and start the serving loop if needed."""
@@ -140,12 +146,13 @@ class CrossCameraBatcher(Generic[T, R]):
                 await self._arrived.wait()
             await self._fill(self._clock() + self.max_wait_s)
             batch = self._take()
+            self._flush = False
             if batch:
                 await self._dispatch(batch)
 
     async def _fill(self, deadline: float) -> None:
         """Wait until `max_batch` frames are queued or the deadline (from the first request) passes."""
-        while self._queued_frames < self.max_batch:
+        while self._queued_frames < self.max_batch and not self._flush:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return

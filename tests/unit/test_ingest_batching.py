@@ -99,3 +99,16 @@ def test_submit_many_queues_a_group_at_once_into_one_run_with_errors_per_item() 
     answers, calls = asyncio.run(main())
     assert answers[0] == 10 and answers[2] == 30 and isinstance(answers[1], ValueError)
     assert calls == [[1, -2, 3], [7]]  # the group went as one batch; the refused one never ran
+
+
+def test_a_complete_group_runs_at_once_instead_of_waiting_for_more_frames() -> None:
+    async def main() -> list[int | BaseException]:
+        async def run(items: list[int]) -> list[int]:
+            return items
+
+        batcher: CrossCameraBatcher[int, int] = CrossCameraBatcher(run, max_batch=64, max_wait_ms=60_000)
+        answers = await asyncio.wait_for(batcher.submit_many([1, 2], [1, 1], complete=True), 5.0)  # not a minute
+        await batcher.close()
+        return answers
+
+    assert asyncio.run(main()) == [1, 2]
