@@ -11,11 +11,17 @@ physical limit of decoding them here.
   depacketising included, at the same rate. `decode_limit_file_fps_per_core` is the same work reading
   the clip from its file as fast as it goes (no network, no waiting: a higher bar, shown for reference).
 * `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
-  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
-  (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
-  (goal >= 0.8: ingestion and inference add little to the decoding itself);
-  `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone. The decode limit is measured
-  in this process just before the window, so on a shared box both move with its load.
+  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor: user +
+  system time of both whole processes from /proc/<pid>/stat over the window, every thread counted
+  (FFmpeg's decoder threads, Ray's own threads, the fixed cost of an idle Ray actor, which
+  `cpu_s_per_s_executor_idle` shows before any camera is registered). `ratio_to_decode_limit` is the
+  quotient (goal >= 0.8: ingestion and inference add little to the decoding itself);
+  `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone; `frames_per_batch` is the
+  executor's mean batch over the window. The event hub's CPU (`cpu_s_event_hub`) is shown, not
+  counted: it serves every camera's events, pushed ones too. The decode limit is measured in this
+  process just before the window, so on a shared box both move with its load (`load_average`).
+  `cpu_by_thread` splits the window's CPU by thread; `--profile DIR` also records both actors with
+  py-spy over the window (`profile_top`: the functions sampled most).
 * `reconnect_s`: the RTSP server killed, restarted; seconds from its restart to the next analysed
   frame (goal < 5).
 * `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
@@ -25,7 +31,8 @@ physical limit of decoding them here.
   app learnt brightness) makes events start and end; a webhook receiver on loopback timestamps
   each signed delivery: p99 of receipt time minus the event's start (or end) frame time.
 
-Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s.
+Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s on
+idle cores once the package and clip exist (`--cache DIR` builds them once; `run_s` is the run's time).
 """
 from __future__ import annotations
 
@@ -115,7 +122,13 @@ def rtsp_decode_limit(urls: Sequence[str], seconds: float, input_size: int) -> f
 
 
 def _analysed(http: httpx.Client, camera_id: str) -> int:
-    return http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]["frames"]
+    return _batches(http, camera_id)[0]
+
+
+def _batches(http: httpx.Client, camera_id: str) -> tuple[int, int]:
+    """(frames, batches) the camera's executor has run so far (all its cameras)."""
+    stats = http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]
+    return stats["frames"], stats["batches"]
 
 
 def _fleet(http: httpx.Client) -> list[dict[str, Any]]:
@@ -230,12 +243,13 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
             pids = _pids(names)
             threads = [ThreadCpu(p) for p in pids]
             spies = [PySpy(p, window_s, profile / f"{n}.txt") for n, p in zip(names, pids)] if profile else []
-            cpu0, frames0 = [cpu_s(p) for p in pids], _analysed(http, "cam0")
+            cpu0, (frames0, batches0) = [cpu_s(p) for p in pids], _batches(http, "cam0")
             time.sleep(window_s)
             split = [cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor, event hub
             by_thread = {n: t.top() for n, t in zip(names, threads)}
             hot = {n: top_functions(spy.out) for n, spy in zip(names, spies) if spy.wait()}
-            cpu, frames = split[0] + split[1], _analysed(http, "cam0") - frames0
+            frames1, batches1 = _batches(http, "cam0")
+            cpu, frames = split[0] + split[1], frames1 - frames0
             fleet = _fleet(http)
             server.stop()
             _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
@@ -255,7 +269,8 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
     per_core = frames / cpu if cpu > 0 else 0.0
     run_s = time.perf_counter() - began
     return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
-            "frames_analysed": frames, "cpu_s": round(cpu, 2),
+            "frames_analysed": frames, "frames_per_batch": round(frames / max(batches1 - batches0, 1), 2),
+            "cpu_s": round(cpu, 2),
             "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2),
             "cpu_s_event_hub": round(split[2], 2), "cpu_s_per_s_executor_idle": round(executor_idle, 3), "fps_analysed": round(frames / window_s, 2),
             "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
