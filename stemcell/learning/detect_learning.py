@@ -112,6 +112,11 @@ class DetectJob(AppJob):
         scores = coco_map(truth, predicted, k, size)
         return (0.0 if scores is None else scores.map50), loss
 
+    def evaluate(self, items: list[BufferItem]) -> tuple[float, float] | None:
+        """(mAP@0.5, CenterNet loss) of the model serving now on teacher-labelled samples (None: none
+        usable): what tests and benchmarks measure a camera's detect app by."""
+        return self._score(items)
+
     def retrain(self, buffer: SampleBuffer) -> Published:
         """A phase as for classifiers; with no usable sample (the teacher boxes nothing) nothing is
         trained and the phase is reported as kept back."""

@@ -149,3 +149,8 @@ def presence_logits(model: nn.Module, output: torch.Tensor) -> torch.Tensor:
         return output
     best = output[:, : head.num_classes].amax(dim=(2, 3))
     return best - torch.logit(torch.tensor(DETECT_SCORE_THRESHOLD, dtype=best.dtype, device=best.device))
+
+
+def model_task(model: nn.Module) -> str:
+    """The task an app model serves, read from its head: "detect" or "presence" (a one-output head)."""
+    return "detect" if isinstance(getattr(model, "head", None), DetectHead) else "presence"

@@ -1,9 +1,11 @@
 """Continual learning for detect apps (stemcell.learning.detect_learning, detect_labels): teacher boxes
 reach the buffer normalised, a detect head retrains with sparse updates above the branchpoint and its
-mAP rises on a drifted camera, and the safety check (mAP@0.5 on held-out samples) keeps a worse head back."""
+mAP rises on a drifted camera, the safety check (mAP@0.5 on held-out samples) keeps a worse head back,
+and the zoo admits detect experts but never offers one to a presence app."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from stemcell.learning.buffer import BufferItem
 from stemcell.learning.detect_labels import split_labels, teacher_labels
 from stemcell.learning.detect_learning import DetectJob, detect_spec, make_job
 from stemcell.learning.teachers import ClassObjects, FrameMeta, FrameObjects, OracleTeacher
-from stemcell.models import build_base, make_task_model, segment_hash
+from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore, expert_from_model
+from stemcell.models import build_base, make_app_model, make_task_model, segment_hash
+from stemcell.models.detection import model_task
 from stemcell.world import World, WorldConfig
 from stemcell.world.datatypes import CLASSES
 
@@ -124,11 +128,11 @@ def test_detect_head_retrains_sparsely_and_map_rises_on_a_drifted_camera(on_dark
     trainer, job = _trainer(CFG, on_dark)
     stem = [segment_hash(s) for s in job.learner.model.stem]
     drifted = _items(*squares(48, 99, LIGHT, DARK))  # the camera's scene changed: dark squares on light
-    dark_map = job._score(_items(*squares(48, 98, DARK, LIGHT)))[0]
-    before = job._score(drifted)[0]
+    dark_map = job.evaluate(_items(*squares(48, 98, DARK, LIGHT)))[0]
+    before = job.evaluate(drifted)[0]
     version = job.version
     published = _feed(trainer, 6, 100, LIGHT, DARK)
-    after = job._score(drifted)[0]
+    after = job.evaluate(drifted)[0]
     assert dark_map > 0.2 and before < 0.1 and after > before + 0.25, (dark_map, before, after)
     assert job.version == version + len(published) and all(not p.kept_back for p in published)
     assert all(0 < p.mask_fraction <= 0.06 for p in published)  # gamma 5 %: sparse updates
@@ -146,3 +150,24 @@ def test_the_safety_check_keeps_a_worse_head_back(on_dark) -> None:
     assert published.kept_back and published.safety is not None, published
     assert published.safety.accuracy_new < published.safety.accuracy_deployed  # mAP@0.5 on the held-out 8
     assert job.version == 0 and all(torch.equal(state[k], v) for k, v in job.learner.trainable_state().items())
+
+
+def test_the_zoo_admits_detect_experts_and_never_offers_them_to_a_presence_app(tmp_path: Path, on_dark) -> None:
+    base = build_base("tiny_cnn", num_classes=1, seed=0)
+    zoo = ModelZoo(ZooStore(tmp_path), base, ZooConfig(k=3, gamma=1, input_size=SIZE, gating_steps=5,
+                                                        gating_finetune_steps=2))
+    trained = make_task_model(base, 2, "detect", 1)
+    trained.load_trainable_state_dict(on_dark)
+    frames, labels, _ = squares(16, 5, DARK, LIGHT)
+    expert = expert_from_model(trained, expert_id="cam.people.v6", app="people", version=6, created_from="cam")
+    chosen = zoo.select("cam", "people", frames, labels, last_retrained=(expert.meta.expert_id, trained))
+    assert zoo.offer(chosen, expert, frames, labels).admit  # an empty zoo admits the first; gamma 1 flushes
+    assert zoo.store.meta("cam.people.v6").task == "detect" and zoo.expert_ids("people") == ["cam.people.v6"]
+
+    fresh = make_task_model(base, 2, "detect", 1)  # another camera's untrained detect app: the expert wins
+    other = zoo.select("cam2", "people", frames, labels, current=("cam2.people.v0", fresh))
+    assert other.from_zoo and other.chosen == "cam.people.v6" and model_task(other.model) == "detect"
+
+    presence = make_app_model(base, 2, 1)  # a presence app of the same name: detect experts are not candidates
+    alone = zoo.select("cam3", "people", frames, labels, current=("cam3.people.v0", presence))
+    assert [c for c, _ in alone.accuracies] == ["cam3.people.v0"] and not alone.from_zoo
