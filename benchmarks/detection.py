@@ -9,7 +9,8 @@ stem-sharing payoff for five detect apps.
     trained through `data: {kind: video_labels, labelled_frames: listed}`; its mAP is against the
     teacher's boxes on held-out chunks (how well the student reproduces the teacher).
 `fps` per row: frames/s of that candidate alone (forward + decoding + NMS) at batch 8 on this device.
-(c) `learning`: the world's detect app on a drifted camera (a world of another seed), mAP@0.5 before
+(c) `learning`: the world's detect app on a drifted camera (camera 0 past the package's training
+    time: other scenes, lighting, weather), mAP@0.5 before
     and after live retraining from the world's boxes (`benchmarks/detection_learning.py`):
     `map50_before_learning`, `map50_after_learning`.
 `fps_5_detect_apps_shared`: five detect apps at the deepest branchpoint in one stem tree (the stem
