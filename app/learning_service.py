@@ -171,7 +171,8 @@ class LearningService:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
         await self._worker("set_camera", camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
-        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
+        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps),
+                                                 timestamps, boxes=True)  # boxes: detect apps learn too
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
         await self._push(camera_id, self.feed.answered(camera_id, answer))
         return {"camera_id": camera_id, **asdict(answer)}  # the HTTP answer (`SamplesAnswer`)

@@ -25,6 +25,7 @@ import torch
 
 from stemcell.learning.ams import AmsTrainer
 from stemcell.models import AppModel, to_input
+from stemcell.models.detection import model_task
 from stemcell.sharing.joint_merge import ModelData
 from stemcell.sharing.remerge import RemergeCounts
 from stemcell.sharing.stem_tree import StemTree
@@ -55,6 +56,8 @@ def learner_workload(trainer: AmsTrainer, *, holdout_every: int = 3, min_samples
     out = LearnerWorkload([], [], [], [], {})
     for camera, app in trainer.order:
         job = trainer.job(camera, app)
+        if model_task(job.learner.model) == "detect":  # merged on presence targets only: detect heads stay apart
+            continue
         items = trainer.session(camera).buffer.items((since_s or {}).get(camera))
         if len(items) < min_samples:
             log.info("job %s/%s has %d samples (< %d): left out of the merge", camera, app, len(items), min_samples)
