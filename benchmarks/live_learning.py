@@ -56,7 +56,7 @@ from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import SegmentedNet
 from stemcell.scheduling.event_f1 import event_f1
 from stemcell.training import binary_metrics, world_frames
-from stemcell.world import CLASSES, World
+from stemcell.world import CLASSES, World, WorldConfig
 
 MODES = ("off", "ams", "zoo")
 # Item 5's mixed fleet: 4 of 8 cameras static and adapted to their scene before the run (200 Adam steps).
@@ -262,6 +262,18 @@ def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
             "slicing_static_micro_windows": static_share, "slicing_fleet": args.slicing_fleet}
 
 
+def world_of(setup: Setup, args: argparse.Namespace) -> World:
+    """The cameras under test: a small pool of scene types they all share (`--scene-types`), each camera
+    cycling through `--haunts` of them in `--segment-s` stretches, so the scene a camera drifts into is
+    often one another camera (or itself, earlier) has been in: RECL's recurring scenes, where a zoo
+    expert can bring a camera back at once. The pool is the target world's own (seed), never the
+    source world the package was trained on."""
+    return World(WorldConfig(seed=args.seed, num_cameras=args.cameras, height=setup.size, width=setup.size,
+                             fps=setup.fps, duration_s=setup.duration_s, class_coverage=setup.class_coverage,
+                             num_scene_types=args.scene_types, scenes_per_camera=args.haunts,
+                             segment_s=tuple(args.segment_s)))
+
+
 def setup_of(args: argparse.Namespace) -> Setup:
     return Setup(size=args.size, fps=args.fps, duration_s=args.duration_s, app_class=args.app,
                  branchpoint=args.branchpoint, pretrain_frames=args.pretrain_frames, pretrain_epochs=2, seed=args.seed)
@@ -287,6 +299,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cameras", type=int, help="drifting cameras (default 3 quick / 6 full)")
     parser.add_argument("--duration-s", type=float, help="video seconds per camera (default 240 / 900)")
     parser.add_argument("--fps", type=float, default=2.0, help="stream rate")
+    parser.add_argument("--scene-types", type=int, default=4, help="scene types the cameras share")
+    parser.add_argument("--haunts", type=int, default=3, help="scene types each camera cycles through")
+    parser.add_argument("--segment-s", type=float, nargs=2, default=(30.0, 60.0), metavar=("MIN", "MAX"),
+                        help="length range of one scene segment (video seconds)")
     parser.add_argument("--size", type=int, default=32, help="frame side = model input")
     parser.add_argument("--app", default="car")
     parser.add_argument("--branchpoint", type=int, default=4)
@@ -317,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     setup = setup_of(args)
     base = pretrained_base(setup)
-    world = build_world(setup, args.cameras)
+    world = world_of(setup, args)
     cams = list(range(args.cameras))
     runs, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:

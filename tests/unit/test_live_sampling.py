@@ -9,6 +9,7 @@ import pytest
 
 from actors.live_feed import LiveFeed
 from stemcell.learning.live import LiveSampler, learning_apps
+from stemcell.learning.rates import sample_due
 from stemcell.serve_config import ServeConfig
 from stemcell.state.records import CameraRecord
 
@@ -23,6 +24,12 @@ class Clock:
 
 def _frames(n: int, size: int = 8) -> list[np.ndarray]:
     return [np.full((size, size, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+def test_sample_due_keeps_one_frame_per_interval() -> None:
+    assert sample_due(None, 5.0, 2.0)  # nothing kept yet
+    assert not sample_due(5.0, 5.4, 2.0) and sample_due(5.0, 5.5, 2.0)
+    assert not sample_due(5.0, 5.9, 1.0) and sample_due(5.0, 6.0, 1.0)
 
 
 def test_keeps_one_frame_per_asr_interval_and_batches_them() -> None:
