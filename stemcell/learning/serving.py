@@ -4,7 +4,8 @@ Per batch of teacher-labelled live samples of a camera (`measure`, before they e
 nothing is measured on what it trained on):
 1. the deployed model of each learning app, and the package's other candidates of the app (they
    share the stem), are scored against the teacher (`stemcell.learning.live_stats`);
-2. drift (agreement falling by more than `drift_threshold`) triggers RECL's zoo switch (`switch`):
+2. drift (agreement falling by more than `drift_threshold`), and a camera app's first batch (a new
+   camera starts on the expert that fits its scene, RECL's model reuse), trigger a zoo switch (`switch`):
    the app's gating network proposes its top-K experts of the shared zoo, the safety check weighs
    them with the deployed model on the camera's newest teacher-labelled samples, and a better expert
    is deployed at once, as a new version (edges catch up in full), before retraining catches up.
@@ -64,16 +65,18 @@ class LiveLearning:
 
     def measure(self, camera: str, apps: Sequence[str], t_s: Sequence[float], frames: np.ndarray,
                 labels: np.ndarray) -> list[str]:
-        """Score the deployed model and the other candidates of each app on a new batch; the apps that drifted."""
+        """Score the deployed model and the other candidates of each app on a new batch; the apps that drifted
+        (or that it is the first batch of: the zoo may have an expert for a new camera's scene)."""
         drifted = []
         for job in self._jobs(camera, apps):
             teacher = labels[:, job.target] > 0.5
             self._probation(job, frames, teacher)
             others = {bp: model_logits(self.candidate(job.app, bp), frames, self.config) > 0
                       for bp in self.branchpoints(job.app) if bp != job.branchpoint}
+            first = (camera, job.app) not in self.stats.agreement
             self.stats.observe(camera, job.app, int(job.branchpoint or 0), job.version, float(t_s[-1]), teacher,
                                job.predict(frames) > 0, others)
-            if self.zoo is not None and self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold):
+            if self.zoo is not None and (first or self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold)):
                 drifted.append(job.app)
         return drifted
 

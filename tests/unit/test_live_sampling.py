@@ -106,9 +106,10 @@ class _Teacher:
         return "labels-ref"
 
 
-def _feed(tmp_path: Path, live: bool) -> LiveFeed:
+def _feed(tmp_path: Path, live: bool, teacher_side: int | None = None) -> LiveFeed:
     config = ServeConfig.model_validate({"package_dir": str(tmp_path), "state_path": str(tmp_path / "s.db"),
-                                         "learning": {"enabled": True, "live": live, "live_batch": 2}})
+                                         "learning": {"enabled": True, "live": live, "live_batch": 2,
+                                                      "live_teacher_side": teacher_side}})
     return LiveFeed(config, input_size=4)
 
 
@@ -126,3 +127,18 @@ def test_feed_sends_learning_cameras_to_the_teacher_and_mutes_the_others(tmp_pat
 
     assert feed.request(batch, CameraRecord("cam", {"fps": 1.0, "apps": apps}), teacher) is None  # live: false
     assert feed.observe("cam", big, [5.0, 6.0]) is None and len(teacher.calls) == 1  # muted for a while
+
+
+def test_a_pixel_teacher_gets_a_larger_copy_and_the_worker_model_size(tmp_path: Path) -> None:
+    """`learning.live_teacher_side`: HOG-like teachers see the frame at up to that side (aspect kept,
+    never enlarged); the RetrainWorker still buffers model-size frames."""
+    apps = [{"app": "person", "branchpoint": 3, "fps": 1.0}]
+    feed, teacher = _feed(tmp_path, live=True, teacher_side=32), _Teacher()
+    rng = np.random.default_rng(0)
+    big = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    batch = feed.observe("cam", big, [0.0, 1.0])
+    assert batch is not None and batch.frames.shape == (2, 24, 32, 3)  # longer side 32, aspect kept
+    *_, frames, _ = feed.request(batch, CameraRecord("cam", {"fps": 1.0, "apps": apps}), teacher)
+    assert teacher.calls[0][0].shape == (2, 24, 32, 3) and frames.shape == (2, 4, 4, 3)
+    small = _feed(tmp_path, live=True, teacher_side=256).observe("cam", big, [0.0, 1.0])
+    assert small is not None and np.array_equal(small.frames, np.stack(big))  # never enlarged
