@@ -4,25 +4,34 @@ The learning side of the serving path, in one process and on video time: every c
 through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
 teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
 candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
-and in zoo mode drift switches to a zoo expert and retrained models are offered to the zoo: the
-same objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path
-is covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
+and in zoo mode drift (or a camera's first batch) asks the zoo for an expert, a switch is undone if
+the replaced model wins the next batch, and retrained models are offered to the zoo: the same
+objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path is
+covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
 after a hot swap.
+
+The world (RECL's recurring scenes): the cameras share a small pool of scene types (`--scene-types`
+4, each camera cycling through `--haunts` 3 of them in 30-60 s stretches), none of them in the
+package's source world, and join the fleet one after another (`--stagger-s` 20 s apart), so the
+scene a camera drifts into, or starts in, is often one another camera has already been in.
 
 Modes, same teacher and the same frames: (a) `off` (the package's model as trained; the samples are
 still labelled, for the live estimates), (b) `ams`, (c) `zoo`. Accuracy against ground truth on
-every frame. Keys (issue 17): rows [{mode, minute, accuracy, event_f1}], gain_learning (b - a, points),
-gain_zoo ((c) - (b) over the minutes after each scene change), plan_f1_error_validation / _live
-(|predicted - measured event F1| of the deployed candidate, predicted from the package's validation
-precision/recall or from the live estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off
-(inference latency per frame with a retraining thread running beside it, or not),
-real_agreement_start/end (vtest.avi, OpenCV HOG people teacher; the teacher labels the full frame,
-the student sees it at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
+every frame a camera streams. Keys (issue 17): rows [{mode, minute, accuracy, event_f1}],
+gain_learning (b - a, points), gain_zoo ((c) - (b) over the minutes after each scene change and
+each late camera's join; `gain_zoo_scene_changes` and `gain_zoo_joins` alone; `gain_zoo_per_seed`
+on `--zoo-seeds` worlds), plan_f1_error_validation / _live (|predicted - measured event F1| of the
+deployed candidate, predicted from the package's validation precision/recall or from the live
+estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off (inference latency per frame
+with a retraining thread running beside it, or not), real_agreement_start/end (vtest.avi zones
+where people come and go, OpenCV HOG people teacher on the zone at full resolution enlarged x1.5,
+the student at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
 gain-driven slicing minus round-robin, mean live accuracy in points, on item 5's mixed fleet of
 benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static and adapted to their
 scene before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
+    python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
 """
 from __future__ import annotations
 
@@ -37,20 +46,18 @@ from typing import Any
 import numpy as np
 import torch
 from ams_common import Setup, build_world, fresh_app, pretrained_base
+from live_real_clip import real_clip
 from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.event_metrics import event_score
 from stemcell.eval.plotting import plt
-from stemcell.imaging import resize_frames
 from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
 from stemcell.learning.live import LiveSampler
 from stemcell.learning.published import model_logits
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.teachers import (
     FrameMeta,
-    HogPeopleTeacherConfig,
-    build_teacher,
     presence,
 )
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
@@ -63,11 +70,6 @@ MODES = ("off", "ams", "zoo")
 # Item 5's mixed fleet: 4 of 8 cameras static and adapted to their scene before the run (200 Adam steps).
 SLICING_FULL = "--static-cameras 4 --adapt-static 200"
 SLICING_QUICK = SLICING_FULL + " --windows 4 --pretrain-frames 200 --size 32"
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-VTEST_FPS = 10.0
-# (row, column) quadrants where people come and go (HOG x1.5 marks 71 %, 12 % and 22 % of 1 fps
-# samples); in the top-right one, as in the whole frame, someone is always there
-VTEST_ZONES = ((0, 0), (1, 0), (1, 1))
 
 
 @dataclass
@@ -134,7 +136,7 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
 def join_frame(camera: int, args: argparse.Namespace) -> int:
     """Cameras join the fleet one after another (`--stagger-s`): a late camera starts on a scene the
     cameras before it may have been in, and its frames before the join are neither served nor scored."""
-    return int(round(camera * args.stagger_s * args.fps))
+    return round(camera * args.stagger_s * args.fps)
 
 
 def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: argparse.Namespace) -> list[dict]:
@@ -245,57 +247,6 @@ def latency_p99(run: ModeRun, world: World, cams: list[int], args: argparse.Name
     if worker is not None:
         worker.join()
     return float(np.percentile(times, 99))
-
-
-def vtest_zones(args: argparse.Namespace) -> tuple[list[np.ndarray], list[float]]:
-    """vtest.avi at `--real-fps`, cut into quadrant zones people enter and leave (`VTEST_ZONES`)."""
-    from stemcell.world.video_io import open_source
-
-    frames, stamps = [], []
-    with open_source(VTEST) as source:
-        for index, (frame, _) in enumerate(source):
-            if index % max(1, round(VTEST_FPS / args.real_fps)) == 0:
-                frames.append(frame)
-                stamps.append(index / VTEST_FPS)
-    height, width = frames[0].shape[:2]
-    zones = [np.stack([np.ascontiguousarray(f[r * height // 2:(r + 1) * height // 2, c * width // 2:(c + 1) * width // 2])
-                       for f in frames]) for r, c in VTEST_ZONES]
-    return zones, stamps
-
-
-def real_clip(base: SegmentedNet, args: argparse.Namespace) -> dict[str, Any]:
-    """vtest.avi (people walking) with OpenCV's HOG people teacher, one zone camera per quadrant where
-    people come and go (in the whole frame they are always there): the teacher sees each
-    zone at full resolution, enlarged `--real-hog-scale` times (HOG's window is 128 px tall), the
-    student the zone at model size. Agreement of the student with the teacher over the first and the
-    last third of the clip, on samples it had not trained on yet, pooled over the zones."""
-    if not VTEST.is_file():
-        return {"real_agreement_start": None, "real_agreement_end": None, "real_clip": f"{VTEST} missing"}
-    teacher = build_teacher(HogPeopleTeacherConfig(kind="opencv_hog_people", scale=args.real_hog_scale))
-    trainer = AmsTrainer(ams_config(args))
-    live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint])
-    zones, stamps = vtest_zones(args)
-    positives, thirds = [], {"start": [], "end": []}
-    for z, full in enumerate(zones):
-        camera = f"vtest-zone{z}"
-        trainer.add_job(camera, "person", fresh_app(base, args.branchpoint, "person"), 0,
-                        {"branchpoint": args.branchpoint})
-        small = resize_frames(full, args.size)
-        for k in range(0, len(small), args.live_batch):
-            ts, frames = stamps[k:k + args.live_batch], small[k:k + args.live_batch]
-            labels = presence(teacher.label(full[k:k + args.live_batch]), ("person",))
-            positives += labels[:, 0].tolist()
-            live.measure(camera, ["person"], ts, frames, labels)
-            trainer.add_samples(camera, np.asarray(ts), frames, labels)
-            trainer.run_pending()
-        history = live.stats.agreement[(camera, "person")].history
-        third = max(1, len(history) // 3)
-        thirds["start"] += [a for _, a in history[:third]]
-        thirds["end"] += [a for _, a in history[-third:]]
-    return {"real_agreement_start": float(np.mean(thirds["start"])), "real_agreement_end": float(np.mean(thirds["end"])),
-            "real_teacher_positive_fraction": float(np.mean(positives)),
-            "real_clip": f"{VTEST.name}: {len(zones)} quadrant zones x {len(stamps)} samples at {args.real_fps:g} fps; HOG sees "
-                         f"{zones[0].shape[2]}x{zones[0].shape[1]} px zones x {args.real_hog_scale:g}, the student {args.size} px"}
 
 
 def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
@@ -419,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         "p99_ms_learning_on": latency_p99(b, world, cams, args, learning=True),
         "p99_ms_learning_off": latency_p99(b, world, cams, args, learning=False),
         **slicing_on_mixed_fleet(args),
-        **real_clip(base, args),
+        **real_clip(base, args, ams_config(args)),
         "kept_back": {m: sum(j.stats.kept_back for s in runs[m].live.trainer.sessions.values() for j in s.jobs.values())
                       for m in MODES},
         "zoo": {**{k: v for k, v in zoo_view.items() if k != "experts"}, "experts": len(zoo_view["experts"])},

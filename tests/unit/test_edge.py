@@ -1,6 +1,8 @@
 """Edge client over the in-process transport: real students, real updates, real oracle labels."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -171,4 +173,4 @@ def test_edge_and_server_sampler_keep_the_same_frames(world: World) -> None:
         sampler.offer("cam", [frame], [float(ts)])
     kept = [t for t, _ in edge._pending]
     assert len(kept) > 5 and kept == sampler._cameras["cam"].stamps
-    assert all(b - a >= 1 / 0.7 for a, b in zip(kept, kept[1:]))
+    assert all(b - a >= 1 / 0.7 for a, b in itertools.pairwise(kept))

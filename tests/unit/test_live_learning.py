@@ -141,7 +141,7 @@ def test_status_shows_every_learning_app() -> None:
     live.measure("cam", ["car", "person"], t_s, frames, labels)
     status = live.learning_status("cam")
     assert status["app"] == "car" and set(status["apps"]) == {"car", "person"}
-    for app, block in status["apps"].items():
+    for block in status["apps"].values():
         assert block["agreement_now"] is not None and block["version"] == 0 and len(block["history"]) == 1
     assert {k: status[k] for k in status["apps"]["car"]} == status["apps"]["car"]  # the contract's keys: the first app
     assert live.learning_status("elsewhere") is None
