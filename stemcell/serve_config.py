@@ -172,6 +172,8 @@ class LearningSection(_Strict):
     live_batch: int = Field(8, ge=1, le=256)  # sampled frames per teacher call
     live_max_wait_s: float = Field(10.0, gt=0)  # a partial batch goes to the teacher after this long
     live_min_samples: int = Field(200, ge=1)  # live precision/recall replace validation figures from here
+    # kept live frames' longer side for the teacher (pixel teachers such as HOG); null: the model's input size
+    live_teacher_side: int | None = Field(None, ge=16, le=4096)
     safety_holdout: int = Field(8, ge=0, le=256)  # newest samples a retrained model must win on (0: no check)
     zoo: ZooSection = ZooSection()
     # Scheduled merging (issue 20): a MergeWorker looks at the executors and the learner this often (null: off),
