@@ -24,9 +24,12 @@ from stemcell.scheduling.slicing import SLICING_POLICIES, run_micro_windows
 from stemcell.training import pretrain_base, world_frames
 from stemcell.world import CLASSES, CameraTimeline, World, WorldConfig
 
-POLICY_LABELS = {"gain": "gain-driven (RECL)", "gain_last": "gain-driven, last-gain estimator",
+POLICY_LABELS = {"gain": "gain-driven, drop prior + measured gains (the Planner's)",
+                 "gain_curve": "gain-driven, curve fit of measured gains (RECL)",
+                 "gain_last": "gain-driven, last-gain estimator",
                  "gain_drop": "gain-driven, gain = agreement drop since last update",
                  "round_robin": "round-robin (AMS)", "equal_share": "equal share (Ekya-like)"}
+ESTIMATOR_OF = {"gain": "blend", "gain_curve": "curve", "gain_last": "last", "gain_drop": "prior"}
 
 
 def pretrained_base(world: World, args: argparse.Namespace) -> SegmentedNet:
@@ -157,8 +160,10 @@ def window_data(
 
 def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argparse.Namespace) -> list[dict[str, object]]:
     """Simulate every update window under `policy`; one row per (camera, window)."""
-    estimator = {"gain_last": "last", "gain_drop": "prior"}.get(policy, "curve")
-    policy_fn = SLICING_POLICIES["gain" if policy.startswith("gain") else policy]
+    estimator = ESTIMATOR_OF.get(policy, "curve")
+    policy_fn = SLICING_POLICIES["gain" if policy in ESTIMATOR_OF else policy]
+    planning = {"estimator": estimator, "prior_rate": args.prior_rate, "prior_weight": args.prior_weight,
+                "min_windows": args.min_windows}
     jobs: dict[str, CameraJob] = {}
     for c in range(args.cameras):
         model = copy.deepcopy(args.initial_models[c])  # training only runs above the stem (upper_forward)
@@ -176,8 +181,8 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
         run = run_micro_windows(
             policy_fn, initial, args.micro_windows,
             lambda name: jobs[name].train_micro_window(args.iters, args.batch, args.gain_metric),
-            elapsed_windows=elapsed, estimator=estimator, checkpoints=_JobCheckpoints(jobs) if args.keep_best else None,
-            prior_gains=drops if estimator == "prior" else None,
+            elapsed_windows=elapsed, checkpoints=_JobCheckpoints(jobs) if args.keep_best else None,
+            prior_gains=drops, **planning,
         )
         elapsed += len(run.order)
         after_update = dict(run.final_accuracy)
@@ -278,6 +283,12 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-best", action="store_true",
                         help="every policy's jobs keep their best checkpoint: a window that lowers the "
                              "held-out metric is rolled back (RECL's safety checker, per micro-window)")
+    parser.add_argument("--prior-rate", type=float, default=0.7,
+                        help="gain-driven: decay of a job's expected gain per window granted")
+    parser.add_argument("--prior-weight", type=float, default=4.0,
+                        help="policy gain: windows of measured gains the drop prior is worth")
+    parser.add_argument("--min-windows", type=int, default=1,
+                        help="gain-driven: windows every job gets first in each update window")
     parser.add_argument("--val-block", type=int, default=10,
                         help="held-out samples come in blocks of this many consecutive samples (every 3rd block)")
     parser.add_argument("--eval-stride", type=int, default=5, help="score every k-th live frame")
