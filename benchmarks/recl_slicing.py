@@ -175,8 +175,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("out/recl_slicing.json"), help="JSON path (PNG/Parquet beside)")
     add_fleet_arguments(parser)
     args = parser.parse_args(argv)
-    if not args.quick:  # full mode: a larger fleet (2 micro-windows per camera and update window)
+    if not args.quick:  # full mode: a larger fleet (2 micro-windows per camera and update window), longer
         args.cameras = args.cameras or 12
+        args.windows = args.windows or 10
         args.seeds = args.seeds or 3
     finish_fleet_arguments(parser, args, args.quick)
     args.seed_list = list(range(args.seed, args.seed + (args.seeds or 1)))
