@@ -50,14 +50,16 @@ ESTIMATORS: dict[str, GainEstimator] = {"curve": fit_gain_curve, "last": last_ga
 # teacher dropped since its last update), decaying by `prior_rate` per window it is granted; the
 # probes' measured gains are ignored. A job without a prior falls back to the curve fit.
 # "blend" (the default, the Planner's): the prior shrunk towards by the gains measured since
-# (`blended_gain_curve`), a job without a prior getting the fleet's mean prior.
+# (`blended_gain_curve`); a job without a prior is planned from its measured gains, or, before any
+# window was measured, with the fleet's mean prior.
 ESTIMATOR_NAMES = (*ESTIMATORS, "prior", "blend")
 
 
 def expected_gain_curve(job: RetrainJob, ctx: SlicingContext) -> GainCurve | None:
     """The gain curve the gain-driven policy plans `job` with, by `ctx.estimator`."""
     if ctx.estimator == "blend":
-        prior = job.prior_gain if job.prior_gain is not None else ctx.fleet_prior()
+        unmeasured = job.windows_used == 0 and not job.recent_gains
+        prior = job.prior_gain if job.prior_gain is not None else ctx.fleet_prior() if unmeasured else None
         return blended_gain_curve(job.recent_gains, prior, rate=ctx.prior_rate, weight=ctx.prior_weight,
                                   first_window=job.windows_used - len(job.recent_gains))
     if ctx.estimator == "prior" and job.prior_gain is not None:

@@ -333,6 +333,12 @@ def test_blend_without_a_prior_takes_the_fleets_mean_prior() -> None:
     assert ctx.estimator == "blend" and ctx.fleet_prior() == pytest.approx(0.2)
     assert expected_gain_curve(jobs[2], ctx) == GainCurve(next=pytest.approx(0.2), rate=0.7)
     assert SlicingContext((RetrainJob("x"),), 1).fleet_prior() is None
+    # A job without a prior that was measured (an edge-only job, say) is planned from its own gains.
+    measured = RetrainJob("edge", recent_gains=(0.1,), windows_used=30)
+    ctx = SlicingContext((*jobs, measured), 4)
+    curve = expected_gain_curve(measured, ctx)
+    assert curve == blended_gain_curve((0.1,), None, rate=0.7, weight=4.0, first_window=29)
+    assert curve is not None and curve.next == pytest.approx(0.07)  # its last gain, decayed once
 
 
 def test_min_windows_first_then_the_priors_decide() -> None:
