@@ -136,9 +136,10 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
     """RECL Algorithm 1: every job's minimum windows first, then greedily the best expected gain.
 
     Jobs with fewer than `ctx.min_windows` windows so far get theirs first, one round over the jobs
-    at a time in context order (with the default 1: Algorithm 1's probe of every unprofiled job,
-    lines 10-12, which also checks a job whose prior says it needs nothing, e.g. a static camera);
-    if the windows run out, the first jobs in context order get them. The remaining windows go one
+    at a time (with the default 1: Algorithm 1's probe of every unprofiled job, lines 10-12, which
+    also checks a job whose prior says it needs nothing, e.g. a static camera); if the windows run
+    out (more jobs than windows in a Planner round), jobs known by nothing, then those with the
+    highest expected gain, then the earlier ones in context order get them. The remaining windows go one
     by one to the job with the highest expected gain of its next window (`expected_gain_curve`),
     each job's curve advancing as the plan grants it windows. Equal expected gains (e.g. several
     jobs whose accuracy did not move) go to the job with fewer windows so far, then to the earlier
@@ -149,8 +150,16 @@ def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
     curves = {pos: expected_gain_curve(job, ctx) for pos, job in enumerate(ctx.jobs)}
     ahead = {pos: 0 for pos in curves}  # windows of its curve this plan already granted each job
     budget = ctx.windows_available
+    # the minimum windows' order: jobs known by nothing first (Algorithm 1 probes them), then by
+    # expected gain, then context order; it matters only when the windows run out first
+    def priority(pos: int) -> tuple[bool, float, int]:
+        curve = curves[pos]
+        return curve is not None, -curve.next if curve is not None else 0.0, pos
+
+    first = sorted(curves, key=priority)
     for round_ in range(ctx.min_windows):
-        for pos, job in enumerate(ctx.jobs):
+        for pos in first:
+            job = ctx.jobs[pos]
             if job.windows_used <= round_ and budget > 0:
                 order.append(job.job_id)
                 budget -= 1

@@ -299,7 +299,7 @@ def test_prior_gains_steer_the_in_band_run_to_the_drifted_job() -> None:
     # Both jobs' probes gain the same; only the drop since the last update tells them apart.
     flat = {"static": (0.8, 0.9, 0.5), "drifted": (0.8, 0.9, 0.5)}
     run = _run("gain", flat, 8, estimator="prior", prior_gains={"static": 0.0, "drifted": 0.3})
-    assert run.order[:2] == ("static", "drifted")  # Algorithm 1's probes, in context order
+    assert sorted(run.order[:2]) == ["drifted", "static"]  # Algorithm 1's probes first, the higher prior first
     assert run.windows_for("drifted") > run.windows_for("static") + 2
     plain = _run("gain", flat, 8, estimator="curve")
     assert plain.windows_for("drifted") == plain.windows_for("static")
@@ -344,14 +344,19 @@ def test_blend_without_a_prior_takes_the_fleets_mean_prior() -> None:
 def test_min_windows_first_then_the_priors_decide() -> None:
     jobs = (RetrainJob("static", prior_gain=0.0), RetrainJob("drifted", prior_gain=0.3))
     probed = gain_driven_slicing(SlicingContext(jobs, 6))
-    assert probed.order[:2] == ("static", "drifted")  # the minimum window checks the static camera too
+    assert probed.order[:2] == ("drifted", "static")  # the minimum window checks the static camera too
     assert probed.windows_for("drifted") == 5
     assert dict(probed.next_gains) == {"static": 0.0, "drifted": pytest.approx(0.3)}
     assert probed.expected_gain == pytest.approx(0.3 * sum(0.7**k for k in range(5)))
     unprobed = gain_driven_slicing(SlicingContext(jobs, 6, min_windows=0))
     assert unprobed.windows_for("static") == 0 and unprobed.order[0] == "drifted"
     twice = gain_driven_slicing(SlicingContext(jobs, 6, min_windows=2))
-    assert twice.order[:4] == ("static", "drifted", "static", "drifted") and twice.windows_for("static") == 2
+    assert twice.order[:4] == ("drifted", "static") * 2 and twice.windows_for("static") == 2
+    # Fewer windows than jobs (a Planner round with many cameras): the minimum windows go to the
+    # jobs known by nothing, then to the highest priors, not to the first jobs in context order.
+    many = (*jobs, RetrainJob("mild", prior_gain=0.1), RetrainJob("unknown", recent_gains=(), windows_used=0))
+    scarce = gain_driven_slicing(SlicingContext(many, 3, estimator="prior"))
+    assert scarce.order == ("unknown", "drifted", "mild")
     with pytest.raises(ValueError, match="min_windows"):
         SlicingContext(jobs, 6, min_windows=-1)
 
