@@ -84,10 +84,11 @@ def blended_gain_curve(gains: Sequence[float], prior: float | None, *, rate: flo
     the next window (`first_window + len(gains)`) is expected to gain `level * rate**next`.
     Without a prior the measured gains alone decide (None when nothing is known either).
     """
-    if prior is None and not gains:
-        return None
     g = np.asarray(gains, dtype=float)
     basis = rate ** np.arange(first_window, first_window + len(g), dtype=float)
     prior_weight = weight if prior is not None else 0.0
-    level = (prior_weight * (prior or 0.0) + float(basis @ g)) / (prior_weight + float(basis @ basis))
+    evidence = prior_weight + float(basis @ basis)
+    if evidence <= 0.0:  # nothing measured, and no prior (or one worth nothing)
+        return None
+    level = (prior_weight * (prior or 0.0) + float(basis @ g)) / evidence
     return GainCurve(next=level * rate ** (first_window + len(g)), rate=rate)

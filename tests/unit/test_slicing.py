@@ -325,6 +325,7 @@ def test_blend_is_the_prior_before_any_window_and_shrinks_towards_measured_gains
     late = blended_gain_curve((0.05,), None, rate=0.5, weight=4.0, first_window=2)
     assert late is not None and late.next == pytest.approx(0.025)
     assert blended_gain_curve((), None, rate=0.5, weight=4.0) is None
+    assert blended_gain_curve((), 0.2, rate=0.5, weight=0.0) is None  # a prior worth nothing is no estimate
 
 
 def test_blend_without_a_prior_takes_the_fleets_mean_prior() -> None:
