@@ -145,8 +145,14 @@ hoped), so the prior often gives them *more* time (seed 4: 55 windows). With a s
 Full mode (12 cameras, 6 static, 10 update windows, 24 micro-windows each, 3 seeds;
 `--static-cameras 6 --adapt-static 200 --static-segment-s 100000`):
 
-    gain (blend, the Planner's)          -2.18  (seeds 1-2 not measured yet)
-    gain_drop (the prior alone)          -0.97
+                                       seed 0 seed 1 seed 2   mean  static windows (120 under round-robin)
+    gain (blend, the Planner's)          -2.18  +3.79  -1.00  +0.20  116 107 96
+    gain_drop (the prior alone)          -0.97  +1.72  -1.32  -0.19  116 110 103
+
+(1343 s at load 20-27.) The full-mode goal (+2, positive on most seeds) is *not* met: with 12
+cameras, 6 of them static, and a base pretrained on twice the frames, the blend is +0.20 on average
+and positive on 1 of 3 seeds; the quick-mode win does not carry over, which with the spread above
+says the quick figure is at least partly luck of 5 seeds rather than a mechanism shown.
 
 Also measured with the sweep harness (same code path; quick, seeds 0-4): on the stable fleet with
 the old held-out drop, `gain` +4.31 -1.15 +2.01 +5.97 -0.31 (mean +2.17), `gain_drop` +7.67 -1.94
