@@ -71,7 +71,7 @@ class LiveFeed:
             log.warning("camera %s: live samples not labelled: %s", batch.camera, exc)
             self.sampler.mute(batch.camera)
             return None
-        labels = teacher.label.remote(batch.frames, world, stamps)
+        labels = teacher.label.remote(batch.frames, world, stamps, boxes=True)  # boxes: detect apps learn too
         return batch.camera, tuple(a for a in spec.apps if a.app in learn), stamps, batch.frames, labels
 
     def answered(self, camera: str, advice: EdgeAdvice) -> list[str]:

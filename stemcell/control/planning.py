@@ -74,11 +74,15 @@ def memory_floor(report: MemoryReport | None, *, margin: float = 1.25) -> float:
     share below what the executor holds (merged weights + activations at its running batch, or the
     CUDA peak it measured, whichever is larger) would make it fail with out-of-memory however little
     compute it needs. `margin` leaves room for allocator fragmentation and batch growth. 0 when the
-    report has no GPU size (CPU executors, unreachable ones): nothing to protect.
+    report has no GPU size (CPU executors, unreachable ones): nothing to protect. A swapping executor
+    (`executors.weight_cap_mb`) counts only the weights it keeps on the device.
     """
     if report is None or not report.gpu_total_bytes:
         return 0.0
-    need = max(report.bytes_merged + report.activation_peak, report.cuda_max_memory_allocated or 0)
+    weights, swap = report.bytes_merged, report.details.get("swap")
+    if swap:  # a swapping executor keeps only its resident layers and staging slots on the device
+        weights = min(weights, int(swap["resident_bytes"]) + int(swap["staging_bytes"]))
+    need = max(weights + report.activation_peak, report.cuda_max_memory_allocated or 0)
     return min(1.0, margin * need / float(report.gpu_total_bytes))
 
 
