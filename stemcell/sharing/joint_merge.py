@@ -4,13 +4,16 @@ Models fine-tuned per app or per camera hold matching layers (`stemcell.sharing.
 different weights, so they cannot be stored once as they are. Gemel's answer, followed here:
 1. candidates: a group of matching units, one per model (k-th unit of a signature in each model);
 2. greedy: try the candidate that saves the most bytes first (memory is dominated by few big layers);
-   a group that fails is split in two by weight distance and its halves go back into the queue;
+   a group that fails is tried again without the models that missed their target (Gemel's
+   incremental choice of who shares, `retry_subsets`), or split in two by weight distance;
 3. tie: every member points at one module (one `nn.Parameter` per tensor, one copy in memory),
    initialised from the medoid member's weights or the members' mean (`MergeConfig.init`);
-4. retrain jointly every model that shares anything with the group, for at most `max_epochs`,
-   checking held-out accuracy after each epoch; keep the merge as soon as every model is within
-   `tolerance_points` of its unmerged accuracy (or its explicit target), otherwise roll back to the
-   checkpoint taken before the step;
+4. check the tied weights as they start (epoch 0: the mean of models fine-tuned from one base often
+   serves them all), then retrain jointly every model that shares anything with the group, each from
+   its lowest tied segment up on the cached activation below it (`joint_train`), one batch of every
+   model per optimiser step, tied units at a smaller learning rate, for at most `max_epochs`; stop
+   as soon as every model is within `tolerance_points` of its unmerged validation accuracy (or its
+   explicit target), otherwise roll back to the checkpoint taken before the step;
 5. stop when no candidate is left or the time budget is spent.
 Tied segments are byte-identical afterwards, so the `ModuleStore` of a stem tree stores them once
 and the executors' memory accounting reflects the merge without any special case.
