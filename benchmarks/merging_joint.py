@@ -1,7 +1,7 @@
 """Merging layers whose weights differ (Gemel-style joint retraining), and swapping what still does not fit.
 
-Workload: per-camera apps ("is a car / a person present", one model per camera and app), each
-fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) from one of two bases
+Workload: per-camera apps ("is a car / a person present", one model per camera and app: 8 models
+from 4 cameras in full mode, 6 from 3 with --quick), each fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) from one of two bases
 (tiny_cnn pretrained on the synthetic world with two seeds: same structure, different weights).
 Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
@@ -11,7 +11,10 @@ two thirds of each camera's frames are held out (whole 20 s chunks), and each he
 its first 10 s to validation and its last 10 s to test, so both splits cover the same scenes and a
 decision taken on validation carries over to test. Drops are reported with a 95% interval from a
 bootstrap over the test split's 10 s chunks (neighbouring frames are near-duplicates: resampling
-frames one by one would understate the noise).
+frames one by one would understate the noise). Full mode samples 1500 frames over a 1500 s timeline
+per camera (~500 test frames per model in ~50 chunks of 10 s) so that the interval is narrow; it takes ~15 min
+on a shared 2-core box (`phase_s` says where the time went). Torch runs on one thread there
+(`--threads`): two OpenMP threads at nice 19 on a loaded box trained ~10x slower.
 
 Swapping: under a memory cap of half the merged bytes, layer swapping (most-used layers resident,
 the rest copied per batch in execution order, prefetching) against whole-model swapping (the seed's
@@ -56,17 +59,19 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
     p.add_argument("--cameras", type=int, help="cameras, one model per camera and app (default 4: 8 models; 3 quick)")
-    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 1800, 450 quick)")
-    p.add_argument("--duration-s", type=float, help="each camera's timeline (default 1800, 600 quick): more "
+    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 1500, 450 quick)")
+    p.add_argument("--duration-s", type=float, help="each camera's timeline (default 1500, 600 quick): more "
                    "independent 10 s test chunks, a narrower CI")
     p.add_argument("--size", type=int, default=64, help="input resolution")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 4 with --quick)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 6 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
     p.add_argument("--tolerance", type=float, default=1.0, help="accuracy target: unmerged validation - this (points)")
-    p.add_argument("--init", choices=("mean", "medoid"), default="mean", help="where a tied segment starts")
+    p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean", help="where a tied segment starts")
     p.add_argument("--presplit", type=float, default=2.0,
                    help="split groups whose members form two clusters (across > this x within) before trying; 0: off")
-    p.add_argument("--budget-s", type=float, help="merge time budget (default 480, 120 quick)")
+    p.add_argument("--budget-s", type=float, help="merge time budget (default 360, 90 quick)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads: on a shared 2-core box one thread "
+                   "trained ~10x faster than two (spinning OpenMP threads at nice 19)")
     p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 20 quick)")
     return p.parse_args()
 
@@ -166,7 +171,7 @@ def build_workload(cameras: int, frames: int, duration_s: float, size: int, epoc
     train, held = world_frames(world, range(cameras), frames, val_fraction=2 / 3, seed=0)
     val, test = _split(held, chunk)
     seconds["data_s"], t0 = time.monotonic() - t0, time.monotonic()
-    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if quick else 5, lr=1e-3, batch_size=32,
+    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if quick else 6, lr=1e-3, batch_size=32,
                            seed=s) for s in (0, 1)]
     seconds["pretrain_s"], t0 = time.monotonic() - t0, time.monotonic()
     specs = [(cam, app) for cam in range(cameras) for app in APPS]
@@ -202,13 +207,14 @@ def main() -> None:
     q = args.quick
     size = args.size
     cameras = args.cameras or (3 if q else 4)
-    frames = args.frames or (450 if q else 1800)
-    duration = args.duration_s or (600.0 if q else 1800.0)
-    epochs = args.epochs or (4 if q else 8)
+    frames = args.frames or (450 if q else 1500)
+    duration = args.duration_s or (600.0 if q else 1500.0)
+    epochs = args.epochs or (6 if q else 8)
     cfg = MergeConfig(tolerance_points=args.tolerance, max_epochs=args.merge_epochs or (2 if q else 4),
-                      budget_s=args.budget_s or (120 if q else 480), init=args.init,
+                      budget_s=args.budget_s or (90 if q else 360), init=args.init,
                       presplit_ratio=args.presplit or None)
     iters = args.swap_iters or (20 if q else 50)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     w = build_workload(cameras, frames, duration, size, epochs, q)
     names, models, data, tests, chunks = w.names, w.models, w.data, w.tests, w.chunks
@@ -238,6 +244,7 @@ def main() -> None:
         "models": names,
         "accuracy_unmerged_test": test_before,
         "accuracy_merged_test": [accuracy_points(m, x, y) for m, (x, y) in zip(final.models, tests)],
+        "accuracy_majority_test": [100.0 * float(max(y.mean(), 1 - y.mean())) for _, y in tests],  # "always absent"
         "accuracy_unmerged_val": final.baseline,
         "accuracy_merged_val": final.accuracy,
         "targets_val": final.targets,

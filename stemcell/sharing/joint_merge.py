@@ -149,7 +149,8 @@ def _flat(unit: nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().float().flatten() for t in unit.state_dict().values()])
 
 
-def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid") -> nn.Module:
+def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid",
+        frames: Sequence[int] | None = None) -> nn.Module:
     """Point every member at one member's module: afterwards they are one set of tensors.
 
     The module kept is the medoid's (least summed weight distance to the others): the starting point
@@ -157,14 +158,20 @@ def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid"
     `init="mean"` its floating-point tensors (weights, BatchNorm statistics) then take the members'
     average: models fine-tuned from one base stay in one basin, where the average serves all of them
     better than any one member does (weight averaging, "model soups"); integer counters stay the medoid's.
+    With `init="most_data"` the member whose model has the most training frames (`frames`, per model
+    index) is kept as it is: its weights saw the most of the world, the others adapt to them.
     """
     units = [get_unit(models[i], p) for i, p in candidate.members]
-    flat = [_flat(u) for u in units]
-    medoid = min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))
-    shared = units[medoid]
+    if init == "most_data":
+        if frames is None:
+            raise ValueError('init="most_data" needs the training frames per model')
+        shared = units[max(range(len(units)), key=lambda k: frames[candidate.members[k][0]])]
+    else:
+        flat = [_flat(u) for u in units]
+        shared = units[min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))]
     if init == "mean":
         states = [u.state_dict() for u in units]
-        mean = {k: torch.stack([st[k] for st in states]).mean(0) for k, t in states[medoid].items()
+        mean = {k: torch.stack([st[k] for st in states]).mean(0) for k, t in shared.state_dict().items()
                 if t.is_floating_point()}
         with torch.no_grad():
             for k, t in shared.state_dict().items():
@@ -295,7 +302,7 @@ class JointMerger:
         t0 = self.clock()
         ids = sharing_closure([*groups, candidate], {i for i, _ in candidate.members})
         checkpoint = copy.deepcopy([self.models[i] for i in ids])  # one deepcopy keeps ties among them
-        tie(self.models, candidate, self.cfg.init)
+        tie(self.models, candidate, self.cfg.init, [len(d.train_x) for d in self.data])
         tied = [g for g in (*groups, candidate) if g.members[0][0] in ids]
         shared = list({id(u): u for g in tied for u in self._units(g)}.values())
         nets, data = self._retrained(ids, tied)

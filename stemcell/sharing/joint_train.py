@@ -21,7 +21,7 @@ from torch import nn
 from stemcell.models import AppModel
 from stemcell.training.loop import balanced_pos_weight, batched
 
-Init = Literal["medoid", "mean"]  # where a tied unit's weights start (`joint_merge.tie`)
+Init = Literal["medoid", "mean", "most_data"]  # where a tied unit's weights start (`joint_merge.tie`)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class MergeConfig:
     batch_size: int = 32
     budget_s: float = 600.0  # wall-clock budget of the whole merge
     seed: int = 0
-    init: Init = "medoid"  # a tied unit starts from the medoid member's weights or the members' mean
+    init: Init = "medoid"  # a tied unit starts from the medoid member, the members' mean or the best-fed member
     presplit_ratio: float | None = None  # split two-cluster groups before trying them (`presplit`); None: never
     batch_stats: bool = False  # BatchNorm on batch statistics while retraining (False: running ones, as served)
     cache_prefix: bool = True  # freeze and cache what lies below each model's lowest tied unit (`Suffix`)

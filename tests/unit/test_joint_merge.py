@@ -243,6 +243,19 @@ def test_mean_init_starts_a_tied_unit_from_the_members_average() -> None:
         torch.testing.assert_close(t, want[k] if k in want else counters[k])
 
 
+def test_most_data_init_keeps_the_best_fed_members_weights() -> None:
+    models = _models(3, seeds=(0, 1))
+    want = copy.deepcopy(models[1].upper[4].state_dict())
+    candidate = next(c for c in merge_candidates([model_units(str(i), m) for i, m in enumerate(models)])
+                     if c.members[0][1] == "upper.4")
+    shared = tie(models, candidate, "most_data", frames=[10, 50, 20])
+    assert shared is models[0].upper[4] is models[2].upper[4]
+    for k, t in shared.state_dict().items():
+        assert torch.equal(t, want[k]), k
+    with pytest.raises(ValueError, match="training frames"):
+        tie(_models(3), candidate, "most_data")
+
+
 def test_presplit_separates_models_of_two_bases_before_trying_them() -> None:
     models = _models(4, seeds=(0, 1))  # bases alternate: models 0, 2 on one, 1, 3 on the other
     with torch.no_grad():  # fine-tuning moves each model a little from its base
