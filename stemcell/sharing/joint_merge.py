@@ -220,6 +220,15 @@ def retry_subsets(candidate: Candidate, step: MergeStep, units: Sequence[nn.Modu
     return [Candidate(candidate.signature, side, candidate.unit_bytes) for side in (fits, misfits) if len(side) > 1]
 
 
+def stalled(shortfalls: Sequence[float], patience: int | None) -> bool:
+    """Whether the last `patience` epochs brought the models no closer to their targets (summed
+    points missing after each check, epoch 0 first): more epochs are then unlikely to help and the
+    step is given up early (Gemel's early stop of hopeless merges). `None`: never."""
+    if patience is None or len(shortfalls) <= patience:
+        return False
+    return min(shortfalls[-patience:]) >= min(shortfalls[:-patience])
+
+
 def segment_index(model: AppModel, path: str) -> int:
     """Position in execution order (stem segments, then upper ones) of the segment holding unit `path`."""
     kind, index = path.split(".")[:2]
@@ -307,13 +316,14 @@ class JointMerger:
         shared = list({id(u): u for g in tied for u in self._units(g)}.values())
         nets, data = self._retrained(ids, tied)
         targets = tuple(self.targets[i] for i in ids)
-        reason, epochs = "target missed", 0
+        reason, epochs, shortfalls = "target missed", 0, []
         while True:  # epoch 0 checks the tied weights as they start (the members' mean often serves all)
             reached = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(nets, data))
-            if all(a >= t for a, t in zip(reached, targets)):
+            shortfalls.append(sum(max(0.0, t - a) for a, t in zip(reached, targets)))
+            if shortfalls[-1] == 0.0:
                 reason = "target met"
                 break
-            if epochs >= self.cfg.max_epochs:
+            if epochs >= self.cfg.max_epochs or stalled(shortfalls, self.cfg.patience):
                 break
             if self.clock() - started >= self.cfg.budget_s:
                 reason = "budget"

@@ -38,6 +38,7 @@ class ModelData:
 class MergeConfig:
     tolerance_points: float = 1.0  # target = unmerged held-out accuracy - this (accuracy in points)
     max_epochs: int = 3  # joint-retraining epochs per merge step (the bound)
+    patience: int | None = 2  # give a step up after this many epochs without getting closer to the targets
     lr: float = 1e-3
     tied_lr_scale: float = 0.5  # tied units learn at lr x this: they start from weights that serve everyone
     batch_size: int = 32

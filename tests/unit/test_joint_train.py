@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stemcell.models import build_base, make_app_model
-from stemcell.sharing.joint_merge import Candidate, JointMerger, segment_index, tie
+from stemcell.sharing.joint_merge import Candidate, JointMerger, segment_index, stalled, tie
 from stemcell.sharing.joint_train import (
     MergeConfig,
     ModelData,
@@ -90,3 +90,14 @@ def test_a_tie_that_already_meets_every_target_is_kept_without_retraining() -> N
     result = JointMerger(models, data, MergeConfig(max_epochs=3), targets=(0.0, 0.0)).run()
     assert result.groups and all(s.accepted and s.epochs == 0 for s in result.steps)
     assert all(m is result.models[0].upper[k] for k, m in enumerate(result.models[1].upper))
+
+
+def test_a_step_that_stops_getting_closer_is_given_up_early() -> None:
+    assert not stalled([5.0], 1) and not stalled([5.0, 3.0], 1) and stalled([5.0, 3.0, 3.0], 1)
+    assert not stalled([5.0, 3.0, 4.0], 2) and stalled([3.0, 4.0, 3.5], 2)  # two epochs, no better than before
+    assert not stalled([5.0, 5.0, 5.0], None)
+    models = [_model(6), _model(7)]
+    data = [_data(seed=2), _data(seed=3)]
+    frozen_lr = MergeConfig(lr=0.0, max_epochs=5, patience=1)  # nothing moves: the first epoch brings nothing
+    result = JointMerger(models, data, frozen_lr, targets=(0.0, 101.0)).run()
+    assert result.steps and all(s.epochs == 1 and s.reason == "target missed" for s in result.steps)
