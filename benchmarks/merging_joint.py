@@ -7,12 +7,12 @@ Today's merger (identical layers only) saves almost nothing on them; the joint-r
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
 and keeps a merge only if every model stays within 1 point of its unmerged held-out accuracy.
 Accuracy is checked on a validation split during the merge and *reported* on a separate test split:
-two thirds of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
+three quarters of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
 its first 10 s to validation and its last 10 s to test, so both splits cover the same scenes and a
 decision taken on validation carries over to test. Drops are reported with a 95% interval from a
 bootstrap over the test split's 10 s chunks (neighbouring frames are near-duplicates: resampling
-frames one by one would understate the noise). Full mode samples 1500 frames over a 1500 s timeline
-per camera (~500 test frames per model in ~50 chunks of 10 s) so that the interval is narrow; it takes ~15 min
+frames one by one would understate the noise). Full mode samples 2400 frames over a 2400 s timeline
+per camera (~900 test frames per model in ~90 chunks of 10 s) to narrow the interval; it takes ~15 min
 on a shared 2-core box (`phase_s` says where the time went). Torch runs on one thread there
 (`--threads`): two OpenMP threads at nice 19 on a loaded box trained ~10x slower.
 
@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from benchmarks.merge_swap import swap_figures  # noqa: E402  (the swap measurement)
 
 APPS = ("car", "person")
+HELD_OUT = 0.75  # of each camera's frames: half of it validation (merge decisions), half test (reported)
 
 
 def _parse() -> argparse.Namespace:
@@ -59,12 +60,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
     p.add_argument("--cameras", type=int, help="cameras, one model per camera and app (default 4: 8 models; 3 quick)")
-    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 1500, 450 quick)")
-    p.add_argument("--duration-s", type=float, help="each camera's timeline (default 1500, 600 quick): more "
+    p.add_argument("--frames", type=int, help="frames per camera, a quarter for training (default 2400, 600 quick)")
+    p.add_argument("--duration-s", type=float, help="each camera's timeline (default 2400, 600 quick): more "
                    "independent 10 s test chunks, a narrower CI")
     p.add_argument("--size", type=int, default=64, help="input resolution")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 6 with --quick)")
-    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
+    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 5, 2 quick)")
     p.add_argument("--tolerance", type=float, default=1.0, help="accuracy target: unmerged validation - this (points)")
     p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean", help="where a tied segment starts")
     p.add_argument("--presplit", type=float, default=2.0,
@@ -168,7 +169,7 @@ def build_workload(cameras: int, frames: int, duration_s: float, size: int, epoc
     seconds, t0 = {}, time.monotonic()
     world = World(WorldConfig(seed=0, num_cameras=cameras, duration_s=duration_s))
     chunk = int(10 * world.config.fps)  # half of world_frames' 20 s split chunk
-    train, held = world_frames(world, range(cameras), frames, val_fraction=2 / 3, seed=0)
+    train, held = world_frames(world, range(cameras), frames, val_fraction=HELD_OUT, seed=0)
     val, test = _split(held, chunk)
     seconds["data_s"], t0 = time.monotonic() - t0, time.monotonic()
     bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if quick else 6, lr=1e-3, batch_size=32,
@@ -207,10 +208,10 @@ def main() -> None:
     q = args.quick
     size = args.size
     cameras = args.cameras or (3 if q else 4)
-    frames = args.frames or (450 if q else 1500)
-    duration = args.duration_s or (600.0 if q else 1500.0)
+    frames = args.frames or (600 if q else 2400)
+    duration = args.duration_s or (600.0 if q else 2400.0)
     epochs = args.epochs or (6 if q else 8)
-    cfg = MergeConfig(tolerance_points=args.tolerance, max_epochs=args.merge_epochs or (2 if q else 4),
+    cfg = MergeConfig(tolerance_points=args.tolerance, max_epochs=args.merge_epochs or (2 if q else 5),
                       budget_s=args.budget_s or (90 if q else 360), init=args.init,
                       presplit_ratio=args.presplit or None)
     iters = args.swap_iters or (20 if q else 50)
@@ -254,7 +255,7 @@ def main() -> None:
         "match_report": {g: {"workload": asdict(r.workload), "pairs": [asdict(p) for p in r.pairs]}
                          for g, r in report.items()},
         "config": {"quick": q, "size": size, "cameras": cameras, "frames_per_camera": frames, "duration_s": duration,
-                   "held_out_fraction": 2 / 3, "finetune_epochs": epochs, "merge": asdict(cfg), "swap_iters": iters},
+                   "held_out_fraction": HELD_OUT, "finetune_epochs": epochs, "merge": asdict(cfg), "swap_iters": iters},
     }
     print_table([{k: (v / 2**20 if k.startswith("bytes") else v) for k, v in r.items() if k != "accuracy_drops"}
                  for r in rows],
