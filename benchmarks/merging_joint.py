@@ -1,7 +1,8 @@
 """Merging layers whose weights differ (Gemel-style joint retraining), and swapping what still does not fit.
 
 Workload: per-camera apps ("is a car / a person present", one model per camera and app: 8 models
-from 4 cameras in full mode, 6 from 3 with --quick), each fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) from one of two bases
+from 4 cameras in full mode, 6 from 3 with --quick), each fine-tuned end to end (no frozen stem, so
+no two layers stay byte-identical) from one of two bases
 (tiny_cnn pretrained on the synthetic world with two seeds: same structure, different weights).
 Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
@@ -67,7 +68,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 6 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 5, 2 quick)")
     p.add_argument("--tolerance", type=float, default=1.0, help="accuracy target: unmerged validation - this (points)")
-    p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean", help="where a tied segment starts")
+    p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean",
+                   help="where a tied segment starts")
     p.add_argument("--presplit", type=float, default=2.0,
                    help="split groups whose members form two clusters (across > this x within) before trying; 0: off")
     p.add_argument("--budget-s", type=float, help="merge time budget (default 360, 90 quick)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from stemcell.models import build_base, make_app_model
 from stemcell.sharing.joint_merge import Candidate, JointMerger, segment_index, stalled, tie
