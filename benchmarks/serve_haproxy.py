@@ -1,0 +1,107 @@
+"""The HAProxy half of `serve_overhead.py`, in a side process started while the main run deploys.
+
+Serve reads `RAY_SERVE_ENABLE_HA_PROXY` when its controller, proxies and replicas start, so the
+HAProxy measurements need a second local Ray whose processes all inherit the flag (as `stemcell
+serve` with `http.ingress: haproxy` starts one). Starting it only after the main measurements
+added a whole Ray start and Serve deployment (about 45 s on 2 cores) to `--quick`; here it starts
+at the same time as the main deployment, waits deployed and idle (an idle Serve costs ~1 % of a
+core) while the main modes are measured, and measures when told to, after the main Ray is gone:
+the two sets of windows never overlap.
+
+Protocol on the pipes: the side process prints `READY` once it serves, reads one line (`GO`) from
+stdin, measures, writes its results as JSON to `--results`, prints `DONE` and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ray
+
+from serve_bench import CAMERAS, bench, deploy, http_client
+from serve_load import camera_jpegs
+
+READY, GO, DONE = "READY", "GO", "DONE"
+
+
+class HaproxySide:
+    """Parent's handle on the side process: start it, wait until it serves, let it measure."""
+
+    def __init__(self, package: Path, root: Path, *, resolution: int, rounds: int, warmup_s: float,
+                 measure_s: float, coalesce_ms: float, threads: int) -> None:
+        self.results = root / "haproxy.json"
+        args = [sys.executable, __file__, "--package", str(package), "--root", str(root), "--results", str(self.results),
+                "--resolution", str(resolution), "--rounds", str(rounds), "--warmup-s", str(warmup_s),
+                "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms), "--threads", str(threads)]
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def _until(self, marker: str) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == marker:
+                return
+            print(line, end="", flush=True)  # its round lines, in the main run's output
+        raise RuntimeError(f"the HAProxy side process exited ({self.process.wait()}) before {marker}")
+
+    def wait_ready(self) -> None:
+        self._until(READY)
+
+    def measure(self) -> dict[str, dict]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(GO + "\n")
+        self.process.stdin.flush()
+        self._until(DONE)
+        self.process.wait()
+        return json.loads(self.results.read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _side(args: argparse.Namespace) -> None:
+    from ports import haproxy_env
+
+    os.environ.update(haproxy_env())
+    args.root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        url, tokens = deploy(args.root, args.package, args.coalesce_ms, args.threads, peer=False)
+        jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
+        print(READY, flush=True)
+        if sys.stdin.readline().strip() != GO:
+            return
+
+        async def run() -> dict[str, dict]:
+            async with http_client(url) as http:
+                b = bench(http, tokens, args.package, args.rounds, args.warmup_s, args.measure_s)
+                return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
+                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
+        args.results.write_text(json.dumps(asyncio.run(run())))
+        print(DONE, flush=True)
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--package", type=Path, required=True)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--resolution", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--warmup-s", type=float, required=True)
+    parser.add_argument("--measure-s", type=float, required=True)
+    parser.add_argument("--coalesce-ms", type=float, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    _side(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
