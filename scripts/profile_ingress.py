@@ -44,6 +44,7 @@ from benchmarks.harness import jpeg_frames  # noqa: E402
 from tests.helpers.builders import tiny_package  # noqa: E402
 
 ADMIN = "profile-admin-" + "x" * 20
+OURS = ("app/", "stemcell/", "actors/")  # py-spy's file names of this repository's modules
 CLIENTS = 8
 
 
@@ -110,8 +111,11 @@ def _top(collapsed: str, top: int) -> str:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    rows = [f"{samples} samples"] + [f"  own {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
+    ours = Counter({f: n for f, n in total.items() if f.split(" (")[-1].startswith(OURS)})
+    rows = [f"{samples} samples; own = the function itself, in = it and what it called"]
+    rows += [f"  own {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     rows += [f"  in  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top)]
+    rows += ["  Stemcell's own code:"] + [f"  in  {100 * n / samples:5.1f}%  {f}" for f, n in ours.most_common(top)]
     return "\n".join(rows)
 
 
@@ -132,7 +136,8 @@ def _serve_profile(root: Path, route: str, seconds: float, top: int) -> None:
             send = b.single(jpegs, "bench") if route == "frames" else b.batch(jpegs, "bench")
             return await closed_loop(send, 8, 1.0, seconds)
 
-    spies = {role: subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(pid), "--gil",
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # the venv's, off PATH
+    spies = {role: subprocess.Popen([spy_bin, "record", "--pid", str(pid), "--gil",
                                      "--nonblocking", "--format", "raw", "--duration", str(int(seconds) + 1),
                                      "--output", str(root / f"{role}.txt")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
