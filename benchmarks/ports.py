@@ -81,6 +81,7 @@ def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
     http, grpc = _free_block(replica_ports, rng), _free_block(replica_ports, rng, 12000, 19000)  # below ephemeral ports
     return {**HttpSection(ingress="haproxy").serve_env(), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",  # HAProxy's manager starts slowly on a busy box (deploy.md)
             "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + replica_ports - 1),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
