@@ -3,13 +3,14 @@
 Serve reads `RAY_SERVE_ENABLE_HA_PROXY` when its controller, proxies and replicas start, so the
 HAProxy measurements need a second local Ray whose processes all inherit the flag (as `stemcell
 serve` with `http.ingress: haproxy` starts one). Starting it only after the main measurements
-added a whole Ray start and Serve deployment (about 45 s on 2 cores) to `--quick`; here it starts
-at the same time as the main deployment, waits deployed and idle (an idle Serve costs ~1 % of a
-core) while the main modes are measured, and measures when told to, after the main Ray is gone:
-the two sets of windows never overlap.
+added a whole Ray start and Serve deployment (about 45 s on 2 cores) to `--quick`; here its Ray
+starts at once (while the main run trains its package), it deploys when the package is there, waits
+deployed and idle (an idle Serve costs ~1 % of a core) while the main modes are measured, and
+measures when told to, after the main Ray is gone: the two sets of windows never overlap.
 
-Protocol on the pipes: the side process prints `READY` once it serves, reads one line (`GO`) from
-stdin, measures, writes its results as JSON to `--results`, prints `DONE` and exits.
+Protocol on the pipes: the side process reads `PACKAGE` from stdin (the package is written), prints
+`READY` once it serves, reads `GO`, measures, writes its results as JSON to `--results`, prints
+`DONE` and exits.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import ray
 from serve_bench import CAMERAS, bench, deploy, http_client
 from serve_load import camera_jpegs
 
-READY, GO, DONE = "READY", "GO", "DONE"
+PACKAGE, READY, GO, DONE = "PACKAGE", "READY", "GO", "DONE"
 
 
 class HaproxySide:
@@ -48,13 +49,19 @@ class HaproxySide:
             print(line, end="", flush=True)  # its round lines, in the main run's output
         raise RuntimeError(f"the HAProxy side process exited ({self.process.wait()}) before {marker}")
 
+    def _tell(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def package_ready(self) -> None:
+        self._tell(PACKAGE)
+
     def wait_ready(self) -> None:
         self._until(READY)
 
     def measure(self) -> dict[str, dict]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(GO + "\n")
-        self.process.stdin.flush()
+        self._tell(GO)
         self._until(DONE)
         self.process.wait()
         return json.loads(self.results.read_text())
@@ -72,6 +79,8 @@ def _side(args: argparse.Namespace) -> None:
     args.root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
+        if sys.stdin.readline().strip() != PACKAGE:
+            return
         url, tokens = deploy(args.root, args.package, args.coalesce_ms, args.threads, peer=False)
         jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
         print(READY, flush=True)

@@ -26,7 +26,8 @@ At camera resolutions, side by side in the same run (one function per measuremen
   vs plain Ray Serve running 10 separate models of the same base with `@serve.batch`
   (`plain_serve.py`), same cameras and JPEGs, interleaved rounds: `ratio_to_plain_serve`.
 - `fps_http_haproxy`, `rps_echo_haproxy`: (b) and (d) again behind Serve's HAProxy ingress
-  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1), and
+  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1 in a side
+  process, `serve_haproxy.py`, measured after the first Ray is shut down), and
   `ratio_http_haproxy_to_echo_haproxy` (goal >= 0.5: what is left once the proxy is fast is
   Stemcell's own Python work per frame).
 The load generator runs in this process on the same cores as the server, in every mode alike;
@@ -113,11 +114,11 @@ def measure_decode_limit(jpegs: list[list[bytes]], size: int, threads: int, seco
             done += 1
         return done
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         frames = sum(pool.map(work, range(threads)))
     fps = frames / (time.perf_counter() - started)
-    return {"fps": fps, "rps": fps, "threads": threads}
+    return {"fps": fps, "rps": fps, "threads": threads, "cpu_ms_total": 1e3 * (time.process_time() - cpu) / frames}
 
 
 async def measure_executor_1080(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict]:
@@ -151,6 +152,19 @@ def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
+def _cpu_bounds(results: dict[str, dict]) -> dict[str, float]:
+    """The best each ratio could be by CPU time if Stemcell's ingress replica cost no more than the empty
+    echo's, i.e. with only the executor's (and for batches Serve's per-request) CPU added: where a goal
+    is out of reach on a CPU-bound box whatever the ingress does (README, "What HTTP costs")."""
+    def bound(echo: str, http: str) -> float:
+        return results[echo]["cpu_ms_total"] / (results[echo]["cpu_ms_total"] + results[http]["cpu_ms_executor"])
+
+    direct = results["direct"]["cpu_ms_total"]  # per call of BATCH frames, as one frames:batch request
+    return {"cpu_bound_http_to_echo": bound("echo", "http"),
+            "cpu_bound_http_haproxy_to_echo_haproxy": bound("echo_haproxy", "http_haproxy"),
+            "cpu_bound_http_batch_to_direct": direct / (direct + results["echo"]["cpu_ms_server"])}
+
+
 def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, measure_s: float) -> dict:
     return {
         "fps_direct": results["direct"]["fps"],
@@ -179,6 +193,11 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "fps_http_haproxy": results["http_haproxy"]["fps"],
         "rps_echo_haproxy": results["echo_haproxy"]["rps"],
         "ratio_http_haproxy_to_echo_haproxy": results["http_haproxy"]["rps"] / results["echo_haproxy"]["rps"],
+        "cpu_ratio_http_haproxy_to_echo_haproxy": (results["echo_haproxy"]["cpu_ms_total"]
+                                                   / results["http_haproxy"]["cpu_ms_total"]),
+        "cpu_ratio_http_to_decode_limit_1080": (results["decode_limit_1080"]["cpu_ms_total"]
+                                                / results["http_1080"]["cpu_ms_total"]),
+        **_cpu_bounds(results),
         "resolution": args.resolution,
         "base": load_package(args.package).manifest.base.name if args.package else args.base,
         "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
@@ -213,29 +232,32 @@ def main() -> None:
     parser.add_argument("--base", default="tiny_cnn",
                         help="base of the package built when no --package is given (default tiny_cnn; "
                         "mobilenet_v3_small makes the 10-apps comparison about models rather than HTTP)")
-    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.5 quick, 5 full)")
+    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.2 quick, 5 full)")
     parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
                         help="executors.coalesce_ms of the served app (default: the config default)")
     parser.add_argument("--rounds", type=int, help="rounds over all modes (default 1 quick, 5 full)")
     args = parser.parse_args()
-    measure_s = args.seconds or (1.5 if args.quick else 5.0)
+    measure_s = args.seconds or (1.2 if args.quick else 5.0)
     rounds = args.rounds or (1 if args.quick else 5)
-    warmup_s = 0.5 if args.quick else 1.0
+    warmup_s = 0.3 if args.quick else 1.0
     threads = 1  # the executor's (and the peer's) torch threads: one core each on this 2-core box
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
-        package = args.package or _speed_package(root / "pkg", tenants=TENANTS, base_name=args.base,
-                                                 world_s=40.0 if args.quick else 120.0)
-        print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
+        package = args.package or root / "pkg"
+        # both Ray sessions start while the package trains (their start-up is mostly waiting on processes)
         side = HaproxySide(package, root / "haproxy", resolution=args.resolution, rounds=rounds, warmup_s=warmup_s,
                            measure_s=measure_s, coalesce_ms=args.coalesce_ms, threads=threads)
         try:
             # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
             ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
             try:
+                if args.package is None:
+                    _speed_package(package, tenants=TENANTS, base_name=args.base, world_s=40.0 if args.quick else 120.0)
+                print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
+                side.package_ready()
                 url, tokens = deploy(root, package, args.coalesce_ms, threads)
                 side.wait_ready()  # its start-up must not overlap the measured windows
                 print(f"serving after {time.perf_counter() - started:.1f} s (both Ray sessions)", flush=True)
@@ -261,6 +283,12 @@ def main() -> None:
           f"{summary['executor_fps_1080_full']:.1f} vs model-size {summary['executor_fps_1080_model_size']:.1f}")
     print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} "
           f"req/s, http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
+    print(f"CPU time: http / echo {summary['cpu_ratio_http_to_echo']:.2f} (at best "
+          f"{summary['cpu_bound_http_to_echo']:.2f} with an ingress as cheap as the echo), behind HAProxy "
+          f"{summary['cpu_ratio_http_haproxy_to_echo_haproxy']:.2f} (at best "
+          f"{summary['cpu_bound_http_haproxy_to_echo_haproxy']:.2f}), batch / direct "
+          f"{summary['cpu_ratio_http_batch_to_direct']:.2f} (at best {summary['cpu_bound_http_batch_to_direct']:.2f}), "
+          f"1080p http / decode limit {summary['cpu_ratio_http_to_decode_limit_1080']:.2f}")
     print(f"10 apps per frame: Stemcell {summary['fps_http_10apps']:.1f} vs plain Serve "
           f"{summary['fps_peer_plain_serve_10models']:.1f} frames/s = {summary['ratio_to_plain_serve']:.2f}x "
           f"(by CPU time {summary['cpu_ratio_to_plain_serve']:.2f}x); whole run {summary['seconds_total']:.0f} s")
