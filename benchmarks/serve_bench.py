@@ -8,6 +8,7 @@ overlap instead of adding up), and registers the benchmark's cameras. `Bench` tu
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -42,6 +43,9 @@ class Echo:
         return {"bytes": len(await request.body())}
 
 
+REFUSED_PAUSE_S = 0.05  # a camera refused with Stemcell's 503 sends the frame again after this pause
+
+
 def _check(response: httpx.Response) -> None:
     if response.status_code != 200:
         raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code} {response.text[:200]}")
@@ -58,6 +62,7 @@ class Bench:
     rounds: int
     warmup_s: float
     measure_s: float
+    refused: int = 0  # Stemcell 503s met so far (each frame sent again: a frame counts once, when answered)
 
     async def rounds_of(self, modes: dict[str, Send]) -> dict[str, dict]:
         """Every mode once per round, the order rotated each round, so load changes hit all modes alike."""
@@ -65,11 +70,20 @@ class Bench:
         names = list(modes)
         for r in range(self.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
+                refused = self.refused
                 w = await closed_loop(modes[name], CAMERAS, self.warmup_s, self.measure_s)
                 windows[name].append(w)
-                print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s",
+                print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s"
+                      + (f"  ({self.refused - refused} refused with 503, sent again)" if self.refused > refused else ""),
                       flush=True)
         return {name: summarise(w) for name, w in windows.items()}
+
+    async def _post(self, path: str, **kwargs: object) -> None:
+        """POST until answered 200; Stemcell's own 503 (admission under overload) means: pause, send again."""
+        while (r := await self.http.post(path, **kwargs)).status_code == 503 and "retry-after" in r.headers:  # type: ignore[arg-type]
+            self.refused += 1
+            await asyncio.sleep(REFUSED_PAUSE_S)
+        _check(r)
 
     def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int, *, preput: bool = False) -> Send:
         """Decoded frames straight to the executor actor, `per_call` per call, stacked and sent by the
@@ -88,10 +102,8 @@ class Bench:
         """One JPEG per POST to `path` (a camera's frames route, or another deployment's)."""
         async def send(c: int, i: int) -> int:
             cam = f"{camera}-{c}"
-            r = await self.http.post(path.format(camera=cam), content=jpegs[c][i % len(jpegs[c])],
-                                     headers={"Authorization": f"Bearer {self.tokens.get(cam, '')}",
-                                              "Content-Type": "image/jpeg"})
-            _check(r)
+            await self._post(path.format(camera=cam), content=jpegs[c][i % len(jpegs[c])],
+                             headers={"Authorization": f"Bearer {self.tokens.get(cam, '')}", "Content-Type": "image/jpeg"})
             return 1
         return send
 
@@ -99,9 +111,8 @@ class Bench:
         async def send(c: int, i: int) -> int:
             cam, n = f"{camera}-{c}", len(jpegs[c])
             files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
-            r = await self.http.post(f"/cameras/{cam}/frames:batch", files=files,
-                                     headers={"Authorization": f"Bearer {self.tokens[cam]}"})
-            _check(r)
+            await self._post(f"/cameras/{cam}/frames:batch", files=files,
+                             headers={"Authorization": f"Bearer {self.tokens[cam]}"})
             return BATCH
         return send
 
