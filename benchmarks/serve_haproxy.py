@@ -8,7 +8,7 @@ starts at once (while the main run trains its package), it deploys when the pack
 deployed and idle (an idle Serve costs ~1 % of a core) while the main modes are measured, and
 measures when told to, after the main Ray is gone: the two sets of windows never overlap.
 
-Protocol on the pipes: the side process reads `PACKAGE` from stdin (the package is written), prints
+Protocol on the pipes: the side process prints `PID <pid>`, reads `PACKAGE` from stdin (the package is written), prints
 `READY` once it serves, reads `GO`, measures, writes its results as JSON to `--results`, prints
 `DONE` and exits.
 """
@@ -18,8 +18,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ray
@@ -27,7 +29,7 @@ import ray
 from serve_bench import CAMERAS, bench, deploy, http_client
 from serve_load import camera_jpegs
 
-PACKAGE, READY, GO, DONE = "PACKAGE", "READY", "GO", "DONE"
+PID, PACKAGE, READY, GO, DONE = "PID ", "PACKAGE", "READY", "GO", "DONE"
 
 
 class HaproxySide:
@@ -39,15 +41,23 @@ class HaproxySide:
         args = [sys.executable, __file__, "--package", str(package), "--root", str(root), "--results", str(self.results),
                 "--resolution", str(resolution), "--rounds", str(rounds), "--warmup-s", str(warmup_s),
                 "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms), "--threads", str(threads)]
-        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        # Started through a shell that exits at once: the side process (and its whole Ray session) is then
+        # no descendant of this one, so the main run's CPU accounting (`serve_load.cpu_by_component`,
+        # this process's descendants) leaves it out. The pipes stay connected; it reports its pid first.
+        self.process = subprocess.Popen(["/bin/sh", "-c", 'exec "$@" &', "sh", *args], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = int(self._line().removeprefix(PID))
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the HAProxy side process exited")
+        return line.strip()
 
     def _until(self, marker: str) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.strip() == marker:
-                return
-            print(line, end="", flush=True)  # its round lines, in the main run's output
-        raise RuntimeError(f"the HAProxy side process exited ({self.process.wait()}) before {marker}")
+        while (line := self._line()) != marker:
+            print(line, flush=True)  # its round lines, in the main run's output
 
     def _tell(self, line: str) -> None:
         assert self.process.stdin is not None
@@ -63,18 +73,28 @@ class HaproxySide:
     def measure(self) -> dict[str, dict]:
         self._tell(GO)
         self._until(DONE)
-        self.process.wait()
         return json.loads(self.results.read_text())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """Close its stdin (a side process still waiting for a line then shuts its Ray down) and, if it is
+        still there after 30 s, kill it."""
+        self.process.wait()  # the shell, gone at once
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.kill(self.pid, signal.SIGKILL)
 
 
 def _side(args: argparse.Namespace) -> None:
     from ports import haproxy_env
 
+    print(f"{PID}{os.getpid()}", flush=True)
     os.environ.update(haproxy_env())
     args.root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
