@@ -41,11 +41,10 @@ class HaproxySide:
         args = [sys.executable, __file__, "--package", str(package), "--root", str(root), "--results", str(self.results),
                 "--resolution", str(resolution), "--rounds", str(rounds), "--warmup-s", str(warmup_s),
                 "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms), "--threads", str(threads)]
-        # Started through a shell that exits at once: the side process (and its whole Ray session) is then
-        # no descendant of this one, so the main run's CPU accounting (`serve_load.cpu_by_component`,
+        # The side process forks and its first half exits at once: the second (and its whole Ray session)
+        # is then no descendant of this process, so the main run's CPU accounting (`serve_load.cpu_by_component`,
         # this process's descendants) leaves it out. The pipes stay connected; it reports its pid first.
-        self.process = subprocess.Popen(["/bin/sh", "-c", 'exec "$@" &', "sh", *args], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.pid = int(self._line().removeprefix(PID))
 
     def _line(self) -> str:
@@ -78,9 +77,12 @@ class HaproxySide:
     def stop(self) -> None:
         """Close its stdin (a side process still waiting for a line then shuts its Ray down) and, if it is
         still there after 30 s, kill it."""
-        self.process.wait()  # the shell, gone at once
+        self.process.wait()  # the first half, gone at once
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:  # it had exited already
+                pass
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             try:
@@ -129,7 +131,10 @@ def main() -> None:
     parser.add_argument("--measure-s", type=float, required=True)
     parser.add_argument("--coalesce-ms", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
-    _side(parser.parse_args())
+    args = parser.parse_args()
+    if os.fork():  # detach from the main run (see HaproxySide); before any thread exists
+        os._exit(0)
+    _side(args)
 
 
 if __name__ == "__main__":

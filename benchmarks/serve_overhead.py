@@ -247,12 +247,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
         package = args.package or root / "pkg"
-        # both Ray sessions start while the package trains (their start-up is mostly waiting on processes)
+        # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
+        ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        # the HAProxy session starts while the package trains (one Ray start at a time: Ray gives a node
+        # 30 s to come up, which two at once missed on the loaded box)
         side = HaproxySide(package, root / "haproxy", resolution=args.resolution, rounds=rounds, warmup_s=warmup_s,
                            measure_s=measure_s, coalesce_ms=args.coalesce_ms, threads=threads)
         try:
-            # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
-            ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
             try:
                 if args.package is None:
                     _speed_package(package, tenants=TENANTS, base_name=args.base, world_s=40.0 if args.quick else 120.0)
