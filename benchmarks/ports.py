@@ -68,10 +68,11 @@ def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
     box; a benchmark can live with the bind-close race there: nothing connects to them).
 
     Behind HAProxy each ingress replica serves HTTP (and gRPC) itself on a port Serve allocates from a fixed
-    range (30000-31000 and 40000-41000 by default) and binds with SO_REUSEPORT, so two such Ray sessions on
-    one box (two people's benchmarks as the same user) bind the same ports and the kernel splits each one's
-    connections between both sessions' replicas: one session's HAProxy then reaches the other's app (a
-    wrong admin token, mixed measurements). Each session gets its own free blocks of `replica_ports` ports."""
+    range (30000-31000 and 40000-41000 by default), and the head node's Python proxy stays on as HAProxy's
+    fallback on fixed ports (8500, 9500), all bound with SO_REUSEPORT: two such Ray sessions on one box (two
+    people's benchmarks as the same user) bind the same ports and the kernel splits each one's connections
+    between both sessions, so one session's HAProxy reaches the other's app (a wrong admin token, mixed
+    measurements). Each session gets its own free blocks of `replica_ports` ports and its own fallback ports."""
     def free_port() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -85,4 +86,5 @@ def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + replica_ports - 1),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + replica_ports - 1)}
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + replica_ports - 1),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
