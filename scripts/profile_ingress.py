@@ -122,7 +122,7 @@ def _top(collapsed: str, top: int) -> str:
 def _serve_profile(root: Path, route: str, seconds: float, top: int) -> None:
     """Deploy serve_overhead's app, load it with its cameras, py-spy the replica and the executor meanwhile."""
     from serve_bench import bench, deploy, http_client
-    from serve_load import camera_jpegs, closed_loop, cpu_by_component
+    from serve_load import camera_jpegs, closed_loop
     from serve_overhead import _speed_package
 
     package = _speed_package(root / "pkg", world_s=40.0)
@@ -142,19 +142,24 @@ def _serve_profile(root: Path, route: str, seconds: float, top: int) -> None:
                                      "--output", str(root / f"{role}.txt")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for role, pid in pids.items()}
+    before = _session_cpu()
     window = asyncio.run(load())
+    after = _session_cpu()
     for spy in spies.values():
         spy.wait()
+    requests = max(1.0, window["rps"] * (seconds + 1.0))  # the whole run, warm-up included
     print(f"{route}: {window['fps']:.0f} frames/s; CPU ms per request: " + ", ".join(
-        f"{k[7:]} {v:.2f}" for k, v in window.items() if k.startswith("cpu_ms_")) + f" ({sorted(cpu_by_component())})")
+        f"{k[7:]} {v:.2f}" for k, v in window.items() if k.startswith("cpu_ms_")))
+    used = sorted(((after[p][1] - before.get(p, (0, 0.0))[1], after[p][0]) for p in after), reverse=True)
+    print("CPU ms per request by process of the session (what `other` is made of):\n" + "\n".join(
+        f"  {1e3 * cpu / requests:6.2f}  {title[:90]}" for cpu, title in used[:12]))
     for role in pids:
         path = root / f"{role}.txt"
         print(f"\n== {role} (py-spy --gil) ==\n" + (_top(path.read_text(), top) if path.exists() else "no samples"))
 
 
-def _serve_pids() -> dict[int, str]:
-    """pid -> role of this session's ingress replica and executor: descendants of this process (other
-    people's Ray sessions on a shared box run processes of the same titles), by process title."""
+def _session_cpu() -> dict[int, tuple[str, float]]:
+    """pid -> (title, CPU seconds) of every descendant of this process (this Ray session)."""
     from serve_load import _process_table
 
     table = _process_table()
@@ -165,11 +170,15 @@ def _serve_pids() -> dict[int, str]:
     while stack:
         pid = stack.pop()
         stack += children.get(pid, [])
-        title = table[pid][1]
-        role = "replica" if "StemcellIngress" in title else "executor" if "RoutedExecutor" in title else None
-        if role is not None:
-            found[pid] = role
+        found[pid] = (table[pid][1], table[pid][2])
     return found
+
+
+def _serve_pids() -> dict[int, str]:
+    """pid -> role of this session's ingress replica and executor (by process title; other people's Ray
+    sessions on a shared box run processes of the same titles, so only this process's descendants)."""
+    roles = {"StemcellIngress": "replica", "RoutedExecutor": "executor"}
+    return {pid: role for pid, (title, _) in _session_cpu().items() for key, role in roles.items() if key in title}
 
 
 def main() -> None:
