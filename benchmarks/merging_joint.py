@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,14 +35,17 @@ import torch
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
-from stemcell.sharing import StemTree, module_bytes
+from stemcell.sharing import module_bytes
 from stemcell.sharing.joint_merge import JointMerger, MergeConfig, MergeResult, ModelData, accuracy_points
 from stemcell.sharing.matching import match_report
 from stemcell.sharing.merge_jobs import store_bytes
-from stemcell.sharing.swapping import MemoryCapTooSmall, ModelSwapExecutor, SwappingStemTree
 from stemcell.training import LabelledFrames, pretrain_base, world_frames
 from stemcell.training.loop import batched, fit_bce
 from stemcell.world import CLASSES, World, WorldConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
+
+from benchmarks.merge_swap import swap_figures  # noqa: E402  (the swap measurement)
 
 APPS = ("car", "person")
 CAMERAS = 3
@@ -114,64 +118,6 @@ def _finetune(base: SegmentedNet, data: ModelData, epochs: int, seed: int) -> Ap
     return model.eval()
 
 
-def _fps(runs: dict[str, Callable[[], object]], frames: int, iters: int, device: torch.device) -> dict[str, float]:
-    """Frames/s of each mode from the median batch time, the modes interleaved batch by batch so that
-    a busy machine slows them alike (2 warm-up batches each)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for it in range(iters + 2):
-        for name, run in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if it >= 2:
-                times[name].append(time.perf_counter() - t0)
-    return {name: frames / float(np.median(t)) for name, t in times.items()}
-
-
-def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: int, iters: int,
-              size: int) -> dict[str, object]:
-    """Frames/s of the merged models: all resident, layer swapping and whole-model swapping under `cap`."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    segments = len(models[0].upper)
-    resident, layer, host = StemTree(segments, device), SwappingStemTree(segments, device, cap), StemTree(segments)
-    for key, m in zip(keys, models):
-        for tree in (resident, layer, host):
-            tree.add(key, m)
-    per_camera = 8
-    cams = [f"cam{c}" for c in range(CAMERAS) for _ in range(per_camera)]
-    x = torch.rand(len(cams), 3, size, size)
-    rows = resident.rows_for_cameras(cams)
-    try:
-        model_swap = ModelSwapExecutor(host, device, cap)
-        model_cap = cap
-    except MemoryCapTooSmall:  # not one whole model fits: the baseline needs at least the largest model
-        model_cap = max(sum(module_bytes(n.module) for n in host.path(k)) for k in host.keys())
-        model_swap = ModelSwapExecutor(host, device, model_cap)
-    want, got_layer, got_model = resident.forward(x, rows), layer.forward(x, rows), model_swap.forward(x, rows)
-    for key in want:
-        torch.testing.assert_close(got_layer[key], want[key], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got_model[key], want[key], rtol=1e-4, atol=1e-5)
-    out = {
-        "device": str(device),
-        "swap_cap_bytes": cap,
-        "model_swap_cap_bytes": model_cap,
-        **_fps({"fps_resident": lambda: resident.forward(x, rows), "fps_layer_swap": lambda: layer.forward(x, rows),
-                "fps_model_swap": lambda: model_swap.forward(x, rows)}, len(x), iters, device),
-        "layer_swap_resident_bytes": layer.plan.resident_bytes if layer.plan else 0,
-        "layer_swap_peak_bytes": layer.plan.peak_bytes if layer.plan else 0,
-        "model_swap_slots": model_swap.plan.slots,
-    }
-    layer_before, model_before = layer.copied_bytes, model_swap.copied_bytes
-    layer.forward(x, rows)
-    model_swap.forward(x, rows)
-    out["layer_swap_bytes_per_batch"] = layer.copied_bytes - layer_before
-    out["model_swap_bytes_per_batch"] = model_swap.copied_bytes - model_before
-    return out
-
-
 def _row(n: int, unmerged: Sequence[AppModel], result: MergeResult, tests: Sequence[tuple[torch.Tensor, ...]],
          chunks: Sequence[np.ndarray]) -> dict[str, object]:
     before = [_correct(m, x, y) for m, (x, y) in zip(unmerged, tests)]
@@ -234,7 +180,7 @@ def main() -> None:
         results[n] = JointMerger(models[:n], data[:n], cfg).run()  # merges its own copies
         rows.append(_row(n, models[:n], results[n], tests[:n], chunks[:n]))
     main_row, final = rows[-1], results[len(models)]
-    swap = _swapping(final.models, [(f"cam{c}", a) for c, a in specs], main_row["bytes_joint"] // 2, iters, size)
+    swap = swap_figures(final.models, [(f"cam{c}", a) for c, a in specs], main_row["bytes_joint"] // 2, iters, size)
     out = {
         "rows": rows,
         "savings_joint": 1 - main_row["bytes_joint"] / main_row["bytes_unmerged"],

@@ -116,6 +116,10 @@ class ExecutorSection(_Strict):
     backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
     gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+    # Layer swapping (issue 20): weights past this many MiB stay in host memory and are copied in per batch,
+    # the most-used layers kept on the device; null: every weight on the device. The Planner may then accept
+    # camera plans whose merged weights exceed the share (memory_fit's "swap").
+    weight_cap_mb: float | None = Field(None, gt=0)
 
     @field_validator("num_cpus", mode="before")
     @classmethod
@@ -123,9 +127,10 @@ class ExecutorSection(_Strict):
         return _executor_cpus(info.data) if value == "auto" else value
 
     def device_options(self) -> dict[str, Any]:
-        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
+        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache, weight cap)."""
         return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
-                "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
+                "engine_dir": None if self.engine_dir is None else str(self.engine_dir),
+                **({} if self.weight_cap_mb is None else {"weight_cap_bytes": int(self.weight_cap_mb * 2**20)})}
 
 
 class LimitsSection(_Strict):
@@ -178,8 +183,14 @@ class LearningSection(_Strict):
     live_batch: int = Field(8, ge=1, le=256)  # sampled frames per teacher call
     live_max_wait_s: float = Field(10.0, gt=0)  # a partial batch goes to the teacher after this long
     live_min_samples: int = Field(200, ge=1)  # live precision/recall replace validation figures from here
+    # kept live frames' longer side for the teacher (pixel teachers such as HOG); null: the model's input size
+    live_teacher_side: int | None = Field(None, ge=16, le=4096)
     safety_holdout: int = Field(8, ge=0, le=256)  # newest samples a retrained model must win on (0: no check)
     zoo: ZooSection = ZooSection()
+    # Scheduled merging (issue 20): a MergeWorker looks at the executors and the learner this often (null: off),
+    # keeps merged models merged through the learner's updates, and (re-)merges tight executors every merge_every_s.
+    merge_poll_s: float | None = Field(None, gt=0)
+    merge_every_s: float = Field(1800.0, gt=0)
 
 
 class PlannerSection(_Strict):
