@@ -54,6 +54,10 @@ def _ingress_replicas() -> int:
     return core_defaults(node_cpus()).ingress_replicas
 
 
+def _decode_threads(data: dict[str, Any]) -> int:
+    return core_defaults(node_cpus(), replicas=data.get("num_replicas")).decode_threads
+
+
 def _executor_cpus(data: dict[str, Any]) -> float:
     return core_defaults(node_cpus(), data.get("count", 1)).executor_cpus
 
@@ -63,6 +67,8 @@ class IngressSection(_Strict):
     num_replicas: int = Field(default_factory=_ingress_replicas, ge=1)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
+    # Threads per replica decoding large images off its event loop; auto (the default): from the node's cores
+    decode_threads: int = Field(default_factory=_decode_threads, ge=1)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
@@ -72,6 +78,11 @@ class IngressSection(_Strict):
     @classmethod
     def _auto_replicas(cls, value: Any) -> Any:
         return _ingress_replicas() if value == "auto" else value
+
+    @field_validator("decode_threads", mode="before")
+    @classmethod
+    def _auto_decode_threads(cls, value: Any, info: ValidationInfo) -> Any:
+        return _decode_threads(info.data) if value == "auto" else value
 
     def replica_options(self) -> dict[str, Any]:
         """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""

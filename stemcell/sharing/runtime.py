@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class FrameResult:
     def as_dict(self) -> dict[str, object]:
         return {
             "frame_ts": self.frame_ts,
-            "results": [asdict(r) for r in self.results],
+            "results": [dict(vars(r)) for r in self.results],  # asdict's value (box dicts shared), 20x+ cheaper
             "model_versions": dict(self.model_versions),
         }
 
