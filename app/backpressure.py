@@ -117,7 +117,7 @@ class AdmissionMiddleware:
             if not deadline.expired():
                 raise
             if tracked.status == 0:  # nothing sent yet: the client still gets a proper refusal
-                await answer_503(tracked, gate.retry_after(), f"not answered within {budget:.1f} s (overloaded); "
+                await answer_503(tracked, gate.refuse(), f"not answered within {budget:.1f} s (overloaded); "
                                                               "retry later")
         finally:
             gate.leave(completed=tracked.status == 200)

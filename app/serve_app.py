@@ -39,7 +39,7 @@ from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, Cam
                          PlanView, Readiness, RegisterApp)
 from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
-from stemcell.admission import AdmissionGate, derive_limits
+from stemcell.admission import AdmissionGate, derive_limits, serve_retry_after_s
 from stemcell.imaging import ImageLimits
 from stemcell.latest_frames import LatestFrames
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -346,6 +346,8 @@ def build_app(args: dict[str, str]) -> serve.Application:
     return StemcellIngress.options(
         **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
         max_queued_requests=derived.max_queued_requests,
+        backpressure_config={"retry_after_s": serve_retry_after_s(config.limits.answer_within_s,
+                                                                  config.limits.retry_after_s)},
         ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
