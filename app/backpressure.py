@@ -42,7 +42,7 @@ class FrameDoor:
 
     gate: AdmissionGate
     handlers: dict[str, FrameHandler] = field(default_factory=dict)  # missing: FastAPI routes the request
-DEADLINE_SHARE = 0.8  # of answer_within_s, spent at most inside the replica
+DEADLINE_SHARE = 0.6  # of answer_within_s, spent at most inside the replica
 ROUTE_KEY = "stemcell.route"  # scope key naming the route template of a request answered here
 
 

@@ -183,12 +183,15 @@ def summarise(tally: Tally, answer_within_s: float, cpu_s: float) -> dict:
         return float(np.percentile(values, q) * 1e3) if values else None
 
     first = [s for sent, s, _, _ in tally.answers if sent < 1.0]  # answers to the first second's burst
+    late = [(sent, k) for sent, s, _, k in tally.answers if s > answer_within_s]
     return {"requests": total, "answered": len(tally.answers), **counts, "timeouts": tally.timeouts,
             "resets": tally.resets, "abandoned": tally.abandoned,
             "answered_within_s": honest / max(1, total), "p50_ms": pct(50), "p99_ms": pct(99),
             "max_ms": float(np.nanmax(seconds) * 1e3), "p50_ms_200": pct(50, "ok"), "p99_ms_200": pct(99, "ok"),
             "p50_ms_503": pct(50, "stemcell_503"), "p99_ms_503": pct(99, "stemcell_503"),
             "p99_ms_first_second": float(np.percentile(first, 99) * 1e3) if first else None,
+            "late": {k: sum(1 for _, kind in late if kind == k) for k in sorted({k for _, k in late})},
+            "late_sent_s": [round(min((t for t, _ in late), default=0.0), 3), round(max((t for t, _ in late), default=0.0), 3)],
             "connect_s": tally.connect_s, "generator_cpu_ms_per_request": 1e3 * cpu_s / max(1, total)}
 
 
