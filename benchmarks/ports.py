@@ -12,6 +12,7 @@ refuses connections (what a client's "nothing listens there" test needs).
 from __future__ import annotations
 
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,12 +49,18 @@ def wait_listening(port: int, host: str = "127.0.0.1", timeout_s: float = 120.0)
 
 def haproxy_env() -> dict[str, str]:
     """Environment for a local Ray whose Serve runs behind its HAProxy ingress (`http.ingress: haproxy`), with
-    HAProxy's stats and metrics pages on free ports rather than 8404/9101 (another Serve may run on a shared
-    box; a benchmark can live with the bind-close race there: nothing connects to them)."""
+    HAProxy's stats and metrics pages on free ports rather than 8404/9101 and its config, admin socket and
+    server state in a private folder rather than /tmp/haproxy-serve (another Serve may run on a shared box;
+    a benchmark can live with the bind-close race there: nothing connects to them)."""
     def free_port() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
+    private = tempfile.mkdtemp(prefix="hap", dir="/tmp")  # short: the admin socket's path is length-limited
     return {**HttpSection(ingress="haproxy").serve_env(), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{private}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{private}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": private,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{private}/server-state"}

@@ -21,6 +21,9 @@ MIN_ADMIN_TOKEN_CHARS = 16
 
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Serve's feature flag, read when its controller and replicas start
+# Serve's controller kills an ingress that is not ready after 3 tries of this many seconds (default 5); a
+# starting HAProxy manager missed it on loaded nodes (docs/deploy.md section 8), so haproxy gets 30.
+READY_CHECK_ENV, HAPROXY_READY_CHECK_S = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", 30
 
 
 class HttpSection(_Strict):
@@ -33,7 +36,7 @@ class HttpSection(_Strict):
 
     def serve_env(self) -> dict[str, str]:
         """Environment variables the Serve controller and the ingress replicas need for this ingress."""
-        return {HAPROXY_ENV: "1"} if self.ingress == "haproxy" else {}
+        return {HAPROXY_ENV: "1", READY_CHECK_ENV: str(HAPROXY_READY_CHECK_S)} if self.ingress == "haproxy" else {}
 
 
 class AutoscalingSection(_Strict):
