@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -69,6 +69,14 @@ class AppResult:
     boxes: tuple[dict[str, object], ...] | None = None  # detect apps: [{x0, y0, x1, y1, score, class}], frame pixels
     counts: dict[str, int] | None = None  # detect apps: objects per class (in the app's zones, if any)
 
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form, field by field: what `dataclasses.asdict` gives, without its recursive deep copy,
+        which cost the ingress 0.44 ms of CPU per frame answered by 10 apps (README, "Under overload")."""
+        return {"app": self.app, "label": self.label, "score": self.score, "event_active": self.event_active,
+                "fresh": self.fresh, "count": self.count,
+                "boxes": None if self.boxes is None else tuple(dict(box) for box in self.boxes),
+                "counts": None if self.counts is None else dict(self.counts)}
+
 
 @dataclass(frozen=True)
 class FrameResult:
@@ -79,7 +87,7 @@ class FrameResult:
     def as_dict(self) -> dict[str, object]:
         return {
             "frame_ts": self.frame_ts,
-            "results": [asdict(r) for r in self.results],
+            "results": [r.as_dict() for r in self.results],
             "model_versions": dict(self.model_versions),
         }
 
