@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks.harness` importable
 
-from benchmarks.harness import Deployment, deploy, jpeg_frames, worker_log_lines, write_serve_config  # noqa: E402
 from benchmarks.crowd import Plan, request_bytes, run_in_process  # noqa: E402
+from benchmarks.harness import Deployment, deploy, jpeg_frames, worker_log_lines, write_serve_config  # noqa: E402
 from benchmarks.ports import haproxy_env  # noqa: E402
 
 BATCH = 8

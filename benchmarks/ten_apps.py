@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-
 import serve_overhead as so  # noqa: E402
 from ports import haproxy_env  # noqa: E402
 from serve_load import camera_jpegs  # noqa: E402
+
 from stemcell.serve_config import ExecutorSection  # noqa: E402
 
 ROLES = ("proxy", "replica", "executor", "client")

@@ -31,8 +31,9 @@ class HttpSection(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
     # haproxy: Serve's HAProxy ingress (a native proxy per node in front of the replicas' own HTTP servers);
-    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md, "Ingress").
-    ingress: Literal["haproxy", "proxy"] = "proxy"
+    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md section 8 says
+    # why haproxy is the default: 500 clients answered within 2 s where the proxy could not, 10/10 starts).
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
 
     def serve_env(self) -> dict[str, str]:
         """Environment variables the Serve controller and the ingress replicas need for this ingress."""
