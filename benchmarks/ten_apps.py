@@ -2,7 +2,9 @@
 
 Stemcell answering every frame with 10 apps (their stem shared) over HTTP vs the plain-Serve peer
 (`plain_serve.py`: 10 separate models of the same base in one deployment, `@serve.batch`), same 8
-loopback cameras and JPEGs, interleaved rounds (`serve_overhead.measure_ten_apps`).  Besides the
+loopback cameras and JPEGs, interleaved rounds (`serve_overhead.Bench.rounds_of`); a 503 is
+honoured (the client waits its Retry-After; no frame counted) rather than fatal, since on a loaded
+box Stemcell's door refuses what it cannot answer within `limits.answer_within_s`.  Besides the
 frame rates it reports CPU milliseconds per frame by process role (Serve's proxy, the ingress or
 peer replica, the executor, this client), measured from /proc over exactly the measured windows:
 the CPU ratio does not depend on how the two systems use the cores, the frame-rate ratio does.
@@ -26,19 +28,35 @@ import httpx  # noqa: E402
 import ray  # noqa: E402
 import serve_overhead as so  # noqa: E402
 from ports import haproxy_env  # noqa: E402
-from serve_load import camera_jpegs  # noqa: E402
+from serve_load import Send, camera_jpegs  # noqa: E402
 
 from stemcell.serve_config import ExecutorSection  # noqa: E402
 
 ROLES = ("proxy", "replica", "executor", "client")
 
 
+def _sender(http: httpx.AsyncClient, tokens: dict[str, str], jpegs: list[list[bytes]], path: str) -> Send:
+    """One JPEG per POST to `path` for camera `ten-{c}`; frames answered (0 after a 503, once its Retry-After passed)."""
+    async def send(c: int, i: int) -> int:
+        cam = f"ten-{c}"
+        r = await http.post(path.format(camera=cam), content=jpegs[c][i % len(jpegs[c])],
+                            headers={"Authorization": f"Bearer {tokens[cam]}", "Content-Type": "image/jpeg"})
+        if r.status_code == 503:
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            return 0
+        r.raise_for_status()
+        return 1
+    return send
+
+
 async def _run(url: str, tokens: dict[str, str], size: int, rounds: int, seconds: float) -> dict[str, dict]:
     limits = httpx.Limits(max_connections=2 * so.CAMERAS, max_keepalive_connections=2 * so.CAMERAS)
+    jpegs = camera_jpegs(so.CAMERAS, 16, 128)
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
         executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
         bench = so.Bench(http, executor, tokens, size, rounds, 1.0, seconds)
-        return await so.measure_ten_apps(bench, camera_jpegs(so.CAMERAS, 16, 128), rounds)
+        return await bench.rounds_of({"http_10apps": _sender(http, tokens, jpegs, "/cameras/{camera}/frames"),
+                                      "peer_plain_serve_10models": _sender(http, tokens, jpegs, "/plain")})
 
 
 def main() -> None:

@@ -83,3 +83,4 @@ def test_stemcell_serve_behind_haproxy(tmp_path: Path) -> None:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
+            print(log.read_text()[-4000:])  # shown by pytest when the test fails: what the server said
