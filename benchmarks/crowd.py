@@ -11,7 +11,7 @@ A client posts, reads the answer, and on a 503 honours `Retry-After` (capped, ji
 `stemcell.client` does; one request in `leave_every` is abandoned after `leaver_timeout_s` (a camera
 that goes away mid-request: its connection is dropped and a new one opened).
 
-`python benchmarks/crowd.py --clients 500` measures the generator alone against a trivial server
+`python benchmarks/crowd.py --clients 500 [--out X.json]` measures the generator alone against a trivial server
 (another process that answers every request at once: 503 + Retry-After, or 200): what it reports
 there is the generator's own floor, to subtract from nothing and compare with what Stemcell gets.
 """
@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -260,6 +262,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--status", type=int, choices=(200, 503), default=503, help="what the trivial server answers")
     parser.add_argument("--body-bytes", type=int, default=3000, help="size of each posted body (a small JPEG)")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
@@ -275,6 +278,10 @@ def main() -> None:
         server.kill()
     for key, value in result.items():
         print(f"{key:32s} {value}")
+    if args.out:
+        from stemcell.eval import save_results
+
+        save_results({"clients": args.clients, "status": args.status, "load": os.getloadavg()[0], **result}, args.out)
 
 
 if __name__ == "__main__":
