@@ -317,7 +317,7 @@ class CameraIngestShell:
             log.exception("batch for executor slot %d failed", index)
             return
         done = time.monotonic()
-        for i, ((reader, frame, ts), result) in enumerate(zip(frames, results)):
+        for (reader, frame, ts), result in zip(frames, results):
             if isinstance(result, UnknownCamera):
                 self._register(index, reader.camera_id)
             elif isinstance(result, Moved):
@@ -330,8 +330,8 @@ class CameraIngestShell:
                 self._latest.keep(reader.camera_id, frame[..., ::-1], answer)  # a view: no copy
                 self._events.on_results(reader.camera_id, [frame[..., ::-1]], [answer])
                 if self._live is not None:  # live samples for the teacher (actors.live_feed)
-                    self._live.offer_pulled(reader.camera_id, small[i], ts, self._store,  # already model size
-                                            self._executor(index))
+                    self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store,  # as decoded: the
+                                            self._executor(index))  # sampler shrinks the frames it keeps
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""

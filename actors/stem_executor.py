@@ -55,6 +55,7 @@ class StemExecutorShell:
         backend: Backend = "torch",
         engine_dir: str | None = None,
         gpu_decode: bool = False,
+        weight_cap_bytes: int | None = None,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
@@ -63,7 +64,7 @@ class StemExecutorShell:
         enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
         # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
         path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
-        self._runtime = StemRuntime(load_package(package_dir), path=path)
+        self._runtime = StemRuntime(load_package(package_dir), path=path, weight_cap_bytes=weight_cap_bytes)
         self._decoder = FrameDecoder(path.device, gpu=gpu_decode)  # infer_jpeg: nvJPEG, or the CPU
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
