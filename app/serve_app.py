@@ -39,7 +39,7 @@ from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, Cam
                          PlanView, Readiness, RegisterApp)
 from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
-from stemcell.admission import AdmissionGate, derive_limits
+from stemcell.admission import AdmissionGate, derive_limits, serve_retry_after_s
 from stemcell.imaging import ImageLimits
 from stemcell.latest_frames import LatestFrames
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -331,8 +331,12 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         return await self._call(self.learning.zoo())
 
 
-def build_app(args: dict[str, str]) -> serve.Application:
+def build_app(args: dict[str, str], *, replica_env: dict[str, str] | None = None) -> serve.Application:
     """Serve application builder (`app.serve_app:build_app`, args `{config_path: ...}`).
+
+    `replica_env`: environment of the ingress replicas beyond the job's (`run_serve` passes the ingress
+    flag: behind HAProxy each replica runs its own HTTP server, and the Ray it deploys on may have been
+    started without the flag, e.g. by `stemcell demo`; on `ray up`/KubeRay the nodes' environment has it).
 
     Fails here, before anything is deployed, on a bad config, a missing package or a missing
     admin token.
@@ -347,7 +351,10 @@ def build_app(args: dict[str, str]) -> serve.Application:
     return StemcellIngress.options(
         **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
         max_queued_requests=derived.max_queued_requests,
-        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
+        backpressure_config={"retry_after_s": serve_retry_after_s(config.limits.answer_within_s,
+                                                                  config.limits.retry_after_s)},
+        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels),
+                           **({"runtime_env": {"env_vars": replica_env}} if replica_env else {})},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 
@@ -360,8 +367,8 @@ def run_serve(config_path: str, *, block: bool = True) -> None:
     from app.runtime import ensure_ray
 
     config = load_serve_config(config_path)
-    application = build_app({"config_path": str(config_path)})
     env = config.http.serve_env()
+    application = build_app({"config_path": str(config_path)}, replica_env=env)
     ensure_ray(env_vars=env)
     serve.start(http_options={"host": config.http.host, "port": config.http.port},
                 controller_options={"runtime_env": {"env_vars": env}} if env else None)  # ignored if Serve runs already

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,8 +65,9 @@ def _free_block(size: int, rng: random.Random, low: int = 20000, high: int = 290
 
 def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
     """Environment for a local Ray whose Serve runs behind its HAProxy ingress (`http.ingress: haproxy`), with
-    HAProxy's stats and metrics pages on free ports rather than 8404/9101 (another Serve may run on a shared
-    box; a benchmark can live with the bind-close race there: nothing connects to them).
+    HAProxy's stats and metrics pages on free ports rather than 8404/9101 and its config, admin socket and
+    server state in a private folder rather than /tmp/haproxy-serve (another Serve may run on a shared box;
+    a benchmark can live with the bind-close race there: nothing connects to them).
 
     Behind HAProxy each ingress replica serves HTTP (and gRPC) itself on a port Serve allocates from a fixed
     range (30000-31000 and 40000-41000 by default), and the head node's Python proxy stays on as HAProxy's
@@ -79,6 +81,7 @@ def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
             return s.getsockname()[1]
 
     rng = random.Random()
+    private = tempfile.mkdtemp(prefix="hap", dir="/tmp")  # short: the admin socket's path is length-limited
     http, grpc = _free_block(replica_ports, rng), _free_block(replica_ports, rng, 12000, 19000)  # below ephemeral ports
     return {**HttpSection(ingress="haproxy").serve_env(), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
@@ -87,4 +90,8 @@ def haproxy_env(replica_ports: int = 16) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + replica_ports - 1),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
             "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + replica_ports - 1),
-            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{private}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{private}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": private,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{private}/server-state"}

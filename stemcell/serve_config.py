@@ -21,6 +21,9 @@ MIN_ADMIN_TOKEN_CHARS = 16
 
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Serve's feature flag, read when its controller and replicas start
+# Serve's controller kills an ingress that is not ready after 3 tries of this many seconds (default 5); a
+# starting HAProxy manager missed it on loaded nodes (docs/deploy.md section 8), so haproxy gets 30.
+READY_CHECK_ENV, HAPROXY_READY_CHECK_S = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", 30
 
 
 class HttpSection(_Strict):
@@ -28,12 +31,13 @@ class HttpSection(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
     # haproxy: Serve's HAProxy ingress (a native proxy per node in front of the replicas' own HTTP servers);
-    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md, "Ingress").
-    ingress: Literal["haproxy", "proxy"] = "proxy"
+    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md section 8 says
+    # why haproxy is the default: 500 clients answered within 2 s where the proxy could not, 10/10 starts).
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
 
     def serve_env(self) -> dict[str, str]:
         """Environment variables the Serve controller and the ingress replicas need for this ingress."""
-        return {HAPROXY_ENV: "1"} if self.ingress == "haproxy" else {}
+        return {HAPROXY_ENV: "1", READY_CHECK_ENV: str(HAPROXY_READY_CHECK_S)} if self.ingress == "haproxy" else {}
 
 
 class AutoscalingSection(_Strict):

@@ -71,6 +71,28 @@ def test_hundreds_of_clients_get_results_or_stemcells_503_in_time(server: Server
     assert max(a[1] for a in answers) < 2.0 + 3.0, sorted(a[1] for a in answers)[-5:]
 
 
+def test_a_refused_crowd_is_told_to_come_back_spread_out(server: Server, admin: Admin) -> None:
+    """Each refusal's Retry-After counts the clients already told to come back (stemcell.admission), so a
+    crowd refused at once is spread over several seconds instead of all returning together."""
+    body, clients = encode_jpeg(frame(42)), 200
+    token = admin.add_camera("cam-crowd", ["car"])["token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"}
+
+    async def crowd() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits) as http:
+            for _ in range(3):  # completions the door measures its rate from (it forgets them after 2 s)
+                await asyncio.gather(*(http.post("/cameras/cam-crowd/frames", content=body, headers=headers)
+                                       for _ in range(4)))
+            return await asyncio.gather(*(http.post("/cameras/cam-crowd/frames", content=body, headers=headers)
+                                          for _ in range(clients)))
+
+    answers = asyncio.run(crowd())
+    waits = [int(r.headers["retry-after"]) for r in answers if r.status_code == 503]
+    assert {r.status_code for r in answers} <= {200, 503} and len(waits) > clients // 2, len(waits)
+    assert min(waits) >= 1 and max(waits) > min(waits), sorted(set(waits))
+
+
 def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -> None:
     """A camera that goes away mid-upload is logged (and counted) as 499, client closed, not as a 500."""
     def count(text: str) -> int:
