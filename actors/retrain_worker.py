@@ -358,10 +358,17 @@ class RetrainWorker:
         self._moving = False
 
     async def job_stats(self) -> WorkerStats:
-        """Each job's measured gains per training phase: what the Planner's slicing reads."""
+        """Each job's measured gains per training phase and its agreement drop since its last update
+        (how far the live agreement fell below the level it reached; None before live samples): what
+        the Planner's slicing reads."""
+        def drop(key: tuple[str, str]) -> float | None:
+            g = self._live.stats.agreement.get(key)
+            return None if g is None or g.now is None or g.reference is None else max(0.0, g.reference - g.now)
+
         def read() -> WorkerStats:
-            jobs = [(f"{camera}/{app}", self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
-            return WorkerStats(tuple(JobStats(job_id, tuple(s.recent_gains), s.updates) for job_id, s in jobs))
+            jobs = [((camera, app), self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
+            return WorkerStats(tuple(JobStats(f"{c}/{a}", tuple(s.recent_gains), s.updates, drop((c, a)))
+                                     for (c, a), s in jobs))
 
         return await self._on(read)
 

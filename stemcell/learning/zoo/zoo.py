@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stemcell.learning.zoo.admission import AdmissionContext, AdmissionDecision, AdmissionQueue, admission_decision
@@ -94,6 +95,12 @@ def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float(((logits > 0) == target).float().mean())
 
 
+def loss_of(logits: torch.Tensor, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy against the teacher's labels: the safety check's tie-break."""
+    target = torch.as_tensor(np.asarray(labels, dtype=bool)).reshape(logits.shape).float()
+    return float(F.binary_cross_entropy_with_logits(logits.float(), target))
+
+
 def label_confidence(logits: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
     """Per frame, the probability the model gives the teacher's label (mean over outputs): (N,)."""
     prob = torch.sigmoid(logits)
@@ -116,6 +123,7 @@ class ModelZoo:
         self.config = config or ZooConfig()
         cfg = self.config
         self.history = SelectionHistory(q=cfg.q)
+        self.history.load_state_dict(store.get_history() or {})  # experts' uses survive a restart
         self.queue: AdmissionQueue[tuple[Expert, np.ndarray, np.ndarray]] = AdmissionQueue(cfg.gamma, cfg.max_wait_s, clock)
         self.in_use: dict[str, str] = {}  # camera -> id of the model it runs
         self._models: OrderedDict[str, AppModel] = OrderedDict()
@@ -176,14 +184,13 @@ class ModelZoo:
             ids, scores, current[0] if current else None, last_retrained[0] if last_retrained else None, self.config.k
         )
         inputs = self._inputs(frames)
-        accuracies = {
-            c: accuracy_of(predict_logits(extra[c] if c in extra else self._model(c), inputs), labels)
-            for c in shortlist(ctx)
-        }
-        if not accuracies:
+        logits = {c: predict_logits(extra[c] if c in extra else self._model(c), inputs) for c in shortlist(ctx)}
+        if not logits:
             raise ValueError(f"nothing to select for {camera}/{app}: the zoo is empty and no model was given")
-        decision = safety_check(accuracies, ctx.current)
+        accuracies = {c: accuracy_of(v, labels) for c, v in logits.items()}
+        decision = safety_check(accuracies, ctx.current, {c: loss_of(v, labels) for c, v in logits.items()})
         self.history.record(decision.chosen)
+        self.store.put_history(self.history.state_dict())
         self.in_use[camera] = decision.chosen
         chosen = decision.chosen
         model = extra[chosen] if chosen in extra else self.load_model(chosen)
@@ -217,6 +224,8 @@ class ModelZoo:
             by_app.setdefault(item[0].meta.app, []).append(item)
         for app, new in by_app.items():
             self._admit_to_gating(app, new)
+        if items:
+            self.store.put_history(self.history.state_dict())
         admitted = [item[0].meta.expert_id for item in items]
         if admitted:
             log.info("zoo admitted %s", admitted)
@@ -285,5 +294,6 @@ class ModelZoo:
             self.store.put_gating(app, gating.net.state_dict(), gating.expert_ids)
             removed += decision.remove
         if removed:
+            self.store.put_history(self.history.state_dict())
             log.info("zoo pruned %s", removed)
         return removed
