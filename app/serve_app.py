@@ -30,7 +30,7 @@ from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
-from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.images import Decoder, batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.observe import ObserveMiddleware
@@ -123,7 +123,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
 
         self.config = ServeConfig.model_validate(config)
         self._admin = bytes.fromhex(admin_digest_hex)
-        self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
+        self.decoder = Decoder(ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels),
+                               self.config.ingress.decode_threads)
         lim, ex = self.config.limits, self.config.executors
         self.door = FrameDoor(AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
                                             lim.answer_within_s, lim.retry_after_s),
@@ -214,7 +215,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     async def frames(self, camera_id: str, request: Request) -> JSONResponse:
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
-        decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
+        decoded = await single_frame(request, self.decoder, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_sizes))
         metrics().record_results(camera_id, results)
@@ -230,7 +231,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
-        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
+        decoded = await batch_frames(request, self.decoder, lim.max_batch_frames, lim.max_batch_bytes,
                                      self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_sizes))
@@ -277,7 +278,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         if self.learning is None:
             raise HTTPException(404, "continual learning is not enabled on this server (learning.enabled)")
         most = self.config.learning.max_upload_frames
-        decoded = await batch_frames(request, self.limits, most, self.config.limits.max_batch_bytes)
+        decoded = await batch_frames(request, self.decoder, most, self.config.limits.max_batch_bytes)
         if decoded.timestamps is None:
             raise HTTPException(422, "every sample needs its capture time: send one 'ts' field per frame")
         return await self._call(self.learning.samples(camera_id, decoded.frames, decoded.timestamps))
