@@ -1,8 +1,8 @@
 """Load: how many cameras one Stemcell node holds within a latency SLO, and what it does past that.
 
 Loopback only (127.0.0.1), bounded in time and in count.  One local Ray, the real Serve app with
-one StemExecutor, a tiny real M-Package; the load generator runs in this process (asyncio +
-httpx, no client retries so every refusal is seen).
+one StemExecutor, a tiny real M-Package; the ramp and burst clients run in this process (asyncio +
+httpx, no client retries so every refusal is seen), the crowd in its own (`benchmarks/crowd.py`).
 
 (1) Ramp: cameras stream JPEGs at --fps each (a camera whose frame is late skips ahead, like a real
     one); the count doubles every --step-s seconds (1, 2, 4, ...) until p99 latency exceeds
@@ -14,8 +14,11 @@ httpx, no client retries so every refusal is seen).
     bounded), and nothing else fails.
 (3) Crowd: --clients N clients (500 in --quick) post single frames for --clients-s seconds, each
     honouring Retry-After like `stemcell.client` does; one in --leave-every requests is abandoned
-    after 50 ms (a camera that goes away mid-request).  Reported: `answered_within_2s` (share of the
-    others answered with 200 or Stemcell's 503 + Retry-After within 2 s; goal 1.0), `serve_bare_503`
+    after 50 ms (a camera that goes away mid-request).  The clients run in a process of their own
+    with every connection opened before the burst and answer times taken from the write, so what is
+    measured is the server, not this process's own queueing.  Reported: `answered_within_2s` (share
+    of the others answered with 200 or a 503 + Retry-After within 2 s; goal 1.0), the answer-time
+    distribution and 200 / 503 counts (Stemcell's own 503 vs Serve's, with Retry-After), `serve_bare_503`
     (Serve's own 503, no Retry-After; goal 0), `timeouts` (no answer within 10 s; goal 0) and
     `false_500` (500 answers plus `-> 500` lines the ingress logged; abandoned requests must be 499s; goal 0).
 

