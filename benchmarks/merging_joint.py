@@ -192,7 +192,8 @@ def build_workload(cameras: int, frames: int, duration_s: float, size: int, epoc
 def _step_rows(result: MergeResult, names: Sequence[str]) -> list[dict[str, object]]:
     """Every merge step: which unit, who, kept or not, epochs, time, the accuracy reached vs target."""
     return [{"unit": s.candidate.members[0][1], "members": [names[i] for i, _ in s.candidate.members],
-             "accepted": s.accepted, "epochs": s.epochs, "reason": s.reason, "accuracy": s.accuracy,
+             "accepted": s.accepted, "epochs": s.epochs, "reason": s.reason,
+             "checked": [names[i] for i in s.models], "accuracy": s.accuracy,  # accuracy/targets: of `checked`
              "targets": s.targets, "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in result.steps]
 
 
