@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import cv2
 import numpy as np
 import ray
 from ray.actor import ActorHandle
@@ -28,12 +29,21 @@ from stemcell.state.records import CameraRecord
 log = logging.getLogger(__name__)
 
 
-def model_size(input_size: int | None) -> Callable[[np.ndarray], np.ndarray]:
-    """Shrink a kept frame to the model's input size with the frame path's one resize
-    (`stemcell.imaging.resize_frames`): the teacher and the buffer see what the student sees, and a
-    pending batch stays small whatever the camera's resolution."""
+def sample_copy(input_size: int | None, teacher_side: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """What a kept frame is stored as until its batch leaves. `teacher_side` None: the model's input
+    size, with the frame path's one resize (`stemcell.imaging.resize_frames`): the teacher and the
+    buffer see what the student sees. Else a copy whose longer side is at most `teacher_side`, aspect
+    kept (never enlarged), for a teacher that needs pixels (HOG's window is 128 px tall); the worker
+    still gets model-size frames (`LiveFeed.request`). Either way a pending batch stays bounded
+    whatever the camera's resolution."""
     def prepare(frame: np.ndarray) -> np.ndarray:
-        return frame if input_size is None else resize_frames(frame, input_size)
+        if teacher_side is None:
+            return frame if input_size is None else resize_frames(frame, input_size)
+        scale = teacher_side / max(frame.shape[:2])
+        if scale >= 1.0:
+            return np.ascontiguousarray(frame)
+        size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+        return np.ascontiguousarray(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
 
     return prepare
 
@@ -45,7 +55,8 @@ class LiveFeed:
         c = config.learning
         self.config = config
         self.sampler = LiveSampler(batch_size=c.live_batch, max_wait_s=c.live_max_wait_s,
-                                   prepare=model_size(input_size))
+                                   prepare=sample_copy(input_size, c.live_teacher_side))
+        self.input_size = input_size
         self._pushed: dict[tuple[str, str], int] = {}  # versions pushed to the executors from here
         self._thread: ThreadPoolExecutor | None = None  # the pull ingest's sends (`offer_pulled`)
         self._actors: tuple[ActorHandle, ActorHandle] | None = None
@@ -71,8 +82,9 @@ class LiveFeed:
             log.warning("camera %s: live samples not labelled: %s", batch.camera, exc)
             self.sampler.mute(batch.camera)
             return None
-        labels = teacher.label.remote(batch.frames, world, stamps)
-        return batch.camera, tuple(a for a in spec.apps if a.app in learn), stamps, batch.frames, labels
+        labels = teacher.label.remote(batch.frames, world, stamps, boxes=True)  # boxes: detect apps learn too
+        frames = batch.frames if self.input_size is None else resize_frames(batch.frames, self.input_size)
+        return batch.camera, tuple(a for a in spec.apps if a.app in learn), stamps, frames, labels
 
     def answered(self, camera: str, advice: EdgeAdvice) -> list[str]:
         """Take the worker's answer: the next sampling rate; the apps with a version not yet pushed."""

@@ -6,10 +6,10 @@ from the package, so an expert is a few hundred KB and always plugs onto the sam
 
 Durable: experts and each app's gating network live in the zoo directory (safetensors + a
 hash-checked manifest, written atomically), so an actor restarted by Ray (`max_restarts=-1`)
-re-opens the directory with every admitted expert and gating network. What is lost on a restart
-is soft state: the selection history used for pruning (it refills), the admission queue (models
-waiting for a flush; their cameras offer again after their next retraining) and the last
-selection per camera (`offer` then asks for a new `select`).
+re-opens the directory with every admitted expert and gating network, and the safety checker's
+selection history (the experts' uses, what pruning judges). What is lost on a restart is soft
+state: the admission queue (models waiting for a flush; their cameras offer again after their next
+retraining) and the last selection per camera (`offer` then asks for a new `select`).
 """
 from __future__ import annotations
 

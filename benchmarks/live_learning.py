@@ -4,25 +4,34 @@ The learning side of the serving path, in one process and on video time: every c
 through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
 teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
 candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
-and in zoo mode drift switches to a zoo expert and retrained models are offered to the zoo: the
-same objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path
-is covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
+and in zoo mode drift (or a camera's first batch) asks the zoo for an expert, a switch is undone if
+the replaced model wins the next batch, and retrained models are offered to the zoo: the same
+objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path is
+covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
 after a hot swap.
+
+The world (RECL's recurring scenes): the cameras share a small pool of scene types (`--scene-types`
+4, each camera cycling through `--haunts` 3 of them in 30-60 s stretches), none of them in the
+package's source world, and join the fleet one after another (`--stagger-s` 20 s apart), so the
+scene a camera drifts into, or starts in, is often one another camera has already been in.
 
 Modes, same teacher and the same frames: (a) `off` (the package's model as trained; the samples are
 still labelled, for the live estimates), (b) `ams`, (c) `zoo`. Accuracy against ground truth on
-every frame. Keys (issue 17): rows [{mode, minute, accuracy, event_f1}], gain_learning (b - a, points),
-gain_zoo ((c) - (b) over the minutes after each scene change), plan_f1_error_validation / _live
-(|predicted - measured event F1| of the deployed candidate, predicted from the package's validation
-precision/recall or from the live estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off
-(inference latency per frame with a retraining thread running beside it, or not),
-real_agreement_start/end (vtest.avi, OpenCV HOG people teacher; the teacher labels the full frame,
-the student sees it at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
+every frame a camera streams. Keys (issue 17): rows [{mode, minute, accuracy, event_f1}],
+gain_learning (b - a, points), gain_zoo ((c) - (b) over the minutes after each scene change and
+each late camera's join; `gain_zoo_scene_changes` and `gain_zoo_joins` alone; `gain_zoo_per_seed`
+on `--zoo-seeds` worlds), plan_f1_error_validation / _live (|predicted - measured event F1| of the
+deployed candidate, predicted from the package's validation precision/recall or from the live
+estimates of mode a), learning_gpu_fraction, p99_ms_learning_on/off (inference latency per frame
+with a retraining thread running beside it, or not), real_agreement_start/end (vtest.avi zones
+where people come and go, OpenCV HOG people teacher on the zone at full resolution enlarged x1.5,
+the student at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
 gain-driven slicing minus round-robin, mean live accuracy in points, on item 5's mixed fleet of
-benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static and adapted to their
-scene before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
+benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static, in one stable scene and
+adapted to it before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
+    python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from ams_common import Setup, build_world, fresh_app, pretrained_base
+from live_real_clip import real_clip
 from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
 
 from stemcell.eval import print_table, save_plot, save_results
@@ -48,21 +58,18 @@ from stemcell.learning.published import model_logits
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.teachers import (
     FrameMeta,
-    HogPeopleTeacherConfig,
-    build_teacher,
     presence,
 )
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import SegmentedNet
 from stemcell.scheduling.event_f1 import event_f1
 from stemcell.training import binary_metrics, world_frames
-from stemcell.world import CLASSES, World
+from stemcell.world import CLASSES, World, WorldConfig
 
 MODES = ("off", "ams", "zoo")
 # Item 5's mixed fleet: 4 of 8 cameras static and adapted to their scene before the run (200 Adam steps).
-SLICING_FULL = "--static-cameras 4 --adapt-static 200"
+SLICING_FULL = "--static-cameras 4 --adapt-static 200 --static-segment-s 100000"
 SLICING_QUICK = SLICING_FULL + " --windows 4 --pretrain-frames 200 --size 32"
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
 @dataclass
@@ -100,6 +107,8 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
     for i in range(n):
         now[0] = t = i / args.fps
         for cid, cam in ids.items():
+            if i < join_frame(cam, args):
+                continue  # not streaming yet
             frame = world.camera(cam).frame(i)
             started = time.perf_counter()
             predictions[cid][i] = trainer.job(cid, app).predict(frame[None])[0] > 0
@@ -124,27 +133,38 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
     return ModeRun(predictions, live, retrain_s, infer_s)
 
 
+def join_frame(camera: int, args: argparse.Namespace) -> int:
+    """Cameras join the fleet one after another (`--stagger-s`): a late camera starts on a scene the
+    cameras before it may have been in, and its frames before the join are neither served nor scored."""
+    return round(camera * args.stagger_s * args.fps)
+
+
 def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: argparse.Namespace) -> list[dict]:
     span, target, rows = int(60 * args.fps), CLASSES.index(args.app), []
     n = len(next(iter(run.predictions.values())))
     for m in range(max(1, n // span)):
         accs, f1s = [], []
         for c in cams:
-            pred = run.predictions[f"cam{c}"][m * span:(m + 1) * span]
-            truth = world.camera(c).presence()[m * span:(m + 1) * span, target].astype(bool)
+            a, b = max(m * span, join_frame(c, args)), (m + 1) * span
+            if a >= b:
+                continue
+            pred, truth = run.predictions[f"cam{c}"][a:b], world.camera(c).presence()[a:b, target].astype(bool)
             accs.append(float((pred == truth).mean()))
             f1s.append(event_score(pred, truth).f1)
         rows.append({"mode": mode, "minute": m, "accuracy": float(np.mean(accs)), "event_f1": float(np.mean(f1s))})
     return rows
 
 
-def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> list[tuple[int, int, int]]:
-    """(camera, first frame, last frame) of the minute after each scene change inside the run."""
+def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> dict[str, list[tuple[int, int, int]]]:
+    """(camera, first frame, last frame) of the minute after each scene change inside the run
+    (`change`) and after each late camera's join (`join`: its model meets a scene it never saw)."""
     n, span = int(args.duration_s * args.fps), int(60 * args.fps)
-    out = []
+    out: dict[str, list[tuple[int, int, int]]] = {"change": [], "join": []}
     for c in cams:
+        join = join_frame(c, args)
         scenes = world.camera(c).scene_ids()[:n]
-        out += [(c, int(s), min(n, int(s) + span)) for s in np.flatnonzero(np.diff(scenes)) + 1]
+        out["change"] += [(c, int(s), min(n, int(s) + span)) for s in np.flatnonzero(np.diff(scenes)) + 1 if s > join]
+        out["join"] += [(c, join, min(n, join + span))] if 0 < join < n else []
     return out
 
 
@@ -154,6 +174,30 @@ def accuracy_over(run: ModeRun, world: World, spans: list[tuple[int, int, int]],
     hits = [float((run.predictions[f"cam{c}"][a:b] == world.camera(c).presence()[a:b, target].astype(bool)).mean())
             for c, a, b in spans]
     return float(np.mean(hits))
+
+
+def zoo_gain(runs: dict[str, ModeRun], world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
+    """(c) - (b), accuracy points over `spans`."""
+    ams, zoo = accuracy_over(runs["ams"], world, spans, target), accuracy_over(runs["zoo"], world, spans, target)
+    return None if ams is None or zoo is None else 100 * (zoo - ams)
+
+
+def zoo_gains(runs: dict[str, ModeRun], world: World, cams: list[int], args: argparse.Namespace) -> dict[str, float | None]:
+    """gain_zoo over the minutes after every scene change and join, and over each kind alone."""
+    spans, target = after_changes(world, cams, args), CLASSES.index(args.app)
+    return {kind: zoo_gain(runs, world, found, target) for kind, found in
+            (("all", spans["change"] + spans["join"]), *spans.items())}
+
+
+def zoo_seeds(base: SegmentedNet, setup: Setup, cams: list[int], args: argparse.Namespace) -> list[float | None]:
+    """gain_zoo on the worlds of seeds seed+1 .. seed+zoo_seeds-1 (same package, AMS vs AMS + zoo)."""
+    out = []
+    for k in range(1, args.zoo_seeds):
+        world = world_of(setup, argparse.Namespace(**{**vars(args), "seed": args.seed + k}))
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {m: run_mode(m, world, base, cams, args, Path(tmp) / m) for m in ("ams", "zoo")}
+        out.append(zoo_gains(runs, world, cams, args)["all"])
+    return out
 
 
 def plan_errors(off: ModeRun, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace) -> dict:
@@ -168,8 +212,9 @@ def plan_errors(off: ModeRun, world: World, base: SegmentedNet, cams: list[int],
     event_frames = float(np.mean(runs)) if len(runs) else 10.0
     errors_val, errors_live = [], []
     for c in cams:
-        pred = off.predictions[f"cam{c}"]
-        measured = event_score(pred, world.camera(c).presence()[:len(pred), target].astype(bool)).f1
+        join = join_frame(c, args)
+        pred = off.predictions[f"cam{c}"][join:]
+        measured = event_score(pred, world.camera(c).presence()[join:join + len(pred), target].astype(bool)).f1
         est = off.live.stats.estimates(f"cam{c}", args.app)[args.branchpoint]
         errors_val.append(abs(float(event_f1(val.precision, val.recall, event_frames, 1, 0.5)) - measured))
         if est.precision is not None and est.recall is not None:
@@ -204,41 +249,6 @@ def latency_p99(run: ModeRun, world: World, cams: list[int], args: argparse.Name
     return float(np.percentile(times, 99))
 
 
-def real_clip(base: SegmentedNet, args: argparse.Namespace) -> dict[str, Any]:
-    """vtest.avi (people walking) with OpenCV's HOG people teacher: student agreement, first vs last part."""
-    if not VTEST.is_file():
-        return {"real_agreement_start": None, "real_agreement_end": None, "real_clip": f"{VTEST} missing"}
-    import cv2
-
-    from stemcell.world.video_io import open_source
-
-    teacher = build_teacher(HogPeopleTeacherConfig(kind="opencv_hog_people"))
-    trainer = AmsTrainer(ams_config(args))
-    trainer.add_job("vtest", "person", fresh_app(base, args.branchpoint, "person"), 0, {"branchpoint": args.branchpoint})
-    live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint])
-    full, small, stamps = [], [], []
-    with open_source(VTEST) as source:
-        for index, (frame, _) in enumerate(source):
-            if index % 10 == 0:  # 1 fps of the 10 fps clip, the ASR start rate
-                full.append(frame)
-                small.append(cv2.resize(frame, (args.size, args.size), interpolation=cv2.INTER_AREA))
-                stamps.append(index / 10.0)
-    positives = []
-    for k in range(0, len(small), args.live_batch):
-        ts, frames = stamps[k:k + args.live_batch], np.stack(small[k:k + args.live_batch])
-        labels = presence(teacher.label(np.stack(full[k:k + args.live_batch])), ("person",))
-        positives += labels[:, 0].tolist()
-        live.measure("vtest", ["person"], ts, frames, labels)
-        trainer.add_samples("vtest", np.asarray(ts), frames, labels)
-        trainer.run_pending()
-    history = live.stats.agreement[("vtest", "person")].history
-    third = max(1, len(history) // 3)
-    return {"real_agreement_start": float(np.mean([a for _, a in history[:third]])),
-            "real_agreement_end": float(np.mean([a for _, a in history[-third:]])),
-            "real_teacher_positive_fraction": float(np.mean(positives)),  # near 1: agreement says little
-            "real_clip": f"{VTEST.name}: {len(small)} samples at 1 fps, teacher labels the full frame"}
-
-
 def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
     """Item 5: gain-driven slicing minus round-robin (mean live accuracy, points) on the mixed fleet of
     benchmarks/slicing_fleet.py, one value per seed: `--slicing-fleet` flags, half the cameras static
@@ -262,6 +272,18 @@ def slicing_on_mixed_fleet(args: argparse.Namespace) -> dict[str, Any]:
             "slicing_static_micro_windows": static_share, "slicing_fleet": args.slicing_fleet}
 
 
+def world_of(setup: Setup, args: argparse.Namespace) -> World:
+    """The cameras under test: a small pool of scene types they all share (`--scene-types`), each camera
+    cycling through `--haunts` of them in `--segment-s` stretches, so the scene a camera drifts into is
+    often one another camera (or itself, earlier) has been in: RECL's recurring scenes, where a zoo
+    expert can bring a camera back at once. The pool is the target world's own (seed), never the
+    source world the package was trained on."""
+    return World(WorldConfig(seed=args.seed, num_cameras=args.cameras, height=setup.size, width=setup.size,
+                             fps=setup.fps, duration_s=setup.duration_s, class_coverage=setup.class_coverage,
+                             num_scene_types=args.scene_types, scenes_per_camera=args.haunts,
+                             segment_s=tuple(args.segment_s)))
+
+
 def setup_of(args: argparse.Namespace) -> Setup:
     return Setup(size=args.size, fps=args.fps, duration_s=args.duration_s, app_class=args.app,
                  branchpoint=args.branchpoint, pretrain_frames=args.pretrain_frames, pretrain_epochs=2, seed=args.seed)
@@ -281,30 +303,38 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 cameras, 4 minutes of video (< 3 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="6 cameras, 4 minutes of video")
     parser.add_argument("--out", type=Path, default=Path("out/live_learning.json"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cameras", type=int, help="drifting cameras (default 3 quick / 6 full)")
-    parser.add_argument("--duration-s", type=float, help="video seconds per camera (default 240 / 900)")
+    parser.add_argument("--cameras", type=int, help="drifting cameras (default 6 quick / 8 full)")
+    parser.add_argument("--duration-s", type=float, help="video seconds per camera (default 240 / 480)")
     parser.add_argument("--fps", type=float, default=2.0, help="stream rate")
+    parser.add_argument("--scene-types", type=int, default=4, help="scene types the cameras share")
+    parser.add_argument("--haunts", type=int, default=3, help="scene types each camera cycles through")
+    parser.add_argument("--stagger-s", type=float, default=20.0, help="camera c joins the fleet at c x this (video s)")
+    parser.add_argument("--segment-s", type=float, nargs=2, default=(30.0, 60.0), metavar=("MIN", "MAX"),
+                        help="length range of one scene segment (video seconds)")
     parser.add_argument("--size", type=int, default=32, help="frame side = model input")
     parser.add_argument("--app", default="car")
     parser.add_argument("--branchpoint", type=int, default=4)
-    parser.add_argument("--iters", type=int, help="Adam steps per retraining phase (default 10 / 20)")
+    parser.add_argument("--iters", type=int, default=10, help="Adam steps per retraining phase")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--holdout", type=int, default=8, help="safety check: newest samples held out")
     parser.add_argument("--live-batch", type=int, default=8, help="sampled frames per teacher call")
     parser.add_argument("--drift", type=float, default=0.1, help="zoo.drift_threshold")
     parser.add_argument("--zoo-k", type=int, default=5)
+    parser.add_argument("--zoo-seeds", type=int, default=3, help="world seeds gain_zoo is measured on (seed, seed+1, ..)")
     parser.add_argument("--pretrain-frames", type=int, help="source-world frames per camera (default 200 / 600)")
     parser.add_argument("--latency-frames", type=int, default=200)
-    parser.add_argument("--slicing-seeds", type=int, help="seeds of the mixed slicing fleet (default 2 / 5)")
+    parser.add_argument("--real-fps", type=float, help="vtest.avi samples per second (default 1 quick / 2 full)")
+    parser.add_argument("--real-hog-scale", type=float, default=1.5, help="zones enlarged this much for HOG")
+    parser.add_argument("--slicing-seeds", type=int, help="seeds of the mixed slicing fleet (default 2 / 3)")
     parser.add_argument("--slicing-fleet", help="benchmarks/slicing_fleet.py flags of the mixed fleet "
                         f"(default quick {SLICING_QUICK!r}, full {SLICING_FULL!r})")
     args = parser.parse_args(argv)
-    for name, quick, full in (("cameras", 3, 6), ("duration_s", 240.0, 900.0), ("iters", 10, 20),
-                              ("pretrain_frames", 200, 600), ("slicing_seeds", 2, 5),
+    for name, quick, full in (("cameras", 6, 8), ("duration_s", 240.0, 480.0), ("real_fps", 1.0, 2.0),
+                              ("pretrain_frames", 200, 600), ("slicing_seeds", 2, 3),
                               ("slicing_fleet", SLICING_QUICK, SLICING_FULL)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -317,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     setup = setup_of(args)
     base = pretrained_base(setup)
-    world = build_world(setup, args.cameras)
+    world = world_of(setup, args)
     cams = list(range(args.cameras))
     runs, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -325,22 +355,22 @@ def main(argv: list[str] | None = None) -> None:
             runs[mode] = run_mode(mode, world, base, cams, args, Path(tmp) / mode)
             rows += minute_rows(mode, runs[mode], world, cams, args)
         zoo_view = runs["zoo"].live.zoo_view()  # while its directory exists
-    target = CLASSES.index(args.app)
     mean = {m: float(np.mean([r["accuracy"] for r in rows if r["mode"] == m])) for m in MODES}
-    spans = after_changes(world, cams, args)
-    ams_after, zoo_after = accuracy_over(runs["ams"], world, spans, target), accuracy_over(runs["zoo"], world, spans, target)
+    spans, gains = after_changes(world, cams, args), zoo_gains(runs, world, cams, args)
+    per_seed = [gains["all"], *zoo_seeds(base, setup, cams, args)]
     b = runs["ams"]
     result: dict[str, Any] = {
         "benchmark": "live_learning", "quick": args.quick, "rows": rows,
         "gain_learning": 100 * (mean["ams"] - mean["off"]),
-        "gain_zoo": None if ams_after is None or zoo_after is None else 100 * (zoo_after - ams_after),
-        "scene_changes": len(spans),
+        "gain_zoo": gains["all"], "gain_zoo_scene_changes": gains["change"], "gain_zoo_joins": gains["join"],
+        "gain_zoo_per_seed": per_seed, "gain_zoo_seed_mean": float(np.mean([g for g in per_seed if g is not None])),
+        "scene_changes": len(spans["change"]), "joins": len(spans["join"]),
         **plan_errors(runs["off"], world, base, cams, args),
         "learning_gpu_fraction": b.retrain_s / (b.retrain_s + b.infer_s),
         "p99_ms_learning_on": latency_p99(b, world, cams, args, learning=True),
         "p99_ms_learning_off": latency_p99(b, world, cams, args, learning=False),
         **slicing_on_mixed_fleet(args),
-        **real_clip(base, args),
+        **real_clip(base, args, ams_config(args)),
         "kept_back": {m: sum(j.stats.kept_back for s in runs[m].live.trainer.sessions.values() for j in s.jobs.values())
                       for m in MODES},
         "zoo": {**{k: v for k, v in zoo_view.items() if k != "experts"}, "experts": len(zoo_view["experts"])},
@@ -356,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         and result["plan_f1_error_live"] <= result["plan_f1_error_validation"] / 2}
     result["elapsed_s"] = time.perf_counter() - started
     print_table([{k: v for k, v in r.items()} for r in rows], title="accuracy per minute and mode")
-    print_table([{k: result[k] for k in ("gain_learning", "gain_zoo", "plan_f1_error_validation", "plan_f1_error_live",
+    print_table([{k: result[k] for k in ("gain_learning", "gain_zoo", "gain_zoo_seed_mean", "plan_f1_error_validation", "plan_f1_error_live",
                                          "learning_gpu_fraction", "p99_ms_learning_on", "p99_ms_learning_off",
                                          "real_agreement_start", "real_agreement_end", "elapsed_s")}],
                 title="live learning")

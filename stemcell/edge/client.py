@@ -29,6 +29,7 @@ import torch
 from stemcell.edge.transport import Advice, LearningTransport
 from stemcell.imaging import encode_jpeg
 from stemcell.learning.codec import UpdateMismatchError, apply_update, decode
+from stemcell.learning.rates import sample_due
 from stemcell.models import AppModel, to_input
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class EdgeClient:
         self.sampling_fps, self.t_update_s = sampling_fps, t_update_s
         self.counters = EdgeCounters()
         self._pending: list[tuple[float, bytes]] = []
-        self._next_sample_s: float | None = None
+        self._last_sample_s: float | None = None
         self._last_upload_s: float | None = None
 
     @property
@@ -128,9 +129,9 @@ class EdgeClient:
 
         `infer=False` skips the students (a simulation that scores only every n-th frame)."""
         labels = {app: bool(p[0] >= 0.5) for app, p in self.scores(frame[None]).items()} if infer else {}
-        if self._next_sample_s is None or t_s >= self._next_sample_s:
+        if sample_due(self._last_sample_s, t_s, self.sampling_fps):
             self._pending.append((t_s, encode_jpeg(frame, self.jpeg_quality)))
-            self._next_sample_s = t_s + 1.0 / self.sampling_fps
+            self._last_sample_s = t_s
         if self._last_upload_s is None:
             self._last_upload_s = t_s
         elif t_s - self._last_upload_s >= self.t_update_s:

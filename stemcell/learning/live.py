@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from stemcell.learning.rates import sample_due
 from stemcell.learning.teachers import OracleTeacherConfig, TeacherConfig
 
 
@@ -73,7 +74,7 @@ class LiveSampler:
         if now < state.muted_until:
             return None
         for frame, ts in zip(frames, timestamps):
-            if state.last_kept_s is not None and ts < state.last_kept_s + 1.0 / state.rate_fps:
+            if not sample_due(state.last_kept_s, ts, state.rate_fps):
                 continue
             state.last_kept_s = float(ts)
             state.stamps.append(float(ts))

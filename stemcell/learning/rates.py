@@ -30,6 +30,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 
+def sample_due(last_kept_s: float | None, t_s: float, rate_fps: float) -> bool:
+    """Keep the frame captured at `t_s`? Yes when it is at least 1/rate seconds after the last kept
+    one (or none was kept yet). The one sampling rule of the ASR rate, shared by the server's live
+    sampler and the edge client, so both send the teacher the same frames of the same stream."""
+    return last_kept_s is None or t_s >= last_kept_s + 1.0 / rate_fps
+
+
 def label_change(previous: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
     """φ between two consecutive sampled frames: mean over classes of |y_t - y_{t-1}|."""
     prev = np.asarray(previous, dtype=np.float64)

@@ -4,10 +4,13 @@ Per batch of teacher-labelled live samples of a camera (`measure`, before they e
 nothing is measured on what it trained on):
 1. the deployed model of each learning app, and the package's other candidates of the app (they
    share the stem), are scored against the teacher (`stemcell.learning.live_stats`);
-2. drift (agreement falling by more than `drift_threshold`) triggers RECL's zoo switch (`switch`):
+2. drift (agreement falling by more than `drift_threshold`), and a camera app's first batch (a new
+   camera starts on the expert that fits its scene, RECL's model reuse), trigger a zoo switch (`switch`):
    the app's gating network proposes its top-K experts of the shared zoo, the safety check weighs
    them with the deployed model on the camera's newest teacher-labelled samples, and a better expert
-   is deployed at once, as a new version (edges catch up in full), before retraining catches up;
+   is deployed at once, as a new version (edges catch up in full), before retraining catches up.
+   A switch is on probation for the next batch: if the model it replaced beats the expert there
+   (the same safety rule), the switch is undone at once (`undone`);
 3. every retrained model the safety check let through is offered to the zoo (`offer`): admitted by
    RECL's rule (it beat every other candidate by alpha), the zoo pruned as RECL specifies.
 
@@ -16,16 +19,20 @@ restart); the counters, the experts cameras run and the estimates ride in the wo
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published
 from stemcell.learning.live_stats import Estimate, LiveStats
 from stemcell.learning.published import model_logits
+from stemcell.learning.safety import best_model
 from stemcell.learning.zoo import Expert, ModelZoo, expert_from_model
 from stemcell.models import AppModel
 
@@ -44,8 +51,9 @@ class LiveLearning:
         self.trainer, self.candidate, self.branchpoints = trainer, candidate, branchpoints
         self.zoo, self.drift_threshold = zoo, drift_threshold
         self.stats = LiveStats(window)
-        self.counts = {"admissions": 0, "prunings": 0, "switches": 0, "offers": 0}
-        self.experts: dict[str, str] = {}  # camera -> zoo expert a switch deployed (until it retrains away)
+        self.counts = {"admissions": 0, "prunings": 0, "switches": 0, "undone": 0, "offers": 0}
+        self.experts: dict[tuple[str, str], str] = {}  # (camera, app) -> zoo expert a switch deployed (until retrained)
+        self._replaced: dict[tuple[str, str], AppModel] = {}  # model a switch replaced, until its probation batch
         self.updated_at: dict[tuple[str, str], float] = {}  # wall time of the last deployed version
 
     @property
@@ -57,17 +65,36 @@ class LiveLearning:
 
     def measure(self, camera: str, apps: Sequence[str], t_s: Sequence[float], frames: np.ndarray,
                 labels: np.ndarray) -> list[str]:
-        """Score the deployed model and the other candidates of each app on a new batch; the apps that drifted."""
+        """Score the deployed model and the other candidates of each app on a new batch; the apps that drifted
+        (or that it is the first batch of: the zoo may have an expert for a new camera's scene)."""
         drifted = []
         for job in self._jobs(camera, apps):
             teacher = labels[:, job.target] > 0.5
+            self._probation(job, frames, teacher)
             others = {bp: model_logits(self.candidate(job.app, bp), frames, self.config) > 0
                       for bp in self.branchpoints(job.app) if bp != job.branchpoint}
+            first = (camera, job.app) not in self.stats.agreement
             self.stats.observe(camera, job.app, int(job.branchpoint or 0), job.version, float(t_s[-1]), teacher,
                                job.predict(frames) > 0, others)
-            if self.zoo is not None and self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold):
+            if self.zoo is not None and (first or self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold)):
                 drifted.append(job.app)
         return drifted
+
+    def _probation(self, job: AppJob, frames: np.ndarray, teacher: np.ndarray) -> None:
+        """The first batch after a switch: undo it if the model it replaced beats the expert on this batch."""
+        replaced = self._replaced.pop((job.camera, job.app), None)
+        if replaced is None:
+            return
+        scores = {name: _score(logits, teacher) for name, logits in
+                  (("expert", job.predict(frames)), ("replaced", model_logits(replaced, frames, self.config)))}
+        if best_model({k: v[0] for k, v in scores.items()}, {k: v[1] for k, v in scores.items()}, "expert") == "expert":
+            return
+        job.adopt(replaced.trainable_state_dict())
+        self.experts.pop((job.camera, job.app), None)
+        self.counts["undone"] += 1
+        self.stats.agreement[(job.camera, job.app)].switched()
+        log.info("camera %s app %s: zoo switch undone (expert %.2f, replaced model %.2f on the next batch)",
+                 job.camera, job.app, scores["expert"][0], scores["replaced"][0])
 
     def _fresh(self, job: AppJob) -> tuple[np.ndarray, np.ndarray]:
         items = self.trainer.session(job.camera).buffer.items()[-FRESH_SAMPLES:]
@@ -91,8 +118,9 @@ class LiveLearning:
         expert = self.zoo.store.get(selection.chosen)
         if expert.meta.branchpoint != job.branchpoint:
             return False
+        self._replaced[(camera, app)] = copy.deepcopy(job.learner.model)
         job.adopt(expert.state)
-        self.experts[camera] = selection.chosen
+        self.experts[(camera, app)] = selection.chosen
         self.counts["switches"] += 1
         self.updated_at[(camera, app)] = time.time()
         log.info("camera %s app %s drifted: zoo expert %s deployed as version %d (%.2f on fresh samples)",
@@ -102,7 +130,7 @@ class LiveLearning:
     def offer(self, published: Published) -> None:
         """A retrained model was deployed: offer it to the zoo (RECL admission), prune now and then."""
         self.updated_at[(published.camera, published.app)] = time.time()
-        self.experts.pop(published.camera, None)  # it runs its own retrained model now
+        self.experts.pop((published.camera, published.app), None)  # it runs its own retrained model now
         if self.zoo is None:
             return
         job = self.trainer.job(published.camera, published.app)
@@ -129,22 +157,28 @@ class LiveLearning:
                     "id": meta.expert_id, "app": meta.app, "branchpoint": meta.branchpoint, "base": meta.base_hash,
                     "size_bytes": int(sum(t.numel() * t.element_size() for t in state.values())),
                     "admitted_at": meta.created_at, "uses": recent.count(meta.expert_id),
-                    "cameras": sorted(c for c, e in self.experts.items() if e == meta.expert_id)})
+                    "cameras": sorted({c for (c, _), e in self.experts.items() if e == meta.expert_id})})
+        cameras = {c: e for (c, _), e in sorted(self.experts.items(), reverse=True)}  # per camera, its alphabetically first app's
         return {"enabled": self.zoo is not None, "experts": experts, "admissions": self.counts["admissions"],
-                "prunings": self.counts["prunings"], "switches": self.counts["switches"], "cameras": dict(self.experts)}
+                "prunings": self.counts["prunings"], "switches": self.counts["switches"],
+                "undone": self.counts["undone"], "cameras": cameras}
 
     def learning_status(self, camera: str) -> dict[str, Any] | None:
-        """The `learning` block of `GET /cameras/{id}/status` (its first learning app); None: not learning."""
+        """The `learning` block of `GET /cameras/{id}/status`; None: not learning. The contract's keys
+        describe the camera's first learning app; `apps` has the same block for every learning app."""
         if camera not in self.trainer.sessions or not self.trainer.sessions[camera].jobs:
             return None
-        session = self.trainer.sessions[camera]
-        app, job = next(iter(session.jobs.items()))
+        apps = {app: self._app_status(camera, app, job) for app, job in self.trainer.sessions[camera].jobs.items()}
+        first = next(iter(apps))
+        return {"enabled": True, "app": first, **apps[first], "apps": apps}
+
+    def _app_status(self, camera: str, app: str, job: AppJob) -> dict[str, Any]:
         agreement = self.stats.agreement.get((camera, app))
-        return {"enabled": True, "app": app, "samples_buffered": len(session.buffer),
+        return {"samples_buffered": len(self.trainer.sessions[camera].buffer),
                 "last_update_at": self.updated_at.get((camera, app)), "version": job.version,
                 "agreement_now": agreement.now if agreement else None,
                 "agreement_v0": agreement.v0 if agreement else None,
-                "expert": self.experts.get(camera), "kept_back": job.stats.kept_back,
+                "expert": self.experts.get((camera, app)), "kept_back": job.stats.kept_back,
                 "history": [{"ts": t, "agreement": a} for t, a in (agreement.history if agreement else [])]}
 
     def estimates(self) -> dict[str, dict[str, dict[int, Estimate]]]:
@@ -156,16 +190,23 @@ class LiveLearning:
 
     def forget(self, camera: str) -> None:
         self.stats.forget(camera)
-        self.experts.pop(camera, None)
+        self.experts = {k: v for k, v in self.experts.items() if k[0] != camera}
+        self._replaced = {k: v for k, v in self._replaced.items() if k[0] != camera}
         self.updated_at = {k: v for k, v in self.updated_at.items() if k[0] != camera}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "counts": dict(self.counts), "experts": dict(self.experts),
+        return {"stats": self.stats.state_dict(), "counts": dict(self.counts), "experts": [[c, a, e] for (c, a), e in self.experts.items()],
                 "updated_at": [[c, a, t] for (c, a), t in self.updated_at.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats.load_state_dict(state.get("stats", {}))
         self.counts.update({k: int(v) for k, v in state.get("counts", {}).items()})
-        self.experts.update(state.get("experts", {}))
+        experts = state.get("experts", [])  # a checkpoint from before experts were per app: a dict, dropped
+        self.experts.update({(c, a): e for c, a, e in experts} if isinstance(experts, list) else {})
         self.updated_at.update({(c, a): float(t) for c, a, t in state.get("updated_at", [])})
 
+
+def _score(logits: np.ndarray, teacher: np.ndarray) -> tuple[float, float]:
+    """(accuracy, BCE loss) of one-output logits against the teacher's presence: the safety rule's inputs."""
+    loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(teacher.astype(np.float32)))
+    return float(((logits > 0) == teacher).mean()), float(loss)

@@ -167,6 +167,7 @@ def test_served_frames_reach_the_teacher_without_uploads(server: Server) -> None
         learning = http.get("/cameras/live-1/status").json()["learning"]
         assert learning["enabled"] and learning["samples_buffered"] == 8 and learning["version"] == 0
         assert 0.0 <= learning["agreement_now"] <= 1.0 and len(learning["history"]) == 2
+        assert learning["app"] == "car" and learning["apps"]["car"]["agreement_now"] == learning["agreement_now"]
         car = http.get("/admin/plan").json()["cameras"]["live-1"]["apps"]["car"]
         assert car["f1_live"] is None and car["live_samples"] == 8 and car["f1_validation"] == car["frame_f1"]
         zoo = http.get("/admin/zoo").json()

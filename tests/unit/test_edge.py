@@ -1,6 +1,8 @@
 """Edge client over the in-process transport: real students, real updates, real oracle labels."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,21 @@ def test_an_edge_without_rebuild_refuses_a_moved_branchpoint(world: World) -> No
     with pytest.raises(UpdateMismatchError, match="branchpoint 5"):
         edge.sync()
     assert edge.versions == {"car": 0}  # nothing half-applied: it keeps serving its model
+
+
+def test_edge_and_server_sampler_keep_the_same_frames(world: World) -> None:
+    """One sampling rule (`stemcell.learning.rates.sample_due`): the edge client and the server's live
+    sampler, fed the same jittered stream at the same ASR rate, send the teacher the same frames."""
+    from stemcell.learning.live import LiveSampler
+
+    _, _, edge = _setup(world)
+    edge.sampling_fps, edge.t_update_s = 0.7, 1e9  # no upload: the samples stay pending
+    sampler = LiveSampler(batch_size=10_000, initial_fps=0.7)
+    stamps = np.cumsum(np.random.default_rng(0).uniform(0.05, 0.3, size=120))
+    frame = world.camera(0).frame(0)
+    for ts in stamps:
+        edge.observe(frame, float(ts), infer=False)
+        sampler.offer("cam", [frame], [float(ts)])
+    kept = [t for t, _ in edge._pending]
+    assert len(kept) > 5 and kept == sampler._cameras["cam"].stamps
+    assert all(b - a >= 1 / 0.7 for a, b in itertools.pairwise(kept))

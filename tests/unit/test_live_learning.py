@@ -70,28 +70,35 @@ def test_agreement_drift_is_a_fall_from_the_slow_level() -> None:
     assert not g.drifted(0.1)
 
 
-def test_drift_switches_to_a_zoo_expert_and_restart_keeps_zoo_and_estimates(tmp_path: Path) -> None:
+def _switched(root: Path) -> tuple[LiveLearning, int]:
+    """Camera "cam" learned scene A, "other" scene B (its model in the zoo); then cam's scene turns
+    into B: drift, and a switch to other's expert. Returns the learning and cam's version before."""
     base = build_base("tiny_cnn", num_classes=5, seed=0)
-    live = _live(tmp_path, base)
+    live = _live(root, base)
     _train(live, "other", flip=True, start=0.0)  # another camera learned scene B: its model enters the zoo
     _train(live, "cam", flip=False, start=0.0)  # this camera learned scene A
     assert live.counts["admissions"] >= 1 and len(live.zoo.store) >= 1
     version = live.trainer.job("cam", "car").version
-
     for start in (40.0, 48.0, 56.0):
         assert _feed(live, "cam", *bright_dark_samples(8, start, flip=False)) == []
     changed = bright_dark_samples(8, 64.0, flip=True)  # the scene turns into B
     assert _feed(live, "cam", *changed) == ["car"]
     assert live.switch("cam", "car", changed[1], changed[2])
+    return live, version
+
+
+def test_drift_switches_to_a_zoo_expert_and_restart_keeps_zoo_and_estimates(tmp_path: Path) -> None:
+    live, version = _switched(tmp_path)
+    base = live.zoo.base
     job = live.trainer.job("cam", "car")
-    assert job.version == version + 1 and live.experts["cam"].startswith("other.car.")
+    assert job.version == version + 1 and live.experts[("cam", "car")].startswith("other.car.")
     assert (job.predict(bright_dark_samples(8, 0.0, flip=True)[1]) > 0).tolist() == [False, True] * 4  # serves scene B now
 
     view = live.zoo_view()
-    assert view["cameras"] == {"cam": live.experts["cam"]} and view["switches"] == 1
-    assert {e["id"] for e in view["experts"]} >= {live.experts["cam"]} and all(e["size_bytes"] > 0 for e in view["experts"])
+    assert view["cameras"] == {"cam": live.experts[("cam", "car")]} and view["switches"] == 1
+    assert {e["id"] for e in view["experts"]} >= {live.experts[("cam", "car")]} and all(e["size_bytes"] > 0 for e in view["experts"])
     status = live.learning_status("cam")
-    assert status["expert"] == live.experts["cam"] and status["agreement_v0"] is not None
+    assert status["expert"] == live.experts[("cam", "car")] and status["agreement_v0"] is not None
     assert status["samples_buffered"] == len(live.trainer.session("cam").buffer)
 
     again = _live(tmp_path, base)  # a restarted worker: the zoo from disk, the rest from the checkpoint
@@ -99,8 +106,45 @@ def test_drift_switches_to_a_zoo_expert_and_restart_keeps_zoo_and_estimates(tmp_
     sizes = {e["id"]: (e["size_bytes"], e["admitted_at"]) for e in view["experts"]}
     assert again.estimates() == live.estimates()
     assert {e["id"]: (e["size_bytes"], e["admitted_at"]) for e in again.zoo_view()["experts"]} == sizes
-    assert again.zoo_view()["cameras"] == view["cameras"]  # selection counts ("uses") are soft state: they refill
+    assert again.zoo_view()["cameras"] == view["cameras"]
+    uses = {e["id"]: e["uses"] for e in view["experts"]}
+    assert uses[live.experts[("cam", "car")]] >= 1  # the switch chose it
+    assert {e["id"]: e["uses"] for e in again.zoo_view()["experts"]} == uses  # persisted with the zoo
     assert again.counts == live.counts and again.experts == live.experts
+
+
+def test_a_switch_that_is_worse_on_the_next_batch_is_undone(tmp_path: Path) -> None:
+    live, version = _switched(tmp_path)
+    job = live.trainer.job("cam", "car")
+    scene_a = bright_dark_samples(8, 72.0, flip=False)  # the drift was a blip: scene A is back
+    _feed(live, "cam", *scene_a)
+    assert live.counts == {**live.counts, "switches": 1, "undone": 1}
+    assert job.version == version + 2 and ("cam", "car") not in live.experts  # a new version: the old weights
+    assert ((job.predict(scene_a[1]) > 0) == (scene_a[2][:, 1] > 0.5)).all()  # serves scene A again
+    assert live.zoo_view()["undone"] == 1 and live.learning_status("cam")["expert"] is None
+
+
+def test_a_switch_that_holds_on_the_next_batch_stays(tmp_path: Path) -> None:
+    live, version = _switched(tmp_path)
+    _feed(live, "cam", *bright_dark_samples(8, 72.0, flip=True))  # still scene B
+    assert live.counts["undone"] == 0 and live.trainer.job("cam", "car").version == version + 1
+    assert live.experts[("cam", "car")].startswith("other.car.")
+
+
+def test_status_shows_every_learning_app() -> None:
+    base = build_base("tiny_cnn", num_classes=5, seed=0)
+    trainer = AmsTrainer(CFG)
+    trainer.add_job("cam", "car", make_app_model(base, 4, 1), 1, {"branchpoint": 4})
+    trainer.add_job("cam", "person", make_app_model(base, 4, 1), 0, {"branchpoint": 4})
+    live = LiveLearning(trainer, lambda app, bp: make_app_model(base, bp, 1), lambda app: [4])
+    t_s, frames, labels = bright_dark_samples(8, 0.0, flip=False)
+    live.measure("cam", ["car", "person"], t_s, frames, labels)
+    status = live.learning_status("cam")
+    assert status["app"] == "car" and set(status["apps"]) == {"car", "person"}
+    for block in status["apps"].values():
+        assert block["agreement_now"] is not None and block["version"] == 0 and len(block["history"]) == 1
+    assert {k: status[k] for k in status["apps"]["car"]} == status["apps"]["car"]  # the contract's keys: the first app
+    assert live.learning_status("elsewhere") is None
 
 
 def _demand() -> CameraDemand:

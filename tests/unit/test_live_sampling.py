@@ -9,6 +9,7 @@ import pytest
 
 from actors.live_feed import LiveFeed
 from stemcell.learning.live import LiveSampler, learning_apps
+from stemcell.learning.rates import sample_due
 from stemcell.serve_config import ServeConfig
 from stemcell.state.records import CameraRecord
 
@@ -23,6 +24,12 @@ class Clock:
 
 def _frames(n: int, size: int = 8) -> list[np.ndarray]:
     return [np.full((size, size, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+def test_sample_due_keeps_one_frame_per_interval() -> None:
+    assert sample_due(None, 5.0, 2.0)  # nothing kept yet
+    assert not sample_due(5.0, 5.4, 2.0) and sample_due(5.0, 5.5, 2.0)
+    assert not sample_due(5.0, 5.9, 1.0) and sample_due(5.0, 6.0, 1.0)
 
 
 def test_keeps_one_frame_per_asr_interval_and_batches_them() -> None:
@@ -94,14 +101,15 @@ class _Teacher:
         self.calls: list[tuple] = []
         self.label = self
 
-    def remote(self, *args: object) -> str:
+    def remote(self, *args: object, **kwargs: object) -> str:
         self.calls.append(args)
         return "labels-ref"
 
 
-def _feed(tmp_path: Path, live: bool) -> LiveFeed:
+def _feed(tmp_path: Path, live: bool, teacher_side: int | None = None) -> LiveFeed:
     config = ServeConfig.model_validate({"package_dir": str(tmp_path), "state_path": str(tmp_path / "s.db"),
-                                         "learning": {"enabled": True, "live": live, "live_batch": 2}})
+                                         "learning": {"enabled": True, "live": live, "live_batch": 2,
+                                                      "live_teacher_side": teacher_side}})
     return LiveFeed(config, input_size=4)
 
 
@@ -119,3 +127,18 @@ def test_feed_sends_learning_cameras_to_the_teacher_and_mutes_the_others(tmp_pat
 
     assert feed.request(batch, CameraRecord("cam", {"fps": 1.0, "apps": apps}), teacher) is None  # live: false
     assert feed.observe("cam", big, [5.0, 6.0]) is None and len(teacher.calls) == 1  # muted for a while
+
+
+def test_a_pixel_teacher_gets_a_larger_copy_and_the_worker_model_size(tmp_path: Path) -> None:
+    """`learning.live_teacher_side`: HOG-like teachers see the frame at up to that side (aspect kept,
+    never enlarged); the RetrainWorker still buffers model-size frames."""
+    apps = [{"app": "person", "branchpoint": 3, "fps": 1.0}]
+    feed, teacher = _feed(tmp_path, live=True, teacher_side=32), _Teacher()
+    rng = np.random.default_rng(0)
+    big = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    batch = feed.observe("cam", big, [0.0, 1.0])
+    assert batch is not None and batch.frames.shape == (2, 24, 32, 3)  # longer side 32, aspect kept
+    *_, frames, _ = feed.request(batch, CameraRecord("cam", {"fps": 1.0, "apps": apps}), teacher)
+    assert teacher.calls[0][0].shape == (2, 24, 32, 3) and frames.shape == (2, 4, 4, 3)
+    small = _feed(tmp_path, live=True, teacher_side=256).observe("cam", big, [0.0, 1.0])
+    assert small is not None and np.array_equal(small.frames, np.stack(big))  # never enlarged

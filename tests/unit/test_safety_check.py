@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stemcell.learning import AmsConfig, AmsTrainer
-from stemcell.learning.safety import holdout_count, safety_verdict
+from stemcell.learning.safety import best_model, holdout_count, safety_verdict
+from stemcell.learning.zoo import safety_check
 from stemcell.models import build_base, make_app_model
 from tests.helpers.builders import bright_dark_samples
 
@@ -22,6 +23,23 @@ def test_verdict_needs_a_win() -> None:
     assert not safety_verdict(0.75, 0.5, 0.7, 0.6, 8).deploy
     assert safety_verdict(0.5, 0.5, 0.7, 0.6, 8).deploy  # a tie on accuracy: the surer model wins
     assert not safety_verdict(0.5, 0.5, 0.6, 0.6, 8).deploy  # no better at all: keep what serves
+
+
+def test_one_rule_for_retrained_models_and_zoo_experts() -> None:
+    """The zoo's safety checker and the retraining safety check answer alike on the same scores."""
+    for acc_d, acc_n, loss_d, loss_n in ((0.5, 0.75, 0.7, 0.6), (0.75, 0.5, 0.7, 0.6), (0.5, 0.5, 0.7, 0.6),
+                                         (0.5, 0.5, 0.6, 0.6), (0.5, 0.5, 0.6, 0.7)):
+        zoo = safety_check({"new": acc_n, "deployed": acc_d}, "deployed", {"deployed": loss_d, "new": loss_n})
+        assert (zoo.chosen == "new") == safety_verdict(acc_d, acc_n, loss_d, loss_n, 8).deploy
+
+
+def test_best_model_among_several() -> None:
+    acc = {"e1": 0.9, "e2": 0.9, "cur": 0.9, "e3": 0.6}
+    assert best_model(acc, incumbent="cur") == "cur"  # an exact tie keeps what serves
+    assert best_model(acc, {"e1": 0.3, "e2": 0.2, "cur": 0.25}, "cur") == "e2"  # surer of the teacher's labels
+    assert best_model(acc) == "e1"  # no incumbent: the earliest of the tied
+    with pytest.raises(ValueError):
+        best_model({})
 
 
 def test_holdout_only_fresh_and_at_most_a_quarter() -> None:

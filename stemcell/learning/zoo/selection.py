@@ -3,8 +3,9 @@
 The gating network is fast but not always right, so it only shortlists: the K experts with the
 highest mean gating score, plus the camera's current model and the model last retrained on its
 frames, go to a *safety checker* that measures each candidate on fresh teacher-labelled frames and
-keeps the most accurate (RECL section 3.1). Ties go to the current model: switching costs a model
-push to the edge and buys nothing.
+keeps the one that beats the others (RECL section 3.1), by the rule of `stemcell.learning.safety`
+that also keeps a worse retrained model back. Ties go to the current model: switching costs a
+model push to the edge and buys nothing.
 
 Pruning (section 3.3) bounds the zoo: an expert the safety checker chose fewer than eta times in
 the last q selections is dropped, unless a camera runs it right now or it is too new to have been
@@ -15,6 +16,9 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from stemcell.learning.safety import best_model
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,17 @@ def shortlist(ctx: CandidateContext) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SafetyDecision:
-    chosen: str  # candidate with the highest measured accuracy
+    chosen: str  # candidate that beat every other (stemcell.learning.safety)
     accuracy: float  # its accuracy on the fresh teacher-labelled frames
     accuracies: tuple[tuple[str, float], ...]  # every candidate's accuracy, in shortlist order
 
 
-def safety_check(accuracies: Mapping[str, float], current: str | None = None) -> SafetyDecision:
-    """Pick the most accurate candidate; on a tie keep `current`, else the earliest candidate."""
-    if not accuracies:
-        raise ValueError("the safety checker needs at least one candidate")
-    best = max(accuracies.values())
-    tied = [c for c, a in accuracies.items() if a == best]
-    chosen = current if current in tied else tied[0]
-    return SafetyDecision(chosen, best, tuple(accuracies.items()))
+def safety_check(accuracies: Mapping[str, float], current: str | None = None,
+                 losses: Mapping[str, float] | None = None) -> SafetyDecision:
+    """RECL's safety checker, by the one rule of `stemcell.learning.safety.best_model`: the most
+    accurate candidate, equal accuracy broken by the lower loss; a tie keeps `current`, else the earliest."""
+    chosen = best_model(accuracies, losses, current)
+    return SafetyDecision(chosen, accuracies[chosen], tuple(accuracies.items()))
 
 
 @dataclass
@@ -82,6 +84,15 @@ class SelectionHistory:
 
     def forget(self, expert_id: str) -> None:
         self.admitted_at.pop(expert_id, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready: what `ZooStore.put_history` keeps across restarts."""
+        return {"recent": list(self.recent), "total": self.total, "admitted_at": dict(self.admitted_at)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.recent = deque(str(e) for e in list(state.get("recent", []))[-self.q:])
+        self.total = int(state.get("total", len(self.recent)))
+        self.admitted_at = {str(e): int(n) for e, n in dict(state.get("admitted_at", {})).items()}
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from stemcell.models import AppModel, segment_hash
+from stemcell.models.detection import model_task
 
 SCHEMA_VERSION = 1
 _MANIFEST = "manifest.json"
+_HISTORY = "history.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -48,6 +50,7 @@ class ExpertMeta:
     version: int  # version of the camera's model it was taken from
     created_from: str  # camera whose teacher-labelled frames trained it
     created_at: float = 0.0  # seconds on the zoo's clock when it was created
+    task: str = "presence"  # its app's task (its head): "presence" or "detect"; never offered to another task
 
     def __post_init__(self) -> None:
         if not _SAFE_ID.match(self.expert_id):
@@ -69,7 +72,8 @@ def expert_from_model(
     model: AppModel, *, expert_id: str, app: str, version: int, created_from: str, created_at: float = 0.0
 ) -> Expert:
     """Snapshot the trainable part of `model` (a copy: later training does not change the expert)."""
-    meta = ExpertMeta(expert_id, app, model.branchpoint, stem_hash(model), version, created_from, created_at)
+    meta = ExpertMeta(expert_id, app, model.branchpoint, stem_hash(model), version, created_from, created_at,
+                      model_task(model))
     state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
     return Expert(meta, state)
 
@@ -106,7 +110,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class ZooStore:
-    """A directory: `manifest.json`, `experts/<id>.safetensors`, `gating/<app>.safetensors`.
+    """A directory: `manifest.json`, `experts/<id>.safetensors`, `gating/<app>.safetensors`, `history.json`.
 
     The manifest is the source of truth: a file not in it is ignored, and a file in it is loaded
     only if its sha256 matches. Writes go file first, manifest second, so a crash in between leaves
@@ -190,6 +194,21 @@ class ZooStore:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._manifest["experts"]))
+
+    # -- selection history -----------------------------------------------------------------------
+    def put_history(self, history: Mapping[str, Any]) -> None:
+        """The safety checker's recent choices (`SelectionHistory.state_dict`): the experts' `uses` and
+        what pruning judges, kept across restarts. Its own file: it changes at every selection, the
+        manifest only when experts come and go."""
+        _atomic_write(self.root / _HISTORY, (json.dumps(dict(history), sort_keys=True) + "\n").encode())
+
+    def get_history(self) -> dict[str, Any] | None:
+        """The saved history; None when there is none or it is unreadable (it is soft state: it refills)."""
+        try:
+            history = json.loads((self.root / _HISTORY).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return history if isinstance(history, dict) else None
 
     # -- gating networks --------------------------------------------------------------------------
     def put_gating(self, app: str, state: Mapping[str, torch.Tensor], expert_ids: list[str]) -> None:

@@ -9,8 +9,10 @@ Flow per camera and update window (RECL Fig. 5):
    network grows one output per new expert and is fine-tuned briefly.
 4. `prune()` now and then drops experts nobody picks.
 
-Experts never cross apps: each app has its own gating network and candidate set. This module is
-pure torch (no Ray): the ModelZoo actor is a thin shell around one `ModelZoo`.
+Experts never cross apps: each app has its own gating network and candidate set; nor tasks (an app
+renamed onto another task keeps its old experts out of its shortlist). Detect experts are scored by
+their event (an object of the app's first class is there: `presence_logits`), as presence ones. This
+module is pure torch (no Ray): the ModelZoo actor is a thin shell around one `ModelZoo`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stemcell.learning.zoo.admission import AdmissionContext, AdmissionDecision, AdmissionQueue, admission_decision
@@ -35,7 +38,8 @@ from stemcell.learning.zoo.selection import (
     shortlist,
 )
 from stemcell.learning.zoo.store import Expert, ZooStore, load_expert
-from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.models import AppModel, SegmentedNet, make_app_model, make_task_model, to_input
+from stemcell.models.detection import model_task, presence_logits
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +85,20 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256
     """Logits on the CPU, the model run where it lives (a RetrainWorker's models are on its GPU)."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, len(inputs), batch_size)])
+    return torch.cat([presence_logits(model, model(inputs[i : i + batch_size].to(device))).cpu()
+                      for i in range(0, len(inputs), batch_size)])
 
 
 def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> float:
     """Fraction of (frame, output) decisions (logit > 0) that agree with the teacher's labels."""
     target = torch.as_tensor(np.asarray(labels, dtype=bool)).reshape(logits.shape)
     return float(((logits > 0) == target).float().mean())
+
+
+def loss_of(logits: torch.Tensor, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy against the teacher's labels: the safety check's tie-break."""
+    target = torch.as_tensor(np.asarray(labels, dtype=bool)).reshape(logits.shape).float()
+    return float(F.binary_cross_entropy_with_logits(logits.float(), target))
 
 
 def label_confidence(logits: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
@@ -112,6 +123,7 @@ class ModelZoo:
         self.config = config or ZooConfig()
         cfg = self.config
         self.history = SelectionHistory(q=cfg.q)
+        self.history.load_state_dict(store.get_history() or {})  # experts' uses survive a restart
         self.queue: AdmissionQueue[tuple[Expert, np.ndarray, np.ndarray]] = AdmissionQueue(cfg.gamma, cfg.max_wait_s, clock)
         self.in_use: dict[str, str] = {}  # camera -> id of the model it runs
         self._models: OrderedDict[str, AppModel] = OrderedDict()
@@ -128,6 +140,9 @@ class ModelZoo:
     def load_model(self, expert_id: str) -> AppModel:
         """A fresh AppModel holding the expert (on the shared base stem); safe to train."""
         expert = self.store.get(expert_id)
+        if expert.meta.task == "detect":  # heatmaps per class, then 2 offsets and 2 sizes
+            classes = expert.state["head.out.weight"].shape[0] - 4
+            return load_expert(make_task_model(self.base, expert.meta.branchpoint, "detect", classes), expert)
         outputs = expert.state["head.fc.weight"].shape[0]
         return load_expert(make_app_model(self.base, expert.meta.branchpoint, outputs), expert)
 
@@ -154,24 +169,28 @@ class ModelZoo:
         *,
         current: tuple[str, nn.Module] | None = None,
         last_retrained: tuple[str, nn.Module] | None = None,
+        task: str | None = None,
     ) -> Selection:
-        """Gating top-K + current + last retrained, measured on `frames` with teacher `labels`."""
+        """Gating top-K + current + last retrained, measured on `frames` with teacher `labels`; only
+        experts of the app's `task` (default: the given models' task) are candidates."""
         extra = dict(m for m in (current, last_retrained) if m is not None)
+        task = task or next((model_task(m) for m in extra.values()), "presence")
         gating = self._gating.get(app)
         ids = tuple(gating.expert_ids) if gating else ()
         scores = tuple(gating.net.mean_scores(gating_input(frames)).tolist()) if gating and ids else ()
+        mine = [i for i, e in enumerate(ids) if self.store.meta(e).task == task]
+        ids, scores = tuple(ids[i] for i in mine), tuple(scores[i] for i in mine)
         ctx = CandidateContext(
             ids, scores, current[0] if current else None, last_retrained[0] if last_retrained else None, self.config.k
         )
         inputs = self._inputs(frames)
-        accuracies = {
-            c: accuracy_of(predict_logits(extra[c] if c in extra else self._model(c), inputs), labels)
-            for c in shortlist(ctx)
-        }
-        if not accuracies:
+        logits = {c: predict_logits(extra[c] if c in extra else self._model(c), inputs) for c in shortlist(ctx)}
+        if not logits:
             raise ValueError(f"nothing to select for {camera}/{app}: the zoo is empty and no model was given")
-        decision = safety_check(accuracies, ctx.current)
+        accuracies = {c: accuracy_of(v, labels) for c, v in logits.items()}
+        decision = safety_check(accuracies, ctx.current, {c: loss_of(v, labels) for c, v in logits.items()})
         self.history.record(decision.chosen)
+        self.store.put_history(self.history.state_dict())
         self.in_use[camera] = decision.chosen
         chosen = decision.chosen
         model = extra[chosen] if chosen in extra else self.load_model(chosen)
@@ -205,6 +224,8 @@ class ModelZoo:
             by_app.setdefault(item[0].meta.app, []).append(item)
         for app, new in by_app.items():
             self._admit_to_gating(app, new)
+        if items:
+            self.store.put_history(self.history.state_dict())
         admitted = [item[0].meta.expert_id for item in items]
         if admitted:
             log.info("zoo admitted %s", admitted)
@@ -273,5 +294,6 @@ class ModelZoo:
             self.store.put_gating(app, gating.net.state_dict(), gating.expert_ids)
             removed += decision.remove
         if removed:
+            self.store.put_history(self.history.state_dict())
             log.info("zoo pruned %s", removed)
         return removed
