@@ -181,7 +181,7 @@ class MergeWorker:
         return len(ship)
 
     async def tick(self, executors: Mapping[str, float], checkpoint: bytes | None = None,
-                   learner: str | None = None) -> dict[str, MergeAction | None]:
+                   learner: str | None = None) -> Mapping[str, MergeAction | None]:
         """One round of the schedule over `executors` (actor name -> GPU share); the learner's
         checkpoint is `checkpoint`, or asked of the RetrainWorker actor `learner`."""
         if checkpoint is None:

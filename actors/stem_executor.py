@@ -168,7 +168,7 @@ class StemExecutorShell:
         self._frames.inc(len(results), tags)
         for r in results[-1].results if results else ():
             key = (camera_id, r.app)
-            if self._events_on.get(key) is not r.event_active:
+            if self._events_on.get(key) != r.event_active:
                 self._events_on[key] = r.event_active
                 self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
 

@@ -131,9 +131,8 @@ Measured on the stable fleet, points over round-robin (quick: `--quick --seeds 5
     gain_drop (the prior alone)          +3.51  -1.04  +2.47  +5.56  +1.91  +2.48  4 of 5    48 44 41 39 53
     gain_curve (measured gains alone)    +2.05  -3.75  -0.59  -2.29  -0.38  -0.99  1 of 5    51 50 33 40 35
 
-(static windows: micro-windows the 4 static cameras got in the run, 48 under round-robin; seed 0 by
-this script, seeds 1-4 by a harness that caches each seed's fleet and calls the same
-`slicing_fleet.run_policy`, which reproduced seed 0 to the digit.) The blend moves time off the
+(static windows: micro-windows the 4 static cameras got in the run, 48 under round-robin; by this
+script, seed 0 with `--seeds 5` and seeds 1-4 again with `--seed 1 --seeds 4`, 641 s at load ~12.) The blend moves time off the
 static cameras on 3 seeds and wins on every seed; the measured gains alone lose. What it exploits
 is not yet understood, and it is *not* RECL's premise in its plain form: on this fleet the static,
 adapted cameras do not look adapted to the teacher (quick seed 0, round-robin: agreement on the

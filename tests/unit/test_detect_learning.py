@@ -79,10 +79,16 @@ def _trainer(config: AmsConfig = CFG, state: dict[str, torch.Tensor] | None = No
 @pytest.fixture(scope="module")
 def on_dark() -> dict[str, torch.Tensor]:
     """The trainable weights of a detect app that learnt the dark scene (light squares) from teacher
-    boxes (full Adam: quick to a usable head)."""
-    trainer, job = _trainer(replace(CFG, gamma=None))
-    _feed(trainer, 6, 0, DARK, LIGHT)
-    return job.learner.model.trainable_state_dict()
+    boxes (full Adam: quick to a usable head). Module-scoped fixtures run before `one_torch_thread`,
+    so this one holds torch to one thread itself (OpenMP threads spin against a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer, job = _trainer(replace(CFG, gamma=None))
+        _feed(trainer, 6, 0, DARK, LIGHT)
+        return job.learner.model.trainable_state_dict()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_teacher_boxes_reach_the_buffer_normalised() -> None:
