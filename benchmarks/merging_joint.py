@@ -6,7 +6,8 @@ no two layers stay byte-identical) from one of two bases
 (tiny_cnn pretrained on the synthetic world with two seeds: same structure, different weights).
 Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
-and keeps a merge only if every model stays within 1 point of its unmerged held-out accuracy.
+and keeps a merge only if every model stays within 0.5 point (`--tolerance`) of its unmerged
+validation accuracy, half the 1-point goal on the test split.
 Accuracy is checked on a validation split during the merge and *reported* on a separate test split:
 three quarters of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
 its first 10 s to validation and its last 10 s to test, so both splits cover the same scenes and a
@@ -67,7 +68,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=64, help="input resolution")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 6 with --quick)")
     p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 5, 2 quick)")
-    p.add_argument("--tolerance", type=float, default=1.0, help="accuracy target: unmerged validation - this (points)")
+    p.add_argument("--tolerance", type=float, default=0.5,
+                   help="accuracy target: unmerged validation - this (points). Half the 1-point goal: a step is kept "
+                   "on the validation split that also decides it, so its test drop tends to come out larger")
     p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean",
                    help="where a tied segment starts")
     p.add_argument("--presplit", type=float, default=2.0,
@@ -192,7 +195,8 @@ def build_workload(cameras: int, frames: int, duration_s: float, size: int, epoc
 def _step_rows(result: MergeResult, names: Sequence[str]) -> list[dict[str, object]]:
     """Every merge step: which unit, who, kept or not, epochs, time, the accuracy reached vs target."""
     return [{"unit": s.candidate.members[0][1], "members": [names[i] for i, _ in s.candidate.members],
-             "accepted": s.accepted, "epochs": s.epochs, "reason": s.reason, "accuracy": s.accuracy,
+             "accepted": s.accepted, "epochs": s.epochs, "reason": s.reason,
+             "checked": [names[i] for i in s.models], "accuracy": s.accuracy,  # accuracy/targets: of `checked`
              "targets": s.targets, "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in result.steps]
 
 
