@@ -1,7 +1,17 @@
 """Pulled cameras: N loopback RTSP streams (H.264, 720p, 10 fps) ingested and analysed, against the
 physical limit of decoding them here.
 
-    python benchmarks/ingest.py --quick --out out/ingest.json
+    python benchmarks/ingest.py --quick --out out/ingest.json            # 2, 4 and 8 streams
+    python benchmarks/ingest.py --quick --streams 2,16 --out out/ingest.json
+
+Several stream counts are measured in one run (`--streams 2,4,8`, the `--quick` default): cameras are
+added to the same ingest actor and executor up to each count, and each count gets its own window and its
+own decode limit on the same first-n streams. `rows` lists `{streams, fps_analysed_per_core,
+decode_limit_fps_per_core, ratio}` (and the batch size, CPU per frame and load) for every count; every
+top-level key is the *largest* count's, `ratio_to_decode_limit` included. An ingest actor is sized for
+`ingest.cameras_per_actor` (64) cameras, and what ingestion adds beyond decoding is mostly fixed per
+call and per process (an idle Ray actor, an actor call per batch, one forward per batch), so it is
+shared by more frames as streams are added: 2 streams is the least favourable case, kept in `rows`.
 
 * `decode_limit_fps_per_core`: OpenCV/FFmpeg alone pulling the same N RTSP streams from the same
   server (one reader thread each, the actor's FFmpeg options, CPU time of this whole process before
@@ -18,11 +28,12 @@ physical limit of decoding them here.
   quotient (goal >= 0.8: ingestion and inference add little to the decoding itself);
   `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone; `frames_per_batch` is the
   executor's mean batch over the window. The event hub's CPU (`cpu_s_event_hub`) is shown, not
-  counted: it serves every camera's events, pushed ones too. The decode limit is measured in this
-  process just before the window, so on a shared box both move with its load (`load_average`).
+  counted: it serves every camera's events, pushed ones too. The decode limits are measured in this
+  process just before Ray starts (no Ray threads in its CPU time), every count's one after the other,
+  then the windows; on a shared box both move with its load (`load_average`, per row too).
   `cpu_by_thread` splits the window's CPU by thread; `--profile DIR` also records both actors with
   py-spy over the window (`profile_top`: the functions sampled most).
-* `reconnect_s`: the RTSP server killed, restarted; seconds from its restart to the next analysed
+* `reconnect_s` (after the last window): the RTSP server killed, restarted; seconds from its restart to the next analysed
   frame (goal < 5).
 * `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
   disabled, so the box does not start 1,000 reader threads; everything else is the full path:
@@ -31,8 +42,9 @@ physical limit of decoding them here.
   app learnt brightness) makes events start and end; a webhook receiver on loopback timestamps
   each signed delivery: p99 of receipt time minus the event's start (or end) frame time.
 
-Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s on
-idle cores once the package and clip exist (`--cache DIR` builds them once; `run_s` is the run's time).
+Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` takes ~20 s
+more per stream count on top of one count's < 90 s on idle cores once the package and clip exist
+(`--cache DIR` builds them once; `run_s` is the run's time).
 """
 from __future__ import annotations
 
@@ -206,23 +218,59 @@ def inputs(home: Path, clip_s: float) -> tuple[Path, Path]:
     return package, clip
 
 
-def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path | None = None,
+def measure_window(http: httpx.Client, names: tuple[str, ...], window_s: float,
+                   profile: Path | None) -> dict[str, Any]:
+    """CPU of the named actors (by process and by thread) and the executor's frames and batches over one
+    window of `window_s` seconds, with the fleet as it stood at its end."""
+    pids = _pids(names)
+    threads = [ThreadCpu(p) for p in pids]
+    spies = [PySpy(p, window_s, profile / f"{n}.txt") for n, p in zip(names, pids)] if profile else []
+    cpu0, (frames0, batches0) = [cpu_s(p) for p in pids], _batches(http, "cam0")
+    time.sleep(window_s)
+    split = [cpu_s(p) - c for p, c in zip(pids, cpu0)]
+    by_thread = {n: t.top() for n, t in zip(names, threads)}
+    hot = {n: top_functions(spy.out) for n, spy in zip(names, spies) if spy.wait()}
+    frames1, batches1 = _batches(http, "cam0")
+    return {"split": split, "frames": frames1 - frames0, "batches": max(batches1 - batches0, 1),
+            "cpu_by_thread": by_thread, "profile_top": hot, "fleet": _fleet(http)}
+
+
+def row(streams: int, window: dict[str, Any], limit: float) -> dict[str, Any]:
+    """One stream count's figures: its window (ingest actor + executor CPU) against its own decode limit."""
+    frames, cpu = window["frames"], window["split"][0] + window["split"][1]
+    per_core = frames / cpu if cpu > 0 else 0.0
+    return {"streams": streams, "fps_analysed_per_core": round(per_core, 2),
+            "decode_limit_fps_per_core": round(limit, 2), "ratio": round(per_core / limit, 3),
+            "fps_analysed": round(frames / window["window_s"], 2),
+            "frames_per_batch": round(frames / window["batches"], 2),
+            "cpu_ms_per_frame_ingest": round(1e3 * window["split"][0] / max(frames, 1), 2),
+            "cpu_ms_per_frame_executor": round(1e3 * window["split"][1] / max(frames, 1), 2),
+            "load_average": window["load_average"]}
+
+
+def run(root: Path, counts: Sequence[int], window_s: float, clip_s: float, profile: Path | None = None,
         cache: Path | None = None) -> dict[str, Any]:
+    """Every stream count in `counts` (ascending) measured in one sitting; the top-level figures are the
+    largest count's (`--profile` records that window only)."""
     began = time.perf_counter()
     package, clip = inputs(cache or root, clip_s)
     print(f"package and clip ready after {time.perf_counter() - began:.1f} s", flush=True)
+    streams = max(counts)
     server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
     try:
         torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
         file_limit = decode_limit(clip, 10 * FPS, 32)
-        limit = rtsp_decode_limit([server.url(f"s{i}") for i in range(streams)], min(window_s, 6.0), 32)
-        print(f"decode limit {limit:.1f} frames/s per core (RTSP), {file_limit:.1f} (file)", flush=True)
+        # each count's limit on the same first-n streams the actor will pull, before Ray starts (no Ray
+        # threads in this process's CPU time)
+        limits = {n: rtsp_decode_limit([server.url(f"s{i}") for i in range(n)], min(window_s, 6.0), 32)
+                  for n in counts}
+        print(f"decode limit per core (RTSP): {limits}, {file_limit:.1f} (file)", flush=True)
         config = root / "serve.yaml"
         config.write_text(yaml.safe_dump({
             "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
             "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
             "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
-            "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
+            "ingest": {"cameras_per_actor": streams + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
                        "backoff_cap_s": 1.0, "allowed_dirs": [str(root)]},
             "webhooks": {"allow_private": True, "refresh_s": 0.5},
         }))
@@ -234,23 +282,17 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
             idle0 = cpu_s(executor)
             time.sleep(IDLE_S)
             executor_idle = (cpu_s(executor) - idle0) / IDLE_S
-            for i in range(streams):
-                http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
-                                                  "source": {"url": server.url(f"s{i}")}}).raise_for_status()
-            _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
-            time.sleep(2.0)  # warm: every reader past its first keyframe
-            names = ("stemcell-ingest-0", "stemcell-executor-0", f"{APP_NAME}-events")
-            pids = _pids(names)
-            threads = [ThreadCpu(p) for p in pids]
-            spies = [PySpy(p, window_s, profile / f"{n}.txt") for n, p in zip(names, pids)] if profile else []
-            cpu0, (frames0, batches0) = [cpu_s(p) for p in pids], _batches(http, "cam0")
-            time.sleep(window_s)
-            split = [cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor, event hub
-            by_thread = {n: t.top() for n, t in zip(names, threads)}
-            hot = {n: top_functions(spy.out) for n, spy in zip(names, spies) if spy.wait()}
-            frames1, batches1 = _batches(http, "cam0")
-            cpu, frames = split[0] + split[1], frames1 - frames0
-            fleet = _fleet(http)
+            windows: dict[int, dict[str, Any]] = {}
+            for n in counts:  # cameras added to the same actor and executor up to n, then a window
+                for i in range(len(_fleet(http)), n):
+                    http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
+                                                      "source": {"url": server.url(f"s{i}")}}).raise_for_status()
+                _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
+                time.sleep(2.0)  # warm: every reader past its first keyframe
+                windows[n] = measure_window(http, ("stemcell-ingest-0", "stemcell-executor-0", f"{APP_NAME}-events"),
+                                            window_s, profile if n == streams else None)
+                windows[n].update(window_s=window_s, load_average=[round(x, 2) for x in os.getloadavg()])
+                print(f"{n} streams: {row(n, windows[n], limits[n])}", flush=True)
             server.stop()
             _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
             time.sleep(1.0)
@@ -266,18 +308,22 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
     finally:
         server.stop()
         ray.shutdown()
-    per_core = frames / cpu if cpu > 0 else 0.0
+    rows = [row(n, windows[n], limits[n]) for n in counts]
+    top, last, limit = rows[-1], windows[streams], limits[streams]
+    split, frames, fleet = last["split"], last["frames"], last["fleet"]
+    per_core = top["fps_analysed_per_core"]
     run_s = time.perf_counter() - began
     return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
-            "frames_analysed": frames, "frames_per_batch": round(frames / max(batches1 - batches0, 1), 2),
-            "cpu_s": round(cpu, 2),
+            "rows": rows,
+            "frames_analysed": frames, "frames_per_batch": top["frames_per_batch"],
+            "cpu_s": round(split[0] + split[1], 2),
             "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2),
-            "cpu_ms_per_frame_ingest": round(1e3 * split[0] / max(frames, 1), 2),
-            "cpu_ms_per_frame_executor": round(1e3 * split[1] / max(frames, 1), 2),
+            "cpu_ms_per_frame_ingest": top["cpu_ms_per_frame_ingest"],
+            "cpu_ms_per_frame_executor": top["cpu_ms_per_frame_executor"],
             "decode_limit_cpu_ms_per_frame": round(1e3 / limit, 2),
-            "cpu_s_event_hub": round(split[2], 2), "cpu_s_per_s_executor_idle": round(executor_idle, 3), "fps_analysed": round(frames / window_s, 2),
-            "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
-            "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": round(per_core / limit, 3),
+            "cpu_s_event_hub": round(split[2], 2), "cpu_s_per_s_executor_idle": round(executor_idle, 3), "fps_analysed": top["fps_analysed"],
+            "fps_analysed_per_core": per_core, "decode_limit_fps_per_core": top["decode_limit_fps_per_core"],
+            "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": top["ratio"],
             "ratio_to_file_decode_limit": round(per_core / file_limit, 3),
             # the ingest actor alone (decode, to_input, send) against the same limit: what ingestion adds
             "ratio_ingest_to_decode_limit": round(frames / split[0] / limit, 3) if split[0] > 0 else None, "reconnect_s": round(reconnect_s, 2),
@@ -286,38 +332,49 @@ def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path 
             "event_webhook_deliveries": len(webhook_ms),
             "frames_dropped": sum(c["frames_dropped"] for c in fleet),
             "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet],
-            "run_s": round(run_s, 1), "cpu_by_thread": by_thread, "profile_top": hot, "load_average": os.getloadavg()}
+            "run_s": round(run_s, 1), "cpu_by_thread": last["cpu_by_thread"], "profile_top": last["profile_top"],
+            "load_average": os.getloadavg()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="streams 2,4,8 (one sitting), 8 s window each (< 90 s on 2 idle cores from 2 streams)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
-    parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    parser.add_argument("--streams", type=lambda v: sorted({int(n) for n in v.split(",")}),
+                        help="stream counts, comma-separated, measured one after the other in one run "
+                        "(default 2,4,8 quick, 2,8,32 full); the top-level figures are the largest count's")
     parser.add_argument("--cache", type=Path, help="build the package and the clip here once and reuse them "
                         "(the benchmark's inputs only: the measurement is the same)")
     parser.add_argument("--profile", type=Path, help="py-spy both actors over the window into this folder "
                         "(raw stacks; the top functions go in the JSON's profile_top)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    streams = args.streams or (2 if args.quick else 8)
+    counts = args.streams or ([2, 4, 8] if args.quick else [2, 8, 32])
     window_s, clip_s = (8.0, 20.0) if args.quick else (60.0, 120.0)
     with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-        result = run(Path(tmp), streams, window_s, clip_s, args.profile, args.cache)
+        result = run(Path(tmp), counts, window_s, clip_s, args.profile, args.cache)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
             "cpu_s_executor", "ratio_ingest_to_decode_limit", "decode_limit_file_fps_per_core",
             "ratio_to_file_decode_limit", "event_webhook_deliveries")
-    print_table([{"key": k, "value": result[k]} for k in keys], title=f"ingest: {streams} RTSP streams, 720p, 10 fps")
+    print_table(result["rows"], ("streams", "fps_analysed_per_core", "decode_limit_fps_per_core", "ratio",
+                                 "frames_per_batch", "load_average"), title="ingest: per stream count")
+    print_table([{"key": k, "value": result[k]} for k in keys],
+                title=f"ingest: {result['streams']} RTSP streams (the largest count), 720p, 10 fps")
     save_results(result, args.out)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(["decode limit", "ingested + analysed"], [result["decode_limit_fps_per_core"],
-                                                     result["fps_analysed_per_core"]], color=["grey", "tab:blue"])
+    at = np.arange(len(result["rows"]))
+    ax.bar(at - 0.2, [r["decode_limit_fps_per_core"] for r in result["rows"]], 0.4, color="grey", label="decode limit")
+    ax.bar(at + 0.2, [r["fps_analysed_per_core"] for r in result["rows"]], 0.4, color="tab:blue",
+           label="ingested + analysed")
+    ax.set_xticks(at, [f"{r['streams']} streams\nratio {r['ratio']:.2f}" for r in result["rows"]])
     ax.set_ylabel("frames per CPU-second")
-    ax.set_title(f"{streams} RTSP streams 720p: ratio {result['ratio_to_decode_limit']:.2f}")
+    ax.legend(loc="lower right")
+    ax.set_title(f"RTSP 720p: ratio {result['ratio_to_decode_limit']:.2f} at {result['streams']} streams")
     save_plot(fig, args.out.with_suffix(".png"))
 
 
