@@ -12,7 +12,7 @@ input of the whole batch in one conversion. The full-size frame is never convert
 conversion cost more than the H.264 decoding of a 720p frame). A failed open or read is never an
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
 which picks the reconnect delay and the state the fleet list shows. Results go to the one event hub
-in batches (`actors.event_hub.EventForwarder`), as the ingress's do for pushed frames, so every
+(`actors.event_hub.EventForwarder`, one call per analysed batch), as the ingress's do for pushed frames, so every
 camera's events are tracked and delivered in one place. Each camera's newest analysed frame and its
 results are kept as references (`stemcell.latest_frames.LatestFrames`, no encoding on the frame path)
 for `GET /cameras/{id}/snapshot` and `/latest`, which ask this actor for pulled cameras.
@@ -171,8 +171,8 @@ class CameraIngestShell:
                                              thread_name_prefix="ingest-send")
         self._sending: Counter[int] = Counter()  # calls in flight per executor slot
         self._arrived = threading.Event()  # a new frame, or a call finished: the pump looks again
-        self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
-        self._events.follow_in_thread()
+        self._events = EventForwarder(self.config)  # results to the event hub, one call per batch (`actors.event_hub`)
+        self._events.follow_batches_in_thread()
         # newest analysed frame per camera: the decoded frame (the picture an operator wants, not the
         # square-squeezed model input), a reference the events already share, so no copy; bounded in bytes
         self._latest = LatestFrames(self.config.ingest.latest_max_bytes)
@@ -332,6 +332,7 @@ class CameraIngestShell:
                 if self._live is not None:  # live samples for the teacher (actors.live_feed)
                     self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store,  # as decoded: the
                                             self._executor(index))  # sampler shrinks the frames it keeps
+        self._events.due()  # the batch's results go to the event hub now (sent off this thread)
 
     def _executor(self, index: int) -> ActorHandle:
         """The actor serving executor slot `index` now (the Planner's routes, else the slot's own name)."""

@@ -2,8 +2,10 @@
 
 Producers of results (each ingress replica after a push request, each CameraIngest actor after a
 batch) hold an `EventForwarder`: `on_results` only appends compact records to a buffer (no Ray call,
-no encoding on the request's path), and a background loop sends the buffer to the hub every
-`events.forward_interval_s` (one call per producer per interval, whatever the frame rate). The hub
+no encoding on the request's path), and a background loop sends the buffer to the hub: every
+`events.forward_interval_s` for the ingress (one call per replica per interval, whatever the request
+rate), after each batch for an ingest actor (`due()`: its results already come in batches, one per
+executor per analysis interval, so a timer would only add wake-ups with nothing to send). The hub
 (`EventHubActor`: one named, detached actor per namespace) puts each camera's records back in frame
 order (`stemcell.events.forward.Reorderer`), tracks starts and ends, saves snapshots, writes the store
 (not awaited: Ray runs one caller's calls in order and `StateStore.put_event` is an idempotent upsert)
@@ -171,6 +173,7 @@ class EventForwarder:
         self.interval_s = config.events.forward_interval_s
         self.batcher = ResultBatcher(keep_frames=config.events.snapshot_dir is not None)
         self.hub = hub if hub is not None else start_event_hub(config)
+        self._due = threading.Event()  # `follow_batches_in_thread`: something was buffered, send it
 
     def on_results(self, camera_id: str, frames: Sequence[np.ndarray], results: Sequence[dict[str, Any]]) -> None:
         """One camera's answered frames (in order); a dictionary copy per frame, nothing more."""
@@ -181,6 +184,11 @@ class EventForwarder:
         """A camera was removed (or stopped): its open events end."""
         if self.enabled:
             self.batcher.close(camera_id, time.time())
+            self._due.set()  # its end goes now, even when no batch follows
+
+    def due(self) -> None:
+        """A batch's results were all buffered (`on_results`): `follow_batches_in_thread` sends them now."""
+        self._due.set()
 
     def send(self) -> ray.ObjectRef | None:
         """Send what is buffered (frames at candidate starts as JPEG); None when nothing was."""
@@ -200,11 +208,15 @@ class EventForwarder:
             except Exception as exc:  # noqa: BLE001 - a restarting hub: that batch is lost, the next one goes
                 log.warning("event batch not delivered to the hub: %r", exc)
 
-    def follow_in_thread(self) -> threading.Thread:
-        """The same loop on a daemon thread (for a threaded actor without an event loop)."""
+    def follow_batches_in_thread(self) -> threading.Thread:
+        """A daemon thread (for a threaded producer without an event loop) sending what is buffered each
+        time `due()` or `close_camera` is called: one call per batch, none while nothing comes. The hub's
+        answer is awaited here, never on the batch's path; batches that end while a call is in flight go
+        together in the next one."""
         def run() -> None:
             while True:
-                time.sleep(self.interval_s)
+                self._due.wait()
+                self._due.clear()  # before draining: what is buffered after the drain sets it again
                 try:
                     ref = self.send()
                     if ref is not None:

@@ -257,7 +257,7 @@ class EventsSection(_Strict):
     stream_poll_s: float = Field(0.5, gt=0, le=10)  # how often GET /admin/events:stream asks the store for news
     max_rows: int = Field(1_000_000, ge=100)  # the events table keeps the newest this many (oldest deleted)
     max_age_s: float = Field(90 * 24 * 3600.0, gt=0)  # ... and none that started longer ago than this
-    forward_interval_s: float = Field(0.05, gt=0, le=5)  # how often a producer sends its results to the event hub
+    forward_interval_s: float = Field(0.05, gt=0, le=5)  # how often a replica sends its results to the event hub (ingest actors: per batch)
     reorder_s: float = Field(0.15, ge=0, le=10)  # the hub holds results this long to order a camera's frames
 
 

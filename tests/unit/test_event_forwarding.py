@@ -1,6 +1,7 @@
 """Events tracked once per camera: results from several producers, put back in frame order by the hub."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,37 @@ def test_forwarder_sends_one_batch_with_jpeg_snapshots_and_survives_a_bad_frame(
     assert [(i.camera_id, i.results is None) for i in batch] == [("a", False), ("a", False), ("b", False), ("a", True)]
     assert batch[0].frame[:2] == b"\xff\xd8" and batch[1].frame is None  # JPEG at the candidate start only
     assert batch[2].frame is None  # could not be encoded: the event goes without a picture
+
+
+class _AcceptingHub(_Hub):
+    """As `_Hub`, answering nothing to wait for (the real hub's reference is awaited with `ray.get`)."""
+
+    def remote(self, items: list[Observed]) -> None:
+        super().remote(items)
+
+
+def _sent_within(hub: _Hub, count: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while len(hub.sent) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(hub.sent) >= count
+
+
+def test_an_ingest_actors_forwarder_sends_once_per_batch_and_on_a_close_not_on_a_timer(tmp_path: Path) -> None:
+    config = ServeConfig.model_validate({"package_dir": str(tmp_path), "state_path": str(tmp_path / "s.db"),
+                                         "events": {"forward_interval_s": 0.01}})
+    hub = _AcceptingHub()
+    forwarder = EventForwarder(config, hub=hub)
+    forwarder.follow_batches_in_thread()
+    forwarder.on_results("a", [None], [_answer(1.0, True)])
+    forwarder.on_results("b", [None], [_answer(1.0, False)])
+    time.sleep(0.2)  # twenty intervals: a timer would have sent by now
+    assert hub.sent == []
+    forwarder.due()  # the batch is complete: both cameras' records in one call
+    assert _sent_within(hub, 1)
+    assert [(i.camera_id, i.frame_ts) for i in hub.sent[0]] == [("a", 1.0), ("b", 1.0)]
+    forwarder.close_camera("a")  # no batch follows a removed camera: its end goes by itself
+    assert _sent_within(hub, 2)
+    assert [(i.camera_id, i.results) for i in hub.sent[1]] == [("a", None)]
+    time.sleep(0.1)
+    assert len(hub.sent) == 2  # nothing buffered, nothing sent
