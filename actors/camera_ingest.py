@@ -1,12 +1,14 @@
 """CameraIngest: a CPU actor that pulls up to `ingest.cameras_per_actor` cameras' streams.
 
 One reader thread per camera decodes with OpenCV's FFmpeg backend (`cv2.CAP_FFMPEG`) into a
-newest-frame slot (`stemcell.ingest.NewestFrameSlot`); one pump thread takes each camera's newest
-frame at its analysis rate and sends the frames of all due cameras to their executors in one
-`infer_many` call per executor: no HTTP, no JPEG round trip. Only frames taken are resized, straight
-from the decoded BGR frame to model size with the resize training uses
-(`stemcell.data.dataset.resize_square`, area-averaged, in OpenCV without the GIL), then made model
-input in one `to_input` call per batch: the full-size frame is never converted to float (that
+newest-frame slot (`stemcell.ingest.NewestFrameSlot`); one pump thread, woken by new frames, sends
+each executor one `infer_pulled` call per analysis interval with every due camera's frame in it
+(`stemcell.ingest.schedule`: a ready frame waits at most half an interval for the rest of its batch),
+no HTTP, no JPEG round trip, no call per camera. Only frames taken are resized, straight from the
+decoded BGR frame to model size with the resize training uses (`stemcell.data.dataset.resize_square`,
+area-averaged, in OpenCV without the GIL), into one contiguous uint8 array per batch
+(`stemcell.ingest.PulledBatch`: out of band through Ray, no pickled tensors); the executor makes model
+input of the whole batch in one conversion. The full-size frame is never converted to float (that
 conversion cost more than the H.264 decoding of a 720p frame). A failed open or read is never an
 exception out of the actor: it feeds the camera's state machine (`stemcell.ingest.CameraHealth`),
 which picks the reconnect delay and the state the fleet list shows. Results go to the one event hub
@@ -25,6 +27,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,8 +54,9 @@ from stemcell.ingest import (
     Source,
     check_source,
 )
+from stemcell.ingest.batch import PulledBatch
+from stemcell.ingest.schedule import PumpView, gather_window, next_due, pick
 from stemcell.latest_frames import LatestFrames, Snapshot
-from stemcell.models.inputs import to_input
 from stemcell.package.store import load_package
 from stemcell.scheduling.shares import placement_index
 from stemcell.serve_config import ServeConfig
@@ -60,7 +64,10 @@ from stemcell.serve_config import ServeConfig
 log = logging.getLogger(__name__)
 _CAPTURE_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()  # FFmpeg reads its options from the environment while opening
-_IDLE_S = 0.01  # pump period when no camera is due (10 ms: well under a frame at 30 fps)
+# calls in flight per executor: a second one rides out a slow call (a load spike) without dropping
+# the next interval's frames; more would only queue in the executor
+_IN_FLIGHT = 2
+_IDLE_S = 0.01  # pump pause after a failed round (10 ms: well under a frame at 30 fps)
 
 
 def ingest_actor_name(config: ServeConfig, index: int) -> str:
@@ -72,8 +79,9 @@ class _Reader:
     """One camera: its reader thread, newest frame, health and analysis schedule."""
 
     def __init__(self, camera_id: str, source: Source, fps: float, backoff: Backoff, timeout_s: float,
-                 enabled: bool) -> None:
+                 enabled: bool, arrived: threading.Event) -> None:
         self.camera_id, self.source, self.fps = camera_id, source, fps
+        self._arrived = arrived  # the pump's: set at every new frame
         self.slot: NewestFrameSlot[np.ndarray] = NewestFrameSlot()
         self.health = CameraHealth(backoff, enabled=enabled)
         self.next_due = 0.0
@@ -123,6 +131,7 @@ class _Reader:
                     return f"stream ended or read failed: {self.source.url}"
                 self.health.frame(time.monotonic(), time.time())
                 self.slot.put(frame, time.time())
+                self._arrived.set()
                 if looped:  # a file is read as fast as the disk allows: pace it at its own frame rate
                     next_at += period
                     self._stop.wait(max(0.0, next_at - time.monotonic()))
@@ -132,6 +141,12 @@ class _Reader:
 
     def snapshot(self) -> HealthSnapshot:
         return self.health.snapshot(time.monotonic(), self.slot.dropped)
+
+    def view(self, group: int, now: float, wall: float) -> PumpView:
+        """What the pump needs of this camera now (`stemcell.ingest.schedule`)."""
+        ts = self.slot.waiting_since()
+        return PumpView(group, self.next_due, None if ts is None else now - (wall - ts),
+                        self.health.state == "streaming")
 
 
 class CameraIngestShell:
@@ -152,8 +167,10 @@ class CameraIngestShell:
         self._readers: dict[str, _Reader] = {}
         self._slots: dict[str, int] = {}  # camera -> executor slot the store placed it on (from its config)
         self._executors: dict[int, ActorHandle] = {}
-        self._send_pool = ThreadPoolExecutor(min(4, self.config.executors.count), thread_name_prefix="ingest-send")
-        self._sending: set[int] = set()  # executor slots with a call in flight
+        self._send_pool = ThreadPoolExecutor(min(8, _IN_FLIGHT * self.config.executors.count),
+                                             thread_name_prefix="ingest-send")
+        self._sending: Counter[int] = Counter()  # calls in flight per executor slot
+        self._arrived = threading.Event()  # a new frame, or a call finished: the pump looks again
         self._events = EventForwarder(self.config)  # results to the event hub, in batches (`actors.event_hub`)
         self._events.follow_in_thread()
         # newest analysed frame per camera: the decoded frame (the picture an operator wants, not the
@@ -190,7 +207,7 @@ class CameraIngestShell:
             if old is not None:
                 old.stop()
             self._readers[camera_id] = _Reader(camera_id, source, fps, self._backoff,
-                                               self.config.ingest.open_timeout_s, enabled)
+                                               self.config.ingest.open_timeout_s, enabled, self._arrived)
         return True
 
     def detach(self, camera_id: str) -> bool:
@@ -237,58 +254,61 @@ class CameraIngestShell:
 
     # ------------------------------------------------------------------ frames
     def _pump(self) -> None:
-        """Forever: `_pump_once`, or a short sleep when no camera was due."""
+        """Forever: `_pump_once`, then sleep until it says or a frame arrives."""
         while True:
+            self._arrived.clear()  # before looking: a frame that arrives meanwhile wakes the wait below
             try:
-                sent = self._pump_once()
+                wait = self._pump_once()
             except Exception:  # the pump must outlive any one bad round (logged with its traceback)
                 log.exception("ingest pump round failed")
-                sent = False
-            if not sent:
-                time.sleep(_IDLE_S)
+                wait = _IDLE_S
+            self._arrived.wait(wait)
 
-    def _pump_once(self) -> bool:
-        """Take each due camera's newest frame; one `infer_many` per executor for all of them.
+    def _pump_once(self) -> float:
+        """Send each executor one batch with every camera of it that is due (`stemcell.ingest.schedule`).
 
-        An executor whose previous call still runs gets nothing new: its cameras' frames stay in
-        their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
-        backlog here. Returns whether anything was sent."""
-        now = time.monotonic()
+        An executor with `_IN_FLIGHT` calls still running gets nothing new: its cameras' frames stay
+        in their slots, replaced by newer ones (counted as dropped), so a slow executor never builds a
+        backlog here. Returns the seconds until the pump should look again."""
+        now, wall = time.monotonic(), time.time()
         with self._lock:
-            readers = list(self._readers.values())
-            busy = set(self._sending)
+            readers = [r for r in self._readers.values() if r.health.state != "stopped"]
+            groups = [self._slots.get(r.camera_id) for r in readers]
+            busy = {index for index, n in self._sending.items() if n >= _IN_FLIGHT}
+        groups = [placement_index(r.camera_id, self.config.executors.count) if g is None else g
+                  for r, g in zip(readers, groups)]
+        views = [r.view(g, now, wall) for r, g in zip(readers, groups)]
+        chosen, wait = pick(views, now, gather_window([r.fps for r in readers]), busy)
         due: dict[int, list[tuple[_Reader, np.ndarray, float]]] = {}
-        for r in readers:
-            index = self._slots.get(r.camera_id, placement_index(r.camera_id, self.config.executors.count))
-            if now < r.next_due or index in busy:
-                continue
+        for i in chosen:
+            r = readers[i]
             taken = r.slot.take()
-            if taken is None:
+            if taken is None:  # cannot happen (only the pump takes), but a frame is not worth a crash
                 continue
-            r.next_due = max(r.next_due + 1.0 / r.fps, now)
-            due.setdefault(index, []).append((r, *taken))
+            r.next_due = next_due(r.next_due, now, r.fps)
+            due.setdefault(groups[i], []).append((r, *taken))
         with self._lock:
-            self._sending.update(due)
+            self._sending.update(due.keys())
         for index, frames in due.items():
             self._send_pool.submit(self._send, index, frames)
-        return bool(due)
+        return wait
 
     def _send(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:
         try:
             self._deliver(index, frames)
         finally:
             with self._lock:
-                self._sending.discard(index)
+                self._sending[index] -= 1
+            self._arrived.set()  # the executor is free: frames that waited for it go now
 
     def _deliver(self, index: int, frames: list[tuple[_Reader, np.ndarray, float]]) -> None:
         try:
-            small = np.stack([resize_square(f, self._size) for _, f, _ in frames])  # BGR at model size
-            inputs = to_input(np.ascontiguousarray(small[..., ::-1]), self._size, mean=self._norm.mean,
-                              std=self._norm.std)
-            # one tensor of its own per camera (a slice would pickle the whole batch's storage)
-            # with each frame's decoded (height, width): detect apps' boxes come back in the camera's pixels
-            items = [(r.camera_id, inputs[i:i + 1].clone(), [ts], f.shape[:2]) for i, (r, f, ts) in enumerate(frames)]
-            results = ray.get(self._executor(index).infer_many.remote(items))
+            small = np.empty((len(frames), self._size, self._size, 3), np.uint8)  # one array: RGB at model size
+            for i, (_, f, _) in enumerate(frames):
+                small[i] = resize_square(f, self._size)[..., ::-1]
+            batch = PulledBatch.of([r.camera_id for r, _, _ in frames], small, [ts for _, _, ts in frames],
+                                   [f.shape[:2] for _, f, _ in frames])  # detect apps' boxes in the camera's pixels
+            results = ray.get(self._executor(index).infer_pulled.remote(batch))
         except (RayActorError, Moved) as exc:
             log.warning("executor slot %d unavailable (%s); following the routes", index, type(exc).__name__)
             self._executors.pop(index, None)
@@ -305,9 +325,10 @@ class CameraIngestShell:
             elif isinstance(result, BaseException):
                 log.warning("camera %s: frame refused: %r", reader.camera_id, result)
             else:
-                reader.health.analysed(done, len(result))
-                self._latest.keep(reader.camera_id, frame[..., ::-1], result[-1].as_dict())  # a view: no copy
-                self._events.on_results(reader.camera_id, [frame[..., ::-1]], [r.as_dict() for r in result])
+                reader.health.analysed(done)
+                answer = result.as_dict()
+                self._latest.keep(reader.camera_id, frame[..., ::-1], answer)  # a view: no copy
+                self._events.on_results(reader.camera_id, [frame[..., ::-1]], [answer])
                 if self._live is not None:  # live samples for the teacher (actors.live_feed)
                     self._live.offer_pulled(reader.camera_id, frame[..., ::-1], ts, self._store,  # as decoded: the
                                             self._executor(index))  # sampler shrinks the frames it keeps

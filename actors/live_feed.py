@@ -82,7 +82,7 @@ class LiveFeed:
             log.warning("camera %s: live samples not labelled: %s", batch.camera, exc)
             self.sampler.mute(batch.camera)
             return None
-        labels = teacher.label.remote(batch.frames, world, stamps)
+        labels = teacher.label.remote(batch.frames, world, stamps, boxes=True)  # boxes: detect apps learn too
         frames = batch.frames if self.input_size is None else resize_frames(batch.frames, self.input_size)
         return batch.camera, tuple(a for a in spec.apps if a.app in learn), stamps, frames, labels
 

@@ -284,7 +284,9 @@ class Planner:
         self.last_camera_changes = list(fitted.refused)
         for change, outcome in zip(changes, outcomes):
             self.metrics.camera_changes.inc(1, {"camera": change.camera_id, "outcome": outcome})
-            self.last_camera_changes.append({**change.as_dict(), "outcome": outcome})
+            swap = fitted.swapped.get(change.camera_id)  # runs with layer swapping (memory_plans)
+            self.last_camera_changes.append({**change.as_dict(), "outcome": outcome,
+                                             **({"memory": swap} if swap else {})})
 
     # ------------------------------------------------------------------ retraining workers
     async def add_retrain_worker(self, name: str, kwargs: Mapping[str, Any], share: float,
@@ -318,7 +320,8 @@ class Planner:
         return {**self._section(), "rounds": self.rounds, "window_s": self.settings.window_s,
                 "last_decision_ms": self.last_decision_ms, "last_switches": self.last_switches,
                 "last_camera_changes": self.last_camera_changes, "teacher": self.teacher and asdict(self.teacher),
-                "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time()}
+                "total_gpu": self.settings.total_gpu, "capacity_gpu": self._capacity(), "updated_at": time.time(),
+                "swap": {r: m.details["swap"] for r, m in self.memory.items() if m and m.details.get("swap")}}
 
 
 PlannerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Planner)

@@ -4,7 +4,8 @@ A thin async shell over `stemcell.learning.ams.AmsTrainer`: per (camera, app) a 
 (T_horizon 240 s), one phase of K=20 gradient-guided Adam steps (γ 5 %, lr 1e-3) above the app's
 branchpoint every T_update (ASR/ATR), published as a versioned sparse update. Due jobs are served
 round-robin, one phase at a time, on one training thread (AMS appendix E), so uploads and update
-requests are answered while a phase runs.
+requests are answered while a phase runs. Presence apps of one class learn from the teacher's labels,
+detect apps from its boxes (`stemcell.learning.detect_learning`); other apps serve as trained.
 
 Durability: every published version is written to `persist_dir` (`stemcell.learning.versions`),
 and the whole trainer state (Adam moments, buffers, ASR/ATR) every `checkpoint_every_s` and after a
@@ -41,6 +42,8 @@ from actors.gpu_share import enforce_share
 from stemcell.control.contracts import AppRun, EdgeAdvice, JobStats, UpdateMeta, WorkerReady, WorkerStats
 from stemcell.control.errors import Moved
 from stemcell.learning.ams import AmsConfig, AmsTrainer, AppJob, Published, payload_kind
+from stemcell.learning.detect_labels import TeacherLabels, split_labels
+from stemcell.learning.detect_learning import DETECT, detect_spec, make_job
 from stemcell.learning.live_stats import Estimate
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.versions import VersionStore
@@ -87,7 +90,7 @@ class RetrainWorker:
         self._package = load_package(package_dir)
         base = self._package.manifest.base  # frames reach the student as they did in training
         base_cfg = AmsConfig(input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
-        self._trainer = AmsTrainer(replace(base_cfg, **(config or {})))
+        self._trainer = AmsTrainer(replace(base_cfg, **(config or {})), job_type=make_job)
         self._store = VersionStore(persist_dir, keep=self._trainer.config.history) if persist_dir else None
         self._updates = metrics.Counter("stemcell_model_updates_total", "Model versions published by retraining",
                                         tag_keys=("camera", "app"))
@@ -148,13 +151,21 @@ class RetrainWorker:
         return self._package.manifest.data.classes.index(self._entry(app).classes[0])  # the teacher's label column
 
     def _learnable(self, app: str) -> bool:
-        """AMS retrains presence apps of one class (a presence label column); others serve as trained."""
+        """AMS retrains presence apps of one class (a presence label column) and detect apps (the
+        teacher's boxes); others (count apps, presence of several classes) serve as trained."""
         entry = self._entry(app)
-        if entry.task == "presence" and len(entry.classes) == 1:
+        if (entry.task == "presence" and len(entry.classes) == 1) or entry.task == DETECT:
             return True
-        log.warning("app %s (%s of %s) is served as trained: continuous learning covers one-class presence apps",
-                    app, entry.task, entry.classes)
+        log.warning("app %s (%s of %s) is served as trained: continuous learning covers one-class presence apps "
+                    "and detect apps", app, entry.task, entry.classes)
         return False
+
+    def _spec(self, app: str, branchpoint: int) -> dict[str, Any]:
+        """The job's spec: its cut, and for a detect app the label columns of its classes."""
+        entry = self._entry(app)
+        if entry.task == DETECT:
+            return detect_spec(branchpoint, [self._package.manifest.data.classes.index(c) for c in entry.classes])
+        return {"branchpoint": branchpoint}
 
     def _restore_from_store(self) -> None:
         assert self._store is not None
@@ -229,8 +240,10 @@ class RetrainWorker:
 
         def add() -> dict[str, int]:
             for a in apps:
-                spec = {"branchpoint": a.branchpoint}
-                if self._trainer.has_job(camera, a.app, spec) or not self._learnable(a.app):
+                if not self._learnable(a.app):
+                    continue
+                spec = self._spec(a.app, a.branchpoint)
+                if self._trainer.has_job(camera, a.app, spec):
                     continue
                 moved = self._trainer.has_job(camera, a.app)
                 job = self._trainer.add_job(camera, a.app, self._model(camera, a.app, spec), self._target(a.app), spec)
@@ -252,26 +265,28 @@ class RetrainWorker:
             await self._on(self._save_checkpoint)  # a restart must not bring the camera back
         return removed
 
-    async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray, labels: np.ndarray) -> EdgeAdvice:
-        """Teacher-labelled samples of one camera -> how many were taken, and what the edge does next."""
+    async def add_samples(self, camera: str, t_s: list[float], frames: np.ndarray,
+                          labels: np.ndarray | TeacherLabels) -> EdgeAdvice:
+        """Teacher-labelled samples of one camera -> how many were taken, and what the edge does next.
+        `labels`: presence (N, classes), or the TeacherLabeler's `label(..., boxes=True)` answer."""
         if self._moving:
             # refusing (not buffering in a worker about to be killed) keeps the move lossless
             raise Moved(ray.get_runtime_context().get_actor_name() or "retrain worker")
         self._ensure_loop()
-        answer = await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames),
-                                np.asarray(labels))
+        presence, boxes = split_labels(labels)
+        answer = await self._on(self._trainer.add_samples, camera, np.asarray(t_s), np.asarray(frames), presence, boxes)
         return EdgeAdvice(**answer)
 
     async def live_samples(self, camera: str, apps: Sequence[AppRun], t_s: list[float], frames: np.ndarray,
-                           labels: np.ndarray) -> EdgeAdvice:
+                           labels: np.ndarray | TeacherLabels) -> EdgeAdvice:
         """Samples the serving path took from a camera's own frames (`actors.live_feed`): the camera's
         jobs exist for `apps` (the ones that learn), then the samples enter its buffer."""
         await self.set_camera(camera, apps)
-        frames, labels = np.asarray(frames), np.asarray(labels)
-        drifted = await self._on(self._live.measure, camera, [a.app for a in apps], t_s, frames, labels)
+        frames, presence = np.asarray(frames), split_labels(labels)[0]
+        drifted = await self._on(self._live.measure, camera, [a.app for a in apps], t_s, frames, presence)
         answer = await self.add_samples(camera, t_s, frames, labels)
         self._export(camera)
-        switched = [app for app in drifted if await self._on(self._live.switch, camera, app, frames, labels)]
+        switched = [app for app in drifted if await self._on(self._live.switch, camera, app, frames, presence)]
         for app in switched:
             await self._on(self._save_job, self._trainer.job(camera, app))
         return replace(answer, versions=(await self.advice(camera)).versions) if switched else answer
@@ -343,10 +358,17 @@ class RetrainWorker:
         self._moving = False
 
     async def job_stats(self) -> WorkerStats:
-        """Each job's measured gains per training phase: what the Planner's slicing reads."""
+        """Each job's measured gains per training phase and its agreement drop since its last update
+        (how far the live agreement fell below the level it reached; None before live samples): what
+        the Planner's slicing reads."""
+        def drop(key: tuple[str, str]) -> float | None:
+            g = self._live.stats.agreement.get(key)
+            return None if g is None or g.now is None or g.reference is None else max(0.0, g.reference - g.now)
+
         def read() -> WorkerStats:
-            jobs = [(f"{camera}/{app}", self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
-            return WorkerStats(tuple(JobStats(job_id, tuple(s.recent_gains), s.updates) for job_id, s in jobs))
+            jobs = [((camera, app), self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
+            return WorkerStats(tuple(JobStats(f"{c}/{a}", tuple(s.recent_gains), s.updates, drop((c, a)))
+                                     for (c, a), s in jobs))
 
         return await self._on(read)
 

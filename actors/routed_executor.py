@@ -4,6 +4,8 @@
   as Serve's whole per-request work, so the ingress coalesces). Each item goes through the
   executor's own `infer` (its cross-camera batcher, metrics and errors); a failing item comes
   back as its exception, so one bad camera fails only itself.
+* `infer_pulled`: the pull ingest's one call per interval with all its cameras' frames here as one
+  uint8 array (`stemcell.ingest.PulledBatch`): converted to model input once, queued at once.
 * `drain`: make-before-break's last step before the kill. Once draining, new calls are answered
   with `Moved` (the caller follows the routes to the role's current actor and retries there) while
   the calls already running finish; `drain` returns when none is left.
@@ -13,7 +15,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +27,7 @@ from ray.actor import ActorHandle
 from actors.gpu_share import actor_options, placement_options
 from actors.stem_executor import StemExecutorShell
 from stemcell.control.errors import Moved
+from stemcell.ingest.batch import PulledBatch
 from stemcell.serve_config import ExecutorSection
 from stemcell.sharing import FrameResult
 
@@ -48,10 +52,25 @@ class _RoutedExecutor(StemExecutorShell):
     async def infer_many(self, items: Sequence[Item]) -> list[list[FrameResult] | BaseException]:
         if self._draining:
             return [Moved(ray.get_runtime_context().get_actor_name() or "executor")] * len(items)
+        async with self._call():
+            return await asyncio.gather(*(self.infer(*item) for item in items), return_exceptions=True)
+
+    @ray.method(enable_task_events=False)  # ~10 calls/s per ingest actor: no task-state events to the GCS
+    async def infer_pulled(self, batch: PulledBatch) -> list[FrameResult | BaseException]:
+        """The pull ingest's call: one interval's frames of its cameras here (`stemcell.ingest.PulledBatch`,
+        one uint8 array); per frame its result or its camera's error (`Moved` for all while draining)."""
+        if self._draining:
+            return [Moved(ray.get_runtime_context().get_actor_name() or "executor")] * len(batch)
+        async with self._call():
+            return await self._infer_pulled(batch)
+
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """A call in flight (what `drain` waits for)."""
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await asyncio.gather(*(self.infer(*item) for item in items), return_exceptions=True)
+            yield
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

@@ -30,6 +30,8 @@ from stemcell.accel.precision import Backend, Precision
 from stemcell.control.contracts import AppRun, ExecutorReady, ExecutorStats, MemoryReport, ServedApp
 from stemcell.control.errors import UnknownCamera
 from stemcell.imaging import resize_frames
+from stemcell.ingest.batch import PulledBatch
+from stemcell.models.inputs import to_input
 from stemcell.package import load_package
 from stemcell.sharing import CrossCameraBatcher, FrameResult, InferRequest, StemRuntime
 
@@ -53,6 +55,7 @@ class StemExecutorShell:
         backend: Backend = "torch",
         engine_dir: str | None = None,
         gpu_decode: bool = False,
+        weight_cap_bytes: int | None = None,
     ) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = max(1, int(cpus))
@@ -61,7 +64,7 @@ class StemExecutorShell:
         enforce_share(share)  # Ray's fractional GPU is bookkeeping only (actors/gpu_share.py)
         # A CUDA OOM past the share fails that batch only (503 + Retry-After); see stemcell/accel/device_path.py.
         path = DevicePath.create(precision=precision, backend=backend, max_batch=max_batch, engine_dir=engine_dir)
-        self._runtime = StemRuntime(load_package(package_dir), path=path)
+        self._runtime = StemRuntime(load_package(package_dir), path=path, weight_cap_bytes=weight_cap_bytes)
         self._decoder = FrameDecoder(path.device, gpu=gpu_decode)  # infer_jpeg: nvJPEG, or the CPU
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-infer")
         self._control_pool = ThreadPoolExecutor(1, thread_name_prefix="stem-control")
@@ -78,6 +81,7 @@ class StemExecutorShell:
             boundaries=_LATENCY_BOUNDARIES_MS, tag_keys=("camera",),
         )
         self._event = metrics.Gauge("stemcell_event_active", "1 while an app's event is on", tag_keys=("camera", "app"))
+        self._events_on: dict[tuple[str, str], bool] = {}  # the gauge's last value per (camera, app)
         self._queue_depth = metrics.Gauge("stemcell_queue_depth_frames", "Frames waiting for a batch")
         self._gpu_share = metrics.Gauge("stemcell_gpu_share", "Fraction of a GPU this executor holds")
         self._gpu_share.set(share)
@@ -130,13 +134,43 @@ class StemExecutorShell:
             results = await self._batcher.submit(request, request.num_frames)
         finally:
             self._queue_depth.set(self._batcher.queued_frames)
-        tags = {"camera": camera_id}
-        self._latency.observe(1e3 * (loop.time() - started), tags)
-        self._frames.inc(len(results), tags)
-        if results:
-            for r in results[-1].results:
-                self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
+        self._record(camera_id, results, 1e3 * (loop.time() - started))
         return results
+
+    async def _infer_pulled(self, batch: PulledBatch) -> list[FrameResult | BaseException]:
+        """An ingest actor's interval of frames: model input of the whole batch in one conversion (the
+        ingest sends uint8), every camera's request queued at once into the cross-camera batcher, and
+        per frame its result or the error that concerns only its camera (e.g. `UnknownCamera`)."""
+        size, norm = self._runtime.input_size, self._runtime.package.manifest.base.normalization
+        inputs = to_input(batch.frames, size, mean=norm.mean, std=norm.std)
+        requests = [InferRequest(camera, inputs[i : i + 1], [float(batch.timestamps[i])], batch.frame_size(i))
+                    for i, camera in enumerate(batch.camera_ids)]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            answers = await self._batcher.submit_many(requests, [1] * len(requests), complete=True)
+        finally:
+            self._queue_depth.set(self._batcher.queued_frames)
+        latency_ms = 1e3 * (loop.time() - started)
+        out: list[FrameResult | BaseException] = []
+        for camera, answer in zip(batch.camera_ids, answers):
+            if isinstance(answer, BaseException):
+                out.append(answer)
+            else:
+                self._record(camera, answer, latency_ms)
+                out.append(answer[0])
+        return out
+
+    def _record(self, camera_id: str, results: Sequence[FrameResult], latency_ms: float) -> None:
+        """Metrics of one camera's answered request; the event gauge only when it changed."""
+        tags = {"camera": camera_id}
+        self._latency.observe(latency_ms, tags)
+        self._frames.inc(len(results), tags)
+        for r in results[-1].results if results else ():
+            key = (camera_id, r.app)
+            if self._events_on.get(key) is not r.event_active:
+                self._events_on[key] = r.event_active
+                self._event.set(float(r.event_active), {"camera": camera_id, "app": r.app})
 
     async def cameras(self) -> Mapping[str, tuple[ServedApp, ...]]:
         """What each camera runs now (camera id -> its apps)."""

@@ -42,7 +42,7 @@ class FrameDoor:
 
     gate: AdmissionGate
     handlers: dict[str, FrameHandler] = field(default_factory=dict)  # missing: FastAPI routes the request
-DEADLINE_SHARE = 0.8  # of answer_within_s, spent at most inside the replica
+DEADLINE_SHARE = 0.6  # of answer_within_s, spent at most inside the replica
 ROUTE_KEY = "stemcell.route"  # scope key naming the route template of a request answered here
 
 
@@ -117,7 +117,7 @@ class AdmissionMiddleware:
             if not deadline.expired():
                 raise
             if tracked.status == 0:  # nothing sent yet: the client still gets a proper refusal
-                await answer_503(tracked, gate.retry_after(), f"not answered within {budget:.1f} s (overloaded); "
+                await answer_503(tracked, gate.refuse(), f"not answered within {budget:.1f} s (overloaded); "
                                                               "retry later")
         finally:
             gate.leave(completed=tracked.status == 200)

@@ -4,12 +4,18 @@ Limits are enforced twice on purpose: Content-Length is checked before reading (
 an honest client), and the bytes actually read are counted (a chunked or lying client cannot
 make the replica buffer more than the limit).  Every failure is an `HTTPException` with a JSON
 message: bad input must never become a 500 or reach an executor.
+
+A replica's `Decoder` decodes small images (a 128 px JPEG: ~0.1 ms) inline and larger ones
+(`DECODE_IN_THREAD_BYTES`; a 720p JPEG takes 1-4 ms, long enough to stall every other request on
+the event loop) on its own `ingress.decode_threads` threads: libjpeg-turbo and OpenCV release the
+GIL, so those decodes run on other cores while the loop serves the next requests.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from stemcell.imaging import ImageError, ImageLimits, decode_for_model, decode_image, header_size, sniff_format
+from stemcell.imaging import ImageError, ImageLimits, decode_sized
 
 STATUS_FOR_REASON = {"unsupported": 415, "corrupt": 400, "too_large": 413}
-DECODE_IN_THREAD_BYTES = 256 * 1024  # bigger images are decoded off the event loop
+DECODE_IN_THREAD_BYTES = 32 * 1024  # bigger images (720p JPEGs are ~100 KB) are decoded off the event loop
 JSON_BODY_LIMIT = 64 * 1024  # admin JSON bodies are a few hundred bytes
 MAX_SIDE = 65535  # the largest side a JPEG header can declare: bound of a client-declared `?w=&h=`
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -95,22 +101,24 @@ def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
-async def _decode(data: bytes, content_type: str | None, limits: ImageLimits, what: str, size: int | None) -> np.ndarray:
-    """The whole image, or with `size` the model-size frame (DCT-scaled decode, then the one resize)."""
-    decode = functools.partial(decode_image, data, content_type, limits) if size is None else \
-        functools.partial(decode_for_model, data, content_type, size, limits)
-    try:
-        if len(data) > DECODE_IN_THREAD_BYTES:
-            return await asyncio.to_thread(decode)
-        return decode()
-    except ImageError as exc:
-        raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
+class Decoder:
+    """A replica's image decoding: its limits, and the threads large images are decoded on."""
 
+    def __init__(self, limits: ImageLimits, threads: int = 1) -> None:
+        self.limits = limits
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
 
-def _own_size(data: bytes) -> tuple[int, int]:
-    """(height, width) of an image `_decode` accepted, from its header alone (no second decode)."""
-    width, height = header_size(data, sniff_format(data))  # type: ignore[arg-type]
-    return height, width
+    async def __call__(self, data: bytes, content_type: str | None, what: str,
+                       size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+        """(frame, its own (height, width)): the whole image, or with `size` the model-size frame
+        (DCT-scaled decode, then the one resize); an unusable image is the 4xx its reason maps to."""
+        decode = functools.partial(decode_sized, data, content_type, self.limits, size)
+        try:
+            if len(data) > DECODE_IN_THREAD_BYTES:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, decode)
+            return decode()
+        except ImageError as exc:
+            raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
 
 
 def _declared_size(request: Request) -> tuple[int, int] | None:
@@ -136,18 +144,18 @@ def _timestamp(text: str | None) -> float | None:
     return value
 
 
-async def single_frame(request: Request, limits: ImageLimits, size: int | None = None) -> Decoded:
+async def single_frame(request: Request, decoder: Decoder, size: int | None = None) -> Decoded:
     """`POST .../frames`: the body is one JPEG/PNG; optional `?ts=` is the capture time. With `size`
     the frame comes back at the model's input (size x size), else whole; `frame_size` is its own
     size, or the `?w=&h=` the client declared."""
     ts = _timestamp(request.query_params.get("ts"))
     declared = _declared_size(request)
-    data = await read_body(request, limits.max_bytes)
-    frame = await _decode(data, request.headers.get("content-type"), limits, "image", size)
-    return Decoded([frame], None if ts is None else [ts], [declared or _own_size(data)])
+    data = await read_body(request, decoder.limits.max_bytes)
+    frame, own = await decoder(data, request.headers.get("content-type"), "image", size)
+    return Decoded([frame], None if ts is None else [ts], [declared or own])
 
 
-async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, max_bytes: int,
+async def batch_frames(request: Request, decoder: Decoder, max_frames: int, max_bytes: int,
                        size: int | None = None) -> Decoded:
     """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`
     (`size`, `?w=&h=` as in `single_frame`; images of different sizes keep each its own)."""
@@ -174,9 +182,9 @@ async def batch_frames(request: Request, limits: ImageLimits, max_frames: int, m
             raise HTTPException(422, f"{len(stamps)} ts values for {len(uploads)} frames")
         frames, sizes = [], []
         for i, upload in enumerate(uploads):
-            data = await upload.read()
-            frames.append(await _decode(data, upload.content_type, limits, f"frames[{i}]", size))
-            sizes.append(_own_size(data))
+            frame, own = await decoder(await upload.read(), upload.content_type, f"frames[{i}]", size)
+            frames.append(frame)
+            sizes.append(own)
     finally:
         await form.close()
     return Decoded(frames, stamps or None, [declared] * len(frames) if declared else sizes)  # type: ignore[arg-type]

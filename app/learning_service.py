@@ -33,6 +33,7 @@ from ray.exceptions import RayActorError
 
 from actors.gpu_share import actor_options
 from actors.live_feed import LiveFeed
+from actors.merge_worker import start_merge_schedule
 from actors.retrain_worker import RetrainWorker
 from actors.teacher_labeler import TeacherLabeler
 from app.executors import ExecutorPool
@@ -132,6 +133,8 @@ class LearningService:
                 c.num_gpus, gpus_available=gpus, name=c.worker_name, namespace=ns, get_if_exists=True,
                 num_cpus=c.num_cpus, max_restarts=-1, max_task_retries=2,
             )).remote(share=c.num_gpus, **learning_worker_kwargs(config))
+        if c.merge_poll_s is not None:  # merges kept up on a timer (actors/merge_worker.py)
+            start_merge_schedule(config, [pool.name(i) for i in range(config.executors.count)], self.worker_name)
         self.feed = LiveFeed(config, read_manifest(config.package_dir)[0].base.input_size)
         self._live_tasks: set[asyncio.Task] = set()  # batches on their way (kept: tasks are weakly held)
 
@@ -168,7 +171,8 @@ class LearningService:
             raise ValueError(f"all samples of one upload must have the same size, got {sorted(shapes)}")
         await self._worker("set_camera", camera_id, await self._camera_apps(camera_id))
         stack = np.stack(frames)
-        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps), timestamps)
+        labels = await self.teacher.label.remote(stack, world_camera(self.config.learning.teacher, camera_id, timestamps),
+                                                 timestamps, boxes=True)  # boxes: detect apps learn too
         answer = await self._worker("add_samples", camera_id, timestamps, stack, labels)
         await self._push(camera_id, self.feed.answered(camera_id, answer))
         return {"camera_id": camera_id, **asdict(answer)}  # the HTTP answer (`SamplesAnswer`)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashboard: bool = False,
                env_vars: Mapping[str, str] | None = None) -> str | None:
     """Join the cluster in RAY_ADDRESS or the one running on this node (e.g. after `ray up`), else start
-    a local one.
+    a local one; `RAY_ADDRESS=local` (Ray's own spelling) always starts a local one.
 
     A local instance gets one *logical* GPU when the machine has none, so fractional `num_gpus`
     shares are still scheduled (and fall back to CPU inside the actors) exactly as on a GPU node.
@@ -24,12 +24,14 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: float | None = None, dashb
     if ray.is_initialized():
         return None
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
-    if os.environ.get("RAY_ADDRESS"):
-        return _dashboard_url(ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, runtime_env=runtime_env))
-    try:  # a node of a running cluster (`ray up` / `ray start`): join it, never start a second one
-        return _dashboard_url(ray.init(address="auto", log_to_driver=True, runtime_env=runtime_env))
-    except ConnectionError:
-        pass
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        return _dashboard_url(ray.init(address=address, log_to_driver=True, runtime_env=runtime_env))
+    if not address:
+        try:  # a node of a running cluster (`ray up` / `ray start`): join it, never start a second one
+            return _dashboard_url(ray.init(address="auto", log_to_driver=True, runtime_env=runtime_env))
+        except ConnectionError:
+            pass
     os.environ.update(env_vars or {})  # inherited by the local Ray's raylet, hence by every worker
     if num_gpus is None:
         import torch

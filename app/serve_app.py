@@ -30,7 +30,7 @@ from app.events_routes import EventRoutes, router as events_router
 from app.executors import ExecutorPool
 from app.fleet_routes import FleetRoutes, router as fleet_router
 from app.ingest_service import FleetService
-from app.images import batch_frames, json_body, openapi_json_body, single_frame
+from app.images import Decoder, batch_frames, json_body, openapi_json_body, single_frame
 from app.learning_service import LearningService, SamplesAnswer
 from app.metrics import metrics
 from app.observe import ObserveMiddleware
@@ -39,7 +39,7 @@ from app.schemas import (AddCamera, AppRegistered, BatchResult, CameraAdded, Cam
                          PlanView, Readiness, RegisterApp)
 from app.ui_routes import UiRoutes, router as ui_router
 from app.service import Conflict, StemcellService, read_manifest, read_routes
-from stemcell.admission import AdmissionGate, derive_limits
+from stemcell.admission import AdmissionGate, derive_limits, serve_retry_after_s
 from stemcell.imaging import ImageLimits
 from stemcell.latest_frames import LatestFrames
 from stemcell.serve_config import ServeConfig, admin_token_from_env, load_serve_config
@@ -123,7 +123,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
 
         self.config = ServeConfig.model_validate(config)
         self._admin = bytes.fromhex(admin_digest_hex)
-        self.limits = ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels)
+        self.decoder = Decoder(ImageLimits(self.config.limits.max_image_bytes, self.config.limits.max_pixels),
+                               self.config.ingress.decode_threads)
         lim, ex = self.config.limits, self.config.executors
         self.door = FrameDoor(AdmissionGate(derive_limits(lim.max_queued_frames, ex.count, ex.max_batch),
                                             lim.answer_within_s, lim.retry_after_s),
@@ -214,7 +215,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     async def frames(self, camera_id: str, request: Request) -> JSONResponse:
         """One JPEG/PNG frame (`Content-Type: image/jpeg|image/png`, optional `?ts=` seconds) -> per-app results."""
         await self._require_camera(request, camera_id)
-        decoded = await single_frame(request, self.limits, self.service.pool.input_size(camera_id))
+        decoded = await single_frame(request, self.decoder, self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_sizes))
         metrics().record_results(camera_id, results)
@@ -230,7 +231,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
-        decoded = await batch_frames(request, self.limits, lim.max_batch_frames, lim.max_batch_bytes,
+        decoded = await batch_frames(request, self.decoder, lim.max_batch_frames, lim.max_batch_bytes,
                                      self.service.pool.input_size(camera_id))
         results = await self._call(self.service.infer(camera_id, decoded.frames, decoded.timestamps,
                                                        decoded.frame_sizes))
@@ -277,7 +278,7 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         if self.learning is None:
             raise HTTPException(404, "continual learning is not enabled on this server (learning.enabled)")
         most = self.config.learning.max_upload_frames
-        decoded = await batch_frames(request, self.limits, most, self.config.limits.max_batch_bytes)
+        decoded = await batch_frames(request, self.decoder, most, self.config.limits.max_batch_bytes)
         if decoded.timestamps is None:
             raise HTTPException(422, "every sample needs its capture time: send one 'ts' field per frame")
         return await self._call(self.learning.samples(camera_id, decoded.frames, decoded.timestamps))
@@ -330,8 +331,12 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
         return await self._call(self.learning.zoo())
 
 
-def build_app(args: dict[str, str]) -> serve.Application:
+def build_app(args: dict[str, str], *, replica_env: dict[str, str] | None = None) -> serve.Application:
     """Serve application builder (`app.serve_app:build_app`, args `{config_path: ...}`).
+
+    `replica_env`: environment of the ingress replicas beyond the job's (`run_serve` passes the ingress
+    flag: behind HAProxy each replica runs its own HTTP server, and the Ray it deploys on may have been
+    started without the flag, e.g. by `stemcell demo`; on `ray up`/KubeRay the nodes' environment has it).
 
     Fails here, before anything is deployed, on a bad config, a missing package or a missing
     admin token.
@@ -346,7 +351,10 @@ def build_app(args: dict[str, str]) -> serve.Application:
     return StemcellIngress.options(
         **ing.replica_options(), max_ongoing_requests=derived.max_ongoing_requests,
         max_queued_requests=derived.max_queued_requests,
-        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels)},
+        backpressure_config={"retry_after_s": serve_retry_after_s(config.limits.answer_within_s,
+                                                                  config.limits.retry_after_s)},
+        ray_actor_options={"num_cpus": ing.num_cpus, **label_options(ing.node_labels),
+                           **({"runtime_env": {"env_vars": replica_env}} if replica_env else {})},
         logging_config={"enable_access_log": ing.access_log},
     ).bind(config.model_dump(mode="json"), admin_hex)
 
@@ -359,8 +367,8 @@ def run_serve(config_path: str, *, block: bool = True) -> None:
     from app.runtime import ensure_ray
 
     config = load_serve_config(config_path)
-    application = build_app({"config_path": str(config_path)})
     env = config.http.serve_env()
+    application = build_app({"config_path": str(config_path)}, replica_env=env)
     ensure_ray(env_vars=env)
     serve.start(http_options={"host": config.http.host, "port": config.http.port},
                 controller_options={"runtime_env": {"env_vars": env}} if env else None)  # ignored if Serve runs already

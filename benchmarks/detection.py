@@ -9,6 +9,10 @@ stem-sharing payoff for five detect apps.
     trained through `data: {kind: video_labels, labelled_frames: listed}`; its mAP is against the
     teacher's boxes on held-out chunks (how well the student reproduces the teacher).
 `fps` per row: frames/s of that candidate alone (forward + decoding + NMS) at batch 8 on this device.
+(c) `learning`: the world's detect app on a drifted camera (camera 0 past the package's training
+    time: other scenes, lighting, weather), mAP@0.5 before
+    and after live retraining from the world's boxes (`benchmarks/detection_learning.py`):
+    `map50_before_learning`, `map50_after_learning`.
 `fps_5_detect_apps_shared`: five detect apps at the deepest branchpoint in one stem tree (the stem
 runs once, each app adds its head); `fps_5_detect_apps_separate`: the same five apps as separate
 full models. App weights for the throughput part are the trained candidate's with seeded noise (what
@@ -45,10 +49,12 @@ from stemcell.training.mtrainer import train_package
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
+from benchmarks.detection_learning import learning_section  # noqa: E402
 from benchmarks.sharing_throughput import _seconds  # noqa: E402  (one way to time a call on any device)
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 BATCH = 8
+LEARNING_BRANCHPOINT = 3  # the detect app that learns on the drifted camera: trainable layers above a shared stem
 
 
 def _settings(quick: bool) -> dict[str, Any]:
@@ -152,6 +158,7 @@ def main() -> None:
         train_package(_config({"kind": "synthetic"}, world_apps, s, size=64), work / "world")
         timings["world_train_s"] = time.perf_counter() - started
         world = load_package(work / "world")
+        learning = learning_section(world, "street", LEARNING_BRANCHPOINT, args.quick)
 
         started = time.perf_counter()
         labels = work / "vtest_labels.parquet"
@@ -173,6 +180,9 @@ def main() -> None:
         "rows": rows,
         "map50_world_best": max(world_maps) if world_maps else None,
         **payoff,
+        "map50_before_learning": learning["map50_before_learning"],
+        "map50_after_learning": learning["map50_after_learning"],
+        "learning": learning,
         "sharing_speedup": payoff["fps_5_detect_apps_shared"] / payoff["fps_5_detect_apps_separate"],
         "vtest_frames_labelled": summary["frames_labelled"],
         "vtest_people_labelled": summary["objects"].get("person", 0),
@@ -181,7 +191,8 @@ def main() -> None:
     print_table(rows, title=f"detect apps on tiny_cnn ({device}): held-out mAP per branchpoint, fps at batch {BATCH}")
     print(f"map50_world_best = {result['map50_world_best']}; 5 detect apps: shared stem "
           f"{payoff['fps_5_detect_apps_shared']:.0f} fps vs separate {payoff['fps_5_detect_apps_separate']:.0f} fps "
-          f"({result['sharing_speedup']:.2f}x)")
+          f"({result['sharing_speedup']:.2f}x); drifted camera mAP@0.5 {learning['map50_before_learning']} before "
+          f"-> {learning['map50_after_learning']} after live retraining")
     out = save_results(result, args.out, rows=rows)
 
     fig, ax = plt.subplots(figsize=(7, 3.8))

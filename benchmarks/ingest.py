@@ -11,11 +11,17 @@ physical limit of decoding them here.
   depacketising included, at the same rate. `decode_limit_file_fps_per_core` is the same work reading
   the clip from its file as fast as it goes (no network, no waiting: a higher bar, shown for reference).
 * `fps_analysed_per_core`: frames the executor analysed while the CameraIngest actor pulled the N
-  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor
-  (/proc CPU times of their processes over the window). `ratio_to_decode_limit` is the quotient
-  (goal >= 0.8: ingestion and inference add little to the decoding itself);
-  `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone. The decode limit is measured
-  in this process just before the window, so on a shared box both move with its load.
+  streams from GStreamer's RTSP server, per CPU-second of the ingest actor *and* the executor: user +
+  system time of both whole processes from /proc/<pid>/stat over the window, every thread counted
+  (FFmpeg's decoder threads, Ray's own threads, the fixed cost of an idle Ray actor, which
+  `cpu_s_per_s_executor_idle` shows before any camera is registered). `ratio_to_decode_limit` is the
+  quotient (goal >= 0.8: ingestion and inference add little to the decoding itself);
+  `ratio_ingest_to_decode_limit` counts the ingest actor's CPU alone; `frames_per_batch` is the
+  executor's mean batch over the window. The event hub's CPU (`cpu_s_event_hub`) is shown, not
+  counted: it serves every camera's events, pushed ones too. The decode limit is measured in this
+  process just before the window, so on a shared box both move with its load (`load_average`).
+  `cpu_by_thread` splits the window's CPU by thread; `--profile DIR` also records both actors with
+  py-spy over the window (`profile_top`: the functions sampled most).
 * `reconnect_s`: the RTSP server killed, restarted; seconds from its restart to the next analysed
   frame (goal < 5).
 * `bulk_register_1000_s`: one `POST /admin/cameras:bulk` of 1,000 pulled cameras (registered
@@ -25,13 +31,15 @@ physical limit of decoding them here.
   app learnt brightness) makes events start and end; a webhook receiver on loopback timestamps
   each signed delivery: p99 of receipt time minus the event's start (or end) frame time.
 
-Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s.
+Needs the `ffmpeg` CLI and GStreamer's RTSP server (`.ci/run` installs both). `--quick` < 90 s on
+idle cores once the package and clip exist (`--cache DIR` builds them once; `run_s` is the run's time).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -48,6 +56,7 @@ import torch
 import yaml
 
 from benchmarks.harness import deploy
+from benchmarks.procstat import PySpy, ThreadCpu, cpu_s, top_functions
 from stemcell.data.dataset import resize_square
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
@@ -58,13 +67,7 @@ from tests.helpers.streams import RtspServer, h264_clip
 
 APP_NAME, NAMESPACE, TOKEN_ENV = "stemcell-ingest-bench", "stemcell-ingest-bench", "STEMCELL_INGEST_BENCH_TOKEN"
 SIZE, FPS = (1280, 720), 10
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+IDLE_S = 2.0  # the executor's CPU is measured this long before any camera is registered
 
 
 def _model_input(frame: np.ndarray, input_size: int) -> None:
@@ -119,7 +122,13 @@ def rtsp_decode_limit(urls: Sequence[str], seconds: float, input_size: int) -> f
 
 
 def _analysed(http: httpx.Client, camera_id: str) -> int:
-    return http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]["frames"]
+    return _batches(http, camera_id)[0]
+
+
+def _batches(http: httpx.Client, camera_id: str) -> tuple[int, int]:
+    """(frames, batches) the camera's executor has run so far (all its cameras)."""
+    stats = http.get(f"/cameras/{camera_id}/status").json()["executor_stats"]
+    return stats["frames"], stats["batches"]
 
 
 def _fleet(http: httpx.Client) -> list[dict[str, Any]]:
@@ -186,11 +195,22 @@ def webhook_latencies(http: httpx.Client, clip: Path, seconds: float) -> list[fl
     return out
 
 
-def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, Any]:
-    started = time.perf_counter()
-    decisive_package(root / "pkg")
-    clip = h264_clip(root / "clip.mp4", clip_s, size=SIZE, fps=FPS)
-    print(f"package and clip ready after {time.perf_counter() - started:.1f} s", flush=True)
+def inputs(home: Path, clip_s: float) -> tuple[Path, Path]:
+    """The package and the clip, built in `home` unless already there (`--cache`: built once, reused)."""
+    package, clip = home / "pkg", home / f"clip-{clip_s:g}s.mp4"
+    if not (package / "manifest.json").is_file():
+        shutil.rmtree(package, ignore_errors=True)  # an interrupted build
+        decisive_package(package)
+    if not clip.is_file():
+        h264_clip(clip, clip_s, size=SIZE, fps=FPS)
+    return package, clip
+
+
+def run(root: Path, streams: int, window_s: float, clip_s: float, profile: Path | None = None,
+        cache: Path | None = None) -> dict[str, Any]:
+    began = time.perf_counter()
+    package, clip = inputs(cache or root, clip_s)
+    print(f"package and clip ready after {time.perf_counter() - began:.1f} s", flush=True)
     server = RtspServer(clip, tuple(f"s{i}" for i in range(streams))).start()
     try:
         torch.set_num_threads(1)  # as in the ingest actor: Ray gives an actor of <= 1 CPU one OpenMP thread
@@ -199,7 +219,7 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
         print(f"decode limit {limit:.1f} frames/s per core (RTSP), {file_limit:.1f} (file)", flush=True)
         config = root / "serve.yaml"
         config.write_text(yaml.safe_dump({
-            "package_dir": str(root / "pkg"), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
+            "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
             "app_name": APP_NAME, "ingress": {"num_cpus": 0.25},
             "executors": {"count": 1, "num_gpus": 0.25, "num_cpus": 1, "namespace": NAMESPACE},
             "ingest": {"cameras_per_actor": max(streams, 1) + 1, "num_cpus": 0.5, "backoff_base_s": 0.2,
@@ -208,18 +228,28 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
         }))
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         app = deploy(config)
-        print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"serving after {time.perf_counter() - began:.1f} s", flush=True)
         with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.admin_token}"}, timeout=300) as http:
+            (executor,) = _pids(("stemcell-executor-0",))  # its CPU with no camera: the fixed cost of a Ray actor
+            idle0 = cpu_s(executor)
+            time.sleep(IDLE_S)
+            executor_idle = (cpu_s(executor) - idle0) / IDLE_S
             for i in range(streams):
                 http.post("/admin/cameras", json={"camera_id": f"cam{i}", "apps": ["car"], "fps": FPS,
                                                   "source": {"url": server.url(f"s{i}")}}).raise_for_status()
             _wait(lambda: all(c["state"] == "streaming" for c in _fleet(http)), 60, 0.3)
             time.sleep(2.0)  # warm: every reader past its first keyframe
-            pids = _pids(("stemcell-ingest-0", "stemcell-executor-0"))
-            cpu0, frames0 = [_cpu_s(p) for p in pids], _analysed(http, "cam0")
+            names = ("stemcell-ingest-0", "stemcell-executor-0", f"{APP_NAME}-events")
+            pids = _pids(names)
+            threads = [ThreadCpu(p) for p in pids]
+            spies = [PySpy(p, window_s, profile / f"{n}.txt") for n, p in zip(names, pids)] if profile else []
+            cpu0, (frames0, batches0) = [cpu_s(p) for p in pids], _batches(http, "cam0")
             time.sleep(window_s)
-            split = [_cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor
-            cpu, frames = sum(split), _analysed(http, "cam0") - frames0
+            split = [cpu_s(p) - c for p, c in zip(pids, cpu0)]  # ingest actor, executor, event hub
+            by_thread = {n: t.top() for n, t in zip(names, threads)}
+            hot = {n: top_functions(spy.out) for n, spy in zip(names, spies) if spy.wait()}
+            frames1, batches1 = _batches(http, "cam0")
+            cpu, frames = split[0] + split[1], frames1 - frames0
             fleet = _fleet(http)
             server.stop()
             _wait(lambda: all(c["state"] != "streaming" for c in _fleet(http)), 30, 0.2)
@@ -237,9 +267,15 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
         server.stop()
         ray.shutdown()
     per_core = frames / cpu if cpu > 0 else 0.0
+    run_s = time.perf_counter() - began
     return {"streams": streams, "resolution": f"{SIZE[0]}x{SIZE[1]}", "stream_fps": FPS, "window_s": window_s,
-            "frames_analysed": frames, "cpu_s": round(cpu, 2),
-            "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2), "fps_analysed": round(frames / window_s, 2),
+            "frames_analysed": frames, "frames_per_batch": round(frames / max(batches1 - batches0, 1), 2),
+            "cpu_s": round(cpu, 2),
+            "cpu_s_ingest": round(split[0], 2), "cpu_s_executor": round(split[1], 2),
+            "cpu_ms_per_frame_ingest": round(1e3 * split[0] / max(frames, 1), 2),
+            "cpu_ms_per_frame_executor": round(1e3 * split[1] / max(frames, 1), 2),
+            "decode_limit_cpu_ms_per_frame": round(1e3 / limit, 2),
+            "cpu_s_event_hub": round(split[2], 2), "cpu_s_per_s_executor_idle": round(executor_idle, 3), "fps_analysed": round(frames / window_s, 2),
             "fps_analysed_per_core": round(per_core, 2), "decode_limit_fps_per_core": round(limit, 2),
             "decode_limit_file_fps_per_core": round(file_limit, 2), "ratio_to_decode_limit": round(per_core / limit, 3),
             "ratio_to_file_decode_limit": round(per_core / file_limit, 3),
@@ -249,7 +285,8 @@ def run(root: Path, streams: int, window_s: float, clip_s: float) -> dict[str, A
             "event_webhook_p99_ms": round(float(np.percentile(webhook_ms, 99)), 1) if webhook_ms else None,
             "event_webhook_deliveries": len(webhook_ms),
             "frames_dropped": sum(c["frames_dropped"] for c in fleet),
-            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet]}
+            "fleet": [{k: c[k] for k in ("camera_id", "state", "fps_in", "fps_analysed", "frames_dropped")} for c in fleet],
+            "run_s": round(run_s, 1), "cpu_by_thread": by_thread, "profile_top": hot, "load_average": os.getloadavg()}
 
 
 def main() -> None:
@@ -258,12 +295,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 streams, 8 s window (< 90 s on 2 idle cores)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results (PNG beside it)")
     parser.add_argument("--streams", type=int, help="RTSP streams (default 2 quick, 8 full)")
+    parser.add_argument("--cache", type=Path, help="build the package and the clip here once and reuse them "
+                        "(the benchmark's inputs only: the measurement is the same)")
+    parser.add_argument("--profile", type=Path, help="py-spy both actors over the window into this folder "
+                        "(raw stacks; the top functions go in the JSON's profile_top)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     streams = args.streams or (2 if args.quick else 8)
     window_s, clip_s = (8.0, 20.0) if args.quick else (60.0, 120.0)
     with tempfile.TemporaryDirectory(prefix="stemcell-ingest-") as tmp:
-        result = run(Path(tmp), streams, window_s, clip_s)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        result = run(Path(tmp), streams, window_s, clip_s, args.profile, args.cache)
     keys = ("fps_analysed_per_core", "decode_limit_fps_per_core", "ratio_to_decode_limit", "reconnect_s",
             "bulk_register_1000_s", "event_webhook_p99_ms", "fps_analysed", "frames_dropped", "cpu_s_ingest",
             "cpu_s_executor", "ratio_ingest_to_decode_limit", "decode_limit_file_fps_per_core",

@@ -27,8 +27,8 @@ with a retraining thread running beside it, or not), real_agreement_start/end (v
 where people come and go, OpenCV HOG people teacher on the zone at full resolution enlarged x1.5,
 the student at model size). `slicing_gain_over_round_robin` (with `slicing_per_seed`):
 gain-driven slicing minus round-robin, mean live accuracy in points, on item 5's mixed fleet of
-benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static and adapted to their
-scene before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
+benchmarks/slicing_fleet.py (8 cameras sharing the retraining GPU; 4 static, in one stable scene and
+adapted to it before the run, 4 drifting and unadapted; `--slicing-fleet`, `--slicing-seeds`).
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
     python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
@@ -68,7 +68,7 @@ from stemcell.world import CLASSES, World, WorldConfig
 
 MODES = ("off", "ams", "zoo")
 # Item 5's mixed fleet: 4 of 8 cameras static and adapted to their scene before the run (200 Adam steps).
-SLICING_FULL = "--static-cameras 4 --adapt-static 200"
+SLICING_FULL = "--static-cameras 4 --adapt-static 200 --static-segment-s 100000"
 SLICING_QUICK = SLICING_FULL + " --windows 4 --pretrain-frames 200 --size 32"
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks.harness` importable
 
+from benchmarks.crowd import Plan, request_bytes, run_in_process  # noqa: E402
 from benchmarks.harness import Deployment, deploy, jpeg_frames, worker_log_lines, write_serve_config  # noqa: E402
 from benchmarks.ports import haproxy_env  # noqa: E402
 
@@ -168,83 +168,28 @@ async def burst(dep: Deployment, frames: list[bytes], *, clients: int, seconds: 
             "executor_queue_max_frames": max(depths, default=None), "statuses": dict(sorted(window.statuses.items()))}
 
 
-@dataclass
-class Crowd:
-    """What the clients of the crowd phase saw."""
+def crowd(dep: Deployment, frames: list[bytes], *, clients: int, seconds: float, leave_every: int) -> dict:
+    """`clients` cameras' worth of clients posting single frames, honouring Retry-After; see (3) above.
 
-    latencies_s: list[float] = field(default_factory=list)  # answered requests (not abandoned ones)
-    ok: int = 0
-    stemcell_503: int = 0  # 503 with Retry-After: Stemcell's own refusal
-    serve_bare_503: int = 0  # 503 without Retry-After: Serve's "dropped due to backpressure"
-    status_500: int = 0
-    other: int = 0
-    timeouts: int = 0
-    abandoned: int = 0
-    within: int = 0  # 200 or Stemcell's 503 within ANSWER_WITHIN_S
-
-    def add(self, status: int, seconds: float, retry_after: str | None) -> None:
-        self.latencies_s.append(seconds)
-        honest = status == 503 and retry_after is not None and retry_after.isdigit()
-        self.ok += status == 200
-        self.stemcell_503 += honest
-        self.serve_bare_503 += status == 503 and not honest
-        self.status_500 += status == 500
-        self.other += status not in (200, 500, 503)
-        self.within += (status == 200 or honest) and seconds <= ANSWER_WITHIN_S
-
-
-async def crowd(dep: Deployment, frames: list[bytes], *, clients: int, seconds: float, leave_every: int) -> dict:
-    """`clients` cameras' worth of clients posting single frames, honouring Retry-After; see (3) above."""
+    The crowd runs in its own process (`benchmarks/crowd.py`: uvloop, raw streams, connections opened
+    before the burst), so the answer times are the server's, not this process's queueing."""
     cams = sorted(dep.camera_tokens)
-    seen = Crowd()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    host, port = dep.url.removeprefix("http://").rsplit(":", 1)
+    requests = [[request_bytes(host, int(port), f"/cameras/{cam}/frames", frame,
+                               {"Authorization": f"Bearer {dep.camera_tokens[cam]}", "Content-Type": "image/jpeg"})
+                 for frame in frames] for cam in (cams[k % len(cams)] for k in range(clients))]
     errors_logged = sum("-> 500" in line for line in worker_log_lines())
     closed_logged = sum("-> 499" in line for line in worker_log_lines())
-    rng = random.Random(0)
-    until = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=dep.url, timeout=CROWD_TIMEOUT_S, limits=limits) as http:
-        async def client(k: int) -> None:
-            cam = cams[k % len(cams)]
-            headers = {"Authorization": f"Bearer {dep.camera_tokens[cam]}", "Content-Type": "image/jpeg"}
-            sent = 0
-            await asyncio.sleep(rng.uniform(0, 0.2))  # a burst, not one instant: 500 connects within 200 ms
-            while time.perf_counter() < until:
-                sent += 1
-                leave = leave_every > 0 and (k * 7 + sent) % leave_every == 0
-                started = time.perf_counter()
-                try:
-                    r = await http.post(f"/cameras/{cam}/frames", content=frames[sent % len(frames)], headers=headers,
-                                        timeout=LEAVER_TIMEOUT_S if leave else CROWD_TIMEOUT_S)
-                except httpx.TimeoutException:
-                    if leave:
-                        seen.abandoned += 1
-                    else:
-                        seen.timeouts += 1
-                    continue
-                except httpx.HTTPError:
-                    seen.timeouts += 1  # reset or refused: no answer either
-                    continue
-                retry_after = r.headers.get("retry-after")
-                seen.add(r.status_code, time.perf_counter() - started, retry_after)
-                if r.status_code == 503:
-                    wait = min(RETRY_AFTER_CAP_S, float(retry_after)) if retry_after and retry_after.isdigit() else 1.0
-                    await asyncio.sleep(rng.uniform(wait, 1.5 * wait))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client(k) for k in range(clients)))
-        elapsed = time.perf_counter() - started
-    await asyncio.sleep(1.0)  # the ingress logs its last lines
-    answered = len(seen.latencies_s)
-    lat = np.asarray(seen.latencies_s or [np.nan]) * 1000.0
-    return {"phase": "crowd", "cameras": len(cams), "clients": clients, "requests": answered + seen.timeouts,
-            "achieved_fps": seen.ok / elapsed, "p50_ms": float(np.nanpercentile(lat, 50)),
-            "p99_ms": float(np.nanpercentile(lat, 99)), "max_answer_ms": float(np.nanmax(lat)),
-            "errors": answered - seen.ok + seen.timeouts, "status_503": seen.stemcell_503 + seen.serve_bare_503,
-            "no_answer": seen.timeouts, "ok": seen.ok, "stemcell_503": seen.stemcell_503,
-            "answered_within_2s": seen.within / max(1, answered + seen.timeouts),
-            "serve_bare_503": seen.serve_bare_503, "timeouts": seen.timeouts,
-            "false_500": max(seen.status_500, sum("-> 500" in line for line in worker_log_lines()) - errors_logged),
-            "other_status": seen.other, "abandoned": seen.abandoned,
+    seen = run_in_process(Plan(host, int(port), requests, seconds, timeout_s=CROWD_TIMEOUT_S, leave_every=leave_every,
+                               leaver_timeout_s=LEAVER_TIMEOUT_S, retry_after_cap_s=RETRY_AFTER_CAP_S),
+                          answer_within_s=ANSWER_WITHIN_S)
+    time.sleep(1.0)  # the ingress logs its last lines
+    logged_500 = sum("-> 500" in line for line in worker_log_lines()) - errors_logged
+    return {"phase": "crowd", "cameras": len(cams), "clients": clients, **seen,
+            "achieved_fps": seen["ok"] / seconds, "errors": seen["requests"] - seen["ok"],
+            "status_503": seen["stemcell_503"] + seen["serve_503"] + seen["bare_503"], "no_answer": seen["timeouts"],
+            "answered_within_2s": seen["answered_within_s"], "serve_bare_503": seen["bare_503"],
+            "false_500": max(seen["500"], logged_500),
             "client_closed_499_logged": sum("-> 499" in line for line in worker_log_lines()) - closed_logged}
 
 
@@ -322,8 +267,7 @@ def main() -> None:
                                     max_cameras=max_cameras, deadline=time.monotonic() + max_seconds))
             executor = ray.get_actor("stemcell-executor-0", namespace=dep.namespace)
             rows.append(asyncio.run(burst(dep, frames, clients=args.burst, seconds=burst_s, executor=executor)))
-            rows.append(asyncio.run(crowd(dep, frames, clients=args.clients, seconds=crowd_s,
-                                          leave_every=args.leave_every)))
+            rows.append(crowd(dep, frames, clients=args.clients, seconds=crowd_s, leave_every=args.leave_every))
             executor_queue_limit = ray.get(executor.__ray_call__.remote(lambda s: s._batcher.max_queue_frames))  # noqa: SLF001
         finally:
             ray.shutdown()
@@ -339,6 +283,8 @@ def main() -> None:
         "backpressure_ok": b["status_503"] > 0 and b["retry_after_on_503"] == b["status_503"] and b["other_errors"] == 0
         and (b["executor_queue_max_frames"] or 0) <= executor_queue_limit,
         "clients": c["clients"], **{k: c[k] for k in ("answered_within_2s", "serve_bare_503", "timeouts", "false_500")},
+        **{f"crowd_{k}": c[k] for k in ("ok", "stemcell_503", "serve_503", "p50_ms", "p99_ms", "p99_ms_first_second",
+                                         "max_ms", "generator_cpu_ms_per_request")},
         "wall_s": time.perf_counter() - started,
     }
     print_table(rows, ["phase", "cameras", "offered_fps", "achieved_fps", "p50_ms", "p99_ms", "requests", "errors",
@@ -350,7 +296,8 @@ def main() -> None:
           f"max {b['executor_queue_max_frames']} / limit {executor_queue_limit} frames; back-pressure ok: "
           f"{summary['backpressure_ok']}")
     print(f"crowd of {c['clients']} clients: answered_within_2s {c['answered_within_2s']:.3f} ({c['ok']} x 200, "
-          f"{c['stemcell_503']} x Stemcell 503, p99 {c['p99_ms']:.0f} ms, max {c['max_answer_ms']:.0f} ms), serve_bare_503 "
+          f"{c['stemcell_503']} x Stemcell 503, {c['serve_503']} x Serve 503 + Retry-After; p50 {c['p50_ms']:.0f} ms, p99 "
+          f"{c['p99_ms']:.0f} ms, max {c['max_ms']:.0f} ms), serve_bare_503 "
           f"{c['serve_bare_503']}, timeouts {c['timeouts']}, false_500 {c['false_500']} ({c['abandoned']} abandoned, "
           f"{c['client_closed_499_logged']} logged as 499)")
     out = save_results({**summary, "rows": rows}, args.out,

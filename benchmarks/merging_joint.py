@@ -1,17 +1,21 @@
 """Merging layers whose weights differ (Gemel-style joint retraining), and swapping what still does not fit.
 
-Workload: per-camera apps ("is a car / a person present", one model per camera and app), each
-fine-tuned end to end (no frozen stem, so no two layers stay byte-identical) from one of two bases
+Workload: per-camera apps ("is a car / a person present", one model per camera and app: 8 models
+from 4 cameras in full mode, 6 from 3 with --quick), each fine-tuned end to end (no frozen stem, so
+no two layers stay byte-identical) from one of two bases
 (tiny_cnn pretrained on the synthetic world with two seeds: same structure, different weights).
 Today's merger (identical layers only) saves almost nothing on them; the joint-retraining merge
 (`stemcell.sharing.joint_merge`) ties matching segments greedily by bytes saved, retrains jointly,
 and keeps a merge only if every model stays within 1 point of its unmerged held-out accuracy.
 Accuracy is checked on a validation split during the merge and *reported* on a separate test split:
-two thirds of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
+three quarters of each camera's frames are held out (whole 20 s chunks), and each held-out chunk gives
 its first 10 s to validation and its last 10 s to test, so both splits cover the same scenes and a
 decision taken on validation carries over to test. Drops are reported with a 95% interval from a
 bootstrap over the test split's 10 s chunks (neighbouring frames are near-duplicates: resampling
-frames one by one would understate the noise).
+frames one by one would understate the noise). Full mode samples 2400 frames over a 2400 s timeline
+per camera (~900 test frames per model in ~90 chunks of 10 s) to narrow the interval; it takes ~15 min
+on a shared 2-core box (`phase_s` says where the time went). Torch runs on one thread there
+(`--threads`): two OpenMP threads at nice 19 on a loaded box trained ~10x slower.
 
 Swapping: under a memory cap of half the merged bytes, layer swapping (most-used layers resident,
 the rest copied per batch in execution order, prefetching) against whole-model swapping (the seed's
@@ -24,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,31 +40,41 @@ import torch
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
-from stemcell.sharing import StemTree, module_bytes
+from stemcell.sharing import module_bytes
 from stemcell.sharing.joint_merge import JointMerger, MergeConfig, MergeResult, ModelData, accuracy_points
 from stemcell.sharing.matching import match_report
 from stemcell.sharing.merge_jobs import store_bytes
-from stemcell.sharing.swapping import MemoryCapTooSmall, ModelSwapExecutor, SwappingStemTree
 from stemcell.training import LabelledFrames, pretrain_base, world_frames
 from stemcell.training.loop import batched, fit_bce
 from stemcell.world import CLASSES, World, WorldConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
+
+from benchmarks.merge_swap import swap_figures  # noqa: E402  (the swap measurement)
+
 APPS = ("car", "person")
-CAMERAS = 3
+HELD_OUT = 0.75  # of each camera's frames: half of it validation (merge decisions), half test (reported)
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="64px, fewer frames and epochs (minutes on 2 cores)")
     p.add_argument("--out", required=True, help="JSON output (PNG written beside it)")
-    p.add_argument("--frames", type=int, help="frames per camera, a third for training (default 2700, 450 quick)")
-    p.add_argument("--size", type=int, help="input resolution (default 96, 64 with --quick)")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 10, 4 with --quick)")
-    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 4, 2 quick)")
-    p.add_argument("--init", choices=("mean", "medoid"), default="mean", help="where a tied segment starts")
+    p.add_argument("--cameras", type=int, help="cameras, one model per camera and app (default 4: 8 models; 3 quick)")
+    p.add_argument("--frames", type=int, help="frames per camera, a quarter for training (default 2400, 600 quick)")
+    p.add_argument("--duration-s", type=float, help="each camera's timeline (default 2400, 600 quick): more "
+                   "independent 10 s test chunks, a narrower CI")
+    p.add_argument("--size", type=int, default=64, help="input resolution")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model (default 8, 6 with --quick)")
+    p.add_argument("--merge-epochs", type=int, help="joint-retraining epochs per merge step (default 5, 2 quick)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="accuracy target: unmerged validation - this (points)")
+    p.add_argument("--init", choices=("mean", "medoid", "most_data"), default="mean",
+                   help="where a tied segment starts")
     p.add_argument("--presplit", type=float, default=2.0,
                    help="split groups whose members form two clusters (across > this x within) before trying; 0: off")
-    p.add_argument("--budget-s", type=float, help="merge time budget per workload (default 1800, 300 quick)")
+    p.add_argument("--budget-s", type=float, help="merge time budget (default 360, 90 quick)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads: on a shared 2-core box one thread "
+                   "trained ~10x faster than two (spinning OpenMP threads at nice 19)")
     p.add_argument("--swap-iters", type=int, help="timed batches per swapping mode (default 50, 20 quick)")
     return p.parse_args()
 
@@ -114,64 +130,6 @@ def _finetune(base: SegmentedNet, data: ModelData, epochs: int, seed: int) -> Ap
     return model.eval()
 
 
-def _fps(runs: dict[str, Callable[[], object]], frames: int, iters: int, device: torch.device) -> dict[str, float]:
-    """Frames/s of each mode from the median batch time, the modes interleaved batch by batch so that
-    a busy machine slows them alike (2 warm-up batches each)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for it in range(iters + 2):
-        for name, run in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if it >= 2:
-                times[name].append(time.perf_counter() - t0)
-    return {name: frames / float(np.median(t)) for name, t in times.items()}
-
-
-def _swapping(models: Sequence[AppModel], keys: Sequence[tuple[str, str]], cap: int, iters: int,
-              size: int) -> dict[str, object]:
-    """Frames/s of the merged models: all resident, layer swapping and whole-model swapping under `cap`."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    segments = len(models[0].upper)
-    resident, layer, host = StemTree(segments, device), SwappingStemTree(segments, device, cap), StemTree(segments)
-    for key, m in zip(keys, models):
-        for tree in (resident, layer, host):
-            tree.add(key, m)
-    per_camera = 8
-    cams = [f"cam{c}" for c in range(CAMERAS) for _ in range(per_camera)]
-    x = torch.rand(len(cams), 3, size, size)
-    rows = resident.rows_for_cameras(cams)
-    try:
-        model_swap = ModelSwapExecutor(host, device, cap)
-        model_cap = cap
-    except MemoryCapTooSmall:  # not one whole model fits: the baseline needs at least the largest model
-        model_cap = max(sum(module_bytes(n.module) for n in host.path(k)) for k in host.keys())
-        model_swap = ModelSwapExecutor(host, device, model_cap)
-    want, got_layer, got_model = resident.forward(x, rows), layer.forward(x, rows), model_swap.forward(x, rows)
-    for key in want:
-        torch.testing.assert_close(got_layer[key], want[key], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got_model[key], want[key], rtol=1e-4, atol=1e-5)
-    out = {
-        "device": str(device),
-        "swap_cap_bytes": cap,
-        "model_swap_cap_bytes": model_cap,
-        **_fps({"fps_resident": lambda: resident.forward(x, rows), "fps_layer_swap": lambda: layer.forward(x, rows),
-                "fps_model_swap": lambda: model_swap.forward(x, rows)}, len(x), iters, device),
-        "layer_swap_resident_bytes": layer.plan.resident_bytes if layer.plan else 0,
-        "layer_swap_peak_bytes": layer.plan.peak_bytes if layer.plan else 0,
-        "model_swap_slots": model_swap.plan.slots,
-    }
-    layer_before, model_before = layer.copied_bytes, model_swap.copied_bytes
-    layer.forward(x, rows)
-    model_swap.forward(x, rows)
-    out["layer_swap_bytes_per_batch"] = layer.copied_bytes - layer_before
-    out["model_swap_bytes_per_batch"] = model_swap.copied_bytes - model_before
-    return out
-
-
 def _row(n: int, unmerged: Sequence[AppModel], result: MergeResult, tests: Sequence[tuple[torch.Tensor, ...]],
          chunks: Sequence[np.ndarray]) -> dict[str, object]:
     before = [_correct(m, x, y) for m, (x, y) in zip(unmerged, tests)]
@@ -195,33 +153,74 @@ def _row(n: int, unmerged: Sequence[AppModel], result: MergeResult, tests: Seque
     }
 
 
-def main() -> None:
-    args = _parse()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    q = args.quick
-    size = args.size or (64 if q else 96)
-    frames = args.frames or (450 if q else 2700)
-    epochs = args.epochs or (4 if q else 10)
-    cfg = MergeConfig(max_epochs=args.merge_epochs or (2 if q else 4), budget_s=args.budget_s or (300 if q else 1800),
-                      init=args.init, presplit_ratio=args.presplit or None)
-    iters = args.swap_iters or (20 if q else 50)
-    torch.manual_seed(0)
+@dataclass
+class Workload:
+    """Per-camera app models fine-tuned end to end, their merge data and their test split."""
 
-    world = World(WorldConfig(seed=0, num_cameras=CAMERAS))
+    names: list[str]
+    models: list[AppModel]
+    data: list[ModelData]  # train + validation (merge decisions)
+    tests: list[tuple[torch.Tensor, torch.Tensor]]  # reported accuracy
+    chunks: list[np.ndarray]  # each test frame's 10 s chunk (the CI resamples chunks)
+    seconds: dict[str, float]  # where the preparation time went
+
+
+def build_workload(cameras: int, frames: int, duration_s: float, size: int, epochs: int, quick: bool) -> Workload:
+    """Render the world, pretrain two bases, fine-tune one model per camera and app (car models on
+    one base, person models on the other)."""
+    seconds, t0 = {}, time.monotonic()
+    world = World(WorldConfig(seed=0, num_cameras=cameras, duration_s=duration_s))
     chunk = int(10 * world.config.fps)  # half of world_frames' 20 s split chunk
-    train, held = world_frames(world, range(CAMERAS), frames, val_fraction=2 / 3, seed=0)
+    train, held = world_frames(world, range(cameras), frames, val_fraction=HELD_OUT, seed=0)
     val, test = _split(held, chunk)
-    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if q else 8, lr=1e-3, batch_size=32, seed=s)
-             for s in (0, 1)]
-    specs = [(cam, app) for cam in range(CAMERAS) for app in APPS]
-    data, tests, chunks, models = [], [], [], []
+    seconds["data_s"], t0 = time.monotonic() - t0, time.monotonic()
+    bases = [pretrain_base("tiny_cnn", train, input_size=size, epochs=3 if quick else 6, lr=1e-3, batch_size=32,
+                           seed=s) for s in (0, 1)]
+    seconds["pretrain_s"], t0 = time.monotonic() - t0, time.monotonic()
+    specs = [(cam, app) for cam in range(cameras) for app in APPS]
+    out = Workload([f"cam{c}/{a}" for c, a in specs], [], [], [], [], seconds)
     for k, (cam, app) in enumerate(specs):
         d, t, ch = _model_data(train, val, test, cam, app, size, chunk)
-        data.append(d)
-        tests.append(t)
-        chunks.append(ch)
-        models.append(_finetune(bases[APPS.index(app)], d, epochs, seed=k))
-    names = [f"cam{c}/{a}" for c, a in specs]
+        out.data.append(d)
+        out.tests.append(t)
+        out.chunks.append(ch)
+        out.models.append(_finetune(bases[APPS.index(app)], d, epochs, seed=k))
+    seconds["finetune_s"] = time.monotonic() - t0
+    return out
+
+
+def _step_rows(result: MergeResult, names: Sequence[str]) -> list[dict[str, object]]:
+    """Every merge step: which unit, who, kept or not, epochs, time, the accuracy reached vs target."""
+    return [{"unit": s.candidate.members[0][1], "members": [names[i] for i, _ in s.candidate.members],
+             "accepted": s.accepted, "epochs": s.epochs, "reason": s.reason, "accuracy": s.accuracy,
+             "targets": s.targets, "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in result.steps]
+
+
+def _own_copies(result: MergeResult, names: Sequence[str]) -> dict[str, list[str]]:
+    """Per unit, the models that still keep their own copy after the merge (what limits the savings)."""
+    units = [u for u, _ in result.models[0].named_children() if u in ("stem", "upper")]
+    paths = [f"{u}.{k}" for u in units for k in range(len(getattr(result.models[0], u)))]
+    shared = {(i, p) for g in result.groups for i, p in g.members}
+    return {p: [n for i, n in enumerate(names) if (i, p) not in shared] for p in paths}
+
+
+def main() -> None:
+    args = _parse()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    q = args.quick
+    size = args.size
+    cameras = args.cameras or (3 if q else 4)
+    frames = args.frames or (600 if q else 2400)
+    duration = args.duration_s or (600.0 if q else 2400.0)
+    epochs = args.epochs or (6 if q else 8)
+    cfg = MergeConfig(tolerance_points=args.tolerance, max_epochs=args.merge_epochs or (2 if q else 5),
+                      budget_s=args.budget_s or (90 if q else 360), init=args.init,
+                      presplit_ratio=args.presplit or None)
+    iters = args.swap_iters or (20 if q else 50)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    w = build_workload(cameras, frames, duration, size, epochs, q)
+    names, models, data, tests, chunks = w.names, w.models, w.data, w.tests, w.chunks
     test_before = [accuracy_points(m, x, y) for m, (x, y) in zip(models, tests)]
 
     report = {g: match_report(dict(zip(names, models)), g) for g in ("layer", "segment")}
@@ -229,32 +228,36 @@ def main() -> None:
                   "shareable_MiB": p.shareable_bytes / 2**20, "savings": p.savings}
                  for p in report["layer"].pairs[:8]], title="shareable layers per pair (first 8 pairs, seed Fig. 2)")
 
-    rows, results = [], {}
-    for n in ((6,) if q else (2, 4, 6)):
-        results[n] = JointMerger(models[:n], data[:n], cfg).run()  # merges its own copies
-        rows.append(_row(n, models[:n], results[n], tests[:n], chunks[:n]))
-    main_row, final = rows[-1], results[len(models)]
-    swap = _swapping(final.models, [(f"cam{c}", a) for c, a in specs], main_row["bytes_joint"] // 2, iters, size)
+    final = JointMerger(models, data, cfg).run()  # merges its own copies
+    rows = [_row(len(models), models, final, tests, chunks)]
+    main_row = rows[0]
+    t0 = time.monotonic()
+    swap = swap_figures(final.models, [tuple(n.split("/")) for n in names], main_row["bytes_joint"] // 2, iters, size)
+    ci = main_row["accuracy_drop_max_ci"]
     out = {
         "rows": rows,
         "savings_joint": 1 - main_row["bytes_joint"] / main_row["bytes_unmerged"],
         "savings_identical_only": 1 - main_row["bytes_identical_only"] / main_row["bytes_unmerged"],
         "accuracy_drop_max": main_row["accuracy_drop_max"],
-        "accuracy_drop_max_ci": main_row["accuracy_drop_max_ci"],
+        "accuracy_drop_max_ci": ci,
+        "accuracy_drop_max_ci_width": ci[1] - ci[0],
         "merge_s": main_row["merge_s"],
         **swap,
         "layer_swap_speedup": swap["fps_layer_swap"] / swap["fps_model_swap"],
         "models": names,
         "accuracy_unmerged_test": test_before,
         "accuracy_merged_test": [accuracy_points(m, x, y) for m, (x, y) in zip(final.models, tests)],
+        "accuracy_majority_test": [100.0 * float(max(y.mean(), 1 - y.mean())) for _, y in tests],  # "always absent"
+        "accuracy_unmerged_val": final.baseline,
+        "accuracy_merged_val": final.accuracy,
         "targets_val": final.targets,
-        "steps": [{"unit": s.candidate.members[0][1], "members": len(s.candidate.members), "accepted": s.accepted,
-                   "epochs": s.epochs, "reason": s.reason, "accuracy": s.accuracy, "targets": s.targets,
-                   "bytes_saved": s.candidate.bytes_saved, "seconds": s.seconds} for s in final.steps],
+        "own_copies": _own_copies(final, names),
+        "steps": _step_rows(final, names),
+        "phase_s": {**w.seconds, "merge_s": final.seconds, "swap_s": time.monotonic() - t0},
         "match_report": {g: {"workload": asdict(r.workload), "pairs": [asdict(p) for p in r.pairs]}
                          for g, r in report.items()},
-        "config": {"quick": q, "size": size, "frames_per_camera": frames, "held_out_fraction": 2 / 3,
-                   "finetune_epochs": epochs, "merge": asdict(cfg), "swap_iters": iters},
+        "config": {"quick": q, "size": size, "cameras": cameras, "frames_per_camera": frames, "duration_s": duration,
+                   "held_out_fraction": HELD_OUT, "finetune_epochs": epochs, "merge": asdict(cfg), "swap_iters": iters},
     }
     print_table([{k: (v / 2**20 if k.startswith("bytes") else v) for k, v in r.items() if k != "accuracy_drops"}
                  for r in rows],

@@ -2,10 +2,11 @@
 
 Every app of the M-Package becomes its own whole network (the base with that app's fine-tuned
 layers and head: `MPackage.app_model(app, branchpoint)`), as if each tenant had trained and shipped
-its own model of the same base. One request carries one JPEG; the replica decodes it the usual way
-(the whole image, `stemcell.imaging.decode_image`), and `@serve.batch` gathers the frames of
-concurrent requests so each model runs once per batch (resize and normalise with `to_input`).
-Nothing is shared between the models: that is the difference Stemcell's stem tree makes.
+its own model of the same base. One request carries one JPEG; the replica decodes it as well as
+Stemcell does (at the JPEG's DCT scale, then the same resize: `stemcell.imaging.decode_for_model`,
+so the comparison is about sharing, not about decoding), and `@serve.batch` gathers the frames of
+concurrent requests so each model runs once per batch (normalised with `to_input`). Nothing is
+shared between the models: that is the difference Stemcell's stem tree makes.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from ray import serve
 from starlette.requests import Request
 
-from stemcell.imaging import decode_image
+from stemcell.imaging import decode_for_model
 from stemcell.models import to_input
 from stemcell.package import load_package
 
@@ -38,5 +39,5 @@ class PlainModels:
         return [{app: s[i] for app, s in scores.items()} for i in range(len(frames))]
 
     async def __call__(self, request: Request) -> dict[str, dict[str, float]]:
-        frame = decode_image(await request.body(), request.headers.get("content-type"))
+        frame = decode_for_model(await request.body(), request.headers.get("content-type"), self.size)
         return {"scores": await self.score(frame)}

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from slicing_fleet import accuracy, app_model, pretrained_base, stem_features
 
-from recl_slicing import accuracy, app_model, pretrained_base, stem_features
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore, expert_from_model

@@ -26,7 +26,8 @@ At camera resolutions, side by side in the same run (one function per measuremen
   vs plain Ray Serve running 10 separate models of the same base with `@serve.batch`
   (`plain_serve.py`), same cameras and JPEGs, interleaved rounds: `ratio_to_plain_serve`.
 - `fps_http_haproxy`, `rps_echo_haproxy`: (b) and (d) again behind Serve's HAProxy ingress
-  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1), and
+  (`http.ingress: haproxy`; a second local Ray started with RAY_SERVE_ENABLE_HA_PROXY=1 in a side
+  process, `serve_haproxy.py`, measured after the first Ray is shut down), and
   `ratio_http_haproxy_to_echo_haproxy` (goal >= 0.5: what is left once the proxy is fast is
   Stemcell's own Python work per frame).
 The load generator runs in this process on the same cores as the server, in every mode alike;
@@ -38,22 +39,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import numpy as np
 import ray
-import yaml
-from ray import serve
-from ray.actor import ActorHandle
-from starlette.requests import Request
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.plotting import plt
@@ -65,31 +57,22 @@ from stemcell.serve_config import ExecutorSection
 from stemcell.training import CandidateSpec, finetune_candidate, profile_latency, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
-import plain_serve  # benchmarks/ is on sys.path when run as a script
-from serve_load import Send, camera_jpegs, closed_loop, summarise
+from serve_bench import BATCH, CAMERAS, Bench, bench, deploy, http_client  # benchmarks/ is on sys.path
+from serve_haproxy import HaproxySide
+from serve_load import camera_jpegs
 
-CAMERAS = 8
-BATCH = 8
 TENANTS = 10  # apps per frame in the 10-apps comparison
-TOKEN_ENV = "STEMCELL_BENCH_ADMIN_TOKEN"
 
 
-@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
-class Echo:
-    """Reads the body and answers: Serve's own per-request cost, nothing else."""
-
-    async def __call__(self, request: Request) -> dict[str, int]:
-        return {"bytes": len(await request.body())}
-
-
-def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn") -> Path:
+def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn", world_s: float = 120.0) -> Path:
     """A small real M-Package (`base_name`, 64x64; apps car + person at 2 branchpoints, 1 epoch each).
 
     With `tenants` > 2, more apps (the world's classes again, other seeds) with only their head
     above the shared base: `tenants` apps of one base, as many tenants would bring. Throughput is
-    what is measured here, so the candidates are trained just enough to be real.
+    what is measured here, so the candidates are trained just enough to be real (on `world_s`
+    seconds of two cameras: `--quick` trains on a third of it, the models' size is the same).
     """
-    world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=120.0))
+    world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=world_s))
     train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
     base = build_base(base_name)
     apps = {name: (CLASSES.index(name), (3, base.num_segments)) for name in ("car", "person")}
@@ -103,70 +86,6 @@ def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn") ->
                         world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
     build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
-
-
-def _check(response: httpx.Response) -> None:
-    if response.status_code != 200:
-        raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code} {response.text[:200]}")
-
-
-@dataclass
-class Bench:
-    """What every measurement uses: the served app, its cameras' tokens, the load settings."""
-
-    http: httpx.AsyncClient
-    executor: ActorHandle
-    tokens: dict[str, str]  # camera id -> its token
-    input_size: int
-    rounds: int
-    warmup_s: float
-    measure_s: float
-
-    async def rounds_of(self, modes: dict[str, Send]) -> dict[str, dict]:
-        """Every mode once per round, the order rotated each round, so load changes hit all modes alike."""
-        windows: dict[str, list[dict]] = {name: [] for name in modes}
-        names = list(modes)
-        for r in range(self.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                w = await closed_loop(modes[name], CAMERAS, self.warmup_s, self.measure_s)
-                windows[name].append(w)
-                print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s",
-                      flush=True)
-        return {name: summarise(w) for name, w in windows.items()}
-
-    def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int, *, preput: bool = False) -> Send:
-        """Decoded frames straight to the executor actor, `per_call` per call, stacked and sent by the
-        caller each time; with `preput` the stacks are put in the object store once, beforehand, so
-        what is measured is the executor alone, not this client copying (8 frames at 1080p: 50 MB)."""
-        stacks = [[np.stack([cam[(i * per_call + k) % len(cam)] for k in range(per_call)]) for i in range(len(cam))]
-                  for cam in arrays]
-        stacks = [[ray.put(s) for s in cam] for cam in stacks] if preput else stacks
-
-        async def send(c: int, i: int) -> int:
-            await self.executor.infer.remote(f"{camera}-{c}", stacks[c][i % len(stacks[c])])
-            return per_call
-        return send
-
-    def single(self, jpegs: list[list[bytes]], camera: str, path: str = "/cameras/{camera}/frames") -> Send:
-        """One JPEG per POST to `path` (a camera's frames route, or another deployment's)."""
-        async def send(c: int, i: int) -> int:
-            cam = f"{camera}-{c}"
-            r = await self.http.post(path.format(camera=cam), content=jpegs[c][i % len(jpegs[c])],
-                                     headers={"Authorization": f"Bearer {self.tokens.get(cam, '')}",
-                                              "Content-Type": "image/jpeg"})
-            _check(r)
-            return 1
-        return send
-
-    def batch(self, jpegs: list[list[bytes]], camera: str) -> Send:
-        async def send(c: int, i: int) -> int:
-            cam, n = f"{camera}-{c}", len(jpegs[c])
-            files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
-            r = await self.http.post(f"/cameras/{cam}/frames:batch", files=files,
-                                     headers={"Authorization": f"Bearer {self.tokens[cam]}"})
-            _check(r)
-            return BATCH
-        return send
 
 
 async def measure_overhead(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict]:
@@ -195,11 +114,11 @@ def measure_decode_limit(jpegs: list[list[bytes]], size: int, threads: int, seco
             done += 1
         return done
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         frames = sum(pool.map(work, range(threads)))
     fps = frames / (time.perf_counter() - started)
-    return {"fps": fps, "rps": fps, "threads": threads}
+    return {"fps": fps, "rps": fps, "threads": threads, "cpu_ms_total": 1e3 * (time.process_time() - cpu) / frames}
 
 
 async def measure_executor_1080(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict]:
@@ -217,77 +136,6 @@ async def measure_ten_apps(b: Bench, jpegs: list[list[bytes]], rounds: int) -> d
                                         "peer_plain_serve_10models": b.single(jpegs, "ten", "/plain")})
 
 
-def _deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
-            peer: bool = True) -> tuple[str, dict[str, str]]:
-    """Stemcell, the echo and (with `peer`) the plain-Serve peer on one Serve instance; 8 cameras with
-    car + person (`bench-*`) and 8 with every app at the last branchpoint, the whole stem shared (`ten-*`)."""
-    from ports import reserved_port, wait_listening
-
-    from app.serve_app import build_app
-    from stemcell.client import Admin
-
-    config = root / "serve.yaml"
-    config.write_text(yaml.safe_dump({
-        "package_dir": str(package), "state_path": str(root / "state.db"), "admin_token_env": TOKEN_ENV,
-        "app_name": "stemcell-bench", "ingress": {"num_cpus": 0.5},
-        "executors": {"num_cpus": threads, "namespace": "stemcell-bench", "max_wait_ms": 2, "coalesce_ms": coalesce_ms},
-    }))
-    os.environ[TOKEN_ENV] = secrets.token_urlsafe(32)
-    apps = [a["name"] for a in json.loads((package / "manifest.json").read_text())["apps"]]
-    shared = load_package(package).base.num_segments  # every app only its head above the base
-    ray.cloudpickle.register_pickle_by_value(plain_serve)  # the replica cannot import benchmarks/
-    with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"config_path": str(config)}), name="stemcell-bench", route_prefix="/")
-        serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-        if peer:
-            models = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
-            serve.run(models.bind(str(package), [(a, shared) for a in apps], threads),
-                      name="plain", route_prefix="/plain")
-        wait_listening(port)
-    url = f"http://127.0.0.1:{port}"
-    tokens = {}
-    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
-        for c in range(CAMERAS):
-            tokens[f"bench-{c}"] = admin.add_camera(f"bench-{c}", ["car", "person"], fps=30)["token"]
-            ten = [{"app": a, "branchpoint": shared} for a in apps]
-            tokens[f"ten-{c}"] = admin.add_camera(f"ten-{c}", ten, fps=30)["token"]
-    return url, tokens
-
-
-def measure_behind_haproxy(root: Path, package: Path, args: argparse.Namespace, rounds: int, warmup_s: float,
-                           measure_s: float, threads: int) -> dict[str, dict]:
-    """(b) and (d) behind Serve's HAProxy ingress, on a fresh local Ray whose processes all inherit the
-    flag (as `stemcell serve` with `http.ingress: haproxy` starts one); same cameras and JPEGs."""
-    from ports import haproxy_env
-
-    env = haproxy_env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    root.mkdir(parents=True, exist_ok=True)  # its own serve.yaml and state
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        url, tokens = _deploy(root, package, args.coalesce_ms, threads, peer=False)
-
-        async def run() -> dict[str, dict]:
-            limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
-            async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
-                executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
-                b = Bench(http, executor, tokens, load_package(package).manifest.base.input_size, rounds, warmup_s,
-                          measure_s)
-                jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
-                return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
-                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
-        return asyncio.run(run())
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
     names = list(results)
     fig, ax = plt.subplots(figsize=(10, 3.8))
@@ -302,6 +150,19 @@ def _plot(results: dict[str, dict], summary: dict, path: Path) -> None:
                  f"http/decode limit 1080p = {summary['ratio_http_to_decode_limit_1080']:.2f} (goal 0.6), "
                  f"10 apps vs plain Serve = {summary['ratio_to_plain_serve']:.1f}x", fontsize=8)
     save_plot(fig, path)
+
+
+def _cpu_bounds(results: dict[str, dict]) -> dict[str, float]:
+    """The best each ratio could be by CPU time if Stemcell's ingress replica cost no more than the empty
+    echo's, i.e. with only the executor's (and for batches Serve's per-request) CPU added: where a goal
+    is out of reach on a CPU-bound box whatever the ingress does (README, "What HTTP costs")."""
+    def bound(echo: str, http: str) -> float:
+        return results[echo]["cpu_ms_total"] / (results[echo]["cpu_ms_total"] + results[http]["cpu_ms_executor"])
+
+    direct = results["direct"]["cpu_ms_total"]  # per call of BATCH frames, as one frames:batch request
+    return {"cpu_bound_http_to_echo": bound("echo", "http"),
+            "cpu_bound_http_haproxy_to_echo_haproxy": bound("echo_haproxy", "http_haproxy"),
+            "cpu_bound_http_batch_to_direct": direct / (direct + results["echo"]["cpu_ms_server"])}
 
 
 def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, measure_s: float) -> dict:
@@ -332,6 +193,11 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "fps_http_haproxy": results["http_haproxy"]["fps"],
         "rps_echo_haproxy": results["echo_haproxy"]["rps"],
         "ratio_http_haproxy_to_echo_haproxy": results["http_haproxy"]["rps"] / results["echo_haproxy"]["rps"],
+        "cpu_ratio_http_haproxy_to_echo_haproxy": (results["echo_haproxy"]["cpu_ms_total"]
+                                                   / results["http_haproxy"]["cpu_ms_total"]),
+        "cpu_ratio_http_to_decode_limit_1080": (results["decode_limit_1080"]["cpu_ms_total"]
+                                                / results["http_1080"]["cpu_ms_total"]),
+        **_cpu_bounds(results),
         "resolution": args.resolution,
         "base": load_package(args.package).manifest.base.name if args.package else args.base,
         "cameras": CAMERAS, "batch": BATCH, "apps_10apps": TENANTS, "rounds": rounds,
@@ -342,19 +208,16 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
 async def _measure(url: str, tokens: dict[str, str], package: Path, args: argparse.Namespace, rounds: int,
                    warmup_s: float, measure_s: float, decode_threads: int) -> dict[str, dict]:
     """Every measurement, one after another, on the same deployment."""
-    size = load_package(package).manifest.base.input_size
     per_camera = {128: 16, 720: 4, 1080: 4}
     jpegs = {res: camera_jpegs(CAMERAS, per_camera[res], res) for res in {args.resolution, 720, 1080}}
-    limits = httpx.Limits(max_connections=2 * CAMERAS, max_keepalive_connections=2 * CAMERAS)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
-        executor = ray.get_actor("stemcell-executor-0", namespace="stemcell-bench")
-        bench = Bench(http, executor, tokens, size, rounds, warmup_s, measure_s)
-        results = await measure_overhead(bench, jpegs[args.resolution])
-        results |= await measure_http_resolutions(bench, jpegs)
-        results["decode_limit_1080"] = measure_decode_limit(jpegs[1080], size, decode_threads, measure_s)
+    async with http_client(url) as http:
+        b = bench(http, tokens, package, rounds, warmup_s, measure_s)
+        results = await measure_overhead(b, jpegs[args.resolution])
+        results |= await measure_http_resolutions(b, jpegs)
+        results["decode_limit_1080"] = measure_decode_limit(jpegs[1080], b.input_size, decode_threads, measure_s)
         print(f"  decode limit 1080p: {results['decode_limit_1080']['fps']:.1f} frames/s", flush=True)
-        results |= await measure_executor_1080(bench, jpegs[1080])
-        results |= await measure_ten_apps(bench, jpegs[args.resolution], max(2, rounds))
+        results |= await measure_executor_1080(b, jpegs[1080])
+        results |= await measure_ten_apps(b, jpegs[args.resolution], max(2, rounds))
     return results
 
 
@@ -369,32 +232,43 @@ def main() -> None:
     parser.add_argument("--base", default="tiny_cnn",
                         help="base of the package built when no --package is given (default tiny_cnn; "
                         "mobilenet_v3_small makes the 10-apps comparison about models rather than HTTP)")
-    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.5 quick, 5 full)")
+    parser.add_argument("--seconds", type=float, help="measured window per mode and round (default 1.2 quick, 5 full)")
     parser.add_argument("--coalesce-ms", type=float, default=ExecutorSection().coalesce_ms,
                         help="executors.coalesce_ms of the served app (default: the config default)")
     parser.add_argument("--rounds", type=int, help="rounds over all modes (default 1 quick, 5 full)")
     args = parser.parse_args()
-    measure_s = args.seconds or (1.5 if args.quick else 5.0)
+    measure_s = args.seconds or (1.2 if args.quick else 5.0)
     rounds = args.rounds or (1 if args.quick else 5)
-    warmup_s = 0.5 if args.quick else 1.0
+    warmup_s = 0.3 if args.quick else 1.0
     threads = 1  # the executor's (and the peer's) torch threads: one core each on this 2-core box
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
-        package = args.package or _speed_package(root / "pkg", tenants=TENANTS, base_name=args.base)
-        print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
+        package = args.package or root / "pkg"
         # logical CPUs only: Stemcell (ingress 0.5 + executor 1), echo (0.5) and the peer (1) all fit
-        ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        # the HAProxy session starts while the package trains (one Ray start at a time: Ray gives a node
+        # 30 s to come up, which two at once missed on the loaded box)
+        side = HaproxySide(package, root / "haproxy", resolution=args.resolution, rounds=rounds, warmup_s=warmup_s,
+                           measure_s=measure_s, coalesce_ms=args.coalesce_ms, threads=threads)
         try:
-            url, tokens = _deploy(root, package, args.coalesce_ms, threads)
-            print(f"serving after {time.perf_counter() - started:.1f} s", flush=True)
-            results = asyncio.run(_measure(url, tokens, package, args, rounds, warmup_s, measure_s,
-                                           decode_threads=os.cpu_count() or 1))
+            try:
+                if args.package is None:
+                    _speed_package(package, tenants=TENANTS, base_name=args.base, world_s=40.0 if args.quick else 120.0)
+                print(f"package ready after {time.perf_counter() - started:.1f} s", flush=True)
+                side.package_ready()
+                url, tokens = deploy(root, package, args.coalesce_ms, threads)
+                side.wait_ready()  # its start-up must not overlap the measured windows
+                print(f"serving after {time.perf_counter() - started:.1f} s (both Ray sessions)", flush=True)
+                results = asyncio.run(_measure(url, tokens, package, args, rounds, warmup_s, measure_s,
+                                               decode_threads=os.cpu_count() or 1))
+            finally:
+                ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
+            results |= side.measure()
         finally:
-            ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
-        results |= measure_behind_haproxy(root / "haproxy", package, args, rounds, warmup_s, measure_s, threads)
+            side.stop()
 
     summary = _summary(results, args, rounds, measure_s) | {"seconds_total": time.perf_counter() - started}
     rows = [{"mode": name, **{k: v for k, v in r.items() if k != "latencies_ms"}} for name, r in results.items()]
@@ -410,6 +284,12 @@ def main() -> None:
           f"{summary['executor_fps_1080_full']:.1f} vs model-size {summary['executor_fps_1080_model_size']:.1f}")
     print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} "
           f"req/s, http / echo = {summary['ratio_http_haproxy_to_echo_haproxy']:.2f} (goal >= 0.5)")
+    print(f"CPU time: http / echo {summary['cpu_ratio_http_to_echo']:.2f} (at best "
+          f"{summary['cpu_bound_http_to_echo']:.2f} with an ingress as cheap as the echo), behind HAProxy "
+          f"{summary['cpu_ratio_http_haproxy_to_echo_haproxy']:.2f} (at best "
+          f"{summary['cpu_bound_http_haproxy_to_echo_haproxy']:.2f}), batch / direct "
+          f"{summary['cpu_ratio_http_batch_to_direct']:.2f} (at best {summary['cpu_bound_http_batch_to_direct']:.2f}), "
+          f"1080p http / decode limit {summary['cpu_ratio_http_to_decode_limit_1080']:.2f}")
     print(f"10 apps per frame: Stemcell {summary['fps_http_10apps']:.1f} vs plain Serve "
           f"{summary['fps_peer_plain_serve_10models']:.1f} frames/s = {summary['ratio_to_plain_serve']:.2f}x "
           f"(by CPU time {summary['cpu_ratio_to_plain_serve']:.2f}x); whole run {summary['seconds_total']:.0f} s")

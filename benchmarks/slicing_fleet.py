@@ -19,14 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stemcell.learning.live_stats import Agreement
 from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
 from stemcell.scheduling.slicing import SLICING_POLICIES, run_micro_windows
 from stemcell.training import pretrain_base, world_frames
 from stemcell.world import CLASSES, CameraTimeline, World, WorldConfig
 
-POLICY_LABELS = {"gain": "gain-driven (RECL)", "gain_last": "gain-driven, last-gain estimator",
+POLICY_LABELS = {"gain": "gain-driven, drop prior + measured gains (the Planner's)",
+                 "gain_curve": "gain-driven, curve fit of measured gains (RECL)",
+                 "gain_last": "gain-driven, last-gain estimator",
                  "gain_drop": "gain-driven, gain = agreement drop since last update",
                  "round_robin": "round-robin (AMS)", "equal_share": "equal share (Ekya-like)"}
+ESTIMATOR_OF = {"gain": "blend", "gain_curve": "curve", "gain_last": "last", "gain_drop": "prior"}
 
 
 def pretrained_base(world: World, args: argparse.Namespace) -> SegmentedNet:
@@ -155,10 +159,27 @@ def window_data(
     return WindowData(feats[tr], y[tr], feats[va], y[va], feats[n:], y[n:])
 
 
+@torch.no_grad()
+def agreement_drop(model: AppModel, d: WindowData, args: argparse.Namespace, agreement: Agreement, w: int) -> float:
+    """The deployed model's agreement drop as a RetrainWorker reports it to the Planner
+    (`live_stats.Agreement`: reference level minus the fast average), fed the newest window's
+    teacher-labelled samples in batches of 8, as the live feed sends them, before any training."""
+    k = args.samples - len(d.x_val)  # the newest window's training samples are the last k
+    x, y = torch.cat([d.x_train[-k:], d.x_val]), torch.cat([d.y_train[-k:], d.y_val])
+    model.eval()
+    correct = ((model.upper_forward(x)[:, 0] > 0) == y.bool()).float().numpy()
+    for i in range(0, len(correct), 8):
+        agreement.add(w * args.window_s, float(correct[i : i + 8].mean()), version=1)
+    assert agreement.reference is not None and agreement.now is not None
+    return max(0.0, agreement.reference - agreement.now)
+
+
 def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argparse.Namespace) -> list[dict[str, object]]:
     """Simulate every update window under `policy`; one row per (camera, window)."""
-    estimator = {"gain_last": "last", "gain_drop": "prior"}.get(policy, "curve")
-    policy_fn = SLICING_POLICIES["gain" if policy.startswith("gain") else policy]
+    estimator = ESTIMATOR_OF.get(policy, "curve")
+    policy_fn = SLICING_POLICIES["gain" if policy in ESTIMATOR_OF else policy]
+    planning = {"estimator": estimator, "prior_rate": args.prior_rate, "prior_weight": args.prior_weight,
+                "min_windows": args.min_windows}
     jobs: dict[str, CameraJob] = {}
     for c in range(args.cameras):
         model = copy.deepcopy(args.initial_models[c])  # training only runs above the stem (upper_forward)
@@ -167,17 +188,22 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
     rows: list[dict[str, object]] = []
     elapsed = 0
     after_update: dict[str, float] = {}  # held-out metric of each job when its last update window ended
+    agreements = {name: Agreement() for name in jobs}
     for w in range(1, args.windows + 1):
         for c, job in enumerate(jobs.values()):
             job.data = data[(c, w)]
         metric = GAIN_METRICS[args.gain_metric]
         initial = {name: metric(job.model, job.data.x_val, job.data.y_val) for name, job in jobs.items()}  # type: ignore[union-attr]
-        drops = {name: max(0.0, after_update[name] - initial[name]) for name in after_update}
+        if args.drop_from == "agreement":
+            drops = {name: agreement_drop(job.model, job.data, args, agreements[name], w)  # type: ignore[arg-type]
+                     for name, job in jobs.items()}
+        else:
+            drops = {name: max(0.0, after_update[name] - initial[name]) for name in after_update}
         run = run_micro_windows(
             policy_fn, initial, args.micro_windows,
             lambda name: jobs[name].train_micro_window(args.iters, args.batch, args.gain_metric),
-            elapsed_windows=elapsed, estimator=estimator, checkpoints=_JobCheckpoints(jobs) if args.keep_best else None,
-            prior_gains=drops if estimator == "prior" else None,
+            elapsed_windows=elapsed, checkpoints=_JobCheckpoints(jobs) if args.keep_best else None,
+            prior_gains=drops, **planning,
         )
         elapsed += len(run.order)
         after_update = dict(run.final_accuracy)
@@ -242,7 +268,8 @@ def setup(args: argparse.Namespace) -> dict[tuple[int, int], WindowData]:
     config = WorldConfig(seed=args.seed, num_cameras=args.cameras + 4, height=args.size, width=args.size,
                          duration_s=max(300.0, (args.windows + 1) * args.window_s))
     world = World(config)
-    static_world = World(dataclasses.replace(config, scenes_per_camera=1))
+    stable = {"segment_s": (args.static_segment_s,) * 2} if args.static_segment_s else {}
+    static_world = World(dataclasses.replace(config, scenes_per_camera=1, **stable))
     base = pretrained_base(world, args)
     args.static_ids = static_camera_ids(args.cameras, args.static_cameras)
     args.apps = [CLASSES[(c + args.seed) % len(CLASSES)] for c in range(args.cameras)]
@@ -257,10 +284,11 @@ def setup(args: argparse.Namespace) -> dict[tuple[int, int], WindowData]:
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     """The fleet's flags (world, budget, training, policies); `finish_fleet_arguments` fills defaults."""
     parser.add_argument("--seed", type=int, default=0, help="world and training seed")
-    parser.add_argument("--cameras", type=int, default=8, help="cameras sharing the GPU")
+    parser.add_argument("--cameras", type=int, help="cameras sharing the GPU (default 8)")
     parser.add_argument("--windows", type=int, help="update windows simulated (default 6 quick / 18 full)")
     parser.add_argument("--window-s", type=float, default=30.0, help="update window length (video seconds)")
-    parser.add_argument("--micro-windows", type=int, default=16, help="micro-windows per update window (GPU budget)")
+    parser.add_argument("--micro-windows", type=int,
+                        help="micro-windows per update window (GPU budget; default 2 per camera)")
     parser.add_argument("--iters", type=int, default=3, help="Adam steps per micro-window")
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
@@ -273,11 +301,24 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Adam steps that adapt each static camera's model to its scene before the run "
                              "(on the frames of the video before the first window); 0: static cameras start "
                              "unadapted like the drifting ones")
+    parser.add_argument("--static-segment-s", type=float, default=0.0,
+                        help="static cameras show one segment this long (one lighting ramp and fog level, "
+                             "e.g. 100000: a stable scene); 0: the world's segments (each visit relit)")
+    parser.add_argument("--drop-from", choices=("agreement", "heldout"), default="agreement",
+                        help="the drop prior: the deployed model's agreement drop on all of the newest "
+                             "samples, as RetrainWorkers report it (live_stats.Agreement), or its held-out "
+                             "metric's drop since the last update window ended")
     parser.add_argument("--gain-metric", choices=sorted(GAIN_METRICS), default="accuracy",
                         help="what the in-band profiler measures on the held-out samples")
     parser.add_argument("--keep-best", action="store_true",
                         help="every policy's jobs keep their best checkpoint: a window that lowers the "
                              "held-out metric is rolled back (RECL's safety checker, per micro-window)")
+    parser.add_argument("--prior-rate", type=float, default=0.7,
+                        help="gain-driven: decay of a job's expected gain per window granted")
+    parser.add_argument("--prior-weight", type=float, default=4.0,
+                        help="policy gain: windows of measured gains the drop prior is worth")
+    parser.add_argument("--min-windows", type=int, default=1,
+                        help="gain-driven: windows every job gets first in each update window")
     parser.add_argument("--val-block", type=int, default=10,
                         help="held-out samples come in blocks of this many consecutive samples (every 3rd block)")
     parser.add_argument("--eval-stride", type=int, default=5, help="score every k-th live frame")
@@ -294,6 +335,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
 def finish_fleet_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, quick: bool) -> None:
     """Quick / full defaults and validation of the flags added by `add_fleet_arguments`."""
     args.windows = args.windows or (6 if quick else 18)
+    args.cameras = args.cameras or 8
+    args.micro_windows = args.micro_windows or 2 * args.cameras
     args.pretrain_frames = args.pretrain_frames or (400 if quick else 800)
     args.policies = args.policies.split(",")
     if not 0 <= args.static_cameras <= args.cameras:

@@ -16,3 +16,8 @@ if [ -r "$STEMCELL_SECRETS_DIR/admin_token" ]; then
     STEMCELL_ADMIN_TOKEN="$(cat "$STEMCELL_SECRETS_DIR/admin_token")"
     export STEMCELL_ADMIN_TOKEN
 fi
+
+# Serve's HAProxy ingress (`http.ingress: haproxy` in configs/serve.yaml, the default): read when the Serve
+# controller and each replica start, so every node needs it; HAProxy's readiness gets 30 s (docs/deploy.md 8).
+export RAY_SERVE_ENABLE_HA_PROXY=1
+export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=30

@@ -16,11 +16,20 @@ So one setting, `limits.max_queued_frames`, decides everything here (`derive_lim
 
 Inside that bound the `AdmissionGate` admits a frame request only while the ones already inside
 can be answered within the time budget (`limits.answer_within_s`), judged from the rate at which
-requests have been completing, and it tells refused clients when to come back: long enough for the
-requests inside to drain, so a fleet that honours Retry-After offers no more than the replica serves.
+requests have been completing, and it tells refused clients when to come back: when everyone ahead
+of them could have been served at that rate, i.e. the requests inside *and* the clients already
+told to come back later.  Counting the latter is what keeps a crowd honest: measured with 500
+clients posting single frames on 2 cores, a fixed 1 s Retry-After brought the whole crowd back
+every ~1.3 s (~400 requests/s of refusals), which saturated Serve's proxy and pushed refusals
+themselves towards 2 s; spreading the returns over `waiting / rate` seconds keeps the offered load
+near what the replica completes, so refusals stay cheap and fast.
+
+Serve's own refusals (its queue full: `max_queued_requests`) carry a Retry-After too
+(`serve_retry_after_s`, for Serve's `backpressure_config`): a client never gets a bare 503.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import deque
@@ -71,6 +80,7 @@ class AdmissionGate:
         self._window_s = rate_window_s
         self._clock = clock
         self._done: deque[float] = deque()  # completion times within the rate window
+        self._backoff: list[float] = []  # heap: when each refused client was told to come back
         self.inside = 0
 
     def rate(self) -> float | None:
@@ -92,7 +102,7 @@ class AdmissionGate:
         wait = self.expected_wait_s(self.inside + 1)
         bound = self.limits.cold_frame_requests if wait is None else self.limits.max_frame_requests
         if self.inside >= bound or (wait is not None and wait > WAIT_SHARE * self.answer_within_s):
-            return self.retry_after()
+            return self.refuse()
         self.inside += 1
         return None
 
@@ -102,10 +112,28 @@ class AdmissionGate:
         if completed:
             self._done.append(self._clock())
 
-    def retry_after(self) -> int:
-        """Seconds a refused client should wait: the time the requests inside need to drain, at least
-        `retry_after_s`, so clients that honour it offer about what the replica completes."""
-        wait = self.expected_wait_s(self.inside)
+    def waiting(self) -> int:
+        """Refused clients whose Retry-After has not run out yet: they are coming back."""
+        now = self._clock()
+        while self._backoff and self._backoff[0] <= now:
+            heapq.heappop(self._backoff)
+        return len(self._backoff)
+
+    def refuse(self) -> int:
+        """Refuse one request: the Retry-After to send, in whole seconds, remembered as one more client
+        coming back.  It is the time the replica needs, at its measured rate, to serve the requests
+        inside and the clients already waiting to come back (at least `retry_after_s`, at most
+        RETRY_AFTER_CAP_S), so a fleet that honours it offers about what the replica completes."""
+        wait = self.expected_wait_s(self.inside + self.waiting() + 1)
         if wait is None:
             wait = self.answer_within_s
-        return int(min(RETRY_AFTER_CAP_S, max(self.retry_after_s, math.ceil(wait))))
+        seconds = int(min(RETRY_AFTER_CAP_S, max(self.retry_after_s, math.ceil(wait))))
+        heapq.heappush(self._backoff, self._clock() + seconds)
+        return seconds
+
+
+def serve_retry_after_s(answer_within_s: float, retry_after_s: int) -> int:
+    """The Retry-After on Serve's own 503 (its queue for a replica is full: `max_queued_requests`).
+
+    Serve cannot measure a rate, so it says what a full replica needs at least: the whole time budget."""
+    return max(retry_after_s, math.ceil(answer_within_s))

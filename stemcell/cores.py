@@ -8,8 +8,11 @@ loads `serve.yaml`; a number in the file overrides it.  The rule, per node of C 
 * inference gets half the cores, split over the node's executors: each executor's torch threads
   (`executors.num_cpus`, its Ray CPU reservation too) = max(1, C // (2 x executors.count));
 * the ingress gets the other half: HTTP, token checks and JPEG decoding run in Python, about one
-  core per replica, so `ingress.num_replicas` = max(1, C // 4) (each replica also decodes large
-  images on threads, which run in parallel outside the GIL).
+  core per replica, so `ingress.num_replicas` = max(1, C // 4);
+* each replica decodes large images (720p/1080p JPEGs: 1-4 ms each, which would stall its event
+  loop) on its own decode threads, which run outside the GIL (libjpeg-turbo, OpenCV), in parallel
+  with the loop: `ingress.decode_threads` = max(1, ingress half // replicas), the ingress's cores
+  shared by its replicas.
 
 On the 2-core CI box that is one replica and one executor thread, as before.
 """
@@ -34,10 +37,14 @@ class CoreDefaults:
     cpus: int  # usable cores of the node
     ingress_replicas: int  # Serve replicas of the HTTP ingress
     executor_cpus: float  # per executor: Ray CPUs and torch threads
+    decode_threads: int  # per ingress replica: threads decoding large images off its event loop
 
 
-def core_defaults(cpus: int, executors: int = 1) -> CoreDefaults:
-    if cpus < 1 or executors < 1:
-        raise ValueError("cpus and executors must be >= 1")
-    return CoreDefaults(cpus=cpus, ingress_replicas=max(1, cpus // 4),
-                        executor_cpus=float(max(1, cpus // (2 * executors))))
+def core_defaults(cpus: int, executors: int = 1, replicas: int | None = None) -> CoreDefaults:
+    """`replicas`: the ingress replicas actually configured (default: the `auto` count)."""
+    if cpus < 1 or executors < 1 or (replicas is not None and replicas < 1):
+        raise ValueError("cpus, executors and replicas must be >= 1")
+    ingress_replicas = max(1, cpus // 4)
+    return CoreDefaults(cpus=cpus, ingress_replicas=ingress_replicas,
+                        executor_cpus=float(max(1, cpus // (2 * executors))),
+                        decode_threads=max(1, (cpus - cpus // 2) // (replicas or ingress_replicas)))

@@ -131,18 +131,33 @@ def decode_image(data: bytes, content_type: str | None, limits: ImageLimits = Im
     PNG: OpenCV, BGR to RGB). With `min_side`, a JPEG is decoded at the DCT scale `dct_factor`
     picks (both sides still >= `min_side`); a PNG has no such scale and comes back whole.
     """
+    return _decode_checked(data, content_type, limits, min_side)[0]
+
+
+def _decode_checked(data: bytes, content_type: str | None, limits: ImageLimits,
+                    min_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """`decode_image`, and the image's own (height, width) read from the header it checked."""
     actual, width, height = check_image(data, content_type, limits)
     factor = dct_factor(width, height, min_side) if actual == "jpeg" and min_side else 1
     rgb = _decode_jpeg(data, -(-height // factor), -(-width // factor)) if actual == "jpeg" else _decode_png(data)
     if rgb is None or rgb.shape[:2] != (-(-height // factor), -(-width // factor)):
         raise ImageError("corrupt", f"{actual.upper()} image could not be decoded")
-    return rgb
+    return rgb, (height, width)
 
 
 def decode_for_model(data: bytes, content_type: str | None, size: int, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """One JPEG/PNG -> the contiguous RGB uint8 (size, size, 3) a model of input `size` takes:
     decoded at the DCT scale that keeps both sides >= `size`, then `resize_frames`."""
-    return resize_frames(decode_image(data, content_type, limits, min_side=size), size)
+    return decode_sized(data, content_type, limits, size)[0]
+
+
+def decode_sized(data: bytes, content_type: str | None, limits: ImageLimits = ImageLimits(),
+                 size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(frame, its own (height, width)): the whole image, or with `size` the model-size frame of
+    `decode_for_model`. The size comes from the header the checks already parsed (the HTTP edge
+    needs it for detect boxes; reading it again cost a second header walk per frame)."""
+    rgb, own = _decode_checked(data, content_type, limits, size)
+    return (rgb if size is None else resize_frames(rgb, size)), own
 
 
 def dct_factor(width: int, height: int, size: int) -> int:

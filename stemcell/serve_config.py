@@ -21,6 +21,9 @@ MIN_ADMIN_TOKEN_CHARS = 16
 
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Serve's feature flag, read when its controller and replicas start
+# Serve's controller kills an ingress that is not ready after 3 tries of this many seconds (default 5); a
+# starting HAProxy manager missed it on loaded nodes (docs/deploy.md section 8), so haproxy gets 30.
+READY_CHECK_ENV, HAPROXY_READY_CHECK_S = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", 30
 
 
 class HttpSection(_Strict):
@@ -28,12 +31,13 @@ class HttpSection(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9_/-]*$")  # the app's root path
     # haproxy: Serve's HAProxy ingress (a native proxy per node in front of the replicas' own HTTP servers);
-    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md, "Ingress").
-    ingress: Literal["haproxy", "proxy"] = "proxy"
+    # proxy: Serve's Python proxy actor. Fixed when the Serve controller starts (docs/deploy.md section 8 says
+    # why haproxy is the default: 500 clients answered within 2 s where the proxy could not, 10/10 starts).
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
 
     def serve_env(self) -> dict[str, str]:
         """Environment variables the Serve controller and the ingress replicas need for this ingress."""
-        return {HAPROXY_ENV: "1"} if self.ingress == "haproxy" else {}
+        return {HAPROXY_ENV: "1", READY_CHECK_ENV: str(HAPROXY_READY_CHECK_S)} if self.ingress == "haproxy" else {}
 
 
 class AutoscalingSection(_Strict):
@@ -54,6 +58,10 @@ def _ingress_replicas() -> int:
     return core_defaults(node_cpus()).ingress_replicas
 
 
+def _decode_threads(data: dict[str, Any]) -> int:
+    return core_defaults(node_cpus(), replicas=data.get("num_replicas")).decode_threads
+
+
 def _executor_cpus(data: dict[str, Any]) -> float:
     return core_defaults(node_cpus(), data.get("count", 1)).executor_cpus
 
@@ -63,6 +71,8 @@ class IngressSection(_Strict):
     num_replicas: int = Field(default_factory=_ingress_replicas, ge=1)
     num_cpus: float = Field(0.5, ge=0)  # per replica; decoding JPEGs is the replica's main CPU cost
     access_log: bool = False  # Serve's line per request (refused requests are logged either way)
+    # Threads per replica decoding large images off its event loop; auto (the default): from the node's cores
+    decode_threads: int = Field(default_factory=_decode_threads, ge=1)
     # Only nodes carrying all these labels run ingress replicas (Ray `label_selector`), e.g. keep them on
     # CPU nodes: requests in flight on a replica whose node dies fail with Serve's own 500.
     node_labels: dict[str, str] = Field(default_factory=dict)
@@ -72,6 +82,11 @@ class IngressSection(_Strict):
     @classmethod
     def _auto_replicas(cls, value: Any) -> Any:
         return _ingress_replicas() if value == "auto" else value
+
+    @field_validator("decode_threads", mode="before")
+    @classmethod
+    def _auto_decode_threads(cls, value: Any, info: ValidationInfo) -> Any:
+        return _decode_threads(info.data) if value == "auto" else value
 
     def replica_options(self) -> dict[str, Any]:
         """`num_replicas` or Serve's `autoscaling_config` (Serve refuses both at once)."""
@@ -105,6 +120,10 @@ class ExecutorSection(_Strict):
     backend: Literal["torch", "tensorrt"] = "torch"  # tensorrt: segments run as engines once built (torch meanwhile)
     engine_dir: Path | None = None  # TensorRT engine cache; None = ~/.cache/stemcell/engines on each node
     gpu_decode: bool = False  # StemExecutor.infer_jpeg decodes with nvJPEG on the executor's GPU (CPU fallback)
+    # Layer swapping (issue 20): weights past this many MiB stay in host memory and are copied in per batch,
+    # the most-used layers kept on the device; null: every weight on the device. The Planner may then accept
+    # camera plans whose merged weights exceed the share (memory_fit's "swap").
+    weight_cap_mb: float | None = Field(None, gt=0)
 
     @field_validator("num_cpus", mode="before")
     @classmethod
@@ -112,9 +131,10 @@ class ExecutorSection(_Strict):
         return _executor_cpus(info.data) if value == "auto" else value
 
     def device_options(self) -> dict[str, Any]:
-        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache)."""
+        """The StemExecutor keyword arguments of the GPU path (precision, backend, engine cache, weight cap)."""
         return {"precision": self.precision, "backend": self.backend, "gpu_decode": self.gpu_decode,
-                "engine_dir": None if self.engine_dir is None else str(self.engine_dir)}
+                "engine_dir": None if self.engine_dir is None else str(self.engine_dir),
+                **({} if self.weight_cap_mb is None else {"weight_cap_bytes": int(self.weight_cap_mb * 2**20)})}
 
 
 class LimitsSection(_Strict):
@@ -171,6 +191,10 @@ class LearningSection(_Strict):
     live_teacher_side: int | None = Field(None, ge=16, le=4096)
     safety_holdout: int = Field(8, ge=0, le=256)  # newest samples a retrained model must win on (0: no check)
     zoo: ZooSection = ZooSection()
+    # Scheduled merging (issue 20): a MergeWorker looks at the executors and the learner this often (null: off),
+    # keeps merged models merged through the learner's updates, and (re-)merges tight executors every merge_every_s.
+    merge_poll_s: float | None = Field(None, gt=0)
+    merge_every_s: float = Field(1800.0, gt=0)
 
 
 class PlannerSection(_Strict):

@@ -9,10 +9,13 @@ accuracy the policy allows), or refused (the camera keeps running what it runs).
 
 The estimate is an upper bound: the executor's merged bytes now, plus the trainable part of every
 candidate a change moves an app to (4 bytes per parameter), minus nothing (the old branch may still
-serve other cameras). Remedies the Planner cannot apply on its own are not offered: merging more
-is the MergeWorker's job (its result already shows in the measured merged bytes), and executors do
-not swap layers at run time. Without a GPU size (CPU executors, unreachable ones) there is no cap
-to protect, as in `planning.memory_floor`.
+serve other cameras). Merging more is not offered (the MergeWorker's job; its result already shows
+in the measured merged bytes). Swapping is offered where the executor swaps (`executors.weight_cap_mb`:
+its memory report carries the swap plan): it holds at most that many weight bytes on the device
+whatever the plan, at a throughput cost priced by the share of the weights it would have to copy per
+batch (a proxy: on a GPU the copy overlaps compute, so the loss is smaller where compute dominates).
+Without a GPU size (CPU executors, unreachable ones) there is no cap to protect, as in
+`planning.memory_floor`.
 """
 from __future__ import annotations
 
@@ -49,6 +52,20 @@ class ExecutorMemory:
 class FittedChanges:
     apply: tuple[CameraChange, ...]  # as decided, or with deeper branchpoints so that they fit
     refused: tuple[dict[str, Any], ...]  # the changes dropped, with the decision's reason (plan view)
+    swapped: dict[str, str] = dataclasses.field(default_factory=dict)  # camera -> why it runs with swapping
+
+
+def _swap_option(ex: ExecutorMemory, weight_bytes: int) -> MemoryOption | None:
+    """Swapping on an executor that swaps: at most its weight cap on the device, the rest copied per batch."""
+    swap = ex.report.details.get("swap") if ex.report is not None else None
+    if not swap:
+        return None
+    cap = int(swap["cap_bytes"])
+    if weight_bytes <= cap:
+        return None  # nothing to swap: the plan does not fit for its activations
+    resident = max(0, cap - int(swap["staging_bytes"]))
+    return MemoryOption("swap", cap, 0.0, resident / weight_bytes,
+                        f"{weight_bytes - resident} of {weight_bytes} weight bytes copied in per batch")
 
 
 def _candidate(manifest: Manifest, app: str, branchpoint: int) -> CandidateEntry | None:
@@ -98,7 +115,7 @@ def fit_changes(changes: Sequence[CameraChange], manifest: Manifest, executors: 
                 role_of: Mapping[str, str], *, max_accuracy_cost: float = 1.0) -> FittedChanges:
     """Check the round's changes in order, each executor's estimate growing with the changes it accepted."""
     weights = {role: (ex.report.bytes_merged if ex.report else 0) for role, ex in executors.items()}
-    apply, refused = [], []
+    apply, refused, swapped = [], [], {}
     for change in changes:
         role = role_of[change.camera_id]
         ex = executors.get(role, ExecutorMemory(None, 0.0))
@@ -108,6 +125,9 @@ def fit_changes(changes: Sequence[CameraChange], manifest: Manifest, executors: 
             continue
         base = weights[role]
         options = _deeper_options(manifest, change, base)
+        swap = _swap_option(ex, base + _added_bytes(manifest, change))
+        if swap is not None:
+            options.append((swap, change))
         ctx = MemoryFitContext(base + _added_bytes(manifest, change), ex.report.activation_peak, cap,
                                tuple(o for o, _ in options), max_accuracy_cost=max_accuracy_cost)
         decision: MemoryFitDecision = fit_memory(ctx)
@@ -119,6 +139,8 @@ def fit_changes(changes: Sequence[CameraChange], manifest: Manifest, executors: 
         if decision.option is not None:
             change = next(c for o, c in options if o is decision.option)
             log.info("camera %s made to fit on %s: %s", change.camera_id, role, decision.reason)
+            if decision.action == "swap":
+                swapped[change.camera_id] = decision.reason
         weights[role] = base + _added_bytes(manifest, change)
         apply.append(change)
-    return FittedChanges(tuple(apply), tuple(refused))
+    return FittedChanges(tuple(apply), tuple(refused), swapped)

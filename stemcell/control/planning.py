@@ -34,14 +34,18 @@ class RoundInputs:
 
 
 def retrain_jobs(role: str, stats: WorkerStats | None) -> dict[str, tuple[str, RetrainJob]]:
-    """A RetrainWorker's stats as Algorithm 1 sees them: job id -> (worker role, gains so far).
+    """A RetrainWorker's stats as the slicing sees them: job id -> (worker role, job).
 
-    Each job's `recent_gains` are its measured accuracy gains per training phase (micro-window),
-    `updates` how many phases it ran (at least as many as gains are known)."""
+    A job with live samples reports its agreement drop since its last update: a round is a fresh
+    update window, and the drop is the prior of its first window (`blended_gain_curve`); its gains
+    measured in earlier rounds were measured before that drop and are superseded by it. A job without
+    one (samples uploaded by an edge only) is planned from its measured gains per training phase,
+    `updates` being how many phases it ran (at least as many as gains are known)."""
     out = {}
     for job in (stats.jobs if stats is not None else ()):
         gains = tuple(job.recent_gains)[-GAIN_HISTORY:]
-        out[job.job_id] = (role, RetrainJob(job.job_id, gains, max(job.updates, len(gains))))
+        out[job.job_id] = (role, RetrainJob(job.job_id, prior_gain=job.drop) if job.drop is not None
+                           else RetrainJob(job.job_id, gains, max(job.updates, len(gains))))
     return out
 
 
@@ -70,11 +74,15 @@ def memory_floor(report: MemoryReport | None, *, margin: float = 1.25) -> float:
     share below what the executor holds (merged weights + activations at its running batch, or the
     CUDA peak it measured, whichever is larger) would make it fail with out-of-memory however little
     compute it needs. `margin` leaves room for allocator fragmentation and batch growth. 0 when the
-    report has no GPU size (CPU executors, unreachable ones): nothing to protect.
+    report has no GPU size (CPU executors, unreachable ones): nothing to protect. A swapping executor
+    (`executors.weight_cap_mb`) counts only the weights it keeps on the device.
     """
     if report is None or not report.gpu_total_bytes:
         return 0.0
-    need = max(report.bytes_merged + report.activation_peak, report.cuda_max_memory_allocated or 0)
+    weights, swap = report.bytes_merged, report.details.get("swap")
+    if swap:  # a swapping executor keeps only its resident layers and staging slots on the device
+        weights = min(weights, int(swap["resident_bytes"]) + int(swap["staging_bytes"]))
+    need = max(weights + report.activation_peak, report.cuda_max_memory_allocated or 0)
     return min(1.0, margin * need / float(report.gpu_total_bytes))
 
 
@@ -143,4 +151,17 @@ def decision_view(decision: PlanDecision) -> dict[str, Any]:
                for cam, s in decision.schedules.items()}
     grants = dict(decision.slicing.grants) if decision.slicing else {}
     return {"inference_share": decision.inference_share, "retrain_share": decision.retrain_share,
-            "objective": decision.objective, "cameras": cameras, "retrain_windows": grants}
+            "objective": decision.objective, "cameras": cameras, "retrain_windows": grants,
+            "retrain_jobs": retrain_view(decision)}
+
+
+def retrain_view(decision: PlanDecision) -> dict[str, dict[str, float | int | None]]:
+    """Per retraining job: the expected gain of its next micro-window (None: unknown, or a policy
+    that does not estimate gains), the windows granted, and its share of the GPU (the retraining
+    share split by windows)."""
+    s = decision.slicing
+    if s is None:
+        return {}
+    gains, total = dict(s.next_gains), sum(n for _, n in s.grants)
+    return {job: {"expected_gain": gains.get(job), "windows": n,
+                  "gpu_share": decision.retrain_share * n / total if total else 0.0} for job, n in s.grants}

@@ -29,6 +29,11 @@ class NewestFrameSlot(Generic[F]):
             self._frame = (frame, ts)
             self.put_count += 1
 
+    def waiting_since(self) -> float | None:
+        """The timestamp of the frame waiting to be taken (None: nothing new)."""
+        with self._lock:
+            return None if self._frame is None else self._frame[1]
+
     def take(self) -> tuple[F, float] | None:
         """The newest frame and its timestamp, emptying the slot; None when nothing new came."""
         with self._lock:

@@ -16,20 +16,20 @@ from __future__ import annotations
 import copy
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from stemcell.learning.buffer import SampleBuffer
+from stemcell.learning.buffer import BufferItem, SampleBuffer
 from stemcell.learning.codec import SparseUpdate, catch_up_update, decode, encode
 from stemcell.learning.coordinate_descent import Selection
 from stemcell.learning.published import JobStats, Published, model_logits, payload_kind, stack_items  # noqa: F401 - payload_kind is re-exported (callers import it from here)
 from stemcell.learning.rates import ASRState, ATRState, LabelledSample, RatesConfig, RatesState, rates_init
 from stemcell.learning.rates import step as rates_step
-from stemcell.learning.retrain import ContinualLearner, buffer_batches
+from stemcell.learning.retrain import Batch, ContinualLearner, buffer_batches
 from stemcell.learning.safety import holdout_count, safety_verdict
 from stemcell.models import AppModel, segment_hash
 
@@ -112,43 +112,49 @@ class AppJob:
         self.learner.version += 1
         self.history, self.encoded = {}, {}
 
-    def _scores(self, frames: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """(accuracy, BCE loss) against the teacher's labels of this app's column."""
-        logits, target = self.predict(frames), labels[:, self.target] > 0.5
+    def _score(self, items: list[BufferItem]) -> tuple[float, float] | None:
+        """(accuracy, BCE loss) of the deployed model against the teacher's labels of this app's column,
+        on buffered samples (None: none): the safety check's and the recent gains' measure."""
+        stacked = stack_items(items)
+        if stacked is None:
+            return None
+        logits, target = self.predict(stacked[0]), stacked[1][:, self.target] > 0.5
         loss = self.learner.loss_fn(torch.from_numpy(logits), torch.from_numpy(target.astype(np.float32)))
         return float(((logits > 0) == target).mean()), float(loss)
+
+    def _batches(self, buffer: SampleBuffer, before_s: float | None) -> list[Batch]:
+        """One phase's mini-batches from the buffer (samples older than `before_s` when given)."""
+        return buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
+                              targets=[self.target], input_size=self.config.input_size, mean=self.config.mean,
+                              std=self.config.std, before_s=before_s)
 
     def retrain(self, buffer: SampleBuffer) -> Published:
         """One phase of K steps on uniform mini-batches of the buffer; publish its sparse update,
         unless the safety check (`stemcell.learning.safety`) keeps the new model back."""
         started, cpu = time.perf_counter(), time.process_time()
         fresh_items = buffer.items(self.last_trained_s)
-        fresh = stack_items(fresh_items)
-        before = self._scores(*fresh)[0] if fresh is not None else None
+        before = self._score(fresh_items)
         held_items = fresh_items[len(fresh_items) - holdout_count(len(buffer), len(fresh_items), self.config.safety_holdout):]
-        held = stack_items(held_items)
-        deployed = self._scores(*held) if held is not None else None
+        deployed = self._score(held_items)
         saved = copy.deepcopy(self.learner.state_dict()) if deployed is not None else None
-        batches = buffer_batches(buffer, count=self.config.iterations, batch_size=self.config.batch_size, rng=self.rng,
-                                 targets=[self.target], input_size=self.config.input_size, mean=self.config.mean,
-                                 std=self.config.std, before_s=held_items[0].t_s if held_items else None)
+        batches = self._batches(buffer, held_items[0].t_s if held_items else None)
         result = self.learner.retrain(batches, self.config.iterations)
         verdict = None
-        if held is not None and deployed is not None and saved is not None:
-            new = self._scores(*held)
+        new = self._score(held_items) if deployed is not None else None
+        if deployed is not None and new is not None and saved is not None:
             verdict = safety_verdict(deployed[0], new[0], deployed[1], new[1], len(held_items))
             if not verdict.deploy:  # kept back: the phase never happened, as far as anyone serving knows
                 self.learner.load_state_dict(saved)
                 self.stats.kept_back += 1
         kept_back = verdict is not None and not verdict.deploy
-        after = self._scores(*fresh)[0] if fresh is not None else None
+        after = self._score(fresh_items)
         if not kept_back:
             self._remember(result.update, result.update_bytes)
         self.last_trained_s = buffer.latest_s
         published = Published(
             self.camera, self.app, self.version, float(buffer.latest_s or 0.0),
             0 if kept_back else len(result.update_bytes), 0.0 if kept_back else result.mask_fraction,
-            result.loss_before, result.loss_after, before, after,
+            result.loss_before, result.loss_after, None if before is None else before[0], None if after is None else after[0],
             time.perf_counter() - started, time.process_time() - cpu, kept_back, verdict)
         self._account(published)
         return published
@@ -233,16 +239,18 @@ class CameraSession:
     def t_update_s(self) -> float:
         return self.rates.atr.t_update_s if self.config.adaptive else self.config.rates.atr.base_s
 
-    def add_samples(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> int:
+    def add_samples(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray,
+                    boxes: Sequence[np.ndarray | None] | None = None) -> int:
         """Fold teacher-labelled samples in (time order); samples older than the newest are dropped.
 
         Dropping rather than failing keeps a retried upload (at-least-once delivery) harmless.
+        `boxes`: per sample the teacher's boxes (detect apps learn from them), when it gives any.
         """
         accepted = 0
-        for t, frame, y in zip(np.asarray(t_s, dtype=np.float64), frames, labels):
+        for t, frame, y, found in zip(np.asarray(t_s, dtype=np.float64), frames, labels, boxes or [None] * len(frames)):
             if self.buffer.latest_s is not None and t <= self.buffer.latest_s:
                 continue
-            self.buffer.add(float(t), frame, y)
+            self.buffer.add(float(t), frame, y, boxes=found)
             if self.config.adaptive:
                 self.rates = rates_step(self.rates, LabelledSample(float(t), tuple(float(v) for v in y)),
                                         self.config.rates)
@@ -254,11 +262,8 @@ class CameraSession:
         return self.jobs[app].due(self.buffer.latest_s, self.buffer.oldest_s, self.t_update_s, 1.0 / self.sampling_fps)
 
     def state_dict(self) -> dict[str, Any]:
-        items = self.buffer.items()
         return {
-            "t": torch.tensor([it.t_s for it in items], dtype=torch.float64),
-            "frames": torch.from_numpy(np.stack([it.frame for it in items])) if items else torch.zeros(0, dtype=torch.uint8),
-            "labels": torch.from_numpy(np.stack([it.labels for it in items])) if items else torch.zeros(0),
+            **self.buffer.state_dict(),
             "rates": {"asr": asdict(self.rates.asr), "atr": asdict(self.rates.atr)},
             "samples": self.samples,
             "jobs": {app: job.state_dict() for app, job in self.jobs.items()},
@@ -266,8 +271,7 @@ class CameraSession:
 
     def load_buffer_and_rates(self, state: dict[str, Any]) -> None:
         self.buffer = SampleBuffer(horizon_s=self.config.horizon_s, max_items=self.config.max_buffer)
-        for t, frame, y in zip(state["t"].tolist(), state["frames"].numpy(), state["labels"].numpy()):
-            self.buffer.add(t, frame, y)
+        self.buffer.load_state_dict(state)
         asr = dict(state["rates"]["asr"])
         if asr["previous_labels"] is not None:
             asr["previous_labels"] = tuple(asr["previous_labels"])
@@ -278,8 +282,11 @@ class CameraSession:
 class AmsTrainer:
     """All sessions of one retraining worker, served round-robin one phase at a time."""
 
-    def __init__(self, config: AmsConfig = AmsConfig()) -> None:
+    def __init__(self, config: AmsConfig = AmsConfig(), job_type: Callable[..., AppJob] | None = None) -> None:
+        """`job_type(camera, app, model, target, config, spec)`: builds each job (default `AppJob`;
+        `detect_learning.make_job` gives detect apps theirs)."""
         self.config = config
+        self.job_type = job_type or AppJob
         self.sessions: dict[str, CameraSession] = {}
         self.order: list[JobKey] = []  # round-robin order (registration order)
         self.cursor = 0  # index in `order` where the next search for a due job starts
@@ -298,7 +305,7 @@ class AmsTrainer:
             self.order.append((camera, app))
         elif self.has_job(camera, app, spec):
             return previous
-        job = session.jobs[app] = AppJob(camera, app, model, target, self.config, spec)
+        job = session.jobs[app] = self.job_type(camera, app, model, target, self.config, spec)
         if previous is not None:
             job.succeed(previous)
         return job
@@ -321,9 +328,10 @@ class AmsTrainer:
             raise KeyError(f"no retraining session for camera {camera!r}")
         return self.sessions[camera]
 
-    def add_samples(self, camera: str, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def add_samples(self, camera: str, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray,
+                    boxes: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
         session = self.session(camera)
-        accepted = session.add_samples(t_s, frames, labels)
+        accepted = session.add_samples(t_s, frames, labels, boxes)
         return {"accepted": accepted, **self.advice(camera)}
 
     def advice(self, camera: str) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class BufferItem:
     frame: np.ndarray  # uint8 RGB (H, W, 3)
     labels: np.ndarray  # float32 teacher labels, one per class
     key: int | None = None  # caller's id of the frame (e.g. its timeline index), to look up derived data
+    boxes: np.ndarray | None = None  # float32 (M, 5) label column, normalised x0, y0, x1, y1 (None: no boxes)
 
 
 class SampleBuffer:
@@ -42,13 +45,16 @@ class SampleBuffer:
     def oldest_s(self) -> float | None:
         return self._items[0].t_s if self._items else None
 
-    def add(self, t_s: float, frame: np.ndarray, labels: np.ndarray, key: int | None = None) -> None:
-        """Append one sample (timestamps must not go backwards), then evict what fell out."""
+    def add(self, t_s: float, frame: np.ndarray, labels: np.ndarray, key: int | None = None,
+            boxes: np.ndarray | None = None) -> None:
+        """Append one sample (timestamps must not go backwards), then evict what fell out. `boxes`: the
+        teacher's objects, for detect apps (`stemcell.learning.detect_learning`)."""
         if self._items and t_s < self._items[-1].t_s:
             raise ValueError(f"timestamps must be non-decreasing: {t_s} after {self._items[-1].t_s}")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"expected one uint8 RGB frame (H,W,3), got {frame.dtype} {frame.shape}")
-        self._items.append(BufferItem(float(t_s), frame, np.asarray(labels, dtype=np.float32), key))
+        found = None if boxes is None else np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+        self._items.append(BufferItem(float(t_s), frame, np.asarray(labels, dtype=np.float32), key, found))
         self.evict(t_s)
 
     def extend(self, t_s: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
@@ -84,3 +90,24 @@ class SampleBuffer:
     def items(self, since_s: float | None = None) -> list[BufferItem]:
         """The samples in time order; only those strictly after `since_s` when it is given."""
         return [it for it in self._items if since_s is None or it.t_s > since_s]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The samples as tensors only (checkpoints are read with `weights_only=True`); boxes as one
+        (sum M, 5) tensor and a count per sample (-1: the sample has no boxes)."""
+        items = list(self._items)
+        boxed = [it.boxes for it in items if it.boxes is not None]
+        return {
+            "t": torch.tensor([it.t_s for it in items], dtype=torch.float64),
+            "frames": torch.from_numpy(np.stack([it.frame for it in items])) if items else torch.zeros(0, dtype=torch.uint8),
+            "labels": torch.from_numpy(np.stack([it.labels for it in items])) if items else torch.zeros(0),
+            "boxes": torch.from_numpy(np.concatenate(boxed)) if boxed else torch.zeros((0, 5)),
+            "box_counts": torch.tensor([-1 if it.boxes is None else len(it.boxes) for it in items], dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Add the samples of `state_dict()` (a checkpoint from before boxes were kept: none have boxes)."""
+        counts = state["box_counts"].tolist() if "box_counts" in state else [-1] * len(state["t"])
+        boxes, start = state.get("boxes", torch.zeros((0, 5))).numpy(), 0
+        for t, frame, y, n in zip(state["t"].tolist(), state["frames"].numpy(), state["labels"].numpy(), counts):
+            self.add(t, frame, y, boxes=None if n < 0 else boxes[start : start + n])
+            start += max(n, 0)

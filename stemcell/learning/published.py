@@ -12,6 +12,7 @@ import torch
 from stemcell.learning.buffer import BufferItem
 from stemcell.learning.safety import SafetyVerdict
 from stemcell.models import AppModel, to_input
+from stemcell.models.detection import presence_logits
 
 if TYPE_CHECKING:
     from stemcell.learning.ams import AmsConfig
@@ -58,10 +59,12 @@ class JobStats:
 
 @torch.no_grad()
 def model_logits(model: AppModel, frames: np.ndarray, config: AmsConfig) -> np.ndarray:
-    """(N,) logits of a one-output app model on uint8 frames, preprocessed as the package trained."""
+    """(N,) logits of a one-output app model on uint8 frames, preprocessed as the package trained (a
+    detect app: its first class's presence, `stemcell.models.detection.presence_logits`)."""
     device = next(model.parameters()).device
     model.eval()
-    return model(to_input(frames, config.input_size, mean=config.mean, std=config.std).to(device))[:, 0].cpu().numpy()
+    output = model(to_input(frames, config.input_size, mean=config.mean, std=config.std).to(device))
+    return presence_logits(model, output)[:, 0].cpu().numpy()
 
 
 def stack_items(items: list[BufferItem]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -135,3 +135,22 @@ def decode(
     per_frame = torch.bincount(frame[kept], minlength=n).tolist()
     parts = (picked[kept].split(per_frame), confidence[kept].split(per_frame), cls[kept].split(per_frame))
     return [Detections(b, c, k_) for b, c, k_ in zip(*parts)]
+
+
+def presence_logits(model: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """A model's output read as per-class presence logits (N, outputs): unchanged for one-output heads;
+    for a detect head, each class's best heatmap cell against `DETECT_SCORE_THRESHOLD` (> 0 exactly when
+    decoding serves at least one box of the class: peak picking and NMS always keep the best peak).
+
+    Why: live agreement, drift and the zoo's safety checker score every app by "is the event on?"
+    against the teacher; a detect app's event is its count >= 1, known here without decoding boxes."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, DetectHead):
+        return output
+    best = output[:, : head.num_classes].amax(dim=(2, 3))
+    return best - torch.logit(torch.tensor(DETECT_SCORE_THRESHOLD, dtype=best.dtype, device=best.device))
+
+
+def model_task(model: nn.Module) -> str:
+    """The task an app model serves, read from its head: "detect" or "presence" (a one-output head)."""
+    return "detect" if isinstance(getattr(model, "head", None), DetectHead) else "presence"

@@ -6,11 +6,15 @@ job whose *next* window is expected to raise accuracy the most. Training curves 
 job that has converged (or whose model already fits its scene) stops receiving GPU time and the
 steep jobs get it instead; this approximately maximises the summed accuracy improvement (Eq. 1).
 
-The expected gain of a job's next window comes from a decaying curve fitted online to its observed
-per-window gains (`fit_gain_curve`): cumulative improvement after t windows is modelled as
-`level * (1 - rate**t)`, so window t gains `level * rate**t * (1 - rate)`. Fitting the *cumulative*
-curve (instead of taking the last gain, as Algorithm 1 does) averages out the noise of evaluating
-accuracy on a few dozen teacher-labelled frames and learns per job how fast its gains shrink.
+The expected gain of a job's next window comes from an estimator (`gain_curves`): by default
+("blend", the Planner's) the job's prior, how far its deployed model's agreement with the teacher
+dropped since its last update, shrunk towards by the gains measured since (Bayesian, the prior worth
+`prior_weight` windows); "curve" fits a decaying curve to the measured gains alone, "last" is
+Algorithm 1 literally, "prior" the prior alone. Measured gains alone are too noisy to rank jobs (a
+window's gain on a few dozen held-out labels after a few SGD steps; benchmarks/recl_slicing.py):
+the prior says which camera needs retraining before any GPU time is spent. Every job still gets
+`min_windows` windows of each update window first (the probe), so a camera the prior calls
+adapted is still trained a little and measured.
 
 Keep-best (optional, `run_micro_windows(checkpoints=...)`): a retraining job keeps its best
 checkpoint and rolls back a micro-window that lowered its held-out accuracy, so it never deploys a
@@ -33,72 +37,34 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
-# Candidate decay rates for the curve fit: a grid keeps the fit robust to negative and noisy gains
-# (no logarithms) and costs microseconds for the handful of points a job has.
-_RATE_GRID = np.linspace(0.02, 0.98, 49)
-
-
-@dataclass(frozen=True)
-class GainCurve:
-    """What a job is expected to gain from its next micro-windows."""
-
-    next: float  # expected accuracy gain of the next (first unobserved) micro-window
-    rate: float  # each further window is expected to gain `rate` times the previous one
-
-    def gain(self, ahead: int = 0) -> float:
-        """Expected gain of the window `ahead` windows after the next one."""
-        return self.next * self.rate**ahead
-
-
-def fit_gain_curve(gains: Sequence[float], prior_rate: float = 0.7) -> GainCurve | None:
-    """Least-squares fit of `level * (1 - rate**t)` to the cumulative sum of `gains`.
-
-    For each rate on a grid the best level is closed-form (the model is linear in it); the rate with
-    the smallest squared error wins, and the next window is expected to gain
-    `level * rate**n * (1 - rate)` after n observed windows. One observation cannot determine a
-    rate, so `prior_rate` is assumed (next gain = `gains[0] * prior_rate`). None: nothing observed.
-    """
-    if not gains:
-        return None
-    g = np.asarray(gains, dtype=float)
-    if len(g) == 1:
-        return GainCurve(next=float(g[0]) * prior_rate, rate=prior_rate)
-    cumulative = np.cumsum(g)
-    t = np.arange(1, len(g) + 1, dtype=float)
-    basis = 1.0 - _RATE_GRID[:, None] ** t[None, :]  # (rates, windows)
-    levels = basis @ cumulative / np.sum(basis * basis, axis=1)
-    errors = np.sum((levels[:, None] * basis - cumulative[None, :]) ** 2, axis=1)
-    best = int(np.argmin(errors))
-    rate = float(_RATE_GRID[best])
-    return GainCurve(next=float(levels[best]) * rate ** len(g) * (1.0 - rate), rate=rate)
-
-
-def last_gain_estimate(gains: Sequence[float], prior_rate: float = 0.7) -> GainCurve | None:
-    """Algorithm 1's literal estimator: every further window gains what the last one did.
-
-    `prior_rate` is accepted for a uniform estimator signature and not used: no decay is assumed.
-    """
-    if not gains:
-        return None
-    return GainCurve(next=float(gains[-1]), rate=1.0)
-
+from stemcell.scheduling.gain_curves import (
+    GainCurve,
+    blended_gain_curve,
+    fit_gain_curve,
+    last_gain_estimate,
+)
 
 GainEstimator = Callable[[Sequence[float], float], GainCurve | None]
 ESTIMATORS: dict[str, GainEstimator] = {"curve": fit_gain_curve, "last": last_gain_estimate}
 # "prior": a job's expected gain comes from its `prior_gain` (e.g. how far its agreement with the
 # teacher dropped since its last update), decaying by `prior_rate` per window it is granted; the
-# probes' measured gains are ignored (too noisy to rank jobs, see benchmarks/recl_slicing.py). A job
-# without a prior falls back to the curve fit.
-ESTIMATOR_NAMES = (*ESTIMATORS, "prior")
+# probes' measured gains are ignored. A job without a prior falls back to the curve fit.
+# "blend" (the default, the Planner's): the prior shrunk towards by the gains measured since
+# (`blended_gain_curve`); a job without a prior is planned from its measured gains, or, before any
+# window was measured, with the fleet's mean prior.
+ESTIMATOR_NAMES = (*ESTIMATORS, "prior", "blend")
 
 
-def expected_gain_curve(job: RetrainJob, estimator: str, prior_rate: float) -> GainCurve | None:
-    """The gain curve the gain-driven policy plans `job` with, by estimator name."""
-    if estimator == "prior" and job.prior_gain is not None:
-        return GainCurve(next=job.prior_gain * prior_rate**job.windows_used, rate=prior_rate)
-    return ESTIMATORS["curve" if estimator == "prior" else estimator](job.recent_gains, prior_rate)
+def expected_gain_curve(job: RetrainJob, ctx: SlicingContext) -> GainCurve | None:
+    """The gain curve the gain-driven policy plans `job` with, by `ctx.estimator`."""
+    if ctx.estimator == "blend":
+        unmeasured = job.windows_used == 0 and not job.recent_gains
+        prior = job.prior_gain if job.prior_gain is not None else ctx.fleet_prior() if unmeasured else None
+        return blended_gain_curve(job.recent_gains, prior, rate=ctx.prior_rate, weight=ctx.prior_weight,
+                                  first_window=job.windows_used - len(job.recent_gains))
+    if ctx.estimator == "prior" and job.prior_gain is not None:
+        return GainCurve(next=job.prior_gain * ctx.prior_rate**job.windows_used, rate=ctx.prior_rate)
+    return ESTIMATORS["curve" if ctx.estimator == "prior" else ctx.estimator](job.recent_gains, ctx.prior_rate)
 
 
 @dataclass(frozen=True)
@@ -119,8 +85,10 @@ class SlicingContext:
     windows_available: int  # micro-windows left in this update window
     window_s: float = 1.0  # micro-window length mu in seconds (one epoch over the job's frames in RECL)
     elapsed_windows: int = 0  # global micro-window counter: round-robin rotates with it across update windows
-    prior_rate: float = 0.7  # decay assumed for a job with a single observed gain
-    estimator: str = "curve"  # key of ESTIMATORS used by the gain-driven policy
+    prior_rate: float = 0.7  # decay per window of a job's expected gain (prior, blend; one observed gain)
+    estimator: str = "blend"  # how the gain-driven policy estimates gains (`ESTIMATOR_NAMES`)
+    prior_weight: float = 4.0  # "blend": windows of measured gains the prior is worth
+    min_windows: int = 1  # every job gets this many windows of the update window first (probe, check)
 
     def __post_init__(self) -> None:
         if self.windows_available < 0:
@@ -130,6 +98,13 @@ class SlicingContext:
             raise ValueError(f"job ids must be unique, got {ids}")
         if self.estimator not in ESTIMATOR_NAMES:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {sorted(ESTIMATOR_NAMES)}")
+        if self.prior_weight < 0 or self.min_windows < 0:
+            raise ValueError(f"prior_weight and min_windows must be >= 0, got {self.prior_weight}, {self.min_windows}")
+
+    def fleet_prior(self) -> float | None:
+        """Mean prior of the jobs that have one: the expectation for a job not measured yet."""
+        priors = [j.prior_gain for j in self.jobs if j.prior_gain is not None]
+        return sum(priors) / len(priors) if priors else None
 
 
 @dataclass(frozen=True)
@@ -138,8 +113,9 @@ class SliceDecision:
 
     grants: tuple[tuple[str, int], ...]  # (job_id, micro-windows granted) for every job, in context order
     order: tuple[str, ...]  # micro-window i trains order[i]; in-band callers run order[0] and re-plan
-    expected_gain: float  # summed predicted accuracy gain of the plan (unknown jobs count their prior or 0)
+    expected_gain: float  # summed predicted accuracy gain of the plan (unknown jobs count 0)
     window_s: float = 1.0  # micro-window length, to turn grants into GPU-seconds
+    next_gains: tuple[tuple[str, float | None], ...] = ()  # (job_id, expected gain of its next window); gain-driven only
 
     def windows_for(self, job_id: str) -> int:
         return dict(self.grants)[job_id]
@@ -148,56 +124,66 @@ class SliceDecision:
         return self.windows_for(job_id) * self.window_s
 
 
-def _decision(ctx: SlicingContext, order: Sequence[str], expected: float) -> SliceDecision:
+def _decision(ctx: SlicingContext, order: Sequence[str], expected: float,
+              next_gains: Sequence[tuple[str, float | None]] = ()) -> SliceDecision:
     counts = {j.job_id: 0 for j in ctx.jobs}
     for job_id in order:
         counts[job_id] += 1
-    return SliceDecision(tuple(counts.items()), tuple(order), float(expected), ctx.window_s)
+    return SliceDecision(tuple(counts.items()), tuple(order), float(expected), ctx.window_s, tuple(next_gains))
 
 
 def gain_driven_slicing(ctx: SlicingContext) -> SliceDecision:
-    """RECL Algorithm 1: probe every unprofiled job once, then greedily follow the best expected gain.
+    """RECL Algorithm 1: every job's minimum windows first, then greedily the best expected gain.
 
-    Jobs with `windows_used == 0` get one probe window first, in context order (Algorithm 1 lines
-    10-12); if there are fewer windows than such jobs, the first ones in context order are probed.
-    The remaining windows go one by one to the job with the highest expected gain of its next
-    window, each job's curve advancing as the plan grants it windows. Equal expected gains (e.g.
-    several jobs whose accuracy did not move) go to the job with fewer windows so far, then to the
-    earlier job, so a flat tie is shared rather than handed to the first job every time. A job known
-    only by `prior_gain` is planned with that prior after its probe.
+    Jobs with fewer than `ctx.min_windows` windows so far get theirs first, one round over the jobs
+    at a time (with the default 1: Algorithm 1's probe of every unprofiled job, lines 10-12, which
+    also checks a job whose prior says it needs nothing, e.g. a static camera); if the windows run
+    out (more jobs than windows in a Planner round), jobs known by nothing, then those with the
+    highest expected gain, then the earlier ones in context order get them. The remaining windows go one
+    by one to the job with the highest expected gain of its next window (`expected_gain_curve`),
+    each job's curve advancing as the plan grants it windows. Equal expected gains (e.g. several
+    jobs whose accuracy did not move) go to the job with fewer windows so far, then to the earlier
+    job, so a flat tie is shared rather than handed to the first job every time.
     """
     order: list[str] = []
     expected = 0.0
-    heap: list[tuple[float, int, int, int]] = []  # (-expected gain, windows so far, job position, windows ahead)
-    curves: dict[int, GainCurve | None] = {}
+    curves = {pos: expected_gain_curve(job, ctx) for pos, job in enumerate(ctx.jobs)}
+    ahead = {pos: 0 for pos in curves}  # windows of its curve this plan already granted each job
     budget = ctx.windows_available
-    for pos, job in enumerate(ctx.jobs):
-        curve = expected_gain_curve(job, ctx.estimator, ctx.prior_rate)
-        used = job.windows_used
-        if used == 0 and budget > 0:
-            order.append(job.job_id)
-            budget -= 1
-            used = 1
-            expected += job.prior_gain or 0.0
-            if job.prior_gain is not None:
-                curve = GainCurve(next=job.prior_gain * ctx.prior_rate, rate=ctx.prior_rate)
-        curves[pos] = curve
-        if curve is not None:
-            heapq.heappush(heap, (-curve.gain(0), used, pos, 0))
+    # the minimum windows' order: jobs known by nothing first (Algorithm 1 probes them), then by
+    # expected gain, then context order; it matters only when the windows run out first
+    def priority(pos: int) -> tuple[bool, float, int]:
+        curve = curves[pos]
+        return curve is not None, -curve.next if curve is not None else 0.0, pos
+
+    first = sorted(curves, key=priority)
+    for round_ in range(ctx.min_windows):
+        for pos in first:
+            job = ctx.jobs[pos]
+            if job.windows_used <= round_ and budget > 0:
+                order.append(job.job_id)
+                budget -= 1
+                curve = curves[pos]
+                expected += curve.gain(ahead[pos]) if curve is not None else 0.0
+                ahead[pos] += 1
+    heap = [(-c.gain(ahead[pos]), ctx.jobs[pos].windows_used + ahead[pos], pos, ahead[pos])
+            for pos, c in curves.items() if c is not None]  # (-expected gain, windows so far, position, ahead)
+    heapq.heapify(heap)
     while budget > 0 and heap:
-        neg_gain, used, pos, ahead = heapq.heappop(heap)
+        neg_gain, used, pos, step = heapq.heappop(heap)
         order.append(ctx.jobs[pos].job_id)
         expected -= neg_gain
         budget -= 1
         curve = curves[pos]
         assert curve is not None
-        heapq.heappush(heap, (-curve.gain(ahead + 1), used + 1, pos, ahead + 1))
+        heapq.heappush(heap, (-curve.gain(step + 1), used + 1, pos, step + 1))
     # Windows are always spent (idle GPU time helps no one), even when every expected gain is <= 0.
     # Budget is left only when no job has a curve yet (all unknown, just probed): spread it
     # round-robin; in-band re-planning replaces this guess once the probes are measured.
     unknown = [ctx.jobs[pos].job_id for pos, curve in curves.items() if curve is None]
     order += [unknown[i % len(unknown)] for i in range(budget)] if unknown else []
-    return _decision(ctx, order, expected)
+    next_gains = [(job.job_id, c.next if (c := curves[pos]) is not None else None) for pos, job in enumerate(ctx.jobs)]
+    return _decision(ctx, order, expected, next_gains)
 
 
 def round_robin_slicing(ctx: SlicingContext) -> SliceDecision:
@@ -324,10 +310,9 @@ def run_micro_windows(
     *,
     elapsed_windows: int = 0,
     window_s: float = 1.0,
-    estimator: str = "curve",
-    prior_rate: float = 0.7,
     checkpoints: Checkpoints | None = None,
     prior_gains: Mapping[str, float] | None = None,
+    **planning: object,
 ) -> SlicingRun:
     """Execute one update window in-band: plan, train `order[0]` for one micro-window, re-plan.
 
@@ -342,7 +327,9 @@ def run_micro_windows(
     beats the current one on the labelled frames). The policy then sees each window's gain over
     the best so far (0 for a rolled-back window). This is job mechanics, the same for every policy.
 
-    `prior_gains[job]` is the job's `prior_gain` in every planning context (estimator "prior").
+    `prior_gains[job]` is the job's `prior_gain` in every planning context (estimators "prior",
+    "blend"); `planning` are further `SlicingContext` fields (estimator, prior_rate, prior_weight,
+    min_windows).
     """
     tracker = JobGainTracker(keep_best=checkpoints is not None, priors=dict(prior_gains or {}))
     for job_id, acc in initial_accuracy.items():
@@ -354,9 +341,7 @@ def run_micro_windows(
     gains: list[float] = []
     for i in range(windows):
         ctx = tracker.context(
-            job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i,
-            estimator=estimator, prior_rate=prior_rate,
-        )
+            job_ids, windows - i, window_s=window_s, elapsed_windows=elapsed_windows + i, **planning)
         plan = policy(ctx)
         if not plan.order:
             break

@@ -101,6 +101,7 @@ class CrossCameraBatcher(Generic[T, R]):
         self._latencies_ms: deque[float] = deque(maxlen=window)
         self._seconds_per_frame = 0.0  # EWMA of run time per frame (for Retry-After)
         self._requests = self._frames = self._batches = 0
+        self._flush = False  # a complete batch is queued: `_fill` stops waiting for more
 
     @property
     def queued_frames(self) -> int:
@@ -108,16 +109,35 @@ class CrossCameraBatcher(Generic[T, R]):
 
     async def submit(self, item: T, frames: int) -> R:
         """Queue `item` (worth `frames` frames) and wait for its result."""
-        if self._queued_frames + frames > self.max_queue_frames and self._queue:
+        (future,) = self._enqueue([item], [frames])
+        return await future
+
+    async def submit_many(self, items: Sequence[T], frames: Sequence[int], *,
+                          complete: bool = False) -> list[R | BaseException]:
+        """Queue several items at once (one caller's batch, e.g. an interval's pulled frames of many
+        cameras) and wait for all: one check against the queue bound, no task per item, and each
+        item's result or its own exception in its slot (one bad camera fails only itself).
+        `complete`: the items are a whole batch already (the caller gathered them), so the batch
+        that takes them runs at once instead of waiting `max_wait_ms` for more."""
+        futures = self._enqueue(items, frames)
+        self._flush = self._flush or complete
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    def _enqueue(self, items: Sequence[T], frames: Sequence[int]) -> list[asyncio.Future[R]]:
+        """Queue `items` (all or none: `Overloaded` past the bound) and start the serving loop if needed."""
+        total = sum(frames)
+        if self._queued_frames + total > self.max_queue_frames and self._queue:
             drain = self._queued_frames * self._seconds_per_frame
             raise Overloaded(self._queued_frames, max(drain, self.max_wait_s, 0.05))
+        loop = asyncio.get_running_loop()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, frames, future, self._clock()))
-        self._queued_frames += frames
+            self._loop_task = loop.create_task(self._serve())
+        now = self._clock()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._queue.extend(_Pending(item, n, future, now) for item, n, future in zip(items, frames, futures))
+        self._queued_frames += total
         self._arrived.set()
-        return await future
+        return futures
 
     async def _serve(self) -> None:
         while True:
@@ -126,12 +146,13 @@ class CrossCameraBatcher(Generic[T, R]):
                 await self._arrived.wait()
             await self._fill(self._clock() + self.max_wait_s)
             batch = self._take()
+            self._flush = False
             if batch:
                 await self._dispatch(batch)
 
     async def _fill(self, deadline: float) -> None:
         """Wait until `max_batch` frames are queued or the deadline (from the first request) passes."""
-        while self._queued_frames < self.max_batch:
+        while self._queued_frames < self.max_batch and not self._flush:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return

@@ -4,13 +4,16 @@ Models fine-tuned per app or per camera hold matching layers (`stemcell.sharing.
 different weights, so they cannot be stored once as they are. Gemel's answer, followed here:
 1. candidates: a group of matching units, one per model (k-th unit of a signature in each model);
 2. greedy: try the candidate that saves the most bytes first (memory is dominated by few big layers);
-   a group that fails is split in two by weight distance and its halves go back into the queue;
+   a group that fails is tried again without the models that missed their target (Gemel's
+   incremental choice of who shares, `retry_subsets`), or split in two by weight distance;
 3. tie: every member points at one module (one `nn.Parameter` per tensor, one copy in memory),
    initialised from the medoid member's weights or the members' mean (`MergeConfig.init`);
-4. retrain jointly every model that shares anything with the group, for at most `max_epochs`,
-   checking held-out accuracy after each epoch; keep the merge as soon as every model is within
-   `tolerance_points` of its unmerged accuracy (or its explicit target), otherwise roll back to the
-   checkpoint taken before the step;
+4. check the tied weights as they start (epoch 0: the mean of models fine-tuned from one base often
+   serves them all), then retrain jointly every model that shares anything with the group, each from
+   its lowest tied segment up on the cached activation below it (`joint_train`), one batch of every
+   model per optimiser step, tied units at a smaller learning rate, for at most `max_epochs`; stop
+   as soon as every model is within `tolerance_points` of its unmerged validation accuracy (or its
+   explicit target), otherwise roll back to the checkpoint taken before the step;
 5. stop when no candidate is left or the time budget is spent.
 Tied segments are byte-identical afterwards, so the `ModuleStore` of a stem tree stores them once
 and the executors' memory accounting reflects the merge without any special case.
@@ -19,46 +22,28 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 
 from stemcell.models import AppModel
+from stemcell.sharing.joint_train import (
+    Init,
+    MergeConfig,
+    ModelData,
+    Suffix,
+    accuracy_points,
+    prefix_features,
+    train_jointly,
+)
 from stemcell.sharing.matching import Unit, model_units
-from stemcell.training.loop import balanced_pos_weight, batched
 
 log = logging.getLogger(__name__)
 Member = tuple[int, str]  # (model index, unit path)
-Init = Literal["medoid", "mean"]  # where a tied unit's weights start (`tie`)
-
-
-@dataclass(frozen=True)
-class ModelData:
-    """One model's labelled frames: what its learner buffers or M-Trainer already holds."""
-
-    train_x: torch.Tensor  # model inputs (N, C, H, W)
-    train_y: torch.Tensor  # 0/1 float targets (N, outputs)
-    val_x: torch.Tensor  # held-out inputs: accuracy targets are checked here
-    val_y: torch.Tensor
-
-
-@dataclass(frozen=True)
-class MergeConfig:
-    tolerance_points: float = 1.0  # target = unmerged held-out accuracy - this (accuracy in points)
-    max_epochs: int = 3  # joint-retraining epochs per merge step (the bound)
-    lr: float = 1e-3
-    batch_size: int = 32
-    budget_s: float = 600.0  # wall-clock budget of the whole merge
-    seed: int = 0
-    init: Init = "medoid"  # a tied unit starts from the medoid member's weights or the members' mean
-    presplit_ratio: float | None = None  # split two-cluster groups before trying them (`presplit`); None: never
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -164,7 +149,8 @@ def _flat(unit: nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().float().flatten() for t in unit.state_dict().values()])
 
 
-def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid") -> nn.Module:
+def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid",
+        frames: Sequence[int] | None = None) -> nn.Module:
     """Point every member at one member's module: afterwards they are one set of tensors.
 
     The module kept is the medoid's (least summed weight distance to the others): the starting point
@@ -172,14 +158,20 @@ def tie(models: Sequence[nn.Module], candidate: Candidate, init: Init = "medoid"
     `init="mean"` its floating-point tensors (weights, BatchNorm statistics) then take the members'
     average: models fine-tuned from one base stay in one basin, where the average serves all of them
     better than any one member does (weight averaging, "model soups"); integer counters stay the medoid's.
+    With `init="most_data"` the member whose model has the most training frames (`frames`, per model
+    index) is kept as it is: its weights saw the most of the world, the others adapt to them.
     """
     units = [get_unit(models[i], p) for i, p in candidate.members]
-    flat = [_flat(u) for u in units]
-    medoid = min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))
-    shared = units[medoid]
+    if init == "most_data":
+        if frames is None:
+            raise ValueError('init="most_data" needs the training frames per model')
+        shared = units[max(range(len(units)), key=lambda k: frames[candidate.members[k][0]])]
+    else:
+        flat = [_flat(u) for u in units]
+        shared = units[min(range(len(flat)), key=lambda k: sum(float((flat[k] - f).norm()) for f in flat))]
     if init == "mean":
         states = [u.state_dict() for u in units]
-        mean = {k: torch.stack([st[k] for st in states]).mean(0) for k, t in states[medoid].items()
+        mean = {k: torch.stack([st[k] for st in states]).mean(0) for k, t in shared.state_dict().items()
                 if t.is_floating_point()}
         with torch.no_grad():
             for k, t in shared.state_dict().items():
@@ -211,51 +203,36 @@ def sharing_closure(groups: Sequence[Candidate], start: set[int]) -> list[int]:
     return sorted(closure)
 
 
-@torch.no_grad()
-def accuracy_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Held-out frame accuracy in points (logit > 0 means present)."""
-    was_training = model.training
-    model.eval()
-    logits = batched(model, x)
-    model.train(was_training)
-    return 100.0 * float(((logits > 0).float() == y).float().mean())
+def retry_subsets(candidate: Candidate, step: MergeStep, units: Sequence[nn.Module]) -> list[Candidate]:
+    """What to try after `candidate` failed in `step` (Gemel's incremental choice of who shares).
 
-
-def train_jointly(models: Sequence[nn.Module], data: Sequence[ModelData], epochs: int, cfg: MergeConfig,
-                  generator: torch.Generator, frozen: Sequence[nn.Module] = ()) -> None:
-    """`epochs` passes of summed per-model BCE, one Adam over the union of their parameters.
-
-    Shared tensors get the gradient of every model using them (autograd sums them), which is what
-    makes one set of weights serve all. `frozen` modules keep their weights and BatchNorm statistics.
+    The members whose models missed their target are taken out and the rest tried again (the
+    others met theirs with the group, so without the misfits they most likely still do); the
+    misfits may still share among themselves. When none of the members missed (a model that only
+    shares other units with them did) or too few would be left, the group is split by weight
+    distance (`split_by_distance`) instead.
     """
-    frozen_params = [p for m in frozen for p in m.parameters() if p.requires_grad]
-    frozen_ids = {id(p) for p in frozen_params}
-    params = list({id(p): p for m in models for p in m.parameters() if id(p) not in frozen_ids}.values())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    losses = [nn.BCEWithLogitsLoss(pos_weight=balanced_pos_weight(d.train_y)) for d in data]
-    steps = max(math.ceil(len(d.train_x) / cfg.batch_size) for d in data)
-    for m in models:
-        m.train()
-    for m in frozen:
-        m.eval()
-    for p in frozen_params:
-        p.requires_grad_(False)
-    try:
-        for _ in range(epochs):
-            orders = [torch.randperm(len(d.train_x), generator=generator) for d in data]
-            for s in range(steps):
-                total = torch.zeros(())
-                for m, d, order, loss_fn in zip(models, data, orders, losses):
-                    idx = order[(s * cfg.batch_size) % len(order):][: cfg.batch_size]
-                    total = total + loss_fn(m(d.train_x[idx]), d.train_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-    finally:
-        for p in frozen_params:
-            p.requires_grad_(True)
-        for m in models:
-            m.eval()
+    missed = {i for i, a, t in zip(step.models, step.accuracy, step.targets) if a < t}
+    fits = tuple(m for m in candidate.members if m[0] not in missed)
+    misfits = tuple(m for m in candidate.members if m[0] in missed)
+    if len(fits) < 2 or not misfits:
+        return split_by_distance(candidate, units)
+    return [Candidate(candidate.signature, side, candidate.unit_bytes) for side in (fits, misfits) if len(side) > 1]
+
+
+def stalled(shortfalls: Sequence[float], patience: int | None) -> bool:
+    """Whether the last `patience` epochs brought the models no closer to their targets (summed
+    points missing after each check, epoch 0 first): more epochs are then unlikely to help and the
+    step is given up early (Gemel's early stop of hopeless merges). `None`: never."""
+    if patience is None or len(shortfalls) <= patience:
+        return False
+    return min(shortfalls[-patience:]) >= min(shortfalls[:-patience])
+
+
+def segment_index(model: AppModel, path: str) -> int:
+    """Position in execution order (stem segments, then upper ones) of the segment holding unit `path`."""
+    kind, index = path.split(".")[:2]
+    return int(index) + (len(model.stem) if kind == "upper" else 0)
 
 
 class JointMerger:
@@ -287,8 +264,7 @@ class JointMerger:
         candidates = merge_candidates(units, exclude=frozen)
         if self.cfg.presplit_ratio is not None:
             candidates = sorted((h for c in candidates for h in presplit(
-                c, [get_unit(self.models[i], p) for i, p in c.members], self.cfg.presplit_ratio)),
-                key=lambda c: -c.bytes_saved)  # stable: the greedy order is kept among equals
+                c, self._units(c), self.cfg.presplit_ratio)), key=lambda c: -c.bytes_saved)  # stable: order kept
         if not candidates:
             log.info("no matching layers among %d models: nothing to merge, models left alone", len(self.models))
         groups: list[Candidate] = []
@@ -306,43 +282,62 @@ class JointMerger:
             elif step.reason == "budget":
                 stopped = "budget"
                 break
-            else:  # the halves of a failed group may each find weights that serve them
-                halves = split_by_distance(candidate, [get_unit(self.models[i], p) for i, p in candidate.members])
-                candidates = sorted([*candidates, *halves], key=lambda c: -c.bytes_saved)  # stable: order kept
+            else:  # a subset of the group may still find weights that serve it
+                retry = retry_subsets(candidate, step, self._units(candidate))
+                candidates = sorted([*candidates, *retry], key=lambda c: -c.bytes_saved)  # stable: order kept
         accuracy = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(self.models, self.data))
         return MergeResult(self.models, groups, steps, self.baseline, self.targets, accuracy, stopped,
                            self.clock() - started, [s.candidate for s in steps if not s.accepted])
 
+    def _units(self, candidate: Candidate) -> list[nn.Module]:
+        return [get_unit(self.models[i], p) for i, p in candidate.members]
+
+    def _retrained(self, ids: Sequence[int], tied: Sequence[Candidate]) -> tuple[list[nn.Module], list[ModelData]]:
+        """What the step trains and checks: each model from its lowest tied segment up, on the cached
+        activation entering it (`cfg.cache_prefix`), or the whole models on their frames."""
+        if not self.cfg.cache_prefix:
+            return [self.models[i] for i in ids], [self.data[i] for i in ids]
+        nets, data = [], []
+        for i in ids:
+            model, d = self.models[i], self.data[i]
+            start = min(segment_index(model, p) for g in tied for j, p in g.members if j == i)
+            nets.append(Suffix(model, start))
+            data.append(ModelData(prefix_features(model, start, d.train_x), d.train_y,
+                                  prefix_features(model, start, d.val_x), d.val_y))
+        return nets, data
+
     def _try(self, candidate: Candidate, groups: Sequence[Candidate], started: float) -> MergeStep:
-        """Checkpoint, tie, retrain epoch by epoch until every target holds; roll back otherwise."""
+        """Checkpoint, tie, check, retrain epoch by epoch until every target holds; roll back otherwise."""
         t0 = self.clock()
         ids = sharing_closure([*groups, candidate], {i for i, _ in candidate.members})
         checkpoint = copy.deepcopy([self.models[i] for i in ids])  # one deepcopy keeps ties among them
-        tie(self.models, candidate, self.cfg.init)
-        models = [self.models[i] for i in ids]
-        data = [self.data[i] for i in ids]
+        tie(self.models, candidate, self.cfg.init, [len(d.train_x) for d in self.data])
+        tied = [g for g in (*groups, candidate) if g.members[0][0] in ids]
+        shared = list({id(u): u for g in tied for u in self._units(g)}.values())
+        nets, data = self._retrained(ids, tied)
         targets = tuple(self.targets[i] for i in ids)
-        reached: tuple[float, ...] = ()
-        reason, epochs = "target missed", 0
-        while epochs < self.cfg.max_epochs:
+        reason, epochs, shortfalls = "target missed", 0, []
+        while True:  # epoch 0 checks the tied weights as they start (the members' mean often serves all)
+            reached = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(nets, data))
+            shortfalls.append(sum(max(0.0, t - a) for a, t in zip(reached, targets)))
+            if shortfalls[-1] == 0.0:
+                reason = "target met"
+                break
+            if epochs >= self.cfg.max_epochs or stalled(shortfalls, self.cfg.patience):
+                break
             if self.clock() - started >= self.cfg.budget_s:
                 reason = "budget"
                 break
-            train_jointly(models, data, 1, self.cfg, self._generator)
+            train_jointly(nets, data, 1, self.cfg, self._generator, tied=shared)
             epochs += 1
-            reached = tuple(accuracy_points(m, d.val_x, d.val_y) for m, d in zip(models, data))
-            if all(a >= t for a, t in zip(reached, targets)):
-                reason = "target met"
-                break
         accepted = reason == "target met"
         if not accepted:
             for i, original in zip(ids, checkpoint):
                 self.models[i] = original
-            worst = min(range(len(ids)), key=lambda k: reached[k] - targets[k]) if reached else None
-            log.warning(
-                "merge of %s over models %s rolled back (%s) after %d epochs%s", candidate.members[0][1], ids, reason,
-                epochs, f": model {ids[worst]} reached {reached[worst]:.1f} points < target {targets[worst]:.1f}"
-                if worst is not None else "")
+            worst = min(range(len(ids)), key=lambda k: reached[k] - targets[k])
+            log.warning("merge of %s over models %s rolled back (%s) after %d epochs: model %d reached %.1f points "
+                        "< target %.1f", candidate.members[0][1], ids, reason, epochs, ids[worst], reached[worst],
+                        targets[worst])
         else:
             log.info("merged %s across %d models (saves %d bytes) after %d epochs", candidate.members[0][1],
                      len(candidate.members), candidate.bytes_saved, epochs)

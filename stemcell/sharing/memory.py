@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from stemcell.sharing.merger import module_bytes, module_params
+from stemcell.sharing.swapping import swap_view
 from stemcell.sharing.stem_tree import LeafKey, Rows, StemTree, TreeNode
 
 
@@ -115,6 +116,7 @@ class MemoryReport:
     batch_size: int  # frames in the probe forward
     activation: ActivationBytes
     cuda_max_memory_allocated: int | None  # peak during the probe forward (weights included); None on CPU
+    swap: dict[str, int] | None = None  # a swapping tree's plan (`swapping.swap_view`); None: all resident
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -147,4 +149,5 @@ def memory_report(
         batch_size=len(x),
         activation=activation,
         cuda_max_memory_allocated=peak,
+        swap=swap_view(tree),
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from stemcell.sharing.swapping import LayerUse, MemoryCapTooSmall, plan_residency
+from stemcell.sharing.swap_plan import LayerUse, MemoryCapTooSmall, plan_residency
 
 Action = Literal["merge_more", "deeper_branchpoint", "swap"]
 PREFERENCE: tuple[Action, ...] = ("merge_more", "deeper_branchpoint", "swap")

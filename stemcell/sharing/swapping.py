@@ -1,158 +1,40 @@
 """Layer swapping under a memory cap: what still does not fit after merging is streamed in per batch.
 
-The stem tree's weights stay in host memory (pinned on CUDA). A residency plan keeps the most-used
-layers on the device for good (a layer used by many apps would otherwise be copied for each batch);
-every other layer is copied in just before it runs, in the order the tree executes, on a separate
-copy stream so that copying layer k+1 overlaps computing layer k (double buffering: two swapped
-layers in flight at most). On the CPU the "copy" is a plain clone, which keeps the bookkeeping (and
-its tests) identical without a GPU. It is done in line: with a copy thread layer swap measured
-0.52-0.67x whole-model swap, against 1.32x in line (separate runs on a shared 2-core box: a per-layer
-hand-off costs more than the memcpy, the clone competes with compute for the same cores, and there
-is no copy engine to overlap with). Nor can the CPU show the PCIe cost: a
-host memcpy is far cheaper per byte than a host-to-device copy, so CPU frames/s understate what
-swapping costs on a GPU, and `copied_bytes` per batch is the portable measure.
+The stem tree's weights stay in host memory, each swapped layer packed into one flat buffer (pinned
+on CUDA). A residency plan keeps the most-used layers on the device for good (a merged layer used
+by six models would otherwise be copied six times per batch); every other layer is copied in just
+before it runs, in the order the tree executes, into one of two preallocated device slots, so that
+copying layer k+1 (a side stream on CUDA) overlaps computing layer k. Each layer is one `copy_` of
+its flat buffer into a slot, and runs as a ready module whose tensors are views into that slot: no
+allocation, no per-call re-parametrisation (`functional_call` cost more than a small layer's
+compute on the CPU). On the CPU the copy is the same memcpy into a preallocated buffer, in line: a
+copy thread measured slower on a shared 2-core box (the hand-off costs more than the memcpy, and
+there is no copy engine to overlap with). A host memcpy is far cheaper per byte than PCIe, so CPU
+frames/s understate what copying costs on a GPU; `copied_bytes` per batch is the portable measure.
 
-The seed's baseline, whole-model swapping, is `ModelSwapExecutor`: each model's full weights are
-copied in before it runs (the most-used models resident), which pays again for every layer models
-share. Both run the same modules through `torch.func.functional_call`, so their results equal a
-fully resident tree's.
+The seed's baseline, whole-model swapping, is `ModelSwapExecutor`: every model is its own unit, so
+its full weights (merged layers included) are copied in before it runs, with the same slots, the
+same flat buffers and the same copy path, and models that fit stay resident. Both return what a
+fully resident tree returns.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from stemcell.models import AppModel
 from stemcell.sharing.stem_tree import LeafKey, Observer, PreparedBranch, Rows, StemTree, TreeNode
+from stemcell.sharing.swap_plan import ResidencyPlan, Ready, Swapper, then
+
+if TYPE_CHECKING:
+    from stemcell.accel import DevicePath
 
 log = logging.getLogger(__name__)
-Tensors = dict[str, torch.Tensor]
-
-
-class MemoryCapTooSmall(ValueError):
-    """Not even the swapping buffers fit: the plan must be refused or changed (see `memory_fit`)."""
-
-
-@dataclass(frozen=True)
-class LayerUse:
-    key: str  # what is stored once (a module digest, or a model for whole-model swapping)
-    bytes: int  # its weights
-    uses: int  # executions per batch when every app is due (apps depending on it)
-
-
-@dataclass(frozen=True)
-class ResidencyPlan:
-    resident: frozenset[str]  # kept on the device
-    swapped: frozenset[str]  # copied in per use
-    resident_bytes: int
-    staging_bytes: int  # the `slots` largest swapped items (in use + prefetching)
-    cap_bytes: int
-    slots: int  # swapped items in flight at once: 2 overlaps copy and compute, 1 does not
-
-    @property
-    def peak_bytes(self) -> int:
-        return self.resident_bytes + self.staging_bytes
-
-
-def _staging(sizes: Sequence[int], slots: int = 2) -> int:
-    return sum(sorted(sizes, reverse=True)[:slots])
-
-
-def plan_residency(items: Sequence[LayerUse], cap_bytes: int, slots: int = 2) -> ResidencyPlan:
-    """Most-used first (then largest, see `_plan`): keep an item resident while the
-    resident bytes plus the staging buffers the remaining swapped items need stay within the cap.
-
-    When `slots` staging buffers do not fit, fewer are planned (1: no copy/compute overlap) before
-    giving up: a slower plan beats no plan.
-    """
-    for n in range(slots, 0, -1):
-        try:
-            return _plan(items, cap_bytes, n)
-        except MemoryCapTooSmall:
-            if n == 1:
-                raise
-    raise ValueError(f"slots must be >= 1, got {slots}")
-
-
-def _plan(items: Sequence[LayerUse], cap_bytes: int, slots: int) -> ResidencyPlan:
-    """Greedy by uses (each resident byte saves `uses` copied bytes per batch), then largest first: of
-    equally used layers the large ones save the most copying and shrink the staging buffers."""
-    resident: set[str] = set()
-    used = 0
-    for item in sorted(items, key=lambda i: (-i.uses, -i.bytes, i.key)):
-        rest = [i.bytes for i in items if i.key not in resident and i.key != item.key]
-        if used + item.bytes + _staging(rest, slots) <= cap_bytes:
-            resident.add(item.key)
-            used += item.bytes
-    swapped = frozenset(i.key for i in items if i.key not in resident)
-    staging = _staging([i.bytes for i in items if i.key in swapped], slots)
-    if used + staging > cap_bytes:
-        raise MemoryCapTooSmall(f"cap of {cap_bytes} bytes cannot hold even {slots} swap buffers ({staging} bytes)")
-    return ResidencyPlan(frozenset(resident), swapped, used, staging, cap_bytes, slots)
-
-
-def module_tensors(module: nn.Module) -> Tensors:
-    """Every parameter and buffer by name: what `functional_call` needs to run `module` elsewhere."""
-    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
-
-
-Ready = Callable[[], list[Tensors]]  # waits for a copy started by `_Copier.start`, returns the copies
-
-
-class _Copier:
-    """Host -> device copies: pinned sources and a side stream on CUDA, plain clones on the CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.stream = torch.cuda.Stream(device) if self.cuda else None
-        self.copied_bytes = 0
-
-    def host(self, module: nn.Module) -> Tensors:
-        return {k: (t.detach().pin_memory() if self.cuda else t.detach()) for k, t in module_tensors(module).items()}
-
-    def start(self, host: Sequence[Tensors]) -> Ready:
-        """Begin copying while the caller computes; call the result when the copies are needed."""
-        self.copied_bytes += sum(t.numel() * t.element_size() for h in host for t in h.values())
-        if self.stream is None:
-            clones = [{k: t.clone() for k, t in h.items()} for h in host]
-            return lambda: clones
-        # sources are pinned and never written: no need to wait for compute
-        with torch.cuda.stream(self.stream):
-            out = [{k: t.to(self.device, non_blocking=True) for k, t in h.items()} for h in host]
-            event = torch.cuda.Event()
-            event.record(self.stream)
-
-        def ready() -> list[Tensors]:
-            """Make the compute stream wait for the copy, and keep the memory alive until it used it."""
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(event)
-            for h in out:
-                for t in h.values():
-                    t.record_stream(stream)
-            return out
-        return ready
-
-    def resident(self, module: nn.Module) -> nn.Module:
-        """A device copy kept for good, called directly (no per-call re-parametrisation)."""
-        return copy.deepcopy(module).to(self.device)
-
-
-def _digest_uses(tree: StemTree) -> list[LayerUse]:
-    uses: dict[str, int] = {}
-    size: dict[str, int] = {}
-    for node in tree.nodes():
-        uses[node.digest] = uses.get(node.digest, 0) + len(node.leaves)
-        size[node.digest] = sum(t.numel() * t.element_size() for t in module_tensors(node.module).values())
-    return [LayerUse(d, size[d], uses[d]) for d in uses]
 
 
 class SwappingStemTree(StemTree):
@@ -168,42 +50,60 @@ class SwappingStemTree(StemTree):
         super().__init__(num_segments, "cpu", dtype)
         self.compute_device = torch.device(device)
         self.cap_bytes = cap_bytes
-        self.plan: ResidencyPlan | None = None
-        self.swap_log: list[TreeNode] = []  # swapped nodes in the order their copies were issued
-        self._copier = _Copier(self.compute_device)
-        self._resident: dict[str, nn.Module] = {}
-        self._host: dict[str, Tensors] = {}
+        # the last swapped nodes in the order their copies were issued (bounded: executors run for months)
+        self.swap_log: deque[TreeNode] = deque(maxlen=4096)
+        self._swapper: Swapper | None = None
         self._queue: deque[TreeNode] = deque()
-        self._inflight: dict[TreeNode, Ready] = {}
+        self._inflight: dict[TreeNode, tuple[int, Ready]] = {}
+        self._copied_before = 0  # bytes copied under earlier plans
 
     @property
     def device(self) -> torch.device:
         return self.compute_device
 
     @property
+    def plan(self) -> ResidencyPlan | None:
+        return None if self._swapper is None else self._swapper.plan
+
+    @property
     def copied_bytes(self) -> int:
-        return self._copier.copied_bytes
+        return self._copied_before + (0 if self._swapper is None else self._swapper.slots.copied_bytes)
+
+    def swapped_bytes(self) -> int:
+        """Weights kept on the host under the current plan (each copied in whenever it runs)."""
+        return 0 if self._swapper is None else sum(f.weight_bytes for f in self._swapper.flats.values())
 
     def add(self, key: LeafKey, branch: PreparedBranch | AppModel) -> None:
         super().add(key, branch)
-        self.plan = None
+        self._changed()
 
     def remove(self, key: LeafKey) -> bool:
-        self.plan = None
+        self._changed()
         return super().remove(key)
 
+    def _changed(self) -> None:
+        if self._swapper is not None:
+            self._copied_before += self._swapper.slots.copied_bytes
+            if self.compute_device.type == "cuda":  # kernels in flight may still read the slots being freed
+                torch.cuda.synchronize(self.compute_device)
+        self._swapper = None
+
     def replan(self) -> ResidencyPlan:
-        self.plan = plan_residency(_digest_uses(self), self.cap_bytes)
-        modules = {node.digest: node.module for node in self.nodes()}
-        self._resident = {d: self._copier.resident(modules[d]) for d in self.plan.resident}
-        self._host = {d: self._copier.host(modules[d]) for d in self.plan.swapped}
-        log.info("swapping plan: %d layers resident (%d bytes), %d swapped (staging %d bytes), cap %d bytes",
-                 len(self.plan.resident), self.plan.resident_bytes, len(self.plan.swapped), self.plan.staging_bytes,
+        modules: dict[str, nn.Module] = {}
+        uses: dict[str, int] = {}
+        for node in self.nodes():
+            modules[node.digest] = node.module
+            uses[node.digest] = uses.get(node.digest, 0) + len(node.leaves)
+        self._changed()
+        self._swapper = Swapper(modules, uses, self.compute_device, self.cap_bytes)
+        plan = self._swapper.plan
+        log.info("swapping plan: %d layers resident (%d bytes), %d swapped (%d slots, %d bytes), cap %d bytes",
+                 len(plan.resident), plan.resident_bytes, len(plan.swapped), plan.slots, plan.staging_bytes,
                  self.cap_bytes)
-        return self.plan
+        return plan
 
     def forward(self, x: torch.Tensor, rows: Rows, observer: Observer | None = None) -> dict[LeafKey, torch.Tensor]:
-        if self.plan is None:
+        if self._swapper is None:
             self.replan()
         return super().forward(x, rows, observer)
 
@@ -213,28 +113,36 @@ class SwappingStemTree(StemTree):
     def _run(self, node: TreeNode, act: torch.Tensor, node_rows: Mapping[TreeNode, torch.Tensor],
              *rest: Any) -> None:
         if node is self.root:  # one forward starts: its swapped nodes, in the order they will run
-            assert self.plan is not None
+            assert self._swapper is not None
+            swapped = self._swapper.flats
             self._queue = deque(n for n in execution_order(self.root, node_rows, self.num_segments)
-                                if n.digest in self.plan.swapped)
+                                if n.digest in swapped)
             self._inflight.clear()
+            if self._queue:  # the first copy overlaps the resident layers that run before it
+                self._prefetch(self._queue[0])
         super()._run(node, act, node_rows, *rest)
 
+    def _prefetch(self, node: TreeNode) -> None:
+        assert self._swapper is not None
+        self._inflight[node] = self._swapper.start(node.digest)
+        self.swap_log.append(node)
+
     def _module_for(self, node: TreeNode, inp: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The resident device copy, or the node's weights copied in (prefetching the next one)."""
-        resident = self._resident.get(node.digest)
+        """The resident device copy, or the node's weights copied into a slot (prefetching the next one)."""
+        swapper = self._swapper
+        assert swapper is not None
+        resident = swapper.resident.get(node.digest)
         if resident is not None:
             return resident
-        if node not in self._inflight:  # first swapped node of the forward: nothing prefetched it
-            self._inflight[node] = self._copier.start([self._host[node.digest]])
-            self.swap_log.append(node)
         assert self._queue and self._queue[0] is node, "swapped nodes must run in the planned order"
-        (tensors,) = self._inflight.pop(node)()
-        self._queue.popleft()
-        if self._queue and self.plan is not None and self.plan.slots > 1:  # next layer copies while this computes
-            nxt = self._queue[0]
-            self._inflight[nxt] = self._copier.start([self._host[nxt.digest]])
-            self.swap_log.append(nxt)
-        return lambda x: functional_call(node.module, tensors, (x,))
+        slot, ready = self._inflight.pop(self._queue.popleft())
+        ready()
+        if self._queue and swapper.plan.slots > 1:  # the next layer copies while this one computes
+            self._prefetch(self._queue[0])
+        module = swapper.module(node.digest, slot)
+        if self._queue and swapper.plan.slots == 1:  # one slot: the next copy waits for this compute
+            return then(module, lambda: self._prefetch(self._queue[0]))
+        return module
 
 
 def execution_order(root: TreeNode, node_rows: Mapping[TreeNode, torch.Tensor],
@@ -248,45 +156,66 @@ def execution_order(root: TreeNode, node_rows: Mapping[TreeNode, torch.Tensor],
 
 
 class ModelSwapExecutor:
-    """The whole-model swap baseline over the leaves of a (host) stem tree: each model's full path is
-    copied in before it runs, the next model's copy overlapping the current one's compute when two
-    models fit in the cap (one at a time, no overlap, when only one does)."""
+    """The whole-model swap baseline over the leaves of a (host) stem tree: each model is one unit (its
+    whole path, merged layers included) copied in before it runs, the next model's copy overlapping
+    the current one's compute when two fit in the cap; models that fit beside the slots stay resident."""
 
     def __init__(self, tree: StemTree, device: torch.device | str, cap_bytes: int) -> None:
         self.tree = tree
         self.device = torch.device(device)
-        self._copier = _Copier(self.device)
-        paths = {key: tree.path(key) for key in tree.keys()}
-        self._host = {key: [self._copier.host(n.module) for n in path] for key, path in paths.items()}
-        items = [LayerUse(f"{k[0]}/{k[1]}", sum(t.numel() * t.element_size() for h in hs for t in h.values()), 1)
-                 for k, hs in self._host.items()]
-        self.plan = plan_residency(items, cap_bytes)
-        self._resident = {k: [self._copier.resident(n.module) for n in p] for k, p in paths.items()
-                          if f"{k[0]}/{k[1]}" in self.plan.resident}
-        self._paths = paths
+        models = {_unit(k): nn.Sequential(*(n.module for n in tree.path(k))) for k in tree.keys()}
+        self._swapper = Swapper(models, dict.fromkeys(models, 1), self.device, cap_bytes)
+        self.plan = self._swapper.plan
 
     @property
     def copied_bytes(self) -> int:
-        return self._copier.copied_bytes
+        return self._swapper.slots.copied_bytes
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, rows: Rows) -> dict[LeafKey, torch.Tensor]:
-        keys = [k for k in rows if torch.as_tensor(rows[k]).numel()]
+        wanted = {k: torch.as_tensor(r, dtype=torch.long).reshape(-1) for k, r in rows.items()}
+        keys = [k for k, r in wanted.items() if r.numel()]
         x = x.to(self.device, self.tree.dtype or x.dtype)
-        swapped = [k for k in keys if k not in self._resident]
-        pending: dict[LeafKey, Ready] = {}
+        swapper = self._swapper
+        swapped = [k for k in keys if _unit(k) in swapper.flats]
+        pending = {swapped[0]: swapper.start(_unit(swapped[0]))} if swapped else {}
         out = {}
         for key in keys:
-            weights: Sequence[nn.Module | Tensors] | None = self._resident.get(key)
-            if weights is None:
-                if key not in pending:
-                    pending[key] = self._copier.start(self._host[key])
-                weights = pending.pop(key)()
+            unit = _unit(key)
+            model: Callable[[torch.Tensor], torch.Tensor] | None = swapper.resident.get(unit)
+            if model is None:
+                slot, ready = pending.pop(key)
+                ready()
+                model = swapper.module(unit, slot)
                 after = swapped.index(key) + 1
-                if self.plan.slots > 1 and after < len(swapped):  # the next model copies while this one runs
-                    pending[swapped[after]] = self._copier.start(self._host[swapped[after]])
-            act = x.index_select(0, torch.as_tensor(rows[key], dtype=torch.long).reshape(-1).to(x.device))
-            for node, tensors in zip(self._paths[key], weights):
-                act = tensors(act) if isinstance(tensors, nn.Module) else functional_call(node.module, tensors, (act,))
-            out[key] = act.float()
+                if after < len(swapped):  # two slots: the next model copies while this one runs; one: after it
+                    nxt = swapped[after]
+                    if swapper.plan.slots > 1:
+                        pending[nxt] = swapper.start(_unit(nxt))
+                    else:
+                        model = then(model, lambda n=nxt: pending.update({n: swapper.start(_unit(n))}))
+            out[key] = model(x.index_select(0, wanted[key].to(x.device))).float()
         return out
+
+
+def _unit(key: LeafKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+def stem_tree_for(num_segments: int, path: DevicePath, weight_cap_bytes: int | None) -> StemTree:
+    """An executor's tree: a plain `StemTree`, or under a weight cap one that keeps what does not fit
+    on the host and swaps it in per batch (its segments run in torch: an engine per segment would
+    hold every segment's weights on the device, which is what the cap is there to prevent)."""
+    if weight_cap_bytes is None:
+        return StemTree(num_segments, path.device, path.dtype, path.runner)
+    return SwappingStemTree(num_segments, path.device, weight_cap_bytes, path.dtype)
+
+
+def swap_view(tree: StemTree) -> dict[str, int] | None:
+    """What a swapping tree keeps where (the plan view's and the Planner's `swap` entry); None otherwise."""
+    if not isinstance(tree, SwappingStemTree):
+        return None
+    plan = tree.plan or tree.replan()
+    return {"cap_bytes": tree.cap_bytes, "resident_bytes": plan.resident_bytes, "staging_bytes": plan.staging_bytes,
+            "resident_layers": len(plan.resident), "swapped_layers": len(plan.swapped), "slots": plan.slots,
+            "swapped_bytes": tree.swapped_bytes(), "copied_bytes": tree.copied_bytes}

@@ -13,13 +13,13 @@ from torch import nn
 from stemcell.eval.detection_map import coco_map
 from stemcell.models import SegmentedNet, make_task_model, to_input
 from stemcell.models.app_model import AppModel
-from stemcell.models.detection import DETECT_SCORE_THRESHOLD, decode
+from stemcell.models.detection import DETECT_SCORE_THRESHOLD, Detections, decode
 from stemcell.training.candidate import CandidateResult, CandidateSpec
 from stemcell.training.data import LabelledFrames
 from stemcell.training.loop import batched, fit, training_device
 from stemcell.training.metrics import binary_metrics
 
-_EVAL_SCORE = 0.01  # keep low-confidence boxes for mAP (the whole precision-recall curve)
+EVAL_SCORE = 0.01  # keep low-confidence boxes for mAP (the whole precision-recall curve)
 
 
 def detect_targets(boxes: Sequence[np.ndarray], class_indices: Sequence[int], map_size: tuple[int, int]) -> torch.Tensor:
@@ -74,8 +74,24 @@ def predicted_boxes(model: AppModel, frames: np.ndarray, spec: CandidateSpec, sc
     device = next(model.parameters()).device
     output = batched(model, to_input(frames, spec.input_size, mean=spec.mean, std=spec.std).to(device)).cpu()
     size = (spec.input_size, spec.input_size)
-    found = decode(output, len(spec.class_indices), [size] * len(output), score_threshold=score_threshold)
-    return [torch.cat([d.classes[:, None].float(), d.boxes, d.scores[:, None]], dim=1).numpy() for d in found]
+    return detection_rows(decode(output, len(spec.class_indices), [size] * len(output), score_threshold=score_threshold))
+
+
+def detection_rows(found: Sequence[Detections]) -> list[np.ndarray]:
+    """Decoded detections as `coco_map`'s predictions: (P, 6) class channel, x0, y0, x1, y1, score per frame."""
+    return [torch.cat([d.classes[:, None].float(), d.boxes, d.scores[:, None]], dim=1).cpu().numpy() for d in found]
+
+
+def pixel_boxes(boxes: Sequence[np.ndarray], class_indices: Sequence[int], size: tuple[int, int]) -> list[np.ndarray]:
+    """Normalised (M, 5) data class column, x0, y0, x1, y1 per frame -> `coco_map`'s truth: (M, 5) head
+    channel, x0, y0, x1, y1 in pixels of `size` (height, width); classes the app does not watch dropped."""
+    channel = {c: j for j, c in enumerate(class_indices)}
+    scale = np.array([size[1], size[0], size[1], size[0]], np.float64)
+    out = []
+    for frame_boxes in boxes:
+        mine = [b for b in np.asarray(frame_boxes).reshape(-1, 5) if int(b[0]) in channel]
+        out.append(np.array([[channel[int(b[0])], *(b[1:] * scale)] for b in mine], np.float64).reshape(-1, 5))
+    return out
 
 
 def boxes_of(data: LabelledFrames, spec: CandidateSpec) -> tuple[np.ndarray, ...]:
@@ -88,13 +104,7 @@ def boxes_of(data: LabelledFrames, spec: CandidateSpec) -> tuple[np.ndarray, ...
 
 def truth_boxes(data: LabelledFrames, spec: CandidateSpec) -> list[np.ndarray]:
     """(M, 5) head channel, x0, y0, x1, y1 per frame in model-input pixels (the app's classes only)."""
-    channel = {c: j for j, c in enumerate(spec.class_indices)}
-    out = []
-    for frame_boxes in boxes_of(data, spec):
-        mine = [b for b in np.asarray(frame_boxes).reshape(-1, 5) if int(b[0]) in channel]
-        rows = np.array([[channel[int(b[0])], *(b[1:] * spec.input_size)] for b in mine], np.float64).reshape(-1, 5)
-        out.append(rows)
-    return out
+    return pixel_boxes(boxes_of(data, spec), spec.class_indices, (spec.input_size, spec.input_size))
 
 
 def finetune_detector(base: SegmentedNet, spec: CandidateSpec, train: LabelledFrames, val: LabelledFrames) -> CandidateResult:
@@ -112,7 +122,7 @@ def finetune_detector(base: SegmentedNet, spec: CandidateSpec, train: LabelledFr
     fit(model.upper_forward, model.trainable_parameters(), x_train, targets, CenterNetLoss(len(spec.class_indices)),
         epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=spec.seed)
     model.eval()
-    predicted = predicted_boxes(model, val.frames, spec, _EVAL_SCORE)
+    predicted = predicted_boxes(model, val.frames, spec, EVAL_SCORE)
     size = (spec.input_size, spec.input_size)
     scores = coco_map(truth_boxes(val, spec), predicted, len(spec.class_indices), size)
     counts = np.array([int((p[:, 5] >= DETECT_SCORE_THRESHOLD).sum()) for p in predicted], np.int64)

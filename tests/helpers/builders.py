@@ -7,7 +7,7 @@ import numpy as np
 
 from stemcell.models import SegmentedNet, build_base
 from stemcell.package.build import TrainingInfo, app_entry, build_package, synthetic_data_entry
-from stemcell.package.manifest import Manifest
+from stemcell.package.manifest import AppEntry, Manifest
 from stemcell.training import CandidateSpec, LabelledFrames, finetune_candidate, profile_latency
 from stemcell.training.finetune import CandidateResult
 
@@ -22,17 +22,19 @@ def random_frames(n: int = 48, size: int = 32, classes: int = 5, seed: int = 0) 
 
 
 def tiny_package(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",),
-                 count_apps: tuple[str, ...] = ()) -> Manifest:
+                 count_apps: tuple[str, ...] = (), detect_apps: tuple[str, ...] = ()) -> Manifest:
     """A real (tiny) M-Package: tiny_cnn base, one epoch per candidate, on random frames.
 
     `count_apps` count objects of class 'car' (task: count, event at count >= 2); the random frames'
-    counts are a learnable function of brightness too.
+    counts are a learnable function of brightness too. `detect_apps` box 'car's: bright squares
+    (`detect_candidates`).
     """
-    return tiny_package_parts(root, branchpoints, apps, count_apps)[0]
+    return tiny_package_parts(root, branchpoints, apps, count_apps, detect_apps)[0]
 
 
 def tiny_package_parts(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), apps: tuple[str, ...] = ("car",),
-                       count_apps: tuple[str, ...] = ()) -> tuple[Manifest, SegmentedNet, list[CandidateResult]]:
+                       count_apps: tuple[str, ...] = (), detect_apps: tuple[str, ...] = ()
+                       ) -> tuple[Manifest, SegmentedNet, list[CandidateResult]]:
     """`tiny_package`, plus the base and the trained candidates as they were before saving (what a
     round trip must give back)."""
     base = build_base("tiny_cnn")
@@ -44,6 +46,8 @@ def tiny_package_parts(root: Path, branchpoints: tuple[int, ...] = (0, 3, 6), ap
     profile = profile_latency(base, 32, batch_sizes=(1, 4), repeats=2)
     entries = [app_entry(app, ["car"], val.presence[:, 1]) for app in apps]
     entries += [app_entry(app, ["car"], with_counts(val).counts[:, 1] >= 2, task="count", min_count=2) for app in count_apps]
+    detect_results, detect_entries = detect_candidates(base, detect_apps, branchpoints)
+    results, entries = results + detect_results, entries + detect_entries
     info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
     return build_package(root, base, info, profile, entries, results), base, results
 
@@ -84,16 +88,22 @@ def square_frames(n: int = 48, size: int = 32, seed: int = 0) -> LabelledFrames:
     return LabelledFrames(frames, counts > 0, np.zeros(n, int), np.arange(n), counts, tuple(boxes))
 
 
+def detect_candidates(base: SegmentedNet, apps: tuple[str, ...], branchpoints: tuple[int, ...], epochs: int = 20
+                      ) -> tuple[list[CandidateResult], list[AppEntry]]:
+    """Detect apps boxing 'car's (bright squares, event at count >= 1): their candidates and entries."""
+    train, val = square_frames(seed=1), square_frames(n=16, seed=2)
+    specs = [CandidateSpec(app, (1,), b, epochs=epochs, lr=3e-3, batch_size=16, input_size=32, task="detect")
+             for app in apps for b in branchpoints]
+    return ([finetune_candidate(base, spec, train, val) for spec in specs],
+            [app_entry(app, ["car"], val.counts[:, 1] >= 1, task="detect") for app in apps])
+
+
 def detect_package(root: Path, branchpoints: tuple[int, ...] = (0, 6), epochs: int = 20) -> Manifest:
     """A tiny package with one detect app 'cars' (class 'car', event at count >= 1) trained on squares."""
     base = build_base("tiny_cnn")
-    train, val = square_frames(seed=1), square_frames(n=16, seed=2)
-    specs = [CandidateSpec("cars", (1,), b, epochs=epochs, lr=3e-3, batch_size=16, input_size=32, task="detect")
-             for b in branchpoints]
-    results = [finetune_candidate(base, spec, train, val) for spec in specs]
+    results, entries = detect_candidates(base, ("cars",), branchpoints, epochs)
     info = TrainingInfo(input_size=32, fps=10.0, data=synthetic_data_entry(), world={"seed": 0})
-    return build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1),
-                         [app_entry("cars", ["car"], val.counts[:, 1] >= 1, task="detect")], results)
+    return build_package(root, base, info, profile_latency(base, 32, batch_sizes=(1,), repeats=1), entries, results)
 
 
 def bright_dark_samples(count: int, start: float, flip: bool, size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

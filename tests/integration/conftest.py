@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 import ray
 
+from tests.helpers.http_app import admin, cam1, server  # noqa: F401 - the test_serve_http*.py modules' fixtures
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

@@ -21,7 +21,7 @@ from ray import serve
 
 from actors.state_store import get_or_create_state_store
 from app.serve_app import build_app
-from tests.helpers.builders import tiny_package
+from tests.helpers.builders import square_frames, tiny_package
 from tests.helpers.streams import (
     MjpegServer,
     RtspServer,
@@ -41,7 +41,7 @@ NAMESPACE = "stemcell-ingest-test"
 @pytest.fixture(scope="module")
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     root = tmp_path_factory.mktemp("ingest")
-    tiny_package(root / "pkg", branchpoints=(0, 3), apps=("car",))
+    tiny_package(root / "pkg", branchpoints=(0, 3), apps=("car",), detect_apps=("cars",))
     (root / "videos").mkdir()
     port = free_port()
     config = root / "serve.yaml"
@@ -170,6 +170,36 @@ def test_file_source_under_allowed_dirs_loops(http: httpx.Client) -> None:
     ray.get(store.put_camera.remote("file-1", config))
     http.delete("/admin/cameras/file-1")
     assert all(c["camera_id"] != "file-1" for c in http.get("/admin/cameras").json()["cameras"])
+
+
+@needs_rtsp
+def test_pulled_detect_boxes_are_in_the_decoded_frames_pixels(http: httpx.Client) -> None:
+    """A 96x64 file of one frame with bright squares (the detect app's 'car's), each model-input pixel a
+    3x2 block: the served boxes are in the decoded frame's pixels, where the squares are."""
+    squares = square_frames(n=8, seed=3)
+    big = np.repeat(np.repeat(squares.frames[7], 2, axis=0), 3, axis=1)  # two squares, one right of x = 32
+    video = http.root / "videos" / "squares.mp4"  # type: ignore[attr-defined]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for _ in range(20):
+        writer.write(big[..., ::-1])
+    writer.release()
+    assert http.post("/admin/cameras", json={"camera_id": "file-boxes", "apps": ["cars"],
+                                             "source": {"url": str(video)}}).status_code == 201
+    _wait(http, "file-boxes", lambda c: c["state"] == "streaming")
+    time.sleep(1.0)
+    latest = http.get("/cameras/file-boxes/latest").json()
+    http.delete("/admin/cameras/file-boxes")
+    (result,) = latest["results"]
+    assert latest["frame_size"] == [96, 64] and result["app"] == "cars" and result["boxes"]
+    truth = squares.boxes[7][:, 1:] * np.array([96, 64, 96, 64])
+    for box in result["boxes"]:
+        assert 0 <= box["x0"] <= box["x1"] <= 96 and 0 <= box["y0"] <= box["y1"] <= 64
+    top = max(result["boxes"], key=lambda b: b["score"])
+    x0, y0, x1, y1 = top["x0"], top["y0"], top["x1"], top["y1"]
+    overlap = [max(0.0, min(x1, t[2]) - max(x0, t[0])) * max(0.0, min(y1, t[3]) - max(y0, t[1])) for t in truth]
+    union = [(x1 - x0) * (y1 - y0) + (t[2] - t[0]) * (t[3] - t[1]) - o for t, o in zip(truth, overlap)]
+    assert max(o / u for o, u in zip(overlap, union)) > 0.3, (result["boxes"], truth)  # on a square, in 96x64 px
+    assert x1 > 40  # not in the model input's 32 px
 
 
 def test_push_cameras_are_listed_as_push(http: httpx.Client) -> None:

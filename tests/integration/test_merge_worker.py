@@ -80,6 +80,20 @@ def test_merge_ships_tied_weights_and_counts_remerges(ray_session: None, tmp_pat
         assert view["remerges"] == 1 and view["undone"] == checked.undone
         assert view["merged_bytes"] < view["unmerged_bytes"]
         assert ray.get(worker.view.remote())["ex-merge"].remerges == 1
+
+        # the schedule: nothing to do on a CPU executor (no cap) while the learner has not moved on ...
+        merged_now = ray.get(executor.memory_report.remote()).bytes_merged
+        assert ray.get(worker.tick.remote({"ex-merge": 1.0}, blob), timeout=60) == {"ex-merge": None}
+        # ... and a learner version 2 of the merged models is retrained with the shared units frozen,
+        # checked, and served as the merged weights of version 2: the executor keeps one copy of them
+        moved, _ = _learner_checkpoint(package_dir, 300.0, version=2)
+        assert ray.get(worker.tick.remote({"ex-merge": 1.0}, moved), timeout=120) == {"ex-merge": "update"}
+        results = ray.get(executor.infer.remote("c0", random_frames(n=2, seed=98).frames))
+        assert results[0].model_versions == {"car": 2}
+        assert ray.get(executor.memory_report.remote()).bytes_merged == merged_now < unmerged
+        updated = ray.get(worker.view.remote())["ex-merge"]
+        assert updated.updates == 2 and updated.merged_bytes == view["merged_bytes"]
+        assert ray.get(worker.tick.remote({"ex-merge": 1.0}, moved), timeout=60) == {"ex-merge": None}
     finally:
         for actor in (worker, executor, store):
             ray.kill(actor)

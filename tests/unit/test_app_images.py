@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from app.executors import same_size_runs
-from app.images import batch_frames, json_body, read_body, single_frame
+from app.images import DECODE_IN_THREAD_BYTES, Decoder, batch_frames, json_body, read_body, single_frame
 from stemcell.imaging import ImageLimits, decode_for_model, encode_jpeg
 
-LIMITS = ImageLimits(64 * 1024, 256 * 256)
+DECODER = Decoder(ImageLimits(64 * 1024, 256 * 256))  # the replica's decoding: limits and threads
 
 
 def _request(body: bytes, headers: dict[str, str], query: str = "", chunk: int = 1024) -> Request:
@@ -57,12 +57,12 @@ def _jpeg(seed: int) -> bytes:
 
 
 def test_single_frame_and_its_timestamp() -> None:
-    decoded = asyncio.run(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=1.5"), LIMITS))
+    decoded = asyncio.run(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=1.5"), DECODER))
     assert decoded.frames[0].shape == (32, 48, 3) and decoded.timestamps == [1.5]
-    assert _status(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=nan"), LIMITS)) == 422
-    assert _status(single_frame(_request(_jpeg(0)[:40], {"content-type": "image/jpeg"}), LIMITS)) == 400  # truncated
-    assert _status(single_frame(_request(b"not an image", {"content-type": "image/jpeg"}), LIMITS)) == 400  # README
-    assert _status(single_frame(_request(_jpeg(0), {"content-type": "text/plain"}), LIMITS)) == 415  # wrong type
+    assert _status(single_frame(_request(_jpeg(0), {"content-type": "image/jpeg"}, "ts=nan"), DECODER)) == 422
+    assert _status(single_frame(_request(_jpeg(0)[:40], {"content-type": "image/jpeg"}), DECODER)) == 400  # truncated
+    assert _status(single_frame(_request(b"not an image", {"content-type": "image/jpeg"}), DECODER)) == 400  # README
+    assert _status(single_frame(_request(_jpeg(0), {"content-type": "text/plain"}), DECODER)) == 415  # wrong type
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, dict[str, str]]:
@@ -78,26 +78,27 @@ def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, dict[
 def test_batch_frames_in_order_with_timestamps_and_limits() -> None:
     body, headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("frames", "b.jpg", _jpeg(2)),
                                 ("ts", None, b"1"), ("ts", None, b"2")])
-    decoded = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20))
+    decoded = asyncio.run(batch_frames(_request(body, headers), DECODER, max_frames=4, max_bytes=1 << 20))
     assert len(decoded.frames) == 2 and decoded.timestamps == [1.0, 2.0]
-    assert _status(batch_frames(_request(body, headers), LIMITS, max_frames=1, max_bytes=1 << 20)) == 413
-    assert _status(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=100)) == 413
+    assert _status(batch_frames(_request(body, headers), DECODER, max_frames=1, max_bytes=1 << 20)) == 413
+    assert _status(batch_frames(_request(body, headers), DECODER, max_frames=4, max_bytes=100)) == 413
     odd, odd_headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("other", None, b"x")])
-    assert _status(batch_frames(_request(odd, odd_headers), LIMITS, max_frames=4, max_bytes=1 << 20)) == 400
+    assert _status(batch_frames(_request(odd, odd_headers), DECODER, max_frames=4, max_bytes=1 << 20)) == 400
     few, few_headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("ts", None, b"1"), ("ts", None, b"2")])
-    assert _status(batch_frames(_request(few, few_headers), LIMITS, max_frames=4, max_bytes=1 << 20)) == 422
-    assert _status(batch_frames(_request(body, {"content-type": "image/jpeg"}), LIMITS, 4, 1 << 20)) == 415
+    assert _status(batch_frames(_request(few, few_headers), DECODER, max_frames=4, max_bytes=1 << 20)) == 422
+    assert _status(batch_frames(_request(body, {"content-type": "image/jpeg"}), DECODER, 4, 1 << 20)) == 415
 
 
 def test_frames_come_out_at_the_model_size_when_given_one() -> None:
     """The ingress asks for the executor's input size: the DCT-scaled decode, then the one resize."""
     big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
-    single = asyncio.run(single_frame(_request(big, {"content-type": "image/jpeg"}), LIMITS, 24))
+    assert len(big) > DECODE_IN_THREAD_BYTES and len(_jpeg(0)) < DECODE_IN_THREAD_BYTES  # decode threads, and inline
+    single = asyncio.run(single_frame(_request(big, {"content-type": "image/jpeg"}), DECODER, 24))
     assert np.array_equal(single.frames[0], decode_for_model(big, "image/jpeg", 24))
     assert single.frame_size == (200, 250)  # its own size, read from the header: detect boxes come back in it
     other = encode_jpeg(np.random.default_rng(4).integers(0, 256, (200, 250, 3), dtype=np.uint8))
     body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", other)])
-    batch = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
+    batch = asyncio.run(batch_frames(_request(body, headers), DECODER, max_frames=4, max_bytes=1 << 20, size=24))
     assert [f.shape for f in batch.frames] == [(24, 24, 3)] * 2  # one size: one stacked item for the executor
     assert np.array_equal(batch.frames[0], single.frames[0]) and batch.frame_size == (200, 250)
 
@@ -106,7 +107,7 @@ def test_a_batch_of_images_of_different_sizes_keeps_each_its_own_size() -> None:
     """Each frame of a batch keeps its own (height, width): the pool sends one executor item per size."""
     big = encode_jpeg(np.random.default_rng(3).integers(0, 256, (200, 250, 3), dtype=np.uint8))
     body, headers = _multipart([("frames", "a.jpg", big), ("frames", "b.jpg", _jpeg(1))])
-    batch = asyncio.run(batch_frames(_request(body, headers), LIMITS, max_frames=4, max_bytes=1 << 20, size=24))
+    batch = asyncio.run(batch_frames(_request(body, headers), DECODER, max_frames=4, max_bytes=1 << 20, size=24))
     assert batch.frame_sizes == [(200, 250), (32, 48)] and batch.frame_size == (32, 48)
     assert [f.shape for f in batch.frames] == [(24, 24, 3)] * 2
 
@@ -120,11 +121,11 @@ def test_same_size_runs_split_a_request_in_order() -> None:
 def test_declared_size_is_the_frames_own_size_when_the_client_resized() -> None:
     """`?w=&h=`: a client that resized before upload names the size it had; both or neither, positive, bounded."""
     jpeg = {"content-type": "image/jpeg"}
-    declared = asyncio.run(single_frame(_request(_jpeg(0), jpeg, "w=1920&h=1080"), LIMITS, 24))
+    declared = asyncio.run(single_frame(_request(_jpeg(0), jpeg, "w=1920&h=1080"), DECODER, 24))
     assert declared.frames[0].shape == (24, 24, 3) and declared.frame_size == (1080, 1920)
-    assert asyncio.run(single_frame(_request(_jpeg(0), jpeg), LIMITS, 24)).frame_size == (32, 48)
+    assert asyncio.run(single_frame(_request(_jpeg(0), jpeg), DECODER, 24)).frame_size == (32, 48)
     body, headers = _multipart([("frames", "a.jpg", _jpeg(1)), ("frames", "b.jpg", _jpeg(2))])
-    batch = asyncio.run(batch_frames(_request(body, headers, "w=480&h=320"), LIMITS, 4, 1 << 20, 24))
+    batch = asyncio.run(batch_frames(_request(body, headers, "w=480&h=320"), DECODER, 4, 1 << 20, 24))
     assert batch.frame_size == (320, 480)
     for query in ("w=1920", "h=5", "w=0&h=5", "w=-3&h=5", "w=1.5&h=5", "w=x&h=5", "w=65536&h=5", "w=%C2%B2&h=5"):
-        assert _status(single_frame(_request(_jpeg(0), jpeg, query), LIMITS, 24)) == 422, query
+        assert _status(single_frame(_request(_jpeg(0), jpeg, query), DECODER, 24)) == 422, query

@@ -41,6 +41,32 @@ def test_retrain_jobs_keep_the_recent_gains_and_count_phases() -> None:
     assert planning.retrain_jobs("retrain-w", None) == {}
 
 
+def test_retrain_jobs_with_a_drop_plan_a_fresh_window_from_it() -> None:
+    # A job with live samples reports its agreement drop since its last update: the round is a new
+    # update window whose first window is expected to gain that drop; older gains are superseded.
+    stats = WorkerStats((JobStats("c/car", (0.3, 0.2), 9, drop=0.15), JobStats("c/bus", (0.01,), 4, drop=0.0)))
+    jobs = {job_id: job for job_id, (_, job) in planning.retrain_jobs("retrain-w", stats).items()}
+    assert jobs["c/car"].prior_gain == 0.15 and jobs["c/car"].windows_used == 0 and jobs["c/car"].recent_gains == ()
+    assert jobs["c/bus"].prior_gain == 0.0
+
+
+def test_plan_round_slices_by_drop_and_the_view_shows_gains_and_shares() -> None:
+    # The Planner's default slicing ("gain", blended estimator): the drifted camera's job gets most
+    # windows, the static one its minimum window; the plan view shows each job's expected gain and share.
+    stats = WorkerStats((JobStats("static/car", (0.2,), 3, drop=0.0), JobStats("drifted/car", (0.0,), 3, drop=0.2)))
+    jobs = planning.retrain_jobs("retrain-w", stats)
+    rng = np.random.default_rng(0)
+    cams = tuple(CameraDemand(f"cam{i}", random_problem(rng, num_apps=2, num_segments=4, candidates_per_app=3,
+                                                           num_rates=3)) for i in range(2))
+    decision = plan_round(PlannerContext(4.0, cams, retrain_jobs=tuple(j for _, j in jobs.values()), tolerance=0.5))
+    view = planning.decision_view(decision)["retrain_jobs"]
+    assert view["static/car"]["windows"] == 1 and view["drifted/car"]["windows"] > 5
+    assert view["drifted/car"]["expected_gain"] == pytest.approx(0.2) and view["static/car"]["expected_gain"] == 0.0
+    assert sum(v["gpu_share"] for v in view.values()) == pytest.approx(decision.retrain_share)
+    assert view["drifted/car"]["gpu_share"] == pytest.approx(
+        decision.retrain_share * view["drifted/car"]["windows"] / sum(v["windows"] for v in view.values()))
+
+
 def _stats(*rows: tuple[str, float]) -> ExecutorStats:
     return ExecutorStats(1, 1, 1, 1.0, 0, 1.0, 1.0, 1, 0,
                          tuple(SegmentLatency(f"n{i}", seg, ("c/car",), ms * 4, ms) for i, (seg, ms) in enumerate(rows)))

@@ -16,9 +16,11 @@ from stemcell.sharing.joint_merge import (
     Candidate,
     JointMerger,
     MergeConfig,
+    MergeStep,
     ModelData,
     merge_candidates,
     presplit,
+    retry_subsets,
     split_by_distance,
     tie,
 )
@@ -137,7 +139,7 @@ def test_missed_target_rolls_back_to_the_checkpoint(caplog: pytest.LogCaptureFix
     assert "rolled back" in caplog.text and "< target 101.0" in caplog.text
 
 
-def test_a_failed_group_is_split_by_weight_distance_and_its_halves_retried() -> None:
+def test_split_by_distance_separates_two_weight_clusters() -> None:
     convs = [nn.Conv2d(2, 2, 1) for _ in range(5)]
     with torch.no_grad():
         for k, c in enumerate(convs):  # members 0, 2, 3 near 0; members 1, 4 near 10
@@ -147,16 +149,42 @@ def test_a_failed_group_is_split_by_weight_distance_and_its_halves_retried() -> 
     assert [c.members for c in split_by_distance(cand, convs)] == [((0, "u"), (2, "u"), (3, "u")),
                                                                   ((1, "u"), (4, "u"))]
     assert split_by_distance(Candidate("sig", cand.members[:3], 24), convs[:3]) == []  # halves too small
-    # model 3 can never meet its target: each 4-model group fails, the half without model 3 merges
+
+
+def test_a_failed_group_is_retried_without_the_models_that_missed() -> None:
     models, data = _models(4, seeds=(0, 1)), [_data(i, n=16) for i in range(4)]
     result = JointMerger(models, data, MergeConfig(max_epochs=1), targets=(0.0, 0.0, 0.0, 101.0)).run()
-    assert result.groups and all(3 not in {i for i, _ in g.members} for g in result.groups)
-    assert all(len(g.members) == 2 for g in result.groups)
-    assert result.steps[0].candidate.members == ((0, "upper.5"), (1, "upper.5"), (2, "upper.5"), (3, "upper.5"))
-    assert not result.steps[0].accepted
-    tried = [(s.candidate.members, s.accepted) for s in result.steps if s.candidate.members[0][1] == "upper.5"]
-    assert tried == [(result.steps[0].candidate.members, False), (((0, "upper.5"), (2, "upper.5")), True),
-                     (((1, "upper.5"), (3, "upper.5")), False)]  # halves by base (seeds 0 and 1), by bytes saved
+    assert result.groups and all({i for i, _ in g.members} == {0, 1, 2} for g in result.groups)  # never model 3
+    first = result.steps[0]
+    assert first.candidate.members == tuple((k, "upper.5") for k in range(4)) and not first.accepted
+    assert first.epochs == 1 and first.accuracy[3] < first.targets[3]  # checked, retrained, still missed
+    assert result.steps[1].candidate.members == ((0, "upper.5"), (1, "upper.5"), (2, "upper.5"))
+    assert result.steps[1].accepted
+    assert result.models[0].upper[5] is result.models[2].upper[5] is not result.models[3].upper[5]
+
+
+def _step(candidate: Candidate, accuracy: tuple[float, ...], targets: tuple[float, ...],
+          models: tuple[int, ...] | None = None) -> MergeStep:
+    ids = models or tuple(i for i, _ in candidate.members)
+    return MergeStep(candidate, False, 1, ids, accuracy, targets, 0.0, "target missed")
+
+
+def test_retry_subsets_drops_misfits_keeps_them_together_or_splits_by_distance() -> None:
+    cand = Candidate("sig", tuple((k, "u") for k in range(5)), 24)
+    convs = [nn.Conv2d(2, 2, 1) for _ in range(5)]
+    fits, misfits = retry_subsets(cand, _step(cand, (90, 50, 90, 90, 50), (80,) * 5), convs)
+    assert fits.members == ((0, "u"), (2, "u"), (3, "u")) and misfits.members == ((1, "u"), (4, "u"))
+    one_misfit = retry_subsets(cand, _step(cand, (90, 50, 90, 90, 90), (80,) * 5), convs)
+    assert [c.members for c in one_misfit] == [((0, "u"), (2, "u"), (3, "u"), (4, "u"))]  # a lone misfit stays out
+    # only a model outside the group missed (it shares another unit with a member): split by distance
+    with torch.no_grad():
+        for k, c in enumerate(convs):
+            c.weight.fill_(10.0 if k in (1, 4) else 0.0)
+    outside = retry_subsets(cand, _step(cand, (90,) * 5 + (10,), (80,) * 6, models=(0, 1, 2, 3, 4, 5)), convs)
+    assert [c.members for c in outside] == [((0, "u"), (2, "u"), (3, "u")), ((1, "u"), (4, "u"))]
+    # too few would be left: split as well
+    pair = Candidate("sig", cand.members[:2], 24)
+    assert retry_subsets(pair, _step(pair, (90, 50), (80, 80)), convs[:2]) == []
 
 
 def test_budget_stops_the_merge_and_reports_it() -> None:
@@ -213,6 +241,19 @@ def test_mean_init_starts_a_tied_unit_from_the_members_average() -> None:
     assert models[0].upper[2] is models[1].upper[2] is models[2].upper[2] is shared
     for k, t in shared.state_dict().items():
         torch.testing.assert_close(t, want[k] if k in want else counters[k])
+
+
+def test_most_data_init_keeps_the_best_fed_members_weights() -> None:
+    models = _models(3, seeds=(0, 1))
+    want = copy.deepcopy(models[1].upper[4].state_dict())
+    candidate = next(c for c in merge_candidates([model_units(str(i), m) for i, m in enumerate(models)])
+                     if c.members[0][1] == "upper.4")
+    shared = tie(models, candidate, "most_data", frames=[10, 50, 20])
+    assert shared is models[0].upper[4] is models[2].upper[4]
+    for k, t in shared.state_dict().items():
+        assert torch.equal(t, want[k]), k
+    with pytest.raises(ValueError, match="training frames"):
+        tie(_models(3), candidate, "most_data")
 
 
 def test_presplit_separates_models_of_two_bases_before_trying_them() -> None:

@@ -101,7 +101,7 @@ class _Teacher:
         self.calls: list[tuple] = []
         self.label = self
 
-    def remote(self, *args: object) -> str:
+    def remote(self, *args: object, **kwargs: object) -> str:
         self.calls.append(args)
         return "labels-ref"
 

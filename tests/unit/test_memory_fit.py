@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from stemcell.sharing.memory_fit import MemoryFitContext, MemoryOption, fit_memory, swap_option
-from stemcell.sharing.swapping import LayerUse
+from stemcell.sharing.swap_plan import LayerUse
 
 MERGE = MemoryOption("merge_more", 500, 1.0, detail="tie 3 more segments")
 DEEPER = MemoryOption("deeper_branchpoint", 400, 0.5, detail="branchpoint 4")

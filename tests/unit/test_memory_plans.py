@@ -1,9 +1,12 @@
-"""Camera changes against the executor's memory cap: kept, made to fit by a deeper branchpoint, or refused."""
+"""Camera changes against the executor's memory cap: kept, made to fit (deeper branchpoint, swapping), or refused."""
 from __future__ import annotations
+
+import pytest
 
 from stemcell.control.camera_changes import CameraChange
 from stemcell.control.contracts import AppRun, CameraSpec, MemoryReport
 from stemcell.control.memory_plans import ExecutorMemory, fit_changes
+from stemcell.control.planning import memory_floor
 from stemcell.package.manifest import CandidateEntry, Manifest
 
 GPU = 10_000_000
@@ -54,3 +57,32 @@ def test_cpu_executors_and_unknown_reports_have_no_cap_to_protect() -> None:
     changes = [_change(4, 0, "c1"), _change(4, 0, "c2")]
     out = fit_changes(changes, MANIFEST, cpu, {"c1": "ex-0", "c2": "ex-1"})
     assert out.apply == tuple(changes)
+
+
+def _swapping(merged: int, share: float, weight_cap: int) -> dict[str, ExecutorMemory]:
+    swap = {"cap_bytes": weight_cap, "staging_bytes": 200_000}
+    return {"ex-0": ExecutorMemory(MemoryReport(merged, 100_000, 8, None, GPU, {"swap": swap}), share)}
+
+
+def test_an_executor_that_swaps_takes_a_change_past_its_share_when_enough_stays_resident() -> None:
+    # cap 3 MB; bp 0 needs 3.9 MB and costs no accuracy with swapping: 2.4 MB on the device
+    # ((2.4 + 0.1) x 1.25 = 3.1 MB > 3 MB: no), so a 2 MB weight cap: (2 + 0.1) x 1.25 = 2.6 MB fits, and
+    # 1.8 of its 3 MB of weights stay resident (0.6 >= 0.5); a deeper branchpoint is still preferred when allowed
+    out = fit_changes([_change(4, 0)], MANIFEST, _swapping(1_000_000, 0.3, 2_000_000), {"c1": "ex-0"},
+                      max_accuracy_cost=0.2)
+    assert out.apply == (_change(4, 0),) and out.refused == () and "swap" in out.swapped["c1"]
+    assert "1200000 of 3000000 weight bytes copied in per batch" in out.swapped["c1"]
+    deeper = fit_changes([_change(4, 0)], MANIFEST, _swapping(1_000_000, 0.3, 2_000_000), {"c1": "ex-0"})
+    assert [a.branchpoint for a in deeper.apply[0].after.apps] == [2] and deeper.swapped == {}
+    # too little would stay resident (1 MB cap: 0.8 of 3 MB): refused, the reason names the swap it priced
+    tight = fit_changes([_change(4, 0)], MANIFEST, _swapping(1_000_000, 0.3, 1_000_000), {"c1": "ex-0"},
+                        max_accuracy_cost=0.2)
+    assert tight.apply == () and "swap:" in tight.refused[0]["reason"]
+
+
+def test_a_swapping_executors_memory_floor_counts_only_what_it_keeps_on_the_device() -> None:
+    swap = {"cap_bytes": 2_000_000, "resident_bytes": 1_500_000, "staging_bytes": 400_000}
+    swapping = MemoryReport(5_000_000, 100_000, 8, None, GPU, {"swap": swap})
+    resident = MemoryReport(5_000_000, 100_000, 8, None, GPU)
+    assert memory_floor(resident) == pytest.approx(1.25 * 5_100_000 / GPU)
+    assert memory_floor(swapping) == pytest.approx(1.25 * 2_000_000 / GPU)  # 1.5 + 0.4 MB weights + 0.1 MB

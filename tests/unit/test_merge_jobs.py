@@ -1,6 +1,7 @@
 """A merge over a learner's jobs: data from its buffers, the frozen stem left alone, merged weights served."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from stemcell.learning.ams import AmsConfig, AmsTrainer
 from stemcell.package import MPackage, load_package
 from stemcell.sharing import StemRuntime
 from stemcell.sharing.joint_merge import JointMerger, MergeConfig
-from stemcell.sharing.merge_jobs import learner_workload, store_bytes
+from stemcell.sharing.merge_jobs import ExecutorMergeState, MergeSchedule, learner_workload, merge_due, store_bytes
 from tests.helpers.builders import random_frames, tiny_package
 
 
@@ -67,3 +68,22 @@ def test_merged_weights_replace_the_same_version_and_a_later_version_replaces_th
     assert rt.set_app_weights("car", "c0", state, 2, merged=True) == 1  # the merge of version 2
     assert rt.set_app_weights("car", "c0", state, 1, merged=True) == 0  # a merge of an older version: stale
     assert rt.set_app_weights("car", "c0", state, 3) == 1
+
+
+def test_merge_schedule_updates_moved_merged_models_and_merges_tight_executors_on_a_timer() -> None:
+    schedule = MergeSchedule(every_s=100.0, tight_fraction=0.8)
+    roomy = ExecutorMergeState(weight_bytes=1000, activation_bytes=200, cap_bytes=3000, swapping=False,
+                               last_merge_s=None)
+    assert merge_due(roomy, 0.0, schedule) is None  # (1000 + 200) x 1.25 = 1500 < 0.8 x 3000: room
+    tight = replace(roomy, cap_bytes=1800)  # 1500 >= 1440
+    assert merge_due(tight, 0.0, schedule) == "merge"
+    assert merge_due(replace(tight, last_merge_s=0.0), 50.0, schedule) is None  # merged 50 s ago
+    assert merge_due(replace(tight, last_merge_s=0.0), 100.0, schedule) == "merge"  # re-merge on the timer
+    assert merge_due(replace(roomy, swapping=True), 0.0, schedule) == "merge"  # a swapping executor is tight
+    assert merge_due(replace(roomy, cap_bytes=None), 0.0, schedule) is None  # the CPU: no cap to relieve
+    key = ("c0", "car")
+    merged = replace(roomy, last_merge_s=0.0, merged_versions={key: 3}, learner_versions={key: 3, ("c1", "car"): 9})
+    assert merge_due(merged, 1.0, schedule) is None  # unmerged models may move on freely
+    assert merge_due(replace(merged, learner_versions={key: 4}), 1.0, schedule) == "update"
+    assert merge_due(replace(tight, last_merge_s=0.0, merged_versions={key: 3}, learner_versions={key: 4}), 1.0,
+                     schedule) == "update"  # an update comes before a timed re-merge

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from stemcell.scheduling.slicing import (
@@ -11,6 +12,7 @@ from stemcell.scheduling.slicing import (
     JobGainTracker,
     RetrainJob,
     SlicingContext,
+    blended_gain_curve,
     equal_share_slicing,
     expected_gain_curve,
     fit_gain_curve,
@@ -283,11 +285,12 @@ def test_prior_estimator_decays_the_prior_and_ignores_noisy_probes() -> None:
     # A job whose probe measured a loss but whose agreement dropped a lot since its last update is
     # still expected to gain: the prior, decayed once per window already granted.
     job = RetrainJob("drifted", recent_gains=(-0.1,), windows_used=1, prior_gain=0.2)
-    curve = expected_gain_curve(job, "prior", 0.5)
+    curve = expected_gain_curve(job, SlicingContext((job,), 3, estimator="prior", prior_rate=0.5))
     assert curve is not None and curve.next == pytest.approx(0.1) and curve.rate == 0.5
     # Without a prior the "prior" estimator falls back to the curve fit of the measured gains.
     bare = RetrainJob("new", recent_gains=(0.04,), windows_used=1)
-    assert expected_gain_curve(bare, "prior", 0.5) == fit_gain_curve((0.04,), 0.5)
+    ctx = SlicingContext((bare,), 3, estimator="prior", prior_rate=0.5)
+    assert expected_gain_curve(bare, ctx) == fit_gain_curve((0.04,), 0.5)
     with pytest.raises(ValueError, match="unknown estimator"):
         SlicingContext((job,), 3, estimator="nope")
 
@@ -296,7 +299,94 @@ def test_prior_gains_steer_the_in_band_run_to_the_drifted_job() -> None:
     # Both jobs' probes gain the same; only the drop since the last update tells them apart.
     flat = {"static": (0.8, 0.9, 0.5), "drifted": (0.8, 0.9, 0.5)}
     run = _run("gain", flat, 8, estimator="prior", prior_gains={"static": 0.0, "drifted": 0.3})
-    assert run.order[:2] == ("static", "drifted")  # Algorithm 1's probes, in context order
+    assert sorted(run.order[:2]) == ["drifted", "static"]  # Algorithm 1's probes first, the higher prior first
     assert run.windows_for("drifted") > run.windows_for("static") + 2
-    plain = _run("gain", flat, 8)
+    plain = _run("gain", flat, 8, estimator="curve")
     assert plain.windows_for("drifted") == plain.windows_for("static")
+
+
+# --- the blended estimator (the Planner's default) -----------------------------------------------
+
+
+def test_blend_is_the_prior_before_any_window_and_shrinks_towards_measured_gains() -> None:
+    # Nothing measured: the prior is window 0's expected gain.
+    assert blended_gain_curve((), 0.2, rate=0.5, weight=4.0) == GainCurve(next=0.2, rate=0.5)
+    # One window measured at 0.0 after a prior of 0.2 (worth 4 windows): level = 0.8 / 5, then decayed once.
+    curve = blended_gain_curve((0.0,), 0.2, rate=0.5, weight=4.0)
+    assert curve is not None and curve.next == pytest.approx(0.16 * 0.5)
+    # The more windows measured, the less the prior counts: many flat windows pull the level towards 0.
+    many = blended_gain_curve((0.0,) * 6, 0.2, rate=0.9, weight=4.0)
+    level = 4.0 * 0.2 / (4.0 + sum(0.81**t for t in range(6)))  # about half the prior
+    assert many is not None and many.next == pytest.approx(level * 0.9**6) and level < 0.11
+    # Weight 0: the measured gains alone (least squares for the level of a known rate).
+    alone = blended_gain_curve((0.1, 0.05), 0.9, rate=0.5, weight=0.0)
+    assert alone is not None and alone.next == pytest.approx(0.025)
+    # Gains measured from window 2 on (history cut) decay from there; without anything: None.
+    late = blended_gain_curve((0.05,), None, rate=0.5, weight=4.0, first_window=2)
+    assert late is not None and late.next == pytest.approx(0.025)
+    assert blended_gain_curve((), None, rate=0.5, weight=4.0) is None
+    assert blended_gain_curve((), 0.2, rate=0.5, weight=0.0) is None  # a prior worth nothing is no estimate
+
+
+def test_blend_without_a_prior_takes_the_fleets_mean_prior() -> None:
+    jobs = (RetrainJob("a", prior_gain=0.1), RetrainJob("b", prior_gain=0.3), RetrainJob("new"))
+    ctx = SlicingContext(jobs, 4)
+    assert ctx.estimator == "blend" and ctx.fleet_prior() == pytest.approx(0.2)
+    assert expected_gain_curve(jobs[2], ctx) == GainCurve(next=pytest.approx(0.2), rate=0.7)
+    assert SlicingContext((RetrainJob("x"),), 1).fleet_prior() is None
+    # A job without a prior that was measured (an edge-only job, say) is planned from its own gains.
+    measured = RetrainJob("edge", recent_gains=(0.1,), windows_used=30)
+    ctx = SlicingContext((*jobs, measured), 4)
+    curve = expected_gain_curve(measured, ctx)
+    assert curve == blended_gain_curve((0.1,), None, rate=0.7, weight=4.0, first_window=29)
+    assert curve is not None and curve.next == pytest.approx(0.07)  # its last gain, decayed once
+
+
+def test_min_windows_first_then_the_priors_decide() -> None:
+    jobs = (RetrainJob("static", prior_gain=0.0), RetrainJob("drifted", prior_gain=0.3))
+    probed = gain_driven_slicing(SlicingContext(jobs, 6))
+    assert probed.order[:2] == ("drifted", "static")  # the minimum window checks the static camera too
+    assert probed.windows_for("drifted") == 5
+    assert dict(probed.next_gains) == {"static": 0.0, "drifted": pytest.approx(0.3)}
+    assert probed.expected_gain == pytest.approx(0.3 * sum(0.7**k for k in range(5)))
+    unprobed = gain_driven_slicing(SlicingContext(jobs, 6, min_windows=0))
+    assert unprobed.windows_for("static") == 0 and unprobed.order[0] == "drifted"
+    twice = gain_driven_slicing(SlicingContext(jobs, 6, min_windows=2))
+    assert twice.order[:4] == ("drifted", "static") * 2 and twice.windows_for("static") == 2
+    # Fewer windows than jobs (a Planner round with many cameras): the minimum windows go to the
+    # jobs known by nothing, then to the highest priors, not to the first jobs in context order.
+    many = (*jobs, RetrainJob("mild", prior_gain=0.1), RetrainJob("unknown", recent_gains=(), windows_used=0))
+    scarce = gain_driven_slicing(SlicingContext(many, 3, estimator="prior"))
+    assert scarce.order == ("unknown", "drifted", "mild")
+    with pytest.raises(ValueError, match="min_windows"):
+        SlicingContext(jobs, 6, min_windows=-1)
+
+
+def _noisy_job(need: float, rate: float, noise: float, rng: np.random.Generator):
+    """A job whose window w gains need * rate**w, measured with Gaussian noise of sd `noise`."""
+    state = {"acc": 0.5, "w": 0}
+
+    def train() -> float:
+        state["acc"] += need * rate ** state["w"]
+        state["w"] += 1
+        return state["acc"] + float(rng.normal(0.0, noise))
+
+    return train, state
+
+
+def test_blend_spends_more_on_the_needy_jobs_than_the_noisy_curve_fit() -> None:
+    # Two jobs need retraining (drop 0.2), two do not; measurements are noisy (sd 0.1), as a window's
+    # gain on a few dozen held-out labels is. Summed over seeds, the blend (prior + gains) trains the
+    # needy jobs more and earns more true gain than Algorithm 1's curve fit of the noisy gains.
+    needs = {"a": 0.2, "b": 0.0, "c": 0.2, "d": 0.0}
+    totals = {"blend": 0.0, "curve": 0.0}
+    needy = {"blend": 0, "curve": 0}
+    for estimator in totals:
+        for seed in range(10):
+            rng = np.random.default_rng(seed)
+            jobs = {name: _noisy_job(n, 0.7, 0.1, rng) for name, n in needs.items()}
+            run = run_micro_windows(SLICING_POLICIES["gain"], {j: 0.5 for j in needs}, 12,
+                                    lambda j, jobs=jobs: jobs[j][0](), estimator=estimator, prior_gains=needs)
+            totals[estimator] += sum(n * (1 - 0.7 ** jobs[j][1]["w"]) / 0.3 for j, n in needs.items())
+            needy[estimator] += run.windows_for("a") + run.windows_for("c")
+    assert needy["blend"] > needy["curve"] and totals["blend"] > totals["curve"]

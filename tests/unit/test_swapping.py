@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from stemcell.models import build_base
-from stemcell.sharing import StemTree
-from stemcell.sharing.swapping import (
-    LayerUse,
-    MemoryCapTooSmall,
-    ModelSwapExecutor,
-    SwappingStemTree,
-    plan_residency,
-)
+from stemcell.package import load_package
+from stemcell.sharing import InferRequest, StemRuntime, StemTree, module_bytes
+from stemcell.sharing.swap_plan import LayerUse, MemoryCapTooSmall, plan_residency
+from stemcell.sharing.swapping import ModelSwapExecutor, SwappingStemTree, swap_view
 from stemcell.sharing.synthetic import perturbed_app_model
+from tests.helpers.builders import tiny_package
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,22 +34,30 @@ def _trees(cap: int) -> tuple[StemTree, SwappingStemTree]:
     return plain, swapping
 
 
+def _copied(items: list[LayerUse], swapped: set[str] | frozenset[str]) -> int:
+    return sum(i.bytes * i.uses for i in items if i.key in swapped)
+
+
 def test_plan_keeps_most_used_resident_within_the_cap() -> None:
     items = [LayerUse("stem", 100, 5), LayerUse("a", 400, 1), LayerUse("b", 150, 1), LayerUse("c", 50, 3),
              LayerUse("d", 60, 2)]
-    plan = plan_residency(items, cap_bytes=700)
-    assert plan.resident == {"stem", "c"} and plan.swapped == {"a", "b", "d"}
-    assert plan.peak_bytes == 150 + 400 + 150 <= 700  # resident + the two largest swapped in flight
-    # brute force: no resident set with more uses fits beside its staging buffers
-    best = 0
-    for r in range(len(items) + 1):
-        for chosen in itertools.combinations(items, r):
-            rest = sorted((i.bytes for i in items if i not in chosen), reverse=True)[:2]
-            if sum(i.bytes for i in chosen) + sum(rest) <= 700:
-                best = max(best, sum(i.uses for i in chosen))
-    assert sum(i.uses for i in items if i.key in plan.resident) == best
-    one = plan_residency(items, cap_bytes=500)  # two in flight (400 + 150) do not fit: one at a time
-    assert one.slots == 1 and one.peak_bytes <= 500 and one.resident == {"stem"}
+    assert plan_residency(items, cap_bytes=760).swapped == frozenset()  # everything fits: nothing to stage
+    same = [LayerUse("stem", 100, 5), *(LayerUse(k, 100, 1) for k in "xyz")]
+    plan = plan_residency(same, cap_bytes=350)  # two slots beside the most used layer; one more would not fit
+    assert plan.slots == 2 and plan.resident == {"stem"} and plan.swapped == {"x", "y", "z"}
+    assert plan.peak_bytes == 100 + 2 * 100 <= 350
+    # one slot when it copies less than half as much: two 150-byte slots would leave only "a" resident
+    one = plan_residency(items, cap_bytes=700)
+    assert one.slots == 1 and one.swapped == {"b", "d"} and one.peak_bytes == 550 + 150 <= 700
+    # brute force over every resident set and slot count: nothing within the cap copies fewer bytes
+    for cap in (700, 740):
+        plan = plan_residency(items, cap)
+        best = min(_copied(items, {i.key for i in items} - {i.key for i in chosen})
+                   for r in range(len(items) + 1) for chosen in itertools.combinations(items, r)
+                   for slots in (1, 2)
+                   if sum(i.bytes for i in chosen) + slots * max((i.bytes for i in items if i not in chosen),
+                                                                 default=0) <= cap)
+        assert plan.peak_bytes <= cap and _copied(items, plan.swapped) == best == 270
     with pytest.raises(MemoryCapTooSmall):
         plan_residency(items, cap_bytes=350)  # the largest layer alone exceeds the cap
 
@@ -70,7 +77,7 @@ def test_swap_order_is_the_execution_order_and_results_equal_resident(fraction: 
     assert swapping.plan is not None and swapping.plan.swapped and swapping.plan.resident
     assert swapping.plan.slots == slots  # a quarter of the bytes leaves room for one copy in flight only
     assert swapping.plan.peak_bytes <= cap
-    assert swapping.swap_log == [n for n in executed if n.digest in swapping.plan.swapped]
+    assert list(swapping.swap_log) == [n for n in executed if n.digest in swapping.plan.swapped]
     assert len(executed) == sum(1 for _ in swapping.nodes())  # every node ran once
     assert set(got) == set(want)
     for key in want:
@@ -99,3 +106,39 @@ def test_model_swap_baseline_equals_resident_and_copies_whole_models() -> None:
         t.numel() * t.element_size() for n in plain.path(k) for t in (*n.module.parameters(), *n.module.buffers()))
         for k in plain.keys()}
     assert swap.copied_bytes == sum(b for k, b in per_model.items() if k in swap.plan.swapped)
+
+
+def _serving(package: object, cap: int | None) -> StemRuntime:
+    runtime = StemRuntime(package, weight_cap_bytes=cap)  # type: ignore[arg-type]
+    runtime.set_camera("c0", [{"app": "car", "branchpoint": 4, "fps": 10},
+                              {"app": "person", "branchpoint": 6, "fps": 5}])
+    runtime.set_camera("c1", [{"app": "car", "branchpoint": 4, "fps": 10}])
+    return runtime
+
+
+def test_runtime_under_a_tiny_weight_cap_serves_what_an_uncapped_one_serves(tmp_path: Path) -> None:
+    tiny_package(tmp_path, branchpoints=(4, 6), apps=("car", "person"))
+    package = load_package(tmp_path)
+    plain = _serving(package, None)
+    assert swap_view(plain.tree) is None
+    largest = max(module_bytes(n.module) for n in plain.tree.nodes())
+    with pytest.raises(MemoryCapTooSmall):
+        swap_view(_serving(package, largest // 2).tree)  # not even one layer's slot: the Planner must refuse this
+    cap = largest * 11 // 10  # one slot and little else: nearly every layer is copied in per batch
+    capped = _serving(package, cap)
+    view = swap_view(capped.tree)
+    assert view is not None and view["slots"] == 1 and view["swapped_bytes"] > plain.tree.store.bytes() // 2
+    assert view["resident_bytes"] + view["staging_bytes"] <= cap
+    rng = np.random.default_rng(0)
+    for step in range(3):  # app strides differ: some frames reuse the last result
+        frames = [rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+        want, got = ([rt.infer([InferRequest("c0", frames[0], [step] * 3), InferRequest("c1", frames[1])])
+                      for rt in (plain, capped)])
+        for w, g in zip(want, got):
+            assert isinstance(w, list) and isinstance(g, list)
+            for fw, fg in zip(w, g):
+                assert [(r.app, r.label, r.fresh) for r in fw.results] == [
+                    (r.app, r.label, r.fresh) for r in fg.results]
+                assert [r.score for r in fw.results] == pytest.approx([r.score for r in fg.results], abs=1e-6)
+    assert capped.tree.copied_bytes > 0  # it really swapped
+    assert capped.memory_report(4).bytes_merged == plain.memory_report(4).bytes_merged

@@ -27,6 +27,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from stemcell.models import AppModel, segment_hash
+from stemcell.models.detection import model_task
 
 SCHEMA_VERSION = 1
 _MANIFEST = "manifest.json"
@@ -49,6 +50,7 @@ class ExpertMeta:
     version: int  # version of the camera's model it was taken from
     created_from: str  # camera whose teacher-labelled frames trained it
     created_at: float = 0.0  # seconds on the zoo's clock when it was created
+    task: str = "presence"  # its app's task (its head): "presence" or "detect"; never offered to another task
 
     def __post_init__(self) -> None:
         if not _SAFE_ID.match(self.expert_id):
@@ -70,7 +72,8 @@ def expert_from_model(
     model: AppModel, *, expert_id: str, app: str, version: int, created_from: str, created_at: float = 0.0
 ) -> Expert:
     """Snapshot the trainable part of `model` (a copy: later training does not change the expert)."""
-    meta = ExpertMeta(expert_id, app, model.branchpoint, stem_hash(model), version, created_from, created_at)
+    meta = ExpertMeta(expert_id, app, model.branchpoint, stem_hash(model), version, created_from, created_at,
+                      model_task(model))
     state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
     return Expert(meta, state)
 

@@ -9,8 +9,10 @@ Flow per camera and update window (RECL Fig. 5):
    network grows one output per new expert and is fine-tuned briefly.
 4. `prune()` now and then drops experts nobody picks.
 
-Experts never cross apps: each app has its own gating network and candidate set. This module is
-pure torch (no Ray): the ModelZoo actor is a thin shell around one `ModelZoo`.
+Experts never cross apps: each app has its own gating network and candidate set; nor tasks (an app
+renamed onto another task keeps its old experts out of its shortlist). Detect experts are scored by
+their event (an object of the app's first class is there: `presence_logits`), as presence ones. This
+module is pure torch (no Ray): the ModelZoo actor is a thin shell around one `ModelZoo`.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from stemcell.learning.zoo.selection import (
     shortlist,
 )
 from stemcell.learning.zoo.store import Expert, ZooStore, load_expert
-from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.models import AppModel, SegmentedNet, make_app_model, make_task_model, to_input
+from stemcell.models.detection import model_task, presence_logits
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,8 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256
     """Logits on the CPU, the model run where it lives (a RetrainWorker's models are on its GPU)."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, len(inputs), batch_size)])
+    return torch.cat([presence_logits(model, model(inputs[i : i + batch_size].to(device))).cpu()
+                      for i in range(0, len(inputs), batch_size)])
 
 
 def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> float:
@@ -136,6 +140,9 @@ class ModelZoo:
     def load_model(self, expert_id: str) -> AppModel:
         """A fresh AppModel holding the expert (on the shared base stem); safe to train."""
         expert = self.store.get(expert_id)
+        if expert.meta.task == "detect":  # heatmaps per class, then 2 offsets and 2 sizes
+            classes = expert.state["head.out.weight"].shape[0] - 4
+            return load_expert(make_task_model(self.base, expert.meta.branchpoint, "detect", classes), expert)
         outputs = expert.state["head.fc.weight"].shape[0]
         return load_expert(make_app_model(self.base, expert.meta.branchpoint, outputs), expert)
 
@@ -162,12 +169,17 @@ class ModelZoo:
         *,
         current: tuple[str, nn.Module] | None = None,
         last_retrained: tuple[str, nn.Module] | None = None,
+        task: str | None = None,
     ) -> Selection:
-        """Gating top-K + current + last retrained, measured on `frames` with teacher `labels`."""
+        """Gating top-K + current + last retrained, measured on `frames` with teacher `labels`; only
+        experts of the app's `task` (default: the given models' task) are candidates."""
         extra = dict(m for m in (current, last_retrained) if m is not None)
+        task = task or next((model_task(m) for m in extra.values()), "presence")
         gating = self._gating.get(app)
         ids = tuple(gating.expert_ids) if gating else ()
         scores = tuple(gating.net.mean_scores(gating_input(frames)).tolist()) if gating and ids else ()
+        mine = [i for i, e in enumerate(ids) if self.store.meta(e).task == task]
+        ids, scores = tuple(ids[i] for i in mine), tuple(scores[i] for i in mine)
         ctx = CandidateContext(
             ids, scores, current[0] if current else None, last_retrained[0] if last_retrained else None, self.config.k
         )
