@@ -131,6 +131,20 @@ def test_a_switch_that_holds_on_the_next_batch_stays(tmp_path: Path) -> None:
     assert live.experts[("cam", "car")].startswith("other.car.")
 
 
+def test_a_new_camera_starts_on_the_expert_of_its_scene(tmp_path: Path) -> None:
+    """RECL's model reuse: a camera's first batch asks the zoo, before any drift could be measured."""
+    base = build_base("tiny_cnn", num_classes=5, seed=0)
+    live = _live(tmp_path, base)
+    _train(live, "other", flip=True, start=0.0)  # scene B, learned by another camera: in the zoo
+    assert len(live.zoo.store) >= 1
+    live.trainer.add_job("new", "car", make_app_model(base, 4, 1), 1, {"branchpoint": 4})
+    first = bright_dark_samples(8, 0.0, flip=True)  # the new camera looks at scene B
+    assert live.measure("new", ["car"], *first) == ["car"]
+    assert live.switch("new", "car", first[1], first[2]) and live.experts[("new", "car")].startswith("other.car.")
+    assert live.measure("new", ["car"], *bright_dark_samples(8, 8.0, flip=True)) == []  # no longer its first batch
+    assert live.counts["undone"] == 0  # the expert beat the package's model on the probation batch too
+
+
 def test_status_shows_every_learning_app() -> None:
     base = build_base("tiny_cnn", num_classes=5, seed=0)
     trainer = AmsTrainer(CFG)
