@@ -87,17 +87,20 @@ def test_a_refused_crowd_is_told_to_come_back_spread_out(server: Server, admin: 
             return await asyncio.gather(*(http.post("/cameras/cam-crowd/frames", content=body, headers=headers)
                                           for _ in range(clients)))
 
-    spreads: list[list[int]] = []
-    for _ in range(3):  # a loaded CI box can stall the replica for seconds (no rate known): a few rounds
+    spreads: list[tuple[int, list[int]]] = []
+    # How many are refused depends on how fast the replica serves at that moment (a quiet box serves most of
+    # the crowd; a loaded one can stall with no rate known), so a few rounds, and the check is on the refused:
+    # once a crowd is refused, their Retry-After values differ instead of all saying the same second.
+    for _ in range(3):
         answers = asyncio.run(crowd())
         assert {r.status_code for r in answers} <= {200, 503}
         waits = sorted(int(r.headers["retry-after"]) for r in answers if r.status_code == 503)
         assert all(w >= 1 for w in waits)
-        spreads.append(sorted(set(waits)))
-        if len(waits) > clients // 2 and waits[-1] > waits[0]:
+        spreads.append((len(waits), sorted(set(waits))))
+        if len(waits) >= 10 and waits[-1] > waits[0]:
             break
     else:
-        pytest.fail(f"no round spread a refused crowd: Retry-After values per round {spreads}")
+        pytest.fail(f"no round spread a refused crowd: (refused, Retry-After values) per round {spreads}")
 
 
 def test_client_disconnect_is_not_a_server_error(server: Server, cam1: Camera) -> None:
