@@ -3,7 +3,7 @@
 Before issue 15 the executor got the whole decoded JPEG and resized it in float (`normalised`:
 bilinear with antialiasing, in torch). Now the ingress decodes the JPEG at libjpeg's DCT scale
 (1/2..1/8, both sides still >= the model input) and resizes it once in uint8 with OpenCV's area
-average (`stemcell.imaging.decode_for_model`, the rule the training data gets). Three paths from
+average (`stemcell.imaging.decode_for_model`, the rule the training data gets). Four paths from
 the same JPEG bytes, in one run:
 
 - `old`: full decode, then `normalised(..., size)` (the pre-issue-15 executor);
@@ -11,17 +11,17 @@ the same JPEG bytes, in one run:
 - `new`: `decode_for_model` (what serving does now);
 - `dct_2x`: a finer DCT scale (both sides >= twice the input), then the same resize.
 
-The demo's cameras (`app.demo.demo_cameras`: the synthetic cameras the apps were fine-tuned on
-and the unseen camera exported to an mp4 and read back) are scaled up to 128x128, 1280x720 and
-1920x1080 (and kept at their own size: `native`) and encoded as JPEGs (quality 90, as a camera
-would); every frame of every camera goes through the demo's Mainstream plan in one `StemRuntime`
-(no Ray, no HTTP: no frame is dropped, so the paths see exactly the same frames) and is scored
-by the demo's own `score_stream`. Per camera and app: frame F1 and event F1 per path and the
-`new - old` deltas; per resolution: the means, how often each path gives the label the camera's
-own-size frames get (`agree_native_*`: what the apps were trained on, so the closer the better),
-how often `new` agrees with `old`, and the largest score difference. A real clip (OpenCV's
-vtest.avi, 768x576 people walking, when installed) adds the label agreement of the paths on real
-detail, at its own size and at 1080p.
+The demo's cameras (`app.demo.demo_cameras`: the synthetic cameras the apps were fine-tuned on and
+the unseen camera exported to an mp4 and read back) are scaled up to 128x128, 643x481 (`odd`: sides
+that are no multiple of libjpeg's blocks), 1280x720 and 1920x1080 (and kept at their own size:
+`native`) and encoded as JPEGs (quality 90, as a camera would); every frame of every camera goes
+through the demo's Mainstream plan in one `StemRuntime` (no Ray, no HTTP: no frame is dropped, so
+the paths see exactly the same frames) and is scored by the demo's own `score_stream`. Per camera
+and app: frame F1 and event F1 per path and the `new - old` deltas; per resolution: the means, how
+often each path gives the label the camera's own-size frames get (`agree_native_*`: what the apps
+were trained on, so the closer the better), how often `new` agrees with `old`, and the largest score
+difference. A real clip (OpenCV's vtest.avi, 768x576 people walking, when installed) adds the label
+agreement of the paths on real detail, at its own size, 643x481 and 1080p.
 
     python benchmarks/resize_accuracy.py --quick --out out/perf/resize_accuracy.json
     python benchmarks/resize_accuracy.py --out out/perf/resize_accuracy.json  # the demo's package (configs/demo.yaml)
@@ -52,8 +52,9 @@ from stemcell.world import CLASSES, open_source  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-RESOLUTIONS: dict[str, tuple[int, int] | None] = {"native": None, "128": (128, 128), "720": (720, 1280),
-                                                  "1080": (1080, 1920)}  # (height, width); None: the source's own
+# (height, width); None: the source's own
+RESOLUTIONS: dict[str, tuple[int, int] | None] = {"native": None, "128": (128, 128), "odd": (481, 643),
+                                                  "720": (720, 1280), "1080": (1080, 1920)}
 CHUNK = 32  # frames per runtime call
 Norm = dict[str, list[float]]
 
@@ -208,11 +209,11 @@ def measure_demo(package: MPackage, runtime: StemRuntime, specs: list[dict], wor
 
 
 def measure_real_clip(runtime: StemRuntime, specs: list[dict], frames: int) -> list[dict]:
-    """vtest.avi at its own size (768x576) and at 1080p: how often the paths agree on real detail."""
+    """vtest.avi at its own size (768x576), 643x481 and 1080p: how often the paths agree on real detail."""
     fps = 10.0
     all_apps = [{**s, "fps": fps} for s in specs]  # every app on every frame
     out = []
-    for clip in camera_clips("vtest", str(VTEST), fps, frames, ["native", "1080"]):
+    for clip in camera_clips("vtest", str(VTEST), fps, frames, ["native", "odd", "1080"]):
         recs = {path: run_clip(runtime, clip, path, all_apps, fps)[0] for path in PATHS}
         row: dict = {"resolution": clip.resolution, "frames": len(clip.jpegs)}
         for path, other in [*((p, "old") for p in list(PATHS)[1:]), ("new", "full_area")]:  # last: the DCT scale alone
