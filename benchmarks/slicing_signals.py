@@ -34,7 +34,7 @@ from slicing_fleet import (
     accuracy,
     adam_steps,
     add_fleet_arguments,
-    agreement_drop,
+    agreement_prior,
     finish_fleet_arguments,
     setup,
 )
@@ -100,7 +100,7 @@ def diagnose(args: argparse.Namespace) -> list[dict[str, object]]:
     for w in range(1, args.windows + 1):
         for c in models:
             d = data[(c, w)]
-            drop = agreement_drop(models[c], d, args, agreements[c], w)
+            drop = agreement_prior(models[c], d, args, agreements[c], w, "agreement")
             row = camera_window(models[c], opts[c], previous[c], d, drop, args, args.seed * 1000 + w * 10 + c)
             previous[c] = copy.deepcopy(models[c])
             rows.append({"seed": args.seed, "camera": f"cam{c}", "static": c in args.static_ids, "window": w, **row})
