@@ -11,7 +11,7 @@ splits the decision into one share per role (`stemcell.scheduling.shares`) and h
 
 Roles are stable slots (`stemcell.control.roles`): executor slots (where `app.executors.ExecutorPool`
 places cameras) and retraining workers (RECL's slicing runs over all workers' jobs; a worker's share
-follows the micro-windows its jobs were granted). Which actor serves each role is published as the
+follows the micro-windows its jobs were granted, and it trains its jobs by those grants: `set_grants`). Which actor serves each role is published as the
 store's routes (the plan's `planner` section), which the ingress follows. Cameras whose chosen
 (app -> branchpoint, fps) changed are reconfigured in place (`actors.camera_push`); pinned apps never.
 

@@ -378,14 +378,14 @@ class RetrainWorker:
         await self._on(apply)
 
     async def job_stats(self) -> WorkerStats:
-        """Each job's measured gains per training phase, its agreement with the teacher on the newest live
-        samples and its drop since its last update (how far that fell below the level it reached; None
-        before live samples): what the Planner's slicing reads."""
+        """Each job's measured gains per training phase and its agreement drop since its last update
+        (how far the live agreement fell below the level it reached; None before live samples): what
+        the Planner's slicing reads."""
         def job(camera: str, app: str) -> JobStats:
             s, g = self._trainer.job(camera, app).stats, self._live.stats.agreement.get((camera, app))
             now, ref = (g.now, g.reference) if g is not None else (None, None)
             drop = None if now is None or ref is None else max(0.0, ref - now)
-            return JobStats(f"{camera}/{app}", tuple(s.recent_gains), s.updates, drop, now)
+            return JobStats(f"{camera}/{app}", tuple(s.recent_gains), s.updates, drop)
 
         return await self._on(lambda: WorkerStats(tuple(job(c, a) for c, a in self._trainer.order)))
 

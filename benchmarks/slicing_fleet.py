@@ -276,7 +276,7 @@ def setup(args: argparse.Namespace) -> dict[tuple[int, int], WindowData]:
     torch.manual_seed(args.seed)
     config = WorldConfig(seed=args.seed, num_cameras=args.cameras + 4, height=args.size, width=args.size,
                          duration_s=max(300.0, (args.windows + 1) * args.window_s))
-    world = World(config)
+    world = World(dataclasses.replace(config, segment_s=args.drift_segment_s) if args.drift_segment_s else config)
     stable = {"segment_s": (args.static_segment_s,) * 2} if args.static_segment_s else {}
     static_world = World(dataclasses.replace(config, scenes_per_camera=1, **stable))
     base = pretrained_base(world, args)
@@ -313,6 +313,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static-segment-s", type=float, default=0.0,
                         help="static cameras show one segment this long (one lighting ramp and fog level, "
                              "e.g. 100000: a stable scene); 0: the world's segments (each visit relit)")
+    parser.add_argument("--drift-segment-s", type=lambda v: tuple(float(x) for x in v.split(",")),
+                        help="MIN,MAX seconds a drifting camera stays in one scene (default: the world's 45,120)")
     parser.add_argument("--drop-from", choices=("headroom", "agreement", "heldout"), default="agreement",
                         help="the slicing prior: the deployed model's disagreement with the teacher on the "
                              "newest samples (headroom_prior, as RetrainWorkers report it to the Planner), its "

@@ -162,8 +162,7 @@ class JobStats:
     job_id: str  # "camera/app"
     recent_gains: tuple[float, ...]  # accuracy gain per training phase (micro-window), oldest first
     updates: int  # training phases run
-    drop: float | None = None  # deployed model's agreement drop with the teacher since its last update
-    agreement: float | None = None  # deployed model's agreement with the teacher on the newest live samples (prior)
+    drop: float | None = None  # deployed model's agreement drop with the teacher since its last update (slicing prior)
 
 
 @dataclass(frozen=True)

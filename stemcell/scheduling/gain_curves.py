@@ -6,6 +6,8 @@ slicing (`stemcell.scheduling.slicing`) plans with.
 - `blended_gain_curve` ("blend", the Planner's): the prior (how far the deployed model's agreement
   with the teacher dropped since its last update, known before any window is spent) shrunk towards
   by the gains measured since, as a Bayesian posterior of the curve's level.
+- `headroom_prior`: another prior, the deployed model's disagreement with the teacher now (measured,
+  not the Planner's).
 
 Why the blend: a window's measured gain is the difference of two accuracies on a few dozen
 held-out teacher labels after a few SGD steps, so its noise (sd ~10-15 points) dwarfs the
@@ -111,5 +113,8 @@ def headroom_prior(agreement: float, scale: float = HEADROOM_GAIN) -> float:
     round-robin trajectory): when only half the cameras can have a window, giving it to the half with
     the most headroom scores +0.69 points (se 0.46, quick, 5 seeds) and +1.35 (se 0.60, full, seed 0)
     over a random half; the agreement drop -0.08 and +1.23; signals measured after a window (held-out
-    gain, training-loss descent) do not predict the next window's live gain (|corr| <= 0.16)."""
+    gain, training-loss descent) do not predict the next window's live gain (|corr| <= 0.16).
+    It is not the Planner's prior: planning whole runs by it (benchmarks/recl_slicing.py policy
+    `gain_headroom_only`) did not beat the drop blend (quick +2.90 vs +3.35 points over round-robin,
+    full -0.32 vs +0.20, the same seeds)."""
     return scale * max(0.0, 1.0 - float(agreement))
