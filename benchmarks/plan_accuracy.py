@@ -15,7 +15,10 @@ the live error, not to validation's).
   whole stream (join to end), as earlier sessions measured;
 - rolling (`plan_f1_error_*_rolling`): every `--plan-period-s` a plan from the samples captured so
   far, once there are `--plan-min-samples`, vs the F1 measured over the *next* period: what a plan
-  is for. Validation is scored on the same periods.
+  is for. Validation is scored on the same periods. `plan_f1_error_past_measured_rolling`: the same
+  periods predicted by the event F1 *measured* so far (ground truth on every past frame), the best
+  any estimate from the past can do: in this world a period holds 1-3 events and the scene changes,
+  so the next period's F1 is mostly unpredictable (README, issue 17).
 - `plan_f1_error_live_frame_precision`: the earlier live plan (frame precision, the package's event
   length), to show what the event figures change.
 """
@@ -64,7 +67,8 @@ def validation_spec(setup: Setup, model: AppModel, args: argparse.Namespace, con
 
 def predicted_f1(spec: AppSpec) -> float:
     c = spec.candidates[0]
-    return float(event_f1(c.precision, c.recall, spec.event_length_frames, 1, CORRELATION))
+    rho = CORRELATION if c.correlation is None else c.correlation
+    return float(event_f1(c.precision, c.recall, spec.event_length_frames, 1, rho))
 
 
 def live_spec(spec: AppSpec, estimate: Estimate, min_samples: int, fps: float) -> AppSpec:
@@ -73,7 +77,7 @@ def live_spec(spec: AppSpec, estimate: Estimate, min_samples: int, fps: float) -
 
 def frame_only(estimate: Estimate) -> Estimate:
     """The estimate without its event figures: the plan earlier sessions made."""
-    return dataclasses.replace(estimate, event_precision=None, event_length_s=None)
+    return dataclasses.replace(estimate, event_precision=None, event_length_s=None, miss_correlation=None)
 
 
 def whole_run(pred: np.ndarray, truth: np.ndarray, estimate: Estimate, spec: AppSpec,
@@ -109,7 +113,9 @@ def rolling(pred: np.ndarray, truth: np.ndarray, join: int, confusion: Confusion
         if live == spec:
             continue  # too few samples: the plan still uses validation figures
         measured = event_score(pred[start:start + period], truth[start:start + period]).f1
-        out.append({"validation": abs(predicted_f1(spec) - measured), "live": abs(predicted_f1(live) - measured)})
+        so_far = event_score(pred[:start], truth[:start]).f1  # ground truth on every frame so far
+        out.append({"validation": abs(predicted_f1(spec) - measured), "live": abs(predicted_f1(live) - measured),
+                    "past_measured": abs(so_far - measured)})
     return out
 
 
@@ -128,8 +134,13 @@ def plan_figures(predictions: dict[str, np.ndarray], cameras: dict[str, tuple[in
               for k in ("f1_validation", "f1_live", "f1_live_frame_precision")}
     print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
                   if not k.endswith("_ci")} for r in per_camera], title="plan: predicted vs measured event F1")
-    return {"plan_f1_error_validation": errors["f1_validation"], "plan_f1_error_live": errors["f1_live"],
+    result = {"plan_f1_error_validation": errors["f1_validation"], "plan_f1_error_live": errors["f1_live"],
             "plan_f1_error_live_frame_precision": errors["f1_live_frame_precision"],
             "plan_f1_error_validation_rolling": float(np.mean([p["validation"] for p in periods])) if periods else None,
             "plan_f1_error_live_rolling": float(np.mean([p["live"] for p in periods])) if periods else None,
-            "plan_rolling_periods": len(periods), "plan_per_camera": per_camera}
+            "plan_f1_error_past_measured_rolling": float(np.mean([p["past_measured"] for p in periods]))
+            if periods else None,
+            "plan_rolling_periods": len(periods)}
+    print_table([{k[len("plan_f1_error_"):] if k.startswith("plan_f1_error_") else k: v for k, v in result.items()}],
+                title="plan errors (|predicted - measured event F1|)")
+    return {**result, "plan_per_camera": per_camera}

@@ -23,7 +23,12 @@ capture order:
 - a predicted event is a run of consecutive samples the candidate calls positive; it is correct if
   a teacher-positive sample lies in it (what `stemcell.eval.event_metrics` counts, on the samples);
 - event recall here is at the *sampling* rate (the share of teacher events with a positive
-  prediction on one of their samples), reported for the status page, not used to plan.
+  prediction on one of their samples). The Planner does not plan with it directly (it plans other
+  frame rates); it fits the candidate's *miss correlation* rho (`miss_correlation`): the event-F1
+  model with the candidate's frame recall, the events' mean sample count and the sampling lattice
+  as stride must give this sampled event recall. A model that fails on whole events (an unfamiliar
+  object or scene) has rho near 1, and then analysing more frames of an event does not find it; the
+  package's 0.5 made the live plan predict event recall ~1.0 where 0.7 was measured.
 """
 from __future__ import annotations
 
@@ -31,7 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stemcell.scheduling.event_f1 import event_recall
+
 BREAK_FACTOR = 5.0  # a gap this many times its neighbouring gaps ends every run
+MIN_FIT_EVENTS = 3  # teacher events before a miss correlation is fitted
+_RHO_GRID = np.linspace(0.0, 1.0, 201)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class EventFigures:
     event_precision: float | None
     event_recall: float | None  # at the sampling rate
     event_length_s: float | None  # mean teacher event length, capture seconds
+    event_samples: float | None  # mean samples per teacher event
 
 
 def sample_spans(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,4 +94,16 @@ def event_figures(predicted: np.ndarray, teacher: np.ndarray, stamps: np.ndarray
         events=len(true_runs), predicted_events=len(predicted_runs), correct_events=correct,
         event_precision=correct / len(predicted_runs) if predicted_runs else None,
         event_recall=found / len(true_runs) if true_runs else None,
-        event_length_s=float(np.mean([spans[a:b].sum() for a, b in true_runs])) if true_runs else None)
+        event_length_s=float(np.mean([spans[a:b].sum() for a, b in true_runs])) if true_runs else None,
+        event_samples=float(np.mean([b - a for a, b in true_runs])) if true_runs else None)
+
+
+def miss_correlation(recall: float | None, figures: EventFigures) -> float | None:
+    """The rho under which the event-F1 model, sampling every sample (stride 1 in sample units) over
+    events of the measured mean sample count, gives the measured sampled event recall; the nearest
+    end of [0, 1] when no rho does; None with fewer than `MIN_FIT_EVENTS` teacher events."""
+    if recall is None or figures.event_recall is None or figures.event_samples is None \
+            or figures.events < MIN_FIT_EVENTS:
+        return None
+    modelled = event_recall(recall, figures.event_samples, 1.0, _RHO_GRID)  # falls as rho grows
+    return float(_RHO_GRID[int(np.argmin(np.abs(modelled - figures.event_recall)))])

@@ -10,10 +10,10 @@ positive prediction), keeps its validation figures.
 What replaces them is what the event-F1 model (`stemcell.scheduling.event_f1`) needs from *this*
 camera: the candidate's frame recall, its *event* precision where a predicted event was seen (the
 model takes event precision = frame precision, which fails on an unfamiliar scene: long stretches of
-"yes" have low frame but high event precision; frame precision otherwise), and the app's event
-length, from the camera's teacher-labelled events (the package's is its training videos'). Measured
-in benchmarks/live_learning.py `--only plan`: mean |predicted - measured event F1| 0.07 this way,
-0.46 with frame precision and the package's event length.
+"yes" have low frame but high event precision; frame precision otherwise), its miss correlation
+where enough events were seen (the problem's otherwise), and the app's event length, from the
+camera's teacher-labelled events (the package's is its training videos'). Measured in
+benchmarks/live_learning.py `--only plan` (README, issue 17).
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def live_app(spec: AppSpec, estimates: Mapping[int, Estimate], min_samples: int,
     (the same samples for every candidate)."""
     live = {bp: e for bp, e in estimates.items() if usable(e, min_samples)}
     candidates = tuple(
-        dataclasses.replace(c, precision=planning_precision(e), recall=float(e.recall))  # type: ignore[arg-type]
+        dataclasses.replace(c, precision=planning_precision(e), recall=float(e.recall),  # type: ignore[arg-type]
+                            correlation=e.miss_correlation)
         if (e := live.get(c.branchpoint)) is not None else c
         for c in spec.candidates)
     timed = [e.event_length_s for e in sorted(live.values(), key=lambda e: e.samples) if e.event_length_s is not None]

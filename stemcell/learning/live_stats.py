@@ -19,7 +19,8 @@ the RetrainWorker gets, for free:
   densely, and a dense period must not outweigh an equally long sparse one); the intervals use the
   weighted counts' effective sample size (Kish). With the samples' capture times the estimate also
   carries the event figures the Planner's event-F1 model needs from the camera itself: event
-  precision and the camera's event length (`stemcell.learning.live_events`).
+  precision, the camera's event length and the candidate's miss correlation
+  (`stemcell.learning.live_events`).
 
 All state is plain numbers and lists (`state_dict`), so it rides in the worker's checkpoint and a
 restarted worker keeps its estimates.
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from stemcell.learning.live_events import event_figures, sample_spans
+from stemcell.learning.live_events import event_figures, miss_correlation, sample_spans
 
 Z95 = 1.959963984540054
 # per sample: 2 * predicted + teacher (0: tn, 1: fn, 2: fp, 3: tp)
@@ -73,6 +74,7 @@ class Estimate:
     event_length_s: float | None = None  # the camera's mean event length (capture seconds)
     events: int = 0  # teacher events among the samples
     predicted_events: int = 0
+    miss_correlation: float | None = None  # rho fitted to the sampled event recall (`live_events`)
 
 
 def weighted_proportion(hits: np.ndarray, weights: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
@@ -121,7 +123,7 @@ class Confusion:
         ev = event_figures(predicted, teacher, stamps)
         return Estimate(len(codes), p, r, f1, p_ci, r_ci, f1_ci, ev.event_precision,
                         wilson(ev.correct_events, ev.predicted_events), ev.event_recall, ev.event_length_s,
-                        ev.events, ev.predicted_events)
+                        ev.events, ev.predicted_events, miss_correlation(r, ev))
 
 
 @dataclass

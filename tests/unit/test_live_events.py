@@ -14,6 +14,7 @@ from stemcell.learning.live_stats import Confusion, Estimate, LiveStats
 from stemcell.scheduling.event_f1 import event_f1
 from stemcell.scheduling.planner import CameraDemand
 from stemcell.scheduling.problem import AppSpec, Candidate, build_problem
+from stemcell.scheduling.tables import build_tables
 
 
 def test_spans_repeat_the_last_gap_and_a_long_gap_breaks_runs() -> None:
@@ -92,3 +93,34 @@ def test_live_stats_keep_capture_times_across_a_restart() -> None:
     legacy = LiveStats()
     legacy.load_state_dict(old)
     assert legacy.estimates("cam", "car")[4].event_length_s == pytest.approx(2.5)  # taken as 1 s apart
+
+
+def test_whole_event_misses_fit_a_high_miss_correlation_and_the_plan_uses_it() -> None:
+    """Half the events are missed on every sample, half found on every sample: frame recall 0.5, but
+    more frames per event find nothing more (rho ~ 1), unlike the package's rho 0.5."""
+    teacher = np.tile(np.r_[np.ones(4, bool), np.zeros(4, bool)], 8)  # 8 events of 4 samples
+    predicted = teacher.copy()
+    predicted[np.flatnonzero(teacher)[:16]] = False  # the first 4 events missed whole
+    e = Confusion()
+    e.add(predicted, teacher, np.arange(64) * 0.5)
+    est = e.estimate()
+    assert est.recall == pytest.approx(0.5) and est.event_recall == pytest.approx(0.5)
+    assert est.miss_correlation == pytest.approx(1.0)
+    scattered = np.where(teacher, np.tile([True, False], 32), False)  # every other sample of every event
+    e2 = Confusion()
+    e2.add(scattered, teacher, np.arange(64) * 0.5)
+    assert e2.estimate().event_recall == 1.0 and e2.estimate().miss_correlation < 0.3
+    few = Confusion()
+    few.add(predicted[:16], teacher[:16], np.arange(16) * 0.5)  # 2 events: too few to fit
+    assert few.estimate().miss_correlation is None
+
+    spec = AppSpec("car", (Candidate(4, 0.9, 0.9),), event_length_frames=10.0)
+    cand = live_app(spec, {4: est}, 50, stream_fps=2.0).candidates[0]
+    assert cand.correlation == pytest.approx(1.0)
+    rows = [{"app": "car", "branchpoint": 4, "precision": 1.0, "recall": 0.5}]
+    problem = build_problem(rows, segment_latency_s=[0.001] * 5, head_latency_s=0.0005, frame_rates=(1.0, 2.0),
+                            stream_fps=2.0, budget=1.0, event_length_frames={"car": 4.0}, correlation=0.5)
+    live = dataclasses.replace(problem, apps=(dataclasses.replace(
+        problem.apps[0], candidates=(dataclasses.replace(problem.apps[0].candidates[0], correlation=1.0),)),))
+    assert build_tables(live).recall[0, 0, -1] == pytest.approx(0.5)  # whole-event misses: recall stays 0.5
+    assert build_tables(problem).recall[0, 0, -1] == pytest.approx(1 - 0.5 * 0.75 ** 3)  # the problem's rho 0.5
