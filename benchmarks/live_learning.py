@@ -32,6 +32,7 @@ adapted to it before the run, 4 drifting and unadapted; `--slicing-fleet`, `--sl
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
     python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
+    python benchmarks/live_learning.py --quick --only plan --out X.json   # item 4 alone (benchmarks/plan_accuracy.py)
 """
 from __future__ import annotations
 
