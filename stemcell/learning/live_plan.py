@@ -66,12 +66,19 @@ def with_live_estimates(demand: CameraDemand, estimates: Estimates, min_samples:
 
 def plan_fields(validation_f1: float | None, estimate: Estimate | None, min_samples: int) -> dict[str, Any]:
     """`GET /admin/plan`'s per camera app figures: validation F1 beside the live one (null until
-    `min_samples` live samples; then with its interval)."""
+    `min_samples` live samples; then with its interval), and the event figures the plan uses
+    (`event_precision_live`, `miss_correlation_live`, `event_length_s_live`; null where not measured)."""
     live = estimate if usable(estimate, min_samples) and estimate is not None and estimate.f1 is not None else None
-    return {"f1_validation": validation_f1,
-            "f1_live": round(float(live.f1), 4) if live is not None and live.f1 is not None else None,
+
+    def figure(name: str) -> float | None:
+        value = getattr(live, name) if live is not None else None
+        return None if value is None else round(float(value), 4)
+
+    return {"f1_validation": validation_f1, "f1_live": figure("f1"),
             "f1_live_ci": [round(float(x), 4) for x in live.f1_ci] if live is not None and live.f1_ci else None,
-            "live_samples": estimate.samples if estimate is not None else 0}
+            "live_samples": estimate.samples if estimate is not None else 0,
+            "event_precision_live": figure("event_precision"), "miss_correlation_live": figure("miss_correlation"),
+            "event_length_s_live": figure("event_length_s")}
 
 
 def annotate_plan(plan: dict[str, Any], estimates: Mapping[str, Estimates], min_samples: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stemcell.learning.live_events import event_figures, runs, sample_spans
-from stemcell.learning.live_plan import live_app, with_live_estimates
+from stemcell.learning.live_plan import live_app, plan_fields, with_live_estimates
 from stemcell.learning.live_stats import Confusion, Estimate, LiveStats
 from stemcell.scheduling.event_f1 import event_f1
 from stemcell.scheduling.planner import CameraDemand
@@ -77,6 +77,8 @@ def test_live_app_takes_event_precision_and_the_cameras_event_length() -> None:
                             stream_fps=10.0, budget=1.0, event_length_frames={"car": 10.0})
     demand = with_live_estimates(CameraDemand("cam", problem), {"car": {4: with_events}}, 200)
     assert demand.problem.apps[0].event_length_frames == pytest.approx(30.0)  # the camera's stream rate
+    shown = plan_fields(0.9, dataclasses.replace(with_events, miss_correlation=0.75), 200)
+    assert (shown["event_precision_live"], shown["miss_correlation_live"], shown["event_length_s_live"]) == (0.8, 0.75, 3.0)
 
 
 def test_live_stats_keep_capture_times_across_a_restart() -> None:
