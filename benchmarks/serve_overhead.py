@@ -64,27 +64,29 @@ from serve_load import camera_jpegs
 TENANTS = 10  # apps per frame in the 10-apps comparison
 
 
-def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn", world_s: float = 120.0) -> Path:
-    """A small real M-Package (`base_name`, 64x64; apps car + person at 2 branchpoints, 1 epoch each).
+def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn", world_s: float = 120.0,
+                   input_size: int = 64) -> Path:
+    """A small real M-Package (`base_name` at `input_size` px, the world rendered at that size; apps car +
+    person at 2 branchpoints, 1 epoch each).
 
     With `tenants` > 2, more apps (the world's classes again, other seeds) with only their head
     above the shared base: `tenants` apps of one base, as many tenants would bring. Throughput is
     what is measured here, so the candidates are trained just enough to be real (on `world_s`
     seconds of two cameras: `--quick` trains on a third of it, the models' size is the same).
     """
-    world = World(WorldConfig(seed=0, num_cameras=2, height=64, width=64, duration_s=world_s))
-    train, val = world_frames(world, [0, 1], 64, val_fraction=0.3)
+    world = World(WorldConfig(seed=0, num_cameras=2, height=input_size, width=input_size, duration_s=world_s))
+    train, val = world_frames(world, [0, 1], input_size, val_fraction=0.3)
     base = build_base(base_name)
     apps = {name: (CLASSES.index(name), (3, base.num_segments)) for name in ("car", "person")}
     for t in range(2, tenants):
         apps[f"tenant-{t}"] = (t % len(CLASSES), (base.num_segments,))
-    results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32, input_size=64,
-                                                      seed=i), train, val)
+    results = [finetune_candidate(base, CandidateSpec(app, (k,), b, epochs=1, lr=1e-3, batch_size=32,
+                                                      input_size=input_size, seed=i), train, val)
                for i, (app, (k, branchpoints)) in enumerate(apps.items()) for b in branchpoints]
     entries = [app_entry(app, [CLASSES[k]], val.presence[:, k]) for app, (k, _) in apps.items()]
-    info = TrainingInfo(input_size=64, fps=world.config.fps, data=synthetic_data_entry(),
-                        world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
-    build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
+    info = TrainingInfo(input_size=input_size, fps=world.config.fps, data=synthetic_data_entry(),
+                        world={"seed": 0, "num_cameras": 2, "height": input_size, "width": input_size})
+    build_package(root, base, info, profile_latency(base, input_size, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
 
 
