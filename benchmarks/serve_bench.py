@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from ray import serve
 from ray.actor import ActorHandle
 from starlette.requests import Request
 
+from stemcell.control.roles import executor_role
 from stemcell.package import load_package
+from stemcell.serve_config import ServeConfig, load_serve_config
 
 import plain_serve  # benchmarks/ is on sys.path when run as a script
 from serve_load import Send, closed_loop, summarise
@@ -129,6 +132,24 @@ def bench(http: httpx.AsyncClient, tokens: dict[str, str], package: Path, rounds
     return Bench(http, executor, tokens, load_package(package).manifest.base.input_size, rounds, warmup_s, measure_s)
 
 
+_PRESTARTED: list[ActorHandle] = []  # held for the session: Ray reclaims a non-detached actor once no handle is left
+
+
+def _prestart(config: ServeConfig) -> None:
+    """Start the actors the ingress replica creates one after another in its `__init__` (state store,
+    executors, event hub) now, while Serve's controller and proxy start: the same names and options,
+    so the replica finds them (`get_if_exists`) instead of waiting for each process in turn."""
+    from actors.event_hub import start_event_hub
+    from actors.routed_executor import start_executor
+    from actors.state_store import get_or_create_state_store
+
+    ex = config.executors
+    _PRESTARTED.append(get_or_create_state_store(str(config.state_path), namespace=ex.namespace))
+    _PRESTARTED.extend(start_executor(ex, str(config.package_dir), name=executor_role(ex.name_prefix, i),
+                                      share=ex.num_gpus, get_if_exists=True) for i in range(ex.count))
+    _PRESTARTED.append(start_event_hub(config))
+
+
 def deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
            peer: bool = True) -> tuple[str, dict[str, str]]:
     """Stemcell, the echo and (with `peer`) the plain-Serve peer on one Serve instance; 8 cameras with
@@ -154,15 +175,19 @@ def deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
         models = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
         targets.append(serve.RunTarget(models.bind(str(package), [(a, shared) for a in apps], threads),
                                        name="plain", route_prefix="/plain"))
+    started = time.perf_counter()
+    _prestart(load_serve_config(config))
     with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve_started = time.perf_counter()
         serve.run_many(targets)  # all replicas start at once
         wait_listening(port)
+    print(f"  deploy: Serve started in {serve_started - started:.1f} s, "
+          f"apps in {time.perf_counter() - serve_started:.1f} s", flush=True)
     url = f"http://127.0.0.1:{port}"
-    tokens = {}
-    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
-        for c in range(CAMERAS):
-            tokens[f"bench-{c}"] = admin.add_camera(f"bench-{c}", ["car", "person"], fps=30)["token"]
-            ten = [{"app": a, "branchpoint": shared} for a in apps]
-            tokens[f"ten-{c}"] = admin.add_camera(f"ten-{c}", ten, fps=30)["token"]
-    return url, tokens
+    ten = [{"app": a, "branchpoint": shared} for a in apps]
+    cameras = [{"camera_id": f"{kind}-{c}", "apps": kind_apps, "fps": 30}
+               for c in range(CAMERAS) for kind, kind_apps in (("bench", ["car", "person"]), ("ten", ten))]
+    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:  # one request, one plan: not 16
+        added = admin.request("POST", "/admin/cameras:bulk", json={"cameras": cameras})["cameras"]
+    return url, {a["camera_id"]: a["token"] for a in added}

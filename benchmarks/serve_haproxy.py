@@ -105,6 +105,7 @@ def _side(args: argparse.Namespace) -> None:
             return
         url, tokens = deploy(args.root, args.package, args.coalesce_ms, args.threads, peer=False)
         jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
+        jpegs_1080 = camera_jpegs(CAMERAS, 4, 1080)
         print(READY, flush=True)
         if sys.stdin.readline().strip() != GO:
             return
@@ -113,7 +114,10 @@ def _side(args: argparse.Namespace) -> None:
             async with http_client(url) as http:
                 b = bench(http, tokens, args.package, args.rounds, args.warmup_s, args.measure_s)
                 return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
-                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
+                                          "echo_haproxy": b.single(jpegs, "bench", "/echo"),
+                                          "http_batch_haproxy": b.batch(jpegs, "bench"),
+                                          "http_1080_haproxy": b.single(jpegs_1080, "bench"),
+                                          "http_batch_1080_haproxy": b.batch(jpegs_1080, "bench")})
         args.results.write_text(json.dumps(asyncio.run(run())))
         print(DONE, flush=True)
     finally:
@@ -135,6 +139,8 @@ def main() -> None:
     if os.fork():  # detach from the main run (see HaproxySide); before any thread exists
         os._exit(0)
     _side(args)
+    sys.stdout.flush()
+    os._exit(0)  # its Ray is down and its results written: skip the interpreter's seconds of teardown
 
 
 if __name__ == "__main__":
