@@ -25,6 +25,8 @@ from ray.actor import ActorHandle
 from starlette.requests import Request
 
 from stemcell.control.roles import executor_role
+from stemcell.frame_stream import MEDIA_TYPE as FRAME_STREAM
+from stemcell.frame_stream import encode_frames
 from stemcell.package import load_package
 from stemcell.serve_config import ServeConfig, load_serve_config
 
@@ -110,12 +112,22 @@ class Bench:
             return 1
         return send
 
-    def batch(self, jpegs: list[list[bytes]], camera: str) -> Send:
+    def batch(self, jpegs: list[list[bytes]], camera: str, *, stream: bool = False) -> Send:
+        """BATCH JPEGs per `frames:batch` POST: multipart, or with `stream` the length-prefixed
+        `application/octet-stream` body (`stemcell.frame_stream`), built beforehand like the JPEGs."""
+        def images(c: int, i: int) -> list[bytes]:
+            return [jpegs[c][(i * BATCH + k) % len(jpegs[c])] for k in range(BATCH)]
+        bodies = [[encode_frames(images(c, i)) for i in range(len(cam))] for c, cam in enumerate(jpegs)]
+
         async def send(c: int, i: int) -> int:
-            cam, n = f"{camera}-{c}", len(jpegs[c])
-            files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
-            await self._post(f"/cameras/{cam}/frames:batch", files=files,
-                             headers={"Authorization": f"Bearer {self.tokens[cam]}"})
+            cam = f"{camera}-{c}"
+            auth = {"Authorization": f"Bearer {self.tokens[cam]}"}
+            if stream:
+                await self._post(f"/cameras/{cam}/frames:batch", content=bodies[c][i % len(bodies[c])],
+                                 headers={**auth, "Content-Type": FRAME_STREAM})
+            else:
+                files = [("frames", (f"{k}.jpg", jpeg, "image/jpeg")) for k, jpeg in enumerate(images(c, i))]
+                await self._post(f"/cameras/{cam}/frames:batch", files=files, headers=auth)
             return BATCH
         return send
 

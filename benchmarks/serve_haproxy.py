@@ -115,9 +115,9 @@ def _side(args: argparse.Namespace) -> None:
                 b = bench(http, tokens, args.package, args.rounds, args.warmup_s, args.measure_s)
                 return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
                                           "echo_haproxy": b.single(jpegs, "bench", "/echo"),
-                                          "http_batch_haproxy": b.batch(jpegs, "bench"),
+                                          "http_batch_haproxy": b.batch(jpegs, "bench", stream=True),
                                           "http_1080_haproxy": b.single(jpegs_1080, "bench"),
-                                          "http_batch_1080_haproxy": b.batch(jpegs_1080, "bench")})
+                                          "http_batch_1080_haproxy": b.batch(jpegs_1080, "bench", stream=True)})
         args.results.write_text(json.dumps(asyncio.run(run())))
         print(DONE, flush=True)
     finally:

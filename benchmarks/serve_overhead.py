@@ -7,7 +7,9 @@ world at `--resolution`: 128x128, or scaled up to 720p / 1080p):
 (a) direct      - the cameras call the StemExecutor actor themselves (decoded frames, 8 per call;
                   also 1 per call for reference): the ceiling without HTTP.
 (b) http        - one JPEG per `POST /cameras/{id}/frames` through the Serve ingress.
-(c) http_batch  - 8 JPEGs per `POST /cameras/{id}/frames:batch` (multipart).
+(c) http_batch  - 8 JPEGs per `POST /cameras/{id}/frames:batch` (multipart); `http_batch_octet` the same
+                  frames as one `application/octet-stream` body (`stemcell.frame_stream`:
+                  length-prefixed images), the format every other batch mode below sends.
 (d) echo        - an empty Serve deployment that reads the same JPEG body and answers: the
                   per-request ceiling of Serve itself on this machine.
 
@@ -138,13 +140,14 @@ async def measure_overhead(b: Bench, jpegs: list[list[bytes]]) -> dict[str, dict
     arrays = [[decode_for_model(j, "image/jpeg", b.input_size) for j in cam] for cam in jpegs]
     return await b.rounds_of({"direct": b.direct(arrays, "bench", BATCH), "direct_single": b.direct(arrays, "bench", 1),
                               "http": b.single(jpegs, "bench"), "http_batch": b.batch(jpegs, "bench"),
+                              "http_batch_octet": b.batch(jpegs, "bench", stream=True),
                               "echo": b.single(jpegs, "bench", "/echo")})
 
 
 async def measure_http_resolutions(b: Bench, by_resolution: dict[int, list[list[bytes]]]) -> dict[str, dict]:
     """(b) with 720p and 1080p JPEGs, and (c) with 1080p JPEGs (a camera gateway that batches)."""
     return await b.rounds_of({**{f"http_{res}": b.single(by_resolution[res], "bench") for res in (720, 1080)},
-                              "http_batch_1080": b.batch(by_resolution[1080], "bench")})
+                              "http_batch_1080": b.batch(by_resolution[1080], "bench", stream=True)})
 
 
 def measure_decode_limit(jpegs: list[list[bytes]], size: int, threads: int, seconds: float) -> dict[str, float]:
@@ -237,6 +240,10 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
         "ratio_to_plain_serve": results["http_10apps"]["fps"] / results["peer_plain_serve_10models"]["fps"],
         "cpu_ratio_to_plain_serve": (results["peer_plain_serve_10models"]["cpu_ms_total"]
                                      / results["http_10apps"]["cpu_ms_total"]),
+        "fps_http_batch_octet": results["http_batch_octet"]["fps"],
+        "ratio_http_batch_octet_to_direct": results["http_batch_octet"]["fps"] / results["direct"]["fps"],
+        "cpu_ratio_http_batch_octet_to_direct": (results["direct"]["cpu_ms_total"]
+                                                 / results["http_batch_octet"]["cpu_ms_total"]),
         "fps_http_batch_1080": results["http_batch_1080"]["fps"],
         "ratio_http_batch_to_decode_limit_1080": results["http_batch_1080"]["fps"] / decode_limit,
         "fps_http_haproxy": results["http_haproxy"]["fps"],
@@ -295,6 +302,9 @@ def _print(rows: list[dict], summary: dict) -> None:
     print(f"1080p: http {summary['fps_http_1080']:.1f} frames/s = {summary['ratio_http_to_decode_limit_1080']:.2f} of "
           f"the decode limit {summary['decode_limit_fps_1080']:.1f} (goal >= 0.6); executor fed full frames "
           f"{summary['executor_fps_1080_full']:.1f} vs model-size {summary['executor_fps_1080_model_size']:.1f}")
+    print(f"octet-stream batches: {summary['fps_http_batch_octet']:.1f} frames/s = "
+          f"{summary['ratio_http_batch_octet_to_direct']:.2f} of direct (by CPU time "
+          f"{summary['cpu_ratio_http_batch_octet_to_direct']:.2f}) vs multipart {summary['fps_http_batch']:.1f}")
     print(f"1080p batches of {BATCH}: {summary['fps_http_batch_1080']:.1f} frames/s = "
           f"{summary['ratio_http_batch_to_decode_limit_1080']:.2f} of the decode limit")
     print(f"behind HAProxy: http {summary['fps_http_haproxy']:.1f} frames/s, echo {summary['rps_echo_haproxy']:.1f} "
