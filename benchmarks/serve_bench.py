@@ -92,11 +92,12 @@ class Bench:
 
     def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int, *, preput: bool = False) -> Send:
         """Decoded frames straight to the executor actor, `per_call` per call, stacked and sent by the
-        caller each time; with `preput` one stack per camera is put in the object store beforehand, so
-        what is measured is the executor alone, not this client copying (8 frames at 1080p: 50 MB)."""
+        caller each time; with `preput` one stack (the first camera's) is put in the object store
+        beforehand and every camera sends it, so what is measured is the executor alone, not this
+        client copying (8 frames at 1080p: 50 MB)."""
         stacks = [[np.stack([cam[(i * per_call + k) % len(cam)] for k in range(per_call)])
-                   for i in range(1 if preput else len(cam))] for cam in arrays]
-        stacks = [[ray.put(s) for s in cam] for cam in stacks] if preput else stacks
+                   for i in range(1 if preput else len(cam))] for cam in (arrays[:1] if preput else arrays)]
+        stacks = [[ray.put(stacks[0][0])]] * len(arrays) if preput else stacks
 
         async def send(c: int, i: int) -> int:
             await self.executor.infer.remote(f"{camera}-{c}", stacks[c][i % len(stacks[c])])

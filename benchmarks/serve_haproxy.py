@@ -45,7 +45,12 @@ class HaproxySide:
         # is then no descendant of this process, so the main run's CPU accounting (`serve_load.cpu_by_component`,
         # this process's descendants) leaves it out. The pipes stay connected; it reports its pid first.
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = int(self._line().removeprefix(PID))
+        self.pid: int | None = None  # its first line, read when needed: the main run does not wait for its imports
+
+    def _side_pid(self) -> int:
+        if self.pid is None:
+            self.pid = int(self._line().removeprefix(PID))
+        return self.pid
 
     def _line(self) -> str:
         assert self.process.stdout is not None
@@ -67,6 +72,7 @@ class HaproxySide:
         self._tell(PACKAGE)
 
     def wait_ready(self) -> None:
+        self._side_pid()
         self._until(READY)
 
     def measure(self) -> dict[str, dict]:
@@ -78,6 +84,10 @@ class HaproxySide:
         """Close its stdin (a side process still waiting for a line then shuts its Ray down) and, if it is
         still there after 30 s, kill it."""
         self.process.wait()  # the first half, gone at once
+        try:
+            pid = self._side_pid()
+        except RuntimeError:  # it exited before saying who it is
+            return
         if self.process.stdin is not None:
             try:
                 self.process.stdin.close()
@@ -86,11 +96,11 @@ class HaproxySide:
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             try:
-                os.kill(self.pid, 0)
+                os.kill(pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.2)
-        os.kill(self.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
 
 def _side(args: argparse.Namespace) -> None:

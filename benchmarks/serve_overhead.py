@@ -70,7 +70,7 @@ from stemcell.world import CLASSES, World, WorldConfig
 from serve_bench import BATCH, CAMERAS, Bench, bench, deploy, http_client  # benchmarks/ is on sys.path
 from procstat import process_age_s
 from serve_haproxy import HaproxySide
-from serve_load import camera_jpegs
+from serve_load import camera_jpegs, cpu_by_component
 
 TENANTS = 10  # apps per frame in the 10-apps comparison
 
@@ -100,17 +100,21 @@ def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn", wo
 
 
 class Phases:
-    """Wall seconds of each start-up and measurement phase, printed as each ends: where the run's time goes."""
+    """Wall seconds of each start-up and measurement phase, printed as each ends: where the run's time goes,
+    with the CPU seconds this process and its Ray session's living processes used meanwhile (the side
+    session is no descendant: not counted), which tells a CPU-bound phase from one that waits."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {"imports": process_age_s()}
         self._last = time.perf_counter()
+        self._cpu = sum(cpu_by_component().values())
 
     def done(self, name: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), sum(cpu_by_component().values())
         self.seconds[name] = round(now - self._last, 2)
-        self._last = now
-        print(f"[{process_age_s():5.1f} s] {name} took {self.seconds[name]:.1f} s", flush=True)
+        print(f"[{process_age_s():5.1f} s] {name} took {self.seconds[name]:.1f} s "
+              f"({cpu - self._cpu:.1f} CPU-s here)", flush=True)
+        self._last, self._cpu = now, cpu
 
 
 def _package_path(args: argparse.Namespace, root: Path) -> tuple[Path, bool]:
@@ -274,18 +278,22 @@ def _summary(results: dict[str, dict], args: argparse.Namespace, rounds: int, me
 
 
 async def _measure(url: str, tokens: dict[str, str], package: Path, args: argparse.Namespace, rounds: int,
-                   warmup_s: float, measure_s: float, decode_threads: int) -> dict[str, dict]:
+                   warmup_s: float, measure_s: float, decode_threads: int, phases: Phases) -> dict[str, dict]:
     """Every measurement, one after another, on the same deployment."""
     per_camera = {128: 16, 720: 4, 1080: 4}
     jpegs = {res: camera_jpegs(CAMERAS, per_camera[res], res) for res in {args.resolution, 720, 1080}}
+    phases.done("render_jpegs")
     async with http_client(url) as http:
         b = bench(http, tokens, package, rounds, warmup_s, measure_s)
         results = await measure_overhead(b, jpegs[args.resolution])
         results |= await measure_http_resolutions(b, jpegs)
+        phases.done("measure_proxy")
         results["decode_limit_1080"] = measure_decode_limit(jpegs[1080], b.input_size, decode_threads, measure_s)
         print(f"  decode limit 1080p: {results['decode_limit_1080']['fps']:.1f} frames/s", flush=True)
         results |= await measure_executor_1080(b, jpegs[1080])
+        phases.done("measure_decode_and_executor")
         results |= await measure_ten_apps(b, jpegs[args.resolution], max(2, rounds))
+        phases.done("measure_ten_apps")
     return results
 
 
@@ -374,8 +382,7 @@ def main() -> None:
                 side.wait_ready()  # its start-up must not overlap the measured windows
                 phases.done("haproxy_side_ready")
                 results = asyncio.run(_measure(url, tokens, package, args, rounds, warmup_s, measure_s,
-                                               decode_threads=os.cpu_count() or 1))
-                phases.done("measure_proxy")
+                                               decode_threads=os.cpu_count() or 1, phases=phases))
             finally:
                 ray.shutdown()  # takes Serve down with it, without waiting for graceful replica shutdown
                 phases.done("ray_shutdown")
