@@ -76,7 +76,10 @@ class Bench:
         for r in range(self.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 refused = self.refused
+                before = await self.executor.stats.remote()
                 w = await closed_loop(modes[name], CAMERAS, self.warmup_s, self.measure_s)
+                after = await self.executor.stats.remote()  # frames per forward: how well requests coalesce
+                w["executor_batch_frames"] = (after.frames - before.frames) / max(after.batches - before.batches, 1)
                 windows[name].append(w)
                 print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s"
                       + (f"  ({self.refused - refused} refused with 503, sent again)" if self.refused > refused else ""),

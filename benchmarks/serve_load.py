@@ -79,7 +79,8 @@ def summarise(windows: list[dict]) -> dict:
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "requests": int(lat.size), "rounds": len(windows), **cpu,
             "cpu_ms_server": sum(cpu[f"cpu_ms_{k}"] for k in ("proxy", "replica", "executor")),
-            "cpu_ms_total": sum(cpu.values())}
+            "cpu_ms_total": sum(cpu.values()),
+            **{k: float(np.median([w[k] for w in windows])) for k in windows[0] if k == "executor_batch_frames"}}
 
 
 def _process_table() -> dict[int, tuple[int, str, float]]:

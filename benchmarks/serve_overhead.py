@@ -300,7 +300,7 @@ async def _measure(url: str, tokens: dict[str, str], package: Path, args: argpar
 def _print(rows: list[dict], summary: dict) -> None:
     """The table of every mode and one line per goal."""
     print_table(rows, ["mode", "fps", "rps", "p50_ms", "p99_ms", "cpu_ms_proxy", "cpu_ms_replica", "cpu_ms_executor",
-                       "cpu_ms_server", "cpu_ms_client"],
+                       "cpu_ms_server", "cpu_ms_client", "executor_batch_frames"],
                 title=f"Serve overhead, {CAMERAS} concurrent cameras, median of {summary['rounds']} rounds x "
                       f"{summary['measure_s']:g} s")
     print(f"\nhttp / echo = {summary['ratio_http_to_echo']:.2f} (goal >= 0.8; by CPU time "
