@@ -70,7 +70,7 @@ from stemcell.world import CLASSES, World, WorldConfig
 from serve_bench import BATCH, CAMERAS, Bench, bench, deploy, http_client  # benchmarks/ is on sys.path
 from procstat import process_age_s
 from serve_haproxy import HaproxySide
-from serve_load import camera_jpegs, cpu_by_component
+from serve_load import Phases, camera_jpegs
 
 TENANTS = 10  # apps per frame in the 10-apps comparison
 
@@ -97,24 +97,6 @@ def _speed_package(root: Path, tenants: int = 2, base_name: str = "tiny_cnn", wo
                         world={"seed": 0, "num_cameras": 2, "height": 64, "width": 64})
     build_package(root, base, info, profile_latency(base, 64, batch_sizes=(1, 8), repeats=2), entries, results)
     return root
-
-
-class Phases:
-    """Wall seconds of each start-up and measurement phase, printed as each ends: where the run's time goes,
-    with the CPU seconds this process and its Ray session's living processes used meanwhile (the side
-    session is no descendant: not counted), which tells a CPU-bound phase from one that waits."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {"imports": process_age_s()}
-        self._last = time.perf_counter()
-        self._cpu = sum(cpu_by_component().values())
-
-    def done(self, name: str) -> None:
-        now, cpu = time.perf_counter(), sum(cpu_by_component().values())
-        self.seconds[name] = round(now - self._last, 2)
-        print(f"[{process_age_s():5.1f} s] {name} took {self.seconds[name]:.1f} s "
-              f"({cpu - self._cpu:.1f} CPU-s here)", flush=True)
-        self._last, self._cpu = now, cpu
 
 
 def _package_path(args: argparse.Namespace, root: Path) -> tuple[Path, bool]:
@@ -361,6 +343,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     phases = Phases()
+    load_at_start = round(os.getloadavg()[0], 1)
     with tempfile.TemporaryDirectory(prefix="stemcell-bench-") as tmp:
         root = Path(tmp)
         package, build = _package_path(args, root)
@@ -395,7 +378,9 @@ def main() -> None:
     rows = [{"mode": name, **{k: v for k, v in r.items() if k != "latencies_ms"}} for name, r in results.items()]
     summary = _summary(results, args, rounds, measure_s)
     _print(rows, summary)
-    summary |= {"seconds_total": process_age_s(), "phase_s": phases.seconds}
+    summary |= {"seconds_total": process_age_s(), "phase_s": phases.seconds,
+                "load_average": [load_at_start, round(os.getloadavg()[0], 1)]}  # 1-min, at start and end
+    print(f"load average (1 min) {load_at_start} at start, {summary['load_average'][1]} at the end")
     print(f"whole run {summary['seconds_total']:.0f} s (imports included): "
           + ", ".join(f"{k} {v:.1f}" for k, v in phases.seconds.items()))
     out = save_results({**summary, "rows": rows}, args.out, rows=rows)
