@@ -42,6 +42,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # s
 
 import app.serve_app as serve_app  # noqa: E402
 from benchmarks.harness import jpeg_frames  # noqa: E402
+from stemcell.frame_stream import MEDIA_TYPE as FRAME_STREAM  # noqa: E402
+from stemcell.frame_stream import encode_frames  # noqa: E402
 from tests.helpers.builders import tiny_package  # noqa: E402
 
 ADMIN = "profile-admin-" + "x" * 20
@@ -77,6 +79,9 @@ async def _profile(root: Path, route: str, requests: int, top: int) -> None:
             if route == "frames":
                 r = await http.post("/cameras/c0/frames", content=jpegs[i % 8],
                                     headers={**headers, "Content-Type": "image/jpeg"})
+            elif route == "stream":
+                r = await http.post("/cameras/c0/frames:batch", content=encode_frames(jpegs[:8]),
+                                    headers={**headers, "Content-Type": FRAME_STREAM})
             else:
                 r = await http.post("/cameras/c0/frames:batch", headers=headers,
                                     files=[("frames", (f"{k}.jpg", jpegs[k], "image/jpeg")) for k in range(8)])
@@ -186,7 +191,7 @@ def _serve_pids() -> dict[int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--route", choices=("frames", "batch", "stream"), default="frames",
-                        help="one JPEG per POST, or frames:batch as multipart or as the octet-stream body (--serve)")
+                        help="one JPEG per POST, or frames:batch as multipart or as the octet-stream body")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--top", type=int, default=30, help="entries per listing")
     parser.add_argument("--serve", action="store_true", help="py-spy the real replica and executor under load")
