@@ -98,14 +98,14 @@ def diagnose(args: argparse.Namespace) -> list[dict[str, object]]:
     per_camera = args.micro_windows // args.cameras
     rows: list[dict[str, object]] = []
     for w in range(1, args.windows + 1):
-        for c in models:
+        for c, model in models.items():
             d = data[(c, w)]
-            drop = agreement_prior(models[c], d, args, agreements[c], w, "agreement")
-            row = camera_window(models[c], opts[c], previous[c], d, drop, args, args.seed * 1000 + w * 10 + c)
-            previous[c] = copy.deepcopy(models[c])
+            drop = agreement_prior(model, d, args, agreements[c], w, "agreement")
+            row = camera_window(model, opts[c], previous[c], d, drop, args, args.seed * 1000 + w * 10 + c)
+            previous[c] = copy.deepcopy(model)
             rows.append({"seed": args.seed, "camera": f"cam{c}", "static": c in args.static_ids, "window": w, **row})
             for _ in range(per_camera):  # the round-robin trajectory goes on
-                adam_steps(models[c], opts[c], d.x_train, d.y_train, args.iters, args.batch, gens[c])
+                adam_steps(model, opts[c], d.x_train, d.y_train, args.iters, args.batch, gens[c])
     return rows
 
 
