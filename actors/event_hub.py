@@ -12,8 +12,9 @@ order (`stemcell.events.forward.Reorderer`), tracks starts and ends, saves snaps
 and delivers webhooks from bounded queues, so its webhook counters are the whole cluster's. It also
 caps the `events` table (`events.max_rows`, `events.max_age_s`).
 
-A restarted hub has lost its open events: they stay open in the store (their end is never seen) until
-the table's age cap removes them; events that start after the restart are tracked as before.
+A restarted hub takes back the events the store still has open (`EventTracker.restore`), so an event that
+started before the restart ends under its own id when its camera's results say so; one whose camera never
+reports again stays open until the table's age cap removes it.
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ class EventHubShell:
         self.events, self.webhooks_config = cfg.events, cfg.webhooks
         self.store = get_or_create_state_store(str(cfg.state_path), namespace=cfg.executors.namespace)
         self.tracker = EventTracker()
+        restored = self.tracker.restore(ray.get(self.store.open_events.remote(), timeout=10.0))
+        if restored:
+            log.info("event hub took back %d open events from the store", restored)
         self.snapshots = (SnapshotStore(cfg.events.snapshot_dir, cfg.events.snapshot_max_bytes,
                                         cfg.events.snapshot_max_age_s) if cfg.events.snapshot_dir is not None else None)
         self.dispatcher = WebhookDispatcher(delivery_policy(cfg.webhooks))

@@ -75,7 +75,8 @@ def _versions(trainer: AmsTrainer) -> dict[JobKey, int]:
 class MergeWorker:
     def __init__(self, package_dir: str, *, state_path: str | None = None, namespace: str = "stemcell",
                  config: dict[str, Any] | None = None, holdout_every: int = 3, min_samples: int = 12,
-                 schedule: dict[str, float] | None = None) -> None:
+                 schedule: dict[str, float] | None = None,
+                 run_over: tuple[Mapping[str, float], str] | None = None) -> None:
         self._package = load_package(package_dir)
         base = self._package.manifest.base  # frames reach the models as they did in training
         self._ams = AmsConfig(input_size=base.input_size, mean=base.normalization.mean, std=base.normalization.std)
@@ -87,6 +88,8 @@ class MergeWorker:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="merge")
         self._schedule = MergeSchedule(**(schedule or {}))
         self._timer: asyncio.Task[None] | None = None
+        if run_over is not None:  # from the constructor, so a restarted worker (max_restarts) runs its timer again
+            ray.get_runtime_context().current_actor.start.remote(*run_over)
 
     async def _on(self, fn: Callable[..., V], *args: Any) -> V:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -220,6 +223,10 @@ class MergeWorker:
                 await asyncio.sleep(self._schedule.poll_s)
         self._timer = asyncio.get_running_loop().create_task(loop())
 
+    async def scheduled(self) -> bool:
+        """Whether the timer is running (the schedule survives the actor's restarts)."""
+        return self._timer is not None and not self._timer.done()
+
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -240,9 +247,8 @@ def start_merge_schedule(config: ServeConfig, executors: Sequence[str], learner:
     name), started on its timer over `executors` with the learner `learner` (`learning.merge_poll_s`)."""
     c, ns = config.learning, config.executors.namespace
     assert c.merge_poll_s is not None
-    worker = MergeWorker.options(name=f"{c.worker_name}-merge", namespace=ns, get_if_exists=True,
-                                 num_cpus=c.num_cpus, max_restarts=-1).remote(
+    return MergeWorker.options(name=f"{c.worker_name}-merge", namespace=ns, get_if_exists=True,
+                               num_cpus=c.num_cpus, max_restarts=-1).remote(
         str(config.package_dir), state_path=str(config.state_path), namespace=ns,
-        schedule={"poll_s": c.merge_poll_s, "every_s": c.merge_every_s})
-    worker.start.remote({name: config.executors.num_gpus for name in executors}, learner)
-    return worker
+        schedule={"poll_s": c.merge_poll_s, "every_s": c.merge_every_s},
+        run_over=({name: config.executors.num_gpus for name in executors}, learner))

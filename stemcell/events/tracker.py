@@ -92,5 +92,17 @@ class EventTracker:
         keys = [k for k in self._open if k[0] == camera_id]
         return [EventChange("end", replace(e, end_ts=max(ts, e.start_ts))) for e in (self._open.pop(k) for k in keys)]
 
+    def restore(self, events: Iterable[Event]) -> int:
+        """Take back events left open by an earlier tracker (a restarted hub): the next inactive result of
+        their (camera, app) ends them under the same id, so receivers see the end of what they saw start.
+        Events already tracked here win. Returns how many were taken."""
+        taken = 0
+        for event in events:
+            key = (event.camera_id, event.app)
+            if event.end_ts is None and key not in self._open:
+                self._open[key] = event
+                taken += 1
+        return taken
+
     def open_events(self) -> list[Event]:
         return list(self._open.values())

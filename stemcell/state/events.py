@@ -98,6 +98,13 @@ class EventLog:
                                       "ORDER BY start_ts DESC, seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_event(r) for r in rows]
 
+    def open_events(self: StateStore) -> list[Event]:
+        """Events whose end was not seen yet (what a restarted event hub picks up again)."""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE end_ts IS NULL "
+                                      "ORDER BY start_ts, seq").fetchall()
+        return [_event(r) for r in rows]
+
     def events_after(self: StateStore, seq: int, limit: int = 100) -> list[tuple[int, Event]]:
         """(seq, event as it was then) of the changes after `seq`, oldest first (what a follower has not seen)."""
         with self._lock:

@@ -2,6 +2,7 @@
 (its store then holds the tied segments once), counted in the plan's `executors` section."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -97,3 +98,35 @@ def test_merge_ships_tied_weights_and_counts_remerges(ray_session: None, tmp_pat
     finally:
         for actor in (worker, executor, store):
             ray.kill(actor)
+
+
+def test_restarted_worker_runs_its_schedule_again(ray_session: None, tmp_path: Path) -> None:
+    """The schedule comes with the constructor, so a worker Ray restarts (`max_restarts`) keeps merging."""
+    from actors.merge_worker import MergeWorker
+
+    package_dir = tmp_path / "pkg"
+    tiny_package(package_dir, branchpoints=(3,), apps=("car",))
+    worker = MergeWorker.options(num_cpus=0, max_restarts=1).remote(
+        str(package_dir), state_path=str(tmp_path / "state.db"), namespace=NS,
+        schedule={"poll_s": 3600.0}, run_over=({"no-such-executor": 1.0}, "no-such-learner"))
+    try:
+        assert _eventually(lambda: ray.get(worker.scheduled.remote(), timeout=60))
+        pid = ray.get(worker.__ray_call__.remote(lambda _self: os.getpid()))
+        ray.kill(worker, no_restart=False)
+        assert _eventually(lambda: ray.get(worker.__ray_call__.remote(lambda _self: os.getpid())) != pid)
+        assert _eventually(lambda: ray.get(worker.scheduled.remote(), timeout=60))
+    finally:
+        ray.kill(worker)
+
+
+def _eventually(check, timeout_s: float = 60.0) -> bool:
+    """`check()` true within `timeout_s` (a restarting actor's calls may fail for a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except ray.exceptions.RayActorError:
+            pass
+        time.sleep(0.2)
+    return False

@@ -2,8 +2,8 @@
 serving afterwards), exact answers to token abuse and image bombs, and pickle payloads refused by
 every weights loader without running.
 
-The campaign itself lives in `benchmarks/security_fuzz.py` (which runs a larger one); this test
-runs a small seeded slice of every category of it.
+The campaign itself lives in `benchmarks/security_fuzz.py` (which runs a larger one; its requests are
+built in `benchmarks/fuzz_cases.py`); this test runs a small seeded slice of every category of it.
 """
 from __future__ import annotations
 
@@ -23,16 +23,9 @@ import torch
 from ray import serve
 from safetensors import SafetensorError
 
+from benchmarks.fuzz_cases import _TRICKY_IDS, GOOD, Tokens, generate_cases
 from benchmarks.harness import Deployment, deploy, write_serve_config
-from benchmarks.security_fuzz import (
-    _TRICKY_IDS,
-    GOOD,
-    Result,
-    Tokens,
-    generate_cases,
-    register_fuzz_cameras,
-    run_campaign,
-)
+from benchmarks.security_fuzz import Result, register_fuzz_cameras, run_campaign
 from stemcell.client import Camera
 from stemcell.models import build_base
 from stemcell.models.weights import load_torchvision_checkpoint

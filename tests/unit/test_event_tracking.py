@@ -51,3 +51,17 @@ def test_snapshot_is_taken_once_at_start_with_the_starting_frame() -> None:
                              frame(3.0, ("car", True, 0.9, None))], snap)
     assert calls == [("e0", 1)]
     assert seen[0].event.snapshot == "/snaps/e0.jpg"
+
+
+def test_restored_event_ends_under_its_own_id_and_tracked_ones_win() -> None:
+    from stemcell.events.tracker import Event
+
+    t = tracker()
+    t.observe("cam", [frame(1.0, ("car", True, 0.7, None))])  # e0, open here
+    left_open = [Event("old-car", "cam", "car", 0.5, None, 0.9), Event("old-bus", "cam", "bus", 0.2, None, 0.8),
+                 Event("done", "cam", "person", 0.1, 0.3, 0.5)]
+    assert t.restore(left_open) == 1  # the car is tracked already; an ended event is not open
+    changes = t.observe("cam", [frame(2.0, ("bus", True, 0.95, None)), frame(3.0, ("bus", False, 0.1, None))])
+    assert [(c.kind, c.event.event_id, c.event.end_ts, c.event.peak_score) for c in changes] == [
+        ("end", "old-bus", 3.0, 0.95)]
+    assert [e.event_id for e in t.open_events()] == ["e0"]

@@ -53,3 +53,13 @@ def test_prune_events_caps_rows_and_age(tmp_path: Path) -> None:
         now[0] = 1200.0
         assert store.prune_events(max_rows=3, max_age_s=850.0) == 1  # e3 (300) is now too old
         assert [e.event_id for e in store.query_events()] == ["e5", "e4"]
+
+
+def test_open_events_are_those_without_an_end(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.db") as store:
+        store.put_event(Event("e1", "cam1", "car", 10.0, None, 0.8))
+        store.put_event(Event("e2", "cam2", "person", 5.0, None, 0.6))
+        store.put_event(Event("e3", "cam1", "bus", 1.0, 2.0, 0.7))
+        assert [e.event_id for e in store.open_events()] == ["e2", "e1"]  # oldest start first
+        store.put_event(Event("e1", "cam1", "car", 10.0, 12.0, 0.9))
+        assert [e.event_id for e in store.open_events()] == ["e2"]
