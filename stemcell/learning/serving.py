@@ -52,7 +52,7 @@ class LiveLearning:
     def __init__(self, trainer: AmsTrainer, candidate: Callable[[str, int], AppModel],
                  branchpoints: Callable[[str], Sequence[int]], *, zoo: ModelZoo | None = None,
                  drift_threshold: float = 0.1, window: int = 1000, decisions_kept: int = DECISIONS_KEPT,
-                 switch_margin: float = 0.25, own_batches: int = 3) -> None:
+                 switch_margin: float = 0.0, own_batches: int = 8) -> None:
         """`candidate(app, bp)`: the package's model of the app at `bp` (cached by the caller);
         `branchpoints(app)`: the app's candidates; `switch_margin`, `own_batches`: see
         `stemcell.learning.zoo.switching`."""

@@ -62,7 +62,7 @@ def test_a_clear_lead_switches_and_is_logged(tmp_path: Path) -> None:
 
 
 def test_the_own_model_comes_back_on_a_later_batch(tmp_path: Path) -> None:
-    live, _ = _switched(tmp_path)  # own_batches = 3 (the default)
+    live, _ = _switched(tmp_path)  # own_batches = 8 (the default)
     for start in (72.0, 80.0):  # scene B holds: the expert wins, the own model waits
         _feed(live, "cam", *bright_dark_samples(8, start, flip=True))
     assert live.counts["undone"] == 0 and ("cam", "car") in live.experts

@@ -1,19 +1,22 @@
 """When a zoo expert may replace a camera's own model, and how long the own model may come back.
 
-Why (measured by benchmarks/live_zoo.py, full mode, 73 scene changes): a switch throws away the
-camera's own AMS lineage, the model trained on its T_horizon buffer, for an expert another camera
-trained; retraining then continues from the expert with sparse updates, so a wrong switch costs
-accuracy long after the minute it was made in. The safety check that picks the expert weighs it on
-the few fresh samples of one live batch (3-8 frames): an expert that ties the serving model there
-(the loss breaking the tie) or wins by one sample is noise, and those switches lost accuracy (-1.4
-and -5.9 points in the minute after the change) where clear wins gained (+7.9). So:
+Why (measured by benchmarks/live_zoo.py, full mode, 73 scene changes of one world): a switch gives
+up the camera's own AMS lineage, the model trained on its T_horizon buffer, which in a world of
+recurring scenes already spans most scenes the camera returns to, for an expert another camera
+trained; retraining then continues from the expert with sparse updates. With a switch decided on
+one live batch (3-8 fresh frames, ties broken by the loss) and undone only if the replaced model won
+the very next batch, switches cost accuracy long after the minute they were made in: -4.1 points
+where the zoo did nothing in the minute after a change (earlier switches' damage), -8.4 where the
+switch was undone; overall -0.49 points after scene changes. So:
 
-- `switch_due`: a zoo expert replaces the serving model only when it is right on at least
-  `margin` more of the fresh samples (accuracy points); a retrained model of the camera's own
-  lineage still needs only to beat the deployed one (`stemcell.learning.safety`): it loses nothing.
+- `switch_due`: a zoo expert replaces the serving model only when it is right on more of the fresh
+  samples, by at least `margin` (accuracy points); a tie never switches, whatever the losses (the
+  loss still breaks ties between models of one lineage: `stemcell.learning.safety`).
 - `OwnModel`: the model a switch replaced stays a contender for `batches` live batches (RECL: the
-  camera's own retrained model competes with the experts in every selection); on each of them, if
-  it beats the serving expert by the safety rule, it serves again at once (the switch is undone).
+  camera's own model competes with the experts at every selection): on each of them, if it beats
+  the serving expert by the safety rule, it serves again at once (the switch is undone). A switch
+  then costs at most a batch when the camera returns to a scene its own model knows, and an expert
+  serves the scenes it knows better.
 """
 from __future__ import annotations
 
