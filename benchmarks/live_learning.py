@@ -4,8 +4,9 @@ The learning side of the serving path, in one process and on video time: every c
 through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
 teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
 candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
-and in zoo mode drift (or a camera's first batch) asks the zoo for an expert, a switch is undone if
-the replaced model wins the next batch, and retrained models are offered to the zoo: the same
+and in zoo mode drift (or a camera's first batch) asks the zoo for an expert (a strict lead on the
+batch: `--switch-margin`), a switch is undone if the replaced model wins one of the next
+`--own-batches` batches, and retrained models are offered to the zoo: the same
 objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path is
 covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
 after a hot swap.

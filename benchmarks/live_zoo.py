@@ -60,7 +60,7 @@ def ams_run(world: World, base: SegmentedNet, cams: list[int], args: argparse.Na
     not change it): only its predictions are read here."""
     if args.ams_cache is None:
         return run_mode("ams", world, base, cams, args, tmp)
-    zoo_flags = {"out", "drift", "zoo_k", "switch_margin", "own_batches", "ams_cache", "zoo_seeds", "real_fps",
+    zoo_flags = {"out", "drift", "zoo_k", "switch_margin", "own_batches", "fast_drift", "ams_cache", "zoo_seeds", "real_fps",
                  "slicing_seeds", "slicing_fleet", "latency_frames"}
     key = hashlib.sha1(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in zoo_flags},
                                   default=str).encode()).hexdigest()[:16]
@@ -102,12 +102,18 @@ def main(argv: list[str] | None = None) -> None:
                          "gain_zoo_joins": gains["join"], **{f"{m}_{c}": v for m in ("zoo",)
                                                              for c, v in runs[m].live.counts.items()}})
     summary = summarise(all_rows)
+    gaps = [r["last_seen_s_ago"] for r in all_rows if r["last_seen_s_ago"] is not None]
+    summary["revisits"] = {"changes_into_a_scene_seen_before": len(gaps), "of": len(all_rows),
+                           "median_last_seen_s_ago": float(np.median(gaps)) if gaps else None,
+                           "share_within_horizon": float(np.mean([g <= args.horizon_s for g in gaps])) if gaps else None,
+                           "horizon_s": args.horizon_s}
     result = {"benchmark": "live_zoo", "quick": args.quick, "per_seed": per_seed, "summary": summary,
               "changes": all_rows, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "elapsed_s": time.perf_counter() - started}
     print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in all_rows],
                 title="per scene change")
-    print_table([{"group": g, **v} for g, v in summary.items()], title="summary")
+    print_table([{"group": g, **v} for g, v in summary.items() if g != "revisits"], title="summary")
+    print_table([summary["revisits"]], title="scene revisits vs T_horizon")
     print_table(per_seed, title="per seed")
     save_results(result, args.out)
 

@@ -37,9 +37,7 @@ def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> di
 def accuracy_over(run: Any, world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
     if not spans:
         return None
-    hits = [float((run.predictions[f"cam{c}"][a:b] == world.camera(c).presence()[a:b, target].astype(bool)).mean())
-            for c, a, b in spans]
-    return float(np.mean(hits))
+    return float(np.mean([_accuracy(run, world, c, a, b, target) for c, a, b in spans]))
 
 
 def zoo_gain(runs: dict[str, Any], world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
@@ -68,7 +66,9 @@ def change_rows(runs: dict[str, Any], world: World, cams: list[int], args: argpa
     rows = []
     for c, a, b in after_changes(world, cams, args)["change"]:
         new, old = int(scenes[c][a]), int(scenes[c][a - 1])
-        recent = scenes[c][max(join_frame(c, args), a - int(horizon * fps)):a]
+        before = scenes[c][join_frame(c, args):a]
+        recent = before[-int(horizon * fps):]
+        seen = np.flatnonzero(before == new)
         earlier_elsewhere = any(int(scenes[o][join_frame(o, args):a].tolist().count(new)) for o in cams if o != c)
         mine = [d for d in decisions if d["camera"] == f"cam{c}" and d["ts"] is not None
                 and a / fps <= d["ts"] < b / fps]
@@ -78,6 +78,8 @@ def change_rows(runs: dict[str, Any], world: World, cams: list[int], args: argpa
         rows.append({
             "camera": c, "t_s": a / fps, "scene_from": old, "scene_to": new,
             "in_buffer": bool((recent == new).any()), "seen_elsewhere": earlier_elsewhere,
+            # video seconds since this camera last showed the scene (None: not since it joined)
+            "last_seen_s_ago": float((len(before) - seen[-1]) / fps) if len(seen) else None,
             "acc_ams": _accuracy(runs["ams"], world, c, a, b, target),
             "acc_zoo": _accuracy(runs["zoo"], world, c, a, b, target),
             "flag_after_s": None if first is None else first["ts"] - a / fps,

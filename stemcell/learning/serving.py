@@ -131,12 +131,15 @@ class LiveLearning:
         best = max(accuracies, key=accuracies.__getitem__, default=None)
         agreement = self.stats.agreement[(camera, app)]
         ts = agreement.history[-1][0] if agreement.history else None
-        agreement.switched()  # measure afresh, whatever serves now
         expert = self.zoo.store.get(selection.chosen) if selection.from_zoo else None
         if (expert is None or selection.chosen == current.meta.expert_id or expert.meta.branchpoint != job.branchpoint
                 or not switch_due(selection.accuracy, serving, self.switch_margin)):
+            # the same model serves: its drift stays measured from the level it had reached, so a camera
+            # still worse than that asks the zoo again on its next batch (resetting the level here would
+            # make a model that fell stay unnoticed until retraining lifts it)
             self._decided(camera, app, ts, "stay", best, accuracies.get(best) if best else None, serving)
             return False
+        agreement.switched()  # another model serves: measure afresh
         self._decided(camera, app, ts, "switch", selection.chosen, selection.accuracy, serving)
         if (camera, app) not in self._replaced:  # switching again: the camera's own model is the one to keep
             self._replaced[(camera, app)] = OwnModel(copy.deepcopy(job.learner.model), self.own_batches)

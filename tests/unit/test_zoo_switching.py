@@ -45,13 +45,17 @@ def test_a_tie_on_the_fresh_samples_keeps_the_own_model(tmp_path: Path) -> None:
     _train(live, "cam", flip=False, start=0.0)  # this camera's own model: scene A
     job = live.trainer.job("cam", "car")
     before = job.version
-    t_s, frames, labels = _half_and_half(40.0)
-    live.measure("cam", ["car"], t_s, frames, labels)
+    for start in range(40, 104, 8):  # it serves scene A well: its agreement climbs to that level
+        _feed(live, "cam", *bright_dark_samples(8, float(start), flip=False))
+    t_s, frames, labels = _half_and_half(104.0)
+    assert live.measure("cam", ["car"], t_s, frames, labels) == ["car"]  # 0.5 after 1.0: drift
     assert not live.switch("cam", "car", frames, labels)
     assert job.version == before and live.counts["switches"] == 0
     stay = live.decisions[-1]
     assert stay["kind"] == "stay" and stay["expert_accuracy"] == stay["serving_accuracy"] == 0.5
-    assert stay["expert"] in live.zoo.store and stay["ts"] == 47.0  # the best expert, for the record
+    assert stay["expert"] in live.zoo.store and stay["ts"] == 111.0  # the best expert, for the record
+    # the same model still serves and is still below the level it had reached: the zoo is asked again
+    assert live.measure("cam", ["car"], *_half_and_half(112.0)) == ["car"]
 
 
 def test_a_clear_lead_switches_and_is_logged(tmp_path: Path) -> None:
