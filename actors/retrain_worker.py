@@ -114,7 +114,9 @@ class RetrainWorker:
         self._checkpoint_every_s, self._checkpointed_at = checkpoint_every_s, time.monotonic()
         self._candidates: dict[tuple[str, int], AppModel] = {}  # the package's models, scored on live samples
         self._live = LiveLearning(self._trainer, self._candidate, self._branchpoints, zoo=self._open_zoo(zoo, persist_dir),
-                                  drift_threshold=float((zoo or {}).get("drift_threshold", 0.1)))
+                                  drift_threshold=float((zoo or {}).get("drift_threshold", 0.1)),
+                                  switch_margin=float((zoo or {}).get("switch_margin", 0.0)),
+                                  own_batches=int((zoo or {}).get("own_batches", 8)))
         state = newest_checkpoint(resume_from, self._store.load_checkpoint() if self._store else None)
         if state is not None:
             self._trainer.load_state_dict(state, self._model)

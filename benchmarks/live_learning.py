@@ -4,8 +4,9 @@ The learning side of the serving path, in one process and on video time: every c
 through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
 teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
 candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
-and in zoo mode drift (or a camera's first batch) asks the zoo for an expert, a switch is undone if
-the replaced model wins the next batch, and retrained models are offered to the zoo: the same
+and in zoo mode drift (or a camera's first batch) asks the zoo for an expert (a strict lead on the
+batch: `--switch-margin`), a switch is undone if the replaced model wins one of the next
+`--own-batches` batches, and retrained models are offered to the zoo: the same
 objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path is
 covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
 after a hot swap.
@@ -50,6 +51,7 @@ from ams_common import Setup, fresh_app, pretrained_base
 from live_real_clip import real_clip
 from plan_accuracy import add_plan_arguments, plan_figures, validation_spec
 from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
+from zoo_changes import after_changes, join_frame, zoo_gains
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.event_metrics import event_score
@@ -81,7 +83,7 @@ class ModeRun:
 
 def ams_config(args: argparse.Namespace) -> AmsConfig:
     return AmsConfig(input_size=args.size, iterations=args.iters, batch_size=args.batch, lr=args.lr,
-                     safety_holdout=args.holdout)
+                     safety_holdout=args.holdout, horizon_s=args.horizon_s)
 
 
 def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace,
@@ -96,7 +98,8 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
         if mode == "zoo" else None
     # one candidate (the app's at --branchpoint): the other candidates' estimates are not measured here
     live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint], zoo=zoo,
-                        drift_threshold=args.drift)
+                        drift_threshold=args.drift, switch_margin=args.switch_margin, own_batches=args.own_batches,
+                        decisions_kept=1_000_000)  # benchmarks/live_zoo.py reads them all
     now = [0.0]
     sampler = LiveSampler(batch_size=args.live_batch, max_wait_s=args.live_batch, clock=lambda: now[0])
     teacher = OracleTeacher(world)
@@ -132,12 +135,6 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
     return ModeRun(predictions, live, retrain_s, infer_s)
 
 
-def join_frame(camera: int, args: argparse.Namespace) -> int:
-    """Cameras join the fleet one after another (`--stagger-s`): a late camera starts on a scene the
-    cameras before it may have been in, and its frames before the join are neither served nor scored."""
-    return round(camera * args.stagger_s * args.fps)
-
-
 def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: argparse.Namespace) -> list[dict]:
     span, target, rows = int(60 * args.fps), CLASSES.index(args.app), []
     n = len(next(iter(run.predictions.values())))
@@ -152,40 +149,6 @@ def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: ar
             f1s.append(event_score(pred, truth).f1)
         rows.append({"mode": mode, "minute": m, "accuracy": float(np.mean(accs)), "event_f1": float(np.mean(f1s))})
     return rows
-
-
-def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> dict[str, list[tuple[int, int, int]]]:
-    """(camera, first frame, last frame) of the minute after each scene change inside the run
-    (`change`) and after each late camera's join (`join`: its model meets a scene it never saw)."""
-    n, span = int(args.duration_s * args.fps), int(60 * args.fps)
-    out: dict[str, list[tuple[int, int, int]]] = {"change": [], "join": []}
-    for c in cams:
-        join = join_frame(c, args)
-        scenes = world.camera(c).scene_ids()[:n]
-        out["change"] += [(c, int(s), min(n, int(s) + span)) for s in np.flatnonzero(np.diff(scenes)) + 1 if s > join]
-        out["join"] += [(c, join, min(n, join + span))] if 0 < join < n else []
-    return out
-
-
-def accuracy_over(run: ModeRun, world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
-    if not spans:
-        return None
-    hits = [float((run.predictions[f"cam{c}"][a:b] == world.camera(c).presence()[a:b, target].astype(bool)).mean())
-            for c, a, b in spans]
-    return float(np.mean(hits))
-
-
-def zoo_gain(runs: dict[str, ModeRun], world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
-    """(c) - (b), accuracy points over `spans`."""
-    ams, zoo = accuracy_over(runs["ams"], world, spans, target), accuracy_over(runs["zoo"], world, spans, target)
-    return None if ams is None or zoo is None else 100 * (zoo - ams)
-
-
-def zoo_gains(runs: dict[str, ModeRun], world: World, cams: list[int], args: argparse.Namespace) -> dict[str, float | None]:
-    """gain_zoo over the minutes after every scene change and join, and over each kind alone."""
-    spans, target = after_changes(world, cams, args), CLASSES.index(args.app)
-    return {kind: zoo_gain(runs, world, found, target) for kind, found in
-            (("all", spans["change"] + spans["join"]), *spans.items())}
 
 
 def zoo_seeds(base: SegmentedNet, setup: Setup, cams: list[int], args: argparse.Namespace) -> list[float | None]:
@@ -306,10 +269,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=10, help="Adam steps per retraining phase")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--horizon-s", type=float, default=240.0, help="T_horizon of the AMS buffer (AMS's value)")
     parser.add_argument("--holdout", type=int, default=8, help="safety check: newest samples held out")
     parser.add_argument("--live-batch", type=int, default=8, help="sampled frames per teacher call")
     parser.add_argument("--drift", type=float, default=0.1, help="zoo.drift_threshold")
     parser.add_argument("--zoo-k", type=int, default=5)
+    parser.add_argument("--switch-margin", type=float, default=0.0, help="zoo.switch_margin")
+    parser.add_argument("--own-batches", type=int, default=8, help="zoo.own_batches")
     parser.add_argument("--zoo-seeds", type=int, default=3, help="world seeds gain_zoo is measured on (seed, seed+1, ..)")
     parser.add_argument("--pretrain-frames", type=int, help="source-world frames per camera (default 200 / 600)")
     parser.add_argument("--latency-frames", type=int, default=200)
