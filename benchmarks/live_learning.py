@@ -33,6 +33,7 @@ adapted to it before the run, 4 drifting and unadapted; `--slicing-fleet`, `--sl
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
     python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
+    python benchmarks/live_learning.py --quick --only plan --out X.json   # item 4 alone (benchmarks/plan_accuracy.py)
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from ams_common import Setup, build_world, fresh_app, pretrained_base
+from ams_common import Setup, fresh_app, pretrained_base
 from live_real_clip import real_clip
+from plan_accuracy import add_plan_arguments, plan_figures, validation_spec
 from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
 from zoo_changes import after_changes, join_frame, zoo_gains
 
@@ -56,7 +58,6 @@ from stemcell.eval.event_metrics import event_score
 from stemcell.eval.plotting import plt
 from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
 from stemcell.learning.live import LiveSampler
-from stemcell.learning.published import model_logits
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.teachers import (
     FrameMeta,
@@ -64,8 +65,6 @@ from stemcell.learning.teachers import (
 )
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import SegmentedNet
-from stemcell.scheduling.event_f1 import event_f1
-from stemcell.training import binary_metrics, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
 MODES = ("off", "ams", "zoo")
@@ -164,26 +163,13 @@ def zoo_seeds(base: SegmentedNet, setup: Setup, cams: list[int], args: argparse.
 
 
 def plan_errors(off: ModeRun, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace) -> dict:
-    """|predicted - measured event F1| of the deployed candidate, predicted from validation or live figures."""
+    """|predicted - measured event F1| of the deployed candidate of mode (a), predicted by the Planner's path
+    from the package's validation figures or from the camera's live estimate (benchmarks/plan_accuracy.py:
+    whole run, rolling, and per camera the evidence)."""
     target = CLASSES.index(args.app)
-    source = build_world(setup_of(args), 2, args.seed + 1000)  # the package's validation data: its own world
-    data, _ = world_frames(source, range(2), 200, seed=args.seed + 7)
-    model = fresh_app(base, args.branchpoint, args.app)
-    val = binary_metrics(model_logits(model, data.frames, ams_config(args)) > 0, data.presence[:, target])
-    truth_all = source.camera(0).presence()[:, target].astype(bool)
-    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, truth_all.astype(int), 0])))[::2]
-    event_frames = float(np.mean(runs)) if len(runs) else 10.0
-    errors_val, errors_live = [], []
-    for c in cams:
-        join = join_frame(c, args)
-        pred = off.predictions[f"cam{c}"][join:]
-        measured = event_score(pred, world.camera(c).presence()[join:join + len(pred), target].astype(bool)).f1
-        est = off.live.stats.estimates(f"cam{c}", args.app)[args.branchpoint]
-        errors_val.append(abs(float(event_f1(val.precision, val.recall, event_frames, 1, 0.5)) - measured))
-        if est.precision is not None and est.recall is not None:
-            errors_live.append(abs(float(event_f1(est.precision, est.recall, event_frames, 1, 0.5)) - measured))
-    return {"plan_f1_error_validation": float(np.mean(errors_val)),
-            "plan_f1_error_live": float(np.mean(errors_live)) if errors_live else None}
+    spec = validation_spec(setup_of(args), fresh_app(base, args.branchpoint, args.app), args, ams_config(args))
+    cameras = {f"cam{c}": (join_frame(c, args), world.camera(c).presence()[:, target].astype(bool)) for c in cams}
+    return plan_figures(off.predictions, cameras, off.live.stats, spec, args)
 
 
 def latency_p99(run: ModeRun, world: World, cams: list[int], args: argparse.Namespace, learning: bool) -> float:
@@ -296,6 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-fps", type=float, help="vtest.avi samples per second (default 1 quick / 2 full)")
     parser.add_argument("--real-hog-scale", type=float, default=1.5, help="zones enlarged this much for HOG")
     parser.add_argument("--slicing-seeds", type=int, help="seeds of the mixed slicing fleet (default 2 / 3)")
+    parser.add_argument("--only", choices=("plan",), help="plan: item 4's plan errors alone (mode a, plan_errors)")
+    add_plan_arguments(parser)
     parser.add_argument("--slicing-fleet", help="benchmarks/slicing_fleet.py flags of the mixed fleet "
                         f"(default quick {SLICING_QUICK!r}, full {SLICING_FULL!r})")
     args = parser.parse_args(argv)
@@ -315,6 +303,13 @@ def main(argv: list[str] | None = None) -> None:
     base = pretrained_base(setup)
     world = world_of(setup, args)
     cams = list(range(args.cameras))
+    if args.only == "plan":
+        with tempfile.TemporaryDirectory() as tmp:
+            only = {"only": "plan", **plan_errors(run_mode("off", world, base, cams, args, Path(tmp)), world, base, cams,
+                                                  args)}
+        save_results({**only, "config": {k: str(v) for k, v in vars(args).items()},
+                      "elapsed_s": time.perf_counter() - started}, args.out)
+        return
     runs, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:

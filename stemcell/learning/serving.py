@@ -86,7 +86,7 @@ class LiveLearning:
                       for bp in self.branchpoints(job.app) if bp != job.branchpoint}
             first = (camera, job.app) not in self.stats.agreement
             self.stats.observe(camera, job.app, int(job.branchpoint or 0), job.version, float(t_s[-1]), teacher,
-                               job.predict(frames) > 0, others)
+                               job.predict(frames) > 0, others, stamps=np.asarray(t_s, float))
             if self.zoo is not None and (first or self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold)):
                 drifted.append(job.app)
         return drifted

@@ -181,7 +181,7 @@ def test_live_estimates_replace_validation_after_min_samples() -> None:
     annotate_plan(plan, {"cam": {"car": {4: estimate}}}, 200)
     assert plan["cameras"]["cam"]["apps"]["car"] == {
         "branchpoint": 4, "frame_f1": 0.9, "f1_validation": 0.9, "f1_live": None, "f1_live_ci": None,
-        "live_samples": 150}
+        "live_samples": 150, "event_precision_live": None, "miss_correlation_live": None, "event_length_s_live": None}
     annotate_plan(plan, {"cam": {"car": {4: dataclasses.replace(estimate, samples=300)}}}, 200)
     assert plan["cameras"]["cam"]["apps"]["car"]["f1_live"] == 0.444
     assert plan["cameras"]["cam"]["apps"]["car"]["f1_live_ci"] == [0.3, 0.6]

@@ -25,7 +25,8 @@ def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     (1280, 720, 128, 4),  # 320x180 (1/8 would leave 90 rows)
     (1280, 720, 224, 2),  # 640x360
     (641, 481, 128, 2),  # odd: 321x241, while 1/4 gives 161x121 (< 128)
-    (1023, 1023, 128, 8),  # libjpeg rounds up: ceil(1023/8) = 128, just enough
+    (1023, 1023, 128, 8),  # 127.9 rows at 1/8, rounded to 128: just enough
+    (1017, 1017, 128, 4),  # 127.1 at 1/8: libjpeg gives 128 but the last is mostly padding, so 1/4
     (100, 90, 128, 1),  # smaller than the model: no scale at all
 ])
 def test_dct_factor_is_the_smallest_scale_still_at_least_the_model_input(width: int, height: int, size: int,
@@ -47,6 +48,23 @@ def test_jpeg_is_decoded_at_that_scale_and_is_libjpegs_own_scaled_decode(height:
     model = decode_for_model(data, "image/jpeg", size)
     assert model.shape == (size, size, 3) and model.flags.c_contiguous
     assert np.array_equal(model, resize_frames(scaled, size))
+
+
+def test_a_scaled_row_that_is_mostly_block_padding_is_dropped() -> None:
+    """481x643 at 1/8: libjpeg gives 61x81, the last row and column averaging 1 and 3 image rows with the
+    encoder's padding. Kept, they stretch the frame; dropped, the model input is closer to what the whole
+    decode, area-resized (the training rule), gives."""
+    data = encode_jpeg(_scene(481, 643))
+    libjpeg = simplejpeg.decode_jpeg(data, "RGB", min_factor=8, min_height=61, min_width=81)
+    assert libjpeg.shape == (61, 81, 3) and dct_factor(643, 481, 32) == 8
+    scaled = decode_image(data, "image/jpeg", min_side=32)
+    assert np.array_equal(scaled, libjpeg[:60, :80])  # 480 of 481 rows, 640 of 643 columns
+    truth = resize_frames(decode_image(data, "image/jpeg"), 32).astype(int)
+    kept = np.abs(resize_frames(np.ascontiguousarray(libjpeg), 32).astype(int) - truth).mean()
+    dropped = np.abs(decode_for_model(data, "image/jpeg", 32).astype(int) - truth).mean()
+    assert dropped < 0.75 * kept
+    even = encode_jpeg(_scene(480, 640))  # whole blocks: nothing to drop
+    assert decode_image(even, "image/jpeg", min_side=32).shape == (60, 80, 3)
 
 
 def test_png_and_grey_jpeg_come_whole_then_resized() -> None:
