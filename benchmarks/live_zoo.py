@@ -60,7 +60,7 @@ def ams_run(world: World, base: SegmentedNet, cams: list[int], args: argparse.Na
     not change it): only its predictions are read here."""
     if args.ams_cache is None:
         return run_mode("ams", world, base, cams, args, tmp)
-    zoo_flags = {"out", "drift", "zoo_k", "switch_margin", "own_batches", "fast_drift", "ams_cache", "zoo_seeds", "real_fps",
+    zoo_flags = {"out", "drift", "zoo_k", "switch_margin", "own_batches", "ams_cache", "zoo_seeds", "real_fps",
                  "slicing_seeds", "slicing_fleet", "latency_frames"}
     key = hashlib.sha1(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in zoo_flags},
                                   default=str).encode()).hexdigest()[:16]
@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     cams = list(range(args.cameras))
     per_seed, all_rows = [], []
     for k in range(args.zoo_seeds):
-        world = world_of(setup, argparse.Namespace(**{**vars(args), "seed": args.seed + k}))
+        seeded = argparse.Namespace(**{**vars(args), "seed": args.seed + k})  # the world's seed (and the cache key's)
+        world = world_of(setup, seeded)
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {"ams": ams_run(world, base, cams, args, Path(tmp) / "ams"),
+            runs = {"ams": ams_run(world, base, cams, seeded, Path(tmp) / "ams"),
                     "zoo": run_mode("zoo", world, base, cams, args, Path(tmp) / "zoo")}
             rows = [{"seed": args.seed + k, **r} for r in change_rows(runs, world, cams, args)]
             oracle_experts(runs["zoo"], world, rows, args)

@@ -8,9 +8,9 @@ nothing is measured on what it trained on):
    camera starts on the expert that fits its scene, RECL's model reuse), trigger a zoo switch (`switch`):
    the app's gating network proposes its top-K experts of the shared zoo, the safety check weighs
    them with the deployed model on the camera's newest teacher-labelled samples, and an expert that
-   leads by `switch_margin` there is deployed at once, as a new version (edges catch up in full),
-   before retraining catches up (`stemcell.learning.zoo.switching`: a switch gives up the camera's
-   own lineage, so a tie or a one-sample lead on a few fresh frames does not switch). The replaced
+   is right on more of them (by at least `switch_margin`) is deployed at once, as a new version (edges
+   catch up in full), before retraining catches up (`stemcell.learning.zoo.switching`: a switch gives
+   up the camera's own lineage, so a tie, even one the loss would break, does not switch). The replaced
    model stays a contender for `own_batches` batches: if it beats the serving expert on one of them
    (the safety rule), the switch is undone at once (`undone`). Every decision is logged (`decisions`);
 3. every retrained model the safety check let through is offered to the zoo (`offer`): admitted by
