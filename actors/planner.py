@@ -11,7 +11,7 @@ splits the decision into one share per role (`stemcell.scheduling.shares`) and h
 
 Roles are stable slots (`stemcell.control.roles`): executor slots (where `app.executors.ExecutorPool`
 places cameras) and retraining workers (RECL's slicing runs over all workers' jobs; a worker's share
-follows the micro-windows its jobs were granted). Which actor serves each role is published as the
+follows the micro-windows its jobs were granted, and it trains its jobs by those grants: `set_grants`). Which actor serves each role is published as the
 store's routes (the plan's `planner` section), which the ingress follows. Cameras whose chosen
 (app -> branchpoint, fps) changed are reconfigured in place (`actors.camera_push`); pinned apps never.
 
@@ -49,6 +49,7 @@ from stemcell.control.roles import EXECUTOR, PLANNER_ACTOR, RETRAIN, executor_ro
 from stemcell.learning.live_plan import Estimates, with_live_estimates
 from stemcell.package.manifest import Manifest
 from stemcell.package.store import MANIFEST
+from stemcell.scheduling.grant_order import worker_grants
 from stemcell.scheduling.planner import PlanDecision, PlannerContext
 from stemcell.scheduling.shares import ShareContext, placement_index
 from stemcell.serve_config import PlannerSection, ServeConfig
@@ -233,8 +234,21 @@ class Planner:
                                             min_change=s.min_change, total=ctx.total_gpu, free=self._free_gpu(down),
                                             down=down)
             await self._apply(shares.placeable, down=shares.down)
+            await self._send_grants(worker_grants(decision.slicing.grants if decision.slicing else (), job_roles))
             await self._apply_cameras(decision)
             return self._view()
+
+    async def _send_grants(self, grants: Mapping[str, Mapping[str, int]]) -> None:
+        """Each worker trains its jobs by their slicing grants (RECL's per-job time), not round-robin."""
+        async def send(role: str, jobs: Mapping[str, int]) -> None:
+            handle = self.realloc.handle(self.roles[role].actor) if role in self.roles else None
+            try:
+                if handle is not None:
+                    await asyncio.wait_for(handle.set_grants.remote(dict(jobs)), self.settings.stats_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - it keeps its last grants (or round-robin) until the next round
+                log.warning("%s.set_grants failed: %r", role, exc)
+
+        await asyncio.gather(*(send(role, jobs) for role, jobs in grants.items()))
 
     async def set_shares(self, target: Mapping[str, float]) -> list[SwitchReport]:
         """Move the named roles to the given shares now (operators, benchmarks); returns switch reports."""

@@ -2,9 +2,10 @@
 
 A thin async shell over `stemcell.learning.ams.AmsTrainer`: per (camera, app) a sliding buffer
 (T_horizon 240 s), one phase of K=20 gradient-guided Adam steps (γ 5 %, lr 1e-3) above the app's
-branchpoint every T_update (ASR/ATR), published as a versioned sparse update. Due jobs are served
-round-robin, one phase at a time, on one training thread (AMS appendix E), so uploads and update
-requests are answered while a phase runs. Presence apps of one class learn from the teacher's labels,
+branchpoint every T_update (ASR/ATR), published as a versioned sparse update. Due jobs are served one
+phase at a time on one training thread (AMS appendix E), so uploads and update requests are answered
+while a phase runs: round-robin, or by the Planner's slicing grants once it sent them (`set_grants`,
+`stemcell.scheduling.grant_order`). Presence apps of one class learn from the teacher's labels,
 detect apps from its boxes (`stemcell.learning.detect_learning`); other apps serve as trained.
 
 Durability: every published version is written to `persist_dir` (`stemcell.learning.versions`),
@@ -51,6 +52,7 @@ from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import AppModel
 from stemcell.package import load_package
 from stemcell.package.manifest import AppEntry
+from stemcell.scheduling.grant_order import next_granted
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -106,11 +108,15 @@ class RetrainWorker:
         self._paused = not auto
         self._moving = False  # snapshotted for a move (checkpoint(pause=True)) until resume()
         self._poll_s = poll_s
+        self._grants: dict[tuple[str, str], int] = {}  # the Planner's micro-windows per (camera, app) this round
+        self._served: dict[tuple[str, str], int] = {}  # phases per job since those grants arrived
         self._restored = 0
         self._checkpoint_every_s, self._checkpointed_at = checkpoint_every_s, time.monotonic()
         self._candidates: dict[tuple[str, int], AppModel] = {}  # the package's models, scored on live samples
         self._live = LiveLearning(self._trainer, self._candidate, self._branchpoints, zoo=self._open_zoo(zoo, persist_dir),
-                                  drift_threshold=float((zoo or {}).get("drift_threshold", 0.1)))
+                                  drift_threshold=float((zoo or {}).get("drift_threshold", 0.1)),
+                                  switch_margin=float((zoo or {}).get("switch_margin", 0.0)),
+                                  own_batches=int((zoo or {}).get("own_batches", 8)))
         state = newest_checkpoint(resume_from, self._store.load_checkpoint() if self._store else None)
         if state is not None:
             self._trainer.load_state_dict(state, self._model)
@@ -193,8 +199,17 @@ class RetrainWorker:
             if published is None:
                 await asyncio.sleep(self._poll_s)
 
+    def _train_next(self) -> Published | None:
+        """One phase of the due job the grants pick (`next_granted`); round-robin before any grant."""
+        if not self._grants:
+            return self._trainer.run_next()
+        if (job := next_granted(self._trainer.due(), self._grants, self._served)) is None:
+            return None
+        self._served[job], session = self._served.get(job, 0) + 1, self._trainer.session(job[0])
+        return session.jobs[job[1]].retrain(session.buffer)
+
     def _run_next(self) -> Published | None:
-        published = self._trainer.run_next()
+        published = self._train_next()
         if published is not None and published.kept_back:  # the safety check refused it: nothing to save
             self._kept_back.inc(1, tags={"camera": published.camera, "app": published.app})
         elif published is not None:
@@ -357,20 +372,24 @@ class RetrainWorker:
     async def resume(self) -> None:
         self._moving = False
 
+    async def set_grants(self, grants: Mapping[str, int]) -> None:
+        """The Planner's slicing grants for this worker's jobs ("camera/app" -> micro-windows) this round."""
+        def apply() -> None:
+            self._grants, self._served = {k.partition("/")[::2]: int(v) for k, v in grants.items()}, {}
+
+        await self._on(apply)
+
     async def job_stats(self) -> WorkerStats:
         """Each job's measured gains per training phase and its agreement drop since its last update
         (how far the live agreement fell below the level it reached; None before live samples): what
         the Planner's slicing reads."""
-        def drop(key: tuple[str, str]) -> float | None:
-            g = self._live.stats.agreement.get(key)
-            return None if g is None or g.now is None or g.reference is None else max(0.0, g.reference - g.now)
+        def job(camera: str, app: str) -> JobStats:
+            s, g = self._trainer.job(camera, app).stats, self._live.stats.agreement.get((camera, app))
+            now, ref = (g.now, g.reference) if g is not None else (None, None)
+            drop = None if now is None or ref is None else max(0.0, ref - now)
+            return JobStats(f"{camera}/{app}", tuple(s.recent_gains), s.updates, drop)
 
-        def read() -> WorkerStats:
-            jobs = [((camera, app), self._trainer.job(camera, app).stats) for camera, app in self._trainer.order]
-            return WorkerStats(tuple(JobStats(f"{c}/{a}", tuple(s.recent_gains), s.updates, drop((c, a)))
-                                     for (c, a), s in jobs))
-
-        return await self._on(read)
+        return await self._on(lambda: WorkerStats(tuple(job(c, a) for c, a in self._trainer.order)))
 
     async def stats(self) -> dict[str, Any]:
         """Per job: measured retraining wall/CPU seconds, updates, recent accuracy gains, rates."""

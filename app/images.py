@@ -13,8 +13,7 @@ GIL, so those decodes run on other cores while the loop serves the next requests
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,13 +24,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from stemcell.imaging import ImageError, ImageLimits, decode_sized
+from stemcell.frame_stream import MEDIA_TYPE as FRAME_STREAM
+from stemcell.frame_stream import FramingError, parse_timestamps, split_frames
+from stemcell.imaging import ImageError, ImageLimits, decode_sized, sniff_format
 
 STATUS_FOR_REASON = {"unsupported": 415, "corrupt": 400, "too_large": 413}
 DECODE_IN_THREAD_BYTES = 32 * 1024  # bigger images (720p JPEGs are ~100 KB) are decoded off the event loop
 JSON_BODY_LIMIT = 64 * 1024  # admin JSON bodies are a few hundred bytes
 MAX_SIDE = 65535  # the largest side a JPEG header can declare: bound of a client-declared `?w=&h=`
 ModelT = TypeVar("ModelT", bound=BaseModel)
+Image = tuple[bytes, str | None, str]  # (encoded bytes, declared Content-Type, name in error messages)
+Frame = tuple[np.ndarray, tuple[int, int]]  # (decoded frame, the image's own (height, width))
 
 
 @dataclass(frozen=True)
@@ -106,19 +109,51 @@ class Decoder:
 
     def __init__(self, limits: ImageLimits, threads: int = 1) -> None:
         self.limits = limits
+        self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+
+    def _decode(self, numbered: Sequence[tuple[int, Image]], size: int | None) -> list[Frame]:
+        """Decode in order; the first unusable image stops here, named by its index in the request."""
+        out = []
+        for index, (data, content_type, what) in numbered:
+            try:
+                out.append(decode_sized(data, content_type, self.limits, size))
+            except ImageError as exc:
+                raise _Unusable(index, HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}")) from exc
+        return out
 
     async def __call__(self, data: bytes, content_type: str | None, what: str,
                        size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
         """(frame, its own (height, width)): the whole image, or with `size` the model-size frame
         (DCT-scaled decode, then the one resize); an unusable image is the 4xx its reason maps to."""
-        decode = functools.partial(decode_sized, data, content_type, self.limits, size)
+        return (await self.decode_all([(data, content_type, what)], size))[0]
+
+    async def decode_all(self, images: Sequence[Image], size: int | None) -> list[Frame]:
+        """Every image of a request, as `__call__` decodes one: inline when all are small, else split over
+        the decode threads, one hand-off per thread (a 1080p batch of 8 decodes on every thread at once,
+        not one frame after another); the first unusable image in request order is its 4xx."""
+        numbered = list(enumerate(images))
         try:
-            if len(data) > DECODE_IN_THREAD_BYTES:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, decode)
-            return decode()
-        except ImageError as exc:
-            raise HTTPException(STATUS_FOR_REASON[exc.reason], f"{what}: {exc}") from exc
+            if all(len(data) <= DECODE_IN_THREAD_BYTES for data, _, _ in images):
+                return self._decode(numbered, size)
+            shares = min(self._threads, len(images))
+            loop = asyncio.get_running_loop()
+            parts = await asyncio.gather(*(loop.run_in_executor(self._pool, self._decode, numbered[k::shares], size)
+                                           for k in range(shares)), return_exceptions=True)
+            failed = [p for p in parts if isinstance(p, BaseException)]
+            if failed:  # each share stops at its own first bad image: answer for the first of all
+                raise min(failed, key=lambda f: f.index if isinstance(f, _Unusable) else -1)
+        except _Unusable as exc:
+            raise exc.http from exc.__cause__
+        return [parts[i % shares][i // shares] for i in range(len(images))]  # type: ignore[index]
+
+
+class _Unusable(Exception):
+    """Image `index` of a request cannot be used; `http` is its answer."""
+
+    def __init__(self, index: int, http: HTTPException) -> None:
+        super().__init__(http.detail)
+        self.index, self.http = index, http
 
 
 def _declared_size(request: Request) -> tuple[int, int] | None:
@@ -155,15 +190,8 @@ async def single_frame(request: Request, decoder: Decoder, size: int | None = No
     return Decoded([frame], None if ts is None else [ts], [declared or own])
 
 
-async def batch_frames(request: Request, decoder: Decoder, max_frames: int, max_bytes: int,
-                       size: int | None = None) -> Decoded:
-    """`POST .../frames:batch`: multipart/form-data, repeated `frames` files, optional repeated `ts`
-    (`size`, `?w=&h=` as in `single_frame`; images of different sizes keep each its own)."""
-    declared = _declared_size(request)
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "multipart/form-data":
-        raise HTTPException(415, f"frames:batch takes multipart/form-data with repeated 'frames' files, got {media or 'nothing'!r}")
-    _declared_length(request, max_bytes)
+async def _multipart_images(request: Request, max_frames: int, max_bytes: int) -> tuple[list[Image], list[str]]:
+    """Repeated `frames` files and optional repeated `ts` fields of a multipart/form-data body."""
     parser = MultiPartParser(request.headers, _limited(request, max_bytes), max_files=max_frames, max_fields=max_frames)
     try:
         form = await parser.parse()
@@ -177,14 +205,48 @@ async def batch_frames(request: Request, decoder: Decoder, max_frames: int, max_
         uploads = form.getlist("frames")
         if not uploads or not all(isinstance(u, UploadFile) for u in uploads):
             raise HTTPException(400, "no images: send one or more files in the 'frames' field")
-        stamps = [_timestamp(t) for t in form.getlist("ts") if isinstance(t, str)]
-        if stamps and len(stamps) != len(uploads):
-            raise HTTPException(422, f"{len(stamps)} ts values for {len(uploads)} frames")
-        frames, sizes = [], []
-        for i, upload in enumerate(uploads):
-            frame, own = await decoder(await upload.read(), upload.content_type, f"frames[{i}]", size)
-            frames.append(frame)
-            sizes.append(own)
+        images = [(await u.read(), u.content_type, f"frames[{i}]")  # type: ignore[union-attr]
+                  for i, u in enumerate(uploads)]
+        return images, [t for t in form.getlist("ts") if isinstance(t, str)]
     finally:
         await form.close()
+
+
+async def _stream_images(request: Request, max_frames: int, max_bytes: int) -> tuple[list[Image], list[str]]:
+    """The images of an `application/octet-stream` frame stream (`stemcell.frame_stream`), each typed by its
+    magic bytes, and the `?ts=` values."""
+    try:
+        parts = split_frames(await read_body(request, max_bytes), max_frames)
+    except FramingError as exc:
+        raise HTTPException(exc.status, f"{FRAME_STREAM} body: {exc}") from exc
+    images = []
+    for i, data in enumerate(parts):
+        fmt = sniff_format(data)
+        if fmt is None:
+            raise HTTPException(415, f"frames[{i}]: neither JPEG nor PNG (starts with {data[:4].hex()})")
+        images.append((data, f"image/{fmt}", f"frames[{i}]"))
+    return images, parse_timestamps(request.query_params.get("ts"))
+
+
+async def batch_frames(request: Request, decoder: Decoder, max_frames: int, max_bytes: int,
+                       size: int | None = None) -> Decoded:
+    """`POST .../frames:batch`: multipart/form-data (repeated `frames` files, optional repeated `ts`), or
+    the lean `application/octet-stream` frame stream (`stemcell.frame_stream`: length-prefixed images,
+    `?ts=` comma-separated); `size`, `?w=&h=` as in `single_frame` (images of different sizes keep
+    each its own)."""
+    declared = _declared_size(request)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    _declared_length(request, max_bytes)
+    if media == FRAME_STREAM:
+        images, ts = await _stream_images(request, max_frames, max_bytes)
+    elif media == "multipart/form-data":
+        images, ts = await _multipart_images(request, max_frames, max_bytes)
+    else:
+        raise HTTPException(415, f"frames:batch takes multipart/form-data with repeated 'frames' files or "
+                                 f"{FRAME_STREAM} (length-prefixed images), got {media or 'nothing'!r}")
+    stamps = [_timestamp(t) for t in ts]
+    if stamps and len(stamps) != len(images):
+        raise HTTPException(422, f"{len(stamps)} ts values for {len(images)} frames")
+    decoded = await decoder.decode_all(images, size)
+    frames, sizes = [f for f, _ in decoded], [own for _, own in decoded]
     return Decoded(frames, stamps or None, [declared] * len(frames) if declared else sizes)  # type: ignore[arg-type]

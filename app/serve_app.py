@@ -60,10 +60,15 @@ _TS = {"name": "ts", "in": "query", "required": False, "schema": {"type": "numbe
        "description": "capture time of the frame, unix seconds (default: arrival time)"}
 _IMAGE_BODY = {"parameters": [_TS], "requestBody": {"required": True, "content": {
     t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")}}}
-_BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["frames"], "properties": {
-        "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "ts": {"type": "array", "items": {"type": "number"}}}}}}}}
+_BATCH_BODY = {"parameters": [{"name": "ts", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "application/octet-stream only: capture times, comma-separated"}],
+               "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                   "type": "object", "required": ["frames"], "properties": {
+                       "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                       "ts": {"type": "array", "items": {"type": "number"}}}}},
+                   "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                           "description": "each frame: its length as 4 bytes "
+                                                           "big-endian, then the JPEG/PNG (stemcell.frame_stream)"}}}}}
 
 
 async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
@@ -228,7 +233,8 @@ class StemcellIngress(FleetRoutes, EventRoutes, UiRoutes):
     @api.post("/cameras/{camera_id}/frames:batch", response_model=None, responses={200: {"model": BatchResult}},
               tags=["cameras"], openapi_extra=_BATCH_BODY)
     async def frames_batch(self, camera_id: str, request: Request) -> JSONResponse:
-        """Several frames in one multipart request (repeated `frames` files, optional repeated `ts`)."""
+        """Several frames in one request: multipart (repeated `frames` files, optional repeated `ts`), or
+        `application/octet-stream`, each frame a 4-byte big-endian length then the JPEG/PNG (`?ts=a,b,...`)."""
         await self._require_camera(request, camera_id)
         lim = self.config.limits
         decoded = await batch_frames(request, self.decoder, lim.max_batch_frames, lim.max_batch_bytes,

@@ -4,8 +4,9 @@ The learning side of the serving path, in one process and on video time: every c
 through `LiveSampler` (ASR rate from the trainer's answer, batches of `--live-batch`), the oracle
 teacher labels the batch, `LiveLearning.measure` scores the deployed model (and the app's other
 candidates) on it, the samples enter `AmsTrainer`'s buffer, due jobs retrain (with the safety check),
-and in zoo mode drift (or a camera's first batch) asks the zoo for an expert, a switch is undone if
-the replaced model wins the next batch, and retrained models are offered to the zoo: the same
+and in zoo mode drift (or a camera's first batch) asks the zoo for an expert (a strict lead on the
+batch: `--switch-margin`), a switch is undone if the replaced model wins one of the next
+`--own-batches` batches, and retrained models are offered to the zoo: the same
 objects the RetrainWorker actor wraps. What is not here: HTTP, Ray and the GPU (the Serve path is
 covered by tests/integration/test_ams_http.py). The served model is the job's model itself, as
 after a hot swap.
@@ -32,6 +33,7 @@ adapted to it before the run, 4 drifting and unadapted; `--slicing-fleet`, `--sl
 
     python benchmarks/live_learning.py --quick --out out/live_learning_quick.json
     python benchmarks/live_learning.py --out out/live_learning.json   # full: 8 cameras, 8 minutes
+    python benchmarks/live_learning.py --quick --only plan --out X.json   # item 4 alone (benchmarks/plan_accuracy.py)
 """
 from __future__ import annotations
 
@@ -45,16 +47,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from ams_common import Setup, build_world, fresh_app, pretrained_base
+from ams_common import Setup, fresh_app, pretrained_base
 from live_real_clip import real_clip
+from plan_accuracy import add_plan_arguments, plan_figures, validation_spec
 from slicing_fleet import add_fleet_arguments, finish_fleet_arguments, measure
+from zoo_changes import after_changes, join_frame, zoo_gains
 
 from stemcell.eval import print_table, save_plot, save_results
 from stemcell.eval.event_metrics import event_score
 from stemcell.eval.plotting import plt
 from stemcell.learning import AmsConfig, AmsTrainer, OracleTeacher
 from stemcell.learning.live import LiveSampler
-from stemcell.learning.published import model_logits
 from stemcell.learning.serving import LiveLearning
 from stemcell.learning.teachers import (
     FrameMeta,
@@ -62,8 +65,6 @@ from stemcell.learning.teachers import (
 )
 from stemcell.learning.zoo import ModelZoo, ZooConfig, ZooStore
 from stemcell.models import SegmentedNet
-from stemcell.scheduling.event_f1 import event_f1
-from stemcell.training import binary_metrics, world_frames
 from stemcell.world import CLASSES, World, WorldConfig
 
 MODES = ("off", "ams", "zoo")
@@ -82,7 +83,7 @@ class ModeRun:
 
 def ams_config(args: argparse.Namespace) -> AmsConfig:
     return AmsConfig(input_size=args.size, iterations=args.iters, batch_size=args.batch, lr=args.lr,
-                     safety_holdout=args.holdout)
+                     safety_holdout=args.holdout, horizon_s=args.horizon_s)
 
 
 def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace,
@@ -97,7 +98,8 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
         if mode == "zoo" else None
     # one candidate (the app's at --branchpoint): the other candidates' estimates are not measured here
     live = LiveLearning(trainer, lambda a, bp: fresh_app(base, bp, a), lambda a: [args.branchpoint], zoo=zoo,
-                        drift_threshold=args.drift)
+                        drift_threshold=args.drift, switch_margin=args.switch_margin, own_batches=args.own_batches,
+                        decisions_kept=1_000_000)  # benchmarks/live_zoo.py reads them all
     now = [0.0]
     sampler = LiveSampler(batch_size=args.live_batch, max_wait_s=args.live_batch, clock=lambda: now[0])
     teacher = OracleTeacher(world)
@@ -133,12 +135,6 @@ def run_mode(mode: str, world: World, base: SegmentedNet, cams: list[int], args:
     return ModeRun(predictions, live, retrain_s, infer_s)
 
 
-def join_frame(camera: int, args: argparse.Namespace) -> int:
-    """Cameras join the fleet one after another (`--stagger-s`): a late camera starts on a scene the
-    cameras before it may have been in, and its frames before the join are neither served nor scored."""
-    return round(camera * args.stagger_s * args.fps)
-
-
 def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: argparse.Namespace) -> list[dict]:
     span, target, rows = int(60 * args.fps), CLASSES.index(args.app), []
     n = len(next(iter(run.predictions.values())))
@@ -155,40 +151,6 @@ def minute_rows(mode: str, run: ModeRun, world: World, cams: list[int], args: ar
     return rows
 
 
-def after_changes(world: World, cams: list[int], args: argparse.Namespace) -> dict[str, list[tuple[int, int, int]]]:
-    """(camera, first frame, last frame) of the minute after each scene change inside the run
-    (`change`) and after each late camera's join (`join`: its model meets a scene it never saw)."""
-    n, span = int(args.duration_s * args.fps), int(60 * args.fps)
-    out: dict[str, list[tuple[int, int, int]]] = {"change": [], "join": []}
-    for c in cams:
-        join = join_frame(c, args)
-        scenes = world.camera(c).scene_ids()[:n]
-        out["change"] += [(c, int(s), min(n, int(s) + span)) for s in np.flatnonzero(np.diff(scenes)) + 1 if s > join]
-        out["join"] += [(c, join, min(n, join + span))] if 0 < join < n else []
-    return out
-
-
-def accuracy_over(run: ModeRun, world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
-    if not spans:
-        return None
-    hits = [float((run.predictions[f"cam{c}"][a:b] == world.camera(c).presence()[a:b, target].astype(bool)).mean())
-            for c, a, b in spans]
-    return float(np.mean(hits))
-
-
-def zoo_gain(runs: dict[str, ModeRun], world: World, spans: list[tuple[int, int, int]], target: int) -> float | None:
-    """(c) - (b), accuracy points over `spans`."""
-    ams, zoo = accuracy_over(runs["ams"], world, spans, target), accuracy_over(runs["zoo"], world, spans, target)
-    return None if ams is None or zoo is None else 100 * (zoo - ams)
-
-
-def zoo_gains(runs: dict[str, ModeRun], world: World, cams: list[int], args: argparse.Namespace) -> dict[str, float | None]:
-    """gain_zoo over the minutes after every scene change and join, and over each kind alone."""
-    spans, target = after_changes(world, cams, args), CLASSES.index(args.app)
-    return {kind: zoo_gain(runs, world, found, target) for kind, found in
-            (("all", spans["change"] + spans["join"]), *spans.items())}
-
-
 def zoo_seeds(base: SegmentedNet, setup: Setup, cams: list[int], args: argparse.Namespace) -> list[float | None]:
     """gain_zoo on the worlds of seeds seed+1 .. seed+zoo_seeds-1 (same package, AMS vs AMS + zoo)."""
     out = []
@@ -201,26 +163,13 @@ def zoo_seeds(base: SegmentedNet, setup: Setup, cams: list[int], args: argparse.
 
 
 def plan_errors(off: ModeRun, world: World, base: SegmentedNet, cams: list[int], args: argparse.Namespace) -> dict:
-    """|predicted - measured event F1| of the deployed candidate, predicted from validation or live figures."""
+    """|predicted - measured event F1| of the deployed candidate of mode (a), predicted by the Planner's path
+    from the package's validation figures or from the camera's live estimate (benchmarks/plan_accuracy.py:
+    whole run, rolling, and per camera the evidence)."""
     target = CLASSES.index(args.app)
-    source = build_world(setup_of(args), 2, args.seed + 1000)  # the package's validation data: its own world
-    data, _ = world_frames(source, range(2), 200, seed=args.seed + 7)
-    model = fresh_app(base, args.branchpoint, args.app)
-    val = binary_metrics(model_logits(model, data.frames, ams_config(args)) > 0, data.presence[:, target])
-    truth_all = source.camera(0).presence()[:, target].astype(bool)
-    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, truth_all.astype(int), 0])))[::2]
-    event_frames = float(np.mean(runs)) if len(runs) else 10.0
-    errors_val, errors_live = [], []
-    for c in cams:
-        join = join_frame(c, args)
-        pred = off.predictions[f"cam{c}"][join:]
-        measured = event_score(pred, world.camera(c).presence()[join:join + len(pred), target].astype(bool)).f1
-        est = off.live.stats.estimates(f"cam{c}", args.app)[args.branchpoint]
-        errors_val.append(abs(float(event_f1(val.precision, val.recall, event_frames, 1, 0.5)) - measured))
-        if est.precision is not None and est.recall is not None:
-            errors_live.append(abs(float(event_f1(est.precision, est.recall, event_frames, 1, 0.5)) - measured))
-    return {"plan_f1_error_validation": float(np.mean(errors_val)),
-            "plan_f1_error_live": float(np.mean(errors_live)) if errors_live else None}
+    spec = validation_spec(setup_of(args), fresh_app(base, args.branchpoint, args.app), args, ams_config(args))
+    cameras = {f"cam{c}": (join_frame(c, args), world.camera(c).presence()[:, target].astype(bool)) for c in cams}
+    return plan_figures(off.predictions, cameras, off.live.stats, spec, args)
 
 
 def latency_p99(run: ModeRun, world: World, cams: list[int], args: argparse.Namespace, learning: bool) -> float:
@@ -320,16 +269,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=10, help="Adam steps per retraining phase")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--horizon-s", type=float, default=240.0, help="T_horizon of the AMS buffer (AMS's value)")
     parser.add_argument("--holdout", type=int, default=8, help="safety check: newest samples held out")
     parser.add_argument("--live-batch", type=int, default=8, help="sampled frames per teacher call")
     parser.add_argument("--drift", type=float, default=0.1, help="zoo.drift_threshold")
     parser.add_argument("--zoo-k", type=int, default=5)
+    parser.add_argument("--switch-margin", type=float, default=0.0, help="zoo.switch_margin")
+    parser.add_argument("--own-batches", type=int, default=8, help="zoo.own_batches")
     parser.add_argument("--zoo-seeds", type=int, default=3, help="world seeds gain_zoo is measured on (seed, seed+1, ..)")
     parser.add_argument("--pretrain-frames", type=int, help="source-world frames per camera (default 200 / 600)")
     parser.add_argument("--latency-frames", type=int, default=200)
     parser.add_argument("--real-fps", type=float, help="vtest.avi samples per second (default 1 quick / 2 full)")
     parser.add_argument("--real-hog-scale", type=float, default=1.5, help="zones enlarged this much for HOG")
     parser.add_argument("--slicing-seeds", type=int, help="seeds of the mixed slicing fleet (default 2 / 3)")
+    parser.add_argument("--only", choices=("plan",), help="plan: item 4's plan errors alone (mode a, plan_errors)")
+    add_plan_arguments(parser)
     parser.add_argument("--slicing-fleet", help="benchmarks/slicing_fleet.py flags of the mixed fleet "
                         f"(default quick {SLICING_QUICK!r}, full {SLICING_FULL!r})")
     args = parser.parse_args(argv)
@@ -349,6 +303,13 @@ def main(argv: list[str] | None = None) -> None:
     base = pretrained_base(setup)
     world = world_of(setup, args)
     cams = list(range(args.cameras))
+    if args.only == "plan":
+        with tempfile.TemporaryDirectory() as tmp:
+            only = {"only": "plan", **plan_errors(run_mode("off", world, base, cams, args, Path(tmp)), world, base, cams,
+                                                  args)}
+        save_results({**only, "config": {k: str(v) for k, v in vars(args).items()},
+                      "elapsed_s": time.perf_counter() - started}, args.out)
+        return
     runs, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:

@@ -31,6 +31,13 @@ def cpu_s(pid: int) -> float:
     return _times(Path(f"/proc/{pid}/stat").read_text())[1]
 
 
+def process_age_s(pid: int | None = None) -> float:
+    """Seconds since process `pid` (default: this one) started: a benchmark's time including its imports."""
+    stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+    started = int(stat.rsplit(")", 1)[1].split()[19]) / _TICKS  # field 22: start time, ticks after boot
+    return float(Path("/proc/uptime").read_text().split()[0]) - started
+
+
 def _threads(pid: int) -> dict[str, tuple[str, float]]:
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,11 @@ from ray import serve
 from ray.actor import ActorHandle
 from starlette.requests import Request
 
+from stemcell.control.roles import executor_role
+from stemcell.frame_stream import MEDIA_TYPE as FRAME_STREAM
+from stemcell.frame_stream import encode_frames
 from stemcell.package import load_package
+from stemcell.serve_config import ServeConfig, load_serve_config
 
 import plain_serve  # benchmarks/ is on sys.path when run as a script
 from serve_load import Send, closed_loop, summarise
@@ -71,7 +76,10 @@ class Bench:
         for r in range(self.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 refused = self.refused
+                before = await self.executor.stats.remote()
                 w = await closed_loop(modes[name], CAMERAS, self.warmup_s, self.measure_s)
+                after = await self.executor.stats.remote()  # frames per forward: how well requests coalesce
+                w["executor_batch_frames"] = (after.frames - before.frames) / max(after.batches - before.batches, 1)
                 windows[name].append(w)
                 print(f"  round {r + 1}/{self.rounds} {name:24s} {w['fps']:8.1f} frames/s  {w['rps']:7.1f} req/s"
                       + (f"  ({self.refused - refused} refused with 503, sent again)" if self.refused > refused else ""),
@@ -87,11 +95,12 @@ class Bench:
 
     def direct(self, arrays: list[list[np.ndarray]], camera: str, per_call: int, *, preput: bool = False) -> Send:
         """Decoded frames straight to the executor actor, `per_call` per call, stacked and sent by the
-        caller each time; with `preput` one stack per camera is put in the object store beforehand, so
-        what is measured is the executor alone, not this client copying (8 frames at 1080p: 50 MB)."""
+        caller each time; with `preput` one stack (the first camera's) is put in the object store
+        beforehand and every camera sends it, so what is measured is the executor alone, not this
+        client copying (8 frames at 1080p: 50 MB)."""
         stacks = [[np.stack([cam[(i * per_call + k) % len(cam)] for k in range(per_call)])
-                   for i in range(1 if preput else len(cam))] for cam in arrays]
-        stacks = [[ray.put(s) for s in cam] for cam in stacks] if preput else stacks
+                   for i in range(1 if preput else len(cam))] for cam in (arrays[:1] if preput else arrays)]
+        stacks = [[ray.put(stacks[0][0])]] * len(arrays) if preput else stacks
 
         async def send(c: int, i: int) -> int:
             await self.executor.infer.remote(f"{camera}-{c}", stacks[c][i % len(stacks[c])])
@@ -107,12 +116,22 @@ class Bench:
             return 1
         return send
 
-    def batch(self, jpegs: list[list[bytes]], camera: str) -> Send:
+    def batch(self, jpegs: list[list[bytes]], camera: str, *, stream: bool = False) -> Send:
+        """BATCH JPEGs per `frames:batch` POST: multipart, or with `stream` the length-prefixed
+        `application/octet-stream` body (`stemcell.frame_stream`), built beforehand like the JPEGs."""
+        def images(c: int, i: int) -> list[bytes]:
+            return [jpegs[c][(i * BATCH + k) % len(jpegs[c])] for k in range(BATCH)]
+        bodies = [[encode_frames(images(c, i)) for i in range(len(cam))] for c, cam in enumerate(jpegs)]
+
         async def send(c: int, i: int) -> int:
-            cam, n = f"{camera}-{c}", len(jpegs[c])
-            files = [("frames", (f"{k}.jpg", jpegs[c][(i * BATCH + k) % n], "image/jpeg")) for k in range(BATCH)]
-            await self._post(f"/cameras/{cam}/frames:batch", files=files,
-                             headers={"Authorization": f"Bearer {self.tokens[cam]}"})
+            cam = f"{camera}-{c}"
+            auth = {"Authorization": f"Bearer {self.tokens[cam]}"}
+            if stream:
+                await self._post(f"/cameras/{cam}/frames:batch", content=bodies[c][i % len(bodies[c])],
+                                 headers={**auth, "Content-Type": FRAME_STREAM})
+            else:
+                files = [("frames", (f"{k}.jpg", jpeg, "image/jpeg")) for k, jpeg in enumerate(images(c, i))]
+                await self._post(f"/cameras/{cam}/frames:batch", files=files, headers=auth)
             return BATCH
         return send
 
@@ -127,6 +146,24 @@ def bench(http: httpx.AsyncClient, tokens: dict[str, str], package: Path, rounds
           measure_s: float) -> Bench:
     executor = ray.get_actor(EXECUTOR, namespace=NAMESPACE)
     return Bench(http, executor, tokens, load_package(package).manifest.base.input_size, rounds, warmup_s, measure_s)
+
+
+_PRESTARTED: list[ActorHandle] = []  # held for the session: Ray reclaims a non-detached actor once no handle is left
+
+
+def _prestart(config: ServeConfig) -> None:
+    """Start the actors the ingress replica creates one after another in its `__init__` (state store,
+    executors, event hub) now, while Serve's controller and proxy start: the same names and options,
+    so the replica finds them (`get_if_exists`) instead of waiting for each process in turn."""
+    from actors.event_hub import start_event_hub
+    from actors.routed_executor import start_executor
+    from actors.state_store import get_or_create_state_store
+
+    ex = config.executors
+    _PRESTARTED.append(get_or_create_state_store(str(config.state_path), namespace=ex.namespace))
+    _PRESTARTED.extend(start_executor(ex, str(config.package_dir), name=executor_role(ex.name_prefix, i),
+                                      share=ex.num_gpus, get_if_exists=True) for i in range(ex.count))
+    _PRESTARTED.append(start_event_hub(config))
 
 
 def deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
@@ -154,15 +191,19 @@ def deploy(root: Path, package: Path, coalesce_ms: float, threads: int, *,
         models = plain_serve.PlainModels.options(ray_actor_options={"num_cpus": threads})
         targets.append(serve.RunTarget(models.bind(str(package), [(a, shared) for a in apps], threads),
                                        name="plain", route_prefix="/plain"))
+    started = time.perf_counter()
+    _prestart(load_serve_config(config))
     with reserved_port() as port:  # held until Serve's proxy listens there (see benchmarks/ports.py)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve_started = time.perf_counter()
         serve.run_many(targets)  # all replicas start at once
         wait_listening(port)
+    print(f"  deploy: Serve started in {serve_started - started:.1f} s, "
+          f"apps in {time.perf_counter() - serve_started:.1f} s", flush=True)
     url = f"http://127.0.0.1:{port}"
-    tokens = {}
-    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:
-        for c in range(CAMERAS):
-            tokens[f"bench-{c}"] = admin.add_camera(f"bench-{c}", ["car", "person"], fps=30)["token"]
-            ten = [{"app": a, "branchpoint": shared} for a in apps]
-            tokens[f"ten-{c}"] = admin.add_camera(f"ten-{c}", ten, fps=30)["token"]
-    return url, tokens
+    ten = [{"app": a, "branchpoint": shared} for a in apps]
+    cameras = [{"camera_id": f"{kind}-{c}", "apps": kind_apps, "fps": 30}
+               for c in range(CAMERAS) for kind, kind_apps in (("bench", ["car", "person"]), ("ten", ten))]
+    with Admin(url, os.environ[TOKEN_ENV], timeout=120.0) as admin:  # one request, one plan: not 16
+        added = admin.request("POST", "/admin/cameras:bulk", json={"cameras": cameras})["cameras"]
+    return url, {a["camera_id"]: a["token"] for a in added}

@@ -45,7 +45,12 @@ class HaproxySide:
         # is then no descendant of this process, so the main run's CPU accounting (`serve_load.cpu_by_component`,
         # this process's descendants) leaves it out. The pipes stay connected; it reports its pid first.
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = int(self._line().removeprefix(PID))
+        self.pid: int | None = None  # its first line, read when needed: the main run does not wait for its imports
+
+    def _side_pid(self) -> int:
+        if self.pid is None:
+            self.pid = int(self._line().removeprefix(PID))
+        return self.pid
 
     def _line(self) -> str:
         assert self.process.stdout is not None
@@ -67,6 +72,7 @@ class HaproxySide:
         self._tell(PACKAGE)
 
     def wait_ready(self) -> None:
+        self._side_pid()
         self._until(READY)
 
     def measure(self) -> dict[str, dict]:
@@ -78,6 +84,10 @@ class HaproxySide:
         """Close its stdin (a side process still waiting for a line then shuts its Ray down) and, if it is
         still there after 30 s, kill it."""
         self.process.wait()  # the first half, gone at once
+        try:
+            pid = self._side_pid()
+        except RuntimeError:  # it exited before saying who it is
+            return
         if self.process.stdin is not None:
             try:
                 self.process.stdin.close()
@@ -86,11 +96,11 @@ class HaproxySide:
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             try:
-                os.kill(self.pid, 0)
+                os.kill(pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.2)
-        os.kill(self.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
 
 def _side(args: argparse.Namespace) -> None:
@@ -105,6 +115,7 @@ def _side(args: argparse.Namespace) -> None:
             return
         url, tokens = deploy(args.root, args.package, args.coalesce_ms, args.threads, peer=False)
         jpegs = camera_jpegs(CAMERAS, 16 if args.resolution == 128 else 4, args.resolution)
+        jpegs_1080 = camera_jpegs(CAMERAS, 4, 1080)
         print(READY, flush=True)
         if sys.stdin.readline().strip() != GO:
             return
@@ -113,7 +124,10 @@ def _side(args: argparse.Namespace) -> None:
             async with http_client(url) as http:
                 b = bench(http, tokens, args.package, args.rounds, args.warmup_s, args.measure_s)
                 return await b.rounds_of({"http_haproxy": b.single(jpegs, "bench"),
-                                          "echo_haproxy": b.single(jpegs, "bench", "/echo")})
+                                          "echo_haproxy": b.single(jpegs, "bench", "/echo"),
+                                          "http_batch_haproxy": b.batch(jpegs, "bench", stream=True),
+                                          "http_1080_haproxy": b.single(jpegs_1080, "bench"),
+                                          "http_batch_1080_haproxy": b.batch(jpegs_1080, "bench", stream=True)})
         args.results.write_text(json.dumps(asyncio.run(run())))
         print(DONE, flush=True)
     finally:
@@ -135,6 +149,8 @@ def main() -> None:
     if os.fork():  # detach from the main run (see HaproxySide); before any thread exists
         os._exit(0)
     _side(args)
+    sys.stdout.flush()
+    os._exit(0)  # its Ray is down and its results written: skip the interpreter's seconds of teardown
 
 
 if __name__ == "__main__":

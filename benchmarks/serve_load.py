@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from procstat import process_age_s
 from stemcell.imaging import encode_jpeg
 from stemcell.world import World, WorldConfig
 
@@ -79,7 +80,8 @@ def summarise(windows: list[dict]) -> dict:
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "requests": int(lat.size), "rounds": len(windows), **cpu,
             "cpu_ms_server": sum(cpu[f"cpu_ms_{k}"] for k in ("proxy", "replica", "executor")),
-            "cpu_ms_total": sum(cpu.values())}
+            "cpu_ms_total": sum(cpu.values()),
+            **{k: float(np.median([w[k] for w in windows])) for k in windows[0] if k == "executor_batch_frames"}}
 
 
 def _process_table() -> dict[int, tuple[int, str, float]]:
@@ -117,3 +119,21 @@ def cpu_by_component() -> dict[str, float]:
         role = next((r for key, r in COMPONENTS if key in title), "other")
         totals[role] += table[pid][2]
     return totals
+
+
+class Phases:
+    """Wall seconds of each start-up and measurement phase, printed as each ends: where the run's time goes,
+    with the CPU seconds this process and its Ray session's living processes used meanwhile (the side
+    session is no descendant: not counted), which tells a CPU-bound phase from one that waits."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"imports": process_age_s()}
+        self._last = time.perf_counter()
+        self._cpu = sum(cpu_by_component().values())
+
+    def done(self, name: str) -> None:
+        now, cpu = time.perf_counter(), sum(cpu_by_component().values())
+        self.seconds[name] = round(now - self._last, 2)
+        print(f"[{process_age_s():5.1f} s] {name} took {self.seconds[name]:.1f} s "
+              f"({cpu - self._cpu:.1f} CPU-s here)", flush=True)
+        self._last, self._cpu = now, cpu

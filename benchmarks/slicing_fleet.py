@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from stemcell.learning.live_stats import Agreement
 from stemcell.models import AppModel, SegmentedNet, make_app_model, to_input
+from stemcell.scheduling.gain_curves import headroom_prior
 from stemcell.scheduling.slicing import SLICING_POLICIES, run_micro_windows
 from stemcell.training import pretrain_base, world_frames
 from stemcell.world import CLASSES, CameraTimeline, World, WorldConfig
@@ -28,9 +29,13 @@ from stemcell.world import CLASSES, CameraTimeline, World, WorldConfig
 POLICY_LABELS = {"gain": "gain-driven, drop prior + measured gains (the Planner's)",
                  "gain_curve": "gain-driven, curve fit of measured gains (RECL)",
                  "gain_last": "gain-driven, last-gain estimator",
-                 "gain_drop": "gain-driven, gain = agreement drop since last update",
+                 "gain_drop": "gain-driven, prior alone (--drop-from)",
+                 "gain_headroom": "gain-driven, headroom prior + measured gains",
+                 "gain_headroom_only": "gain-driven, headroom prior alone",
                  "round_robin": "round-robin (AMS)", "equal_share": "equal share (Ekya-like)"}
-ESTIMATOR_OF = {"gain": "blend", "gain_curve": "curve", "gain_last": "last", "gain_drop": "prior"}
+ESTIMATOR_OF = {"gain": "blend", "gain_curve": "curve", "gain_last": "last", "gain_drop": "prior",
+                "gain_headroom": "blend", "gain_headroom_only": "prior"}
+PRIOR_OF = {"gain_headroom": "headroom", "gain_headroom_only": "headroom"}  # other policies: --drop-from
 
 
 def pretrained_base(world: World, args: argparse.Namespace) -> SegmentedNet:
@@ -160,10 +165,12 @@ def window_data(
 
 
 @torch.no_grad()
-def agreement_drop(model: AppModel, d: WindowData, args: argparse.Namespace, agreement: Agreement, w: int) -> float:
-    """The deployed model's agreement drop as a RetrainWorker reports it to the Planner
-    (`live_stats.Agreement`: reference level minus the fast average), fed the newest window's
-    teacher-labelled samples in batches of 8, as the live feed sends them, before any training."""
+def agreement_prior(model: AppModel, d: WindowData, args: argparse.Namespace, agreement: Agreement, w: int,
+                    prior_from: str) -> float:
+    """The prior a RetrainWorker reports to the Planner for the deployed model, before any training:
+    `live_stats.Agreement` fed the newest window's teacher-labelled samples in batches of 8, as the
+    live feed sends them; `prior_from` "agreement": its drop (reference level minus now), "headroom":
+    `headroom_prior` of its agreement now."""
     k = args.samples - len(d.x_val)  # the newest window's training samples are the last k
     x, y = torch.cat([d.x_train[-k:], d.x_val]), torch.cat([d.y_train[-k:], d.y_val])
     model.eval()
@@ -171,12 +178,14 @@ def agreement_drop(model: AppModel, d: WindowData, args: argparse.Namespace, agr
     for i in range(0, len(correct), 8):
         agreement.add(w * args.window_s, float(correct[i : i + 8].mean()), version=1)
     assert agreement.reference is not None and agreement.now is not None
+    if prior_from == "headroom":
+        return headroom_prior(agreement.now)
     return max(0.0, agreement.reference - agreement.now)
 
 
 def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argparse.Namespace) -> list[dict[str, object]]:
     """Simulate every update window under `policy`; one row per (camera, window)."""
-    estimator = ESTIMATOR_OF.get(policy, "curve")
+    estimator, prior_from = ESTIMATOR_OF.get(policy, "curve"), PRIOR_OF.get(policy, args.drop_from)
     policy_fn = SLICING_POLICIES["gain" if policy in ESTIMATOR_OF else policy]
     planning = {"estimator": estimator, "prior_rate": args.prior_rate, "prior_weight": args.prior_weight,
                 "min_windows": args.min_windows}
@@ -194,8 +203,8 @@ def run_policy(policy: str, data: dict[tuple[int, int], WindowData], args: argpa
             job.data = data[(c, w)]
         metric = GAIN_METRICS[args.gain_metric]
         initial = {name: metric(job.model, job.data.x_val, job.data.y_val) for name, job in jobs.items()}  # type: ignore[union-attr]
-        if args.drop_from == "agreement":
-            drops = {name: agreement_drop(job.model, job.data, args, agreements[name], w)  # type: ignore[arg-type]
+        if prior_from != "heldout":
+            drops = {name: agreement_prior(job.model, job.data, args, agreements[name], w, prior_from)  # type: ignore[arg-type]
                      for name, job in jobs.items()}
         else:
             drops = {name: max(0.0, after_update[name] - initial[name]) for name in after_update}
@@ -267,7 +276,7 @@ def setup(args: argparse.Namespace) -> dict[tuple[int, int], WindowData]:
     torch.manual_seed(args.seed)
     config = WorldConfig(seed=args.seed, num_cameras=args.cameras + 4, height=args.size, width=args.size,
                          duration_s=max(300.0, (args.windows + 1) * args.window_s))
-    world = World(config)
+    world = World(dataclasses.replace(config, segment_s=args.drift_segment_s) if args.drift_segment_s else config)
     stable = {"segment_s": (args.static_segment_s,) * 2} if args.static_segment_s else {}
     static_world = World(dataclasses.replace(config, scenes_per_camera=1, **stable))
     base = pretrained_base(world, args)
@@ -304,10 +313,13 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static-segment-s", type=float, default=0.0,
                         help="static cameras show one segment this long (one lighting ramp and fog level, "
                              "e.g. 100000: a stable scene); 0: the world's segments (each visit relit)")
-    parser.add_argument("--drop-from", choices=("agreement", "heldout"), default="agreement",
-                        help="the drop prior: the deployed model's agreement drop on all of the newest "
-                             "samples, as RetrainWorkers report it (live_stats.Agreement), or its held-out "
-                             "metric's drop since the last update window ended")
+    parser.add_argument("--drift-segment-s", type=lambda v: tuple(float(x) for x in v.split(",")),
+                        help="MIN,MAX seconds a drifting camera stays in one scene (default: the world's 45,120)")
+    parser.add_argument("--drop-from", choices=("headroom", "agreement", "heldout"), default="agreement",
+                        help="the slicing prior: the deployed model's disagreement with the teacher on the "
+                             "newest samples (headroom_prior, as RetrainWorkers report it to the Planner), its "
+                             "agreement drop (live_stats.Agreement reference - now), or its held-out metric's "
+                             "drop since the last update window ended")
     parser.add_argument("--gain-metric", choices=sorted(GAIN_METRICS), default="accuracy",
                         help="what the in-band profiler measures on the held-out samples")
     parser.add_argument("--keep-best", action="store_true",

@@ -13,6 +13,7 @@ and each one's top functions by own samples and by samples under them are printe
 
     PYTHONPATH=$PWD python scripts/profile_ingress.py --route frames --requests 400
     PYTHONPATH=$PWD python scripts/profile_ingress.py --serve --route batch --seconds 6
+    PYTHONPATH=$PWD python scripts/profile_ingress.py --serve --haproxy --route stream --resolution 1080
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # s
 
 import app.serve_app as serve_app  # noqa: E402
 from benchmarks.harness import jpeg_frames  # noqa: E402
+from stemcell.frame_stream import MEDIA_TYPE as FRAME_STREAM  # noqa: E402
+from stemcell.frame_stream import encode_frames  # noqa: E402
 from tests.helpers.builders import tiny_package  # noqa: E402
 
 ADMIN = "profile-admin-" + "x" * 20
@@ -76,6 +79,9 @@ async def _profile(root: Path, route: str, requests: int, top: int) -> None:
             if route == "frames":
                 r = await http.post("/cameras/c0/frames", content=jpegs[i % 8],
                                     headers={**headers, "Content-Type": "image/jpeg"})
+            elif route == "stream":
+                r = await http.post("/cameras/c0/frames:batch", content=encode_frames(jpegs[:8]),
+                                    headers={**headers, "Content-Type": FRAME_STREAM})
             else:
                 r = await http.post("/cameras/c0/frames:batch", headers=headers,
                                     files=[("frames", (f"{k}.jpg", jpegs[k], "image/jpeg")) for k in range(8)])
@@ -119,8 +125,9 @@ def _top(collapsed: str, top: int) -> str:
     return "\n".join(rows)
 
 
-def _serve_profile(root: Path, route: str, seconds: float, top: int) -> None:
-    """Deploy serve_overhead's app, load it with its cameras, py-spy the replica and the executor meanwhile."""
+def _serve_profile(root: Path, route: str, seconds: float, top: int, resolution: int) -> None:
+    """Deploy serve_overhead's app, load it with its cameras, py-spy the replica and the executor meanwhile
+    (`route` stream: frames:batch with the octet-stream body; `resolution`: the cameras' JPEGs)."""
     from serve_bench import bench, deploy, http_client
     from serve_load import camera_jpegs, closed_loop
     from serve_overhead import _speed_package
@@ -128,12 +135,12 @@ def _serve_profile(root: Path, route: str, seconds: float, top: int) -> None:
     package = _speed_package(root / "pkg", world_s=40.0)
     url, tokens = deploy(root, package, coalesce_ms=5.0, threads=1, peer=False)
     pids = {role: pid for pid, role in _serve_pids().items()}
-    jpegs = camera_jpegs(8, 16, 128)
+    jpegs = camera_jpegs(8, 16 if resolution == 128 else 4, resolution)
 
     async def load() -> dict:
         async with http_client(url) as http:
             b = bench(http, tokens, package, 1, 1.0, seconds)
-            send = b.single(jpegs, "bench") if route == "frames" else b.batch(jpegs, "bench")
+            send = b.single(jpegs, "bench") if route == "frames" else b.batch(jpegs, "bench", stream=route == "stream")
             return await closed_loop(send, 8, 1.0, seconds)
 
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # the venv's, off PATH
@@ -183,19 +190,26 @@ def _serve_pids() -> dict[int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--route", choices=("frames", "batch"), default="frames")
+    parser.add_argument("--route", choices=("frames", "batch", "stream"), default="frames",
+                        help="one JPEG per POST, or frames:batch as multipart or as the octet-stream body")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--top", type=int, default=30, help="entries per listing")
     parser.add_argument("--serve", action="store_true", help="py-spy the real replica and executor under load")
     parser.add_argument("--seconds", type=float, default=6.0, help="--serve: sampled window")
+    parser.add_argument("--resolution", type=int, choices=(128, 720, 1080), default=128, help="--serve: JPEG size")
+    parser.add_argument("--haproxy", action="store_true", help="--serve: behind Serve's HAProxy ingress (the default)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.haproxy:
+        from ports import haproxy_env
+
+        os.environ.update(haproxy_env())
     ray.init(address="local", num_cpus=4 if args.serve else 2, num_gpus=1, include_dashboard=False,
              log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="stemcell-profile-") as tmp:
             if args.serve:
-                _serve_profile(Path(tmp), args.route, args.seconds, args.top)
+                _serve_profile(Path(tmp), args.route, args.seconds, args.top, args.resolution)
             else:
                 asyncio.run(_profile(Path(tmp), args.route, args.requests, args.top))
     finally:

@@ -154,6 +154,8 @@ class ZooSection(_Strict):
 
     enabled: bool = False  # drift -> gating top-K experts -> safety check -> deploy; retrained models offered
     drift_threshold: float = Field(0.1, gt=0, le=1)  # agreement with the teacher falling by more: drift
+    switch_margin: float = Field(0.0, ge=0, le=1)  # an expert replaces a camera's model only ahead by more (never on a tie)
+    own_batches: int = Field(8, ge=1, le=100)  # live batches the replaced model may come back on
     k: int = Field(5, ge=0, le=100)  # gating picks the safety check weighs
     alpha: float = Field(0.02, ge=0, le=1)  # admission margin over the best other candidate
     gamma: int = Field(2, ge=1, le=64)  # admission queue flushes at this many models

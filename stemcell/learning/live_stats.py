@@ -14,7 +14,13 @@ the RetrainWorker gets, for free:
 - per (camera, app, candidate branchpoint) running frame precision and recall against the teacher
   over the last `window` samples, with Wilson 95 % intervals; the deployed candidate is measured as
   it serves, the package's other candidates of the app on the same samples (they share the stem).
-  F1's interval is [F1(P_lo, R_lo), F1(P_hi, R_hi)] (F1 grows with both; conservative).
+  F1's interval is [F1(P_lo, R_lo), F1(P_hi, R_hi)] (F1 grows with both; conservative). Each sample
+  weighs the capture time it stands for (`live_events.sample_spans`: ASR samples some periods more
+  densely, and a dense period must not outweigh an equally long sparse one); the intervals use the
+  weighted counts' effective sample size (Kish). With the samples' capture times the estimate also
+  carries the event figures the Planner's event-F1 model needs from the camera itself: event
+  precision, the camera's event length and the candidate's miss correlation
+  (`stemcell.learning.live_events`).
 
 All state is plain numbers and lists (`state_dict`), so it rides in the worker's checkpoint and a
 restarted worker keeps its estimates.
@@ -28,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from stemcell.learning.live_events import event_figures, miss_correlation, sample_spans
+
 Z95 = 1.959963984540054
 # per sample: 2 * predicted + teacher (0: tn, 1: fn, 2: fp, 3: tp)
 _TN, _FN, _FP, _TP = 0, 1, 2, 3
 
 
-def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
+def wilson(successes: float, trials: float, z: float = Z95) -> tuple[float, float] | None:
     """Wilson score interval of a proportion; None without trials."""
     if trials <= 0:
         return None
@@ -59,30 +67,63 @@ class Estimate:
     precision_ci: tuple[float, float] | None
     recall_ci: tuple[float, float] | None
     f1_ci: tuple[float, float] | None
+    # event figures on the same samples (`live_events`); None without such an event
+    event_precision: float | None = None  # share of predicted events holding a teacher-positive sample
+    event_precision_ci: tuple[float, float] | None = None
+    event_recall: float | None = None  # at the sampling rate
+    event_length_s: float | None = None  # the camera's mean event length (capture seconds)
+    events: int = 0  # teacher events among the samples
+    predicted_events: int = 0
+    miss_correlation: float | None = None  # rho fitted to the sampled event recall (`live_events`)
+
+
+def weighted_proportion(hits: np.ndarray, weights: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    """Weighted share of `hits` and its Wilson interval at the Kish effective sample size."""
+    total = float(weights.sum())
+    if total <= 0:
+        return None, None
+    share = float(weights[hits].sum()) / total
+    effective = total * total / float((weights * weights).sum())
+    return share, wilson(share * effective, effective)
 
 
 @dataclass
 class Confusion:
-    """The last `window` (prediction, teacher) pairs of one candidate."""
+    """The last `window` (prediction, teacher) pairs of one candidate, with their capture times."""
 
     window: int = 1000
     codes: deque[int] = field(default_factory=deque)
+    stamps: deque[float] = field(default_factory=deque)  # capture time of each sample (s)
 
-    def add(self, predicted: np.ndarray, teacher: np.ndarray) -> None:
-        for code in (2 * np.asarray(predicted, bool).astype(int) + np.asarray(teacher, bool).astype(int)).tolist():
-            self.codes.append(code)
+    def add(self, predicted: np.ndarray, teacher: np.ndarray, stamps: np.ndarray | None = None) -> None:
+        """One batch in capture order; without `stamps` the samples are taken as 1 s apart."""
+        codes = (2 * np.asarray(predicted, bool).astype(int) + np.asarray(teacher, bool).astype(int)).tolist()
+        last = self.stamps[-1] if self.stamps else 0.0
+        times = np.arange(1, len(codes) + 1) + last if stamps is None else np.asarray(stamps, float)
+        self.codes.extend(codes)
+        self.stamps.extend(float(t) for t in times)
         while len(self.codes) > self.window:
             self.codes.popleft()
+            self.stamps.popleft()
+
+    def until(self, ts: float) -> Confusion:
+        """The samples captured before `ts`: what an estimate made at that moment saw."""
+        kept = [(c, t) for c, t in zip(self.codes, self.stamps) if t < ts]
+        return Confusion(self.window, deque(c for c, _ in kept), deque(t for _, t in kept))
 
     def estimate(self) -> Estimate:
-        counts = np.bincount(np.asarray(self.codes, dtype=np.int64), minlength=4)
-        tp, fp, fn = int(counts[_TP]), int(counts[_FP]), int(counts[_FN])
-        p_ci, r_ci = wilson(tp, tp + fp), wilson(tp, tp + fn)
-        p = tp / (tp + fp) if tp + fp else None
-        r = tp / (tp + fn) if tp + fn else None
+        codes = np.asarray(self.codes, dtype=np.int64)
+        stamps = np.asarray(self.stamps, dtype=float)
+        spans, _ = sample_spans(stamps)
+        predicted, teacher = codes >= _FP, codes % 2 == 1
+        p, p_ci = weighted_proportion(teacher[predicted], spans[predicted])
+        r, r_ci = weighted_proportion(predicted[teacher], spans[teacher])
         f1 = f1_of(p, r) if p is not None and r is not None else None
         f1_ci = (f1_of(p_ci[0], r_ci[0]), f1_of(p_ci[1], r_ci[1])) if p_ci and r_ci else None
-        return Estimate(len(self.codes), p, r, f1, p_ci, r_ci, f1_ci)
+        ev = event_figures(predicted, teacher, stamps)
+        return Estimate(len(codes), p, r, f1, p_ci, r_ci, f1_ci, ev.event_precision,
+                        wilson(ev.correct_events, ev.predicted_events), ev.event_recall, ev.event_length_s,
+                        ev.events, ev.predicted_events, miss_correlation(r, ev))
 
 
 @dataclass
@@ -124,9 +165,11 @@ class LiveStats:
         self.deployed: dict[tuple[str, str], int] = {}  # (camera, app) -> branchpoint of the model serving
 
     def observe(self, camera: str, app: str, branchpoint: int, version: int, ts: float, teacher: np.ndarray,
-                deployed: np.ndarray, others: dict[int, np.ndarray] | None = None) -> None:
-        """One batch: `teacher` presence (N,), the deployed model's predictions (N,), and the app's other
-        candidates' predictions on the same frames (branchpoint -> (N,))."""
+                deployed: np.ndarray, others: dict[int, np.ndarray] | None = None,
+                stamps: np.ndarray | None = None) -> None:
+        """One batch: `teacher` presence (N,), the deployed model's predictions (N,), the app's other
+        candidates' predictions on the same frames (branchpoint -> (N,)), and the frames' capture times
+        (`stamps`, for the event figures; without them the samples are taken as 1 s apart)."""
         teacher = np.asarray(teacher, bool)
         self.agreement.setdefault((camera, app), Agreement()).add(
             ts, float((np.asarray(deployed, bool) == teacher).mean()), version)
@@ -134,7 +177,7 @@ class LiveStats:
             self.confusion.pop((camera, app, branchpoint), None)  # measured as a non-deployed candidate until now
             self.deployed[(camera, app)] = branchpoint
         for bp, predicted in {**(others or {}), branchpoint: deployed}.items():
-            self.confusion.setdefault((camera, app, bp), Confusion(self.window)).add(predicted, teacher)
+            self.confusion.setdefault((camera, app, bp), Confusion(self.window)).add(predicted, teacher, stamps)
 
     def estimates(self, camera: str, app: str) -> dict[int, Estimate]:
         """Branchpoint -> running estimate of each candidate of the camera's app."""
@@ -150,14 +193,16 @@ class LiveStats:
         return {
             "agreement": [[c, a, g.now, g.reference, g.v0, [list(p) for p in g.history]]
                           for (c, a), g in self.agreement.items()],
-            "confusion": [[c, a, bp, list(k.codes)] for (c, a, bp), k in self.confusion.items()],
+            "confusion": [[c, a, bp, list(k.codes), list(k.stamps)] for (c, a, bp), k in self.confusion.items()],
             "deployed": [[c, a, bp] for (c, a), bp in self.deployed.items()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for c, a, now, ref, v0, history in state.get("agreement", []):
             self.agreement[(c, a)] = Agreement(now=now, reference=ref, v0=v0, history=[(t, g) for t, g in history])
-        for c, a, bp, codes in state.get("confusion", []):
-            self.confusion[(c, a, int(bp))] = Confusion(self.window, deque(int(x) for x in codes))
+        for c, a, bp, codes, *stamps in state.get("confusion", []):  # checkpoints before the stamps: 1 s apart
+            times = stamps[0] if stamps else range(1, len(codes) + 1)
+            self.confusion[(c, a, int(bp))] = Confusion(self.window, deque(int(x) for x in codes),
+                                                        deque(float(t) for t in times))
         for c, a, bp in state.get("deployed", []):
             self.deployed[(c, a)] = int(bp)

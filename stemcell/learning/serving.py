@@ -7,10 +7,12 @@ nothing is measured on what it trained on):
 2. drift (agreement falling by more than `drift_threshold`), and a camera app's first batch (a new
    camera starts on the expert that fits its scene, RECL's model reuse), trigger a zoo switch (`switch`):
    the app's gating network proposes its top-K experts of the shared zoo, the safety check weighs
-   them with the deployed model on the camera's newest teacher-labelled samples, and a better expert
-   is deployed at once, as a new version (edges catch up in full), before retraining catches up.
-   A switch is on probation for the next batch: if the model it replaced beats the expert there
-   (the same safety rule), the switch is undone at once (`undone`);
+   them with the deployed model on the camera's newest teacher-labelled samples, and an expert that
+   is right on more of them (by at least `switch_margin`) is deployed at once, as a new version (edges
+   catch up in full), before retraining catches up (`stemcell.learning.zoo.switching`: a switch gives
+   up the camera's own lineage, so a tie, even one the loss would break, does not switch). The replaced
+   model stays a contender for `own_batches` batches: if it beats the serving expert on one of them
+   (the safety rule), the switch is undone at once (`undone`). Every decision is logged (`decisions`);
 3. every retrained model the safety check let through is offered to the zoo (`offer`): admitted by
    RECL's rule (it beat every other candidate by alpha), the zoo pruned as RECL specifies.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,27 +37,35 @@ from stemcell.learning.live_stats import Estimate, LiveStats
 from stemcell.learning.published import model_logits
 from stemcell.learning.safety import best_model
 from stemcell.learning.zoo import Expert, ModelZoo, expert_from_model
+from stemcell.learning.zoo.switching import OwnModel, switch_due
 from stemcell.models import AppModel
 
 log = logging.getLogger(__name__)
 
 FRESH_SAMPLES = 32  # newest buffered samples the zoo's safety check and admission weigh
 PRUNE_EVERY = 20  # offers between two pruning passes
+DECISIONS_KEPT = 256  # zoo decisions (switch, stay, undone) kept, for the benchmarks and the view
+DECISIONS_SHOWN = 20  # the newest of them in `GET /admin/zoo`
 
 
 class LiveLearning:
     def __init__(self, trainer: AmsTrainer, candidate: Callable[[str, int], AppModel],
                  branchpoints: Callable[[str], Sequence[int]], *, zoo: ModelZoo | None = None,
-                 drift_threshold: float = 0.1, window: int = 1000) -> None:
+                 drift_threshold: float = 0.1, window: int = 1000, decisions_kept: int = DECISIONS_KEPT,
+                 switch_margin: float = 0.0, own_batches: int = 8) -> None:
         """`candidate(app, bp)`: the package's model of the app at `bp` (cached by the caller);
-        `branchpoints(app)`: the app's candidates."""
+        `branchpoints(app)`: the app's candidates; `switch_margin`, `own_batches`: see
+        `stemcell.learning.zoo.switching`."""
         self.trainer, self.candidate, self.branchpoints = trainer, candidate, branchpoints
         self.zoo, self.drift_threshold = zoo, drift_threshold
+        self.switch_margin, self.own_batches = switch_margin, own_batches
         self.stats = LiveStats(window)
         self.counts = {"admissions": 0, "prunings": 0, "switches": 0, "undone": 0, "offers": 0}
         self.experts: dict[tuple[str, str], str] = {}  # (camera, app) -> zoo expert a switch deployed (until retrained)
-        self._replaced: dict[tuple[str, str], AppModel] = {}  # model a switch replaced, until its probation batch
+        self._replaced: dict[tuple[str, str], OwnModel[AppModel]] = {}  # model a switch replaced, while a contender
         self.updated_at: dict[tuple[str, str], float] = {}  # wall time of the last deployed version
+        # what each drift query decided, on the camera's sample clock: why a camera did (not) switch
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=decisions_kept)
 
     @property
     def config(self) -> AmsConfig:
@@ -70,27 +81,30 @@ class LiveLearning:
         drifted = []
         for job in self._jobs(camera, apps):
             teacher = labels[:, job.target] > 0.5
-            self._probation(job, frames, teacher)
+            self._probation(job, float(t_s[-1]), frames, teacher)
             others = {bp: model_logits(self.candidate(job.app, bp), frames, self.config) > 0
                       for bp in self.branchpoints(job.app) if bp != job.branchpoint}
             first = (camera, job.app) not in self.stats.agreement
             self.stats.observe(camera, job.app, int(job.branchpoint or 0), job.version, float(t_s[-1]), teacher,
-                               job.predict(frames) > 0, others)
+                               job.predict(frames) > 0, others, stamps=np.asarray(t_s, float))
             if self.zoo is not None and (first or self.stats.agreement[(camera, job.app)].drifted(self.drift_threshold)):
                 drifted.append(job.app)
         return drifted
 
-    def _probation(self, job: AppJob, frames: np.ndarray, teacher: np.ndarray) -> None:
-        """The first batch after a switch: undo it if the model it replaced beats the expert on this batch."""
-        replaced = self._replaced.pop((job.camera, job.app), None)
-        if replaced is None:
+    def _probation(self, job: AppJob, ts: float, frames: np.ndarray, teacher: np.ndarray) -> None:
+        """The batches after a switch: undo it if the model it replaced beats the expert on one of them."""
+        own = self._replaced.pop((job.camera, job.app), None)
+        if own is None:
             return
         scores = {name: _score(logits, teacher) for name, logits in
-                  (("expert", job.predict(frames)), ("replaced", model_logits(replaced, frames, self.config)))}
+                  (("expert", job.predict(frames)), ("replaced", model_logits(own.model, frames, self.config)))}
         if best_model({k: v[0] for k, v in scores.items()}, {k: v[1] for k, v in scores.items()}, "expert") == "expert":
+            if own.spend():
+                self._replaced[(job.camera, job.app)] = own
             return
-        job.adopt(replaced.trainable_state_dict())
-        self.experts.pop((job.camera, job.app), None)
+        job.adopt(own.model.trainable_state_dict())
+        self._decided(job.camera, job.app, ts, "undone", self.experts.pop((job.camera, job.app), None),
+                      scores["expert"][0], scores["replaced"][0])
         self.counts["undone"] += 1
         self.stats.agreement[(job.camera, job.app)].switched()
         log.info("camera %s app %s: zoo switch undone (expert %.2f, replaced model %.2f on the next batch)",
@@ -112,13 +126,23 @@ class LiveLearning:
         current = self._expert_of(job)
         selection = self.zoo.select(camera, app, frames, labels[:, [job.target]],
                                     current=(current.meta.expert_id, job.learner.model))
-        self.stats.agreement[(camera, app)].switched()  # measure afresh, whatever serves now
-        if not selection.from_zoo:
+        accuracies = dict(selection.accuracies)
+        serving = accuracies.pop(current.meta.expert_id)
+        best = max(accuracies, key=accuracies.__getitem__, default=None)
+        agreement = self.stats.agreement[(camera, app)]
+        ts = agreement.history[-1][0] if agreement.history else None
+        expert = self.zoo.store.get(selection.chosen) if selection.from_zoo else None
+        if (expert is None or selection.chosen == current.meta.expert_id or expert.meta.branchpoint != job.branchpoint
+                or not switch_due(selection.accuracy, serving, self.switch_margin)):
+            # the same model serves: its drift stays measured from the level it had reached, so a camera
+            # still worse than that asks the zoo again on its next batch (resetting the level here would
+            # make a model that fell stay unnoticed until retraining lifts it)
+            self._decided(camera, app, ts, "stay", best, accuracies.get(best) if best else None, serving)
             return False
-        expert = self.zoo.store.get(selection.chosen)
-        if expert.meta.branchpoint != job.branchpoint:
-            return False
-        self._replaced[(camera, app)] = copy.deepcopy(job.learner.model)
+        agreement.switched()  # another model serves: measure afresh
+        self._decided(camera, app, ts, "switch", selection.chosen, selection.accuracy, serving)
+        if (camera, app) not in self._replaced:  # switching again: the camera's own model is the one to keep
+            self._replaced[(camera, app)] = OwnModel(copy.deepcopy(job.learner.model), self.own_batches)
         job.adopt(expert.state)
         self.experts[(camera, app)] = selection.chosen
         self.counts["switches"] += 1
@@ -126,6 +150,14 @@ class LiveLearning:
         log.info("camera %s app %s drifted: zoo expert %s deployed as version %d (%.2f on fresh samples)",
                  camera, app, selection.chosen, job.version, selection.accuracy)
         return True
+
+    def _decided(self, camera: str, app: str, ts: float | None, kind: str, expert: str | None,
+                 expert_accuracy: float | None, serving_accuracy: float) -> None:
+        """Log a zoo decision at the camera's sample time `ts`: `switch` (an expert deployed), `stay`
+        (none beat the serving model; `expert` is the best of them), `undone` (probation lost)."""
+        self.decisions.append({"camera": camera, "app": app, "ts": ts, "kind": kind,
+                               "expert": expert, "expert_accuracy": expert_accuracy,
+                               "serving_accuracy": serving_accuracy})
 
     def offer(self, published: Published) -> None:
         """A retrained model was deployed: offer it to the zoo (RECL admission), prune now and then."""
@@ -161,7 +193,8 @@ class LiveLearning:
         cameras = {c: e for (c, _), e in sorted(self.experts.items(), reverse=True)}  # per camera, its alphabetically first app's
         return {"enabled": self.zoo is not None, "experts": experts, "admissions": self.counts["admissions"],
                 "prunings": self.counts["prunings"], "switches": self.counts["switches"],
-                "undone": self.counts["undone"], "cameras": cameras}
+                "undone": self.counts["undone"], "cameras": cameras,
+                "decisions": list(self.decisions)[-DECISIONS_SHOWN:]}
 
     def learning_status(self, camera: str) -> dict[str, Any] | None:
         """The `learning` block of `GET /cameras/{id}/status`; None: not learning. The contract's keys

@@ -6,6 +6,8 @@ slicing (`stemcell.scheduling.slicing`) plans with.
 - `blended_gain_curve` ("blend", the Planner's): the prior (how far the deployed model's agreement
   with the teacher dropped since its last update, known before any window is spent) shrunk towards
   by the gains measured since, as a Bayesian posterior of the curve's level.
+- `headroom_prior`: another prior, the deployed model's disagreement with the teacher now (measured,
+  not the Planner's).
 
 Why the blend: a window's measured gain is the difference of two accuracies on a few dozen
 held-out teacher labels after a few SGD steps, so its noise (sd ~10-15 points) dwarfs the
@@ -22,6 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# Scale of `headroom_prior`: puts the disagreement on the scale of the drop prior it stands beside
+# (on the mixed fleet of benchmarks/slicing_fleet.py the agreement drop averaged 0.13-0.16 and the
+# disagreement 0.25-0.35: benchmarks/slicing_signals.py), so a blend weighs it against measured
+# gains as it weighed the drop; the ranking of jobs does not depend on it.
+HEADROOM_GAIN = 0.5
 
 # Candidate decay rates for the curve fit: a grid keeps the fit robust to negative and noisy gains
 # (no logarithms) and costs microseconds for the handful of points a job has.
@@ -93,3 +101,20 @@ def blended_gain_curve(gains: Sequence[float], prior: float | None, *, rate: flo
         return None
     level = (prior_weight * (prior or 0.0) + float(basis @ g)) / evidence
     return GainCurve(next=level * rate ** (first_window + len(g)), rate=rate)
+
+
+def headroom_prior(agreement: float, scale: float = HEADROOM_GAIN) -> float:
+    """Expected gain of a job's first micro-window: `scale` times its deployed model's disagreement
+    with the teacher on the newest live samples (1 - agreement).
+
+    Why disagreement: a window trains on the newest samples, so what it can fix is what the model
+    gets wrong on them now; a camera whose model agrees with the teacher (adapted to a stable scene)
+    has little to gain, whatever its history. Measured on the mixed fleet (benchmarks/slicing_signals.py,
+    round-robin trajectory): when only half the cameras can have a window, giving it to the half with
+    the most headroom scores +0.69 points (se 0.46, quick, 5 seeds) and +1.35 (se 0.60, full, seed 0)
+    over a random half; the agreement drop -0.08 and +1.23; signals measured after a window (held-out
+    gain, training-loss descent) do not predict the next window's live gain (|corr| <= 0.16).
+    It is not the Planner's prior: planning whole runs by it (benchmarks/recl_slicing.py policy
+    `gain_headroom_only`) did not beat the drop blend (quick +2.90 vs +3.35 points over round-robin,
+    full -0.32 vs +0.20, the same seeds)."""
+    return scale * max(0.0, 1.0 - float(agreement))

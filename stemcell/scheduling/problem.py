@@ -30,6 +30,7 @@ class Candidate:
     precision: float  # validation frame-level precision in [0, 1]
     recall: float  # validation frame-level recall in [0, 1]
     name: str = ""  # free label (e.g. the branchpoint's layer name or weights file), shown in plans
+    correlation: float | None = None  # its own miss correlation, measured on a camera's live samples (None: the problem's)
 
     def __post_init__(self) -> None:
         b = self.branchpoint
@@ -37,6 +38,8 @@ class Candidate:
         for name in ("precision", "recall"):
             value = getattr(self, name)
             _check(_finite(value) and 0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value!r}")
+        rho = self.correlation
+        _check(rho is None or (_finite(rho) and 0.0 <= rho <= 1.0), "correlation", f"must be in [0, 1], got {rho!r}")
 
 
 @dataclass(frozen=True)

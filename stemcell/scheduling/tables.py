@@ -48,13 +48,15 @@ def build_tables(problem: ScheduleProblem) -> ProblemTables:
     branchpoint = np.full((n, width), -1, dtype=np.int64)
     frame_p = np.zeros((n, width))
     frame_r = np.zeros((n, width))
+    rho = np.full((n, width), problem.correlation)  # a candidate's own (measured live) where it has one
     for i, app in enumerate(problem.apps):
         for c, cand in enumerate(app.candidates):
             branchpoint[i, c], frame_p[i, c], frame_r[i, c] = cand.branchpoint, cand.precision, cand.recall
+            rho[i, c] = problem.correlation if cand.correlation is None else cand.correlation
     valid = branchpoint >= 0
     stride = problem.stream_fps / np.asarray(problem.frame_rates)
     length = np.array([a.event_length_frames for a in problem.apps])
-    recall = event_recall(frame_r[:, :, None], length[:, None, None], stride[None, None, :], problem.correlation)
+    recall = event_recall(frame_r[:, :, None], length[:, None, None], stride[None, None, :], rho[:, :, None])
     precision = event_precision(frame_p)
     f1 = np.where(valid[:, :, None], harmonic_f1(precision[:, :, None], recall), _PAD_F1)
     weight = np.array([a.weight for a in problem.apps])

@@ -179,3 +179,15 @@ def test_worker_follows_a_moved_branchpoint_across_a_restart(package: Path, orac
     assert ray.get(restarted.update_since.remote("cam-2", "car", None))[1].branchpoint == 4
     assert ray.get(restarted.set_camera.remote("cam-2", [AppRun("car", 4, 10.0)])) == {"car": 3}
     ray.kill(restarted)
+
+
+def test_worker_trains_its_due_jobs_by_the_planners_grants(package: Path, oracle, tmp_path: Path) -> None:
+    worker = _worker(package, tmp_path / "models")
+    stamps, frames = _samples(0.0, 12)
+    labels = ray.get(oracle.label.remote(frames, 0, stamps))
+    for camera in ("cam-a", "cam-b"):
+        ray.get(worker.set_camera.remote(camera, APPS))
+        ray.get(worker.add_samples.remote(camera, stamps, frames, labels))
+    ray.get(worker.set_grants.remote({"cam-a/car": 1, "cam-b/car": 3}))  # round-robin would start with cam-a
+    assert [p.camera for p in ray.get(worker.run_pending.remote())] == ["cam-b", "cam-a"]
+    ray.kill(worker)

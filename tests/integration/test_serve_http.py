@@ -20,6 +20,7 @@ from ray import serve
 
 from app.serve_app import build_app
 from stemcell.client import Admin, Camera, StemcellError
+from stemcell.frame_stream import encode_frames
 from stemcell.imaging import encode_jpeg, encode_png
 from tests.helpers.http_app import ADMIN_TOKEN, APP_NAME, MAX_IMAGE_BYTES, Server, frame, png_bomb
 
@@ -135,6 +136,15 @@ def test_bad_batches(server: Server, cam1: Camera) -> None:
         assert r.status_code == 422
         r = http.post(url, files=[("frames", good)], data={"ts": "nan"})
         assert r.status_code == 422
+        stream = {"Content-Type": "application/octet-stream"}  # the lean body (stemcell.frame_stream)
+        r = http.post(url, content=encode_frames([good[1]] * 9), headers=stream)
+        assert r.status_code == 413 and "more than 8 frames" in r.json()["detail"]
+        r = http.post(url, content=encode_frames([good[1]])[:-5], headers=stream)
+        assert r.status_code == 400 and "frame 0: declares" in r.json()["detail"]
+        r = http.post(url, content=encode_frames([good[1], b"GIF89a"]), headers=stream)
+        assert r.status_code == 415 and "frames[1]: neither JPEG nor PNG" in r.json()["detail"]
+        r = http.post(url, content=encode_frames([good[1]] * 2), headers=stream, params={"ts": "1"})
+        assert r.status_code == 422 and "1 ts values for 2 frames" in r.json()["detail"]
 
 
 def test_bad_ids_unknown_cameras_and_bad_json(server: Server, cam1: Camera) -> None:

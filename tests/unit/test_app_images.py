@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from app.executors import same_size_runs
 from app.images import DECODE_IN_THREAD_BYTES, Decoder, batch_frames, json_body, read_body, single_frame
+from stemcell.frame_stream import encode_frames
 from stemcell.imaging import ImageLimits, decode_for_model, encode_jpeg
 
 DECODER = Decoder(ImageLimits(64 * 1024, 256 * 256))  # the replica's decoding: limits and threads
@@ -129,3 +130,54 @@ def test_declared_size_is_the_frames_own_size_when_the_client_resized() -> None:
     assert batch.frame_size == (320, 480)
     for query in ("w=1920", "h=5", "w=0&h=5", "w=-3&h=5", "w=1.5&h=5", "w=x&h=5", "w=65536&h=5", "w=%C2%B2&h=5"):
         assert _status(single_frame(_request(_jpeg(0), jpeg, query), DECODER, 24)) == 422, query
+
+
+STREAM = {"content-type": "application/octet-stream"}
+
+
+def test_a_frame_stream_batch_decodes_like_multipart() -> None:
+    """The lean frames:batch body (`stemcell.frame_stream`) gives the very frames multipart gives, in order,
+    also when its large images are split over several decode threads."""
+    rng = np.random.default_rng(5)
+    images = [encode_jpeg(rng.integers(0, 256, (200, 250 + 10 * i, 3), dtype=np.uint8)) for i in range(5)]
+    assert min(map(len, images)) > DECODE_IN_THREAD_BYTES  # the threaded path
+    two_threads = Decoder(ImageLimits(1 << 20, 1 << 20), threads=2)
+    stream = asyncio.run(batch_frames(_request(encode_frames(images), STREAM, "ts=1,2,3,4,5"), two_threads, 8,
+                                      1 << 22, 24))
+    body, headers = _multipart([("frames", f"{i}.jpg", image) for i, image in enumerate(images)])
+    multipart = asyncio.run(batch_frames(_request(body, headers), two_threads, 8, 1 << 22, 24))
+    assert stream.timestamps == [1.0, 2.0, 3.0, 4.0, 5.0] and multipart.timestamps is None
+    assert stream.frame_sizes == multipart.frame_sizes == [(200, 250 + 10 * i) for i in range(5)]
+    assert all(np.array_equal(a, b) for a, b in zip(stream.frames, multipart.frames, strict=True))
+
+
+def _detail(coro) -> tuple[int, str]:  # noqa: ANN001 - an awaitable that should fail
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(coro)
+    return err.value.status_code, err.value.detail
+
+
+def test_bad_frame_stream_bodies_are_4xx_with_a_clear_message() -> None:
+    good = _jpeg(1)
+    big = encode_jpeg(np.random.default_rng(6).integers(0, 256, (200, 250, 3), dtype=np.uint8))
+    two_threads = Decoder(ImageLimits(1 << 20, 1 << 20), threads=2)
+
+    def batch(body: bytes, query: str = "", decoder: Decoder = DECODER, max_frames: int = 4):  # noqa: ANN202
+        return batch_frames(_request(body, STREAM, query), decoder, max_frames, 1 << 20)
+
+    assert _detail(batch(b"")) == (400, "application/octet-stream body: empty body: send one or more frames, each "
+                                        "a 4-byte big-endian length, then that many bytes of JPEG/PNG")
+    status, detail = _detail(batch(encode_frames([good])[:-10]))
+    assert status == 400 and "frame 0: declares" in detail
+    assert _detail(batch(encode_frames([good] * 5)))[0] == 413
+    assert _detail(batch(encode_frames([good, b"GIF89a..."]))) == (415, "frames[1]: neither JPEG nor PNG (starts "
+                                                                         "with 47494638)")
+    status, detail = _detail(batch(encode_frames([good, good]), "ts=1"))
+    assert status == 422 and "1 ts values for 2 frames" in detail
+    assert _detail(batch(encode_frames([good]), "ts=soon"))[0] == 422
+    # frames 1 and 2 are corrupt, and decoded on different threads: the answer names the first
+    status, detail = _detail(batch(encode_frames([big, big[:-200], big[:-200], big]), decoder=two_threads))
+    assert status == 400 and detail.startswith("frames[1]: ")
+    status, detail = _detail(batch_frames(_request(encode_frames([good]), {"content-type": "text/plain"}),
+                                          DECODER, 4, 1 << 20))
+    assert status == 415 and "multipart/form-data" in detail and "application/octet-stream" in detail

@@ -23,6 +23,7 @@ from stemcell.client import (
     own_size_params,
     parse_retry_after,
 )
+from stemcell.frame_stream import split_frames
 from stemcell.imaging import encode_jpeg, encode_png, resize_frames
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -133,18 +134,16 @@ def test_infer_passes_png_bytes_through_and_refuses_other_bytes() -> None:
         _camera(rec, []).infer(b"not an image")
 
 
-def test_infer_batch_is_multipart_with_repeated_frames_field() -> None:
+def test_infer_batch_sends_the_lean_frame_stream_with_timestamps_in_the_query() -> None:
     rec = Recorder(httpx.Response(200, json={"camera_id": "cam-1", "frames": [RESULT, RESULT]}))
-    out = _camera(rec, []).infer_batch([np.zeros((8, 8, 3), np.uint8)] * 2, timestamps=[0.0, 0.1])
-    assert out == [RESULT, RESULT]
+    frames = [_frame(24, 32), _frame(24, 32) // 2]
+    assert _camera(rec, []).infer_batch(frames, timestamps=[1.5, 2.25]) == [RESULT, RESULT]
     req = rec.requests[0]
-    assert req.url.path == "/cameras/cam-1/frames:batch"
-    assert req.headers["content-type"].startswith("multipart/form-data; boundary=")
-    body = req.content
-    assert body.count(b'name="frames"') == 2 and body.count(b"Content-Type: image/jpeg") == 2
-    assert body.count(b'name="ts"') == 2
+    assert req.url.path == "/cameras/cam-1/frames:batch" and req.headers["content-type"] == "application/octet-stream"
+    assert split_frames(req.content, max_frames=2) == [encode_jpeg(f) for f in frames]
+    assert req.url.params["ts"] == "1.5,2.25"
     with pytest.raises(ValueError, match="1 timestamps for 2 frames"):
-        _camera(rec, []).infer_batch([np.zeros((8, 8, 3), np.uint8)] * 2, timestamps=[0.0])
+        _camera(rec, []).infer_batch(frames, timestamps=[0.0])
 
 
 def test_camera_id_is_escaped_in_the_path() -> None:
@@ -248,3 +247,4 @@ def test_stream_sender_drops_frames_instead_of_queueing() -> None:
     assert summary["frames_dropped"] == summary["frames_read"] - summary["frames_sent"]
     assert summary["positives"] == {"car": summary["frames_sent"]}
     assert any("dropped" in line for line in lines)
+

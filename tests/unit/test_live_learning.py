@@ -25,14 +25,15 @@ CFG = AmsConfig(input_size=SIZE, iterations=30, batch_size=8, lr=1e-2, gamma=Non
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _live(root: Path, base) -> LiveLearning:
+def _live(root: Path, base, **options) -> LiveLearning:
     trainer = AmsTrainer(CFG)
     for camera in ("cam", "other"):
         trainer.add_job(camera, "car", make_app_model(base, 4, 1), 1, {"branchpoint": 4})
     zoo = ModelZoo(ZooStore(root), base, ZooConfig(k=3, gamma=1, input_size=SIZE, gating_steps=20,
                                                    gating_finetune_steps=5))
     candidates = {bp: make_app_model(base, bp, 1) for bp in (2, 4)}
-    return LiveLearning(trainer, lambda app, bp: candidates[bp], lambda app: [2, 4], zoo=zoo, drift_threshold=0.1)
+    return LiveLearning(trainer, lambda app, bp: candidates[bp], lambda app: [2, 4], zoo=zoo, drift_threshold=0.1,
+                        **options)
 
 
 def _feed(live: LiveLearning, camera: str, t_s, frames, labels) -> list[str]:
@@ -70,11 +71,12 @@ def test_agreement_drift_is_a_fall_from_the_slow_level() -> None:
     assert not g.drifted(0.1)
 
 
-def _switched(root: Path) -> tuple[LiveLearning, int]:
+def _switched(root: Path, **options) -> tuple[LiveLearning, int]:
     """Camera "cam" learned scene A, "other" scene B (its model in the zoo); then cam's scene turns
-    into B: drift, and a switch to other's expert. Returns the learning and cam's version before."""
+    into B: drift, and a switch to other's expert. Returns the learning and cam's version before.
+    `options`: LiveLearning's switching options."""
     base = build_base("tiny_cnn", num_classes=5, seed=0)
-    live = _live(root, base)
+    live = _live(root, base, **options)
     _train(live, "other", flip=True, start=0.0)  # another camera learned scene B: its model enters the zoo
     _train(live, "cam", flip=False, start=0.0)  # this camera learned scene A
     assert live.counts["admissions"] >= 1 and len(live.zoo.store) >= 1
@@ -179,7 +181,7 @@ def test_live_estimates_replace_validation_after_min_samples() -> None:
     annotate_plan(plan, {"cam": {"car": {4: estimate}}}, 200)
     assert plan["cameras"]["cam"]["apps"]["car"] == {
         "branchpoint": 4, "frame_f1": 0.9, "f1_validation": 0.9, "f1_live": None, "f1_live_ci": None,
-        "live_samples": 150}
+        "live_samples": 150, "event_precision_live": None, "miss_correlation_live": None, "event_length_s_live": None}
     annotate_plan(plan, {"cam": {"car": {4: dataclasses.replace(estimate, samples=300)}}}, 200)
     assert plan["cameras"]["cam"]["apps"]["car"]["f1_live"] == 0.444
     assert plan["cameras"]["cam"]["apps"]["car"]["f1_live_ci"] == [0.3, 0.6]

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from stemcell.scheduling.gain_curves import HEADROOM_GAIN, headroom_prior
 from stemcell.scheduling.slicing import (
     SLICING_POLICIES,
     GainCurve,
@@ -390,3 +391,15 @@ def test_blend_spends_more_on_the_needy_jobs_than_the_noisy_curve_fit() -> None:
             totals[estimator] += sum(n * (1 - 0.7 ** jobs[j][1]["w"]) / 0.3 for j, n in needs.items())
             needy[estimator] += run.windows_for("a") + run.windows_for("c")
     assert needy["blend"] > needy["curve"] and totals["blend"] > totals["curve"]
+
+
+def test_headroom_prior_scales_the_disagreement_with_the_teacher() -> None:
+    assert headroom_prior(1.0) == 0.0  # an adapted model that agrees with the teacher has nothing to gain
+    assert headroom_prior(0.6) == pytest.approx(0.4 * HEADROOM_GAIN)
+    assert headroom_prior(0.5, scale=0.2) == pytest.approx(0.1)
+    assert headroom_prior(1.2) == 0.0  # never negative
+    # ranked by it, the camera whose model disagrees most gets the windows beyond the probes
+    jobs = (RetrainJob("adapted", prior_gain=headroom_prior(0.95)),
+            RetrainJob("drifting", prior_gain=headroom_prior(0.6)))
+    decision = gain_driven_slicing(SlicingContext(jobs, 6))
+    assert decision.windows_for("adapted") == 1 and decision.windows_for("drifting") == 5
