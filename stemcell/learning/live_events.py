@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stemcell.scheduling.event_f1 import event_recall
+from stemcell.world import extract_events
 
 BREAK_FACTOR = 5.0  # a gap this many times its neighbouring gaps ends every run
 MIN_FIT_EVENTS = 3  # teacher events before a miss correlation is fitted
@@ -73,14 +74,12 @@ def sample_spans(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def runs(flags: np.ndarray, breaks: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True in `flags`, a run ending where `breaks` is True."""
+    """[start, stop) of each run of True in `flags`, a run ending where `breaks` is True (the stretches
+    between breaks are cut apart, then `extract_events` finds the runs of each)."""
     flags = np.asarray(flags, bool)
-    if not len(flags):
-        return []
-    continues = np.r_[False, flags[:-1] & ~np.asarray(breaks, bool)[:-1]]
-    starts = np.flatnonzero(flags & ~continues)
-    ends = np.flatnonzero(flags & ~np.r_[flags[1:] & ~np.asarray(breaks, bool)[:-1], False]) + 1
-    return list(zip(starts.tolist(), ends.tolist()))
+    cuts = np.flatnonzero(np.asarray(breaks, bool)[:-1]) + 1  # a break after sample i: a new stretch at i + 1
+    return [(int(lo) + e.start, int(lo) + e.stop)
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(flags)]) for e in extract_events(flags[lo:hi])]
 
 
 def event_figures(predicted: np.ndarray, teacher: np.ndarray, stamps: np.ndarray) -> EventFigures:
